@@ -1,0 +1,1 @@
+//! deno_core op bindings for Agent libOS primitives (in progress).

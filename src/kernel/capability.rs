@@ -1,0 +1,475 @@
+//! Capabilities: who may do what to which resource, under which policy.
+//!
+//! A resource is a string `kind:name`, e.g. `fs:src/main.rs`, `shell:git`, `net:example.org:443`,
+//! `namespace:proc/7`, `object:obj_01…`, `image:coder`, `human:operator`, `tool:grep`.
+//! The name part of a capability may be a pattern: exact, `dir/*` (direct children),
+//! `dir/**` (every descendant), or `*` / `**` alone. This module is pure: no I/O.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The process id of an [`crate::kernel::process`] (stable across restarts).
+pub type Pid = i64;
+
+/// A right on a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Right {
+    Read,
+    Write,
+    Delete,
+    Execute,
+    Create,
+    Append,
+    Grant,
+    Revoke,
+    Approve,
+    Signal,
+    Admin,
+}
+
+impl Right {
+    pub const ALL: [Right; 11] = [
+        Right::Read,
+        Right::Write,
+        Right::Delete,
+        Right::Execute,
+        Right::Create,
+        Right::Append,
+        Right::Grant,
+        Right::Revoke,
+        Right::Approve,
+        Right::Signal,
+        Right::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Right::Read => "read",
+            Right::Write => "write",
+            Right::Delete => "delete",
+            Right::Execute => "execute",
+            Right::Create => "create",
+            Right::Append => "append",
+            Right::Grant => "grant",
+            Right::Revoke => "revoke",
+            Right::Approve => "approve",
+            Right::Signal => "signal",
+            Right::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Right {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Right {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Right::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown right '{s}' (expected one of: {})",
+                    Right::ALL.map(|r| r.as_str()).join(", ")
+                )
+            })
+    }
+}
+
+/// Parses `read,write` or `rw`-style lists (`r`,`w`,`x`,`d` shorthands allowed).
+pub fn parse_rights(list: &str) -> Result<Vec<Right>, String> {
+    let mut rights = Vec::new();
+    for part in list
+        .split([',', '+'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let right = match part {
+            "r" => Right::Read,
+            "w" => Right::Write,
+            "x" => Right::Execute,
+            "d" => Right::Delete,
+            other => other.parse()?,
+        };
+        if !rights.contains(&right) {
+            rights.push(right);
+        }
+    }
+    if rights.is_empty() {
+        return Err("empty rights list".into());
+    }
+    Ok(rights)
+}
+
+/// What happens when a capability matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    AlwaysAllow,
+    /// Allowed once: consumed when the operation succeeds (a failed attempt keeps it).
+    AllowOnce,
+    /// A human must approve each use.
+    AskEachTime,
+    /// An explicit deny: beats any allow that matches.
+    AlwaysDeny,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::AlwaysAllow => "always_allow",
+            Policy::AllowOnce => "allow_once",
+            Policy::AskEachTime => "ask_each_time",
+            Policy::AlwaysDeny => "always_deny",
+        }
+    }
+
+    /// Permissiveness rank: higher allows more without a human.
+    fn rank(self) -> u8 {
+        match self {
+            Policy::AlwaysDeny => 0,
+            Policy::AskEachTime => 1,
+            Policy::AllowOnce => 2,
+            Policy::AlwaysAllow => 3,
+        }
+    }
+
+    /// The stricter of two policies (used when attenuating).
+    pub fn stricter(self, other: Policy) -> Policy {
+        if self.rank() <= other.rank() {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+impl FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always_allow" | "allow" => Ok(Policy::AlwaysAllow),
+            "allow_once" | "once" => Ok(Policy::AllowOnce),
+            "ask_each_time" | "ask" => Ok(Policy::AskEachTime),
+            "always_deny" | "deny" => Ok(Policy::AlwaysDeny),
+            _ => Err(format!(
+                "unknown policy '{s}' (expected always_allow, allow_once, ask_each_time or always_deny)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One capability held by a process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capability {
+    pub id: i64,
+    pub subject: Pid,
+    pub resource: String,
+    pub rights: Vec<Right>,
+    pub policy: Policy,
+    /// The process that issued it; `None` for the operator (the host).
+    pub issuer: Option<Pid>,
+    /// The capability this one was derived from (revocation follows these links).
+    pub parent: Option<i64>,
+    /// Unix milliseconds after which it no longer matches.
+    pub expires_at: Option<i64>,
+    pub delegable: bool,
+    pub revocable: bool,
+    pub revoked: bool,
+    /// For `allow_once`: set when the one permitted use succeeded.
+    pub consumed: bool,
+}
+
+impl Capability {
+    /// Whether this capability is live at `now_ms`.
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        !self.revoked && !self.consumed && self.expires_at.is_none_or(|t| now_ms < t)
+    }
+
+    pub fn has_right(&self, right: Right) -> bool {
+        self.rights.contains(&right) || self.rights.contains(&Right::Admin)
+    }
+}
+
+/// A request for a capability (what to grant, or what a fork should inherit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapabilitySpec {
+    pub resource: String,
+    pub rights: Vec<Right>,
+    #[serde(default = "default_policy")]
+    pub policy: Policy,
+    #[serde(default)]
+    pub delegable: bool,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+fn default_policy() -> Policy {
+    Policy::AlwaysAllow
+}
+
+impl CapabilitySpec {
+    pub fn new(resource: impl Into<String>, rights: &[Right], policy: Policy) -> Self {
+        CapabilitySpec {
+            resource: resource.into(),
+            rights: rights.to_vec(),
+            policy,
+            delegable: false,
+            expires_at: None,
+        }
+    }
+
+    pub fn delegable(mut self) -> Self {
+        self.delegable = true;
+        self
+    }
+
+    /// Parses `RESOURCE=RIGHTS[:POLICY]`, the CLI's `--grant` form.
+    pub fn parse_grant(text: &str) -> Result<Self, String> {
+        let (resource, rest) = text
+            .rsplit_once('=')
+            .ok_or_else(|| format!("grant '{text}' must look like RESOURCE=RIGHTS[:POLICY]"))?;
+        let (rights, policy) = match rest.split_once(':') {
+            Some((r, p)) => (r, p.parse()?),
+            None => (rest, Policy::AlwaysAllow),
+        };
+        validate_resource(resource)?;
+        Ok(CapabilitySpec::new(
+            resource,
+            &parse_rights(rights)?,
+            policy,
+        ))
+    }
+}
+
+/// Checks the form `kind:name` of a resource or resource pattern.
+pub fn validate_resource(resource: &str) -> Result<(), String> {
+    match resource.split_once(':') {
+        Some((kind, name))
+            if !kind.is_empty()
+                && !name.is_empty()
+                && kind.chars().all(|c| c.is_ascii_lowercase() || c == '_') =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "resource '{resource}' must look like kind:name (e.g. fs:src/**, shell:git, net:example.org)"
+        )),
+    }
+}
+
+/// How specifically a pattern matches; larger is more specific.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Specificity(u8, usize);
+
+/// Whether `pattern` (a capability's resource) covers the concrete `resource`, and how
+/// specifically. Kinds must be equal; the name is matched segment-wise on `/`.
+pub fn match_resource(pattern: &str, resource: &str) -> Option<Specificity> {
+    let (pkind, pname) = pattern.split_once(':')?;
+    let (rkind, rname) = resource.split_once(':')?;
+    if pkind != rkind {
+        return None;
+    }
+    if pname == rname {
+        return Some(Specificity(3, pname.len()));
+    }
+    if pname == "**" {
+        return Some(Specificity(1, 0));
+    }
+    if pname == "*" {
+        return (!rname.contains('/')).then_some(Specificity(2, 0));
+    }
+    if let Some(prefix) = pname.strip_suffix("/**") {
+        let rest = rname.strip_prefix(prefix)?.strip_prefix('/')?;
+        return (!rest.is_empty()).then_some(Specificity(1, prefix.len() + 1));
+    }
+    if let Some(prefix) = pname.strip_suffix("/*") {
+        let rest = rname.strip_prefix(prefix)?.strip_prefix('/')?;
+        return (!rest.is_empty() && !rest.contains('/'))
+            .then_some(Specificity(2, prefix.len() + 1));
+    }
+    None
+}
+
+/// Whether every resource matched by `inner` is also matched by `outer` (used to attenuate).
+pub fn pattern_within(outer: &str, inner: &str) -> bool {
+    let Some((okind, oname)) = outer.split_once(':') else {
+        return false;
+    };
+    let Some((ikind, iname)) = inner.split_once(':') else {
+        return false;
+    };
+    if okind != ikind {
+        return false;
+    }
+    if oname == "**" || oname == iname {
+        return true;
+    }
+    // inner is itself a pattern: reduce it to its fixed prefix and ask whether outer covers
+    // every name under that prefix.
+    let (ibase, ideep) = if let Some(p) = iname.strip_suffix("/**") {
+        (p, true)
+    } else if let Some(p) = iname.strip_suffix("/*") {
+        (p, false)
+    } else if iname == "*" {
+        return oname == "*";
+    } else {
+        return match_resource(outer, inner).is_some();
+    };
+    if let Some(oprefix) = oname.strip_suffix("/**") {
+        return ibase == oprefix || ibase.starts_with(&format!("{oprefix}/"));
+    }
+    if let Some(oprefix) = oname.strip_suffix("/*") {
+        return !ideep && ibase == oprefix;
+    }
+    false
+}
+
+/// The outcome of matching a subject's capabilities against one (resource, right).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Allowed by this capability (its policy says how).
+    Matched(Capability),
+    /// An explicit `always_deny` matched.
+    Denied(Capability),
+    /// Nothing matched.
+    NoCapability,
+}
+
+/// Deny beats allow; otherwise the most specific matching capability decides. Among equally
+/// specific ones, the more permissive policy wins (they were all granted).
+pub fn decide<'a>(
+    caps: impl IntoIterator<Item = &'a Capability>,
+    resource: &str,
+    right: Right,
+    now_ms: i64,
+) -> Decision {
+    let mut best: Option<(Specificity, &Capability)> = None;
+    for cap in caps {
+        if !cap.is_live(now_ms) || !cap.has_right(right) {
+            continue;
+        }
+        let Some(spec) = match_resource(&cap.resource, resource) else {
+            continue;
+        };
+        if cap.policy == Policy::AlwaysDeny {
+            return Decision::Denied(cap.clone());
+        }
+        let better = match best {
+            None => true,
+            Some((s, b)) => spec > s || (spec == s && cap.policy.rank() > b.policy.rank()),
+        };
+        if better {
+            best = Some((spec, cap));
+        }
+    }
+    match best {
+        Some((_, cap)) => Decision::Matched(cap.clone()),
+        None => Decision::NoCapability,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(id: i64, resource: &str, rights: &[Right], policy: Policy) -> Capability {
+        Capability {
+            id,
+            subject: 1,
+            resource: resource.into(),
+            rights: rights.to_vec(),
+            policy,
+            issuer: None,
+            parent: None,
+            expires_at: None,
+            delegable: false,
+            revocable: true,
+            revoked: false,
+            consumed: false,
+        }
+    }
+
+    #[test]
+    fn patterns_match_segments() {
+        assert!(match_resource("fs:src/*", "fs:src/a.rs").is_some());
+        assert!(match_resource("fs:src/*", "fs:src/a/b.rs").is_none());
+        assert!(match_resource("fs:src/**", "fs:src/a/b.rs").is_some());
+        assert!(match_resource("fs:src/**", "fs:src").is_none());
+        assert!(match_resource("fs:src/**", "fs:srcx/a").is_none());
+        assert!(match_resource("fs:**", "shell:git").is_none());
+        assert!(match_resource("shell:curl", "shell:/usr/bin/curl").is_none());
+    }
+
+    #[test]
+    fn most_specific_wins_and_deny_beats_allow() {
+        let caps = [
+            cap(1, "fs:**", &[Right::Read], Policy::AlwaysAllow),
+            cap(2, "fs:src/*", &[Right::Read], Policy::AskEachTime),
+        ];
+        match decide(&caps, "fs:src/a", Right::Read, 0) {
+            Decision::Matched(c) => assert_eq!(c.id, 2),
+            other => panic!("{other:?}"),
+        }
+        let caps = [
+            cap(1, "fs:src/a", &[Right::Read], Policy::AlwaysAllow),
+            cap(2, "fs:**", &[Right::Read], Policy::AlwaysDeny),
+        ];
+        assert!(matches!(
+            decide(&caps, "fs:src/a", Right::Read, 0),
+            Decision::Denied(_)
+        ));
+        assert_eq!(
+            decide(&caps, "fs:src/a", Right::Write, 0),
+            Decision::NoCapability
+        );
+    }
+
+    #[test]
+    fn expired_revoked_consumed_do_not_match() {
+        let mut c = cap(1, "fs:a", &[Right::Read], Policy::AlwaysAllow);
+        c.expires_at = Some(10);
+        assert!(matches!(
+            decide([&c], "fs:a", Right::Read, 5),
+            Decision::Matched(_)
+        ));
+        assert_eq!(
+            decide([&c], "fs:a", Right::Read, 10),
+            Decision::NoCapability
+        );
+        c.expires_at = None;
+        c.revoked = true;
+        assert_eq!(decide([&c], "fs:a", Right::Read, 0), Decision::NoCapability);
+    }
+
+    #[test]
+    fn pattern_containment() {
+        assert!(pattern_within("fs:**", "fs:src/**"));
+        assert!(pattern_within("fs:src/**", "fs:src/a/**"));
+        assert!(pattern_within("fs:src/**", "fs:src/a.rs"));
+        assert!(!pattern_within("fs:src/*", "fs:src/**"));
+        assert!(!pattern_within("fs:src/a.rs", "fs:src/**"));
+        assert!(!pattern_within("fs:src/**", "net:src/a"));
+    }
+
+    #[test]
+    fn grant_syntax() {
+        let spec = CapabilitySpec::parse_grant("object:obj_1=read,append:ask").unwrap();
+        assert_eq!(spec.rights, vec![Right::Read, Right::Append]);
+        assert_eq!(spec.policy, Policy::AskEachTime);
+        assert!(CapabilitySpec::parse_grant("nokind=read").is_err());
+        assert!(CapabilitySpec::parse_grant("fs:x=fly").is_err());
+    }
+}

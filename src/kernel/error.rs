@@ -1,0 +1,224 @@
+//! Typed errors of the syscall boundary.
+//!
+//! Every primitive fails with one of these kinds. They cross every outer boundary (ops, CLI,
+//! MCP, fixtures) by their `kind()` name, so the names are part of the public contract.
+
+use serde::Serialize;
+
+/// An error returned by [`crate::kernel::Kernel::syscall`] and the kernel's operator API.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum SyscallError {
+    /// No capability allows `right` on `resource`, or a deny rule matched.
+    #[error("permission denied: {right} on {resource}{}", fmt_detail(.detail))]
+    PermissionDenied {
+        resource: String,
+        right: String,
+        detail: String,
+    },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A budget or per-call limit was exhausted; `limit` names it.
+    #[error("limit exceeded: {limit}: {detail}")]
+    LimitExceeded { limit: String, detail: String },
+    #[error("rejected by a human: {0}")]
+    HumanRejected(String),
+    /// The operation needs a human answer that cannot be obtained now (no human channel).
+    #[error("waiting for a human: request {request_id}: {detail}")]
+    HumanRequired { request_id: String, detail: String },
+    #[error("illegal state: {0}")]
+    IllegalState(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+    /// A replayed invocation made a different syscall than its journal recorded.
+    #[error("non-deterministic replay: {0}")]
+    NonDeterminism(String),
+    /// The tool's own code failed (threw, returned bad output).
+    #[error("tool error: {message}")]
+    ToolError { message: String, stack: String },
+    #[error("i/o error: {0}")]
+    Io(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn fmt_detail(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
+}
+
+impl SyscallError {
+    /// Shorthand for a denial with no further detail.
+    pub fn denied(resource: impl Into<String>, right: impl std::fmt::Display) -> Self {
+        SyscallError::PermissionDenied {
+            resource: resource.into(),
+            right: right.to_string(),
+            detail: String::new(),
+        }
+    }
+
+    /// Shorthand for a denial that explains itself.
+    pub fn denied_because(
+        resource: impl Into<String>,
+        right: impl std::fmt::Display,
+        detail: impl Into<String>,
+    ) -> Self {
+        SyscallError::PermissionDenied {
+            resource: resource.into(),
+            right: right.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn limit(limit: impl Into<String>, detail: impl Into<String>) -> Self {
+        SyscallError::LimitExceeded {
+            limit: limit.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        SyscallError::InvalidArgument(msg.into())
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        SyscallError::Internal(err.to_string())
+    }
+
+    /// The stable name of this error's kind, as seen by tools, the CLI and fixtures.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyscallError::PermissionDenied { .. } => "PermissionDenied",
+            SyscallError::NotFound(_) => "NotFound",
+            SyscallError::InvalidArgument(_) => "InvalidArgument",
+            SyscallError::LimitExceeded { .. } => "LimitExceeded",
+            SyscallError::HumanRejected(_) => "HumanRejected",
+            SyscallError::HumanRequired { .. } => "HumanRequired",
+            SyscallError::IllegalState(_) => "IllegalState",
+            SyscallError::AlreadyExists(_) => "AlreadyExists",
+            SyscallError::Timeout(_) => "Timeout",
+            SyscallError::Cancelled(_) => "Cancelled",
+            SyscallError::NonDeterminism(_) => "NonDeterminism",
+            SyscallError::ToolError { .. } => "ToolError",
+            SyscallError::Io(_) => "IoError",
+            SyscallError::Internal(_) => "InternalError",
+        }
+    }
+
+    /// The wire form: `{"kind":..,"message":..,"resource"?:..,"right"?:..,"limit"?:..}`.
+    pub fn to_wire(&self) -> WireError {
+        let mut wire = WireError {
+            kind: self.kind().to_string(),
+            message: self.to_string(),
+            resource: None,
+            right: None,
+            limit: None,
+            request_id: None,
+            stack: None,
+        };
+        match self {
+            SyscallError::PermissionDenied {
+                resource, right, ..
+            } => {
+                wire.resource = Some(resource.clone());
+                wire.right = Some(right.clone());
+            }
+            SyscallError::LimitExceeded { limit, .. } => wire.limit = Some(limit.clone()),
+            SyscallError::HumanRequired { request_id, .. } => {
+                wire.request_id = Some(request_id.clone())
+            }
+            SyscallError::ToolError { stack, .. } if !stack.is_empty() => {
+                wire.stack = Some(stack.clone())
+            }
+            _ => {}
+        }
+        wire
+    }
+
+    /// Rebuilds an error from its wire form (used by journal replay and the isolate bridge).
+    pub fn from_wire(wire: &WireError) -> Self {
+        let msg = strip_prefix(&wire.message);
+        match wire.kind.as_str() {
+            "PermissionDenied" => SyscallError::PermissionDenied {
+                resource: wire.resource.clone().unwrap_or_default(),
+                right: wire.right.clone().unwrap_or_default(),
+                detail: String::new(),
+            },
+            "NotFound" => SyscallError::NotFound(msg),
+            "InvalidArgument" => SyscallError::InvalidArgument(msg),
+            "LimitExceeded" => SyscallError::LimitExceeded {
+                limit: wire.limit.clone().unwrap_or_default(),
+                detail: msg,
+            },
+            "HumanRejected" => SyscallError::HumanRejected(msg),
+            "HumanRequired" => SyscallError::HumanRequired {
+                request_id: wire.request_id.clone().unwrap_or_default(),
+                detail: msg,
+            },
+            "IllegalState" => SyscallError::IllegalState(msg),
+            "AlreadyExists" => SyscallError::AlreadyExists(msg),
+            "Timeout" => SyscallError::Timeout(msg),
+            "Cancelled" => SyscallError::Cancelled(msg),
+            "NonDeterminism" => SyscallError::NonDeterminism(msg),
+            "ToolError" => SyscallError::ToolError {
+                message: msg,
+                stack: wire.stack.clone().unwrap_or_default(),
+            },
+            "IoError" => SyscallError::Io(msg),
+            _ => SyscallError::Internal(msg),
+        }
+    }
+}
+
+fn strip_prefix(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((_, rest)) => rest.to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Serializable form of [`SyscallError`] for every outer boundary.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct WireError {
+    pub kind: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub resource: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub right: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stack: Option<String>,
+}
+
+impl From<sqlx::Error> for SyscallError {
+    fn from(err: sqlx::Error) -> Self {
+        SyscallError::Internal(format!("store: {err}"))
+    }
+}
+
+pub type SysResult<T> = Result<T, SyscallError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_round_trip_keeps_resource_and_right() {
+        let err = SyscallError::denied("fs:secret.txt", "read");
+        let back = SyscallError::from_wire(&err.to_wire());
+        assert_eq!(back, err);
+        assert_eq!(err.to_wire().resource.as_deref(), Some("fs:secret.txt"));
+    }
+}

@@ -1,0 +1,2 @@
+//! The `agent-libos` command.
+fn main() {}
