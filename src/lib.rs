@@ -12,5 +12,8 @@ compile_error!(
 #[cfg(not(any(feature = "quickjs", feature = "v8")))]
 compile_error!("enable one JavaScript engine: feature `quickjs` (default) or `v8`");
 
+pub mod audit;
 pub mod kernel;
 pub mod providers;
+pub mod store;
+pub mod util;

@@ -1,8 +1,196 @@
 //! The kernel: processes, capabilities, policy, object memory, human queue and the single
 //! syscall dispatcher.
+//!
+//! **Architecture Invariant:** every effect an agent can cause goes through
+//! [`Kernel::syscall`]: capability, then policy, then (if asked) a human, then the provider
+//! effect, then the audit record. The operator API (`spawn_root`, `grant`, `signal`,
+//! `human_respond`, ...) is for the host — the CLI, tests, the MCP server's operator
+//! configuration — and is never reachable from a process.
 
 pub mod authz;
 pub mod capability;
 pub mod error;
+pub mod image;
 pub mod paths;
+pub mod process;
 pub mod syscall;
+
+mod authorize;
+mod caps;
+mod dispatch;
+mod events;
+mod fs_calls;
+mod host_calls;
+pub mod human;
+mod mem_calls;
+mod operator;
+mod persist;
+mod proc_calls;
+mod state;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::providers::{FetchLimits, Providers, ShellLimits};
+use crate::store::{Durability, Store, StoreError};
+
+pub use capability::{Capability, CapabilitySpec, Pid, Policy, Right};
+pub use error::{SysResult, SyscallError, WireError};
+pub use human::{HumanAnswer, HumanRequest};
+pub use image::{Image, ToolLimits};
+pub use operator::{ProcessCtx, SpawnOptions};
+pub use process::{Process, Status};
+pub use state::Event;
+pub use syscall::{Budget, ObjectSpec, Signal, Syscall};
+
+/// What to do when an operation needs a human and none is listening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HumanMode {
+    /// Park the process in WAITING_HUMAN until a human interface answers (the default).
+    #[default]
+    Wait,
+    /// Fail at once with `HumanRequired` (the request stays pending and answerable).
+    FailFast,
+}
+
+/// How to open a kernel.
+#[derive(Clone)]
+pub struct KernelConfig {
+    pub db_path: PathBuf,
+    pub workspace: PathBuf,
+    pub durability: Durability,
+    pub human_mode: HumanMode,
+    /// Providers to use instead of the host's (tests, other hosts).
+    pub providers: Option<Providers>,
+    pub shell_limits: ShellLimits,
+    pub fetch_limits: FetchLimits,
+}
+
+impl KernelConfig {
+    pub fn new(db_path: impl Into<PathBuf>, workspace: impl Into<PathBuf>) -> KernelConfig {
+        KernelConfig {
+            db_path: db_path.into(),
+            workspace: workspace.into(),
+            durability: Durability::Normal,
+            human_mode: HumanMode::Wait,
+            providers: None,
+            shell_limits: ShellLimits {
+                timeout_ms: 30_000,
+                max_output_bytes: 1 << 20,
+            },
+            fetch_limits: FetchLimits {
+                timeout_ms: 30_000,
+                max_response_bytes: 10 << 20,
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("workspace {path}: {source}")]
+    Workspace {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("loading state: {0}")]
+    Load(#[from] sqlx::Error),
+}
+
+/// A handle to a running kernel. Cheap to clone.
+#[derive(Clone)]
+pub struct Kernel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    providers: Providers,
+    config: KernelConfig,
+    state: Mutex<state::State>,
+    human: human::Waiters,
+    tasks: Mutex<HashMap<Pid, tokio::task::AbortHandle>>,
+    next_event: std::sync::atomic::AtomicI64,
+}
+
+impl Kernel {
+    /// Opens the store (creating and migrating it if needed), loads state, and brings every
+    /// registered process back into memory.
+    pub async fn open(config: KernelConfig) -> Result<Kernel, OpenError> {
+        let store = Store::open(&config.db_path, config.durability).await?;
+        let providers = match &config.providers {
+            Some(p) => p.clone(),
+            None => Providers::host(&config.workspace).map_err(|source| OpenError::Workspace {
+                path: config.workspace.clone(),
+                source,
+            })?,
+        };
+        let state = state::State::load(store.pool()).await?;
+        let max_event: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events")
+            .fetch_one(store.pool())
+            .await?;
+        Ok(Kernel {
+            inner: Arc::new(Inner {
+                store,
+                providers,
+                config,
+                state: Mutex::new(state),
+                human: human::Waiters::default(),
+                tasks: Mutex::new(HashMap::new()),
+                next_event: std::sync::atomic::AtomicI64::new(max_event.unwrap_or(0) + 1),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &KernelConfig {
+        &self.inner.config
+    }
+
+    fn providers(&self) -> &Providers {
+        &self.inner.providers
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.providers.clock.now_ms()
+    }
+
+    /// A snapshot of one process.
+    pub fn process(&self, pid: Pid) -> Option<Process> {
+        self.inner.state.lock().process(pid).cloned()
+    }
+
+    /// Snapshots of every registered process, by pid.
+    pub fn processes(&self) -> Vec<Process> {
+        let state = self.inner.state.lock();
+        let mut all: Vec<Process> = state.procs.values().cloned().collect();
+        all.sort_by_key(|p| p.pid);
+        all
+    }
+
+    /// The live capabilities a process holds.
+    pub fn capabilities(&self, pid: Pid) -> Vec<Capability> {
+        let now = self.now();
+        self.inner
+            .state
+            .lock()
+            .caps_of(pid)
+            .iter()
+            .filter(|c| c.is_live(now))
+            .cloned()
+            .collect()
+    }
+
+    /// Verifies the audit chain.
+    pub async fn verify_audit(&self) -> Result<crate::audit::VerifyReport, StoreError> {
+        self.inner.store.verify_audit().await
+    }
+}

@@ -316,14 +316,52 @@ fn text_type() -> String {
 
 impl Syscall {
     /// The primitive's wire name, e.g. `fs.read_text`.
-    pub fn name(&self) -> String {
-        match serde_json::to_value(self) {
-            Ok(Value::Object(map)) => map
-                .get("primitive")
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string(),
-            _ => "?".into(),
+    pub fn name(&self) -> &'static str {
+        match self {
+            Syscall::FsReadText { .. } => "fs.read_text",
+            Syscall::FsReadBytes { .. } => "fs.read_bytes",
+            Syscall::FsWriteText { .. } => "fs.write_text",
+            Syscall::FsAppendText { .. } => "fs.append_text",
+            Syscall::FsList { .. } => "fs.list",
+            Syscall::FsMkdir { .. } => "fs.mkdir",
+            Syscall::FsDeleteFile { .. } => "fs.delete_file",
+            Syscall::FsDeleteDir { .. } => "fs.delete_dir",
+            Syscall::ProcGetCwd { .. } => "proc.getcwd",
+            Syscall::ProcChdir { .. } => "proc.chdir",
+            Syscall::ProcSelf { .. } => "proc.self",
+            Syscall::ProcSpawn { .. } => "proc.spawn",
+            Syscall::ProcFork { .. } => "proc.fork",
+            Syscall::ProcWait { .. } => "proc.wait",
+            Syscall::ProcChildren { .. } => "proc.children",
+            Syscall::ProcSignal { .. } => "proc.signal",
+            Syscall::ProcExit { .. } => "proc.exit",
+            Syscall::ProcExec { .. } => "proc.exec",
+            Syscall::EventWait { .. } => "event.wait",
+            Syscall::EventPost { .. } => "event.post",
+            Syscall::MemCreateNamespace { .. } => "mem.create_namespace",
+            Syscall::MemList { .. } => "mem.list",
+            Syscall::MemCreate { .. } => "mem.create",
+            Syscall::MemRead { .. } => "mem.read",
+            Syscall::MemFind { .. } => "mem.find",
+            Syscall::MemAppend { .. } => "mem.append",
+            Syscall::MemFromFile { .. } => "mem.from_file",
+            Syscall::MemToFile { .. } => "mem.to_file",
+            Syscall::ClockNow { .. } => "clock.now",
+            Syscall::ClockSleep { .. } => "clock.sleep",
+            Syscall::ShellRun { .. } => "shell.run",
+            Syscall::NetFetch { .. } => "net.fetch",
+            Syscall::HumanOutput { .. } => "human.output",
+            Syscall::HumanAsk { .. } => "human.ask",
+            Syscall::HumanRequestPermission { .. } => "human.request_permission",
+            Syscall::CapList { .. } => "cap.list",
+            Syscall::CapGrant { .. } => "cap.grant",
+            Syscall::CapRevoke { .. } => "cap.revoke",
+            Syscall::ImageRegister { .. } => "image.register",
+            Syscall::ToolPropose { .. } => "tool.propose",
+            Syscall::ToolValidate { .. } => "tool.validate",
+            Syscall::ToolRegister { .. } => "tool.register",
+            Syscall::ToolList { .. } => "tool.list",
+            Syscall::ToolCall { .. } => "tool.call",
         }
     }
 
@@ -347,6 +385,7 @@ impl Syscall {
                 | Syscall::MemRead { .. }
                 | Syscall::MemFind { .. }
                 | Syscall::ClockNow
+                | Syscall::ClockSleep { .. }
                 | Syscall::CapList
                 | Syscall::ToolList
         )

@@ -37,7 +37,7 @@ pub struct CapFs {}
 
 impl CapFs {
     pub fn open(_root: &std::path::Path) -> std::io::Result<CapFs> {
-        todo!()
+        Ok(CapFs {})
     }
 }
 

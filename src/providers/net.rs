@@ -32,7 +32,7 @@ pub trait Net: Send + Sync {
 pub struct HttpNet {}
 impl HttpNet {
     pub fn new() -> Self {
-        todo!()
+        HttpNet {}
     }
 }
 #[async_trait]
@@ -46,4 +46,7 @@ impl Net for HttpNet {
     ) -> SysResult<FetchResponse> {
         todo!()
     }
+}
+pub fn url_resource(url: &str) -> Result<(String, String, u16), String> {
+    Err(url.to_string())
 }

@@ -1,0 +1,13 @@
+//! The audit log: append-only, hash-chained records of every syscall request, decision and
+//! result, and its verifier.
+//!
+//! Each record's hash is SHA-256 over the previous record's hash and a canonical encoding of
+//! the record's fields exactly as stored, so an edited, dropped or reordered row breaks the
+//! chain at that row. Records are written by the store's group-commit writer, which owns the
+//! chain head.
+
+pub mod chain;
+pub mod verify;
+
+pub use chain::{AuditEntry, AuditRow, GENESIS_HASH};
+pub use verify::{verify, VerifyReport};

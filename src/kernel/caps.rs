@@ -1,0 +1,104 @@
+//! Capability primitives (list, grant, revoke) and image registration by a process.
+
+use serde_json::json;
+
+use super::capability::{validate_resource, Pid, Right};
+use super::dispatch::{Done, Scope};
+use super::error::{SysResult, SyscallError};
+use super::image::Image;
+use super::syscall::Syscall;
+use super::Kernel;
+
+impl Kernel {
+    pub(crate) async fn cap_call(
+        &self,
+        pid: Pid,
+        call: &Syscall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
+        match call {
+            Syscall::CapList => {
+                let caps = self.capabilities(pid);
+                Ok(Done::new(json!(caps), format!("process:{pid}")))
+            }
+            Syscall::CapGrant { to, spec } => {
+                validate_resource(&spec.resource).map_err(SyscallError::invalid)?;
+                if spec.rights.is_empty() {
+                    return Err(SyscallError::invalid("rights must not be empty"));
+                }
+                let descendant = self.inner.state.lock().is_ancestor(pid, *to);
+                if !descendant {
+                    return Err(SyscallError::denied_because(
+                        format!("process:{to}"),
+                        Right::Grant,
+                        "a process may grant only to its descendants",
+                    ));
+                }
+                let cap = {
+                    let state = self.inner.state.lock();
+                    super::proc_calls::attenuate(state.caps_of(pid), spec, self.now())?
+                };
+                scope.caps.extend(cap.parent);
+                let cap = super::capability::Capability {
+                    subject: *to,
+                    ..cap
+                };
+                let id = self.insert_capability(cap, &format!("pid:{pid}")).await?;
+                Ok(Done::new(json!({"id": id}), spec.resource.clone()))
+            }
+            Syscall::CapRevoke { id } => {
+                let issuer = {
+                    let state = self.inner.state.lock();
+                    state
+                        .caps
+                        .values()
+                        .flatten()
+                        .find(|c| c.id == *id)
+                        .map(|c| c.issuer)
+                };
+                match issuer {
+                    Some(Some(issuer)) if issuer == pid => {}
+                    _ => {
+                        return Err(SyscallError::denied_because(
+                            format!("capability:{id}"),
+                            Right::Revoke,
+                            "a process may revoke only capabilities it issued",
+                        ))
+                    }
+                }
+                let revoked = self.revoke_tree(*id, &format!("pid:{pid}")).await?;
+                Ok(Done::new(
+                    json!({"revoked": revoked}),
+                    format!("capability:{id}"),
+                ))
+            }
+            _ => unreachable!("cap_call got {}", call.name()),
+        }
+    }
+
+    pub(crate) async fn image_register_call(
+        &self,
+        pid: Pid,
+        call: &Syscall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
+        let Syscall::ImageRegister { manifest } = call else {
+            unreachable!("image_register_call got {}", call.name())
+        };
+        let image = Image::from_toml(manifest).map_err(SyscallError::invalid)?;
+        self.authorize_one(
+            pid,
+            format!("image:{}", image.id),
+            Right::Write,
+            call,
+            scope,
+        )
+        .await?;
+        self.store_image(&image, Some(pid), &format!("pid:{pid}"))
+            .await?;
+        Ok(Done::new(
+            json!({"id": image.id, "version": image.version}),
+            format!("image:{}", image.id),
+        ))
+    }
+}

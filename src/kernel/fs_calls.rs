@@ -1,0 +1,206 @@
+//! Filesystem primitives: normalize the path, check the capability, call the provider.
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::authz::CheckedPath;
+use super::capability::{Pid, Right};
+use super::dispatch::{Done, Scope};
+use super::error::{SysResult, SyscallError};
+use super::paths;
+use super::syscall::Syscall;
+use super::Kernel;
+
+/// Characters of new content shown to a human deciding on a write.
+const PREVIEW_CHARS: usize = 400;
+
+impl Kernel {
+    /// Resolves `path` against `pid`'s cwd. An escape is a denial naming the path as given
+    /// (decided lexically, so it says nothing about what exists).
+    pub(crate) fn resolve_path(&self, pid: Pid, path: &str, right: Right) -> SysResult<String> {
+        let cwd = self
+            .inner
+            .state
+            .lock()
+            .process(pid)
+            .map(|p| p.cwd.clone())
+            .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+        paths::normalize(&cwd, path)
+            .map_err(|e| SyscallError::denied_because(format!("fs:{path}"), right, e.to_string()))
+    }
+
+    /// Checks `right` on `path` and returns the proof the provider needs.
+    pub(crate) async fn check_path(
+        &self,
+        pid: Pid,
+        path: &str,
+        right: Right,
+        call: &Syscall,
+        scope: &mut Scope,
+        context: impl FnOnce(&CheckedPath) -> SysResult<Value>,
+    ) -> SysResult<CheckedPath> {
+        let rel = self.resolve_path(pid, path, right)?;
+        let checked = CheckedPath::new(rel.clone(), right);
+        let preview = checked.clone();
+        self.authorize(pid, &[format!("fs:{rel}")], right, call, scope, move || {
+            context(&preview)
+        })
+        .await?;
+        Ok(checked)
+    }
+
+    pub(crate) async fn fs_call(
+        &self,
+        pid: Pid,
+        call: &Syscall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
+        let fs = self.providers().fs.clone();
+        match call {
+            Syscall::FsReadText { path } => {
+                let p = self
+                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .await?;
+                let bytes = fs.read(&p)?;
+                let size = bytes.len();
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    SyscallError::invalid(format!(
+                        "{} is not UTF-8 text; use fs.read_bytes",
+                        p.rel()
+                    ))
+                })?;
+                Ok(Done::new(json!(text), p.resource()).detail(json!({"bytes": size})))
+            }
+            Syscall::FsReadBytes { path } => {
+                let p = self
+                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .await?;
+                let bytes = fs.read(&p)?;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                Ok(Done::new(json!(encoded), p.resource()).detail(json!({"bytes": bytes.len()})))
+            }
+            Syscall::FsWriteText {
+                path,
+                content,
+                overwrite,
+            } => {
+                let fs_ctx = fs.clone();
+                let p = self
+                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                        write_context(fs_ctx.as_ref(), p, content, *overwrite)
+                    })
+                    .await?;
+                let replaced = fs.write(&p, content.as_bytes(), *overwrite)?;
+                let summary = json!({
+                    "path": p.rel(),
+                    "bytes": content.len(),
+                    "sha256": crate::util::sha256_hex(content.as_bytes()),
+                    "overwritten": replaced,
+                });
+                Ok(Done::new(summary.clone(), p.resource()).detail(summary))
+            }
+            Syscall::FsAppendText { path, content } => {
+                let fs_ctx = fs.clone();
+                let p = self
+                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                        Ok(json!({
+                            "path": p.rel(),
+                            "appends_bytes": content.len(),
+                            "existing_bytes": fs_ctx.file_size(p)?,
+                            "preview": preview(content),
+                        }))
+                    })
+                    .await?;
+                fs.append(&p, content.as_bytes())?;
+                let summary = json!({"path": p.rel(), "bytes": content.len()});
+                Ok(Done::new(summary.clone(), p.resource()).detail(summary))
+            }
+            Syscall::FsList { path } => {
+                let p = self
+                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .await?;
+                let entries = fs.list(&p)?;
+                let count = entries.len();
+                Ok(Done::new(json!(entries), p.resource()).detail(json!({"entries": count})))
+            }
+            Syscall::FsMkdir { path, recursive } => {
+                let p = self
+                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                        Ok(json!({"path": p.rel(), "recursive": recursive}))
+                    })
+                    .await?;
+                fs.mkdir(&p, *recursive)?;
+                Ok(Done::new(json!({"path": p.rel()}), p.resource()))
+            }
+            Syscall::FsDeleteFile { path } => {
+                let fs_ctx = fs.clone();
+                let p = self
+                    .check_path(pid, path, Right::Delete, call, scope, |p| {
+                        let size = fs_ctx
+                            .file_size(p)?
+                            .ok_or_else(|| SyscallError::NotFound(p.rel().to_string()))?;
+                        Ok(json!({"path": p.rel(), "bytes": size}))
+                    })
+                    .await?;
+                fs.delete_file(&p)?;
+                Ok(Done::new(json!({"path": p.rel()}), p.resource()))
+            }
+            Syscall::FsDeleteDir { path, recursive } => {
+                let fs_ctx = fs.clone();
+                let p = self
+                    .check_path(pid, path, Right::Delete, call, scope, |p| {
+                        if !fs_ctx.is_dir(p)? {
+                            return Err(SyscallError::NotFound(p.rel().to_string()));
+                        }
+                        Ok(json!({"path": p.rel(), "recursive": recursive}))
+                    })
+                    .await?;
+                fs.delete_dir(&p, *recursive)?;
+                Ok(Done::new(json!({"path": p.rel()}), p.resource()))
+            }
+            _ => unreachable!("fs_call got {}", call.name()),
+        }
+    }
+}
+
+/// What a human sees before a write: path, size, hash, whether it overwrites, a preview.
+/// Fails early (no prompt) when the write could not succeed anyway.
+fn write_context(
+    fs: &dyn crate::providers::FileSystem,
+    path: &CheckedPath,
+    content: &str,
+    overwrite: bool,
+) -> SysResult<Value> {
+    let existing = fs.file_size(path)?;
+    if existing.is_some() && !overwrite {
+        return Err(SyscallError::AlreadyExists(format!(
+            "{} exists; pass overwrite to replace it",
+            path.rel()
+        )));
+    }
+    if let Some((parent, _)) = path.rel().rsplit_once('/') {
+        let parent = CheckedPath::new(parent.to_string(), path.right());
+        if !fs.is_dir(&parent)? {
+            return Err(SyscallError::NotFound(format!(
+                "directory {}",
+                parent.rel()
+            )));
+        }
+    }
+    Ok(json!({
+        "path": path.rel(),
+        "bytes": content.len(),
+        "sha256": crate::util::sha256_hex(content.as_bytes()),
+        "overwrites": existing.is_some(),
+        "existing_bytes": existing,
+        "preview": preview(content),
+    }))
+}
+
+fn preview(content: &str) -> String {
+    let mut out: String = content.chars().take(PREVIEW_CHARS).collect();
+    if out.len() < content.len() {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,451 @@
+//! The human queue: questions, outputs and permission requests, and approvals bound to the
+//! exact call they were shown.
+//!
+//! Only the operator API ([`Kernel::human_respond`]) answers a request; no syscall can, so an
+//! agent can never approve its own request. An approval of an `ask_each_time` call applies
+//! to that pending call only (its request id and the SHA-256 of its exact arguments).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::Row;
+use tokio::sync::oneshot;
+
+use super::capability::{Capability, Pid, Policy, Right};
+use super::dispatch::{Done, Scope};
+use super::error::{SysResult, SyscallError};
+use super::persist;
+use super::process::Status;
+use super::syscall::Syscall;
+use super::{HumanMode, Kernel};
+use crate::audit::AuditEntry;
+use crate::store::WriteBatch;
+
+/// A human's answer to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum HumanAnswer {
+    /// Allow the pending call (or grant the requested permission) once.
+    ApproveOnce,
+    /// Allow it and every later call like it (grants an `always_allow` capability).
+    ApproveAlways,
+    Reject {
+        #[serde(default)]
+        reason: String,
+    },
+    /// The answer to a question.
+    Answer { text: String },
+}
+
+/// A request as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HumanRequest {
+    pub id: String,
+    pub pid: Pid,
+    /// `approval` (an `ask_each_time` call), `permission`, `question` or `output`.
+    pub kind: String,
+    pub channel: String,
+    pub payload: Value,
+    pub args_hash: String,
+    pub status: String,
+    pub answer: Option<Value>,
+    pub answered_by: Option<String>,
+    pub created_at: i64,
+    pub answered_at: Option<i64>,
+}
+
+/// Calls parked until a human answers, by request id.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    map: parking_lot::Mutex<HashMap<String, oneshot::Sender<HumanAnswer>>>,
+}
+
+/// SHA-256 of the exact call's wire form.
+pub fn args_hash(call: &Syscall) -> String {
+    crate::util::sha256_hex(serde_json::to_string(call).unwrap_or_default().as_bytes())
+}
+
+impl Kernel {
+    /// Asks a human to approve `call` under an `ask_each_time` capability; returns when the
+    /// call may proceed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn ask_approval(
+        &self,
+        pid: Pid,
+        resource: &str,
+        right: Right,
+        cap_id: i64,
+        call: &Syscall,
+        context: Value,
+        scope: &mut Scope,
+    ) -> SysResult<()> {
+        let payload = json!({
+            "primitive": call.name(),
+            "resource": resource,
+            "right": right,
+            "capability": cap_id,
+            "context": context,
+        });
+        let (id, seq) = self
+            .raise_request(pid, "approval", "operator", payload, args_hash(call))
+            .await?;
+        scope.parent_seq = Some(seq);
+        match self.wait_for_human(pid, &id).await? {
+            HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => Ok(()),
+            HumanAnswer::Reject { reason } => Err(SyscallError::HumanRejected(format!(
+                "request {id} for {right} on {resource} was rejected{}",
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {reason}")
+                }
+            ))),
+            HumanAnswer::Answer { .. } => Err(SyscallError::HumanRejected(format!(
+                "request {id} was answered with text instead of an approval"
+            ))),
+        }
+    }
+
+    /// Stores a pending request and audits it. Returns its id and audit seq.
+    async fn raise_request(
+        &self,
+        pid: Pid,
+        kind: &str,
+        channel: &str,
+        payload: Value,
+        args_hash: String,
+    ) -> SysResult<(String, i64)> {
+        let id = crate::util::new_id("hr");
+        let now = self.now();
+        let mut batch = WriteBatch::default();
+        batch.push(
+            "INSERT INTO human_requests (id, pid, kind, channel, payload, args_hash, status, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+            vec![
+                id.clone().into(),
+                pid.into(),
+                kind.into(),
+                channel.into(),
+                payload.to_string().into(),
+                args_hash.into(),
+                now.into(),
+            ],
+        );
+        let batch = batch.audit(AuditEntry {
+            ts: now,
+            actor: format!("pid:{pid}"),
+            action: format!("human.{kind}"),
+            target: format!("human:{channel}"),
+            decision: "ask".into(),
+            capability_refs: vec![],
+            correlation_id: Some(id.clone()),
+            parent_seq: None,
+            detail: payload,
+        });
+        let seqs = self
+            .inner
+            .store
+            .commit(batch)
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        Ok((id, seqs.first().copied().unwrap_or(0)))
+    }
+
+    /// Parks `pid` in WAITING_HUMAN until request `id` is answered.
+    async fn wait_for_human(&self, pid: Pid, id: &str) -> SysResult<HumanAnswer> {
+        if self.inner.config.human_mode == HumanMode::FailFast {
+            return Err(SyscallError::HumanRequired {
+                request_id: id.to_string(),
+                detail: format!(
+                    "no human is attached; answer with `agent-libos human approve {id}` (or reject), or grant the capability up front"
+                ),
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner.human.map.lock().insert(id.to_string(), tx);
+        let prev = self.enter_wait(pid, Status::WaitingHuman).await?;
+        let answer = rx.await;
+        self.leave_wait(pid, prev).await;
+        answer.map_err(|_| SyscallError::Cancelled(format!("request {id} was abandoned")))
+    }
+
+    /// Answers a pending request. This is the human interface's entry point (CLI, console,
+    /// MCP elicitation); `by` names the human. No syscall reaches it.
+    pub async fn human_respond(
+        &self,
+        id: &str,
+        answer: HumanAnswer,
+        by: &str,
+    ) -> SysResult<HumanRequest> {
+        let request = self
+            .human_request(id)
+            .await?
+            .ok_or_else(|| SyscallError::NotFound(format!("human request {id}")))?;
+        if request.status != "pending" {
+            return Err(SyscallError::IllegalState(format!(
+                "request {id} is already {}",
+                request.status
+            )));
+        }
+        let status = match (&request.kind[..], &answer) {
+            ("question", HumanAnswer::Answer { text }) => {
+                let choices: Vec<String> = request.payload["choices"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|c| c.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !choices.is_empty() && !choices.contains(text) {
+                    return Err(SyscallError::invalid(format!(
+                        "answer must be one of: {}",
+                        choices.join(", ")
+                    )));
+                }
+                "answered"
+            }
+            ("approval" | "permission", HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways) => {
+                "approved"
+            }
+            ("approval" | "permission" | "question", HumanAnswer::Reject { .. }) => "rejected",
+            (kind, _) => {
+                return Err(SyscallError::invalid(format!(
+                    "a {kind} request cannot take that answer"
+                )))
+            }
+        };
+        let now = self.now();
+        let mut batch = WriteBatch::default();
+        batch.push(
+            "UPDATE human_requests SET status = ?, answer = ?, answered_by = ?, answered_at = ? \
+             WHERE id = ? AND status = 'pending'",
+            vec![
+                status.into(),
+                persist::json(&answer).into(),
+                by.into(),
+                now.into(),
+                id.into(),
+            ],
+        );
+        let mut granted = None;
+        if status == "approved" {
+            granted = self.grant_from_approval(&request, &answer, &mut batch, now);
+        }
+        let batch = batch.audit(AuditEntry {
+            ts: now,
+            actor: format!("human:{by}"),
+            action: "human.respond".into(),
+            target: format!("human_request:{id}"),
+            decision: status.into(),
+            capability_refs: granted.iter().copied().collect(),
+            correlation_id: Some(id.to_string()),
+            parent_seq: None,
+            detail: json!({"answer": answer, "pid": request.pid, "args_hash": request.args_hash}),
+        });
+        self.inner
+            .store
+            .commit(batch)
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        if let Some(waiter) = self.inner.human.map.lock().remove(id) {
+            let _ = waiter.send(answer);
+        }
+        Ok(self.human_request(id).await?.unwrap_or(request))
+    }
+
+    /// For `approve_always` on an approval, and any approval of a permission request: the
+    /// capability the human grants. Returns its id.
+    fn grant_from_approval(
+        &self,
+        request: &HumanRequest,
+        answer: &HumanAnswer,
+        batch: &mut WriteBatch,
+        now: i64,
+    ) -> Option<i64> {
+        let resource = request.payload["resource"].as_str()?.to_string();
+        let rights: Vec<Right> = match &request.payload["rights"] {
+            Value::Array(_) => serde_json::from_value(request.payload["rights"].clone()).ok()?,
+            _ => vec![serde_json::from_value(request.payload["right"].clone()).ok()?],
+        };
+        let policy = match (&request.kind[..], answer) {
+            ("approval", HumanAnswer::ApproveAlways) => Policy::AlwaysAllow,
+            ("permission", HumanAnswer::ApproveAlways) => Policy::AlwaysAllow,
+            ("permission", HumanAnswer::ApproveOnce) => Policy::AllowOnce,
+            _ => return None,
+        };
+        let mut state = self.inner.state.lock();
+        if state
+            .process(request.pid)
+            .is_none_or(|p| p.status.is_terminal())
+        {
+            return None;
+        }
+        let id = state.next_cap;
+        state.next_cap += 1;
+        let cap = Capability {
+            id,
+            subject: request.pid,
+            resource,
+            rights,
+            policy,
+            issuer: None,
+            parent: request.payload["capability"].as_i64(),
+            expires_at: None,
+            delegable: false,
+            revocable: true,
+            revoked: false,
+            consumed: false,
+        };
+        persist::insert_cap(batch, &cap, now);
+        state.caps.entry(request.pid).or_default().push(cap);
+        Some(id)
+    }
+
+    /// One request by id.
+    pub async fn human_request(&self, id: &str) -> SysResult<Option<HumanRequest>> {
+        let row = sqlx::query(
+            "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
+             created_at, answered_at FROM human_requests WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(self.inner.store.pool())
+        .await?;
+        row.map(|r| request_from_row(&r)).transpose()
+    }
+
+    /// Requests, oldest first; only pending ones unless `all`.
+    pub async fn human_requests(&self, all: bool) -> SysResult<Vec<HumanRequest>> {
+        let sql = if all {
+            "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
+             created_at, answered_at FROM human_requests ORDER BY created_at, id"
+        } else {
+            "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
+             created_at, answered_at FROM human_requests WHERE status = 'pending' ORDER BY created_at, id"
+        };
+        let rows = sqlx::query(sql).fetch_all(self.inner.store.pool()).await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    /// `human.output`, `human.ask`, `human.request_permission`.
+    pub(crate) async fn human_call(
+        &self,
+        pid: Pid,
+        call: &Syscall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
+        match call {
+            Syscall::HumanOutput { message, channel } => {
+                self.authorize_one(pid, format!("human:{channel}"), Right::Write, call, scope)
+                    .await?;
+                let id = crate::util::new_id("hr");
+                let now = self.now();
+                let mut batch = WriteBatch::default();
+                batch.push(
+                    "INSERT INTO human_requests (id, pid, kind, channel, payload, args_hash, status, created_at) \
+                     VALUES (?, ?, 'output', ?, ?, ?, 'delivered', ?)",
+                    vec![
+                        id.clone().into(),
+                        pid.into(),
+                        channel.clone().into(),
+                        json!({"message": message}).to_string().into(),
+                        args_hash(call).into(),
+                        now.into(),
+                    ],
+                );
+                Ok(Done::new(json!({"id": id}), format!("human:{channel}")).batch(batch))
+            }
+            Syscall::HumanAsk {
+                question,
+                choices,
+                channel,
+            } => {
+                self.authorize_one(pid, format!("human:{channel}"), Right::Write, call, scope)
+                    .await?;
+                let payload = json!({"question": question, "choices": choices});
+                let (id, seq) = self
+                    .raise_request(pid, "question", channel, payload, args_hash(call))
+                    .await?;
+                scope.parent_seq = Some(seq);
+                match self.wait_for_human(pid, &id).await? {
+                    HumanAnswer::Answer { text } => Ok(Done::new(
+                        json!({"id": id, "answer": text}),
+                        format!("human:{channel}"),
+                    )),
+                    HumanAnswer::Reject { reason } => Err(SyscallError::HumanRejected(format!(
+                        "question {id} was declined{}",
+                        if reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {reason}")
+                        }
+                    ))),
+                    other => Err(SyscallError::internal(format!(
+                        "unexpected answer {other:?}"
+                    ))),
+                }
+            }
+            Syscall::HumanRequestPermission {
+                resource,
+                rights,
+                reason,
+                channel,
+            } => {
+                super::capability::validate_resource(resource).map_err(SyscallError::invalid)?;
+                if rights.is_empty() {
+                    return Err(SyscallError::invalid("rights must not be empty"));
+                }
+                let payload = json!({"resource": resource, "rights": rights, "reason": reason});
+                let (id, seq) = self
+                    .raise_request(pid, "permission", channel, payload, args_hash(call))
+                    .await?;
+                scope.parent_seq = Some(seq);
+                match self.wait_for_human(pid, &id).await? {
+                    HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => {
+                        let granted: Vec<i64> = self
+                            .capabilities(pid)
+                            .into_iter()
+                            .filter(|c| &c.resource == resource && c.issuer.is_none())
+                            .map(|c| c.id)
+                            .collect();
+                        Ok(Done::new(
+                            json!({"id": id, "granted": true, "capabilities": granted}),
+                            resource.clone(),
+                        ))
+                    }
+                    HumanAnswer::Reject { reason } => Err(SyscallError::HumanRejected(format!(
+                        "permission request {id} was rejected{}",
+                        if reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {reason}")
+                        }
+                    ))),
+                    other => Err(SyscallError::internal(format!(
+                        "unexpected answer {other:?}"
+                    ))),
+                }
+            }
+            _ => unreachable!("human_call got {}", call.name()),
+        }
+    }
+}
+
+fn request_from_row(row: &sqlx::sqlite::SqliteRow) -> SysResult<HumanRequest> {
+    let payload: String = row.try_get("payload")?;
+    let answer: Option<String> = row.try_get("answer")?;
+    Ok(HumanRequest {
+        id: row.try_get("id")?,
+        pid: row.try_get("pid")?,
+        kind: row.try_get("kind")?,
+        channel: row.try_get("channel")?,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        args_hash: row.try_get("args_hash")?,
+        status: row.try_get("status")?,
+        answer: answer.and_then(|a| serde_json::from_str(&a).ok()),
+        answered_by: row.try_get("answered_by")?,
+        created_at: row.try_get("created_at")?,
+        answered_at: row.try_get("answered_at")?,
+    })
+}

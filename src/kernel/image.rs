@@ -1,0 +1,158 @@
+//! AgentImage: what a process starts from, read from a TOML manifest.
+//!
+//! ```toml
+//! id = "coder"
+//! version = "1.0.0"
+//! system_prompt = "You fix failing tests."
+//! default_tools = ["fs.read_text", "fs.write_text"]
+//! required_capabilities = ["fs:**=read"]
+//!
+//! [budget]
+//! tool_calls = 200
+//!
+//! [limits]
+//! cpu_ms = 1000
+//!
+//! [[capabilities]]
+//! resource = "fs:**"
+//! rights = ["read"]
+//! policy = "always_allow"
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::capability::{validate_resource, CapabilitySpec};
+use super::syscall::Budget;
+
+/// Per-call limits for tools run by processes of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ToolLimits {
+    pub cpu_ms: u64,
+    pub heap_mb: u64,
+    pub syscalls: u64,
+    pub result_bytes: u64,
+    pub console_bytes: u64,
+}
+
+impl Default for ToolLimits {
+    fn default() -> Self {
+        ToolLimits {
+            cpu_ms: 1_000,
+            heap_mb: 64,
+            syscalls: 1_000,
+            result_bytes: 1 << 20,
+            console_bytes: 64 << 10,
+        }
+    }
+}
+
+/// A parsed image manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub id: String,
+    pub version: String,
+    #[serde(default)]
+    pub system_prompt: String,
+    #[serde(default)]
+    pub default_tools: Vec<String>,
+    /// Granted to a process spawned from this image by the operator (never by `exec`).
+    #[serde(default)]
+    pub capabilities: Vec<CapabilitySpec>,
+    /// `RESOURCE=RIGHTS` strings the image needs to do its job; never granted implicitly.
+    #[serde(default)]
+    pub required_capabilities: Vec<String>,
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    #[serde(default)]
+    pub limits: ToolLimits,
+    #[serde(default)]
+    pub metadata: toml::Table,
+}
+
+impl Image {
+    /// Parses and checks a manifest.
+    pub fn from_toml(text: &str) -> Result<Image, String> {
+        let image: Image = toml::from_str(text).map_err(|e| format!("manifest: {e}"))?;
+        image.check()?;
+        Ok(image)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let ok_id = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok_id {
+            return Err(format!(
+                "manifest: id '{}' must be 1-64 characters of letters, digits, '-', '_' or '.'",
+                self.id
+            ));
+        }
+        if self.version.is_empty() {
+            return Err("manifest: version must not be empty".into());
+        }
+        for cap in &self.capabilities {
+            validate_resource(&cap.resource).map_err(|e| format!("manifest: {e}"))?;
+        }
+        for req in &self.required_capabilities {
+            CapabilitySpec::parse_grant(req).map_err(|e| format!("manifest: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The image processes start from when none is named.
+    pub fn base() -> Image {
+        Image {
+            id: "base".into(),
+            version: "1".into(),
+            system_prompt: String::new(),
+            default_tools: Vec::new(),
+            capabilities: Vec::new(),
+            required_capabilities: Vec::new(),
+            budget: None,
+            limits: ToolLimits::default(),
+            metadata: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_manifest() {
+        let image = Image::from_toml(
+            r#"
+id = "coder"
+version = "1.0.0"
+system_prompt = "fix tests"
+required_capabilities = ["fs:**=read"]
+[limits]
+cpu_ms = 500
+[[capabilities]]
+resource = "fs:**"
+rights = ["read"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(image.limits.cpu_ms, 500);
+        assert_eq!(image.limits.heap_mb, 64);
+        assert_eq!(image.capabilities.len(), 1);
+    }
+
+    #[test]
+    fn rejects_bad_manifests() {
+        assert!(Image::from_toml("id = 'a b'\nversion='1'").is_err());
+        assert!(Image::from_toml("id = 'a'\nversion='1'\nunknown = 1").is_err());
+        let err = Image::from_toml(
+            "id='a'\nversion='1'\n[[capabilities]]\nresource='nokind'\nrights=['read']",
+        )
+        .unwrap_err();
+        assert!(err.contains("kind:name"), "{err}");
+    }
+}

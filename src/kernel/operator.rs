@@ -1,0 +1,628 @@
+//! The operator (host) API: create root processes, run them, signal them, grant and revoke
+//! capabilities, post events, register images. Also the lifecycle helpers the syscalls use.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{json, Value};
+
+use super::capability::{validate_resource, Capability, CapabilitySpec, Pid, Policy, Right};
+use super::error::{SysResult, SyscallError};
+use super::image::Image;
+use super::persist;
+use super::process::{own_namespace, Process, Status};
+use super::syscall::{Budget, Signal, Syscall};
+use super::Kernel;
+use crate::audit::AuditEntry;
+use crate::store::WriteBatch;
+
+/// How the operator creates a root process.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// Image id (latest registered version); `None` for the built-in `base` image.
+    pub image: Option<String>,
+    pub goal: String,
+    /// Capabilities granted on top of the image's initial ones.
+    pub grants: Vec<CapabilitySpec>,
+    pub budget: Option<Budget>,
+    /// Workspace-relative working directory (default `.`).
+    pub cwd: Option<String>,
+}
+
+/// What a process body sees: its pid and the syscall door.
+#[derive(Clone)]
+pub struct ProcessCtx {
+    pub kernel: Kernel,
+    pub pid: Pid,
+}
+
+impl ProcessCtx {
+    pub async fn syscall(&self, call: Syscall) -> SysResult<Value> {
+        self.kernel.syscall(self.pid, call).await
+    }
+}
+
+type Body = Pin<Box<dyn Future<Output = SysResult<Value>> + Send>>;
+
+/// Parameters of a new process record.
+pub(crate) struct NewProcess {
+    pub parent: Option<Pid>,
+    pub image: Image,
+    pub goal: String,
+    pub budget: Budget,
+    pub cwd: String,
+    pub grants: Vec<Capability>,
+}
+
+impl Kernel {
+    /// Creates a root process from an image, granting the image's capabilities and
+    /// `opts.grants` (operator-issued). The process is RUNNABLE.
+    pub async fn spawn_root(&self, opts: SpawnOptions) -> SysResult<Pid> {
+        let image = match &opts.image {
+            Some(id) => self.image(id).await?,
+            None => Image::base(),
+        };
+        let mut specs = image.capabilities.clone();
+        specs.extend(opts.grants.iter().cloned());
+        let mut grants = Vec::new();
+        for spec in specs {
+            validate_resource(&spec.resource).map_err(SyscallError::invalid)?;
+            grants.push(Capability {
+                id: 0,
+                subject: 0,
+                resource: spec.resource,
+                rights: spec.rights,
+                policy: spec.policy,
+                issuer: None,
+                parent: None,
+                expires_at: spec.expires_at,
+                delegable: spec.delegable,
+                revocable: true,
+                revoked: false,
+                consumed: false,
+            });
+        }
+        let cwd = match &opts.cwd {
+            Some(c) => {
+                super::paths::normalize(".", c).map_err(|e| SyscallError::invalid(e.to_string()))?
+            }
+            None => ".".into(),
+        };
+        let budget = opts.budget.or(image.budget).unwrap_or_default();
+        self.create_process(
+            NewProcess {
+                parent: None,
+                image,
+                goal: opts.goal,
+                budget,
+                cwd,
+                grants,
+            },
+            "operator",
+        )
+        .await
+    }
+
+    /// Writes a new process, its own namespace and its capabilities; returns its pid.
+    pub(crate) async fn create_process(&self, new: NewProcess, actor: &str) -> SysResult<Pid> {
+        let now = self.now();
+        let mut batch = WriteBatch::default();
+        let (pid, cap_ids) = {
+            let mut state = self.inner.state.lock();
+            let pid = state.next_pid;
+            state.next_pid += 1;
+            let process = Process {
+                pid,
+                parent: new.parent,
+                image_id: new.image.id.clone(),
+                image_version: new.image.version.clone(),
+                goal: new.goal,
+                status: Status::Runnable,
+                resume_to: None,
+                cwd: new.cwd,
+                budget: new.budget,
+                usage: Budget {
+                    tool_calls: 0,
+                    children: 0,
+                    syscalls: 0,
+                    wall_time_ms: 0,
+                },
+                exit_payload: None,
+                started_at: now,
+                cancel_requested: false,
+            };
+            persist::insert_process(&mut batch, &process, now);
+            let ns = own_namespace(pid);
+            persist::insert_namespace(&mut batch, &ns, Some(pid), now);
+            let own_rights = vec![
+                Right::Read,
+                Right::Write,
+                Right::Create,
+                Right::Append,
+                Right::Delete,
+            ];
+            let mut caps = vec![
+                Capability {
+                    id: 0,
+                    subject: pid,
+                    resource: format!("namespace:{ns}"),
+                    rights: own_rights.clone(),
+                    policy: Policy::AlwaysAllow,
+                    issuer: None,
+                    parent: None,
+                    expires_at: None,
+                    delegable: true,
+                    revocable: false,
+                    revoked: false,
+                    consumed: false,
+                },
+                Capability {
+                    resource: format!("namespace:{ns}/**"),
+                    ..Capability {
+                        id: 0,
+                        subject: pid,
+                        resource: String::new(),
+                        rights: own_rights,
+                        policy: Policy::AlwaysAllow,
+                        issuer: None,
+                        parent: None,
+                        expires_at: None,
+                        delegable: true,
+                        revocable: false,
+                        revoked: false,
+                        consumed: false,
+                    }
+                },
+            ];
+            caps.extend(new.grants);
+            let mut ids = Vec::new();
+            for mut cap in caps {
+                cap.id = state.next_cap;
+                state.next_cap += 1;
+                cap.subject = pid;
+                persist::insert_cap(&mut batch, &cap, now);
+                ids.push(cap.id);
+                state.caps.entry(pid).or_default().push(cap);
+            }
+            state.procs.insert(pid, process);
+            (pid, ids)
+        };
+        let batch = batch.audit(AuditEntry {
+            ts: now,
+            actor: actor.to_string(),
+            action: "proc.create".into(),
+            target: format!("process:{pid}"),
+            decision: "ok".into(),
+            capability_refs: cap_ids,
+            correlation_id: None,
+            parent_seq: None,
+            detail: json!({"parent": new.parent, "image": new.image.id, "version": new.image.version}),
+        });
+        if let Err(e) = self.inner.store.commit(batch).await {
+            let mut state = self.inner.state.lock();
+            state.procs.remove(&pid);
+            state.caps.remove(&pid);
+            return Err(SyscallError::Internal(format!("store: {e}")));
+        }
+        Ok(pid)
+    }
+
+    /// Moves `pid` to `to` if the transition is legal; returns the previous status.
+    pub(crate) async fn transition(&self, pid: Pid, to: Status) -> SysResult<Status> {
+        let now = self.now();
+        let mut batch = WriteBatch::default();
+        let prev = {
+            let mut state = self.inner.state.lock();
+            let proc = state
+                .procs
+                .get_mut(&pid)
+                .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+            let prev = proc.status;
+            if prev == to {
+                return Ok(prev);
+            }
+            if !prev.can_become(to) {
+                return Err(SyscallError::IllegalState(format!(
+                    "process {pid} cannot go from {prev} to {to}"
+                )));
+            }
+            proc.status = to;
+            persist::update_process(&mut batch, proc, now);
+            if to.is_terminal() {
+                state.caps.remove(&pid);
+            }
+            state.bump(pid);
+            prev
+        };
+        self.inner
+            .store
+            .commit(batch)
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        if to.is_terminal() {
+            self.on_terminal(pid).await;
+        }
+        Ok(prev)
+    }
+
+    /// Enters a waiting status; returns the status to go back to.
+    pub(crate) async fn enter_wait(&self, pid: Pid, waiting: Status) -> SysResult<Status> {
+        self.transition(pid, waiting).await
+    }
+
+    /// Leaves a wait: back to `prev`, or (if paused meanwhile) resume to `prev` later.
+    pub(crate) async fn leave_wait(&self, pid: Pid, prev: Status) {
+        let current = self.process(pid).map(|p| p.status);
+        match current {
+            Some(Status::Paused | Status::Suspended) => {
+                if let Some(p) = self.inner.state.lock().procs.get_mut(&pid) {
+                    p.resume_to = Some(prev);
+                }
+            }
+            Some(s) if s.is_waiting() => {
+                if let Err(e) = self.transition(pid, prev).await {
+                    tracing::warn!(pid, %e, "leaving a wait");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// After a process ends: wake its waiters and tell its parent.
+    async fn on_terminal(&self, pid: Pid) {
+        let (parent, status, payload) = {
+            let state = self.inner.state.lock();
+            let Some(p) = state.process(pid) else { return };
+            (p.parent, p.status, p.exit_payload.clone())
+        };
+        if let Some(parent) = parent {
+            let payload = json!({"pid": pid, "status": status, "exit": payload});
+            if let Err(e) = self
+                .enqueue_event(parent, "child.exit", payload, &format!("pid:{pid}"))
+                .await
+            {
+                tracing::warn!(pid, %e, "notifying the parent");
+            }
+        }
+        self.inner.tasks.lock().remove(&pid);
+    }
+
+    /// Ends `pid` as EXITED with `payload` (used by `proc.exit` and finished bodies).
+    pub(crate) async fn exit_process(
+        &self,
+        pid: Pid,
+        status: Status,
+        payload: Value,
+    ) -> SysResult<()> {
+        if let Some(p) = self.inner.state.lock().procs.get_mut(&pid) {
+            if p.status.is_terminal() {
+                return Ok(());
+            }
+            p.exit_payload = Some(payload);
+        }
+        // Paused processes cannot exit directly: let them end as the status asks.
+        let current = self.process(pid).map(|p| p.status);
+        if status == Status::Exited && matches!(current, Some(Status::Paused | Status::Suspended)) {
+            self.transition(pid, Status::Runnable).await?;
+        }
+        self.transition(pid, status).await.map(|_| ())
+    }
+
+    /// Runs `body` as process `pid` on the tokio runtime: RUNNING while it runs, then
+    /// EXITED with its value (or FAILED with its error) unless it already ended.
+    pub async fn run<F, Fut>(
+        &self,
+        pid: Pid,
+        body: F,
+    ) -> SysResult<tokio::task::JoinHandle<SysResult<Value>>>
+    where
+        F: FnOnce(ProcessCtx) -> Fut,
+        Fut: Future<Output = SysResult<Value>> + Send + 'static,
+    {
+        self.transition(pid, Status::Running).await?;
+        let ctx = ProcessCtx {
+            kernel: self.clone(),
+            pid,
+        };
+        let body: Body = Box::pin(body(ctx));
+        let kernel = self.clone();
+        let handle = tokio::spawn(async move {
+            let result = body.await;
+            let (status, payload) = match &result {
+                Ok(v) => (Status::Exited, v.clone()),
+                Err(e) => (Status::Failed, json!({"error": e.to_wire()})),
+            };
+            if let Err(e) = kernel.exit_process(pid, status, payload).await {
+                tracing::warn!(pid, %e, "ending a process");
+            }
+            result
+        });
+        self.inner.tasks.lock().insert(pid, handle.abort_handle());
+        Ok(handle)
+    }
+
+    /// Sends a signal as the operator.
+    pub async fn signal(&self, pid: Pid, signal: Signal) -> SysResult<Status> {
+        self.deliver_signal(pid, signal, "operator").await
+    }
+
+    pub(crate) async fn deliver_signal(
+        &self,
+        pid: Pid,
+        signal: Signal,
+        actor: &str,
+    ) -> SysResult<Status> {
+        let status = self
+            .process(pid)
+            .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?
+            .status;
+        match signal {
+            Signal::Pause => {
+                self.transition(pid, Status::Paused).await?;
+                if let Some(p) = self.inner.state.lock().procs.get_mut(&pid) {
+                    p.resume_to = Some(status);
+                }
+            }
+            Signal::Resume => {
+                if !matches!(status, Status::Paused | Status::Suspended) {
+                    return Err(SyscallError::IllegalState(format!(
+                        "process {pid} is {status}, not paused"
+                    )));
+                }
+                let to = self
+                    .inner
+                    .state
+                    .lock()
+                    .procs
+                    .get_mut(&pid)
+                    .and_then(|p| p.resume_to.take())
+                    .unwrap_or(Status::Runnable);
+                self.transition(pid, to).await?;
+            }
+            Signal::Cancel => {
+                {
+                    let mut state = self.inner.state.lock();
+                    if let Some(p) = state.procs.get_mut(&pid) {
+                        p.cancel_requested = true;
+                    }
+                    state.bump(pid);
+                }
+                if !self.inner.tasks.lock().contains_key(&pid) {
+                    self.exit_process(pid, Status::Killed, json!({"signal": "cancel"}))
+                        .await?;
+                }
+            }
+            Signal::Kill => {
+                if let Some(task) = self.inner.tasks.lock().remove(&pid) {
+                    task.abort();
+                }
+                self.exit_process(pid, Status::Killed, json!({"signal": "kill"}))
+                    .await?;
+            }
+        }
+        let after = self.process(pid).map(|p| p.status).unwrap_or(status);
+        self.audit_operator(
+            actor,
+            "proc.signal",
+            &format!("process:{pid}"),
+            json!({"signal": signal, "status": after}),
+        )
+        .await?;
+        Ok(after)
+    }
+
+    /// Grants a capability as the operator.
+    pub async fn grant(&self, pid: Pid, spec: CapabilitySpec) -> SysResult<i64> {
+        validate_resource(&spec.resource).map_err(SyscallError::invalid)?;
+        let cap = Capability {
+            id: 0,
+            subject: pid,
+            resource: spec.resource,
+            rights: spec.rights,
+            policy: spec.policy,
+            issuer: None,
+            parent: None,
+            expires_at: spec.expires_at,
+            delegable: spec.delegable,
+            revocable: true,
+            revoked: false,
+            consumed: false,
+        };
+        self.insert_capability(cap, "operator").await
+    }
+
+    /// Stores a capability for its subject (which must be live); returns its id.
+    pub(crate) async fn insert_capability(
+        &self,
+        mut cap: Capability,
+        actor: &str,
+    ) -> SysResult<i64> {
+        let now = self.now();
+        let mut batch = WriteBatch::default();
+        {
+            let mut state = self.inner.state.lock();
+            match state.process(cap.subject) {
+                None => return Err(SyscallError::NotFound(format!("process {}", cap.subject))),
+                Some(p) if p.status.is_terminal() => {
+                    return Err(SyscallError::IllegalState(format!(
+                        "process {} is {}",
+                        cap.subject, p.status
+                    )))
+                }
+                _ => {}
+            }
+            cap.id = state.next_cap;
+            state.next_cap += 1;
+            persist::insert_cap(&mut batch, &cap, now);
+            state.caps.entry(cap.subject).or_default().push(cap.clone());
+        }
+        let batch = batch.audit(AuditEntry {
+            ts: now,
+            actor: actor.to_string(),
+            action: "cap.grant".into(),
+            target: cap.resource.clone(),
+            decision: "ok".into(),
+            capability_refs: vec![cap.id],
+            correlation_id: None,
+            parent_seq: None,
+            detail: json!({"subject": cap.subject, "rights": cap.rights, "policy": cap.policy, "parent": cap.parent}),
+        });
+        self.inner
+            .store
+            .commit(batch)
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        Ok(cap.id)
+    }
+
+    /// Revokes a capability and everything derived from it, as the operator.
+    pub async fn revoke(&self, cap_id: i64) -> SysResult<Vec<i64>> {
+        self.revoke_tree(cap_id, "operator").await
+    }
+
+    pub(crate) async fn revoke_tree(&self, cap_id: i64, actor: &str) -> SysResult<Vec<i64>> {
+        let now = self.now();
+        let mut batch = WriteBatch::default();
+        let ids = {
+            let mut state = self.inner.state.lock();
+            match state.find_cap_mut(cap_id) {
+                None => return Err(SyscallError::NotFound(format!("capability #{cap_id}"))),
+                Some(c) if !c.revocable => {
+                    return Err(SyscallError::invalid(format!(
+                        "capability #{cap_id} is not revocable"
+                    )))
+                }
+                _ => {}
+            }
+            let ids = state.derived_caps(cap_id);
+            for id in &ids {
+                if let Some(c) = state.find_cap_mut(*id) {
+                    c.revoked = true;
+                }
+                persist::revoke_cap(&mut batch, *id);
+            }
+            for caps in state.caps.values_mut() {
+                caps.retain(|c| !c.revoked);
+            }
+            ids
+        };
+        let batch = batch.audit(AuditEntry {
+            ts: now,
+            actor: actor.to_string(),
+            action: "cap.revoke".into(),
+            target: format!("capability:{cap_id}"),
+            decision: "ok".into(),
+            capability_refs: ids.clone(),
+            correlation_id: None,
+            parent_seq: None,
+            detail: json!({"revoked": ids}),
+        });
+        self.inner
+            .store
+            .commit(batch)
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        Ok(ids)
+    }
+
+    /// Registers an image as the operator.
+    pub async fn register_image(&self, image: &Image) -> SysResult<()> {
+        self.store_image(image, None, "operator").await
+    }
+
+    pub(crate) async fn store_image(
+        &self,
+        image: &Image,
+        by: Option<Pid>,
+        actor: &str,
+    ) -> SysResult<()> {
+        let now = self.now();
+        let batch = WriteBatch::default()
+            .stmt(
+                "INSERT INTO images (id, version, manifest, registered_by, registered_at) VALUES (?, ?, ?, ?, ?)",
+                vec![
+                    image.id.clone().into(),
+                    image.version.clone().into(),
+                    persist::json(image).into(),
+                    by.into(),
+                    now.into(),
+                ],
+            )
+            .audit(AuditEntry {
+                ts: now,
+                actor: actor.into(),
+                action: "image.register".into(),
+                target: format!("image:{}", image.id),
+                decision: "ok".into(),
+                capability_refs: vec![],
+                correlation_id: None,
+                parent_seq: None,
+                detail: json!({"version": image.version}),
+            });
+        self.inner.store.commit(batch).await.map_err(|e| match e {
+            crate::store::CommitError::Rejected(msg) if msg.contains("UNIQUE") => {
+                SyscallError::AlreadyExists(format!("image {} version {}", image.id, image.version))
+            }
+            other => SyscallError::Internal(format!("store: {other}")),
+        })?;
+        Ok(())
+    }
+
+    /// The latest registered version of an image.
+    pub async fn image(&self, id: &str) -> SysResult<Image> {
+        if id == "base" {
+            return Ok(Image::base());
+        }
+        let manifest: Option<String> = sqlx::query_scalar(
+            "SELECT manifest FROM images WHERE id = ? ORDER BY registered_at DESC, version DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(self.inner.store.pool())
+        .await?;
+        let manifest = manifest.ok_or_else(|| SyscallError::NotFound(format!("image {id}")))?;
+        serde_json::from_str(&manifest).map_err(SyscallError::internal)
+    }
+
+    /// Every registered image (latest first per id).
+    pub async fn images(&self) -> SysResult<Vec<Image>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT manifest FROM images ORDER BY id, registered_at")
+                .fetch_all(self.inner.store.pool())
+                .await?;
+        rows.iter()
+            .map(|m| serde_json::from_str(m).map_err(SyscallError::internal))
+            .collect()
+    }
+
+    /// Posts an event to a process as the operator.
+    pub async fn post_event(&self, target: Pid, name: &str, payload: Value) -> SysResult<i64> {
+        self.enqueue_event(target, name, payload, "operator").await
+    }
+
+    /// Appends an operator action to the audit log.
+    pub(crate) async fn audit_operator(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> SysResult<()> {
+        let entry = AuditEntry {
+            ts: self.now(),
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            decision: "ok".into(),
+            capability_refs: vec![],
+            correlation_id: None,
+            parent_seq: None,
+            detail,
+        };
+        self.inner
+            .store
+            .commit(WriteBatch::default().audit(entry))
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        Ok(())
+    }
+}

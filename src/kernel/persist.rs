@@ -1,0 +1,125 @@
+//! The statements that write kernel state through to the store.
+
+use serde_json::Value;
+
+use super::capability::Capability;
+use super::process::Process;
+use crate::store::WriteBatch;
+
+pub fn insert_process(batch: &mut WriteBatch, p: &Process, now: i64) {
+    batch.push(
+        "INSERT INTO processes (pid, parent_pid, image_id, image_version, goal, status, cwd, \
+         budget, usage, exit_payload, started_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            p.pid.into(),
+            p.parent.into(),
+            p.image_id.clone().into(),
+            p.image_version.clone().into(),
+            p.goal.clone().into(),
+            p.status.as_str().into(),
+            p.cwd.clone().into(),
+            json(&p.budget).into(),
+            json(&p.usage).into(),
+            p.exit_payload.as_ref().map(Value::to_string).into(),
+            p.started_at.into(),
+            now.into(),
+        ],
+    );
+}
+
+/// Writes the mutable fields of a process (status, cwd, image, budget, usage, exit payload).
+pub fn update_process(batch: &mut WriteBatch, p: &Process, now: i64) {
+    batch.push(
+        "UPDATE processes SET status = ?, cwd = ?, image_id = ?, image_version = ?, budget = ?, \
+         usage = ?, exit_payload = ?, updated_at = ? WHERE pid = ?",
+        vec![
+            p.status.as_str().into(),
+            p.cwd.clone().into(),
+            p.image_id.clone().into(),
+            p.image_version.clone().into(),
+            json(&p.budget).into(),
+            json(&p.usage).into(),
+            p.exit_payload.as_ref().map(Value::to_string).into(),
+            now.into(),
+            p.pid.into(),
+        ],
+    );
+}
+
+pub fn insert_cap(batch: &mut WriteBatch, c: &Capability, now: i64) {
+    batch.push(
+        "INSERT INTO capabilities (id, subject, resource, rights, policy, issuer, parent, \
+         expires_at, delegable, revocable, revoked, consumed, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            c.id.into(),
+            c.subject.into(),
+            c.resource.clone().into(),
+            json(&c.rights).into(),
+            c.policy.as_str().into(),
+            c.issuer.into(),
+            c.parent.into(),
+            c.expires_at.into(),
+            c.delegable.into(),
+            c.revocable.into(),
+            c.revoked.into(),
+            c.consumed.into(),
+            now.into(),
+        ],
+    );
+}
+
+pub fn revoke_cap(batch: &mut WriteBatch, id: i64) {
+    batch.push(
+        "UPDATE capabilities SET revoked = 1 WHERE id = ?",
+        vec![id.into()],
+    );
+}
+
+pub fn consume_cap(batch: &mut WriteBatch, id: i64) {
+    batch.push(
+        "UPDATE capabilities SET consumed = 1 WHERE id = ?",
+        vec![id.into()],
+    );
+}
+
+pub fn insert_namespace(batch: &mut WriteBatch, name: &str, owner: Option<i64>, now: i64) {
+    batch.push(
+        "INSERT INTO namespaces (name, owner, created_at) VALUES (?, ?, ?)",
+        vec![name.into(), owner.into(), now.into()],
+    );
+}
+
+pub fn insert_event(
+    batch: &mut WriteBatch,
+    id: i64,
+    target: i64,
+    name: &str,
+    payload: &Value,
+    source: &str,
+    now: i64,
+) {
+    batch.push(
+        "INSERT INTO events (id, target, name, payload, source, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        vec![
+            id.into(),
+            target.into(),
+            name.into(),
+            payload.to_string().into(),
+            source.into(),
+            now.into(),
+        ],
+    );
+}
+
+pub fn consume_event(batch: &mut WriteBatch, id: i64) {
+    batch.push(
+        "UPDATE events SET consumed = 1 WHERE id = ?",
+        vec![id.into()],
+    );
+}
+
+pub fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}

@@ -1,0 +1,373 @@
+//! Process primitives: cwd, self, spawn, fork, wait, children, signal, exit, exec.
+
+use serde_json::{json, Value};
+
+use super::capability::{pattern_within, Capability, CapabilitySpec, Pid, Policy, Right};
+use super::dispatch::{Done, Scope};
+use super::error::{SysResult, SyscallError};
+use super::operator::NewProcess;
+use super::paths;
+use super::persist;
+use super::process::{divide_budget, Process, Status};
+use super::syscall::{Budget, Syscall};
+use super::Kernel;
+use crate::store::WriteBatch;
+
+impl Kernel {
+    pub(crate) async fn proc_call(
+        &self,
+        pid: Pid,
+        call: &Syscall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
+        match call {
+            Syscall::ProcGetCwd => {
+                let cwd = self.cwd_of(pid)?;
+                Ok(Done::new(json!(cwd), format!("process:{pid}")))
+            }
+            Syscall::ProcSelf => {
+                let p = self
+                    .process(pid)
+                    .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+                Ok(Done::new(process_json(&p), format!("process:{pid}")))
+            }
+            Syscall::ProcChdir { path } => self.chdir(pid, path, call, scope).await,
+            Syscall::ProcChildren => {
+                let children: Vec<Value> = {
+                    let state = self.inner.state.lock();
+                    let mut kids: Vec<&Process> = state
+                        .procs
+                        .values()
+                        .filter(|p| p.parent == Some(pid))
+                        .collect();
+                    kids.sort_by_key(|p| p.pid);
+                    kids.into_iter().map(process_json).collect()
+                };
+                Ok(Done::new(json!(children), format!("process:{pid}")))
+            }
+            Syscall::ProcSpawn {
+                image,
+                goal,
+                budget,
+            } => {
+                let image = self.image(image).await?;
+                let child = self
+                    .new_child(pid, image, goal.clone(), budget.as_ref(), Vec::new())
+                    .await?;
+                Ok(Done::new(json!({"pid": child}), format!("process:{child}")))
+            }
+            Syscall::ProcFork {
+                goal,
+                inherit,
+                budget,
+            } => self.fork(pid, goal.clone(), inherit, budget.as_ref()).await,
+            Syscall::ProcWait {
+                pid: child,
+                timeout_ms,
+            } => {
+                self.require_descendant(pid, *child, Right::Read)?;
+                let out = self.wait_child(pid, *child, *timeout_ms).await?;
+                Ok(Done::new(out, format!("process:{child}")))
+            }
+            Syscall::ProcSignal {
+                pid: target,
+                signal,
+            } => {
+                let descendant = self.inner.state.lock().is_ancestor(pid, *target);
+                if !descendant {
+                    self.authorize_one(
+                        pid,
+                        format!("process:{target}"),
+                        Right::Signal,
+                        call,
+                        scope,
+                    )
+                    .await?;
+                }
+                let status = self
+                    .deliver_signal(*target, *signal, &format!("pid:{pid}"))
+                    .await?;
+                Ok(Done::new(
+                    json!({"pid": target, "status": status}),
+                    format!("process:{target}"),
+                ))
+            }
+            Syscall::ProcExit { payload } => {
+                // The audit record for exit is written by `finish` before the transition
+                // would forbid it; the transition itself is durable here.
+                self.exit_process(pid, Status::Exited, payload.clone())
+                    .await?;
+                Ok(Done::new(
+                    json!({"pid": pid, "status": Status::Exited}),
+                    format!("process:{pid}"),
+                ))
+            }
+            Syscall::ProcExec { image } => {
+                self.authorize_one(pid, format!("image:{image}"), Right::Execute, call, scope)
+                    .await?;
+                let image = self.image(image).await?;
+                let now = self.now();
+                let mut batch = WriteBatch::default();
+                let missing: Vec<String> = {
+                    let mut state = self.inner.state.lock();
+                    let held = state.caps_of(pid).to_vec();
+                    let missing = image
+                        .required_capabilities
+                        .iter()
+                        .filter(|req| {
+                            let Ok(spec) = CapabilitySpec::parse_grant(req) else {
+                                return true;
+                            };
+                            !spec.rights.iter().all(|r| {
+                                held.iter().any(|c| {
+                                    c.is_live(now)
+                                        && c.has_right(*r)
+                                        && pattern_within(&c.resource, &spec.resource)
+                                })
+                            })
+                        })
+                        .cloned()
+                        .collect();
+                    let p = state
+                        .procs
+                        .get_mut(&pid)
+                        .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+                    p.image_id = image.id.clone();
+                    p.image_version = image.version.clone();
+                    persist::update_process(&mut batch, p, now);
+                    missing
+                };
+                batch.push("DELETE FROM tools WHERE pid = ?", vec![pid.into()]);
+                Ok(Done::new(
+                    json!({"image": image.id, "version": image.version, "missing_capabilities": missing}),
+                    format!("image:{}", image.id),
+                )
+                .batch(batch))
+            }
+            _ => unreachable!("proc_call got {}", call.name()),
+        }
+    }
+
+    fn cwd_of(&self, pid: Pid) -> SysResult<String> {
+        self.inner
+            .state
+            .lock()
+            .process(pid)
+            .map(|p| p.cwd.clone())
+            .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))
+    }
+
+    async fn chdir(
+        &self,
+        pid: Pid,
+        path: &str,
+        call: &Syscall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
+        let cwd = self.cwd_of(pid)?;
+        let rel = paths::normalize(&cwd, path).map_err(|e| {
+            SyscallError::denied_because(format!("fs:{path}"), Right::Read, e.to_string())
+        })?;
+        self.authorize_one(pid, format!("fs:{rel}"), Right::Read, call, scope)
+            .await?;
+        let checked = super::authz::CheckedPath::new(rel.clone(), Right::Read);
+        if !self.providers().fs.is_dir(&checked)? {
+            return Err(SyscallError::NotFound(format!("directory {rel}")));
+        }
+        let now = self.now();
+        let mut batch = WriteBatch::default();
+        {
+            let mut state = self.inner.state.lock();
+            let p = state
+                .procs
+                .get_mut(&pid)
+                .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+            p.cwd = rel.clone();
+            persist::update_process(&mut batch, p, now);
+        }
+        Ok(Done::new(json!(rel), format!("fs:{rel}")).batch(batch))
+    }
+
+    /// A child may be waited on (or read) only by its ancestors.
+    fn require_descendant(&self, pid: Pid, child: Pid, right: Right) -> SysResult<()> {
+        let state = self.inner.state.lock();
+        if state.is_ancestor(pid, child) {
+            Ok(())
+        } else {
+            Err(SyscallError::denied_because(
+                format!("process:{child}"),
+                right,
+                "only an ancestor may wait on a process",
+            ))
+        }
+    }
+
+    /// Creates a child of `pid` with a share of its budget and the given capabilities.
+    async fn new_child(
+        &self,
+        pid: Pid,
+        image: super::image::Image,
+        goal: String,
+        requested: Option<&Budget>,
+        grants: Vec<Capability>,
+    ) -> SysResult<Pid> {
+        let now = self.now();
+        let (budget, cwd) = {
+            let mut state = self.inner.state.lock();
+            let p = state
+                .procs
+                .get_mut(&pid)
+                .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+            if p.usage.children >= p.budget.children {
+                return Err(SyscallError::limit(
+                    "children",
+                    format!(
+                        "process {pid} used its budget of {} children",
+                        p.budget.children
+                    ),
+                ));
+            }
+            let share = divide_budget(&p.budget, &p.usage, requested);
+            p.usage.children += 1;
+            p.usage.tool_calls += share.tool_calls;
+            p.usage.syscalls += share.syscalls;
+            let elapsed = now.saturating_sub(p.started_at) as u64;
+            let budget = Budget {
+                wall_time_ms: share
+                    .wall_time_ms
+                    .min(p.budget.wall_time_ms.saturating_sub(elapsed)),
+                ..share
+            };
+            (budget, p.cwd.clone())
+        };
+        let child = self
+            .create_process(
+                NewProcess {
+                    parent: Some(pid),
+                    image,
+                    goal,
+                    budget,
+                    cwd,
+                    grants,
+                },
+                &format!("pid:{pid}"),
+            )
+            .await?;
+        let mut batch = WriteBatch::default();
+        if let Some(p) = self.inner.state.lock().process(pid) {
+            persist::update_process(&mut batch, p, now);
+        }
+        self.inner
+            .store
+            .commit(batch)
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        Ok(child)
+    }
+
+    /// `proc.fork`: same image and cwd, and only the listed capabilities, each attenuated
+    /// from a delegable capability the parent holds.
+    async fn fork(
+        &self,
+        pid: Pid,
+        goal: Option<String>,
+        inherit: &[CapabilitySpec],
+        budget: Option<&Budget>,
+    ) -> SysResult<Done> {
+        let now = self.now();
+        let (parent, grants) = {
+            let state = self.inner.state.lock();
+            let parent = state
+                .process(pid)
+                .cloned()
+                .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+            let held = state.caps_of(pid);
+            let mut grants = Vec::new();
+            for spec in inherit {
+                grants.push(attenuate(held, spec, now)?);
+            }
+            (parent, grants)
+        };
+        let image = self
+            .image(&parent.image_id)
+            .await
+            .unwrap_or_else(|_| super::image::Image::base());
+        let goal = goal.unwrap_or_else(|| parent.goal.clone());
+        let child = self.new_child(pid, image, goal, budget, grants).await?;
+        // Copy the parent's JIT tools into the child's table.
+        let batch = WriteBatch::default().stmt(
+            "INSERT INTO tools (pid, name, object_id, source_hash, meta, registered_at) \
+             SELECT ?, name, object_id, source_hash, meta, ? FROM tools WHERE pid = ?",
+            vec![child.into(), now.into(), pid.into()],
+        );
+        Ok(Done::new(json!({"pid": child}), format!("process:{child}")).batch(batch))
+    }
+}
+
+/// The capability a child gets for `spec`: it must be covered (resource and every right) by
+/// one delegable, live capability of the parent; the policy is the stricter of the two, the
+/// expiry the earlier. A child never holds a right its parent lacked.
+pub(crate) fn attenuate(
+    held: &[Capability],
+    spec: &CapabilitySpec,
+    now: i64,
+) -> SysResult<Capability> {
+    let missing_right = spec.rights.first().copied().unwrap_or(Right::Read);
+    let source = held.iter().find(|c| {
+        c.is_live(now)
+            && c.delegable
+            && !matches!(c.policy, Policy::AlwaysDeny | Policy::AllowOnce)
+            && spec.rights.iter().all(|r| c.has_right(*r))
+            && pattern_within(&c.resource, &spec.resource)
+    });
+    let Some(source) = source else {
+        let right = spec
+            .rights
+            .iter()
+            .copied()
+            .find(|r| {
+                !held.iter().any(|c| {
+                    c.is_live(now) && c.has_right(*r) && pattern_within(&c.resource, &spec.resource)
+                })
+            })
+            .unwrap_or(missing_right);
+        return Err(SyscallError::denied_because(
+            spec.resource.clone(),
+            right,
+            "the parent holds no delegable capability covering it",
+        ));
+    };
+    let expires_at = match (source.expires_at, spec.expires_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(Capability {
+        id: 0,
+        subject: 0,
+        resource: spec.resource.clone(),
+        rights: spec.rights.clone(),
+        policy: source.policy.stricter(spec.policy),
+        issuer: Some(source.subject),
+        parent: Some(source.id),
+        expires_at,
+        delegable: spec.delegable && source.delegable,
+        revocable: true,
+        revoked: false,
+        consumed: false,
+    })
+}
+
+pub(crate) fn process_json(p: &Process) -> Value {
+    json!({
+        "pid": p.pid,
+        "parent": p.parent,
+        "image": p.image_id,
+        "image_version": p.image_version,
+        "goal": p.goal,
+        "status": p.status,
+        "cwd": p.cwd,
+        "budget": p.budget,
+        "usage": p.usage,
+        "exit": p.exit_payload,
+    })
+}

@@ -1,0 +1,199 @@
+//! The kernel's in-memory tables (processes, capabilities, events), loaded from the store
+//! at open and written through on every change, so a capability check is a lookup, not a
+//! query.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{Row, SqlitePool};
+use tokio::sync::watch;
+
+use super::capability::{Capability, Pid, Policy, Right};
+use super::process::Process;
+use super::syscall::Budget;
+
+/// An event queued for a process.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub name: String,
+    pub payload: Value,
+    pub source: String,
+}
+
+/// Everything the kernel keeps in memory. Guarded by one mutex; never held across `.await`.
+#[derive(Default)]
+pub struct State {
+    pub procs: HashMap<Pid, Process>,
+    pub caps: HashMap<Pid, Vec<Capability>>,
+    pub events: HashMap<Pid, VecDeque<Event>>,
+    /// `allow_once` capabilities in use by an operation that has not finished yet.
+    pub reserved_once: HashSet<i64>,
+    /// Per-process change counters: bumped on any status change or new event; waiters
+    /// subscribe and re-check their condition.
+    pub changes: HashMap<Pid, Arc<watch::Sender<u64>>>,
+    pub next_pid: Pid,
+    pub next_cap: i64,
+}
+
+impl State {
+    pub fn process(&self, pid: Pid) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    pub fn caps_of(&self, pid: Pid) -> &[Capability] {
+        self.caps.get(&pid).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn find_cap_mut(&mut self, id: i64) -> Option<&mut Capability> {
+        self.caps
+            .values_mut()
+            .flat_map(|v| v.iter_mut())
+            .find(|c| c.id == id)
+    }
+
+    pub fn changes_of(&mut self, pid: Pid) -> Arc<watch::Sender<u64>> {
+        self.changes
+            .entry(pid)
+            .or_insert_with(|| Arc::new(watch::channel(0).0))
+            .clone()
+    }
+
+    /// Wakes everything waiting on `pid`.
+    pub fn bump(&mut self, pid: Pid) {
+        self.changes_of(pid).send_modify(|v| *v += 1);
+    }
+
+    /// Whether `ancestor` is a strict ancestor of `pid`.
+    pub fn is_ancestor(&self, ancestor: Pid, pid: Pid) -> bool {
+        let mut cur = self.procs.get(&pid).and_then(|p| p.parent);
+        let mut hops = 0;
+        while let Some(p) = cur {
+            if p == ancestor {
+                return true;
+            }
+            hops += 1;
+            if hops > 10_000 {
+                return false;
+            }
+            cur = self.procs.get(&p).and_then(|q| q.parent);
+        }
+        false
+    }
+
+    /// Ids of `root` and every capability derived from it, transitively.
+    pub fn derived_caps(&self, root: i64) -> Vec<i64> {
+        let mut out = vec![root];
+        let mut frontier = vec![root];
+        while let Some(id) = frontier.pop() {
+            for cap in self.caps.values().flatten() {
+                if cap.parent == Some(id) && !out.contains(&cap.id) {
+                    out.push(cap.id);
+                    frontier.push(cap.id);
+                }
+            }
+        }
+        out
+    }
+
+    /// Loads processes, live capabilities and pending events from the store.
+    pub async fn load(pool: &SqlitePool) -> Result<State, sqlx::Error> {
+        let mut state = State {
+            next_pid: 1,
+            next_cap: 1,
+            ..State::default()
+        };
+        let rows = sqlx::query(
+            "SELECT pid, parent_pid, image_id, image_version, goal, status, cwd, budget, usage, \
+             exit_payload, started_at FROM processes",
+        )
+        .fetch_all(pool)
+        .await?;
+        for row in rows {
+            let pid: i64 = row.try_get("pid")?;
+            let status: String = row.try_get("status")?;
+            let budget: String = row.try_get("budget")?;
+            let usage: String = row.try_get("usage")?;
+            let exit: Option<String> = row.try_get("exit_payload")?;
+            let process = Process {
+                pid,
+                parent: row.try_get("parent_pid")?,
+                image_id: row.try_get("image_id")?,
+                image_version: row.try_get("image_version")?,
+                goal: row.try_get("goal")?,
+                status: status
+                    .parse()
+                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+                resume_to: None,
+                cwd: row.try_get("cwd")?,
+                budget: serde_json::from_str(&budget).unwrap_or_default(),
+                usage: serde_json::from_str(&usage).unwrap_or(Budget {
+                    tool_calls: 0,
+                    children: 0,
+                    syscalls: 0,
+                    wall_time_ms: 0,
+                }),
+                exit_payload: exit.and_then(|e| serde_json::from_str(&e).ok()),
+                started_at: row.try_get("started_at")?,
+                cancel_requested: false,
+            };
+            state.next_pid = state.next_pid.max(pid + 1);
+            state.procs.insert(pid, process);
+        }
+        let max_cap: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM capabilities")
+            .fetch_one(pool)
+            .await?;
+        state.next_cap = max_cap.unwrap_or(0) + 1;
+        let rows = sqlx::query(
+            "SELECT id, subject, resource, rights, policy, issuer, parent, expires_at, delegable, \
+             revocable, revoked, consumed FROM capabilities WHERE revoked = 0 AND consumed = 0",
+        )
+        .fetch_all(pool)
+        .await?;
+        for row in rows {
+            let subject: i64 = row.try_get("subject")?;
+            if state
+                .procs
+                .get(&subject)
+                .is_none_or(|p| p.status.is_terminal())
+            {
+                continue;
+            }
+            let rights: String = row.try_get("rights")?;
+            let policy: String = row.try_get("policy")?;
+            let cap = Capability {
+                id: row.try_get("id")?,
+                subject,
+                resource: row.try_get("resource")?,
+                rights: serde_json::from_str::<Vec<Right>>(&rights).unwrap_or_default(),
+                policy: policy.parse().unwrap_or(Policy::AlwaysDeny),
+                issuer: row.try_get("issuer")?,
+                parent: row.try_get("parent")?,
+                expires_at: row.try_get("expires_at")?,
+                delegable: row.try_get::<i64, _>("delegable")? != 0,
+                revocable: row.try_get::<i64, _>("revocable")? != 0,
+                revoked: false,
+                consumed: false,
+            };
+            state.caps.entry(subject).or_default().push(cap);
+        }
+        let rows = sqlx::query(
+            "SELECT id, target, name, payload, source FROM events WHERE consumed = 0 ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await?;
+        for row in rows {
+            let target: i64 = row.try_get("target")?;
+            let payload: String = row.try_get("payload")?;
+            state.events.entry(target).or_default().push_back(Event {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                source: row.try_get("source")?,
+            });
+        }
+        Ok(state)
+    }
+}

@@ -1,0 +1,13 @@
+//! Small shared helpers: hashing and ids.
+
+use sha2::{Digest, Sha256};
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A fresh random id with a readable prefix, e.g. `obj_3f2a…`.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
