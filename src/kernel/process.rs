@@ -78,7 +78,10 @@ impl Status {
         }
         match self {
             Created => matches!(to, Runnable),
-            Runnable => matches!(to, Running | Paused | Suspended | Exited),
+            Runnable => matches!(
+                to,
+                Running | WaitingEvent | WaitingTool | WaitingHuman | Paused | Suspended | Exited
+            ),
             Running => matches!(
                 to,
                 Runnable | WaitingEvent | WaitingTool | WaitingHuman | Paused | Suspended | Exited
