@@ -304,6 +304,23 @@ export default async function run(args: Args, libos: Libos): Promise<{ lines: nu
     }
 
     #[test]
+    fn cache_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TranspileCache>();
+        let cache = Arc::new(TranspileCache::default());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let cache = cache.clone();
+                std::thread::spawn(move || cache.get_or_transpile("t.ts", TOOL).unwrap())
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap().hash, source_hash(TOOL));
+        }
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
     fn cache_is_bounded() {
         let cache = TranspileCache::new(2);
         let first = cache
