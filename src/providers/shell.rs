@@ -1064,19 +1064,46 @@ fn scan_cluster(spec: &Interpreter, letters: &str) -> Cluster {
 // Running
 // ---------------------------------------------------------------------------------------------
 
+/// Makes a fresh empty directory, mode 0500, to serve as commands' `HOME`.
+fn empty_home() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "agent-libos-home-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    if std::fs::create_dir(&dir).is_ok() {
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500));
+        dir
+    } else {
+        PathBuf::from("/nonexistent")
+    }
+}
+
 /// The only PATH a command sees.
 const SCRUBBED_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// After a timeout, how long to wait for output still buffered in the pipes.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
-/// Runs checked argvs as host processes, with the workspace as `HOME` and base directory.
+/// Runs checked argvs as host processes in the workspace. `HOME` is an empty, read-only
+/// directory outside the workspace, so dotfiles an agent writes into the workspace
+/// (`.bashrc`, `.gitconfig`, …) never become a command's startup configuration.
 pub struct ProcessShell {
     workspace_root: PathBuf,
+    home: PathBuf,
 }
 
 impl ProcessShell {
     pub fn new(workspace_root: PathBuf) -> Self {
-        ProcessShell { workspace_root }
+        let home = empty_home();
+        ProcessShell {
+            workspace_root,
+            home,
+        }
+    }
+
+    /// The `HOME` commands see.
+    pub fn home(&self) -> &std::path::Path {
+        &self.home
     }
 
     /// The command, with nothing inherited but what is set here.
@@ -1092,7 +1119,7 @@ impl ProcessShell {
             .current_dir(cwd)
             .env_clear()
             .env("PATH", SCRUBBED_PATH)
-            .env("HOME", &self.workspace_root)
+            .env("HOME", &self.home)
             .env("LANG", "C.UTF-8")
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
@@ -1726,14 +1753,18 @@ mod tests {
             .unwrap();
         let mut lines: Vec<&str> = out.stdout.lines().collect();
         lines.sort();
-        let home = format!("HOME={}", dir.path().display());
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("HOME=") && lines[0].contains("agent-libos-home-"),
+            "{lines:?}"
+        );
+        assert!(
+            !lines[0].contains(&dir.path().display().to_string()),
+            "HOME is not the workspace"
+        );
         assert_eq!(
-            lines,
-            vec![
-                home.as_str(),
-                "LANG=C.UTF-8",
-                "PATH=/usr/local/bin:/usr/bin:/bin"
-            ]
+            &lines[1..],
+            ["LANG=C.UTF-8", "PATH=/usr/local/bin:/usr/bin:/bin"]
         );
     }
 

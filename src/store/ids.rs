@@ -50,7 +50,9 @@ impl IdBlock {
             .bind(self.key)
             .fetch_one(pool)
             .await?;
-            let end: i64 = end.parse().map_err(|e: std::num::ParseIntError| sqlx::Error::Decode(e.into()))?;
+            let end: i64 = end
+                .parse()
+                .map_err(|e: std::num::ParseIntError| sqlx::Error::Decode(e.into()))?;
             let mut range = self.range.lock();
             if range.0 >= range.1 {
                 *range = (end - BLOCK, end);

@@ -170,7 +170,10 @@ type GroupResult = Vec<Result<Vec<i64>, CommitError>>;
 
 /// Commits one group. `BEGIN IMMEDIATE` takes SQLite's write lock first, so the chain head
 /// read inside the transaction is current even if another runtime shares the database.
-async fn commit_group(conn: &mut SqliteConnection, group: &[Queued]) -> Result<GroupResult, sqlx::Error> {
+async fn commit_group(
+    conn: &mut SqliteConnection,
+    group: &[Queued],
+) -> Result<GroupResult, sqlx::Error> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *tx)
