@@ -9,7 +9,8 @@ use super::process::Status;
 use super::syscall::Syscall;
 use super::Kernel;
 use crate::audit::AuditEntry;
-use crate::store::WriteBatch;
+use super::journal::Step;
+use crate::store::{JournalRow, WriteBatch};
 
 /// Per-call bookkeeping handlers add to.
 #[derive(Default)]
@@ -81,11 +82,34 @@ impl Kernel {
                 correlation,
                 ..Scope::default()
             };
-            let result = match self.gate(pid, &call).await {
-                Ok(()) => self.dispatch(pid, &call, &mut scope).await,
-                Err(e) => Err(e),
-            };
-            self.finish(pid, &call, scope, result).await
+            if let Err(e) = self.gate(pid, &call).await {
+                return self.finish(pid, &call, scope, Err(e), None).await;
+            }
+            let mut journal = None;
+            if let Some(inv) = scope.correlation.clone() {
+                match self.journal_step(pid, &inv, &call) {
+                    None => {}
+                    Some(Err(e)) => return self.finish(pid, &call, scope, Err(e), None).await,
+                    Some(Ok(Step::Replay(result))) => return self.replayed(pid, &call, &inv, result),
+                    Some(Ok(Step::Fresh { seq, hash, journal: true })) => {
+                        if call.is_effect() {
+                            if let Err(e) = self.journal_intent(&inv, seq, &call, &hash).await {
+                                return self.finish(pid, &call, scope, Err(e), None).await;
+                            }
+                        }
+                        journal = Some((inv, seq, hash));
+                    }
+                    Some(Ok(Step::Fresh { .. })) => {}
+                    Some(Ok(Step::Uncertain { seq, hash })) => {
+                        if let Err(e) = self.confirm_uncertain(pid, &inv, seq, &call).await {
+                            return self.finish(pid, &call, scope, Err(e), None).await;
+                        }
+                        journal = Some((inv, seq, hash));
+                    }
+                }
+            }
+            let result = self.dispatch(pid, &call, &mut scope).await;
+            self.finish(pid, &call, scope, result, journal).await
         }
         .instrument(span)
         .await
@@ -187,10 +211,7 @@ impl Kernel {
             | ToolValidate { .. }
             | ToolRegister { .. }
             | ToolList
-            | ToolCall { .. } => Err(SyscallError::invalid(format!(
-                "{} is served by the JIT tool host, which this kernel was opened without",
-                call.name()
-            ))),
+            | ToolCall { .. } => self.tool_call(pid, call, scope).await,
         }
     }
 
@@ -202,8 +223,19 @@ impl Kernel {
         call: &Syscall,
         scope: Scope,
         result: SysResult<Done>,
+        journal: Option<(String, i64, String)>,
     ) -> SysResult<Value> {
         let now = self.now();
+        let journal_row = |outcome: Value| {
+            journal.as_ref().map(|(inv, seq, hash)| JournalRow {
+                invocation_id: inv.clone(),
+                seq: *seq,
+                primitive: call.name().to_string(),
+                args_hash: hash.clone(),
+                status: "done",
+                outcome: Some(outcome),
+            })
+        };
         let span = tracing::Span::current();
         match result {
             Ok(mut done) => {
@@ -229,7 +261,10 @@ impl Kernel {
                     parent_seq: scope.parent_seq,
                     detail: json!({"request": summarize(call), "result": done.detail}),
                 };
-                let batch = done.batch.audit(entry);
+                let mut batch = done.batch.audit(entry);
+                if let Some(row) = journal_row(json!({"ok": done.value})) {
+                    batch = batch.journal(row);
+                }
                 if call.is_effect() || !batch.stmts.is_empty() || !scope.once.is_empty() {
                     self.inner
                         .store
@@ -271,10 +306,40 @@ impl Kernel {
                     parent_seq: scope.parent_seq,
                     detail: json!({"request": summarize(call), "error": err.to_wire()}),
                 };
-                self.inner.store.submit(WriteBatch::default().audit(entry));
+                let mut batch = WriteBatch::default().audit(entry);
+                let retryable = matches!(
+                    err,
+                    SyscallError::HumanRequired { .. } | SyscallError::Cancelled(_) | SyscallError::Internal(_)
+                );
+                if !retryable {
+                    if let Some(row) = journal_row(json!({"err": err.to_wire()})) {
+                        batch = batch.journal(row);
+                    }
+                }
+                self.inner.store.submit(batch);
                 Err(err)
             }
         }
+    }
+}
+
+impl Kernel {
+    /// A syscall answered from the journal on replay: audited, not run.
+    fn replayed(&self, pid: Pid, call: &Syscall, invocation: &str, result: SysResult<Value>) -> SysResult<Value> {
+        tracing::Span::current().record("decision", "replay");
+        let entry = AuditEntry {
+            ts: self.now(),
+            actor: format!("pid:{pid}"),
+            action: call.name().to_string(),
+            target: target_hint(call),
+            decision: "replay".into(),
+            capability_refs: vec![],
+            correlation_id: Some(invocation.to_string()),
+            parent_seq: None,
+            detail: json!({"request": summarize(call), "replayed": result.is_ok()}),
+        };
+        self.inner.store.submit(WriteBatch::default().audit(entry));
+        result
     }
 }
 

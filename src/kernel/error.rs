@@ -189,6 +189,7 @@ fn strip_prefix(message: &str) -> String {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct WireError {
     pub kind: String,
+    #[serde(default)]
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub resource: Option<String>,

@@ -90,11 +90,10 @@ impl Kernel {
             "capability": cap_id,
             "context": context,
         });
-        let (id, seq) = self
-            .raise_request(pid, "approval", "operator", payload, args_hash(call))
+        let (id, answer) = self
+            .request_answer(pid, "approval", "operator", payload, args_hash(call), scope)
             .await?;
-        scope.parent_seq = Some(seq);
-        match self.wait_for_human(pid, &id).await? {
+        match answer {
             HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => Ok(()),
             HumanAnswer::Reject { reason } => Err(SyscallError::HumanRejected(format!(
                 "request {id} for {right} on {resource} was rejected{}",
@@ -106,6 +105,89 @@ impl Kernel {
             ))),
             HumanAnswer::Answer { .. } => Err(SyscallError::HumanRejected(format!(
                 "request {id} was answered with text instead of an approval"
+            ))),
+        }
+    }
+
+    /// Gets a human's answer for a request about the exact call `args_hash`: an earlier
+    /// request for the same call that is still pending, or answered but not yet used (as
+    /// after a restart), is reused; otherwise a new one is raised. The answer is marked used.
+    async fn request_answer(
+        &self,
+        pid: Pid,
+        kind: &str,
+        channel: &str,
+        payload: Value,
+        args_hash: String,
+        scope: &mut Scope,
+    ) -> SysResult<(String, HumanAnswer)> {
+        let earlier = sqlx::query(
+            "SELECT id, status, answer FROM human_requests WHERE pid = ? AND kind = ? AND args_hash = ? \
+             AND used = 0 AND status IN ('pending', 'approved', 'rejected', 'answered') ORDER BY created_at, id LIMIT 1",
+        )
+        .bind(pid)
+        .bind(kind)
+        .bind(&args_hash)
+        .fetch_optional(self.inner.store.pool())
+        .await?;
+        let (id, answer) = match earlier {
+            Some(row) => {
+                let id: String = row.try_get("id")?;
+                let status: String = row.try_get("status")?;
+                let answer = if status == "pending" {
+                    self.wait_for_human(pid, &id).await?
+                } else {
+                    // Answered while this runtime was away: apply any grant it made.
+                    let caps = super::state::State::load_caps(self.inner.store.pool(), pid).await?;
+                    self.inner.state.lock().caps.insert(pid, caps);
+                    let answer: Option<String> = row.try_get("answer")?;
+                    answer
+                        .and_then(|a| serde_json::from_str(&a).ok())
+                        .unwrap_or(HumanAnswer::Reject {
+                            reason: format!("request {id} was {status}"),
+                        })
+                };
+                (id, answer)
+            }
+            None => {
+                let (id, seq) = self.raise_request(pid, kind, channel, payload, args_hash).await?;
+                scope.parent_seq = Some(seq);
+                let answer = self.wait_for_human(pid, &id).await?;
+                (id, answer)
+            }
+        };
+        self.inner.store.submit(WriteBatch::default().stmt(
+            "UPDATE human_requests SET used = 1 WHERE id = ?",
+            vec![id.clone().into()],
+        ));
+        Ok((id, answer))
+    }
+
+    /// Asks a human whether to repeat an effect whose outcome was lost in a crash (its intent
+    /// is journaled, its outcome is not). Only an approval repeats it.
+    pub(crate) async fn confirm_uncertain(
+        &self,
+        pid: Pid,
+        invocation: &str,
+        seq: i64,
+        call: &Syscall,
+    ) -> SysResult<()> {
+        let payload = json!({
+            "invocation": invocation,
+            "seq": seq,
+            "primitive": call.name(),
+            "request": super::dispatch::summarize(call),
+            "why": "the host stopped while this effect was running; it may or may not have happened",
+        });
+        let mut scope = Scope::default();
+        let (id, answer) = self
+            .request_answer(pid, "uncertain", "operator", payload, args_hash(call), &mut scope)
+            .await?;
+        match answer {
+            HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => Ok(()),
+            _ => Err(SyscallError::HumanRejected(format!(
+                "request {id}: the uncertain {} was not repeated",
+                call.name()
             ))),
         }
     }
@@ -242,10 +324,13 @@ impl Kernel {
                 }
                 "answered"
             }
-            ("approval" | "permission", HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways) => {
-                "approved"
+            (
+                "approval" | "permission" | "uncertain",
+                HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways,
+            ) => "approved",
+            ("approval" | "permission" | "question" | "uncertain", HumanAnswer::Reject { .. }) => {
+                "rejected"
             }
-            ("approval" | "permission" | "question", HumanAnswer::Reject { .. }) => "rejected",
             (kind, _) => {
                 return Err(SyscallError::invalid(format!(
                     "a {kind} request cannot take that answer"
@@ -400,11 +485,10 @@ impl Kernel {
                 self.authorize_one(pid, format!("human:{channel}"), Right::Write, call, scope)
                     .await?;
                 let payload = json!({"question": question, "choices": choices});
-                let (id, seq) = self
-                    .raise_request(pid, "question", channel, payload, args_hash(call))
+                let (id, answer) = self
+                    .request_answer(pid, "question", channel, payload, args_hash(call), scope)
                     .await?;
-                scope.parent_seq = Some(seq);
-                match self.wait_for_human(pid, &id).await? {
+                match answer {
                     HumanAnswer::Answer { text } => Ok(Done::new(
                         json!({"id": id, "answer": text}),
                         format!("human:{channel}"),
@@ -433,11 +517,10 @@ impl Kernel {
                     return Err(SyscallError::invalid("rights must not be empty"));
                 }
                 let payload = json!({"resource": resource, "rights": rights, "reason": reason});
-                let (id, seq) = self
-                    .raise_request(pid, "permission", channel, payload, args_hash(call))
+                let (id, answer) = self
+                    .request_answer(pid, "permission", channel, payload, args_hash(call), scope)
                     .await?;
-                scope.parent_seq = Some(seq);
-                match self.wait_for_human(pid, &id).await? {
+                match answer {
                     HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => {
                         let granted: Vec<i64> = self
                             .capabilities(pid)

@@ -21,12 +21,14 @@ mod dispatch;
 mod events;
 mod fs_calls;
 mod host_calls;
+mod journal;
 pub mod human;
 mod mem_calls;
 mod operator;
 mod persist;
 mod proc_calls;
 mod state;
+mod tools;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +48,7 @@ pub use operator::{ProcessCtx, SpawnOptions};
 pub use process::{Process, Status};
 pub use state::Event;
 pub use syscall::{Budget, ObjectSpec, Signal, Syscall};
+pub use tools::{ResumeReport, ResumedInvocation};
 
 /// What to do when an operation needs a human and none is listening.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,6 +71,8 @@ pub struct KernelConfig {
     pub providers: Option<Providers>,
     pub shell_limits: ShellLimits,
     pub fetch_limits: FetchLimits,
+    /// Sizes of the JIT tool isolate host (started on the first tool use).
+    pub isolates: crate::isolate::HostConfig,
 }
 
 impl KernelConfig {
@@ -86,6 +91,7 @@ impl KernelConfig {
                 timeout_ms: 30_000,
                 max_response_bytes: 10 << 20,
             },
+            isolates: crate::isolate::HostConfig::default(),
         }
     }
 }
@@ -124,6 +130,9 @@ struct Inner {
     human: human::Waiters,
     tasks: Mutex<HashMap<Pid, tokio::task::AbortHandle>>,
     ids: Ids,
+    isolates: std::sync::OnceLock<crate::isolate::IsolateHost>,
+    tools: tools::ToolTables,
+    invocations: journal::Invocations,
 }
 
 impl Kernel {
@@ -158,6 +167,9 @@ impl Kernel {
                 human: human::Waiters::default(),
                 tasks: Mutex::new(HashMap::new()),
                 ids,
+                isolates: std::sync::OnceLock::new(),
+                tools: tools::ToolTables::default(),
+                invocations: journal::Invocations::default(),
             }),
         })
     }

@@ -287,6 +287,7 @@ impl Kernel {
             }
         }
         self.inner.tasks.lock().remove(&pid);
+        self.release_tools(pid).await;
     }
 
     /// Ends `pid` as EXITED with `payload` (used by `proc.exit` and finished bodies).

@@ -388,6 +388,7 @@ impl Syscall {
                 | Syscall::ClockSleep { .. }
                 | Syscall::CapList
                 | Syscall::ToolList
+                | Syscall::ToolCall { .. }
         )
     }
 }

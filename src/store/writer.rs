@@ -59,11 +59,25 @@ impl Stmt {
     }
 }
 
+/// One syscall journal row (upserted: an outcome replaces its intent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalRow {
+    pub invocation_id: String,
+    pub seq: i64,
+    pub primitive: String,
+    pub args_hash: String,
+    /// `intent` or `done`.
+    pub status: &'static str,
+    pub outcome: Option<Value>,
+}
+
 /// What one caller wants written atomically.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     pub stmts: Vec<Stmt>,
     pub audit: Vec<AuditEntry>,
+    /// Journal rows; a group writes all of its batches' rows with one statement.
+    pub journal: Vec<JournalRow>,
 }
 
 impl WriteBatch {
@@ -81,8 +95,13 @@ impl WriteBatch {
         self.stmts.push(Stmt::new(sql, args));
     }
 
+    pub fn journal(mut self, row: JournalRow) -> Self {
+        self.journal.push(row);
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.stmts.is_empty() && self.audit.is_empty()
+        self.stmts.is_empty() && self.audit.is_empty() && self.journal.is_empty()
     }
 }
 
@@ -184,9 +203,20 @@ async fn commit_group(
     };
     let mut results = Vec::with_capacity(group.len());
     let mut rows: Vec<Value> = Vec::new();
+    let mut journal: Vec<Value> = Vec::new();
     for queued in group {
         match apply_batch(&mut tx, &queued.batch).await {
             Ok(()) => {
+                for row in &queued.batch.journal {
+                    journal.push(json!([
+                        row.invocation_id,
+                        row.seq,
+                        row.primitive,
+                        row.args_hash,
+                        row.status,
+                        row.outcome.as_ref().map(Value::to_string)
+                    ]));
+                }
                 let mut seqs = Vec::with_capacity(queued.batch.audit.len());
                 for entry in &queued.batch.audit {
                     seq += 1;
@@ -212,6 +242,16 @@ async fn commit_group(
             }
             Err(err) => results.push(Err(CommitError::Rejected(err.to_string()))),
         }
+    }
+    if !journal.is_empty() {
+        sqlx::query(
+            "INSERT INTO journal (invocation_id, seq, primitive, args_hash, status, outcome) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?) WHERE 1 \
+             ON CONFLICT (invocation_id, seq) DO UPDATE SET status = excluded.status, outcome = excluded.outcome",
+        )
+        .bind(Value::Array(journal).to_string())
+        .execute(&mut *tx)
+        .await?;
     }
     if !rows.is_empty() {
         sqlx::query(

@@ -1,0 +1,225 @@
+//! The exactly-once syscall journal of tool invocations.
+//!
+//! Every tool invocation has an id; every syscall it makes gets the next sequence number.
+//! An effect's *intent* (sequence, primitive, SHA-256 of its exact arguments) is durable
+//! before the effect runs, and its *outcome* is durable with its audit record before the tool
+//! sees it. Reads are journaled once the invocation has recorded anything (a tool that only
+//! reads writes no journal at all).
+//!
+//! On resume, an interrupted invocation runs again in a fresh isolate with the same
+//! arguments, start time and random seed. Each syscall at a journaled position returns its
+//! recorded outcome without repeating the effect; one whose arguments differ fails the
+//! invocation with `NonDeterminism`. An effect whose intent was journaled but whose outcome
+//! was not is *uncertain* (the host died during it): it is not repeated silently — a human is
+//! asked, and only an approval repeats it.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use super::capability::Pid;
+use super::error::{SysResult, SyscallError, WireError};
+use super::syscall::Syscall;
+use super::Kernel;
+use crate::store::{JournalRow, WriteBatch};
+
+/// A journal row as read back for replay.
+#[derive(Debug, Clone)]
+pub(crate) struct Recorded {
+    pub primitive: String,
+    pub args_hash: String,
+    pub done: bool,
+    pub outcome: Option<Value>,
+}
+
+/// An invocation in progress.
+pub(crate) struct Invocation {
+    pub pid: Pid,
+    pub tool: String,
+    pub args: Value,
+    pub start_time: i64,
+    pub seed: u64,
+    pub next_seq: i64,
+    /// Whether the invocation row is written (or queued).
+    pub recorded: bool,
+    /// Rows of an earlier run, by sequence number (empty for a first run).
+    pub replay: HashMap<i64, Recorded>,
+}
+
+/// What the journal says about the next syscall of an invocation.
+pub(crate) enum Step {
+    /// Not journaled before: run it. `journal` says whether to journal it.
+    Fresh { seq: i64, hash: String, journal: bool },
+    /// Journaled with an outcome: return it without running.
+    Replay(SysResult<Value>),
+    /// Intent journaled, outcome lost: ask before repeating.
+    Uncertain { seq: i64, hash: String },
+}
+
+#[derive(Default)]
+pub(crate) struct Invocations {
+    pub live: Mutex<HashMap<String, Invocation>>,
+}
+
+/// SHA-256 of a call's exact wire form.
+pub(crate) fn call_hash(call: &Syscall) -> String {
+    super::human::args_hash(call)
+}
+
+pub(crate) fn outcome_json(result: &SysResult<Value>) -> Value {
+    match result {
+        Ok(v) => json!({"ok": v}),
+        Err(e) => json!({"err": e.to_wire()}),
+    }
+}
+
+pub(crate) fn outcome_result(outcome: &Value) -> SysResult<Value> {
+    if let Some(v) = outcome.get("ok") {
+        return Ok(v.clone());
+    }
+    match outcome.get("err").cloned().map(serde_json::from_value::<WireError>) {
+        Some(Ok(wire)) => Err(SyscallError::from_wire(&wire)),
+        _ => Err(SyscallError::internal(format!("unreadable journal outcome {outcome}"))),
+    }
+}
+
+impl Kernel {
+    /// Starts tracking an invocation (first run, or a replay with `replay` rows).
+    pub(crate) fn begin_invocation(&self, id: &str, inv: Invocation) {
+        self.inner.invocations.live.lock().insert(id.to_string(), inv);
+    }
+
+    /// The step for the next syscall of invocation `id`, or `None` if `id` is not a live
+    /// invocation of `pid`.
+    pub(crate) fn journal_step(&self, pid: Pid, id: &str, call: &Syscall) -> Option<SysResult<Step>> {
+        let mut live = self.inner.invocations.live.lock();
+        let inv = live.get_mut(id).filter(|inv| inv.pid == pid)?;
+        let seq = inv.next_seq;
+        inv.next_seq += 1;
+        let hash = call_hash(call);
+        let step = match inv.replay.get(&seq) {
+            None => Ok(Step::Fresh {
+                seq,
+                hash,
+                journal: inv.recorded || call.is_effect(),
+            }),
+            Some(rec) if rec.args_hash != hash => Err(SyscallError::NonDeterminism(format!(
+                "invocation {id}, syscall #{seq}: the journal recorded {} with other arguments, \
+                 but the tool now calls {} — the tool is not deterministic on replay",
+                rec.primitive,
+                call.name()
+            ))),
+            Some(rec) if rec.done => Ok(Step::Replay(
+                rec.outcome.as_ref().map(outcome_result).unwrap_or(Ok(Value::Null)),
+            )),
+            Some(_) => Ok(Step::Uncertain { seq, hash }),
+        };
+        Some(step)
+    }
+
+    /// Makes an effect's intent durable before the effect (with the invocation row, the
+    /// first time).
+    pub(crate) async fn journal_intent(&self, id: &str, seq: i64, call: &Syscall, hash: &str) -> SysResult<()> {
+        let mut batch = WriteBatch::default();
+        self.record_invocation(id, &mut batch);
+        let batch = batch.journal(JournalRow {
+            invocation_id: id.to_string(),
+            seq,
+            primitive: call.name().to_string(),
+            args_hash: hash.to_string(),
+            status: "intent",
+            outcome: None,
+        });
+        self.inner
+            .store
+            .commit(batch)
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        Ok(())
+    }
+
+    /// Adds the invocation row to `batch` if it was not written yet.
+    pub(crate) fn record_invocation(&self, id: &str, batch: &mut WriteBatch) {
+        let mut live = self.inner.invocations.live.lock();
+        let Some(inv) = live.get_mut(id) else { return };
+        if inv.recorded {
+            return;
+        }
+        inv.recorded = true;
+        batch.push(
+            "INSERT INTO invocations (id, pid, tool, args, start_time, seed, status, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'running', ?) ON CONFLICT (id) DO NOTHING",
+            vec![
+                id.into(),
+                inv.pid.into(),
+                inv.tool.clone().into(),
+                inv.args.to_string().into(),
+                inv.start_time.into(),
+                inv.seed.to_string().into(),
+                self.now().into(),
+            ],
+        );
+    }
+
+    /// Ends an invocation: its final status and outcome (if it recorded anything).
+    pub(crate) async fn end_invocation(&self, id: &str, result: &SysResult<Value>) {
+        let Some(inv) = self.inner.invocations.live.lock().remove(id) else {
+            return;
+        };
+        let status = match result {
+            Ok(_) => "done",
+            Err(SyscallError::HumanRequired { .. }) => "waiting_human",
+            Err(_) => "failed",
+        };
+        if !inv.recorded && status != "waiting_human" {
+            return;
+        }
+        let mut batch = WriteBatch::default();
+        if !inv.recorded {
+            self.inner.invocations.live.lock().insert(id.to_string(), Invocation { recorded: false, ..inv });
+            self.record_invocation(id, &mut batch);
+            self.inner.invocations.live.lock().remove(id);
+        }
+        batch.push(
+            "UPDATE invocations SET status = ?, outcome = ?, finished_at = ? WHERE id = ?",
+            vec![
+                status.into(),
+                outcome_json(result).to_string().into(),
+                self.now().into(),
+                id.into(),
+            ],
+        );
+        // A waiting invocation must be findable by `resume` even if the host dies now.
+        if status == "waiting_human" {
+            if let Err(e) = self.inner.store.commit(batch).await {
+                tracing::error!(%e, "recording a waiting invocation");
+            }
+        } else {
+            self.inner.store.submit(batch);
+        }
+    }
+
+    /// Journal rows of an earlier run of `id`.
+    pub(crate) async fn load_journal(&self, id: &str) -> SysResult<HashMap<i64, Recorded>> {
+        let rows = sqlx::query("SELECT seq, primitive, args_hash, status, outcome FROM journal WHERE invocation_id = ?")
+            .bind(id)
+            .fetch_all(self.inner.store.pool())
+            .await?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let outcome: Option<String> = row.try_get("outcome")?;
+            out.insert(
+                row.try_get::<i64, _>("seq")?,
+                Recorded {
+                    primitive: row.try_get("primitive")?,
+                    args_hash: row.try_get("args_hash")?,
+                    done: row.try_get::<String, _>("status")? == "done",
+                    outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+                },
+            );
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,680 @@
+//! JIT tool lifecycle as primitives: propose, validate, register, list, call.
+//!
+//! A candidate is an object (`tool.candidate`) holding the TypeScript source. Validation
+//! parses and checks it on the syntax tree (`crate::jit`), then runs its declared tests in a
+//! throwaway isolate whose syscalls are answered by the test's script, never by the host.
+//! Registration puts a validated tool in the calling process's table only (no shadowing;
+//! needs `tool:<name>` create). A call checks the arguments and the result against the
+//! tool's schemas and runs it in the process's own isolate, where each syscall it makes is
+//! checked here like any other: the tool table grants nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use super::capability::{Pid, Right};
+use super::dispatch::{Done, Scope};
+use super::error::{SysResult, SyscallError, WireError};
+use super::image::ToolLimits;
+use super::journal::Invocation;
+use super::process::own_namespace;
+use super::syscall::{ObjectSpec, Syscall};
+use super::Kernel;
+use crate::isolate::{CallContext, CallLimits, CallRequest, IsolateHost, SyscallPort, ToolModule};
+use crate::jit::{self, AnalyzeOptions, DeclaredTest, ToolMeta};
+use crate::store::WriteBatch;
+
+/// Largest tool source accepted by `tool.propose`.
+const MAX_SOURCE_BYTES: usize = 256 << 10;
+
+/// What `resume` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResumeReport {
+    /// Every non-terminal process, with its status after resuming.
+    pub processes: Vec<(Pid, super::process::Status)>,
+    /// Invocations run again from their journals.
+    pub invocations: Vec<ResumedInvocation>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResumedInvocation {
+    pub id: String,
+    pub pid: Pid,
+    pub tool: String,
+    pub outcome: Result<Value, WireError>,
+}
+
+/// A registered tool, ready to call.
+pub(crate) struct LoadedTool {
+    pub meta: ToolMeta,
+    pub module: Arc<ToolModule>,
+}
+
+/// Tools of live processes, loaded on first use.
+#[derive(Default)]
+pub(crate) struct ToolTables {
+    tables: Mutex<HashMap<Pid, HashMap<String, Arc<LoadedTool>>>>,
+    transpiled: jit::TranspileCache,
+}
+
+impl Kernel {
+    /// The isolate host, started on first use.
+    pub(crate) fn isolates(&self) -> &IsolateHost {
+        self.inner
+            .isolates
+            .get_or_init(|| IsolateHost::start(self.inner.config.isolates.clone()))
+    }
+
+    pub(crate) async fn tool_call(&self, pid: Pid, call: &Syscall, scope: &mut Scope) -> SysResult<Done> {
+        match call {
+            Syscall::ToolPropose { source } => self.propose(pid, source, call, scope).await,
+            Syscall::ToolValidate { id } => self.validate(pid, id, call, scope).await,
+            Syscall::ToolRegister { id } => self.register(pid, id, call, scope).await,
+            Syscall::ToolList => {
+                let table = self.tool_table(pid).await?;
+                let mut list: Vec<Value> = table
+                    .values()
+                    .map(|t| {
+                        json!({
+                            "name": t.meta.name,
+                            "description": t.meta.description,
+                            "input": t.meta.input,
+                            "output": t.meta.output,
+                            "hash": t.module.hash,
+                        })
+                    })
+                    .collect();
+                list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+                Ok(Done::new(json!(list), format!("process:{pid}")))
+            }
+            Syscall::ToolCall { name, args } => {
+                if scope.correlation.is_some() {
+                    return Err(SyscallError::invalid(
+                        "a tool cannot call another tool of its own process; return and let the caller chain them",
+                    ));
+                }
+                let value = self.invoke(pid, name, args.clone(), scope).await?;
+                Ok(Done::new(value, format!("tool:{name}")))
+            }
+            _ => unreachable!("tool_call got {}", call.name()),
+        }
+    }
+
+    async fn propose(&self, pid: Pid, source: &str, call: &Syscall, scope: &mut Scope) -> SysResult<Done> {
+        if source.len() > MAX_SOURCE_BYTES {
+            return Err(SyscallError::limit(
+                "source_size",
+                format!("the tool source is {} bytes; the limit is {MAX_SOURCE_BYTES}", source.len()),
+            ));
+        }
+        let hash = crate::util::sha256_hex(source.as_bytes());
+        let spec = ObjectSpec {
+            namespace: Some(own_namespace(pid)),
+            object_type: "tool.candidate".into(),
+            payload: json!({"source": source, "hash": hash}),
+            mime: Some("text/typescript".into()),
+            ..ObjectSpec::default()
+        };
+        let mut done = self
+            .mem_call(pid, &Syscall::MemCreate(spec), scope)
+            .await?;
+        let id = done.value["id"].clone();
+        let _ = call;
+        done.value = json!({"id": id, "hash": hash});
+        done.detail = json!({"id": id, "hash": hash, "bytes": source.len()});
+        Ok(done)
+    }
+
+    /// Loads a candidate's source (re-checking read access to it).
+    async fn candidate_source(&self, pid: Pid, id: &str, scope: &mut Scope) -> SysResult<(String, String)> {
+        let object = self.mem_call(pid, &Syscall::MemRead { id: id.to_string() }, scope).await?.value;
+        if object["type"] != "tool.candidate" {
+            return Err(SyscallError::invalid(format!("object {id} is not a tool candidate")));
+        }
+        let source = object["payload"]["source"].as_str().unwrap_or_default().to_string();
+        let hash = object["payload"]["hash"].as_str().unwrap_or_default().to_string();
+        Ok((source, hash))
+    }
+
+    async fn validate(&self, pid: Pid, id: &str, call: &Syscall, scope: &mut Scope) -> SysResult<Done> {
+        let _ = call;
+        let (source, hash) = self.candidate_source(pid, id, scope).await?;
+        let specifier = specifier_for(&hash);
+        let (report, ok) = match jit::analyze(&specifier, &source, &AnalyzeOptions::default()) {
+            Err(findings) => (
+                json!({"id": id, "name": Value::Null, "ok": false, "findings": findings, "tests": []}),
+                false,
+            ),
+            Ok(analyzed) => {
+                let module = Arc::new(ToolModule {
+                    specifier: specifier.clone(),
+                    code: analyzed.transpiled.code.clone(),
+                    source_map: analyzed.transpiled.source_map.clone(),
+                    hash: hash.clone(),
+                });
+                self.inner.tools.transpiled.insert_transpiled(&specifier, analyzed.transpiled);
+                let limits = self.limits_for(pid, &analyzed.meta.limits).await;
+                let mut tests = Vec::new();
+                for test in &analyzed.meta.tests {
+                    tests.push(self.run_declared_test(pid, &module, &analyzed.meta, test, limits).await);
+                }
+                let ok = tests.iter().all(|t| t["passed"] == true);
+                (
+                    json!({"id": id, "name": analyzed.meta.name, "ok": ok, "findings": [], "tests": tests}),
+                    ok,
+                )
+            }
+        };
+        let batch = WriteBatch::default().stmt(
+            "INSERT INTO tool_validations (object_id, ok, report, validated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (object_id) DO UPDATE SET ok = excluded.ok, report = excluded.report, \
+             validated_at = excluded.validated_at",
+            vec![id.into(), ok.into(), report.to_string().into(), self.now().into()],
+        );
+        let detail = json!({"ok": ok, "findings": report["findings"].as_array().map_or(0, Vec::len)});
+        Ok(Done::new(report, format!("object:{id}")).detail(detail).batch(batch))
+    }
+
+    async fn run_declared_test(
+        &self,
+        pid: Pid,
+        module: &Arc<ToolModule>,
+        meta: &ToolMeta,
+        test: &DeclaredTest,
+        limits: CallLimits,
+    ) -> Value {
+        let port = Arc::new(MockPort::new(test.syscalls.clone()));
+        let request = CallRequest {
+            module: module.clone(),
+            args: test.args.clone(),
+            limits,
+            port: port.clone(),
+            ctx: CallContext {
+                pid,
+                invocation_id: crate::util::new_id("test"),
+            },
+            start_time_ms: 0,
+            random_seed: 1,
+        };
+        let outcome = self.isolates().run_ephemeral(request).await;
+        let failure = match (outcome, &test.expect, &test.expect_error) {
+            (Ok(value), Some(expected), _) if &value == expected => None,
+            (Ok(value), Some(expected), _) => Some(format!("expected {expected}, got {value}")),
+            (Ok(value), None, None) => jit::validate(&meta.output, &value)
+                .err()
+                .map(|errs| format!("result does not match the output schema: {}", errs.join("; "))),
+            (Ok(value), None, Some(expected)) => Some(format!("expected error {expected}, got result {value}")),
+            (Err(err), _, Some(expected)) => {
+                let got = SyscallError::from(err).to_wire();
+                let kind_ok = expected["kind"].as_str() == Some(got.kind.as_str());
+                let fields_ok = ["resource", "right", "limit"].iter().all(|f| {
+                    expected.get(*f).is_none_or(|want| {
+                        let have = match *f {
+                            "resource" => got.resource.clone(),
+                            "right" => got.right.clone(),
+                            _ => got.limit.clone(),
+                        };
+                        want.as_str() == have.as_deref()
+                    })
+                });
+                (!(kind_ok && fields_ok)).then(|| format!("expected error {expected}, got {} ({})", got.kind, got.message))
+            }
+            (Err(err), _, None) => Some(SyscallError::from(err).to_string()),
+        };
+        let failure = failure.or_else(|| port.unused());
+        match failure {
+            None => json!({"name": test.name, "passed": true}),
+            Some(error) => json!({"name": test.name, "passed": false, "error": error}),
+        }
+    }
+
+    async fn register(&self, pid: Pid, id: &str, call: &Syscall, scope: &mut Scope) -> SysResult<Done> {
+        let (source, hash) = self.candidate_source(pid, id, scope).await?;
+        let ok: Option<bool> = sqlx::query_scalar("SELECT ok FROM tool_validations WHERE object_id = ?")
+            .bind(id)
+            .fetch_optional(self.inner.store.pool())
+            .await?;
+        if ok != Some(true) {
+            return Err(SyscallError::invalid(format!(
+                "tool candidate {id} has not passed validation; call tool.validate first and fix its findings"
+            )));
+        }
+        let loaded = self.load_tool(&source, &hash)?;
+        let name = loaded.meta.name.clone();
+        self.authorize_one(pid, format!("tool:{name}"), Right::Create, call, scope).await?;
+        let table = self.tool_table(pid).await?;
+        let image_tools = {
+            let image_id = self.process(pid).map(|p| p.image_id).unwrap_or_default();
+            self.image(&image_id).await.map(|i| i.default_tools).unwrap_or_default()
+        };
+        if table.contains_key(&name) || image_tools.contains(&name) {
+            return Err(SyscallError::AlreadyExists(format!(
+                "tool {name} is already in process {pid}'s tool table (tools are never shadowed)"
+            )));
+        }
+        let batch = WriteBatch::default().stmt(
+            "INSERT INTO tools (pid, name, object_id, source_hash, meta, registered_at) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                pid.into(),
+                name.clone().into(),
+                id.into(),
+                hash.clone().into(),
+                serde_json::to_string(&loaded.meta).unwrap_or_default().into(),
+                self.now().into(),
+            ],
+        );
+        self.inner
+            .tools
+            .tables
+            .lock()
+            .entry(pid)
+            .or_default()
+            .insert(name.clone(), Arc::new(loaded));
+        Ok(Done::new(json!({"name": name, "id": id, "hash": hash}), format!("tool:{name}")).batch(batch))
+    }
+
+    /// Analyzes (cached by hash) and wraps a tool's source.
+    fn load_tool(&self, source: &str, hash: &str) -> SysResult<LoadedTool> {
+        let specifier = specifier_for(hash);
+        let analyzed = jit::analyze(&specifier, source, &AnalyzeOptions::default()).map_err(|findings| {
+            SyscallError::invalid(format!(
+                "tool source no longer validates: {}",
+                findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            ))
+        })?;
+        let transpiled = self.inner.tools.transpiled.insert_transpiled(&specifier, analyzed.transpiled);
+        Ok(LoadedTool {
+            meta: analyzed.meta,
+            module: Arc::new(ToolModule {
+                specifier,
+                code: transpiled.code.clone(),
+                source_map: transpiled.source_map.clone(),
+                hash: hash.to_string(),
+            }),
+        })
+    }
+
+    /// The process's tool table, loading it from the store on first use.
+    pub(crate) async fn tool_table(&self, pid: Pid) -> SysResult<HashMap<String, Arc<LoadedTool>>> {
+        if let Some(table) = self.inner.tools.tables.lock().get(&pid) {
+            return Ok(table.clone());
+        }
+        let rows = sqlx::query(
+            "SELECT t.name, t.source_hash, o.payload FROM tools t JOIN objects o ON o.id = t.object_id WHERE t.pid = ?",
+        )
+        .bind(pid)
+        .fetch_all(self.inner.store.pool())
+        .await?;
+        let mut table = HashMap::new();
+        for row in rows {
+            let name: String = row.try_get("name")?;
+            let hash: String = row.try_get("source_hash")?;
+            let payload: String = row.try_get("payload")?;
+            let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+            let source = payload["source"].as_str().unwrap_or_default();
+            table.insert(name, Arc::new(self.load_tool(source, &hash)?));
+        }
+        self.inner.tools.tables.lock().entry(pid).or_insert(table.clone());
+        Ok(table)
+    }
+
+    /// Per-call limits: the image's, lowered (never raised) by the tool's own.
+    async fn limits_for(&self, pid: Pid, tool: &jit::ToolLimits) -> CallLimits {
+        let image = match self.process(pid) {
+            Some(p) => self.image(&p.image_id).await.map(|i| i.limits).unwrap_or_default(),
+            None => ToolLimits::default(),
+        };
+        let pick = |img: u64, own: Option<u64>| own.map_or(img, |o| o.clamp(1, img));
+        CallLimits {
+            cpu_ms: pick(image.cpu_ms, tool.cpu_ms),
+            heap_bytes: (pick(image.heap_mb, tool.heap_mb) as usize) << 20,
+            max_syscalls: pick(image.syscalls, tool.syscalls),
+            max_result_bytes: pick(image.result_bytes, tool.result_bytes) as usize,
+            max_console_bytes: pick(image.console_bytes, tool.console_bytes) as usize,
+        }
+    }
+
+    /// Calls a registered tool in the process's own isolate.
+    async fn invoke(&self, pid: Pid, name: &str, args: Value, scope: &mut Scope) -> SysResult<Value> {
+        let table = self.tool_table(pid).await?;
+        let tool = table
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SyscallError::NotFound(format!("tool {name} in process {pid}'s tool table")))?;
+        {
+            let mut state = self.inner.state.lock();
+            let p = state.procs.get_mut(&pid).ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+            if p.usage.tool_calls >= p.budget.tool_calls {
+                return Err(SyscallError::limit(
+                    "tool_calls",
+                    format!("process {pid} used its budget of {} tool calls", p.budget.tool_calls),
+                ));
+            }
+            p.usage.tool_calls += 1;
+        }
+        if let Err(errors) = jit::validate(&tool.meta.input, &args) {
+            return Err(SyscallError::invalid(format!(
+                "arguments of {name} do not match its input schema: {}",
+                errors.join("; ")
+            )));
+        }
+        let invocation = crate::util::new_id("inv");
+        scope.correlation = Some(invocation.clone());
+        let start_time = self.now();
+        let seed = seed_from(&tool.module.hash, start_time);
+        self.begin_invocation(
+            &invocation,
+            Invocation {
+                pid,
+                tool: name.to_string(),
+                args: args.clone(),
+                start_time,
+                seed,
+                next_seq: 0,
+                recorded: false,
+                replay: HashMap::new(),
+            },
+        );
+        let result = self.run_invocation(pid, &tool, &invocation, args, start_time, seed).await;
+        self.end_invocation(&invocation, &result).await;
+        result
+    }
+
+    /// Runs one invocation of `tool` in `pid`'s isolate (a first run or a replay).
+    async fn run_invocation(
+        &self,
+        pid: Pid,
+        tool: &LoadedTool,
+        invocation: &str,
+        args: Value,
+        start_time: i64,
+        seed: u64,
+    ) -> SysResult<Value> {
+        let limits = self.limits_for(pid, &tool.meta.limits).await;
+        let request = CallRequest {
+            module: tool.module.clone(),
+            args,
+            limits,
+            port: Arc::new(KernelPort {
+                kernel: self.clone(),
+                handle: tokio::runtime::Handle::current(),
+            }),
+            ctx: CallContext {
+                pid,
+                invocation_id: invocation.to_string(),
+            },
+            start_time_ms: start_time,
+            random_seed: seed,
+        };
+        let value = self.isolates().call(pid, request).await.map_err(SyscallError::from)?;
+        if let Err(errors) = jit::validate(&tool.meta.output, &value) {
+            return Err(SyscallError::invalid(format!(
+                "the result of {} does not match its output schema: {}",
+                tool.meta.name,
+                errors.join("; ")
+            )));
+        }
+        Ok(value)
+    }
+
+    /// Brings interrupted work back after a restart: processes left RUNNING by a dead host
+    /// become RUNNABLE, and every tool invocation that was running (or waiting for a human)
+    /// runs again from its journal — recorded syscalls return their outcomes, nothing
+    /// journaled is repeated, and a pending approval is waited on again, still answerable.
+    pub async fn resume(&self) -> SysResult<ResumeReport> {
+        let rows = sqlx::query(
+            "SELECT id, pid, tool, args, start_time, seed FROM invocations \
+             WHERE status IN ('running', 'waiting_human') ORDER BY created_at, id",
+        )
+        .fetch_all(self.inner.store.pool())
+        .await?;
+        let mut pending = Vec::new();
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let pid: Pid = row.try_get("pid")?;
+            let args: String = row.try_get("args")?;
+            let seed: String = row.try_get("seed")?;
+            pending.push((
+                id,
+                pid,
+                row.try_get::<String, _>("tool")?,
+                serde_json::from_str::<Value>(&args).unwrap_or(Value::Null),
+                row.try_get::<i64, _>("start_time")?,
+                seed.parse::<u64>().unwrap_or(0),
+            ));
+        }
+        let running_tasks: Vec<Pid> = self.inner.tasks.lock().keys().copied().collect();
+        for p in self.processes() {
+            let has_invocation = pending.iter().any(|(_, pid, ..)| *pid == p.pid);
+            let stale = p.status == super::process::Status::Running && !running_tasks.contains(&p.pid);
+            let parked = p.status.is_waiting() && has_invocation;
+            if stale || parked {
+                self.transition(p.pid, super::process::Status::Runnable).await?;
+            }
+        }
+        let mut runs = Vec::new();
+        for (id, pid, tool_name, args, start_time, seed) in pending {
+            let kernel = self.clone();
+            runs.push(async move {
+                let outcome = kernel.rerun(&id, pid, &tool_name, args, start_time, seed).await;
+                ResumedInvocation {
+                    id,
+                    pid,
+                    tool: tool_name,
+                    outcome: outcome.map_err(|e| e.to_wire()),
+                }
+            });
+        }
+        let invocations = futures::future::join_all(runs).await;
+        let processes = self
+            .processes()
+            .into_iter()
+            .filter(|p| !p.status.is_terminal())
+            .map(|p| (p.pid, p.status))
+            .collect();
+        Ok(ResumeReport { processes, invocations })
+    }
+
+    async fn rerun(&self, id: &str, pid: Pid, tool_name: &str, args: Value, start_time: i64, seed: u64) -> SysResult<Value> {
+        let alive = self.process(pid).is_some_and(|p| !p.status.is_terminal());
+        let tool = if alive { self.tool_table(pid).await?.get(tool_name).cloned() } else { None };
+        let replay = self.load_journal(id).await?;
+        self.begin_invocation(
+            id,
+            Invocation {
+                pid,
+                tool: tool_name.to_string(),
+                args: args.clone(),
+                start_time,
+                seed,
+                next_seq: 0,
+                recorded: true,
+                replay,
+            },
+        );
+        let result = match tool {
+            Some(tool) => self.run_invocation(pid, &tool, id, args, start_time, seed).await,
+            None => Err(SyscallError::IllegalState(format!(
+                "invocation {id} cannot resume: process {pid} or its tool {tool_name} is gone"
+            ))),
+        };
+        self.end_invocation(id, &result).await;
+        result
+    }
+
+    /// Records a tool's console output in the process log (never the host's stdout).
+    pub(crate) fn log_console(&self, pid: Pid, invocation: &str, level: &str, text: &str) {
+        let batch = WriteBatch::default().stmt(
+            "INSERT INTO process_log (pid, invocation_id, level, text, ts) VALUES (?, ?, ?, ?, ?)",
+            vec![pid.into(), invocation.into(), level.into(), text.into(), self.now().into()],
+        );
+        self.inner.store.submit(batch);
+    }
+
+    /// The console output of a process, oldest first: (invocation, level, text).
+    pub async fn process_log(&self, pid: Pid) -> SysResult<Vec<(String, String, String)>> {
+        self.inner.store.flush().await.map_err(|e| SyscallError::Internal(e.to_string()))?;
+        let rows = sqlx::query("SELECT invocation_id, level, text FROM process_log WHERE pid = ? ORDER BY id")
+            .bind(pid)
+            .fetch_all(self.inner.store.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<Option<String>, _>(0)?.unwrap_or_default(),
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Binds an isolate (from the pre-created pool) to a process ahead of its first tool call.
+    pub async fn attach_isolate(&self, pid: Pid) -> SysResult<()> {
+        if self.process(pid).is_none() {
+            return Err(SyscallError::NotFound(format!("process {pid}")));
+        }
+        self.isolates()
+            .attach(pid)
+            .await
+            .map_err(|e| SyscallError::Internal(e.to_string()))
+    }
+
+    /// Drops a process's isolate and cached tool table (after it ends).
+    pub(crate) async fn release_tools(&self, pid: Pid) {
+        self.inner.tools.tables.lock().remove(&pid);
+        if let Some(host) = self.inner.isolates.get() {
+            host.detach(pid).await;
+        }
+    }
+}
+
+fn specifier_for(hash: &str) -> String {
+    format!("tool:{}.ts", &hash[..hash.len().min(16)])
+}
+
+fn seed_from(hash: &str, now: i64) -> u64 {
+    let mut seed = now as u64;
+    for b in hash.bytes().take(16) {
+        seed = seed.rotate_left(5) ^ b as u64;
+    }
+    seed
+}
+
+/// The port of a real call: every syscall goes to the kernel under the caller's pid.
+struct KernelPort {
+    kernel: Kernel,
+    handle: tokio::runtime::Handle,
+}
+
+impl SyscallPort for KernelPort {
+    fn syscall(&self, ctx: &CallContext, call: Value) -> agent_libos_ops::BoxFuture<'static, Result<Value, Value>> {
+        let kernel = self.kernel.clone();
+        let handle = self.handle.clone();
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            let call = match Syscall::from_wire(call) {
+                Ok(call) => call,
+                Err(e) => return Err(wire(&SyscallError::invalid(e))),
+            };
+            let run = async move {
+                kernel
+                    .syscall_correlated(ctx.pid, call, Some(ctx.invocation_id))
+                    .await
+            };
+            match handle.spawn(run).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(err)) => Err(wire(&err)),
+                Err(join) => Err(wire(&SyscallError::internal(join))),
+            }
+        })
+    }
+
+    fn console(&self, ctx: &CallContext, level: &str, text: &str) {
+        self.kernel.log_console(ctx.pid, &ctx.invocation_id, level, text);
+    }
+}
+
+fn wire(err: &SyscallError) -> Value {
+    serde_json::to_value(err.to_wire()).unwrap_or(Value::Null)
+}
+
+/// The port of a declared test: answers syscalls from the test's script, in order.
+struct MockPort {
+    script: Vec<jit::MockSyscall>,
+    next: Mutex<usize>,
+}
+
+impl MockPort {
+    fn new(script: Vec<jit::MockSyscall>) -> MockPort {
+        MockPort {
+            script,
+            next: Mutex::new(0),
+        }
+    }
+
+    /// A failure message if the tool made fewer syscalls than scripted.
+    fn unused(&self) -> Option<String> {
+        let used = *self.next.lock();
+        (used < self.script.len()).then(|| {
+            format!(
+                "the test scripted {} syscalls but the tool made {used} (next expected: {})",
+                self.script.len(),
+                self.script[used].primitive
+            )
+        })
+    }
+}
+
+impl SyscallPort for MockPort {
+    fn syscall(&self, _ctx: &CallContext, call: Value) -> agent_libos_ops::BoxFuture<'static, Result<Value, Value>> {
+        let primitive = call["primitive"].as_str().unwrap_or("?").to_string();
+        let step = {
+            let mut next = self.next.lock();
+            let step = self.script.get(*next).cloned();
+            if step.is_some() {
+                *next += 1;
+            }
+            step
+        };
+        let outcome = match step {
+            None => Err(wire(&SyscallError::invalid(format!(
+                "the test did not script this syscall: {primitive}"
+            )))),
+            Some(step) if step.primitive != primitive => Err(wire(&SyscallError::invalid(format!(
+                "the test scripted {} here, but the tool called {primitive}",
+                step.primitive
+            )))),
+            Some(step) => match (&step.args, &step.error) {
+                (Some(want), _) if !json_subset(want, &call) => Err(wire(&SyscallError::invalid(format!(
+                    "{primitive} was called with {call}, the test expected {want}"
+                )))),
+                (_, Some(err)) => Err(serde_json::from_value::<WireError>(err.clone())
+                    .map(|mut w| {
+                        if w.message.is_empty() {
+                            w.message = format!("{}: mocked", w.kind);
+                        }
+                        serde_json::to_value(w).unwrap_or(Value::Null)
+                    })
+                    .unwrap_or_else(|_| err.clone())),
+                _ => Ok(step.result.clone().unwrap_or(Value::Null)),
+            },
+        };
+        Box::pin(async move { outcome })
+    }
+
+    fn console(&self, _ctx: &CallContext, _level: &str, _text: &str) {}
+}
+
+/// Whether every field of `want` appears with the same value in `have`.
+pub(crate) fn json_subset(want: &Value, have: &Value) -> bool {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| json_subset(v, hv))),
+        _ => want == have,
+    }
+}
