@@ -12,5 +12,6 @@ compile_error!(
 #[cfg(not(any(feature = "quickjs", feature = "v8")))]
 compile_error!("enable one JavaScript engine: feature `quickjs` (default) or `v8`");
 
+pub mod jit;
 pub mod kernel;
 pub mod providers;
