@@ -12,6 +12,7 @@ compile_error!(
 #[cfg(not(any(feature = "quickjs", feature = "v8")))]
 compile_error!("enable one JavaScript engine: feature `quickjs` (default) or `v8`");
 
+pub mod isolate;
 pub mod jit;
 pub mod kernel;
 pub mod providers;
