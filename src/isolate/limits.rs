@@ -124,8 +124,11 @@ impl Watchdog {
             .tickets
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // A ticking watchdog sees the new ticket within a tick; only an idle one needs waking.
+        if tickets.is_empty() {
+            self.shared.wake.notify_one();
+        }
         tickets.push(ticket.clone());
-        self.shared.wake.notify_one();
         ticket
     }
 }

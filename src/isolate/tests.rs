@@ -508,3 +508,24 @@ async fn the_call_context_must_match_the_pid() {
         Err(CallError::Internal(_))
     ));
 }
+
+/// Prints the latency of a warm call (run with `--ignored --nocapture`; use a release build
+/// for meaningful numbers).
+#[tokio::test]
+#[ignore]
+async fn warm_call_latency() {
+    let host = host();
+    let m = module("t", TRIVIAL);
+    let port = TestPort::ok();
+    host.call(1, request(1, &m, json!({"n": 1}), port.clone()))
+        .await
+        .unwrap();
+    let n = 2000;
+    let started = Instant::now();
+    for i in 0..n {
+        host.call(1, request(1, &m, json!({"n": i}), port.clone()))
+            .await
+            .unwrap();
+    }
+    eprintln!("warm call: {:?} per call", started.elapsed() / n);
+}
