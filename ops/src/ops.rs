@@ -306,11 +306,8 @@ mod tests {
 
     #[test]
     fn wire_form_has_the_primitive_and_typed_fields() {
-        let call = wire::<FsWriteText>(
-            "fs.write_text",
-            json!({"path": "a.txt", "content": "hi"}),
-        )
-        .unwrap();
+        let call = wire::<FsWriteText>("fs.write_text", json!({"path": "a.txt", "content": "hi"}))
+            .unwrap();
         assert_eq!(
             call,
             json!({"primitive": "fs.write_text", "path": "a.txt", "content": "hi", "overwrite": false})
