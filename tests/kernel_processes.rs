@@ -14,12 +14,16 @@ async fn sleeping_processes_interleave_deterministically_under_a_paused_clock() 
     let b = h.spawn(&[]).await;
     tokio::time::pause();
     let log = Arc::new(Mutex::new(Vec::new()));
+    // Both start sleeping at the same instant of the paused clock.
+    let start = Arc::new(tokio::sync::Barrier::new(2));
     let mut handles = Vec::new();
     for (pid, name, step) in [(a, "A", 30u64), (b, "B", 40u64)] {
         let log = log.clone();
+        let start = start.clone();
         handles.push(
             h.kernel
                 .run(pid, move |ctx| async move {
+                    start.wait().await;
                     for i in 0..3 {
                         ctx.syscall(Syscall::ClockSleep { ms: step }).await?;
                         log.lock().unwrap().push(format!("{name}{i}"));

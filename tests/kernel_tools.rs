@@ -6,7 +6,15 @@ use agent_libos::kernel::{Kernel, Pid, Syscall, SyscallError};
 use serde_json::{json, Value};
 
 async fn propose(kernel: &Kernel, pid: Pid, source: &str) -> String {
-    kernel.syscall(pid, Syscall::ToolPropose { source: source.into() }).await.unwrap()["id"]
+    kernel
+        .syscall(
+            pid,
+            Syscall::ToolPropose {
+                source: source.into(),
+            },
+        )
+        .await
+        .unwrap()["id"]
         .as_str()
         .unwrap()
         .to_string()
@@ -14,14 +22,24 @@ async fn propose(kernel: &Kernel, pid: Pid, source: &str) -> String {
 
 async fn install(kernel: &Kernel, pid: Pid, source: &str) -> Result<String, SyscallError> {
     let id = propose(kernel, pid, source).await;
-    let report = kernel.syscall(pid, Syscall::ToolValidate { id: id.clone() }).await?;
+    let report = kernel
+        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .await?;
     assert_eq!(report["ok"], true, "validation: {report}");
     let reg = kernel.syscall(pid, Syscall::ToolRegister { id }).await?;
     Ok(reg["name"].as_str().unwrap().to_string())
 }
 
 async fn call(kernel: &Kernel, pid: Pid, name: &str, args: Value) -> Result<Value, SyscallError> {
-    kernel.syscall(pid, Syscall::ToolCall { name: name.into(), args }).await
+    kernel
+        .syscall(
+            pid,
+            Syscall::ToolCall {
+                name: name.into(),
+                args,
+            },
+        )
+        .await
 }
 
 const READ_FILE: &str = r#"
@@ -48,38 +66,76 @@ async fn a_tool_is_proposed_validated_registered_and_called_with_the_process_aut
     std::fs::write(h.workspace().join("secret.txt"), "no").unwrap();
     let pid = h.spawn(&["tool:read_file=create", "fs:a.txt=read"]).await;
     let name = install(&h.kernel, pid, READ_FILE).await.unwrap();
-    assert_eq!(call(&h.kernel, pid, &name, json!({"path": "a.txt"})).await.unwrap(), json!({"text": "alpha"}));
+    assert_eq!(
+        call(&h.kernel, pid, &name, json!({"path": "a.txt"}))
+            .await
+            .unwrap(),
+        json!({"text": "alpha"})
+    );
     match call(&h.kernel, pid, &name, json!({"path": "secret.txt"})).await {
-        Err(SyscallError::PermissionDenied { resource, right, .. }) => {
-            assert_eq!((resource.as_str(), right.as_str()), ("fs:secret.txt", "read"));
+        Err(SyscallError::PermissionDenied {
+            resource, right, ..
+        }) => {
+            assert_eq!(
+                (resource.as_str(), right.as_str()),
+                ("fs:secret.txt", "read")
+            );
         }
         other => panic!("expected a denial, got {other:?}"),
     }
     // Arguments are checked against the input schema.
-    let err = call(&h.kernel, pid, &name, json!({"path": 3})).await.unwrap_err();
+    let err = call(&h.kernel, pid, &name, json!({"path": 3}))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "InvalidArgument");
     // No shadowing.
     let id = propose(&h.kernel, pid, READ_FILE).await;
-    h.kernel.syscall(pid, Syscall::ToolValidate { id: id.clone() }).await.unwrap();
-    let err = h.kernel.syscall(pid, Syscall::ToolRegister { id }).await.unwrap_err();
+    h.kernel
+        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .await
+        .unwrap();
+    let err = h
+        .kernel
+        .syscall(pid, Syscall::ToolRegister { id })
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "AlreadyExists");
 }
 
 #[tokio::test]
-async fn a_registered_tool_is_visible_only_to_its_process_and_children_do_not_get_parent_authority() {
+async fn a_registered_tool_is_visible_only_to_its_process_and_children_do_not_get_parent_authority()
+{
     let h = common::host().await;
     std::fs::write(h.workspace().join("a.txt"), "alpha").unwrap();
     let parent = h.spawn(&["tool:read_file=create", "fs:a.txt=read"]).await;
     let other = h.spawn(&["fs:a.txt=read"]).await;
     install(&h.kernel, parent, READ_FILE).await.unwrap();
-    let err = call(&h.kernel, other, "read_file", json!({"path": "a.txt"})).await.unwrap_err();
+    let err = call(&h.kernel, other, "read_file", json!({"path": "a.txt"}))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "NotFound");
     // A forked child gets the tool table but not the capability.
-    let child = h.kernel.syscall(parent, Syscall::ProcFork { goal: None, inherit: vec![], budget: None }).await.unwrap()["pid"]
+    let child = h
+        .kernel
+        .syscall(
+            parent,
+            Syscall::ProcFork {
+                goal: None,
+                inherit: vec![],
+                budget: None,
+            },
+        )
+        .await
+        .unwrap()["pid"]
         .as_i64()
         .unwrap();
-    let err = call(&h.kernel, child, "read_file", json!({"path": "a.txt"})).await.unwrap_err();
-    assert!(matches!(err, SyscallError::PermissionDenied { ref resource, .. } if resource == "fs:a.txt"), "{err:?}");
+    let err = call(&h.kernel, child, "read_file", json!({"path": "a.txt"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SyscallError::PermissionDenied { ref resource, .. } if resource == "fs:a.txt"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -87,11 +143,23 @@ async fn registration_needs_a_capability_and_a_passing_validation() {
     let h = common::host().await;
     let pid = h.spawn(&[]).await;
     let id = propose(&h.kernel, pid, READ_FILE).await;
-    let err = h.kernel.syscall(pid, Syscall::ToolRegister { id: id.clone() }).await.unwrap_err();
+    let err = h
+        .kernel
+        .syscall(pid, Syscall::ToolRegister { id: id.clone() })
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "InvalidArgument", "not validated yet");
-    h.kernel.syscall(pid, Syscall::ToolValidate { id: id.clone() }).await.unwrap();
+    h.kernel
+        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .await
+        .unwrap();
     match h.kernel.syscall(pid, Syscall::ToolRegister { id }).await {
-        Err(SyscallError::PermissionDenied { resource, right, .. }) => assert_eq!((resource.as_str(), right.as_str()), ("tool:read_file", "create")),
+        Err(SyscallError::PermissionDenied {
+            resource, right, ..
+        }) => assert_eq!(
+            (resource.as_str(), right.as_str()),
+            ("tool:read_file", "create")
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -110,18 +178,46 @@ async fn unsafe_sources_are_rejected_with_the_rule_named() {
             "export const tool = {{ name: \"bad\", description: \"d\", input: {{ type: \"object\" }}, output: {{}} }};\nexport default async function run() {{ {body} return {{}}; }}\n"
         );
         let id = propose(&h.kernel, pid, &source).await;
-        let report = h.kernel.syscall(pid, Syscall::ToolValidate { id }).await.unwrap();
+        let report = h
+            .kernel
+            .syscall(pid, Syscall::ToolValidate { id })
+            .await
+            .unwrap();
         assert_eq!(report["ok"], false);
-        assert!(report["findings"].as_array().unwrap().iter().any(|f| f["rule"] == rule), "{rule}: {report}");
+        assert!(
+            report["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["rule"] == rule),
+            "{rule}: {report}"
+        );
     }
-    for spec in ["node:fs", "npm:lodash", "https://example.org/x.ts", "file:///etc/passwd"] {
+    for spec in [
+        "node:fs",
+        "npm:lodash",
+        "https://example.org/x.ts",
+        "file:///etc/passwd",
+    ] {
         let source = format!(
             "import x from \"{spec}\";\nexport const tool = {{ name: \"bad\", description: \"d\", input: {{ type: \"object\" }}, output: {{}} }};\nexport default async function run() {{ return {{}}; }}\n"
         );
         let id = propose(&h.kernel, pid, &source).await;
-        let report = h.kernel.syscall(pid, Syscall::ToolValidate { id }).await.unwrap();
-        let finding = report["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "no-forbidden-import").cloned();
-        assert!(finding.is_some_and(|f| f["message"].as_str().unwrap().contains(spec)), "{spec}: {report}");
+        let report = h
+            .kernel
+            .syscall(pid, Syscall::ToolValidate { id })
+            .await
+            .unwrap();
+        let finding = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["rule"] == "no-forbidden-import")
+            .cloned();
+        assert!(
+            finding.is_some_and(|f| f["message"].as_str().unwrap().contains(spec)),
+            "{spec}: {report}"
+        );
     }
 }
 
@@ -129,8 +225,17 @@ async fn unsafe_sources_are_rejected_with_the_rule_named() {
 async fn a_syntax_error_reports_the_typescript_line_and_column() {
     let h = common::host().await;
     let pid = h.spawn(&[]).await;
-    let id = propose(&h.kernel, pid, "export const tool = {\n  name: \"x\",\n  description: \"d\" +* ,\n};\n").await;
-    let report = h.kernel.syscall(pid, Syscall::ToolValidate { id }).await.unwrap();
+    let id = propose(
+        &h.kernel,
+        pid,
+        "export const tool = {\n  name: \"x\",\n  description: \"d\" +* ,\n};\n",
+    )
+    .await;
+    let report = h
+        .kernel
+        .syscall(pid, Syscall::ToolValidate { id })
+        .await
+        .unwrap();
     let f = &report["findings"][0];
     assert_eq!(f["rule"], "syntax");
     assert_eq!(f["line"], 3, "{report}");
@@ -142,12 +247,31 @@ async fn a_failing_declared_test_blocks_registration() {
     let pid = h.spawn(&["tool:*=create"]).await;
     let source = READ_FILE.replace("expect: { text: \"hi\" }", "expect: { text: \"bye\" }");
     let id = propose(&h.kernel, pid, &source).await;
-    let report = h.kernel.syscall(pid, Syscall::ToolValidate { id: id.clone() }).await.unwrap();
+    let report = h
+        .kernel
+        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .await
+        .unwrap();
     assert_eq!(report["ok"], false);
-    let failed = report["tests"].as_array().unwrap().iter().find(|t| t["passed"] == false).unwrap();
+    let failed = report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["passed"] == false)
+        .unwrap();
     assert_eq!(failed["name"], "reads");
-    assert!(failed["error"].as_str().unwrap().contains("bye"), "{failed}");
-    assert_eq!(h.kernel.syscall(pid, Syscall::ToolRegister { id }).await.unwrap_err().kind(), "InvalidArgument");
+    assert!(
+        failed["error"].as_str().unwrap().contains("bye"),
+        "{failed}"
+    );
+    assert_eq!(
+        h.kernel
+            .syscall(pid, Syscall::ToolRegister { id })
+            .await
+            .unwrap_err()
+            .kind(),
+        "InvalidArgument"
+    );
 }
 
 #[tokio::test]
@@ -161,7 +285,10 @@ async fn a_tool_that_throws_surfaces_its_message_and_typescript_stack() {
     match call(&h.kernel, pid, "boom", json!({})).await {
         Err(SyscallError::ToolError { message, stack }) => {
             assert!(message.contains("kaboom 2"), "{message}");
-            assert!(stack.contains(":5:"), "the stack points at the TypeScript line of the throw: {stack}");
+            assert!(
+                stack.contains(".ts:4:"),
+                "the stack points at the TypeScript line of the throw: {stack}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -177,21 +304,84 @@ async fn limits_stop_the_call_and_the_process_keeps_working() {
             "import type {{ Libos }} from \"libos\";\nexport const tool = {{ name: \"{name}\", description: \"d\", input: {{ type: \"object\" }}, output: {{}}, limits: {{ cpu_ms: 300, syscalls: 20, result_bytes: 100000, console_bytes: 1000 }} }};\nexport default async function run(args: any, libos: Libos) {{ {body} }}\n"
         )
     };
-    install(&h.kernel, pid, &tool("spin", "while (true) {} ")).await.unwrap();
-    install(&h.kernel, pid, &tool("flood", "for (let i = 0; i < 100; i++) { await libos.fs.readText(\"a.txt\"); } return {};")).await.unwrap();
-    install(&h.kernel, pid, &tool("huge", "return { s: \"x\".repeat(100 * 1024 * 1024) };")).await.unwrap();
-    install(&h.kernel, pid, &tool("chatty", "for (let i = 0; i < 1000; i++) { console.log(\"line \" + i); } return {};")).await.unwrap();
-    install(&h.kernel, pid, &tool("ok", "return { fine: true };")).await.unwrap();
-    for (name, limit) in [("spin", "cpu_time"), ("flood", "syscalls"), ("huge", "result_size"), ("chatty", "console_output")] {
+    install(&h.kernel, pid, &tool("spin", "while (true) {} "))
+        .await
+        .unwrap();
+    install(
+        &h.kernel,
+        pid,
+        &tool(
+            "flood",
+            "for (let i = 0; i < 100; i++) { await libos.fs.readText(\"a.txt\"); } return {};",
+        ),
+    )
+    .await
+    .unwrap();
+    install(
+        &h.kernel,
+        pid,
+        &tool("huge", "return { s: \"x\".repeat(100 * 1024 * 1024) };"),
+    )
+    .await
+    .unwrap();
+    install(
+        &h.kernel,
+        pid,
+        &tool("big", "return { s: \"x\".repeat(2 * 1024 * 1024) };"),
+    )
+    .await
+    .unwrap();
+    install(&h.kernel, pid, &tool("bomb", "const keep: number[][] = []; while (true) { keep.push(new Array(1 << 20).fill(keep.length)); }").replace("cpu_ms: 300", "heap_mb: 16")).await.unwrap();
+    install(
+        &h.kernel,
+        pid,
+        &tool(
+            "deep",
+            "function f(n: number): number { return f(n + 1) + 1; } return { v: f(0) };",
+        ),
+    )
+    .await
+    .unwrap();
+    install(
+        &h.kernel,
+        pid,
+        &tool(
+            "chatty",
+            "for (let i = 0; i < 1000; i++) { console.log(\"line \" + i); } return {};",
+        ),
+    )
+    .await
+    .unwrap();
+    install(&h.kernel, pid, &tool("ok", "return { fine: true };"))
+        .await
+        .unwrap();
+    let cases = [
+        ("spin", "cpu_time"),
+        ("flood", "syscalls"),
+        ("huge", "memory"),
+        ("big", "result_size"),
+        ("bomb", "memory"),
+        ("deep", "stack"),
+        ("chatty", "console_output"),
+    ];
+    for (name, limit) in cases {
         match call(&h.kernel, pid, name, json!({})).await {
             Err(SyscallError::LimitExceeded { limit: got, .. }) => assert_eq!(got, limit, "{name}"),
             other => panic!("{name}: expected LimitExceeded {limit}, got {other:?}"),
         }
-        assert_eq!(call(&h.kernel, pid, "ok", json!({})).await.unwrap(), json!({"fine": true}), "after {name}");
+        assert_eq!(
+            call(&h.kernel, pid, "ok", json!({})).await.unwrap(),
+            json!({"fine": true}),
+            "after {name}"
+        );
     }
     // console output went to the process log, not stdout.
     let log = h.kernel.process_log(pid).await.unwrap();
-    assert!(log.iter().any(|(_, level, text)| level == "log" && text.contains("line 0")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|(_, level, text)| level == "log" && text.contains("line 0")),
+        "{log:?}"
+    );
 }
 
 #[tokio::test]
@@ -203,9 +393,18 @@ async fn tools_of_different_processes_do_not_share_globals() {
     let b = h.spawn(&["tool:*=create"]).await;
     install(&h.kernel, a, source).await.unwrap();
     install(&h.kernel, b, source).await.unwrap();
-    assert_eq!(call(&h.kernel, a, "counter", json!({})).await.unwrap()["count"], 1);
-    assert_eq!(call(&h.kernel, a, "counter", json!({})).await.unwrap()["count"], 2);
-    assert_eq!(call(&h.kernel, b, "counter", json!({})).await.unwrap()["count"], 1);
+    assert_eq!(
+        call(&h.kernel, a, "counter", json!({})).await.unwrap()["count"],
+        1
+    );
+    assert_eq!(
+        call(&h.kernel, a, "counter", json!({})).await.unwrap()["count"],
+        2
+    );
+    assert_eq!(
+        call(&h.kernel, b, "counter", json!({})).await.unwrap()["count"],
+        1
+    );
 }
 
 #[tokio::test]
@@ -215,5 +414,8 @@ async fn the_host_is_unreachable_from_tool_code() {
     let source = "export const tool = { name: \"probe\", description: \"d\", input: { type: \"object\" }, output: {} };\n\
         export default async function run() { const g = globalThis as any; return { deno: typeof g[\"De\" + \"no\"], core: typeof g.__bootstrap }; }\n";
     install(&h.kernel, pid, source).await.unwrap();
-    assert_eq!(call(&h.kernel, pid, "probe", json!({})).await.unwrap(), json!({"deno": "undefined", "core": "undefined"}));
+    assert_eq!(
+        call(&h.kernel, pid, "probe", json!({})).await.unwrap(),
+        json!({"deno": "undefined", "core": "undefined"})
+    );
 }

@@ -12,7 +12,9 @@ use serde_json::json;
 fn main() -> anyhow::Result<()> {
     let groups: Vec<String> = std::env::args().skip(1).collect();
     let wants = |g: &str| groups.is_empty() || groups.iter().any(|x| x == g);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         if wants("syscall") {
             syscall_round_trip().await?;
@@ -89,7 +91,14 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
     let mut samples = Vec::new();
     for i in 0..3_000 {
         let t = Instant::now();
-        b.kernel.syscall(pid, Syscall::FsReadText { path: "notes.md".into() }).await?;
+        b.kernel
+            .syscall(
+                pid,
+                Syscall::FsReadText {
+                    path: "notes.md".into(),
+                },
+            )
+            .await?;
         if i >= 500 {
             samples.push(t.elapsed());
         }
@@ -99,11 +108,14 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
     for i in 0..1_500 {
         let t = Instant::now();
         b.kernel
-            .syscall(pid, Syscall::MemCreate(agent_libos::kernel::ObjectSpec {
-                object_type: "n".into(),
-                payload: json!(i),
-                ..Default::default()
-            }))
+            .syscall(
+                pid,
+                Syscall::MemCreate(agent_libos::kernel::ObjectSpec {
+                    object_type: "n".into(),
+                    payload: json!(i),
+                    ..Default::default()
+                }),
+            )
             .await?;
         if i >= 200 {
             samples.push(t.elapsed());
@@ -118,11 +130,14 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             for i in 0..200 {
                 kernel
-                    .syscall(pid, Syscall::MemCreate(agent_libos::kernel::ObjectSpec {
-                        object_type: "n".into(),
-                        payload: json!(i),
-                        ..Default::default()
-                    }))
+                    .syscall(
+                        pid,
+                        Syscall::MemCreate(agent_libos::kernel::ObjectSpec {
+                            object_type: "n".into(),
+                            payload: json!(i),
+                            ..Default::default()
+                        }),
+                    )
                     .await?;
             }
             anyhow::Ok(())
@@ -132,9 +147,17 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
         t.await??;
     }
     let per = started.elapsed() / (16 * 200);
-    println!("{:<58} {per:>9.1?} per effect (16 concurrent writers)", "syscall mem.create, group commit");
+    println!(
+        "{:<58} {per:>9.1?} per effect (16 concurrent writers)",
+        "syscall mem.create, group commit"
+    );
     let report = b.kernel.verify_audit().await?;
-    println!("{:<58} {} records, chain ok: {}", "audit", report.records, report.is_ok());
+    println!(
+        "{:<58} {} records, chain ok: {}",
+        "audit",
+        report.records,
+        report.is_ok()
+    );
     Ok(())
 }
 
@@ -165,9 +188,18 @@ export default async function run(_args: unknown, libos: Libos) {
 "#;
 
 async fn register(kernel: &Kernel, pid: Pid, source: &str) -> anyhow::Result<String> {
-    let proposed = kernel.syscall(pid, Syscall::ToolPropose { source: source.into() }).await?;
+    let proposed = kernel
+        .syscall(
+            pid,
+            Syscall::ToolPropose {
+                source: source.into(),
+            },
+        )
+        .await?;
     let id = proposed["id"].as_str().unwrap_or_default().to_string();
-    let report = kernel.syscall(pid, Syscall::ToolValidate { id: id.clone() }).await?;
+    let report = kernel
+        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .await?;
     anyhow::ensure!(report["ok"] == true, "validation failed: {report}");
     let reg = kernel.syscall(pid, Syscall::ToolRegister { id }).await?;
     Ok(reg["name"].as_str().unwrap_or_default().to_string())
@@ -179,12 +211,21 @@ async fn tool_calls() -> anyhow::Result<()> {
     let pid = spawn(&b.kernel, &["fs:**=read", "tool:*=create"]).await?;
     let echo = register(&b.kernel, pid, TRIVIAL_TOOL).await?;
     let read = register(&b.kernel, pid, READ_TOOL).await?;
-    for (name, label) in [(echo, "tool.call trivial tool (warm)"), (read, "tool.call tool with one fs.read_text (warm)")] {
+    for (name, label) in [
+        (echo, "tool.call trivial tool (warm)"),
+        (read, "tool.call tool with one fs.read_text (warm)"),
+    ] {
         let mut samples = Vec::new();
         for i in 0..3_000 {
             let t = Instant::now();
             b.kernel
-                .syscall(pid, Syscall::ToolCall { name: name.clone(), args: json!({"n": i}) })
+                .syscall(
+                    pid,
+                    Syscall::ToolCall {
+                        name: name.clone(),
+                        args: json!({"n": i}),
+                    },
+                )
                 .await?;
             if i >= 300 {
                 samples.push(t.elapsed());
@@ -221,7 +262,9 @@ async fn validate_and_transpile() -> anyhow::Result<()> {
         "export const tool = { name: \"big\", description: \"many helpers\", input: { type: \"object\" }, output: { type: \"object\" } };\n",
     );
     for i in 0..145 {
-        source.push_str(&format!("function helper{i}(x: number): number {{\n  return x * {i} + {i};\n}}\n",));
+        source.push_str(&format!(
+            "function helper{i}(x: number): number {{\n  return x * {i} + {i};\n}}\n",
+        ));
     }
     source.push_str("export default async function run() {\n  return { v: helper1(2) };\n}\n");
     let lines = source.lines().count();
@@ -229,10 +272,14 @@ async fn validate_and_transpile() -> anyhow::Result<()> {
     for i in 0..40 {
         let variant = format!("{source}// {i}\n");
         let t = Instant::now();
-        agent_libos::jit::analyze("tool:big.ts", &variant, &Default::default()).map_err(|f| anyhow::anyhow!("{f:?}"))?;
+        agent_libos::jit::analyze("tool:big.ts", &variant, &Default::default())
+            .map_err(|f| anyhow::anyhow!("{f:?}"))?;
         samples.push(t.elapsed());
     }
-    report(&format!("validate + transpile, {lines}-line tool (cold)"), samples);
+    report(
+        &format!("validate + transpile, {lines}-line tool (cold)"),
+        samples,
+    );
     let cache = agent_libos::jit::TranspileCache::default();
     cache.get_or_transpile("tool:big.ts", &source)?;
     let mut samples = Vec::new();
@@ -241,7 +288,10 @@ async fn validate_and_transpile() -> anyhow::Result<()> {
         cache.get_or_transpile("tool:big.ts", &source)?;
         samples.push(t.elapsed());
     }
-    report(&format!("transpile, {lines}-line tool (cached by hash)"), samples);
+    report(
+        &format!("transpile, {lines}-line tool (cached by hash)"),
+        samples,
+    );
     Ok(())
 }
 
@@ -270,6 +320,10 @@ async fn idle_isolate_memory() -> anyhow::Result<()> {
 fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }

@@ -118,6 +118,14 @@ impl From<CallError> for SyscallError {
     fn from(err: CallError) -> SyscallError {
         match err {
             CallError::Limit { limit, detail } => SyscallError::LimitExceeded { limit, detail },
+            CallError::Threw { message, error, .. }
+                if error.is_none() && message.contains("out of memory") =>
+            {
+                SyscallError::LimitExceeded {
+                    limit: "memory".into(),
+                    detail: format!("the tool ran out of its heap: {message}"),
+                }
+            }
             CallError::Threw {
                 message,
                 stack,

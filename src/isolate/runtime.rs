@@ -121,10 +121,15 @@ impl Isolate {
         let heap_hit = Rc::new(Cell::new(false));
         let (flag, terminate) = (heap_hit.clone(), handle.clone());
         runtime.add_near_heap_limit_callback(move |current, _initial| {
-            flag.set(true);
+            // The first time: stop the script and leave a quarter more room for it to unwind.
+            // Never again: an engine that polls for termination only every so many
+            // instructions could otherwise keep doubling the limit (a loop of large native
+            // allocations did, to the host's whole memory), so later allocations must fail.
+            if flag.replace(true) {
+                return current;
+            }
             terminate.terminate_execution();
-            // Room for the termination to unwind; the isolate is discarded afterwards.
-            current.saturating_mul(2)
+            current.saturating_add(current / 4)
         });
         let hooks = runtime
             .execute_script(BOOTSTRAP_NAME, boot.code.clone())

@@ -5,11 +5,11 @@ use tracing::Instrument;
 
 use super::capability::Pid;
 use super::error::{SysResult, SyscallError};
+use super::journal::Step;
 use super::process::Status;
 use super::syscall::Syscall;
 use super::Kernel;
 use crate::audit::AuditEntry;
-use super::journal::Step;
 use crate::store::{JournalRow, WriteBatch};
 
 /// Per-call bookkeeping handlers add to.
@@ -90,8 +90,14 @@ impl Kernel {
                 match self.journal_step(pid, &inv, &call) {
                     None => {}
                     Some(Err(e)) => return self.finish(pid, &call, scope, Err(e), None).await,
-                    Some(Ok(Step::Replay(result))) => return self.replayed(pid, &call, &inv, result),
-                    Some(Ok(Step::Fresh { seq, hash, journal: true })) => {
+                    Some(Ok(Step::Replay(result))) => {
+                        return self.replayed(pid, &call, &inv, result)
+                    }
+                    Some(Ok(Step::Fresh {
+                        seq,
+                        hash,
+                        journal: true,
+                    })) => {
                         if call.is_effect() {
                             if let Err(e) = self.journal_intent(&inv, seq, &call, &hash).await {
                                 return self.finish(pid, &call, scope, Err(e), None).await;
@@ -309,7 +315,9 @@ impl Kernel {
                 let mut batch = WriteBatch::default().audit(entry);
                 let retryable = matches!(
                     err,
-                    SyscallError::HumanRequired { .. } | SyscallError::Cancelled(_) | SyscallError::Internal(_)
+                    SyscallError::HumanRequired { .. }
+                        | SyscallError::Cancelled(_)
+                        | SyscallError::Internal(_)
                 );
                 if !retryable {
                     if let Some(row) = journal_row(json!({"err": err.to_wire()})) {
@@ -325,7 +333,13 @@ impl Kernel {
 
 impl Kernel {
     /// A syscall answered from the journal on replay: audited, not run.
-    fn replayed(&self, pid: Pid, call: &Syscall, invocation: &str, result: SysResult<Value>) -> SysResult<Value> {
+    fn replayed(
+        &self,
+        pid: Pid,
+        call: &Syscall,
+        invocation: &str,
+        result: SysResult<Value>,
+    ) -> SysResult<Value> {
         tracing::Span::current().record("decision", "replay");
         let entry = AuditEntry {
             ts: self.now(),

@@ -62,6 +62,8 @@ const HUMAN_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 #[derive(Default)]
 pub(crate) struct Waiters {
     map: parking_lot::Mutex<HashMap<String, oneshot::Sender<HumanAnswer>>>,
+    /// Requests whose answer a call of this runtime has taken.
+    claimed: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 /// SHA-256 of the exact call's wire form.
@@ -130,6 +132,13 @@ impl Kernel {
         .bind(&args_hash)
         .fetch_optional(self.inner.store.pool())
         .await?;
+        // A request another call of this runtime is already waiting on, or has claimed, is
+        // not shared: one approval serves one call.
+        let earlier = earlier.filter(|row| {
+            let id: String = row.try_get("id").unwrap_or_default();
+            !self.inner.human.map.lock().contains_key(&id)
+                && self.inner.human.claimed.lock().insert(id)
+        });
         let (id, answer) = match earlier {
             Some(row) => {
                 let id: String = row.try_get("id")?;
@@ -150,16 +159,23 @@ impl Kernel {
                 (id, answer)
             }
             None => {
-                let (id, seq) = self.raise_request(pid, kind, channel, payload, args_hash).await?;
+                let (id, seq) = self
+                    .raise_request(pid, kind, channel, payload, args_hash)
+                    .await?;
                 scope.parent_seq = Some(seq);
                 let answer = self.wait_for_human(pid, &id).await?;
                 (id, answer)
             }
         };
-        self.inner.store.submit(WriteBatch::default().stmt(
-            "UPDATE human_requests SET used = 1 WHERE id = ?",
-            vec![id.clone().into()],
-        ));
+        self.inner.human.claimed.lock().insert(id.clone());
+        self.inner
+            .store
+            .commit(WriteBatch::default().stmt(
+                "UPDATE human_requests SET used = 1 WHERE id = ?",
+                vec![id.clone().into()],
+            ))
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
         Ok((id, answer))
     }
 
@@ -181,7 +197,14 @@ impl Kernel {
         });
         let mut scope = Scope::default();
         let (id, answer) = self
-            .request_answer(pid, "uncertain", "operator", payload, args_hash(call), &mut scope)
+            .request_answer(
+                pid,
+                "uncertain",
+                "operator",
+                payload,
+                args_hash(call),
+                &mut scope,
+            )
             .await?;
         match answer {
             HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => Ok(()),

@@ -51,7 +51,11 @@ pub(crate) struct Invocation {
 /// What the journal says about the next syscall of an invocation.
 pub(crate) enum Step {
     /// Not journaled before: run it. `journal` says whether to journal it.
-    Fresh { seq: i64, hash: String, journal: bool },
+    Fresh {
+        seq: i64,
+        hash: String,
+        journal: bool,
+    },
     /// Journaled with an outcome: return it without running.
     Replay(SysResult<Value>),
     /// Intent journaled, outcome lost: ask before repeating.
@@ -79,21 +83,36 @@ pub(crate) fn outcome_result(outcome: &Value) -> SysResult<Value> {
     if let Some(v) = outcome.get("ok") {
         return Ok(v.clone());
     }
-    match outcome.get("err").cloned().map(serde_json::from_value::<WireError>) {
+    match outcome
+        .get("err")
+        .cloned()
+        .map(serde_json::from_value::<WireError>)
+    {
         Some(Ok(wire)) => Err(SyscallError::from_wire(&wire)),
-        _ => Err(SyscallError::internal(format!("unreadable journal outcome {outcome}"))),
+        _ => Err(SyscallError::internal(format!(
+            "unreadable journal outcome {outcome}"
+        ))),
     }
 }
 
 impl Kernel {
     /// Starts tracking an invocation (first run, or a replay with `replay` rows).
     pub(crate) fn begin_invocation(&self, id: &str, inv: Invocation) {
-        self.inner.invocations.live.lock().insert(id.to_string(), inv);
+        self.inner
+            .invocations
+            .live
+            .lock()
+            .insert(id.to_string(), inv);
     }
 
     /// The step for the next syscall of invocation `id`, or `None` if `id` is not a live
     /// invocation of `pid`.
-    pub(crate) fn journal_step(&self, pid: Pid, id: &str, call: &Syscall) -> Option<SysResult<Step>> {
+    pub(crate) fn journal_step(
+        &self,
+        pid: Pid,
+        id: &str,
+        call: &Syscall,
+    ) -> Option<SysResult<Step>> {
         let mut live = self.inner.invocations.live.lock();
         let inv = live.get_mut(id).filter(|inv| inv.pid == pid)?;
         let seq = inv.next_seq;
@@ -112,7 +131,10 @@ impl Kernel {
                 call.name()
             ))),
             Some(rec) if rec.done => Ok(Step::Replay(
-                rec.outcome.as_ref().map(outcome_result).unwrap_or(Ok(Value::Null)),
+                rec.outcome
+                    .as_ref()
+                    .map(outcome_result)
+                    .unwrap_or(Ok(Value::Null)),
             )),
             Some(_) => Ok(Step::Uncertain { seq, hash }),
         };
@@ -121,7 +143,13 @@ impl Kernel {
 
     /// Makes an effect's intent durable before the effect (with the invocation row, the
     /// first time).
-    pub(crate) async fn journal_intent(&self, id: &str, seq: i64, call: &Syscall, hash: &str) -> SysResult<()> {
+    pub(crate) async fn journal_intent(
+        &self,
+        id: &str,
+        seq: i64,
+        call: &Syscall,
+        hash: &str,
+    ) -> SysResult<()> {
         let mut batch = WriteBatch::default();
         self.record_invocation(id, &mut batch);
         let batch = batch.journal(JournalRow {
@@ -178,7 +206,13 @@ impl Kernel {
         }
         let mut batch = WriteBatch::default();
         if !inv.recorded {
-            self.inner.invocations.live.lock().insert(id.to_string(), Invocation { recorded: false, ..inv });
+            self.inner.invocations.live.lock().insert(
+                id.to_string(),
+                Invocation {
+                    recorded: false,
+                    ..inv
+                },
+            );
             self.record_invocation(id, &mut batch);
             self.inner.invocations.live.lock().remove(id);
         }

@@ -68,7 +68,12 @@ impl Kernel {
             .get_or_init(|| IsolateHost::start(self.inner.config.isolates.clone()))
     }
 
-    pub(crate) async fn tool_call(&self, pid: Pid, call: &Syscall, scope: &mut Scope) -> SysResult<Done> {
+    pub(crate) async fn tool_call(
+        &self,
+        pid: Pid,
+        call: &Syscall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
         match call {
             Syscall::ToolPropose { source } => self.propose(pid, source, call, scope).await,
             Syscall::ToolValidate { id } => self.validate(pid, id, call, scope).await,
@@ -103,11 +108,20 @@ impl Kernel {
         }
     }
 
-    async fn propose(&self, pid: Pid, source: &str, call: &Syscall, scope: &mut Scope) -> SysResult<Done> {
+    async fn propose(
+        &self,
+        pid: Pid,
+        source: &str,
+        call: &Syscall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
         if source.len() > MAX_SOURCE_BYTES {
             return Err(SyscallError::limit(
                 "source_size",
-                format!("the tool source is {} bytes; the limit is {MAX_SOURCE_BYTES}", source.len()),
+                format!(
+                    "the tool source is {} bytes; the limit is {MAX_SOURCE_BYTES}",
+                    source.len()
+                ),
             ));
         }
         let hash = crate::util::sha256_hex(source.as_bytes());
@@ -118,9 +132,7 @@ impl Kernel {
             mime: Some("text/typescript".into()),
             ..ObjectSpec::default()
         };
-        let mut done = self
-            .mem_call(pid, &Syscall::MemCreate(spec), scope)
-            .await?;
+        let mut done = self.mem_call(pid, &Syscall::MemCreate(spec), scope).await?;
         let id = done.value["id"].clone();
         let _ = call;
         done.value = json!({"id": id, "hash": hash});
@@ -129,17 +141,39 @@ impl Kernel {
     }
 
     /// Loads a candidate's source (re-checking read access to it).
-    async fn candidate_source(&self, pid: Pid, id: &str, scope: &mut Scope) -> SysResult<(String, String)> {
-        let object = self.mem_call(pid, &Syscall::MemRead { id: id.to_string() }, scope).await?.value;
+    async fn candidate_source(
+        &self,
+        pid: Pid,
+        id: &str,
+        scope: &mut Scope,
+    ) -> SysResult<(String, String)> {
+        let object = self
+            .mem_call(pid, &Syscall::MemRead { id: id.to_string() }, scope)
+            .await?
+            .value;
         if object["type"] != "tool.candidate" {
-            return Err(SyscallError::invalid(format!("object {id} is not a tool candidate")));
+            return Err(SyscallError::invalid(format!(
+                "object {id} is not a tool candidate"
+            )));
         }
-        let source = object["payload"]["source"].as_str().unwrap_or_default().to_string();
-        let hash = object["payload"]["hash"].as_str().unwrap_or_default().to_string();
+        let source = object["payload"]["source"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let hash = object["payload"]["hash"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         Ok((source, hash))
     }
 
-    async fn validate(&self, pid: Pid, id: &str, call: &Syscall, scope: &mut Scope) -> SysResult<Done> {
+    async fn validate(
+        &self,
+        pid: Pid,
+        id: &str,
+        call: &Syscall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
         let _ = call;
         let (source, hash) = self.candidate_source(pid, id, scope).await?;
         let specifier = specifier_for(&hash);
@@ -155,11 +189,17 @@ impl Kernel {
                     source_map: analyzed.transpiled.source_map.clone(),
                     hash: hash.clone(),
                 });
-                self.inner.tools.transpiled.insert_transpiled(&specifier, analyzed.transpiled);
+                self.inner
+                    .tools
+                    .transpiled
+                    .insert_transpiled(&specifier, analyzed.transpiled);
                 let limits = self.limits_for(pid, &analyzed.meta.limits).await;
                 let mut tests = Vec::new();
                 for test in &analyzed.meta.tests {
-                    tests.push(self.run_declared_test(pid, &module, &analyzed.meta, test, limits).await);
+                    tests.push(
+                        self.run_declared_test(pid, &module, &analyzed.meta, test, limits)
+                            .await,
+                    );
                 }
                 let ok = tests.iter().all(|t| t["passed"] == true);
                 (
@@ -174,8 +214,11 @@ impl Kernel {
              validated_at = excluded.validated_at",
             vec![id.into(), ok.into(), report.to_string().into(), self.now().into()],
         );
-        let detail = json!({"ok": ok, "findings": report["findings"].as_array().map_or(0, Vec::len)});
-        Ok(Done::new(report, format!("object:{id}")).detail(detail).batch(batch))
+        let detail =
+            json!({"ok": ok, "findings": report["findings"].as_array().map_or(0, Vec::len)});
+        Ok(Done::new(report, format!("object:{id}"))
+            .detail(detail)
+            .batch(batch))
     }
 
     async fn run_declared_test(
@@ -203,10 +246,15 @@ impl Kernel {
         let failure = match (outcome, &test.expect, &test.expect_error) {
             (Ok(value), Some(expected), _) if &value == expected => None,
             (Ok(value), Some(expected), _) => Some(format!("expected {expected}, got {value}")),
-            (Ok(value), None, None) => jit::validate(&meta.output, &value)
-                .err()
-                .map(|errs| format!("result does not match the output schema: {}", errs.join("; "))),
-            (Ok(value), None, Some(expected)) => Some(format!("expected error {expected}, got result {value}")),
+            (Ok(value), None, None) => jit::validate(&meta.output, &value).err().map(|errs| {
+                format!(
+                    "result does not match the output schema: {}",
+                    errs.join("; ")
+                )
+            }),
+            (Ok(value), None, Some(expected)) => {
+                Some(format!("expected error {expected}, got result {value}"))
+            }
             (Err(err), _, Some(expected)) => {
                 let got = SyscallError::from(err).to_wire();
                 let kind_ok = expected["kind"].as_str() == Some(got.kind.as_str());
@@ -220,7 +268,12 @@ impl Kernel {
                         want.as_str() == have.as_deref()
                     })
                 });
-                (!(kind_ok && fields_ok)).then(|| format!("expected error {expected}, got {} ({})", got.kind, got.message))
+                (!(kind_ok && fields_ok)).then(|| {
+                    format!(
+                        "expected error {expected}, got {} ({})",
+                        got.kind, got.message
+                    )
+                })
             }
             (Err(err), _, None) => Some(SyscallError::from(err).to_string()),
         };
@@ -231,12 +284,19 @@ impl Kernel {
         }
     }
 
-    async fn register(&self, pid: Pid, id: &str, call: &Syscall, scope: &mut Scope) -> SysResult<Done> {
+    async fn register(
+        &self,
+        pid: Pid,
+        id: &str,
+        call: &Syscall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
         let (source, hash) = self.candidate_source(pid, id, scope).await?;
-        let ok: Option<bool> = sqlx::query_scalar("SELECT ok FROM tool_validations WHERE object_id = ?")
-            .bind(id)
-            .fetch_optional(self.inner.store.pool())
-            .await?;
+        let ok: Option<bool> =
+            sqlx::query_scalar("SELECT ok FROM tool_validations WHERE object_id = ?")
+                .bind(id)
+                .fetch_optional(self.inner.store.pool())
+                .await?;
         if ok != Some(true) {
             return Err(SyscallError::invalid(format!(
                 "tool candidate {id} has not passed validation; call tool.validate first and fix its findings"
@@ -244,11 +304,15 @@ impl Kernel {
         }
         let loaded = self.load_tool(&source, &hash)?;
         let name = loaded.meta.name.clone();
-        self.authorize_one(pid, format!("tool:{name}"), Right::Create, call, scope).await?;
+        self.authorize_one(pid, format!("tool:{name}"), Right::Create, call, scope)
+            .await?;
         let table = self.tool_table(pid).await?;
         let image_tools = {
             let image_id = self.process(pid).map(|p| p.image_id).unwrap_or_default();
-            self.image(&image_id).await.map(|i| i.default_tools).unwrap_or_default()
+            self.image(&image_id)
+                .await
+                .map(|i| i.default_tools)
+                .unwrap_or_default()
         };
         if table.contains_key(&name) || image_tools.contains(&name) {
             return Err(SyscallError::AlreadyExists(format!(
@@ -273,19 +337,32 @@ impl Kernel {
             .entry(pid)
             .or_default()
             .insert(name.clone(), Arc::new(loaded));
-        Ok(Done::new(json!({"name": name, "id": id, "hash": hash}), format!("tool:{name}")).batch(batch))
+        Ok(Done::new(
+            json!({"name": name, "id": id, "hash": hash}),
+            format!("tool:{name}"),
+        )
+        .batch(batch))
     }
 
     /// Analyzes (cached by hash) and wraps a tool's source.
     fn load_tool(&self, source: &str, hash: &str) -> SysResult<LoadedTool> {
         let specifier = specifier_for(hash);
-        let analyzed = jit::analyze(&specifier, source, &AnalyzeOptions::default()).map_err(|findings| {
-            SyscallError::invalid(format!(
-                "tool source no longer validates: {}",
-                findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-            ))
-        })?;
-        let transpiled = self.inner.tools.transpiled.insert_transpiled(&specifier, analyzed.transpiled);
+        let analyzed =
+            jit::analyze(&specifier, source, &AnalyzeOptions::default()).map_err(|findings| {
+                SyscallError::invalid(format!(
+                    "tool source no longer validates: {}",
+                    findings
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))
+            })?;
+        let transpiled = self
+            .inner
+            .tools
+            .transpiled
+            .insert_transpiled(&specifier, analyzed.transpiled);
         Ok(LoadedTool {
             meta: analyzed.meta,
             module: Arc::new(ToolModule {
@@ -317,14 +394,23 @@ impl Kernel {
             let source = payload["source"].as_str().unwrap_or_default();
             table.insert(name, Arc::new(self.load_tool(source, &hash)?));
         }
-        self.inner.tools.tables.lock().entry(pid).or_insert(table.clone());
+        self.inner
+            .tools
+            .tables
+            .lock()
+            .entry(pid)
+            .or_insert(table.clone());
         Ok(table)
     }
 
     /// Per-call limits: the image's, lowered (never raised) by the tool's own.
     async fn limits_for(&self, pid: Pid, tool: &jit::ToolLimits) -> CallLimits {
         let image = match self.process(pid) {
-            Some(p) => self.image(&p.image_id).await.map(|i| i.limits).unwrap_or_default(),
+            Some(p) => self
+                .image(&p.image_id)
+                .await
+                .map(|i| i.limits)
+                .unwrap_or_default(),
             None => ToolLimits::default(),
         };
         let pick = |img: u64, own: Option<u64>| own.map_or(img, |o| o.clamp(1, img));
@@ -338,19 +424,30 @@ impl Kernel {
     }
 
     /// Calls a registered tool in the process's own isolate.
-    async fn invoke(&self, pid: Pid, name: &str, args: Value, scope: &mut Scope) -> SysResult<Value> {
+    async fn invoke(
+        &self,
+        pid: Pid,
+        name: &str,
+        args: Value,
+        scope: &mut Scope,
+    ) -> SysResult<Value> {
         let table = self.tool_table(pid).await?;
-        let tool = table
-            .get(name)
-            .cloned()
-            .ok_or_else(|| SyscallError::NotFound(format!("tool {name} in process {pid}'s tool table")))?;
+        let tool = table.get(name).cloned().ok_or_else(|| {
+            SyscallError::NotFound(format!("tool {name} in process {pid}'s tool table"))
+        })?;
         {
             let mut state = self.inner.state.lock();
-            let p = state.procs.get_mut(&pid).ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+            let p = state
+                .procs
+                .get_mut(&pid)
+                .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
             if p.usage.tool_calls >= p.budget.tool_calls {
                 return Err(SyscallError::limit(
                     "tool_calls",
-                    format!("process {pid} used its budget of {} tool calls", p.budget.tool_calls),
+                    format!(
+                        "process {pid} used its budget of {} tool calls",
+                        p.budget.tool_calls
+                    ),
                 ));
             }
             p.usage.tool_calls += 1;
@@ -378,7 +475,9 @@ impl Kernel {
                 replay: HashMap::new(),
             },
         );
-        let result = self.run_invocation(pid, &tool, &invocation, args, start_time, seed).await;
+        let result = self
+            .run_invocation(pid, &tool, &invocation, args, start_time, seed)
+            .await;
         self.end_invocation(&invocation, &result).await;
         result
     }
@@ -409,7 +508,11 @@ impl Kernel {
             start_time_ms: start_time,
             random_seed: seed,
         };
-        let value = self.isolates().call(pid, request).await.map_err(SyscallError::from)?;
+        let value = self
+            .isolates()
+            .call(pid, request)
+            .await
+            .map_err(SyscallError::from)?;
         if let Err(errors) = jit::validate(&tool.meta.output, &value) {
             return Err(SyscallError::invalid(format!(
                 "the result of {} does not match its output schema: {}",
@@ -449,17 +552,21 @@ impl Kernel {
         let running_tasks: Vec<Pid> = self.inner.tasks.lock().keys().copied().collect();
         for p in self.processes() {
             let has_invocation = pending.iter().any(|(_, pid, ..)| *pid == p.pid);
-            let stale = p.status == super::process::Status::Running && !running_tasks.contains(&p.pid);
+            let stale =
+                p.status == super::process::Status::Running && !running_tasks.contains(&p.pid);
             let parked = p.status.is_waiting() && has_invocation;
             if stale || parked {
-                self.transition(p.pid, super::process::Status::Runnable).await?;
+                self.transition(p.pid, super::process::Status::Runnable)
+                    .await?;
             }
         }
         let mut runs = Vec::new();
         for (id, pid, tool_name, args, start_time, seed) in pending {
             let kernel = self.clone();
             runs.push(async move {
-                let outcome = kernel.rerun(&id, pid, &tool_name, args, start_time, seed).await;
+                let outcome = kernel
+                    .rerun(&id, pid, &tool_name, args, start_time, seed)
+                    .await;
                 ResumedInvocation {
                     id,
                     pid,
@@ -475,12 +582,27 @@ impl Kernel {
             .filter(|p| !p.status.is_terminal())
             .map(|p| (p.pid, p.status))
             .collect();
-        Ok(ResumeReport { processes, invocations })
+        Ok(ResumeReport {
+            processes,
+            invocations,
+        })
     }
 
-    async fn rerun(&self, id: &str, pid: Pid, tool_name: &str, args: Value, start_time: i64, seed: u64) -> SysResult<Value> {
+    async fn rerun(
+        &self,
+        id: &str,
+        pid: Pid,
+        tool_name: &str,
+        args: Value,
+        start_time: i64,
+        seed: u64,
+    ) -> SysResult<Value> {
         let alive = self.process(pid).is_some_and(|p| !p.status.is_terminal());
-        let tool = if alive { self.tool_table(pid).await?.get(tool_name).cloned() } else { None };
+        let tool = if alive {
+            self.tool_table(pid).await?.get(tool_name).cloned()
+        } else {
+            None
+        };
         let replay = self.load_journal(id).await?;
         self.begin_invocation(
             id,
@@ -496,7 +618,10 @@ impl Kernel {
             },
         );
         let result = match tool {
-            Some(tool) => self.run_invocation(pid, &tool, id, args, start_time, seed).await,
+            Some(tool) => {
+                self.run_invocation(pid, &tool, id, args, start_time, seed)
+                    .await
+            }
             None => Err(SyscallError::IllegalState(format!(
                 "invocation {id} cannot resume: process {pid} or its tool {tool_name} is gone"
             ))),
@@ -509,18 +634,30 @@ impl Kernel {
     pub(crate) fn log_console(&self, pid: Pid, invocation: &str, level: &str, text: &str) {
         let batch = WriteBatch::default().stmt(
             "INSERT INTO process_log (pid, invocation_id, level, text, ts) VALUES (?, ?, ?, ?, ?)",
-            vec![pid.into(), invocation.into(), level.into(), text.into(), self.now().into()],
+            vec![
+                pid.into(),
+                invocation.into(),
+                level.into(),
+                text.into(),
+                self.now().into(),
+            ],
         );
         self.inner.store.submit(batch);
     }
 
     /// The console output of a process, oldest first: (invocation, level, text).
     pub async fn process_log(&self, pid: Pid) -> SysResult<Vec<(String, String, String)>> {
-        self.inner.store.flush().await.map_err(|e| SyscallError::Internal(e.to_string()))?;
-        let rows = sqlx::query("SELECT invocation_id, level, text FROM process_log WHERE pid = ? ORDER BY id")
-            .bind(pid)
-            .fetch_all(self.inner.store.pool())
-            .await?;
+        self.inner
+            .store
+            .flush()
+            .await
+            .map_err(|e| SyscallError::Internal(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT invocation_id, level, text FROM process_log WHERE pid = ? ORDER BY id",
+        )
+        .bind(pid)
+        .fetch_all(self.inner.store.pool())
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -571,7 +708,11 @@ struct KernelPort {
 }
 
 impl SyscallPort for KernelPort {
-    fn syscall(&self, ctx: &CallContext, call: Value) -> agent_libos_ops::BoxFuture<'static, Result<Value, Value>> {
+    fn syscall(
+        &self,
+        ctx: &CallContext,
+        call: Value,
+    ) -> agent_libos_ops::BoxFuture<'static, Result<Value, Value>> {
         let kernel = self.kernel.clone();
         let handle = self.handle.clone();
         let ctx = ctx.clone();
@@ -594,7 +735,8 @@ impl SyscallPort for KernelPort {
     }
 
     fn console(&self, ctx: &CallContext, level: &str, text: &str) {
-        self.kernel.log_console(ctx.pid, &ctx.invocation_id, level, text);
+        self.kernel
+            .log_console(ctx.pid, &ctx.invocation_id, level, text);
     }
 }
 
@@ -630,7 +772,11 @@ impl MockPort {
 }
 
 impl SyscallPort for MockPort {
-    fn syscall(&self, _ctx: &CallContext, call: Value) -> agent_libos_ops::BoxFuture<'static, Result<Value, Value>> {
+    fn syscall(
+        &self,
+        _ctx: &CallContext,
+        call: Value,
+    ) -> agent_libos_ops::BoxFuture<'static, Result<Value, Value>> {
         let primitive = call["primitive"].as_str().unwrap_or("?").to_string();
         let step = {
             let mut next = self.next.lock();
@@ -644,14 +790,16 @@ impl SyscallPort for MockPort {
             None => Err(wire(&SyscallError::invalid(format!(
                 "the test did not script this syscall: {primitive}"
             )))),
-            Some(step) if step.primitive != primitive => Err(wire(&SyscallError::invalid(format!(
-                "the test scripted {} here, but the tool called {primitive}",
-                step.primitive
-            )))),
+            Some(step) if step.primitive != primitive => {
+                Err(wire(&SyscallError::invalid(format!(
+                    "the test scripted {} here, but the tool called {primitive}",
+                    step.primitive
+                ))))
+            }
             Some(step) => match (&step.args, &step.error) {
-                (Some(want), _) if !json_subset(want, &call) => Err(wire(&SyscallError::invalid(format!(
-                    "{primitive} was called with {call}, the test expected {want}"
-                )))),
+                (Some(want), _) if !json_subset(want, &call) => Err(wire(&SyscallError::invalid(
+                    format!("{primitive} was called with {call}, the test expected {want}"),
+                ))),
                 (_, Some(err)) => Err(serde_json::from_value::<WireError>(err.clone())
                     .map(|mut w| {
                         if w.message.is_empty() {
