@@ -145,6 +145,8 @@ struct Snapshot {
     process: SnapProcess,
     caps: Vec<SnapCap>,
     namespaces: Vec<String>,
+    /// The namespaces as stored (`[{name, created_at}]`).
+    namespaces_doc: Value,
     tools: Vec<Value>,
     children: Vec<ChildState>,
 }
@@ -154,12 +156,15 @@ impl Snapshot {
         let bad = |what: &str, e: serde_json::Error| {
             SyscallError::invalid(format!("checkpoint {what}: {e}"))
         };
-        let namespaces: Vec<SnapNamespace> =
+        let namespaces_doc: Value =
             serde_json::from_str(namespaces).map_err(|e| bad("namespaces", e))?;
+        let namespaces: Vec<SnapNamespace> =
+            serde_json::from_value(namespaces_doc.clone()).map_err(|e| bad("namespaces", e))?;
         Ok(Snapshot {
             process: serde_json::from_str(process).map_err(|e| bad("process", e))?,
             caps: serde_json::from_str(caps).map_err(|e| bad("capabilities", e))?,
             namespaces: namespaces.into_iter().map(|n| n.name).collect(),
+            namespaces_doc,
             tools: serde_json::from_str(tools).map_err(|e| bad("tools", e))?,
             children: Vec::new(),
         })
@@ -220,9 +225,10 @@ WITH
        ',\"appendable\":' || iif(o.appendable, 'true', 'false') ||
        ',\"created_by\":' || json_quote(o.created_by) ||
        ',\"created_at\":' || o.created_at ||
-       ',\"items\":' || (SELECT '[' || COALESCE(group_concat('[' || i.seq || ',' || i.item || ']', ','), '') || ']'
-                          FROM object_items i WHERE i.object_id = o.id) ||
-       '}', ',' ORDER BY o.namespace, o.created_at, o.id), '') || ']' AS j
+       ',\"items\":' || iif(o.appendable,
+         (SELECT '[' || COALESCE(group_concat('[' || i.seq || ',' || i.item || ']', ','), '') || ']'
+          FROM object_items i WHERE i.object_id = o.id), '[]') ||
+       '}', ','), '') || ']' AS j
    FROM objects o JOIN namespaces s ON s.name = o.namespace
    WHERE s.owner = ?2),
  c AS (
@@ -290,12 +296,13 @@ impl Kernel {
             });
         let seqs = self.ckpt_commit(batch).await?;
         let audit_seq = seqs.first().copied().unwrap_or_default();
-        // The SQL could only see the chain head before this group; record the exact seq.
-        self.ckpt_commit(WriteBatch::default().stmt(
+        // The SQL could only see the chain head before this group; record the exact seq
+        // (queued: readers of checkpoints flush first, and the stored value until then is a
+        // lower bound, which can only make a rollback list more effects, never fewer).
+        self.inner.store.submit(WriteBatch::default().stmt(
             "UPDATE checkpoints SET audit_seq = ? WHERE id = ?",
             vec![audit_seq.into(), id.clone().into()],
-        ))
-        .await?;
+        ));
         let row = sqlx::query("SELECT objects, capabilities, tools FROM checkpoints WHERE id = ?")
             .bind(&id)
             .fetch_one(self.inner.store.pool())
@@ -315,6 +322,7 @@ impl Kernel {
 
     /// The checkpoints of `pid` (or of every process), oldest first.
     pub async fn checkpoints(&self, pid: Option<Pid>) -> SysResult<Vec<CheckpointInfo>> {
+        self.ckpt_flush().await?;
         let rows = sqlx::query(
             "SELECT id, pid, name, created_at, audit_seq, objects FROM checkpoints \
              WHERE ?1 IS NULL OR pid = ?1 ORDER BY created_at, id",
@@ -366,7 +374,7 @@ impl Kernel {
         let objects_removed: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM objects o JOIN namespaces s ON s.name = o.namespace \
              WHERE s.owner = ?1 AND o.id NOT IN (SELECT value ->> 'id' FROM \
-             json_each((SELECT data FROM checkpoints WHERE id = ?2), '$.objects'))",
+             jsonb_each((SELECT data FROM checkpoints WHERE id = ?2), '$.objects'))",
         )
         .bind(pid)
         .bind(id)
@@ -423,68 +431,106 @@ impl Kernel {
             (revoked, process, since)
         };
 
+        // The snapshot's objects and items, parsed once into temporary tables of the
+        // writer's connection (dropped at the end of the batch).
+        batch.push("DROP TABLE IF EXISTS temp.ckpt_objects", vec![]);
+        batch.push("DROP TABLE IF EXISTS temp.ckpt_items", vec![]);
+        batch.push(
+            "CREATE TEMP TABLE ckpt_objects (id TEXT PRIMARY KEY, v BLOB NOT NULL)",
+            vec![],
+        );
+        batch.push(
+            "CREATE TEMP TABLE ckpt_items (object_id TEXT NOT NULL, seq INTEGER NOT NULL, \
+             item TEXT NOT NULL, PRIMARY KEY (object_id, seq))",
+            vec![],
+        );
+        batch.push(
+            "INSERT INTO temp.ckpt_objects (id, v) SELECT value ->> 'id', value \
+             FROM jsonb_each((SELECT data FROM checkpoints WHERE id = ?), '$.objects')",
+            vec![id.into()],
+        );
+        batch.push(
+            "INSERT INTO temp.ckpt_items (object_id, seq, item) \
+             SELECT o.id, i.value ->> 0, i.value -> 1 \
+             FROM temp.ckpt_objects AS o, jsonb_each(o.v, '$.items') AS i",
+            vec![],
+        );
         if has_validations {
             batch.push(
                 "DELETE FROM tool_validations WHERE object_id IN (\
                    SELECT o.id FROM objects o JOIN namespaces s ON s.name = o.namespace \
-                   WHERE s.owner = ?1 AND o.id NOT IN (SELECT value ->> 'id' FROM \
-                   json_each((SELECT data FROM checkpoints WHERE id = ?2), '$.objects')))",
-                vec![pid.into(), id.into()],
+                   WHERE s.owner = ? AND o.id NOT IN (SELECT id FROM temp.ckpt_objects))",
+                vec![pid.into()],
             );
         }
+        // Items appended since go; items are append-only, so the rest are usually untouched.
         batch.push(
             "DELETE FROM object_items WHERE object_id IN (\
                SELECT o.id FROM objects o JOIN namespaces s ON s.name = o.namespace \
-               WHERE s.owner = ?1)",
+               WHERE s.owner = ?) \
+             AND NOT EXISTS (SELECT 1 FROM temp.ckpt_items c \
+               WHERE c.object_id = object_items.object_id AND c.seq = object_items.seq)",
             vec![pid.into()],
         );
         batch.push(
-            "DELETE FROM objects WHERE namespace IN (SELECT name FROM namespaces WHERE owner = ?1) \
-             AND id NOT IN (SELECT value ->> 'id' FROM \
-             json_each((SELECT data FROM checkpoints WHERE id = ?2), '$.objects'))",
-            vec![pid.into(), id.into()],
+            "DELETE FROM objects WHERE namespace IN (SELECT name FROM namespaces WHERE owner = ?) \
+             AND id NOT IN (SELECT id FROM temp.ckpt_objects)",
+            vec![pid.into()],
         );
         batch.push(
-            "DELETE FROM namespaces WHERE owner = ?1 AND name <> ?3 AND name NOT IN \
-             (SELECT value ->> 'name' FROM \
-              json_each((SELECT data FROM checkpoints WHERE id = ?2), '$.namespaces'))",
-            vec![pid.into(), id.into(), own_namespace(pid).into()],
+            "DELETE FROM namespaces WHERE owner = ?1 AND name <> ?2 AND name NOT IN \
+             (SELECT value ->> 'name' FROM json_each(?3))",
+            vec![
+                pid.into(),
+                own_namespace(pid).into(),
+                snap.namespaces_doc.to_string().into(),
+            ],
         );
         batch.push(
             "INSERT OR IGNORE INTO namespaces (name, owner, created_at) \
-             SELECT value ->> 'name', ?1, value ->> 'created_at' FROM \
-             json_each((SELECT data FROM checkpoints WHERE id = ?2), '$.namespaces')",
-            vec![pid.into(), id.into()],
+             SELECT value ->> 'name', ?1, value ->> 'created_at' FROM json_each(?2)",
+            vec![pid.into(), snap.namespaces_doc.to_string().into()],
         );
+        // Objects are immutable once created: only missing or altered rows are written.
         batch.push(
             "INSERT INTO objects (id, namespace, name, type, title, summary, tags, mime, payload, \
                appendable, created_by, created_at) \
-             SELECT value ->> 'id', value ->> 'namespace', value ->> 'name', value ->> 'type', \
-               value ->> 'title', value ->> 'summary', value -> 'tags', value ->> 'mime', \
-               value -> 'payload', value ->> 'appendable', value ->> 'created_by', \
-               value ->> 'created_at' \
-             FROM json_each((SELECT data FROM checkpoints WHERE id = ?1), '$.objects') WHERE true \
+             SELECT id, v ->> 'namespace', v ->> 'name', v ->> 'type', v ->> 'title', \
+               v ->> 'summary', v -> 'tags', v ->> 'mime', v -> 'payload', v ->> 'appendable', \
+               v ->> 'created_by', v ->> 'created_at' \
+             FROM temp.ckpt_objects WHERE true \
              ON CONFLICT (id) DO UPDATE SET namespace = excluded.namespace, name = excluded.name, \
                type = excluded.type, title = excluded.title, summary = excluded.summary, \
                tags = excluded.tags, mime = excluded.mime, payload = excluded.payload, \
                appendable = excluded.appendable, created_by = excluded.created_by, \
-               created_at = excluded.created_at",
-            vec![id.into()],
+               created_at = excluded.created_at \
+             WHERE objects.namespace IS NOT excluded.namespace OR objects.name IS NOT excluded.name \
+               OR objects.type IS NOT excluded.type OR objects.title IS NOT excluded.title \
+               OR objects.summary IS NOT excluded.summary OR objects.tags IS NOT excluded.tags \
+               OR objects.mime IS NOT excluded.mime OR objects.payload IS NOT excluded.payload \
+               OR objects.appendable IS NOT excluded.appendable \
+               OR objects.created_by IS NOT excluded.created_by \
+               OR objects.created_at IS NOT excluded.created_at",
+            vec![],
         );
         batch.push(
             "INSERT INTO object_items (object_id, seq, item) \
-             SELECT o.value ->> 'id', i.value ->> 0, i.value -> 1 \
-             FROM json_each((SELECT data FROM checkpoints WHERE id = ?1), '$.objects') AS o, \
-                  json_each(o.value, '$.items') AS i",
-            vec![id.into()],
+             SELECT object_id, seq, item FROM temp.ckpt_items WHERE true \
+             ON CONFLICT (object_id, seq) DO UPDATE SET item = excluded.item \
+             WHERE object_items.item IS NOT excluded.item",
+            vec![],
         );
+        batch.push("DROP TABLE temp.ckpt_objects", vec![]);
+        batch.push("DROP TABLE temp.ckpt_items", vec![]);
         batch.push("DELETE FROM tools WHERE pid = ?", vec![pid.into()]);
         batch.push(
             "INSERT INTO tools (pid, name, object_id, source_hash, meta, registered_at) \
              SELECT ?1, value ->> 'name', value ->> 'object_id', value ->> 'source_hash', \
-               value -> 'meta', value ->> 'registered_at' \
-             FROM json_each((SELECT data FROM checkpoints WHERE id = ?2), '$.tools')",
-            vec![pid.into(), id.into()],
+               value -> 'meta', value ->> 'registered_at' FROM json_each(?2)",
+            vec![
+                pid.into(),
+                Value::Array(snap.tools.clone()).to_string().into(),
+            ],
         );
         for cap in &revoked {
             persist::revoke_cap(&mut batch, *cap);
@@ -966,6 +1012,7 @@ impl Kernel {
 
     /// The process id, audit position and snapshot (without objects) of a checkpoint.
     async fn load_snapshot_meta(&self, id: &str) -> SysResult<(Pid, i64, Snapshot)> {
+        self.ckpt_flush().await?;
         let row = sqlx::query(
             "SELECT pid, audit_seq, json_extract(data, '$.process', '$.capabilities', \
              '$.namespaces', '$.tools', '$.children') AS parts FROM checkpoints WHERE id = ?",
@@ -1016,6 +1063,14 @@ impl Kernel {
                 .fetch_optional(self.inner.store.pool())
                 .await?;
         Ok(found.is_some())
+    }
+
+    async fn ckpt_flush(&self) -> SysResult<()> {
+        self.inner
+            .store
+            .flush()
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))
     }
 
     async fn ckpt_commit(&self, batch: WriteBatch) -> SysResult<Vec<i64>> {
