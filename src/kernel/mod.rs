@@ -17,6 +17,7 @@ pub mod syscall;
 
 mod authorize;
 mod caps;
+mod checkpoint;
 mod dispatch;
 mod events;
 mod fs_calls;
@@ -41,6 +42,9 @@ use crate::store::ids::IdBlock;
 use crate::store::{Durability, Store, StoreError};
 
 pub use capability::{Capability, CapabilitySpec, Pid, Policy, Right};
+pub use checkpoint::{
+    Checkpoint, CheckpointInfo, ChildState, ExternalEffect, RollbackReport, CHECKPOINT_FORMAT,
+};
 pub use error::{SysResult, SyscallError, WireError};
 pub use human::{HumanAnswer, HumanRequest};
 pub use image::{Image, ToolLimits};
