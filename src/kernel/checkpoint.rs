@@ -581,6 +581,7 @@ impl Kernel {
             }
             state.bump(pid);
         }
+        self.forget_tool_table(pid);
         committed?;
 
         let objects: i64 = sqlx::query_scalar(

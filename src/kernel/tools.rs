@@ -680,6 +680,11 @@ impl Kernel {
             .map_err(|e| SyscallError::Internal(e.to_string()))
     }
 
+    /// Drops the cached tool table of a process (it is reloaded from the store on next use).
+    pub(crate) fn forget_tool_table(&self, pid: Pid) {
+        self.inner.tools.tables.lock().remove(&pid);
+    }
+
     /// Drops a process's isolate and cached tool table (after it ends).
     pub(crate) async fn release_tools(&self, pid: Pid) {
         self.inner.tools.tables.lock().remove(&pid);
