@@ -1,6 +1,5 @@
 //! Events and sleeps: a waiting process holds no thread, only a watch subscription.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -24,7 +23,7 @@ impl Kernel {
         payload: Value,
         source: &str,
     ) -> SysResult<i64> {
-        let id = self.inner.next_event.fetch_add(1, Ordering::SeqCst);
+        let id = self.new_event_id().await?;
         let now = self.now();
         {
             let state = self.inner.state.lock();

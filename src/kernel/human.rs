@@ -55,6 +55,9 @@ pub struct HumanRequest {
     pub answered_at: Option<i64>,
 }
 
+/// How often a parked call checks the database for an answer given by another runtime.
+const HUMAN_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Calls parked until a human answers, by request id.
 #[derive(Default)]
 pub(crate) struct Waiters {
@@ -162,12 +165,45 @@ impl Kernel {
                 ),
             });
         }
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         self.inner.human.map.lock().insert(id.to_string(), tx);
         let prev = self.enter_wait(pid, Status::WaitingHuman).await?;
-        let answer = rx.await;
+        // The answer arrives in-process (this runtime's human interface), or is written to
+        // the database by another runtime (e.g. `agent-libos human approve` in another
+        // terminal), which polling notices.
+        let answer = loop {
+            tokio::select! {
+                got = &mut rx => break got.map_err(|_| SyscallError::Cancelled(format!("request {id} was abandoned"))),
+                _ = tokio::time::sleep(HUMAN_POLL) => {
+                    if let Some(answer) = self.answered_elsewhere(pid, id).await? {
+                        break Ok(answer);
+                    }
+                }
+            }
+        };
+        self.inner.human.map.lock().remove(id);
         self.leave_wait(pid, prev).await;
-        answer.map_err(|_| SyscallError::Cancelled(format!("request {id} was abandoned")))
+        answer
+    }
+
+    /// The answer to `id` if another runtime recorded one; reloads `pid`'s capabilities so a
+    /// grant made there takes effect here.
+    async fn answered_elsewhere(&self, pid: Pid, id: &str) -> SysResult<Option<HumanAnswer>> {
+        let Some(request) = self.human_request(id).await? else {
+            return Ok(None);
+        };
+        if request.status == "pending" {
+            return Ok(None);
+        }
+        let answer = request
+            .answer
+            .and_then(|a| serde_json::from_value(a).ok())
+            .unwrap_or(HumanAnswer::Reject {
+                reason: format!("request {id} was {}", request.status),
+            });
+        let caps = super::state::State::load_caps(self.inner.store.pool(), pid).await?;
+        self.inner.state.lock().caps.insert(pid, caps);
+        Ok(Some(answer))
     }
 
     /// Answers a pending request. This is the human interface's entry point (CLI, console,
@@ -231,7 +267,8 @@ impl Kernel {
         );
         let mut granted = None;
         if status == "approved" {
-            granted = self.grant_from_approval(&request, &answer, &mut batch, now);
+            let cap_id = self.new_cap_id().await?;
+            granted = self.grant_from_approval(&request, &answer, &mut batch, now, cap_id);
         }
         let batch = batch.audit(AuditEntry {
             ts: now,
@@ -263,6 +300,7 @@ impl Kernel {
         answer: &HumanAnswer,
         batch: &mut WriteBatch,
         now: i64,
+        id: i64,
     ) -> Option<i64> {
         let resource = request.payload["resource"].as_str()?.to_string();
         let rights: Vec<Right> = match &request.payload["rights"] {
@@ -282,8 +320,6 @@ impl Kernel {
         {
             return None;
         }
-        let id = state.next_cap;
-        state.next_cap += 1;
         let cap = Capability {
             id,
             subject: request.pid,

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::providers::{FetchLimits, Providers, ShellLimits};
+use crate::store::ids::IdBlock;
 use crate::store::{Durability, Store, StoreError};
 
 pub use capability::{Capability, CapabilitySpec, Pid, Policy, Right};
@@ -102,6 +103,13 @@ pub enum OpenError {
     Load(#[from] sqlx::Error),
 }
 
+/// Id sequences shared safely with other runtimes on the same database.
+struct Ids {
+    pid: IdBlock,
+    cap: IdBlock,
+    event: IdBlock,
+}
+
 /// A handle to a running kernel. Cheap to clone.
 #[derive(Clone)]
 pub struct Kernel {
@@ -115,7 +123,7 @@ struct Inner {
     state: Mutex<state::State>,
     human: human::Waiters,
     tasks: Mutex<HashMap<Pid, tokio::task::AbortHandle>>,
-    next_event: std::sync::atomic::AtomicI64,
+    ids: Ids,
 }
 
 impl Kernel {
@@ -131,9 +139,16 @@ impl Kernel {
             })?,
         };
         let state = state::State::load(store.pool()).await?;
-        let max_event: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events")
-            .fetch_one(store.pool())
-            .await?;
+        let ids = Ids {
+            pid: IdBlock::open(store.pool(), "seq.pid", "SELECT MAX(pid) FROM processes").await?,
+            cap: IdBlock::open(
+                store.pool(),
+                "seq.capability",
+                "SELECT MAX(id) FROM capabilities",
+            )
+            .await?,
+            event: IdBlock::open(store.pool(), "seq.event", "SELECT MAX(id) FROM events").await?,
+        };
         Ok(Kernel {
             inner: Arc::new(Inner {
                 store,
@@ -142,7 +157,7 @@ impl Kernel {
                 state: Mutex::new(state),
                 human: human::Waiters::default(),
                 tasks: Mutex::new(HashMap::new()),
-                next_event: std::sync::atomic::AtomicI64::new(max_event.unwrap_or(0) + 1),
+                ids,
             }),
         })
     }
@@ -157,6 +172,18 @@ impl Kernel {
 
     fn providers(&self) -> &Providers {
         &self.inner.providers
+    }
+
+    async fn new_pid(&self) -> SysResult<Pid> {
+        Ok(self.inner.ids.pid.next(self.inner.store.pool()).await?)
+    }
+
+    async fn new_cap_id(&self) -> SysResult<i64> {
+        Ok(self.inner.ids.cap.next(self.inner.store.pool()).await?)
+    }
+
+    async fn new_event_id(&self) -> SysResult<i64> {
+        Ok(self.inner.ids.event.next(self.inner.store.pool()).await?)
     }
 
     fn now(&self) -> i64 {

@@ -107,10 +107,13 @@ impl Kernel {
     pub(crate) async fn create_process(&self, new: NewProcess, actor: &str) -> SysResult<Pid> {
         let now = self.now();
         let mut batch = WriteBatch::default();
+        let pid = self.new_pid().await?;
+        let mut fresh_ids = Vec::with_capacity(new.grants.len() + 2);
+        for _ in 0..new.grants.len() + 2 {
+            fresh_ids.push(self.new_cap_id().await?);
+        }
         let (pid, cap_ids) = {
             let mut state = self.inner.state.lock();
-            let pid = state.next_pid;
-            state.next_pid += 1;
             let process = Process {
                 pid,
                 parent: new.parent,
@@ -176,9 +179,8 @@ impl Kernel {
             ];
             caps.extend(new.grants);
             let mut ids = Vec::new();
-            for mut cap in caps {
-                cap.id = state.next_cap;
-                state.next_cap += 1;
+            for (mut cap, id) in caps.into_iter().zip(fresh_ids) {
+                cap.id = id;
                 cap.subject = pid;
                 persist::insert_cap(&mut batch, &cap, now);
                 ids.push(cap.id);
@@ -439,6 +441,7 @@ impl Kernel {
     ) -> SysResult<i64> {
         let now = self.now();
         let mut batch = WriteBatch::default();
+        cap.id = self.new_cap_id().await?;
         {
             let mut state = self.inner.state.lock();
             match state.process(cap.subject) {
@@ -451,8 +454,6 @@ impl Kernel {
                 }
                 _ => {}
             }
-            cap.id = state.next_cap;
-            state.next_cap += 1;
             persist::insert_cap(&mut batch, &cap, now);
             state.caps.entry(cap.subject).or_default().push(cap.clone());
         }

@@ -34,8 +34,6 @@ pub struct State {
     /// Per-process change counters: bumped on any status change or new event; waiters
     /// subscribe and re-check their condition.
     pub changes: HashMap<Pid, Arc<watch::Sender<u64>>>,
-    pub next_pid: Pid,
-    pub next_cap: i64,
 }
 
 impl State {
@@ -100,11 +98,7 @@ impl State {
 
     /// Loads processes, live capabilities and pending events from the store.
     pub async fn load(pool: &SqlitePool) -> Result<State, sqlx::Error> {
-        let mut state = State {
-            next_pid: 1,
-            next_cap: 1,
-            ..State::default()
-        };
+        let mut state = State::default();
         let rows = sqlx::query(
             "SELECT pid, parent_pid, image_id, image_version, goal, status, cwd, budget, usage, \
              exit_payload, started_at FROM processes",
@@ -139,45 +133,24 @@ impl State {
                 started_at: row.try_get("started_at")?,
                 cancel_requested: false,
             };
-            state.next_pid = state.next_pid.max(pid + 1);
             state.procs.insert(pid, process);
         }
-        let max_cap: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM capabilities")
-            .fetch_one(pool)
-            .await?;
-        state.next_cap = max_cap.unwrap_or(0) + 1;
         let rows = sqlx::query(
             "SELECT id, subject, resource, rights, policy, issuer, parent, expires_at, delegable, \
-             revocable, revoked, consumed FROM capabilities WHERE revoked = 0 AND consumed = 0",
+             revocable FROM capabilities WHERE revoked = 0 AND consumed = 0",
         )
         .fetch_all(pool)
         .await?;
         for row in rows {
-            let subject: i64 = row.try_get("subject")?;
+            let cap = cap_from_row(&row)?;
             if state
                 .procs
-                .get(&subject)
+                .get(&cap.subject)
                 .is_none_or(|p| p.status.is_terminal())
             {
                 continue;
             }
-            let rights: String = row.try_get("rights")?;
-            let policy: String = row.try_get("policy")?;
-            let cap = Capability {
-                id: row.try_get("id")?,
-                subject,
-                resource: row.try_get("resource")?,
-                rights: serde_json::from_str::<Vec<Right>>(&rights).unwrap_or_default(),
-                policy: policy.parse().unwrap_or(Policy::AlwaysDeny),
-                issuer: row.try_get("issuer")?,
-                parent: row.try_get("parent")?,
-                expires_at: row.try_get("expires_at")?,
-                delegable: row.try_get::<i64, _>("delegable")? != 0,
-                revocable: row.try_get::<i64, _>("revocable")? != 0,
-                revoked: false,
-                consumed: false,
-            };
-            state.caps.entry(subject).or_default().push(cap);
+            state.caps.entry(cap.subject).or_default().push(cap);
         }
         let rows = sqlx::query(
             "SELECT id, target, name, payload, source FROM events WHERE consumed = 0 ORDER BY id",
@@ -196,4 +169,35 @@ impl State {
         }
         Ok(state)
     }
+
+    /// The live capabilities of one process, from the store.
+    pub async fn load_caps(pool: &SqlitePool, pid: Pid) -> Result<Vec<Capability>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, subject, resource, rights, policy, issuer, parent, expires_at, delegable, \
+             revocable FROM capabilities WHERE subject = ? AND revoked = 0 AND consumed = 0 ORDER BY id",
+        )
+        .bind(pid)
+        .fetch_all(pool)
+        .await?;
+        rows.iter().map(cap_from_row).collect()
+    }
+}
+
+fn cap_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Capability, sqlx::Error> {
+    let rights: String = row.try_get("rights")?;
+    let policy: String = row.try_get("policy")?;
+    Ok(Capability {
+        id: row.try_get("id")?,
+        subject: row.try_get("subject")?,
+        resource: row.try_get("resource")?,
+        rights: serde_json::from_str::<Vec<Right>>(&rights).unwrap_or_default(),
+        policy: policy.parse().unwrap_or(Policy::AlwaysDeny),
+        issuer: row.try_get("issuer")?,
+        parent: row.try_get("parent")?,
+        expires_at: row.try_get("expires_at")?,
+        delegable: row.try_get::<i64, _>("delegable")? != 0,
+        revocable: row.try_get::<i64, _>("revocable")? != 0,
+        revoked: false,
+        consumed: false,
+    })
 }

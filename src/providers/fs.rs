@@ -1,9 +1,21 @@
 //! Filesystem provider, confined to the workspace through a cap-std `Dir`.
-//! (Interface; implementation in progress.)
+//!
+//! The kernel decides *whether* a path may be touched; this module makes sure the effect lands
+//! *where* it was checked. Every operation starts from one directory handle opened on the
+//! workspace root, walks the path one component at a time with `open_dir_nofollow`, and acts
+//! on the last component relative to its parent handle without following it. A symlink at any
+//! component is therefore refused, even one planted (or swapped in for a directory) after the
+//! kernel checked the path: there is no window in which a name is resolved twice.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::fs::{Dir, File, Metadata, OpenOptions, OpenOptionsExt};
+use serde::Serialize;
 
 use crate::kernel::authz::CheckedPath;
-use crate::kernel::error::SysResult;
-use serde::Serialize;
+use crate::kernel::error::{SysResult, SyscallError};
 
 /// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -11,6 +23,7 @@ pub struct DirEntry {
     pub name: String,
     /// "file", "dir" or "symlink" (symlinks are listed but never followed).
     pub kind: String,
+    /// The length of a regular file; 0 for directories, symlinks and other entries.
     pub size: u64,
 }
 
@@ -33,40 +46,778 @@ pub trait FileSystem: Send + Sync {
     fn is_dir(&self, path: &CheckedPath) -> SysResult<bool>;
 }
 
-pub struct CapFs {}
+/// The host filesystem, seen only through a handle on the workspace root.
+pub struct CapFs {
+    root: Dir,
+}
 
 impl CapFs {
-    pub fn open(_root: &std::path::Path) -> std::io::Result<CapFs> {
-        Ok(CapFs {})
+    /// Opens the workspace root. This is the one place the filesystem provider uses ambient
+    /// authority: everything afterwards is relative to the returned handle.
+    pub fn open(root: &std::path::Path) -> io::Result<CapFs> {
+        let root = Dir::open_ambient_dir(root, cap_std::ambient_authority())?;
+        Ok(CapFs { root })
+    }
+}
+
+/// What a name inside a directory currently is (looked at without following it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+impl Kind {
+    fn of(meta: &Metadata) -> Kind {
+        let file_type = meta.file_type();
+        if file_type.is_symlink() {
+            Kind::Symlink
+        } else if file_type.is_dir() {
+            Kind::Dir
+        } else if file_type.is_file() {
+            Kind::File
+        } else {
+            Kind::Other
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+            Kind::Other => "other",
+        }
+    }
+}
+
+/// A non-root path, resolved to its opened parent directory and its last component.
+struct Entry {
+    parent: Dir,
+    name: String,
+}
+
+impl CapFs {
+    /// The path's components; empty for the root. Rejects anything not normalized, although
+    /// the kernel never builds such a `CheckedPath` (defense in depth).
+    fn components(path: &CheckedPath) -> SysResult<Vec<&str>> {
+        if path.rel() == "." {
+            return Ok(Vec::new());
+        }
+        let components: Vec<&str> = path.rel().split('/').collect();
+        let normalized = components
+            .iter()
+            .all(|c| !c.is_empty() && *c != "." && *c != "..");
+        if !normalized {
+            return Err(SyscallError::invalid(format!(
+                "path '{}' is not a normalized workspace path",
+                path.rel()
+            )));
+        }
+        Ok(components)
+    }
+
+    /// Opens the directory named by `components`, refusing symlinks at every step.
+    fn walk(&self, path: &CheckedPath, components: &[&str]) -> SysResult<Dir> {
+        let mut dir = self.root.try_clone().map_err(|e| map_io(e, path))?;
+        for name in components {
+            dir = open_subdir(&dir, name, path)?;
+        }
+        Ok(dir)
+    }
+
+    /// Resolves a path to its parent and last name; `None` for the workspace root.
+    fn locate(&self, path: &CheckedPath) -> SysResult<Option<Entry>> {
+        let components = Self::components(path)?;
+        let Some((last, parents)) = components.split_last() else {
+            return Ok(None);
+        };
+        let parent = self.walk(path, parents)?;
+        Ok(Some(Entry {
+            parent,
+            name: (*last).to_string(),
+        }))
+    }
+
+    /// Like `locate`, for operations on which the root is a directory and therefore invalid.
+    fn locate_entry(&self, path: &CheckedPath) -> SysResult<Entry> {
+        self.locate(path)?.ok_or_else(|| is_a_directory(path))
+    }
+
+    /// Opens the directory at `path` (the root for `"."`).
+    fn open_dir(&self, path: &CheckedPath) -> SysResult<Dir> {
+        let components = Self::components(path)?;
+        self.walk(path, &components)
+    }
+
+    /// Opens the file at `path` with `options` (never following a symlink) and checks it is
+    /// a regular file.
+    fn open_file(&self, path: &CheckedPath, options: &mut OpenOptions) -> SysResult<File> {
+        let entry = self.locate_entry(path)?;
+        // O_NONBLOCK: opening a FIFO planted in the workspace must not hang the kernel.
+        options
+            .follow(FollowSymlinks::No)
+            .custom_flags(libc::O_NONBLOCK);
+        let file = entry
+            .parent
+            .open_with(&entry.name, options)
+            .map_err(|e| component_error(&entry.parent, &entry.name, e, path))?;
+        let meta = file.metadata().map_err(|e| map_io(e, path))?;
+        match Kind::of(&meta) {
+            Kind::File => Ok(file),
+            Kind::Dir => Err(is_a_directory(path)),
+            _ => Err(not_a_regular_file(path)),
+        }
     }
 }
 
 impl FileSystem for CapFs {
-    fn read(&self, _: &CheckedPath) -> SysResult<Vec<u8>> {
-        todo!()
+    fn read(&self, path: &CheckedPath) -> SysResult<Vec<u8>> {
+        let mut file = self.open_file(path, OpenOptions::new().read(true))?;
+        let mut content = Vec::new();
+        file.read_to_end(&mut content)
+            .map_err(|e| map_io(e, path))?;
+        Ok(content)
     }
-    fn write(&self, _: &CheckedPath, _: &[u8], _: bool) -> SysResult<bool> {
-        todo!()
+
+    fn write(&self, path: &CheckedPath, content: &[u8], overwrite: bool) -> SysResult<bool> {
+        let entry = self.locate_entry(path)?;
+        let existing = stat(&entry.parent, &entry.name, path)?;
+        if let Some(meta) = &existing {
+            match Kind::of(meta) {
+                Kind::File if !overwrite => {
+                    return Err(SyscallError::AlreadyExists(path.rel().to_string()))
+                }
+                Kind::File => {}
+                Kind::Dir => return Err(is_a_directory(path)),
+                Kind::Symlink => return Err(symlink_denied(path)),
+                Kind::Other => return Err(not_a_regular_file(path)),
+            }
+        }
+        let mut temp = TempFile::create(&entry.parent, path)?;
+        temp.fill(content, existing.as_ref(), path)?;
+        if overwrite {
+            temp.replace(&entry.name, path)?;
+        } else {
+            temp.link_new(&entry.name, path)?;
+        }
+        tracing::debug!(path = path.rel(), bytes = content.len(), "fs write");
+        Ok(existing.is_some())
     }
-    fn append(&self, _: &CheckedPath, _: &[u8]) -> SysResult<()> {
-        todo!()
+
+    fn append(&self, path: &CheckedPath, content: &[u8]) -> SysResult<()> {
+        let mut file = self.open_file(path, OpenOptions::new().append(true).create(true))?;
+        file.write_all(content).map_err(|e| map_io(e, path))
     }
-    fn list(&self, _: &CheckedPath) -> SysResult<Vec<DirEntry>> {
-        todo!()
+
+    fn list(&self, path: &CheckedPath) -> SysResult<Vec<DirEntry>> {
+        let dir = self.open_dir(path)?;
+        let mut entries = Vec::new();
+        for entry in dir.entries().map_err(|e| map_io(e, path))? {
+            let file_name = entry.map_err(|e| map_io(e, path))?.file_name();
+            // An entry removed while listing is simply not listed.
+            let Ok(meta) = dir.symlink_metadata(&file_name) else {
+                continue;
+            };
+            let kind = Kind::of(&meta);
+            entries.push(DirEntry {
+                name: file_name.to_string_lossy().into_owned(),
+                kind: kind.as_str().to_string(),
+                size: if kind == Kind::File { meta.len() } else { 0 },
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
     }
-    fn mkdir(&self, _: &CheckedPath, _: bool) -> SysResult<()> {
-        todo!()
+
+    fn mkdir(&self, path: &CheckedPath, recursive: bool) -> SysResult<()> {
+        if recursive {
+            return self.mkdir_all(path);
+        }
+        let entry = self
+            .locate(path)?
+            .ok_or_else(|| SyscallError::AlreadyExists(path.rel().to_string()))?;
+        entry
+            .parent
+            .create_dir(&entry.name)
+            .map_err(|e| component_error(&entry.parent, &entry.name, e, path))
     }
-    fn delete_file(&self, _: &CheckedPath) -> SysResult<()> {
-        todo!()
+
+    fn delete_file(&self, path: &CheckedPath) -> SysResult<()> {
+        // Unlinking a symlink removes the link itself and follows nothing, so it is allowed.
+        let entry = self.locate_entry(path)?;
+        entry
+            .parent
+            .remove_file(&entry.name)
+            .map_err(|e| map_io(e, path))
     }
-    fn delete_dir(&self, _: &CheckedPath, _: bool) -> SysResult<()> {
-        todo!()
+
+    fn delete_dir(&self, path: &CheckedPath, recursive: bool) -> SysResult<()> {
+        let entry = self
+            .locate(path)?
+            .ok_or_else(|| SyscallError::invalid("refusing to delete the workspace root"))?;
+        let meta = stat(&entry.parent, &entry.name, path)?
+            .ok_or_else(|| SyscallError::NotFound(path.rel().to_string()))?;
+        match Kind::of(&meta) {
+            Kind::Dir => {}
+            Kind::Symlink => return Err(symlink_denied(path)),
+            _ => return Err(not_a_directory(path)),
+        }
+        if recursive {
+            let dir = open_subdir(&entry.parent, &entry.name, path)?;
+            empty_dir(&dir).map_err(|e| map_io(e, path))?;
+        }
+        entry
+            .parent
+            .remove_dir(&entry.name)
+            .map_err(|e| map_io(e, path))
     }
-    fn file_size(&self, _: &CheckedPath) -> SysResult<Option<u64>> {
-        todo!()
+
+    fn file_size(&self, path: &CheckedPath) -> SysResult<Option<u64>> {
+        let entry = match self.locate_entry(path) {
+            Err(SyscallError::NotFound(_)) => return Ok(None),
+            other => other?,
+        };
+        let Some(meta) = stat(&entry.parent, &entry.name, path)? else {
+            return Ok(None);
+        };
+        match Kind::of(&meta) {
+            Kind::File => Ok(Some(meta.len())),
+            Kind::Dir => Err(is_a_directory(path)),
+            Kind::Symlink => Err(symlink_denied(path)),
+            Kind::Other => Err(not_a_regular_file(path)),
+        }
     }
-    fn is_dir(&self, _: &CheckedPath) -> SysResult<bool> {
-        todo!()
+
+    fn is_dir(&self, path: &CheckedPath) -> SysResult<bool> {
+        let entry = match self.locate(path) {
+            Ok(None) => return Ok(true),
+            Ok(Some(entry)) => entry,
+            Err(SyscallError::NotFound(_)) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        match stat(&entry.parent, &entry.name, path)?.map(|m| Kind::of(&m)) {
+            Some(Kind::Dir) => Ok(true),
+            Some(Kind::Symlink) => Err(symlink_denied(path)),
+            _ => Ok(false),
+        }
+    }
+}
+
+impl CapFs {
+    /// `mkdir -p`: creates each missing component, refusing symlinks on the way.
+    fn mkdir_all(&self, path: &CheckedPath) -> SysResult<()> {
+        let mut dir = self.root.try_clone().map_err(|e| map_io(e, path))?;
+        for name in Self::components(path)? {
+            match dir.create_dir(name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(component_error(&dir, name, e, path)),
+            }
+            dir = open_subdir(&dir, name, path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the subdirectory `name` of `dir`, refusing a symlink.
+fn open_subdir(dir: &Dir, name: &str, path: &CheckedPath) -> SysResult<Dir> {
+    dir.open_dir_nofollow(name)
+        .map_err(|e| component_error(dir, name, e, path))
+}
+
+/// Looks at `name` in `dir` without following it; `None` if nothing is there.
+fn stat(dir: &Dir, name: &str, path: &CheckedPath) -> SysResult<Option<Metadata>> {
+    match dir.symlink_metadata(name) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(map_io(e, path)),
+    }
+}
+
+/// Removes everything inside `dir`, descending without following symlinks (a symlink is
+/// unlinked, never entered).
+fn empty_dir(dir: &Dir) -> io::Result<()> {
+    for entry in dir.entries()? {
+        let name = entry?.file_name();
+        let meta = match dir.symlink_metadata(&name) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.file_type().is_dir() {
+            empty_dir(&dir.open_dir_nofollow(&name)?)?;
+            dir.remove_dir(&name)?;
+        } else {
+            dir.remove_file(&name)?;
+        }
+    }
+    Ok(())
+}
+
+/// A temporary file beside the target, removed on drop unless it was moved into place.
+struct TempFile<'a> {
+    dir: &'a Dir,
+    name: String,
+    file: File,
+    placed: bool,
+}
+
+impl<'a> TempFile<'a> {
+    fn create(dir: &'a Dir, path: &CheckedPath) -> SysResult<TempFile<'a>> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut options = OpenOptions::new();
+        options
+            .write(true)
+            .create_new(true)
+            .follow(FollowSymlinks::No)
+            .mode(0o644);
+        for _ in 0..16 {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let name = format!(".libos-write-{}-{n}.tmp", std::process::id());
+            match dir.open_with(&name, &options) {
+                Ok(file) => {
+                    return Ok(TempFile {
+                        dir,
+                        name,
+                        file,
+                        placed: false,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(map_io(e, path)),
+            }
+        }
+        Err(SyscallError::Io(format!(
+            "{}: could not create a temporary file beside it",
+            path.rel()
+        )))
+    }
+
+    /// Writes the content, keeps the permissions of the file being replaced, and syncs.
+    fn fill(
+        &mut self,
+        content: &[u8],
+        replaced: Option<&Metadata>,
+        path: &CheckedPath,
+    ) -> SysResult<()> {
+        self.file.write_all(content).map_err(|e| map_io(e, path))?;
+        if let Some(meta) = replaced {
+            self.file
+                .set_permissions(meta.permissions())
+                .map_err(|e| map_io(e, path))?;
+        }
+        self.file.sync_data().map_err(|e| map_io(e, path))
+    }
+
+    /// Atomically replaces `target` (whatever file is there) with the temporary file.
+    fn replace(mut self, target: &str, path: &CheckedPath) -> SysResult<()> {
+        self.dir
+            .rename(&self.name, self.dir, target)
+            .map_err(|e| map_io(e, path))?;
+        self.placed = true;
+        Ok(())
+    }
+
+    /// Atomically places the temporary file at `target`, failing if anything is there.
+    fn link_new(self, target: &str, path: &CheckedPath) -> SysResult<()> {
+        self.dir
+            .hard_link(&self.name, self.dir, target)
+            .map_err(|e| map_io(e, path))
+    }
+}
+
+impl Drop for TempFile<'_> {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = self.dir.remove_file(&self.name);
+        }
+    }
+}
+
+/// Maps an error met while opening `name` in `dir`: a symlink there means the path was
+/// refused for being a symlink, whatever errno the nofollow open reported.
+fn component_error(dir: &Dir, name: &str, err: io::Error, path: &CheckedPath) -> SyscallError {
+    let is_symlink = dir
+        .symlink_metadata(name)
+        .is_ok_and(|m| m.file_type().is_symlink());
+    if is_symlink {
+        symlink_denied(path)
+    } else {
+        map_io(err, path)
+    }
+}
+
+/// Maps a host error to a syscall error naming the workspace-relative path only.
+fn map_io(err: io::Error, path: &CheckedPath) -> SyscallError {
+    let rel = path.rel().to_string();
+    match err.kind() {
+        io::ErrorKind::NotFound => SyscallError::NotFound(rel),
+        io::ErrorKind::AlreadyExists => SyscallError::AlreadyExists(rel),
+        io::ErrorKind::IsADirectory => is_a_directory(path),
+        io::ErrorKind::NotADirectory => not_a_directory(path),
+        io::ErrorKind::DirectoryNotEmpty => {
+            SyscallError::invalid(format!("directory not empty: {rel}"))
+        }
+        // cap-std reports an escape attempt as a PermissionDenied without an errno.
+        io::ErrorKind::PermissionDenied if err.raw_os_error().is_none() => {
+            SyscallError::denied_because(
+                path.resource(),
+                path.right(),
+                "path escapes the workspace",
+            )
+        }
+        io::ErrorKind::PermissionDenied => {
+            SyscallError::denied_because(path.resource(), path.right(), "the host denies access")
+        }
+        _ if err.raw_os_error() == Some(libc::ELOOP) => symlink_denied(path),
+        _ => SyscallError::Io(format!("{rel}: {err}")),
+    }
+}
+
+fn symlink_denied(path: &CheckedPath) -> SyscallError {
+    SyscallError::denied_because(path.resource(), path.right(), "symlinks are not followed")
+}
+
+fn is_a_directory(path: &CheckedPath) -> SyscallError {
+    SyscallError::invalid(format!("{} is a directory", path.rel()))
+}
+
+fn not_a_directory(path: &CheckedPath) -> SyscallError {
+    SyscallError::invalid(format!("{}: not a directory", path.rel()))
+}
+
+fn not_a_regular_file(path: &CheckedPath) -> SyscallError {
+    SyscallError::invalid(format!("{} is not a regular file", path.rel()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::capability::Right;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    fn setup() -> (tempfile::TempDir, tempfile::TempDir, CapFs) {
+        let workspace = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let fs = CapFs::open(workspace.path()).unwrap();
+        (workspace, outside, fs)
+    }
+
+    fn path(rel: &str, right: Right) -> CheckedPath {
+        CheckedPath::for_test(rel, right)
+    }
+
+    fn assert_symlink_denied(err: SyscallError, rel: &str, right: Right) {
+        match err {
+            SyscallError::PermissionDenied {
+                resource,
+                right: denied_right,
+                detail,
+            } => {
+                assert_eq!(resource, format!("fs:{rel}"));
+                assert_eq!(denied_right, right.as_str());
+                assert!(detail.contains("symlink"), "{detail}");
+            }
+            other => panic!("expected PermissionDenied, got {other:?}"),
+        }
+    }
+
+    fn no_temp_files_left(dir: &Path) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name();
+            assert!(
+                !name.to_string_lossy().starts_with(".libos-write-"),
+                "temporary file left behind: {name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn write_then_read_round_trips() {
+        let (ws, _out, fs) = setup();
+        let overwrote = fs
+            .write(&path("a.txt", Right::Write), b"hello", false)
+            .unwrap();
+        assert!(!overwrote);
+        assert_eq!(fs.read(&path("a.txt", Right::Read)).unwrap(), b"hello");
+        assert_eq!(std::fs::read(ws.path().join("a.txt")).unwrap(), b"hello");
+        no_temp_files_left(ws.path());
+    }
+
+    #[test]
+    fn write_respects_the_overwrite_flag() {
+        let (ws, _out, fs) = setup();
+        let p = path("a.txt", Right::Write);
+        fs.write(&p, b"one", false).unwrap();
+        let err = fs.write(&p, b"two", false).unwrap_err();
+        assert_eq!(err, SyscallError::AlreadyExists("a.txt".into()));
+        assert_eq!(std::fs::read(ws.path().join("a.txt")).unwrap(), b"one");
+        assert!(fs.write(&p, b"three", true).unwrap());
+        assert_eq!(std::fs::read(ws.path().join("a.txt")).unwrap(), b"three");
+        no_temp_files_left(ws.path());
+    }
+
+    #[test]
+    fn overwrite_keeps_the_file_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let (ws, _out, fs) = setup();
+        let host = ws.path().join("run.sh");
+        std::fs::write(&host, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fs.write(&path("run.sh", Right::Write), b"#!/bin/sh\necho\n", true)
+            .unwrap();
+        let mode = std::fs::metadata(&host).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+    }
+
+    #[test]
+    fn write_fails_when_the_parent_is_missing() {
+        let (ws, _out, fs) = setup();
+        let err = fs
+            .write(&path("missing/a.txt", Right::Write), b"x", false)
+            .unwrap_err();
+        assert_eq!(err, SyscallError::NotFound("missing/a.txt".into()));
+        assert!(!ws.path().join("missing").exists());
+    }
+
+    #[test]
+    fn write_to_a_directory_is_invalid() {
+        let (ws, _out, fs) = setup();
+        std::fs::create_dir(ws.path().join("d")).unwrap();
+        let err = fs.write(&path("d", Right::Write), b"x", true).unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument");
+        assert!(err.to_string().contains("d is a directory"), "{err}");
+        no_temp_files_left(ws.path());
+    }
+
+    #[test]
+    fn append_creates_then_extends() {
+        let (ws, _out, fs) = setup();
+        let p = path("log.txt", Right::Append);
+        fs.append(&p, b"a").unwrap();
+        fs.append(&p, b"b").unwrap();
+        assert_eq!(std::fs::read(ws.path().join("log.txt")).unwrap(), b"ab");
+    }
+
+    #[test]
+    fn read_of_missing_file_and_directory() {
+        let (ws, _out, fs) = setup();
+        std::fs::create_dir(ws.path().join("d")).unwrap();
+        let err = fs.read(&path("nope.txt", Right::Read)).unwrap_err();
+        assert_eq!(err, SyscallError::NotFound("nope.txt".into()));
+        let err = fs.read(&path("d", Right::Read)).unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument");
+        let err = fs.read(&path(".", Right::Read)).unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument");
+    }
+
+    #[test]
+    fn error_messages_never_name_the_host_path() {
+        let (ws, _out, fs) = setup();
+        let err = fs.read(&path("a/b/c.txt", Right::Read)).unwrap_err();
+        let host = ws.path().to_string_lossy().into_owned();
+        assert!(!err.to_string().contains(&host), "{err}");
+        assert!(err.to_string().contains("a/b/c.txt"), "{err}");
+    }
+
+    #[test]
+    fn list_is_sorted_and_shows_symlinks_unfollowed() {
+        let (ws, out, fs) = setup();
+        std::fs::write(ws.path().join("b.txt"), "12345").unwrap();
+        std::fs::create_dir(ws.path().join("a_dir")).unwrap();
+        symlink(out.path(), ws.path().join("c_link")).unwrap();
+        let entries = fs.list(&path(".", Right::Read)).unwrap();
+        let summary: Vec<(&str, &str, u64)> = entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.kind.as_str(), e.size))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("a_dir", "dir", 0),
+                ("b.txt", "file", 5),
+                ("c_link", "symlink", 0)
+            ]
+        );
+        let err = fs.list(&path("c_link", Right::Read)).unwrap_err();
+        assert_symlink_denied(err, "c_link", Right::Read);
+    }
+
+    #[test]
+    fn mkdir_plain_and_recursive() {
+        let (ws, _out, fs) = setup();
+        fs.mkdir(&path("a", Right::Create), false).unwrap();
+        let err = fs.mkdir(&path("a", Right::Create), false).unwrap_err();
+        assert_eq!(err, SyscallError::AlreadyExists("a".into()));
+        let err = fs.mkdir(&path("x/y", Right::Create), false).unwrap_err();
+        assert_eq!(err, SyscallError::NotFound("x/y".into()));
+        fs.mkdir(&path("x/y/z", Right::Create), true).unwrap();
+        fs.mkdir(&path("x/y/z", Right::Create), true).unwrap();
+        assert!(ws.path().join("x/y/z").is_dir());
+        assert!(fs.is_dir(&path("x/y", Right::Read)).unwrap());
+        assert!(fs.is_dir(&path(".", Right::Read)).unwrap());
+        assert!(!fs.is_dir(&path("nope/deeper", Right::Read)).unwrap());
+    }
+
+    #[test]
+    fn mkdir_recursive_refuses_a_symlink_on_the_way() {
+        let (ws, out, fs) = setup();
+        symlink(out.path(), ws.path().join("link")).unwrap();
+        let err = fs
+            .mkdir(&path("link/sub", Right::Create), true)
+            .unwrap_err();
+        assert_symlink_denied(err, "link/sub", Right::Create);
+        assert!(!out.path().join("sub").exists());
+    }
+
+    #[test]
+    fn delete_file_and_dirs() {
+        let (ws, _out, fs) = setup();
+        std::fs::create_dir_all(ws.path().join("d/e")).unwrap();
+        std::fs::write(ws.path().join("d/e/f.txt"), "x").unwrap();
+        std::fs::write(ws.path().join("g.txt"), "x").unwrap();
+        fs.delete_file(&path("g.txt", Right::Delete)).unwrap();
+        assert!(!ws.path().join("g.txt").exists());
+        let err = fs.delete_file(&path("d", Right::Delete)).unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument");
+        let err = fs.delete_dir(&path("d", Right::Delete), false).unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument");
+        assert!(err.to_string().contains("directory not empty"), "{err}");
+        fs.delete_dir(&path("d", Right::Delete), true).unwrap();
+        assert!(!ws.path().join("d").exists());
+        let err = fs.delete_dir(&path(".", Right::Delete), true).unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument");
+        let err = fs.delete_dir(&path("d", Right::Delete), false).unwrap_err();
+        assert_eq!(err, SyscallError::NotFound("d".into()));
+    }
+
+    #[test]
+    fn recursive_delete_unlinks_symlinks_without_entering_them() {
+        let (ws, out, fs) = setup();
+        std::fs::write(out.path().join("keep.txt"), "keep").unwrap();
+        std::fs::create_dir(ws.path().join("d")).unwrap();
+        symlink(out.path(), ws.path().join("d/link")).unwrap();
+        fs.delete_dir(&path("d", Right::Delete), true).unwrap();
+        assert!(!ws.path().join("d").exists());
+        assert_eq!(std::fs::read(out.path().join("keep.txt")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn delete_dir_refuses_a_symlink() {
+        let (ws, out, fs) = setup();
+        symlink(out.path(), ws.path().join("link")).unwrap();
+        let err = fs
+            .delete_dir(&path("link", Right::Delete), true)
+            .unwrap_err();
+        assert_symlink_denied(err, "link", Right::Delete);
+        assert!(out.path().exists());
+    }
+
+    #[test]
+    fn file_size_reports_files_and_absence() {
+        let (ws, _out, fs) = setup();
+        std::fs::write(ws.path().join("a.txt"), "abc").unwrap();
+        assert_eq!(fs.file_size(&path("a.txt", Right::Write)).unwrap(), Some(3));
+        assert_eq!(fs.file_size(&path("b.txt", Right::Write)).unwrap(), None);
+        assert_eq!(fs.file_size(&path("x/b.txt", Right::Write)).unwrap(), None);
+    }
+
+    #[test]
+    fn symlink_to_outside_is_denied() {
+        let (ws, out, fs) = setup();
+        std::fs::write(out.path().join("secret.txt"), "secret").unwrap();
+        symlink(out.path().join("secret.txt"), ws.path().join("s.txt")).unwrap();
+        let err = fs.read(&path("s.txt", Right::Read)).unwrap_err();
+        assert_symlink_denied(err, "s.txt", Right::Read);
+        let err = fs
+            .write(&path("s.txt", Right::Write), b"x", true)
+            .unwrap_err();
+        assert_symlink_denied(err, "s.txt", Right::Write);
+        let err = fs.append(&path("s.txt", Right::Append), b"x").unwrap_err();
+        assert_symlink_denied(err, "s.txt", Right::Append);
+        let err = fs.file_size(&path("s.txt", Right::Write)).unwrap_err();
+        assert_symlink_denied(err, "s.txt", Right::Write);
+        assert_eq!(
+            std::fs::read(out.path().join("secret.txt")).unwrap(),
+            b"secret"
+        );
+    }
+
+    #[test]
+    fn symlink_inside_the_workspace_is_not_followed() {
+        let (ws, _out, fs) = setup();
+        std::fs::write(ws.path().join("real.txt"), "real").unwrap();
+        symlink("real.txt", ws.path().join("alias.txt")).unwrap();
+        std::fs::create_dir(ws.path().join("dir")).unwrap();
+        symlink("dir", ws.path().join("dir_alias")).unwrap();
+        let err = fs.read(&path("alias.txt", Right::Read)).unwrap_err();
+        assert_symlink_denied(err, "alias.txt", Right::Read);
+        let err = fs
+            .write(&path("dir_alias/new.txt", Right::Write), b"x", false)
+            .unwrap_err();
+        assert_symlink_denied(err, "dir_alias/new.txt", Right::Write);
+        assert!(!ws.path().join("dir/new.txt").exists());
+        let err = fs.is_dir(&path("dir_alias", Right::Read)).unwrap_err();
+        assert_symlink_denied(err, "dir_alias", Right::Read);
+        // Deleting the link removes the link, not its target.
+        fs.delete_file(&path("alias.txt", Right::Delete)).unwrap();
+        assert_eq!(std::fs::read(ws.path().join("real.txt")).unwrap(), b"real");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let (ws, _out, fs) = setup();
+        let fifo = std::ffi::CString::new(ws.path().join("pipe").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let err = fs.read(&path("pipe", Right::Read)).unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    /// Replaces the workspace directory `data` by a symlink to `outside` after the path was
+    /// checked, as a racing process would.
+    fn swap_data_for_symlink(ws: &Path, outside: &Path) {
+        std::fs::remove_dir_all(ws.join("data")).unwrap();
+        symlink(outside, ws.join("data")).unwrap();
+    }
+
+    #[test]
+    fn symlink_swap_after_check_cannot_read_outside() {
+        let (ws, out, fs) = setup();
+        std::fs::create_dir(ws.path().join("data")).unwrap();
+        std::fs::write(ws.path().join("data/f.txt"), "inside").unwrap();
+        std::fs::write(out.path().join("f.txt"), "outside secret").unwrap();
+        let checked = path("data/f.txt", Right::Read);
+        swap_data_for_symlink(ws.path(), out.path());
+        let err = fs.read(&checked).unwrap_err();
+        assert_symlink_denied(err, "data/f.txt", Right::Read);
+    }
+
+    #[test]
+    fn symlink_swap_after_check_cannot_write_outside() {
+        let (ws, out, fs) = setup();
+        std::fs::create_dir(ws.path().join("data")).unwrap();
+        std::fs::write(ws.path().join("data/f.txt"), "inside").unwrap();
+        std::fs::write(out.path().join("f.txt"), "outside").unwrap();
+        let existing = path("data/f.txt", Right::Write);
+        let new = path("data/g.txt", Right::Write);
+        swap_data_for_symlink(ws.path(), out.path());
+
+        let err = fs.write(&existing, b"pwned", true).unwrap_err();
+        assert_symlink_denied(err, "data/f.txt", Right::Write);
+        let err = fs.write(&new, b"pwned", false).unwrap_err();
+        assert_symlink_denied(err, "data/g.txt", Right::Write);
+        let err = fs
+            .append(&path("data/f.txt", Right::Append), b"pwned")
+            .unwrap_err();
+        assert_symlink_denied(err, "data/f.txt", Right::Append);
+
+        assert_eq!(std::fs::read(out.path().join("f.txt")).unwrap(), b"outside");
+        assert!(!out.path().join("g.txt").exists());
+        no_temp_files_left(out.path());
     }
 }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 pub use clock::{Clock, SystemClock};
 pub use fs::{CapFs, DirEntry, FileSystem};
-pub use net::{FetchLimits, FetchResponse, HttpNet, Net};
-pub use shell::{ProcessShell, Shell, ShellLimits, ShellOutput};
+pub use net::{url_resource, FetchLimits, FetchResponse, HttpNet, Net};
+pub use shell::{analyze, CommandAnalysis, ProcessShell, Shell, ShellLimits, ShellOutput};
 
 /// The set of providers a kernel uses.
 #[derive(Clone)]
@@ -35,5 +35,47 @@ impl Providers {
             shell: Arc::new(ProcessShell::new(workspace.to_path_buf())),
             net: Arc::new(HttpNet::new()),
         })
+    }
+}
+
+/// Lossy UTF-8; a character cut in half by truncation is dropped rather than replaced.
+pub(crate) fn decode_lossy(bytes: &[u8], truncated: bool) -> String {
+    let end = if truncated {
+        complete_utf8_len(bytes)
+    } else {
+        bytes.len()
+    };
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// The length of `bytes` without a multi-byte character cut short at its end.
+fn complete_utf8_len(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    for back in 1..=len.min(4) {
+        let byte = bytes[len - back];
+        if byte & 0xC0 == 0x80 {
+            continue; // a continuation byte: keep looking for the lead byte
+        }
+        let needed = match byte {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            0xC0.. => 2,
+            _ => 1,
+        };
+        return if needed > back { len - back } else { len };
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_lossy;
+
+    #[test]
+    fn truncation_drops_a_split_character() {
+        let bytes = "aé".as_bytes();
+        assert_eq!(decode_lossy(&bytes[..2], true), "a");
+        assert_eq!(decode_lossy(bytes, true), "aé");
+        assert_eq!(decode_lossy(&[b'a', 0xFF], false), "a\u{FFFD}");
     }
 }

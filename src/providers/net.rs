@@ -1,8 +1,18 @@
-//! Network provider (interface; implementation in progress).
-use crate::kernel::authz::CheckedRequest;
-use crate::kernel::error::SysResult;
+//! Network provider: one HTTP request to a URL the kernel allowed, and nothing more.
+//!
+//! The kernel checks the URL's host and port against the allowlist ([`url_resource`] names
+//! the resource it checks); this module makes sure the request cannot wander off it: redirects
+//! are returned instead of followed, no proxy is taken from the environment, the `Host`
+//! header cannot be overridden, and the response is cut at a byte cap and a deadline.
+
+use std::time::Duration;
+
 use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
+
+use crate::kernel::authz::CheckedRequest;
+use crate::kernel::error::{SysResult, SyscallError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct FetchLimits {
@@ -29,24 +39,477 @@ pub trait Net: Send + Sync {
     ) -> SysResult<FetchResponse>;
 }
 
-pub struct HttpNet {}
+/// The allowlist resource of a URL: `("net:<host>:<port>", host, port)`.
+///
+/// Accepts only `http` and `https` URLs with a host and no credentials; the host is
+/// lowercased without a trailing dot (IPv6 hosts keep their brackets, `[::1]`) and the port
+/// is explicit or the scheme's default.
+pub fn url_resource(url: &str) -> Result<(String, String, u16), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL '{url}': {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "unsupported URL scheme '{}': only http and https",
+            parsed.scheme()
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("credentials in the URL are not allowed; send them in a header".into());
+    }
+    let host = parsed
+        .host_str()
+        .filter(|host| !host.is_empty())
+        .ok_or_else(|| format!("URL '{url}' has no host"))?;
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(format!("URL '{url}' has no host"));
+    }
+    let port = parsed
+        .port_or_known_default()
+        .ok_or_else(|| format!("URL '{url}' has no port"))?;
+    Ok((format!("net:{host}:{port}"), host, port))
+}
+
+/// How long establishing a connection may take, whatever the request's own timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP(S) over reqwest with rustls.
+pub struct HttpNet {
+    /// The client, or why it could not be built (reported by each fetch).
+    client: Result<reqwest::Client, String>,
+}
+
 impl HttpNet {
     pub fn new() -> Self {
-        HttpNet {}
+        let client = reqwest::Client::builder()
+            // A redirect to another host would bypass the allowlist: return the 3xx as is.
+            .redirect(reqwest::redirect::Policy::none())
+            // Proxies from the environment would route requests the kernel did not check.
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"));
+        HttpNet { client }
     }
 }
+
+impl Default for HttpNet {
+    fn default() -> Self {
+        HttpNet::new()
+    }
+}
+
 #[async_trait]
 impl Net for HttpNet {
     async fn fetch(
         &self,
-        _: &CheckedRequest,
-        _: &[(String, String)],
-        _: Option<&str>,
-        _: FetchLimits,
+        req: &CheckedRequest,
+        headers: &[(String, String)],
+        body: Option<&str>,
+        limits: FetchLimits,
     ) -> SysResult<FetchResponse> {
-        todo!()
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| SyscallError::Io(e.clone()))?;
+        let url = parse_url(req.url())?;
+        let mut request = client
+            .request(parse_method(req.method())?, url)
+            .headers(header_map(headers)?);
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
+        tracing::debug!(method = req.method(), url = req.url(), "net fetch");
+        let deadline = Duration::from_millis(limits.timeout_ms);
+        let exchange = async {
+            let response = request.send().await.map_err(|e| request_error(e, req))?;
+            read_response(response, limits.max_response_bytes, req).await
+        };
+        tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| timed_out(req, limits))?
     }
 }
-pub fn url_resource(url: &str) -> Result<(String, String, u16), String> {
-    Err(url.to_string())
+
+fn parse_url(url: &str) -> SysResult<reqwest::Url> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| SyscallError::invalid(format!("invalid URL '{url}': {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(SyscallError::invalid(format!(
+            "unsupported URL scheme '{}': only http and https",
+            parsed.scheme()
+        )));
+    }
+    Ok(parsed)
+}
+
+/// The request method, case-insensitively; only the ordinary ones.
+fn parse_method(method: &str) -> SysResult<reqwest::Method> {
+    const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    let upper = method.to_ascii_uppercase();
+    if !METHODS.contains(&upper.as_str()) {
+        return Err(SyscallError::invalid(format!(
+            "unsupported HTTP method '{method}' (expected one of: {})",
+            METHODS.join(", ")
+        )));
+    }
+    reqwest::Method::from_bytes(upper.as_bytes())
+        .map_err(|_| SyscallError::invalid(format!("invalid HTTP method '{method}'")))
+}
+
+/// The request headers. `Host` is refused: the server must see the host the kernel checked,
+/// not another virtual host on the same address.
+fn header_map(headers: &[(String, String)]) -> SysResult<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| SyscallError::invalid(format!("invalid header name '{name}'")))?;
+        if header == reqwest::header::HOST {
+            return Err(SyscallError::invalid(
+                "the Host header cannot be set: it always names the URL's host",
+            ));
+        }
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| SyscallError::invalid(format!("invalid value for header '{name}'")))?;
+        map.append(header, value);
+    }
+    Ok(map)
+}
+
+/// Status, headers and up to `max_bytes` of the body, read as a stream.
+async fn read_response(
+    mut response: reqwest::Response,
+    max_bytes: u64,
+    req: &CheckedRequest,
+) -> SysResult<FetchResponse> {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_string(), value)
+        })
+        .collect();
+    let cap = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    let mut body = Vec::new();
+    let mut truncated = false;
+    while let Some(chunk) = response.chunk().await.map_err(|e| request_error(e, req))? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            truncated = true;
+            break; // dropping the response closes the connection
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(FetchResponse {
+        status,
+        headers,
+        body: super::decode_lossy(&body, truncated),
+        truncated,
+    })
+}
+
+fn timed_out(req: &CheckedRequest, limits: FetchLimits) -> SyscallError {
+    SyscallError::Timeout(format!(
+        "{} {} did not complete within {} ms",
+        req.method(),
+        req.url(),
+        limits.timeout_ms
+    ))
+}
+
+/// A transport failure, with its root cause (e.g. "Connection refused").
+fn request_error(err: reqwest::Error, req: &CheckedRequest) -> SyscallError {
+    if err.is_timeout() {
+        return SyscallError::Timeout(format!(
+            "{} {}: {}",
+            req.method(),
+            req.url(),
+            root_cause(&err)
+        ));
+    }
+    let what = if err.is_connect() {
+        "cannot connect"
+    } else if err.is_body() || err.is_decode() {
+        "error reading the response"
+    } else {
+        "request failed"
+    };
+    SyscallError::Io(format!(
+        "{} {}: {what}: {}",
+        req.method(),
+        req.url(),
+        root_cause(&err)
+    ))
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const LIMITS: FetchLimits = FetchLimits {
+        timeout_ms: 5_000,
+        max_response_bytes: 1 << 20,
+    };
+
+    /// A loopback HTTP/1.1 server answering fixed responses by path; returns its base URL.
+    async fn serve() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer(stream));
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// Reads one request: (request line, headers text, body per Content-Length).
+    async fn read_request(stream: &mut TcpStream) -> (String, String, Vec<u8>) {
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "client closed early");
+            data.extend_from_slice(&buf[..n]);
+            if let Some(pos) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos;
+            }
+        };
+        let head = String::from_utf8(data[..head_end].to_vec()).unwrap();
+        let (line, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+        let length: usize = headers
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = data[head_end + 4..].to_vec();
+        while body.len() < length {
+            let n = stream.read(&mut buf).await.unwrap();
+            body.extend_from_slice(&buf[..n]);
+        }
+        (line.to_string(), headers.to_string(), body)
+    }
+
+    async fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &[u8]) {
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let _ = stream.write_all(body).await;
+        let _ = stream.shutdown().await;
+    }
+
+    async fn answer(mut stream: TcpStream) {
+        let (line, headers, body) = read_request(&mut stream).await;
+        let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+        match path.as_str() {
+            "/hello" => respond(&mut stream, "200 OK", "X-Test: yes\r\n", b"hello").await,
+            "/big" => respond(&mut stream, "200 OK", "", &vec![b'x'; 1_000_000]).await,
+            "/redirect" => {
+                let location = "Location: http://example.invalid/elsewhere\r\n";
+                respond(&mut stream, "302 Found", location, b"").await
+            }
+            "/echo" => {
+                let method = line.split(' ').next().unwrap_or("");
+                let mut reply = format!("{method} ").into_bytes();
+                reply.extend_from_slice(&body);
+                let header = headers
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("x-agent:"))
+                    .unwrap_or("")
+                    .to_string();
+                respond(
+                    &mut stream,
+                    "200 OK",
+                    &format!("X-Saw: {header}\r\n"),
+                    &reply,
+                )
+                .await
+            }
+            "/hang" => tokio::time::sleep(Duration::from_secs(30)).await,
+            _ => respond(&mut stream, "404 Not Found", "", b"no").await,
+        }
+    }
+
+    async fn fetch(
+        url: &str,
+        method: &str,
+        body: Option<&str>,
+        limits: FetchLimits,
+    ) -> SysResult<FetchResponse> {
+        let headers = vec![("X-Agent".to_string(), "libos".to_string())];
+        HttpNet::new()
+            .fetch(
+                &CheckedRequest::for_test(url, method),
+                &headers,
+                body,
+                limits,
+            )
+            .await
+    }
+
+    fn header<'a>(response: &'a FetchResponse, name: &str) -> Option<&'a str> {
+        response
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test]
+    async fn get_returns_status_headers_and_body() {
+        let base = serve().await;
+        let response = fetch(&format!("{base}/hello"), "get", None, LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, "hello");
+        assert!(!response.truncated);
+        assert_eq!(header(&response, "x-test"), Some("yes"));
+    }
+
+    #[tokio::test]
+    async fn large_body_is_truncated_at_the_cap() {
+        let base = serve().await;
+        let limits = FetchLimits {
+            max_response_bytes: 1000,
+            ..LIMITS
+        };
+        let response = fetch(&format!("{base}/big"), "GET", None, limits)
+            .await
+            .unwrap();
+        assert!(response.truncated);
+        assert_eq!(response.body.len(), 1000);
+    }
+
+    #[tokio::test]
+    async fn redirect_is_returned_not_followed() {
+        let base = serve().await;
+        let response = fetch(&format!("{base}/redirect"), "GET", None, LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(response.status, 302);
+        assert_eq!(
+            header(&response, "location"),
+            Some("http://example.invalid/elsewhere")
+        );
+    }
+
+    #[tokio::test]
+    async fn post_sends_body_and_headers() {
+        let base = serve().await;
+        let response = fetch(&format!("{base}/echo"), "POST", Some("payload"), LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(response.body, "POST payload");
+        assert_eq!(header(&response, "x-saw"), Some("x-agent: libos"));
+    }
+
+    #[tokio::test]
+    async fn server_that_never_answers_times_out() {
+        let base = serve().await;
+        let limits = FetchLimits {
+            timeout_ms: 300,
+            ..LIMITS
+        };
+        let err = fetch(&format!("{base}/hang"), "GET", None, limits)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "Timeout", "{err}");
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_an_io_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = fetch(&format!("http://{addr}/"), "GET", None, LIMITS)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "IoError", "{err}");
+        assert!(err.to_string().contains("cannot connect"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_method_and_host_header_are_invalid() {
+        let base = serve().await;
+        let err = fetch(&format!("{base}/hello"), "BREW", None, LIMITS)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument");
+        let err = HttpNet::new()
+            .fetch(
+                &CheckedRequest::for_test(&format!("{base}/hello"), "GET"),
+                &[("Host".to_string(), "other.example".to_string())],
+                None,
+                LIMITS,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument");
+    }
+
+    #[test]
+    fn url_resource_uses_explicit_or_default_ports() {
+        assert_eq!(
+            url_resource("http://127.0.0.1:8080/x?y=1").unwrap(),
+            (
+                "net:127.0.0.1:8080".to_string(),
+                "127.0.0.1".to_string(),
+                8080
+            )
+        );
+        assert_eq!(
+            url_resource("https://Example.ORG/path").unwrap(),
+            (
+                "net:example.org:443".to_string(),
+                "example.org".to_string(),
+                443
+            )
+        );
+        assert_eq!(
+            url_resource("http://example.org./").unwrap().0,
+            "net:example.org:80"
+        );
+        assert_eq!(
+            url_resource("http://[::1]:9000/").unwrap().0,
+            "net:[::1]:9000"
+        );
+        // WHATWG parsing normalizes numeric hosts, so the allowlist sees the real address.
+        assert_eq!(
+            url_resource("http://2130706433/").unwrap().0,
+            "net:127.0.0.1:80"
+        );
+    }
+
+    #[test]
+    fn url_resource_rejects_what_it_cannot_check() {
+        for url in [
+            "ftp://example.org/",
+            "file:///etc/passwd",
+            "http://user@example.org/",
+            "http://user:pw@example.org/",
+            "not a url",
+            "http://",
+            "data:text/plain,hi",
+        ] {
+            assert!(url_resource(url).is_err(), "{url}");
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //! **API Boundary:** the kernel calls only this module for persistence; nothing else opens
 //! the database.
 
+pub mod ids;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -110,16 +110,9 @@ pub(super) struct WriterHandle {
 const MAX_GROUP: usize = 512;
 
 impl WriterHandle {
-    pub(super) async fn start(mut conn: SqliteConnection) -> Result<WriterHandle, sqlx::Error> {
-        let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut conn)
-            .await?;
-        let head = match head {
-            Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?),
-            None => (0, GENESIS_HASH.to_string()),
-        };
+    pub(super) async fn start(conn: SqliteConnection) -> Result<WriterHandle, sqlx::Error> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(conn, rx, head));
+        tokio::spawn(run(conn, rx));
         Ok(WriterHandle { tx })
     }
 
@@ -141,11 +134,7 @@ impl WriterHandle {
     }
 }
 
-async fn run(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::UnboundedReceiver<Queued>,
-    mut head: (i64, String),
-) {
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Queued>) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -154,10 +143,9 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let outcome = commit_group(&mut conn, &group, &head).await;
+        let outcome = commit_group(&mut conn, &group).await;
         match outcome {
-            Ok((results, new_head)) => {
-                head = new_head;
+            Ok(results) => {
                 for (queued, result) in group.into_iter().zip(results) {
                     if let Some(ack) = queued.ack {
                         let _ = ack.send(result);
@@ -178,15 +166,22 @@ async fn run(
     }
 }
 
-type GroupResult = (Vec<Result<Vec<i64>, CommitError>>, (i64, String));
+type GroupResult = Vec<Result<Vec<i64>, CommitError>>;
 
+/// Commits one group. `BEGIN IMMEDIATE` takes SQLite's write lock first, so the chain head
+/// read inside the transaction is current even if another runtime shares the database.
 async fn commit_group(
     conn: &mut SqliteConnection,
     group: &[Queued],
-    head: &(i64, String),
 ) -> Result<GroupResult, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    let (mut seq, mut prev) = head.clone();
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (mut seq, mut prev) = match head {
+        Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?),
+        None => (0, GENESIS_HASH.to_string()),
+    };
     let mut results = Vec::with_capacity(group.len());
     let mut rows: Vec<Value> = Vec::new();
     for queued in group {
@@ -231,7 +226,7 @@ async fn commit_group(
         .await?;
     }
     tx.commit().await?;
-    Ok((results, (seq, prev)))
+    Ok(results)
 }
 
 async fn apply_batch(

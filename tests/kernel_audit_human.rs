@@ -1,0 +1,292 @@
+//! The audit chain (tamper detection on the real SQLite file) and the human queue.
+
+mod common;
+
+use agent_libos::kernel::{
+    HumanAnswer, HumanMode, Kernel, ObjectSpec, Status, Syscall, SyscallError,
+};
+use serde_json::json;
+
+async fn some_activity(h: &common::TestHost) {
+    let pid = h.spawn(&[]).await;
+    for i in 0..5 {
+        h.kernel
+            .syscall(
+                pid,
+                Syscall::MemCreate(ObjectSpec {
+                    object_type: "n".into(),
+                    payload: json!(i),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    h.kernel
+        .syscall(pid, Syscall::MemList { namespace: None })
+        .await
+        .unwrap();
+    h.kernel.store().flush().await.unwrap();
+}
+
+async fn tamper(h: &common::TestHost, sql: &'static str) -> agent_libos::audit::VerifyReport {
+    let pool = h.kernel.store().pool();
+    sqlx::query(sql).execute(pool).await.unwrap();
+    h.kernel.verify_audit().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_untouched_chain_verifies() {
+    let h = common::host().await;
+    some_activity(&h).await;
+    let report = h.kernel.verify_audit().await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert!(report.records >= 7);
+    assert_eq!(report.head.len(), 64);
+}
+
+#[tokio::test]
+async fn an_edited_record_is_found() {
+    let h = common::host().await;
+    some_activity(&h).await;
+    let report = tamper(
+        &h,
+        "UPDATE audit SET decision = 'allow', detail = '{}' WHERE seq = 4",
+    )
+    .await;
+    let broken = report.broken.expect("tamper detected");
+    assert_eq!(broken.seq, 4);
+    assert!(broken.reason.contains("edited"), "{}", broken.reason);
+}
+
+#[tokio::test]
+async fn a_dropped_record_is_found() {
+    let h = common::host().await;
+    some_activity(&h).await;
+    let report = tamper(&h, "DELETE FROM audit WHERE seq = 3").await;
+    assert_eq!(report.broken.expect("drop detected").seq, 4);
+}
+
+#[tokio::test]
+async fn reordered_records_are_found() {
+    let h = common::host().await;
+    some_activity(&h).await;
+    // Swap the contents of records 2 and 3, keeping their sequence numbers.
+    let pool = h.kernel.store().pool();
+    sqlx::query("UPDATE audit SET seq = -2 WHERE seq = 2")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit SET seq = 2 WHERE seq = 3")
+        .execute(pool)
+        .await
+        .unwrap();
+    let report = tamper(&h, "UPDATE audit SET seq = 3 WHERE seq = -2").await;
+    let broken = report.broken.expect("reorder detected");
+    assert_eq!(broken.seq, 2);
+}
+
+#[tokio::test]
+async fn a_permission_request_parks_the_process_until_a_human_answers() {
+    let h = common::host().await;
+    let pid = h.spawn(&[]).await;
+    let kernel = h.kernel.clone();
+    let request = tokio::spawn(async move {
+        kernel
+            .syscall(
+                pid,
+                Syscall::HumanRequestPermission {
+                    resource: "namespace:team".into(),
+                    rights: vec![agent_libos::kernel::Right::Read],
+                    reason: "to read the team notes".into(),
+                    channel: "operator".into(),
+                },
+            )
+            .await
+    });
+    let pending = wait_pending(&h.kernel).await;
+    assert_eq!(h.kernel.process(pid).unwrap().status, Status::WaitingHuman);
+    assert_eq!(pending.kind, "permission");
+    assert_eq!(pending.payload["reason"], "to read the team notes");
+    h.kernel
+        .human_respond(&pending.id, HumanAnswer::ApproveOnce, "alice")
+        .await
+        .unwrap();
+    let out = request.await.unwrap().unwrap();
+    assert_eq!(out["granted"], true);
+    assert_eq!(h.kernel.process(pid).unwrap().status, Status::Runnable);
+    // A request can be answered once.
+    let again = h
+        .kernel
+        .human_respond(&pending.id, HumanAnswer::ApproveOnce, "alice")
+        .await
+        .unwrap_err();
+    assert_eq!(again.kind(), "IllegalState");
+    // The grant is a one-shot for exactly that resource.
+    let caps = h.kernel.capabilities(pid);
+    assert!(caps
+        .iter()
+        .any(|c| c.resource == "namespace:team"
+            && c.policy == agent_libos::kernel::Policy::AllowOnce));
+}
+
+#[tokio::test]
+async fn an_ask_each_time_call_runs_only_after_approval_and_a_rejection_means_no_effect() {
+    let h = common::host().await;
+    let pid = h
+        .spawn(&["namespace:team=create:ask_each_time", "namespace:team=read"])
+        .await;
+    let admin = h.spawn(&["namespace:team=create"]).await;
+    h.kernel
+        .syscall(
+            admin,
+            Syscall::MemCreateNamespace {
+                name: "team".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let create = Syscall::MemCreate(ObjectSpec {
+        namespace: Some("team".into()),
+        object_type: "report".into(),
+        payload: json!("x"),
+        ..Default::default()
+    });
+    // Deny first: nothing is created.
+    let kernel = h.kernel.clone();
+    let call = create.clone();
+    let attempt = tokio::spawn(async move { kernel.syscall(pid, call).await });
+    let pending = wait_pending(&h.kernel).await;
+    assert_eq!(pending.kind, "approval");
+    assert_eq!(pending.payload["resource"], "namespace:team");
+    assert_eq!(pending.args_hash.len(), 64);
+    h.kernel
+        .human_respond(
+            &pending.id,
+            HumanAnswer::Reject {
+                reason: "not now".into(),
+            },
+            "alice",
+        )
+        .await
+        .unwrap();
+    let err = attempt.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, SyscallError::HumanRejected(ref m) if m.contains("not now")),
+        "{err:?}"
+    );
+    let list = h
+        .kernel
+        .syscall(
+            pid,
+            Syscall::MemList {
+                namespace: Some("team".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 0);
+    // Approve once: exactly that call runs; the next one asks again.
+    let kernel = h.kernel.clone();
+    let call = create.clone();
+    let attempt = tokio::spawn(async move { kernel.syscall(pid, call).await });
+    let pending = wait_pending(&h.kernel).await;
+    h.kernel
+        .human_respond(&pending.id, HumanAnswer::ApproveOnce, "alice")
+        .await
+        .unwrap();
+    attempt.await.unwrap().unwrap();
+    let kernel = h.kernel.clone();
+    let call = create.clone();
+    let attempt = tokio::spawn(async move { kernel.syscall(pid, call).await });
+    let pending = wait_pending(&h.kernel).await;
+    // Approve always: this call and later ones run without asking.
+    h.kernel
+        .human_respond(&pending.id, HumanAnswer::ApproveAlways, "alice")
+        .await
+        .unwrap();
+    attempt.await.unwrap().unwrap();
+    h.kernel.syscall(pid, create).await.unwrap();
+    let list = h
+        .kernel
+        .syscall(
+            pid,
+            Syscall::MemList {
+                namespace: Some("team".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert!(h.kernel.verify_audit().await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn without_a_human_the_request_fails_fast_and_stays_answerable() {
+    let h = common::host().await;
+    let mut config = h.config();
+    config.human_mode = HumanMode::FailFast;
+    let kernel = Kernel::open(config).await.unwrap();
+    let pid = kernel
+        .spawn_root(agent_libos::kernel::SpawnOptions {
+            goal: "ask".into(),
+            grants: vec![
+                agent_libos::kernel::CapabilitySpec::parse_grant("human:operator=write").unwrap(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let err = kernel
+        .syscall(
+            pid,
+            Syscall::HumanAsk {
+                question: "which branch?".into(),
+                choices: vec!["main".into(), "dev".into()],
+                channel: "operator".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    let SyscallError::HumanRequired { request_id, detail } = err else {
+        panic!("{err:?}")
+    };
+    assert!(detail.contains("human approve"), "{detail}");
+    let wrong = kernel
+        .human_respond(
+            &request_id,
+            HumanAnswer::Answer {
+                text: "feature".into(),
+            },
+            "bob",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.kind(), "InvalidArgument");
+    let done = kernel
+        .human_respond(
+            &request_id,
+            HumanAnswer::Answer { text: "dev".into() },
+            "bob",
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, "answered");
+    assert_eq!(done.answered_by.as_deref(), Some("bob"));
+}
+
+async fn wait_pending(kernel: &Kernel) -> agent_libos::kernel::HumanRequest {
+    for _ in 0..400 {
+        if let Some(r) = kernel
+            .human_requests(false)
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+        {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("no pending human request appeared");
+}
