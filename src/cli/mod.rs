@@ -247,6 +247,13 @@ fn init_tracing(global: &GlobalArgs) {
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     init_tracing(&cli.global);
+    // Debug builds only: lets tests tell this worktree's binary from another's when they
+    // share a target directory.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("AGENT_LIBOS_PRINT_BUILD_DIR").is_some() {
+        println!("{}", env!("CARGO_MANIFEST_DIR"));
+        return exit::OK;
+    }
     let json_mode = cli.global.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
