@@ -35,7 +35,10 @@ fn image_register_and_list() {
     let manifest = env.write("coder.toml", IMAGE);
     let out = env.run(&["image", "register", manifest.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("registered image coder@1.0.0"), "{out:?}");
+    assert!(
+        out.stdout.contains("registered image coder@1.0.0"),
+        "{out:?}"
+    );
     let again = env.run(&["image", "register", manifest.to_str().unwrap()]);
     assert_eq!(again.code, 2, "{again:?}");
     assert!(again.stderr.contains("bump `version`"), "{again:?}");
@@ -88,7 +91,13 @@ fn ps_and_resume_list_live_processes() {
 fn ps_all_shows_the_process_of_a_tool_run() {
     let env = Env::new();
     let tool = cli_support::repo().join("fixtures/tools/clock.ts");
-    env.run(&["tool", "run", tool.to_str().unwrap(), "--args", r#"{"ms":1}"#]);
+    env.run(&[
+        "tool",
+        "run",
+        tool.to_str().unwrap(),
+        "--args",
+        r#"{"ms":1}"#,
+    ]);
     let out = env.run(&["--json", "ps", "--all"]);
     assert_eq!(out.code, 0, "{out:?}");
     let procs = out.json()["result"].as_array().cloned().unwrap();
@@ -134,15 +143,26 @@ fn human_list_show_approve_reject() {
     });
     let list = env.run(&["human", "list"]);
     assert_eq!(list.code, 0, "{list:?}");
-    assert!(list.stdout.contains(&first) && list.stdout.contains(&second), "{list:?}");
-    assert!(list.stdout.contains("fs.write_text write on fs:out.txt"), "{list:?}");
+    assert!(
+        list.stdout.contains(&first) && list.stdout.contains(&second),
+        "{list:?}"
+    );
+    assert!(
+        list.stdout.contains("fs.write_text write on fs:out.txt"),
+        "{list:?}"
+    );
 
     let show = env.run(&["human", "show", &first]);
     assert_eq!(show.code, 0, "{show:?}");
     assert!(show.stdout.contains("preview"), "{show:?}");
-    assert!(show.stdout.contains("agent-libos human approve"), "{show:?}");
+    assert!(
+        show.stdout.contains("agent-libos human approve"),
+        "{show:?}"
+    );
 
-    let approve = env.run(&["--json", "human", "approve", &first, "--always", "--by", "ann"]);
+    let approve = env.run(&[
+        "--json", "human", "approve", &first, "--always", "--by", "ann",
+    ]);
     assert_eq!(approve.code, 0, "{approve:?}");
     let v = approve.json();
     assert_eq!(v["result"]["status"], json!("approved"));
@@ -169,10 +189,17 @@ fn human_list_show_approve_reject() {
 fn audit_verify_detects_tampering() {
     let env = Env::new();
     let manifest = env.write("coder.toml", IMAGE);
-    assert_eq!(env.run(&["image", "register", manifest.to_str().unwrap()]).code, 0);
+    assert_eq!(
+        env.run(&["image", "register", manifest.to_str().unwrap()])
+            .code,
+        0
+    );
     let ok = env.run(&["audit", "verify"]);
     assert_eq!(ok.code, 0, "{ok:?}");
-    assert!(ok.stdout.contains("audit chain ok: 1 records, head "), "{ok:?}");
+    assert!(
+        ok.stdout.contains("audit chain ok: 1 records, head "),
+        "{ok:?}"
+    );
     let json_ok = env.run(&["--json", "audit", "verify"]);
     assert_eq!(json_ok.json()["result"]["records"], json!(1));
 
@@ -237,7 +264,10 @@ fn a_missing_database_says_how_to_fix_it() {
 fn the_default_database_lives_in_the_current_directory() {
     let env = Env::new();
     let manifest = env.write("coder.toml", IMAGE);
-    let out = run_in(&env.ws(), &["image", "register", manifest.to_str().unwrap()]);
+    let out = run_in(
+        &env.ws(),
+        &["image", "register", manifest.to_str().unwrap()],
+    );
     assert_eq!(out.code, 0, "{out:?}");
     assert!(env.ws().join(".agent-libos/state.db").exists());
 }

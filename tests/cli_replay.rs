@@ -23,14 +23,28 @@ fn replay_prints_one_line_per_case_and_a_closing_line() {
         ])),
     );
     let junit = env.dir.path().join("junit.xml");
-    let out = env.run(&["replay", "fx", "--junit", junit.to_str().unwrap(), "-j", "2"]);
+    let out = env.run(&[
+        "replay",
+        "fx",
+        "--junit",
+        junit.to_str().unwrap(),
+        "-j",
+        "2",
+    ]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("ok   a.json: getcwd"), "{out:?}");
-    assert!(out.stdout.contains("FAIL a.json: wrong: call 1: result \".\", expected \"elsewhere\""), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("FAIL a.json: wrong: call 1: result \".\", expected \"elsewhere\""),
+        "{out:?}"
+    );
     assert!(out.stdout.contains("ok   a.json: denied"), "{out:?}");
     assert_eq!(out.last_line(), "2 passed, 1 failed, 1 skipped", "{out:?}");
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("<testsuite") && xml.contains("failures=\"1\""), "{xml}");
+    assert!(
+        xml.contains("<testsuite") && xml.contains("failures=\"1\""),
+        "{xml}"
+    );
     assert!(xml.contains("<failure message="), "{xml}");
 }
 
@@ -48,7 +62,10 @@ fn replay_record_refreshes_expectations() {
     assert_eq!(out.code, 0, "{out:?}");
     let recorded: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    assert_eq!(recorded["cases"][0]["calls"][0]["expect"], json!({"result": "."}));
+    assert_eq!(
+        recorded["cases"][0]["calls"][0]["expect"],
+        json!({"result": "."})
+    );
     assert_eq!(
         recorded["cases"][1]["calls"][0]["expect"]["error"],
         json!({"kind": "PermissionDenied", "resource": "human:operator", "right": "write"})
@@ -80,7 +97,10 @@ fn replay_answers_human_requests_from_the_script() {
 #[test]
 fn replay_of_a_bad_fixture_is_invalid_input() {
     let env = Env::new();
-    env.write("fx/bad.json", r#"{"cases": [{"name": "x", "nonsense": 1}]}"#);
+    env.write(
+        "fx/bad.json",
+        r#"{"cases": [{"name": "x", "nonsense": 1}]}"#,
+    );
     let out = env.run(&["replay", "fx"]);
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("fixtures/README.md"), "{out:?}");
@@ -103,10 +123,23 @@ fn demo_tells_its_story_and_prints_the_audit_head() {
     assert!(out.stdout.contains("checkpoint"), "{out:?}");
     assert!(out.stdout.contains("denied"), "{out:?}");
     let db = keep.join("state.db");
-    let ps = run_in(&env.ws(), &["--db", db.to_str().unwrap(), "--json", "ps", "--all"]);
+    let ps = run_in(
+        &env.ws(),
+        &["--db", db.to_str().unwrap(), "--json", "ps", "--all"],
+    );
     assert_eq!(ps.code, 0, "{ps:?}");
     assert_eq!(ps.json()["result"].as_array().unwrap().len(), 2);
-    let human = run_in(&env.ws(), &["--db", db.to_str().unwrap(), "--json", "human", "list", "--all"]);
+    let human = run_in(
+        &env.ws(),
+        &[
+            "--db",
+            db.to_str().unwrap(),
+            "--json",
+            "human",
+            "list",
+            "--all",
+        ],
+    );
     assert_eq!(human.json()["result"][0]["status"], json!("approved"));
     assert!(keep.join("workspace/REPORT.md").exists());
 }

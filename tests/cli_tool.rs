@@ -191,7 +191,10 @@ fn trace_prints_each_syscall_with_its_decision() {
         .lines()
         .find(|l| l.starts_with("trace:") && l.contains("fs.read_text"))
         .unwrap_or_else(|| panic!("no trace line: {out:?}"));
-    assert!(line.contains("allow") && line.contains("fs:notes.txt"), "{line}");
+    assert!(
+        line.contains("allow") && line.contains("fs:notes.txt"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -227,8 +230,15 @@ fn fail_fast_request_can_be_listed_and_approved() {
     assert_eq!(out.code, 5, "{out:?}");
     let v = out.json();
     assert_eq!(v["error"]["kind"], json!("HumanRequired"));
-    let id = v["error"]["request_id"].as_str().expect("request id").to_string();
-    assert!(out.stderr.contains(&format!("agent-libos human approve {id}")), "{out:?}");
+    let id = v["error"]["request_id"]
+        .as_str()
+        .expect("request id")
+        .to_string();
+    assert!(
+        out.stderr
+            .contains(&format!("agent-libos human approve {id}")),
+        "{out:?}"
+    );
 
     let list = env.run(&["--json", "human", "list"]);
     assert_eq!(list.code, 0, "{list:?}");
@@ -239,7 +249,10 @@ fn fail_fast_request_can_be_listed_and_approved() {
 
     let approve = env.run(&["human", "approve", &id, "--by", "tester"]);
     assert_eq!(approve.code, 0, "{approve:?}");
-    assert!(approve.stdout.contains("approved by cli:tester"), "{approve:?}");
+    assert!(
+        approve.stdout.contains("approved by cli:tester"),
+        "{approve:?}"
+    );
     let list = env.run(&["--json", "human", "list"]);
     assert_eq!(list.json()["result"], json!([]));
 }

@@ -19,7 +19,9 @@ fn table(procs: &[Process]) -> String {
         out.push_str(&format!(
             "{:>4} {:>6}  {:<14} {:<14} {:>8}  {}\n",
             p.pid,
-            p.parent.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            p.parent
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
             p.status.as_str(),
             format!("{}@{}", p.image_id, p.image_version),
             p.usage.syscalls,
@@ -129,7 +131,10 @@ pub async fn image(ctx: &Ctx, cmd: ImageCommand) -> Result<i32> {
                 if images.is_empty() {
                     return "no images registered".into();
                 }
-                let mut out = format!("{:<20} {:<10} {:>5}  {}\n", "ID", "VERSION", "CAPS", "PROMPT");
+                let mut out = format!(
+                    "{:<20} {:<10} {:>5}  {}\n",
+                    "ID", "VERSION", "CAPS", "PROMPT"
+                );
                 for i in &images {
                     let prompt: String = i.system_prompt.chars().take(50).collect();
                     out.push_str(&format!(

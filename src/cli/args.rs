@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
@@ -64,6 +64,7 @@ pub struct GlobalArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 pub enum Command {
     /// Check, test and run JIT TypeScript tools
     #[command(subcommand)]
@@ -108,6 +109,7 @@ Examples:
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 pub enum ToolCommand {
     /// Validate a tool: parse, static rules, schemas, declared tests
     #[command(after_help = "\
@@ -247,7 +249,9 @@ Examples:
         by: Option<String>,
     },
     /// Reject a pending request
-    #[command(after_help = "Examples:\n  agent-libos human reject hr_0123 --reason 'not that file'")]
+    #[command(
+        after_help = "Examples:\n  agent-libos human reject hr_0123 --reason 'not that file'"
+    )]
     Reject {
         id: String,
         #[arg(long, default_value = "")]
@@ -256,7 +260,9 @@ Examples:
         by: Option<String>,
     },
     /// Answer a pending question
-    #[command(after_help = "Examples:\n  agent-libos human answer hr_0123 'use the staging database'")]
+    #[command(
+        after_help = "Examples:\n  agent-libos human answer hr_0123 'use the staging database'"
+    )]
     Answer {
         id: String,
         text: String,
@@ -352,13 +358,6 @@ pub struct DemoArgs {
     /// Keep the demo's database and workspace in DIR (state.db, workspace/)
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
-}
-
-/// How `tool run` behaves when a call needs a human.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AskMode {
-    Prompt,
-    FailFast,
 }
 
 /// Parses the process arguments (clap prints help/usage and exits on its own).

@@ -78,8 +78,7 @@ pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
     let temp;
     let root: PathBuf = match &args.keep {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             if dir.join("state.db").exists() {
                 return Err(Failure::new(
                     "AlreadyExists",
@@ -191,10 +190,7 @@ pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
             report.records, report.head
         ),
     );
-    println!(
-        "\ndone in {} ms.",
-        started.elapsed().as_millis()
-    );
+    println!("\ndone in {} ms.", started.elapsed().as_millis());
     match &args.keep {
         Some(dir) => {
             let db = dir.join("state.db");
@@ -327,7 +323,8 @@ async fn parent_body(pcx: ProcessCtx, fork_tx: oneshot::Sender<Pid>, log: Log) -
         asked["id"].as_str().unwrap_or("?")
     ));
     let written = pcx.syscall(write).await?;
-    let _ = log.send(format!(
+    let _ =
+        log.send(format!(
         "process {pid} wrote REPORT.md ({} bytes, sha256 {}…); the one-time grant is now used up",
         written["bytes"],
         written["sha256"].as_str().unwrap_or("").get(..12).unwrap_or("")

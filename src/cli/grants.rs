@@ -145,7 +145,10 @@ pub fn denial_hint(resource: &str, right: &str, message: &str) -> String {
     if message.contains("outside the workspace") || message.contains("above the workspace") {
         return "paths are relative to the workspace; choose another root with --workspace".into();
     }
-    format!("to allow it, run again with {}", suggest_flag(resource, right))
+    format!(
+        "to allow it, run again with {}",
+        suggest_flag(resource, right)
+    )
 }
 
 #[cfg(test)]
@@ -198,6 +201,9 @@ mod tests {
         assert_eq!(suggest_flag("fs:a/b.txt", "read"), "--allow-read=a/b.txt");
         assert_eq!(suggest_flag("shell:git", "execute"), "--allow-run=git");
         assert_eq!(suggest_flag("fs:a", "delete"), "--grant fs:a=delete");
-        assert_eq!(suggest_flag("object:obj_1", "read"), "--grant object:obj_1=read");
+        assert_eq!(
+            suggest_flag("object:obj_1", "read"),
+            "--grant object:obj_1=read"
+        );
     }
 }

@@ -153,7 +153,8 @@ pub async fn run(_ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
 }
 
 async fn load_file(path: &Path) -> Result<File> {
-    let raw = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let raw =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let first = fixture::parse(path, &raw, None).map_err(|e| {
         super::Failure::new("InvalidArgument", exit::INVALID, format!("{e:#}"))
             .hint("see fixtures/README.md and fixtures/fixture.schema.json for the format")
@@ -163,7 +164,10 @@ async fn load_file(path: &Path) -> Result<File> {
             let server = super::serve::start(serve.clone())
                 .await
                 .context("starting the fixture's loopback server")?;
-            (fixture::parse(path, &raw, Some(&server.addr))?, Some(server))
+            (
+                fixture::parse(path, &raw, Some(&server.addr))?,
+                Some(server),
+            )
         }
         None => (first, None),
     };
@@ -355,10 +359,12 @@ async fn execute(file: &File, case: &Case) -> Result<Actual> {
         .and_then(|e| e.objects.as_ref())
         .and_then(|o| o.object_type.clone());
     let objects: i64 = match &object_type {
-        Some(t) => sqlx::query_scalar("SELECT COUNT(*) FROM objects WHERE type = ?")
-            .bind(t)
-            .fetch_one(pool)
-            .await?,
+        Some(t) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM objects WHERE type = ?")
+                .bind(t)
+                .fetch_one(pool)
+                .await?
+        }
         None => {
             sqlx::query_scalar("SELECT COUNT(*) FROM objects")
                 .fetch_one(pool)
@@ -372,7 +378,11 @@ async fn execute(file: &File, case: &Case) -> Result<Actual> {
     .fetch_all(pool)
     .await?;
     let report = kernel.verify_audit().await?;
-    let pending_human = kernel.human_requests(false).await.map(|r| r.len()).unwrap_or(0) as u64;
+    let pending_human = kernel
+        .human_requests(false)
+        .await
+        .map(|r| r.len())
+        .unwrap_or(0) as u64;
     Ok(Actual {
         validation: out.validation,
         outcomes: out.outcomes,
@@ -507,7 +517,10 @@ async fn respond_loop(
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 200 {
-        format!("{}…", &s[..s.char_indices().nth(200).map_or(s.len(), |(i, _)| i)])
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(200).map_or(s.len(), |(i, _)| i)]
+        )
     } else {
         s
     }
@@ -643,7 +656,10 @@ fn compare_outcome(expect: &Expect, outcome: &Result<Value, WireError>) -> Optio
                 bad.push(format!("kind {}", w.kind));
             }
             if e.resource.is_some() && e.resource != w.resource {
-                bad.push(format!("resource {:?}", w.resource.as_deref().unwrap_or("")));
+                bad.push(format!(
+                    "resource {:?}",
+                    w.resource.as_deref().unwrap_or("")
+                ));
             }
             if e.right.is_some() && e.right != w.right {
                 bad.push(format!("right {:?}", w.right.as_deref().unwrap_or("")));
@@ -665,7 +681,11 @@ fn compare_outcome(expect: &Expect, outcome: &Result<Value, WireError>) -> Optio
                 )
             })
         }
-        (Some(e), Ok(v)) => Some(format!("expected {} error, got result {}", e.kind, short(v))),
+        (Some(e), Ok(v)) => Some(format!(
+            "expected {} error, got result {}",
+            e.kind,
+            short(v)
+        )),
         (None, Err(w)) => Some(format!("unexpected error {}: {}", w.kind, w.message)),
         (None, Ok(v)) => {
             if let Some(want) = &expect.result {

@@ -139,9 +139,9 @@ fn analyze_locally(file: &Path, source: &str) -> Result<String, Value> {
 
 fn rejected(file: &Path, findings: &Value, tests: &Value) -> Failure {
     let nf = findings.as_array().map_or(0, Vec::len);
-    let failed = tests
-        .as_array()
-        .map_or(0, |t| t.iter().filter(|t| t["passed"] != json!(true)).count());
+    let failed = tests.as_array().map_or(0, |t| {
+        t.iter().filter(|t| t["passed"] != json!(true)).count()
+    });
     let mut parts = Vec::new();
     if nf > 0 {
         parts.push(format!("{nf} finding{}", if nf == 1 { "" } else { "s" }));
@@ -337,9 +337,8 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         )
         .hint("pass a JSON object, e.g. --args '{\"path\":\"README.md\"}'")
     })?;
-    let mut specs = grants::from_flags(&args, &ctx.workspace).map_err(|e| {
-        Failure::new("InvalidArgument", exit::INVALID, format!("{e:#}"))
-    })?;
+    let mut specs = grants::from_flags(&args, &ctx.workspace)
+        .map_err(|e| Failure::new("InvalidArgument", exit::INVALID, format!("{e:#}")))?;
     // The operator loading this tool: the process may register it under its name.
     specs.push(CapabilitySpec::new(
         format!("tool:{name}"),
@@ -380,7 +379,9 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         .map_err(Failure::from)?;
     let outcome: SysResult<Value> = match handle.await {
         Ok(r) => r,
-        Err(e) => Err(SyscallError::internal(format!("the process task failed: {e}"))),
+        Err(e) => Err(SyscallError::internal(format!(
+            "the process task failed: {e}"
+        ))),
     };
     if let Some(p) = prompter {
         p.abort();

@@ -32,7 +32,7 @@ pub fn bin() -> PathBuf {
             })
             .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
             .collect();
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         let ours = |p: &Path| {
             Command::new(p)
                 .arg("ps")
