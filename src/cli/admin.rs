@@ -12,12 +12,12 @@ use crate::kernel::{Image, Process};
 
 fn table(procs: &[Process]) -> String {
     let mut out = format!(
-        "{:>4} {:>6}  {:<14} {:<14} {:>8}  {}\n",
+        "{:>4} {:>6}  {:<14} {:<20} {:>8}  {}\n",
         "PID", "PARENT", "STATUS", "IMAGE", "SYSCALLS", "GOAL"
     );
     for p in procs {
         out.push_str(&format!(
-            "{:>4} {:>6}  {:<14} {:<14} {:>8}  {}\n",
+            "{:>4} {:>6}  {:<14} {:<20} {:>8}  {}\n",
             p.pid,
             p.parent
                 .map(|p| p.to_string())

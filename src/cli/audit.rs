@@ -79,12 +79,12 @@ async fn show(ctx: &Ctx, store: &Store, args: AuditShowArgs) -> Result<i32> {
     let values: Vec<Value> = selected.iter().map(row_json).collect();
     ctx.print(&json!(values), || {
         let mut out = format!(
-            "{:>5}  {:<12} {:<24} {:<9} {}\n",
+            "{:>5}  {:<16} {:<24} {:<9} {}\n",
             "SEQ", "ACTOR", "ACTION", "DECISION", "TARGET"
         );
         for r in &selected {
             out.push_str(&format!(
-                "{:>5}  {:<12} {:<24} {:<9} {}\n",
+                "{:>5}  {:<16} {:<24} {:<9} {}\n",
                 r.seq, r.actor, r.action, r.decision, r.target
             ));
         }

@@ -27,12 +27,12 @@ pub async fn run(ctx: &Ctx, cmd: HumanCommand) -> Result<i32> {
                     };
                 }
                 let mut out = format!(
-                    "{:<30} {:>4} {:<10} {:<9} {}\n",
+                    "{:<36} {:>4} {:<10} {:<9} {}\n",
                     "ID", "PID", "KIND", "STATUS", "WHAT"
                 );
                 for r in &requests {
                     out.push_str(&format!(
-                        "{:<30} {:>4} {:<10} {:<9} {}\n",
+                        "{:<36} {:>4} {:<10} {:<9} {}\n",
                         r.id,
                         r.pid,
                         r.kind,
