@@ -13,6 +13,7 @@ compile_error!(
 compile_error!("enable one JavaScript engine: feature `quickjs` (default) or `v8`");
 
 pub mod audit;
+pub mod cli;
 pub mod isolate;
 pub mod jit;
 pub mod kernel;

@@ -1,0 +1,366 @@
+//! The low layer of the command line: what the user typed, checked only for shape.
+//!
+//! Nothing here touches the host (no files, no database): [`super::config`] turns these into
+//! validated settings, and each command module acts on them. Every subcommand carries an
+//! example in its `after_help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the tool threw (ToolError), or a check failed (replay case, audit chain)
+  2  invalid input, or the tool was rejected by validation
+  3  permission denied (no capability, a deny rule, or a human rejected it)
+  4  a limit was exceeded (cpu_time, memory, syscalls, result_size, console_output, ...)
+  5  waiting for a human (a request is pending and no one is attached)";
+
+const TOP_HELP: &str = "\
+Examples:
+  agent-libos tool check tools/grep.ts
+  agent-libos tool run tools/grep.ts --args '{\"pattern\":\"TODO\"}' --allow-read=src
+  agent-libos human list
+  agent-libos audit verify
+  agent-libos replay fixtures/
+  agent-libos demo
+
+Exit codes:
+  0  success
+  1  the tool threw (ToolError), or a check failed (replay case, audit chain)
+  2  invalid input, or the tool was rejected by validation
+  3  permission denied (no capability, a deny rule, or a human rejected it)
+  4  a limit was exceeded (cpu_time, memory, syscalls, result_size, console_output, ...)
+  5  waiting for a human (a request is pending and no one is attached)";
+
+/// Agent libOS: a runtime for long-running LLM agents.
+#[derive(Debug, Parser)]
+#[command(name = "agent-libos", version, about, after_help = TOP_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// The state database [default: .agent-libos/state.db]
+    #[arg(long, global = true, env = "AGENT_LIBOS_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// The workspace directory processes see as their root [default: current directory]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Machine-readable output on stdout (`{"ok":true,"result":…}`); logs stay on stderr
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (-v, -vv, -vvv); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
+pub enum Command {
+    /// Check, test and run JIT TypeScript tools
+    #[command(subcommand)]
+    Tool(ToolCommand),
+    /// Run fixture files and compare outcomes
+    #[command(after_help = "\
+Examples:
+  agent-libos replay fixtures/
+  agent-libos replay fixtures/fs_read.json -j 4 --junit report.xml
+  agent-libos replay fixtures/fs_read.json --record")]
+    Replay(ReplayArgs),
+    /// List processes
+    #[command(after_help = "\
+Examples:
+  agent-libos ps
+  agent-libos ps --all --json")]
+    Ps(PsArgs),
+    /// Answer the human queue: approvals, permissions, questions
+    #[command(subcommand)]
+    Human(HumanCommand),
+    /// Inspect, verify and export the hash-chained audit log
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Checkpoints (not available in this build yet)
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+    /// Register and list agent images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Open the runtime and list the processes it brought back
+    #[command(after_help = "\
+Examples:
+  agent-libos resume
+  agent-libos --db run/state.db resume --json")]
+    Resume,
+    /// A short, offline story of the runtime at work
+    #[command(after_help = "\
+Examples:
+  agent-libos demo
+  agent-libos demo --keep /tmp/demo && agent-libos --db /tmp/demo/state.db audit show")]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
+pub enum ToolCommand {
+    /// Validate a tool: parse, static rules, schemas, declared tests
+    #[command(after_help = "\
+Examples:
+  agent-libos tool check tools/grep.ts
+  agent-libos tool check tools/grep.ts --json
+
+Each finding is printed as FILE:line:col rule: message. Exit 2 if any.")]
+    Check(ToolFileArgs),
+    /// Run the tool's declared tests with mocked syscalls
+    #[command(after_help = "\
+Examples:
+  agent-libos tool test tools/grep.ts
+
+The closing line is `N passed, N failed`; exit 2 if any failed.")]
+    Test(ToolFileArgs),
+    /// Run a tool once in a fresh process, with exactly the grants given
+    #[command(after_help = "\
+Examples:
+  agent-libos tool run tools/count.ts --args '{\"path\":\"README.md\"}' --allow-read=README.md
+  agent-libos tool run tools/fix.ts --allow-read --allow-write=src --allow-run=cargo
+  agent-libos tool run tools/post.ts --allow-net=api.example.org:443 --trace
+  agent-libos tool run tools/save.ts --grant 'fs:out.txt=write:ask_each_time' --ask
+
+Nothing is allowed by default. The run uses the --db database (default
+.agent-libos/state.db), so `agent-libos ps` and `agent-libos audit show` work
+afterwards. The CLI, as operator, also grants tool:<name>=create to the
+process so that it can register the tool it is loading.")]
+    Run(ToolRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ToolFileArgs {
+    /// The tool's TypeScript source
+    #[arg(value_name = "FILE.ts")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ToolRunArgs {
+    /// The tool's TypeScript source
+    #[arg(value_name = "FILE.ts")]
+    pub file: PathBuf,
+    /// The call's arguments, a JSON object
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub args: String,
+    /// Allow reading files: no value = every file; a directory covers its whole tree
+    #[arg(long, value_name = "PATHS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
+    pub allow_read: Vec<String>,
+    /// Allow writing files (not deleting): no value = every file
+    #[arg(long, value_name = "PATHS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
+    pub allow_write: Vec<String>,
+    /// Allow running these commands (argv0, exact); a blanket allow is not offered
+    #[arg(long, value_name = "CMDS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "", action = clap::ArgAction::Append)]
+    pub allow_run: Vec<String>,
+    /// Allow network requests to HOST or HOST:PORT (read and write)
+    #[arg(long, value_name = "HOSTS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
+    pub allow_net: Vec<String>,
+    /// Allow reading these environment variables
+    #[arg(long, value_name = "VARS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
+    pub allow_env: Vec<String>,
+    /// Deny reading files (beats any allow)
+    #[arg(long, value_name = "PATHS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
+    pub deny_read: Vec<String>,
+    /// Deny writing files (beats any allow)
+    #[arg(long, value_name = "PATHS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
+    pub deny_write: Vec<String>,
+    /// Deny running these commands
+    #[arg(long, value_name = "CMDS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
+    pub deny_run: Vec<String>,
+    /// Deny network requests to these hosts
+    #[arg(long, value_name = "HOSTS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
+    pub deny_net: Vec<String>,
+    /// Deny reading these environment variables
+    #[arg(long, value_name = "VARS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
+    pub deny_env: Vec<String>,
+    /// A capability RESOURCE=RIGHTS[:POLICY], e.g. object:obj_1=read or fs:out.txt=write:ask
+    #[arg(long, value_name = "RESOURCE=RIGHTS[:POLICY]")]
+    pub grant: Vec<String>,
+    /// Prompt on this terminal for ask_each_time approvals (y once / a always / n reject)
+    #[arg(long)]
+    pub ask: bool,
+    /// Print every syscall of the run with its decision to stderr
+    #[arg(long)]
+    pub trace: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Fixture files, or directories holding *.json fixtures
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Write (or refresh) the expected outcomes from this run
+    #[arg(long)]
+    pub record: bool,
+    /// Also write a JUnit XML report
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Cases to run in parallel
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Include ended processes (EXITED, FAILED, KILLED)
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HumanCommand {
+    /// List requests (pending only unless --all)
+    #[command(after_help = "\
+Examples:
+  agent-libos human list
+  agent-libos human list --all --json")]
+    List {
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Show one request with its payload
+    #[command(after_help = "Examples:\n  agent-libos human show hr_0123")]
+    Show { id: String },
+    /// Approve a pending approval or permission request
+    #[command(after_help = "\
+Examples:
+  agent-libos human approve hr_0123
+  agent-libos human approve hr_0123 --always")]
+    Approve {
+        id: String,
+        /// Approve this and every later call like it (grants always_allow)
+        #[arg(long)]
+        always: bool,
+        /// Who is answering [default: $USER]
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+    /// Reject a pending request
+    #[command(
+        after_help = "Examples:\n  agent-libos human reject hr_0123 --reason 'not that file'"
+    )]
+    Reject {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+    /// Answer a pending question
+    #[command(
+        after_help = "Examples:\n  agent-libos human answer hr_0123 'use the staging database'"
+    )]
+    Answer {
+        id: String,
+        text: String,
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print audit records, oldest first
+    #[command(after_help = "\
+Examples:
+  agent-libos audit show
+  agent-libos audit show --pid 3 --limit 20
+  agent-libos audit show --action fs.write_text --json")]
+    Show(AuditShowArgs),
+    /// Verify the hash chain; exits 1 naming the first broken record
+    #[command(after_help = "Examples:\n  agent-libos audit verify")]
+    Verify,
+    /// Write every record as JSON lines
+    #[command(after_help = "\
+Examples:
+  agent-libos audit export audit.jsonl
+  agent-libos audit export -        # to stdout")]
+    Export {
+        /// Output file, or - for stdout
+        #[arg(value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditShowArgs {
+    /// Only records by this process
+    #[arg(long)]
+    pub pid: Option<i64>,
+    /// Only records of this action (e.g. fs.write_text)
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only the last N records
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Checkpoint a process
+    #[command(after_help = "Examples:\n  agent-libos checkpoint create 3 --label before-refactor")]
+    Create {
+        pid: i64,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List checkpoints
+    #[command(after_help = "Examples:\n  agent-libos checkpoint list")]
+    List,
+    /// Roll a process back to a checkpoint
+    #[command(after_help = "Examples:\n  agent-libos checkpoint rollback ck_0123")]
+    Rollback { id: String },
+    /// Export a checkpoint to a file
+    #[command(after_help = "Examples:\n  agent-libos checkpoint export ck_0123 ck.tar")]
+    Export { id: String, out: PathBuf },
+    /// Import a checkpoint from a file
+    #[command(after_help = "Examples:\n  agent-libos checkpoint import ck.tar")]
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Register an image from its TOML manifest
+    #[command(after_help = "\
+Examples:
+  agent-libos image register images/coder.toml
+
+A manifest:
+  id = \"coder\"
+  version = \"1.0.0\"
+  [[capabilities]]
+  resource = \"fs:src/**\"
+  rights = [\"read\"]")]
+    Register {
+        #[arg(value_name = "FILE.toml")]
+        file: PathBuf,
+    },
+    /// List registered images
+    #[command(after_help = "Examples:\n  agent-libos image list --json")]
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's database and workspace in DIR (state.db, workspace/)
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+}
+
+/// Parses the process arguments (clap prints help/usage and exits on its own).
+pub fn parse() -> Cli {
+    Cli::parse()
+}

@@ -1,0 +1,209 @@
+//! Deno-style permission flags turned into capabilities, and the reverse: which flag would
+//! have allowed a denied call.
+//!
+//! Nothing is allowed by default. `--allow-read` with no value is `fs:**` read; a directory
+//! `d` becomes `fs:d` and `fs:d/**`; `--allow-run` always needs the commands named. Every
+//! `--deny-*` flag yields the same resources with policy `always_deny`, which beats any allow.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::args::ToolRunArgs;
+use crate::kernel::capability::{CapabilitySpec, Policy, Right};
+use crate::kernel::paths;
+
+/// The capabilities `args` ask for, in flag order (allows, then denies, then `--grant`s).
+pub fn from_flags(args: &ToolRunArgs, workspace: &Path) -> Result<Vec<CapabilitySpec>> {
+    let mut out = Vec::new();
+    let allow = Policy::AlwaysAllow;
+    let deny = Policy::AlwaysDeny;
+    for (values, right, policy) in [
+        (&args.allow_read, Right::Read, allow),
+        (&args.allow_write, Right::Write, allow),
+        (&args.deny_read, Right::Read, deny),
+        (&args.deny_write, Right::Write, deny),
+    ] {
+        for value in values {
+            for resource in fs_resources(value, workspace)? {
+                out.push(CapabilitySpec::new(resource, &[right], policy));
+            }
+        }
+    }
+    for cmd in &args.allow_run {
+        if cmd.trim().is_empty() {
+            bail!(
+                "--allow-run needs the commands to allow, e.g. --allow-run=git,cargo (a blanket shell allow is not offered)"
+            );
+        }
+        out.push(CapabilitySpec::new(
+            format!("shell:{cmd}"),
+            &[Right::Execute],
+            allow,
+        ));
+    }
+    for cmd in &args.deny_run {
+        out.push(CapabilitySpec::new(
+            format!("shell:{cmd}"),
+            &[Right::Execute],
+            deny,
+        ));
+    }
+    for (values, policy) in [(&args.allow_net, allow), (&args.deny_net, deny)] {
+        for host in values {
+            if host.contains("://") || host.contains('/') {
+                bail!("--allow-net/--deny-net take HOST or HOST:PORT, not a URL: '{host}' (e.g. --allow-net=example.org:443)");
+            }
+            out.push(CapabilitySpec::new(
+                format!("net:{host}"),
+                &[Right::Read, Right::Write],
+                policy,
+            ));
+        }
+    }
+    for (values, policy) in [(&args.allow_env, allow), (&args.deny_env, deny)] {
+        for var in values {
+            out.push(CapabilitySpec::new(
+                format!("env:{var}"),
+                &[Right::Read],
+                policy,
+            ));
+        }
+    }
+    for grant in &args.grant {
+        let spec = CapabilitySpec::parse_grant(grant)
+            .map_err(|e| anyhow::anyhow!("--grant {grant}: {e}"))?;
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+/// `fs:` resources for one path flag value.
+fn fs_resources(value: &str, workspace: &Path) -> Result<Vec<String>> {
+    let value = value.trim();
+    if value.is_empty() || value == "**" || value == "." || value == "./" {
+        return Ok(vec!["fs:**".into()]);
+    }
+    let rel = if Path::new(value).is_absolute() {
+        let canon = std::fs::canonicalize(value).unwrap_or_else(|_| value.into());
+        let ws = std::fs::canonicalize(workspace).unwrap_or_else(|_| workspace.into());
+        let rel = canon.strip_prefix(&ws).map_err(|_| {
+            anyhow::anyhow!(
+                "{value} is outside the workspace {}; pass a path inside it, or choose the workspace with --workspace",
+                ws.display()
+            )
+        })?;
+        rel.to_string_lossy().into_owned()
+    } else {
+        value.to_string()
+    };
+    let rel = rel.trim_end_matches('/');
+    if rel.is_empty() {
+        return Ok(vec!["fs:**".into()]);
+    }
+    if rel.contains('*') {
+        return Ok(vec![format!("fs:{rel}")]);
+    }
+    let norm = paths::normalize(".", rel).map_err(|e| anyhow::anyhow!("path '{value}': {e}"))?;
+    if norm == "." {
+        return Ok(vec!["fs:**".into()]);
+    }
+    if workspace.join(&norm).is_dir() {
+        Ok(vec![format!("fs:{norm}"), format!("fs:{norm}/**")])
+    } else {
+        Ok(vec![format!("fs:{norm}")])
+    }
+}
+
+/// Parses a fixture or CLI grant given as `RESOURCE=RIGHTS[:POLICY]`.
+pub fn parse_grant(text: &str) -> Result<CapabilitySpec> {
+    CapabilitySpec::parse_grant(text)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("grant '{text}'"))
+}
+
+/// The flag that would have allowed `right` on `resource` in `tool run`.
+pub fn suggest_flag(resource: &str, right: &str) -> String {
+    let (kind, name) = resource.split_once(':').unwrap_or(("", resource));
+    match (kind, right) {
+        ("fs", "read") => format!("--allow-read={name}"),
+        ("fs", "write") => format!("--allow-write={name}"),
+        ("shell", "execute") => format!("--allow-run={name}"),
+        ("net", _) => format!("--allow-net={name}"),
+        ("env", "read") => format!("--allow-env={name}"),
+        _ => format!("--grant {resource}={right}"),
+    }
+}
+
+/// A sentence telling the user how to allow a denied call.
+pub fn denial_hint(resource: &str, right: &str, message: &str) -> String {
+    if message.contains("denied by capability") {
+        return format!(
+            "an explicit deny matched; remove the --deny-* flag (or always_deny grant) that covers {resource}"
+        );
+    }
+    if message.contains("outside the workspace") || message.contains("above the workspace") {
+        return "paths are relative to the workspace; choose another root with --workspace".into();
+    }
+    format!(
+        "to allow it, run again with {}",
+        suggest_flag(resource, right)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args() -> ToolRunArgs {
+        ToolRunArgs::default()
+    }
+
+    #[test]
+    fn flags_become_capabilities() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        let mut args = run_args();
+        args.allow_read = vec!["src".into(), "README.md".into()];
+        args.allow_write = vec!["**".into()];
+        args.allow_run = vec!["git".into()];
+        args.deny_net = vec!["evil.example".into()];
+        args.grant = vec!["object:obj_1=read".into()];
+        let specs = from_flags(&args, dir.path()).unwrap();
+        let names: Vec<String> = specs
+            .iter()
+            .map(|s| format!("{}={:?}:{}", s.resource, s.rights, s.policy))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "fs:src=[Read]:always_allow",
+                "fs:src/**=[Read]:always_allow",
+                "fs:README.md=[Read]:always_allow",
+                "fs:**=[Write]:always_allow",
+                "shell:git=[Execute]:always_allow",
+                "net:evil.example=[Read, Write]:always_deny",
+                "object:obj_1=[Read]:always_allow",
+            ]
+        );
+    }
+
+    #[test]
+    fn blanket_run_is_refused() {
+        let mut args = run_args();
+        args.allow_run = vec![String::new()];
+        let err = from_flags(&args, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("--allow-run=git"), "{err}");
+    }
+
+    #[test]
+    fn hints_name_the_flag() {
+        assert_eq!(suggest_flag("fs:a/b.txt", "read"), "--allow-read=a/b.txt");
+        assert_eq!(suggest_flag("shell:git", "execute"), "--allow-run=git");
+        assert_eq!(suggest_flag("fs:a", "delete"), "--grant fs:a=delete");
+        assert_eq!(
+            suggest_flag("object:obj_1", "read"),
+            "--grant object:obj_1=read"
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! `agent-libos tool check|test|run`: the JIT tool lifecycle from the command line.
+//!
+//! `check` runs the static front end ([`crate::jit::analyze`]) locally, then the kernel's
+//! `tool.validate` (which also runs the declared tests) on a throwaway database. `test` is
+//! `tool.validate`'s test report. `run` proposes, validates, registers and calls the tool in
+//! a fresh process on the real database with exactly the grants given on the command line,
+//! so that `ps`, `audit show` and `human list` see the run afterwards.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use super::args::{ToolCommand, ToolFileArgs, ToolRunArgs};
+use super::{exit, grants, human, note, Ctx, Failure};
+use crate::jit::{self, Finding};
+use crate::kernel::{
+    CapabilitySpec, HumanMode, Kernel, KernelConfig, Pid, Policy, ProcessCtx, Right, SpawnOptions,
+    SysResult, Syscall, SyscallError,
+};
+
+pub async fn run(ctx: &Ctx, cmd: ToolCommand) -> Result<i32> {
+    match cmd {
+        ToolCommand::Check(args) => check(ctx, args).await,
+        ToolCommand::Test(args) => test(ctx, args).await,
+        ToolCommand::Run(args) => run_tool(ctx, args).await,
+    }
+}
+
+/// A tool loaded into a process's tool table.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub id: String,
+    pub name: String,
+    pub hash: String,
+    /// The `tool.validate` result.
+    pub validation: Value,
+}
+
+/// Why loading failed.
+#[derive(Debug, Clone)]
+pub enum LoadError {
+    /// `tool.validate` said `ok: false`; the validation result.
+    Rejected(Value),
+    Sys(SyscallError),
+}
+
+impl From<SyscallError> for LoadError {
+    fn from(e: SyscallError) -> Self {
+        LoadError::Sys(e)
+    }
+}
+
+/// `tool.propose` then `tool.validate` as process `pcx`.
+pub async fn propose_and_validate(
+    pcx: &ProcessCtx,
+    source: &str,
+) -> Result<(String, String, Value), LoadError> {
+    let proposed = pcx
+        .syscall(Syscall::ToolPropose {
+            source: source.to_string(),
+        })
+        .await?;
+    let id = proposed["id"]
+        .as_str()
+        .ok_or_else(|| SyscallError::internal("tool.propose returned no id"))?
+        .to_string();
+    let hash = proposed["hash"].as_str().unwrap_or_default().to_string();
+    let validation = pcx
+        .syscall(Syscall::ToolValidate { id: id.clone() })
+        .await?;
+    Ok((id, hash, validation))
+}
+
+/// Proposes, validates and registers a tool as process `pcx`.
+pub async fn load(pcx: &ProcessCtx, source: &str) -> Result<Loaded, LoadError> {
+    let (id, hash, validation) = propose_and_validate(pcx, source).await?;
+    if validation["ok"] != json!(true) {
+        return Err(LoadError::Rejected(validation));
+    }
+    let registered = pcx
+        .syscall(Syscall::ToolRegister { id: id.clone() })
+        .await?;
+    Ok(Loaded {
+        id,
+        name: registered["name"]
+            .as_str()
+            .or(validation["name"].as_str())
+            .unwrap_or_default()
+            .to_string(),
+        hash: registered["hash"].as_str().unwrap_or(&hash).to_string(),
+        validation,
+    })
+}
+
+/// Whether an error says the kernel was built without the JIT tool host.
+pub fn is_missing_tool_host(err: &SyscallError) -> bool {
+    matches!(err, SyscallError::InvalidArgument(m) if m.contains("served by the JIT tool host"))
+}
+
+fn read_source(file: &Path) -> Result<String> {
+    std::fs::read_to_string(file).map_err(|e| {
+        Failure::new(
+            "InvalidArgument",
+            exit::INVALID,
+            format!("cannot read {}: {e}", file.display()),
+        )
+        .hint("pass the path of a TypeScript tool file")
+        .into()
+    })
+}
+
+fn finding_line(file: &Path, f: &Value) -> String {
+    format!(
+        "{}:{}:{} {}: {}",
+        file.display(),
+        f["line"],
+        f["column"],
+        f["rule"].as_str().unwrap_or("?"),
+        f["message"].as_str().unwrap_or("")
+    )
+}
+
+fn findings_json(findings: &[Finding]) -> Value {
+    serde_json::to_value(findings).unwrap_or(Value::Null)
+}
+
+/// Static analysis on the host; findings as JSON, or the tool's name.
+fn analyze_locally(file: &Path, source: &str) -> Result<String, Value> {
+    let specifier = format!("file:///{}", file.display());
+    match jit::analyze(&specifier, source, &jit::AnalyzeOptions::default()) {
+        Ok(tool) => Ok(tool.meta.name),
+        Err(findings) => Err(findings_json(&findings)),
+    }
+}
+
+fn rejected(file: &Path, findings: &Value, tests: &Value) -> Failure {
+    let nf = findings.as_array().map_or(0, Vec::len);
+    let failed = tests.as_array().map_or(0, |t| {
+        t.iter().filter(|t| t["passed"] != json!(true)).count()
+    });
+    let mut parts = Vec::new();
+    if nf > 0 {
+        parts.push(format!("{nf} finding{}", if nf == 1 { "" } else { "s" }));
+    }
+    if failed > 0 {
+        parts.push(format!(
+            "{failed} failing test{}",
+            if failed == 1 { "" } else { "s" }
+        ));
+    }
+    Failure::new(
+        "ValidationFailed",
+        exit::INVALID,
+        format!(
+            "{} was rejected by validation ({})",
+            file.display(),
+            parts.join(", ")
+        ),
+    )
+    .hint(format!(
+        "fix the findings above, then run `agent-libos tool check {}` again",
+        file.display()
+    ))
+    .extra(json!({"findings": findings, "tests": tests}))
+}
+
+/// Opens a kernel on a throwaway database for validation; returns it with a fresh process.
+async fn scratch_kernel() -> Result<(super::TempDir, Kernel, Pid)> {
+    let dir = super::TempDir::new("agent-libos").context("creating a temporary directory")?;
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws)?;
+    let mut config = KernelConfig::new(dir.path().join("state.db"), ws);
+    config.human_mode = HumanMode::FailFast;
+    let kernel = Kernel::open(config).await?;
+    let pid = kernel
+        .spawn_root(SpawnOptions {
+            goal: "validate a tool".into(),
+            ..SpawnOptions::default()
+        })
+        .await?;
+    Ok((dir, kernel, pid))
+}
+
+/// Runs `tool.propose` + `tool.validate` on a scratch kernel.
+async fn validate_in_kernel(source: &str) -> Result<Result<Value, SyscallError>> {
+    let (_dir, kernel, pid) = scratch_kernel().await?;
+    let pcx = ProcessCtx { kernel, pid };
+    Ok(match propose_and_validate(&pcx, source).await {
+        Ok((_, _, v)) => Ok(v),
+        Err(LoadError::Sys(e)) => Err(e),
+        Err(LoadError::Rejected(v)) => Ok(v),
+    })
+}
+
+async fn check(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
+    let file = &args.file;
+    let source = read_source(file)?;
+    let name = match analyze_locally(file, &source) {
+        Ok(name) => name,
+        Err(findings) => {
+            if !ctx.json {
+                for f in findings.as_array().into_iter().flatten() {
+                    println!("{}", finding_line(file, f));
+                }
+            }
+            return Err(rejected(file, &findings, &Value::Null).into());
+        }
+    };
+    match validate_in_kernel(&source).await? {
+        Ok(v) => {
+            let findings = v["findings"].clone();
+            let tests = v["tests"].clone();
+            if v["ok"] != json!(true) {
+                if !ctx.json {
+                    for f in findings.as_array().into_iter().flatten() {
+                        println!("{}", finding_line(file, f));
+                    }
+                    print_tests(&tests, true);
+                }
+                return Err(rejected(file, &findings, &tests).into());
+            }
+            let n = tests.as_array().map_or(0, Vec::len);
+            ctx.print(
+                &json!({"file": file, "name": name, "ok": true, "findings": [], "tests": tests}),
+                || {
+                    format!(
+                        "{}: ok (tool {name}, {n} declared test{} passed)",
+                        file.display(),
+                        if n == 1 { "" } else { "s" }
+                    )
+                },
+            );
+        }
+        Err(e) if is_missing_tool_host(&e) => {
+            note("declared tests were not run: this build's kernel has no JIT tool host");
+            ctx.print(
+                &json!({"file": file, "name": name, "ok": true, "findings": [], "tests": null}),
+                || format!("{}: ok (tool {name}; static checks only)", file.display()),
+            );
+        }
+        Err(e) => return Err(Failure::from_syscall(&e).into()),
+    }
+    Ok(exit::OK)
+}
+
+fn print_tests(tests: &Value, failures_only: bool) {
+    for t in tests.as_array().into_iter().flatten() {
+        let name = t["name"].as_str().unwrap_or("?");
+        if t["passed"] == json!(true) {
+            if !failures_only {
+                println!("ok   {name}");
+            }
+        } else {
+            let why = t["error"].as_str().unwrap_or("failed");
+            println!("FAIL {name}: {why}");
+        }
+    }
+}
+
+async fn test(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
+    let file = &args.file;
+    let source = read_source(file)?;
+    if let Err(findings) = analyze_locally(file, &source) {
+        if !ctx.json {
+            for f in findings.as_array().into_iter().flatten() {
+                println!("{}", finding_line(file, f));
+            }
+        }
+        return Err(rejected(file, &findings, &Value::Null).into());
+    }
+    let v = match validate_in_kernel(&source).await? {
+        Ok(v) => v,
+        Err(e) if is_missing_tool_host(&e) => {
+            return Err(Failure::new(
+                "InvalidArgument",
+                exit::INVALID,
+                "cannot run declared tests: this build's kernel has no JIT tool host",
+            )
+            .hint("`agent-libos tool check` still runs the static checks")
+            .into())
+        }
+        Err(e) => return Err(Failure::from_syscall(&e).into()),
+    };
+    let tests = v["tests"].clone();
+    let all = tests.as_array().cloned().unwrap_or_default();
+    let passed = all.iter().filter(|t| t["passed"] == json!(true)).count();
+    let failed = all.len() - passed;
+    let findings = v["findings"].clone();
+    if ctx.json {
+        println!(
+            "{}",
+            json!({"ok": failed == 0 && v["ok"] == json!(true), "result": {"file": file, "tests": tests, "findings": findings, "passed": passed, "failed": failed}})
+        );
+    } else {
+        for f in findings.as_array().into_iter().flatten() {
+            println!("{}", finding_line(file, f));
+        }
+        print_tests(&tests, false);
+        println!("{passed} passed, {failed} failed");
+    }
+    Ok(if failed == 0 && v["ok"] == json!(true) {
+        exit::OK
+    } else {
+        exit::INVALID
+    })
+}
+
+/// What the process body of `tool run` leaves for the CLI.
+#[derive(Default)]
+struct RunSlot {
+    validation: Option<Value>,
+}
+
+async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
+    let file = args.file.clone();
+    let source = read_source(&file)?;
+    let name = match analyze_locally(&file, &source) {
+        Ok(name) => name,
+        Err(findings) => {
+            if !ctx.json {
+                for f in findings.as_array().into_iter().flatten() {
+                    eprintln!("{}", finding_line(&file, f));
+                }
+            }
+            return Err(rejected(&file, &findings, &Value::Null).into());
+        }
+    };
+    let call_args: Value = serde_json::from_str(&args.args).map_err(|e| {
+        Failure::new(
+            "InvalidArgument",
+            exit::INVALID,
+            format!("--args is not JSON: {e}"),
+        )
+        .hint("pass a JSON object, e.g. --args '{\"path\":\"README.md\"}'")
+    })?;
+    let mut specs = grants::from_flags(&args, &ctx.workspace)
+        .map_err(|e| Failure::new("InvalidArgument", exit::INVALID, format!("{e:#}")))?;
+    // The operator loading this tool: the process may register it under its name.
+    specs.push(CapabilitySpec::new(
+        format!("tool:{name}"),
+        &[Right::Create],
+        Policy::AlwaysAllow,
+    ));
+    let interactive = args.ask && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if args.ask && !interactive {
+        note("--ask needs a terminal on stdin and stderr; requests for a human will fail fast");
+    }
+    let mode = if interactive {
+        HumanMode::Wait
+    } else {
+        HumanMode::FailFast
+    };
+    let kernel = ctx.open(mode).await?;
+    let start_seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit")
+        .fetch_one(kernel.store().pool())
+        .await
+        .unwrap_or(0);
+    let pid = kernel
+        .spawn_root(SpawnOptions {
+            goal: format!("tool run {}", file.display()),
+            grants: specs,
+            ..SpawnOptions::default()
+        })
+        .await
+        .map_err(Failure::from)?;
+    tracing::info!(pid, tool = %name, "spawned");
+    let prompter = interactive.then(|| tokio::spawn(human::prompt_loop(kernel.clone(), pid)));
+    let slot = Arc::new(Mutex::new(RunSlot::default()));
+    let body_slot = slot.clone();
+    let handle = kernel
+        .run(pid, move |pcx: ProcessCtx| async move {
+            call_in_process(pcx, source, call_args, body_slot).await
+        })
+        .await
+        .map_err(Failure::from)?;
+    let outcome: SysResult<Value> = match handle.await {
+        Ok(r) => r,
+        Err(e) => Err(SyscallError::internal(format!(
+            "the process task failed: {e}"
+        ))),
+    };
+    if let Some(p) = prompter {
+        p.abort();
+    }
+    if args.trace {
+        print_trace(&kernel, start_seq).await;
+    }
+    let _ = kernel.store().flush().await;
+    match outcome {
+        Ok(result) => {
+            if ctx.json {
+                println!("{}", json!({"ok": true, "result": result, "pid": pid}));
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&result).unwrap_or_default()
+                );
+            }
+            Ok(exit::OK)
+        }
+        Err(err) => {
+            if let Some(v) = slot.lock().validation.take() {
+                if !ctx.json {
+                    for f in v["findings"].as_array().into_iter().flatten() {
+                        eprintln!("{}", finding_line(&file, f));
+                    }
+                    for t in v["tests"].as_array().into_iter().flatten() {
+                        if t["passed"] != json!(true) {
+                            eprintln!(
+                                "FAIL {}: {}",
+                                t["name"].as_str().unwrap_or("?"),
+                                t["error"].as_str().unwrap_or("failed")
+                            );
+                        }
+                    }
+                }
+                return Err(rejected(&file, &v["findings"], &v["tests"]).into());
+            }
+            let mut failure = Failure::from_syscall(&err);
+            if is_missing_tool_host(&err) {
+                failure = failure.hint("this build's kernel has no JIT tool host; `agent-libos tool check` still runs the static checks");
+            }
+            if let SyscallError::ToolError { stack, .. } = &err {
+                if !stack.is_empty() && !ctx.json {
+                    eprintln!("{stack}");
+                }
+            }
+            Err(anyhow::Error::new(failure).context(format!("tool {name} (process {pid})")))
+        }
+    }
+}
+
+/// The process body of `tool run`: load the tool and call it once.
+async fn call_in_process(
+    pcx: ProcessCtx,
+    source: String,
+    args: Value,
+    slot: Arc<Mutex<RunSlot>>,
+) -> SysResult<Value> {
+    let loaded = match load(&pcx, &source).await {
+        Ok(l) => l,
+        Err(LoadError::Sys(e)) => return Err(e),
+        Err(LoadError::Rejected(v)) => {
+            slot.lock().validation = Some(v);
+            return Err(SyscallError::invalid("the tool was rejected by validation"));
+        }
+    };
+    pcx.syscall(Syscall::ToolCall {
+        name: loaded.name,
+        args,
+    })
+    .await
+}
+
+/// Prints the audit records written since `after` (this run's syscalls) to stderr.
+async fn print_trace(kernel: &Kernel, after: i64) {
+    let _ = kernel.store().flush().await;
+    let rows: Vec<crate::audit::AuditRow> = match sqlx::query_as(
+        "SELECT seq, ts, actor, action, target, decision, capability_refs, correlation_id, \
+         parent_seq, detail, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq",
+    )
+    .bind(after)
+    .fetch_all(kernel.store().pool())
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            note(format!("--trace: cannot read the audit log: {e}"));
+            return;
+        }
+    };
+    for row in rows {
+        eprintln!(
+            "trace: #{:<5} {:<8} {:<22} {:<6} {}",
+            row.seq, row.actor, row.action, row.decision, row.target
+        );
+    }
+}

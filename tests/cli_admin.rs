@@ -1,0 +1,307 @@
+//! `ps`, `resume`, `human`, `audit`, `image`, `checkpoint` and help through the real binary.
+
+mod cli_support;
+
+use agent_libos::kernel::{
+    CapabilitySpec, HumanMode, Kernel, KernelConfig, SpawnOptions, Syscall, SyscallError,
+};
+use cli_support::{run_in, Env};
+use serde_json::json;
+
+const IMAGE: &str = r#"
+id = "coder"
+version = "1.0.0"
+system_prompt = "You fix failing tests."
+
+[[capabilities]]
+resource = "fs:src/**"
+rights = ["read"]
+"#;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+/// Opens the env's database through the library (as another host would).
+async fn kernel(env: &Env) -> Kernel {
+    let mut config = KernelConfig::new(env.db(), env.ws());
+    config.human_mode = HumanMode::FailFast;
+    Kernel::open(config).await.expect("open")
+}
+
+#[test]
+fn image_register_and_list() {
+    let env = Env::new();
+    let manifest = env.write("coder.toml", IMAGE);
+    let out = env.run(&["image", "register", manifest.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("registered image coder@1.0.0"),
+        "{out:?}"
+    );
+    let again = env.run(&["image", "register", manifest.to_str().unwrap()]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("bump `version`"), "{again:?}");
+    let list = env.run(&["--json", "image", "list"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    let v = list.json();
+    assert_eq!(v["ok"], json!(true));
+    assert_eq!(v["result"][0]["id"], json!("coder"));
+    let text = env.run(&["image", "list"]);
+    assert!(text.stdout.contains("coder"), "{text:?}");
+}
+
+#[test]
+fn image_register_rejects_a_bad_manifest() {
+    let env = Env::new();
+    let manifest = env.write("bad.toml", "id = 'a b'\nversion = '1'\n");
+    let out = env.run(&["--json", "image", "register", manifest.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.json()["error"]["kind"], json!("InvalidArgument"));
+}
+
+#[test]
+fn ps_and_resume_list_live_processes() {
+    let env = Env::new();
+    let pid = rt().block_on(async {
+        let k = kernel(&env).await;
+        k.spawn_root(SpawnOptions {
+            goal: "wait for work".into(),
+            ..SpawnOptions::default()
+        })
+        .await
+        .unwrap()
+    });
+    let out = env.run(&["--json", "ps"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v = out.json();
+    assert_eq!(v["result"][0]["pid"], json!(pid));
+    assert_eq!(v["result"][0]["status"], json!("RUNNABLE"));
+    let text = env.run(&["ps"]);
+    assert!(text.stdout.contains("wait for work"), "{text:?}");
+    let resumed = env.run(&["resume"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert!(resumed.stdout.contains("1 live process"), "{resumed:?}");
+    assert!(resumed.stdout.contains("RUNNABLE"), "{resumed:?}");
+    let resumed = env.run(&["--json", "resume"]);
+    assert_eq!(resumed.json()["result"][0]["pid"], json!(pid));
+}
+
+#[test]
+fn ps_all_shows_the_process_of_a_tool_run() {
+    let env = Env::new();
+    let tool = cli_support::repo().join("fixtures/tools/clock.ts");
+    env.run(&[
+        "tool",
+        "run",
+        tool.to_str().unwrap(),
+        "--args",
+        r#"{"ms":1}"#,
+    ]);
+    let out = env.run(&["--json", "ps", "--all"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let procs = out.json()["result"].as_array().cloned().unwrap();
+    assert_eq!(procs.len(), 1, "{out:?}");
+    assert!(procs[0]["goal"].as_str().unwrap().contains("clock.ts"));
+    // Ended: not in the default listing.
+    assert_eq!(env.run(&["--json", "ps"]).json()["result"], json!([]));
+}
+
+#[test]
+fn human_list_show_approve_reject() {
+    let env = Env::new();
+    let (first, second) = rt().block_on(async {
+        let k = kernel(&env).await;
+        let pid = k
+            .spawn_root(SpawnOptions {
+                goal: "ask".into(),
+                grants: vec![CapabilitySpec::parse_grant("fs:out.txt=write:ask").unwrap()],
+                ..SpawnOptions::default()
+            })
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for path in ["out.txt", "out.txt"] {
+            let err = k
+                .syscall(
+                    pid,
+                    Syscall::FsWriteText {
+                        path: path.into(),
+                        content: "x".into(),
+                        overwrite: false,
+                    },
+                )
+                .await
+                .unwrap_err();
+            match err {
+                SyscallError::HumanRequired { request_id, .. } => ids.push(request_id),
+                other => panic!("{other:?}"),
+            }
+        }
+        k.store().flush().await.unwrap();
+        (ids[0].clone(), ids[1].clone())
+    });
+    let list = env.run(&["human", "list"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(
+        list.stdout.contains(&first) && list.stdout.contains(&second),
+        "{list:?}"
+    );
+    assert!(
+        list.stdout.contains("fs.write_text write on fs:out.txt"),
+        "{list:?}"
+    );
+
+    let show = env.run(&["human", "show", &first]);
+    assert_eq!(show.code, 0, "{show:?}");
+    assert!(show.stdout.contains("preview"), "{show:?}");
+    assert!(
+        show.stdout.contains("agent-libos human approve"),
+        "{show:?}"
+    );
+
+    let approve = env.run(&[
+        "--json", "human", "approve", &first, "--always", "--by", "ann",
+    ]);
+    assert_eq!(approve.code, 0, "{approve:?}");
+    let v = approve.json();
+    assert_eq!(v["result"]["status"], json!("approved"));
+    assert_eq!(v["result"]["answered_by"], json!("cli:ann"));
+    assert_eq!(v["result"]["answer"]["answer"], json!("approve_always"));
+
+    let reject = env.run(&["human", "reject", &second, "--reason", "no", "--by", "ann"]);
+    assert_eq!(reject.code, 0, "{reject:?}");
+    assert!(reject.stdout.contains("rejected by cli:ann"), "{reject:?}");
+
+    let again = env.run(&["human", "approve", &second]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("already rejected"), "{again:?}");
+    let missing = env.run(&["human", "show", "hr_nope"]);
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert!(missing.stderr.contains("human list --all"), "{missing:?}");
+    let pending = env.run(&["--json", "human", "list"]);
+    assert_eq!(pending.json()["result"], json!([]));
+    let all = env.run(&["--json", "human", "list", "--all"]);
+    assert_eq!(all.json()["result"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn audit_verify_detects_tampering() {
+    let env = Env::new();
+    let manifest = env.write("coder.toml", IMAGE);
+    assert_eq!(
+        env.run(&["image", "register", manifest.to_str().unwrap()])
+            .code,
+        0
+    );
+    let ok = env.run(&["audit", "verify"]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(
+        ok.stdout.contains("audit chain ok: 1 records, head "),
+        "{ok:?}"
+    );
+    let json_ok = env.run(&["--json", "audit", "verify"]);
+    assert_eq!(json_ok.json()["result"]["records"], json!(1));
+
+    let show = env.run(&["audit", "show"]);
+    assert!(show.stdout.contains("image.register"), "{show:?}");
+    let export = env.dir.path().join("audit.jsonl");
+    let out = env.run(&["audit", "export", export.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = std::fs::read_to_string(&export).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["action"], json!("image.register"));
+    assert_eq!(first["seq"], json!(1));
+
+    rt().block_on(async {
+        let url = format!("sqlite://{}", env.db().display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("UPDATE audit SET decision = 'deny' WHERE seq = 1")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    let broken = env.run(&["audit", "verify"]);
+    assert_eq!(broken.code, 1, "{broken:?}");
+    assert!(broken.stderr.contains("broken at record 1"), "{broken:?}");
+    let broken = env.run(&["--json", "audit", "verify"]);
+    assert_eq!(broken.json()["error"]["seq"], json!(1));
+}
+
+#[test]
+fn checkpoints_say_they_are_not_available() {
+    let env = Env::new();
+    for args in [
+        vec!["checkpoint", "create", "1"],
+        vec!["checkpoint", "list"],
+        vec!["checkpoint", "rollback", "ck_1"],
+        vec!["checkpoint", "export", "ck_1", "out.tar"],
+        vec!["checkpoint", "import", "in.tar"],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(
+            out.stderr
+                .contains("agent-libos: checkpoints are not available in this build yet"),
+            "{out:?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_database_says_how_to_fix_it() {
+    let env = Env::new();
+    let out = env.run(&["ps"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("no database at"), "{out:?}");
+    assert!(out.stderr.contains("--db"), "{out:?}");
+    let out = env.run(&["audit", "verify"]);
+    assert_eq!(out.code, 2, "{out:?}");
+}
+
+#[test]
+fn the_default_database_lives_in_the_current_directory() {
+    let env = Env::new();
+    let manifest = env.write("coder.toml", IMAGE);
+    let out = run_in(
+        &env.ws(),
+        &["image", "register", manifest.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(env.ws().join(".agent-libos/state.db").exists());
+}
+
+#[test]
+fn help_documents_examples_and_exit_codes() {
+    let env = Env::new();
+    let top = env.run(&["--help"]);
+    assert_eq!(top.code, 0);
+    assert!(top.stdout.contains("Exit codes:"), "{top:?}");
+    assert!(top.stdout.contains("5  waiting for a human"), "{top:?}");
+    for sub in [
+        vec!["tool", "check"],
+        vec!["tool", "test"],
+        vec!["tool", "run"],
+        vec!["replay"],
+        vec!["ps"],
+        vec!["human", "list"],
+        vec!["human", "approve"],
+        vec!["audit", "show"],
+        vec!["audit", "verify"],
+        vec!["audit", "export"],
+        vec!["checkpoint", "create"],
+        vec!["image", "register"],
+        vec!["image", "list"],
+        vec!["resume"],
+        vec!["demo"],
+    ] {
+        let mut args = sub.clone();
+        args.push("--help");
+        let out = env.run(&args);
+        assert_eq!(out.code, 0, "{sub:?}");
+        assert!(out.stdout.contains("Examples:"), "{sub:?}: {}", out.stdout);
+    }
+    let bad = env.run(&["nope"]);
+    assert_eq!(bad.code, 2);
+}

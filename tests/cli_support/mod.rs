@@ -1,0 +1,144 @@
+//! Shared setup for the CLI's integration tests: the real binary on a temp database and
+//! workspace.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The `agent-libos` binary built from this checkout.
+///
+/// `CARGO_BIN_EXE_agent-libos` is the uplifted `target/debug/agent-libos`, which another
+/// checkout sharing the target directory may replace at any time; so this prefers the
+/// newest hashed artifact in `deps/` that says (debug builds only) it was built from this
+/// manifest directory.
+pub fn bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let uplifted = PathBuf::from(env!("CARGO_BIN_EXE_agent-libos"));
+        let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = uplifted
+            .parent()
+            .map(|d| d.join("deps"))
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("agent_libos-") && !n.contains('.'))
+            })
+            .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+            .collect();
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let ours = |p: &Path| {
+            Command::new(p)
+                .arg("ps")
+                .env("AGENT_LIBOS_PRINT_BUILD_DIR", "1")
+                .output()
+                .ok()
+                .is_some_and(|o| {
+                    String::from_utf8_lossy(&o.stdout).trim() == env!("CARGO_MANIFEST_DIR")
+                })
+        };
+        candidates
+            .into_iter()
+            .map(|(_, p)| p)
+            .find(|p| ours(p))
+            .unwrap_or(uplifted)
+    })
+    .clone()
+}
+
+/// The repository root (fixtures live there).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("ws")).unwrap();
+        Env { dir }
+    }
+
+    pub fn ws(&self) -> PathBuf {
+        self.dir.path().join("ws")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.ws().join(rel);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Runs `agent-libos --db DB --workspace WS ARGS...` in the workspace.
+    pub fn run(&self, args: &[&str]) -> Out {
+        let output = Command::new(bin())
+            .arg("--db")
+            .arg(self.db())
+            .arg("--workspace")
+            .arg(self.ws())
+            .args(args)
+            .current_dir(self.ws())
+            .env_remove("AGENT_LIBOS_DB")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run agent-libos");
+        Out::from(output)
+    }
+}
+
+/// Runs the binary with exactly `args` in `cwd`.
+pub fn run_in(cwd: &Path, args: &[&str]) -> Out {
+    let output = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("AGENT_LIBOS_DB")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run agent-libos");
+    Out::from(output)
+}
+
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Out {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Out {
+    /// Stdout parsed as one JSON document.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    pub fn last_line(&self) -> &str {
+        self.stdout.trim_end().lines().last().unwrap_or("")
+    }
+}

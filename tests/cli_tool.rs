@@ -1,0 +1,258 @@
+//! `agent-libos tool check|test|run` through the real binary.
+
+mod cli_support;
+
+use cli_support::{repo, Env};
+use serde_json::json;
+
+fn fixture_tool(name: &str) -> String {
+    repo()
+        .join("fixtures/tools")
+        .join(format!("{name}.ts"))
+        .display()
+        .to_string()
+}
+
+const BAD_TOOL: &str = r#"export const tool = {
+  name: "bad",
+  description: "uses eval",
+  input: { type: "object", properties: {} },
+  output: {},
+};
+
+export default async function run(args: any, libos: any) {
+  return eval("1 + 1");
+}
+"#;
+
+#[test]
+fn check_accepts_a_good_tool() {
+    let env = Env::new();
+    let out = env.run(&["tool", "check", &fixture_tool("read_file")]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("ok (tool read_file"), "{out:?}");
+}
+
+#[test]
+fn check_reports_findings_with_line_and_column() {
+    let env = Env::new();
+    let file = env.write("bad.ts", BAD_TOOL);
+    let out = env.run(&["tool", "check", file.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let expected = format!("{}:9:10 no-eval:", file.display());
+    assert!(out.stdout.contains(&expected), "{out:?}");
+    assert!(out.stderr.contains("agent-libos: "), "{out:?}");
+    assert!(out.stderr.contains("rejected by validation"), "{out:?}");
+}
+
+#[test]
+fn check_json_shape() {
+    let env = Env::new();
+    let file = env.write("bad.ts", BAD_TOOL);
+    let out = env.run(&["--json", "tool", "check", file.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let v = out.json();
+    assert_eq!(v["ok"], json!(false));
+    assert_eq!(v["error"]["kind"], json!("ValidationFailed"));
+    assert_eq!(v["error"]["findings"][0]["rule"], json!("no-eval"));
+    assert_eq!(v["error"]["findings"][0]["line"], json!(9));
+    assert_eq!(v["error"]["findings"][0]["column"], json!(10));
+
+    let good = env.run(&["--json", "tool", "check", &fixture_tool("read_file")]);
+    assert_eq!(good.code, 0, "{good:?}");
+    let v = good.json();
+    assert_eq!(v["ok"], json!(true));
+    assert_eq!(v["result"]["name"], json!("read_file"));
+}
+
+#[test]
+fn check_on_a_missing_file_is_invalid_input() {
+    let env = Env::new();
+    let out = env.run(&["tool", "check", "nope.ts"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("cannot read nope.ts"), "{out:?}");
+}
+
+#[test]
+fn run_refuses_a_blanket_allow_run() {
+    let env = Env::new();
+    let out = env.run(&["tool", "run", &fixture_tool("run_cmd"), "--allow-run"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--allow-run=git"), "{out:?}");
+}
+
+#[test]
+fn run_rejects_arguments_that_are_not_json() {
+    let env = Env::new();
+    let out = env.run(&["tool", "run", &fixture_tool("read_file"), "--args", "{nope"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--args is not JSON"), "{out:?}");
+}
+
+// ---- these need the kernel's JIT tool host ----
+
+#[test]
+fn test_prints_results_and_the_closing_line() {
+    let env = Env::new();
+    let out = env.run(&["tool", "test", &fixture_tool("read_file")]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.last_line(), "2 passed, 0 failed", "{out:?}");
+    let out = env.run(&["tool", "test", &fixture_tool("wrong_test")]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stdout.contains("FAIL adds one"), "{out:?}");
+    assert_eq!(out.last_line(), "0 passed, 1 failed", "{out:?}");
+}
+
+#[test]
+fn run_allowed_prints_the_result() {
+    let env = Env::new();
+    env.write("notes.txt", "hello\n");
+    let out = env.run(&[
+        "tool",
+        "run",
+        &fixture_tool("read_file"),
+        "--args",
+        r#"{"path":"notes.txt"}"#,
+        "--allow-read=notes.txt",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v, json!({"content": "hello\n"}));
+
+    let out = env.run(&[
+        "--json",
+        "tool",
+        "run",
+        &fixture_tool("read_file"),
+        "--args",
+        r#"{"path":"notes.txt"}"#,
+        "--allow-read",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let v = out.json();
+    assert_eq!(v["ok"], json!(true));
+    assert_eq!(v["result"], json!({"content": "hello\n"}));
+}
+
+#[test]
+fn run_denied_exits_3_with_resource_and_right() {
+    let env = Env::new();
+    env.write("notes.txt", "hello\n");
+    let out = env.run(&[
+        "--json",
+        "tool",
+        "run",
+        &fixture_tool("read_file"),
+        "--args",
+        r#"{"path":"notes.txt"}"#,
+    ]);
+    assert_eq!(out.code, 3, "{out:?}");
+    let v = out.json();
+    assert_eq!(v["ok"], json!(false));
+    assert_eq!(v["error"]["kind"], json!("PermissionDenied"));
+    assert_eq!(v["error"]["resource"], json!("fs:notes.txt"));
+    assert_eq!(v["error"]["right"], json!("read"));
+    assert!(out.stderr.contains("--allow-read=notes.txt"), "{out:?}");
+}
+
+#[test]
+fn a_deny_flag_beats_an_allow() {
+    let env = Env::new();
+    env.write("notes.txt", "hello\n");
+    let out = env.run(&[
+        "tool",
+        "run",
+        &fixture_tool("read_file"),
+        "--args",
+        r#"{"path":"notes.txt"}"#,
+        "--allow-read",
+        "--deny-read=notes.txt",
+    ]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("explicit deny"), "{out:?}");
+}
+
+#[test]
+fn trace_prints_each_syscall_with_its_decision() {
+    let env = Env::new();
+    env.write("notes.txt", "hello\n");
+    let out = env.run(&[
+        "tool",
+        "run",
+        &fixture_tool("read_file"),
+        "--args",
+        r#"{"path":"notes.txt"}"#,
+        "--allow-read=notes.txt",
+        "--trace",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("trace:") && l.contains("fs.read_text"))
+        .unwrap_or_else(|| panic!("no trace line: {out:?}"));
+    assert!(
+        line.contains("allow") && line.contains("fs:notes.txt"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_thrown_error_exits_1_and_a_limit_exits_4() {
+    let env = Env::new();
+    let out = env.run(&[
+        "tool",
+        "run",
+        &fixture_tool("throws"),
+        "--args",
+        r#"{"message":"boom"}"#,
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("boom"), "{out:?}");
+    let out = env.run(&["--json", "tool", "run", &fixture_tool("spin")]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert_eq!(out.json()["error"]["limit"], json!("cpu_time"));
+}
+
+#[test]
+fn fail_fast_request_can_be_listed_and_approved() {
+    let env = Env::new();
+    let out = env.run(&[
+        "--json",
+        "tool",
+        "run",
+        &fixture_tool("write_file"),
+        "--args",
+        r#"{"path":"out.txt","content":"x"}"#,
+        "--grant",
+        "fs:out.txt=write:ask_each_time",
+    ]);
+    assert_eq!(out.code, 5, "{out:?}");
+    let v = out.json();
+    assert_eq!(v["error"]["kind"], json!("HumanRequired"));
+    let id = v["error"]["request_id"]
+        .as_str()
+        .expect("request id")
+        .to_string();
+    assert!(
+        out.stderr
+            .contains(&format!("agent-libos human approve {id}")),
+        "{out:?}"
+    );
+
+    let list = env.run(&["--json", "human", "list"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    let pending = list.json()["result"].as_array().cloned().unwrap();
+    assert_eq!(pending.len(), 1, "{list:?}");
+    assert_eq!(pending[0]["id"], json!(id));
+    assert_eq!(pending[0]["kind"], json!("approval"));
+
+    let approve = env.run(&["human", "approve", &id, "--by", "tester"]);
+    assert_eq!(approve.code, 0, "{approve:?}");
+    assert!(
+        approve.stdout.contains("approved by cli:tester"),
+        "{approve:?}"
+    );
+    let list = env.run(&["--json", "human", "list"]);
+    assert_eq!(list.json()["result"], json!([]));
+}
