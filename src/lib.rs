@@ -12,9 +12,11 @@ compile_error!(
 #[cfg(not(any(feature = "quickjs", feature = "v8")))]
 compile_error!("enable one JavaScript engine: feature `quickjs` (default) or `v8`");
 
+pub mod agent;
 pub mod audit;
 pub mod jit;
 pub mod kernel;
+pub mod mcp;
 pub mod providers;
 pub mod store;
 pub mod util;
