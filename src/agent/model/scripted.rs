@@ -4,6 +4,11 @@
 //! starting with `#` are skipped). Each reply is
 //! `{"content"?: "text", "tool_calls"?: [{"name": "fs_read_text", "arguments": {...}}], "usage"?: {...}}`.
 //! Asking for more replies than the script holds is an error that says so.
+//!
+//! A string argument that is exactly `${result}` or `${result.a.b}` is replaced by (a field
+//! of) the most recent tool result in the conversation, decoded as JSON — so a script can
+//! pass on ids it cannot know in advance (e.g. `tool_validate {"id": "${result.id}"}` after
+//! `tool_propose`).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -12,7 +17,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{ChatModel, ChatResponse, Message, ModelError, ToolCall, ToolSpec, Usage};
+use super::{ChatModel, ChatResponse, Message, ModelError, Role, ToolCall, ToolSpec, Usage};
 
 /// One scripted tool call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,20 +154,63 @@ impl ChatModel for ScriptedModel {
                 replies: self.total,
                 call,
             })?;
-        let tool_calls = reply
-            .tool_calls
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| ToolCall {
+        let last_result = last_tool_result(messages);
+        let mut tool_calls = Vec::new();
+        for (i, c) in reply.tool_calls.into_iter().enumerate() {
+            tool_calls.push(ToolCall {
                 id: c.id.unwrap_or_else(|| format!("call_{call}_{i}")),
+                arguments: substitute(c.arguments, &last_result).map_err(|e| {
+                    ModelError::Script(format!("reply {call}, call '{}': {e}", c.name))
+                })?,
                 name: c.name,
-                arguments: c.arguments,
-            })
-            .collect();
+            });
+        }
         Ok(ChatResponse {
             message: Message::assistant(reply.content, tool_calls),
             usage: reply.usage.unwrap_or_default(),
         })
+    }
+}
+
+/// The most recent tool message's content, decoded as JSON when it is JSON.
+fn last_tool_result(messages: &[Message]) -> Option<Value> {
+    let content = messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::Tool)?
+        .content
+        .clone()?;
+    Some(serde_json::from_str(&content).unwrap_or(Value::String(content)))
+}
+
+/// Replaces `${result...}` placeholders in `value`.
+fn substitute(value: Value, result: &Option<Value>) -> Result<Value, String> {
+    match value {
+        Value::String(s) if s.starts_with("${result") && s.ends_with('}') => {
+            let path = &s["${result".len()..s.len() - 1];
+            let Some(mut current) = result.as_ref() else {
+                return Err(format!("{s}: there is no tool result yet"));
+            };
+            for key in path.split('.').filter(|k| !k.is_empty()) {
+                current = match current {
+                    Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+                    other => other.get(key),
+                }
+                .ok_or_else(|| format!("{s}: the last tool result has no '{key}': {current}"))?;
+            }
+            Ok(current.clone())
+        }
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| substitute(v, result))
+            .collect::<Result<_, _>>()
+            .map(Value::Array),
+        Value::Object(map) => map
+            .into_iter()
+            .map(|(k, v)| substitute(v, result).map(|v| (k, v)))
+            .collect::<Result<_, _>>()
+            .map(Value::Object),
+        other => Ok(other),
     }
 }
 
@@ -183,6 +231,23 @@ mod tests {
         assert_eq!(second.message.content.as_deref(), Some("done"));
         let err = model.complete(&[], &[]).await.unwrap_err().to_string();
         assert!(err.contains("has 2 replies") && err.contains("call 3"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn placeholders_take_the_last_tool_result() {
+        let model = ScriptedModel::new(vec![ScriptedReply::call(
+            "tool_validate",
+            json!({"id": "${result.id}", "all": "${result}", "n": ["${result.list.1}"]}),
+        )]);
+        let messages = vec![Message::tool("c", r#"{"id":"t1","list":[1,2]}"#)];
+        let reply = model.complete(&messages, &[]).await.unwrap();
+        assert_eq!(
+            reply.message.tool_calls[0].arguments,
+            json!({"id": "t1", "all": {"id": "t1", "list": [1, 2]}, "n": [2]})
+        );
+        let model = ScriptedModel::new(vec![ScriptedReply::call("x", json!({"id": "${result.nope}"}))]);
+        let err = model.complete(&messages, &[]).await.unwrap_err().to_string();
+        assert!(err.contains("no 'nope'"), "{err}");
     }
 
     #[test]
