@@ -259,6 +259,45 @@ fn error_text(err: &SyscallError) -> String {
     text
 }
 
+/// The arguments each tool accepts; anything else is refused, so that e.g. a `grants`
+/// argument to `spawn_process` is an error rather than silently ignored.
+fn allowed_arguments(tool: &str) -> Option<&'static [&'static str]> {
+    Some(match tool {
+        "spawn_process" => &["goal"],
+        "list_processes" => &[],
+        "propose_tool" => &["source", "pid"],
+        "validate_tool" | "register_tool" | "read_object" => &["id", "pid"],
+        "list_tools" => &["pid"],
+        "call_tool" => &["name", "args", "pid"],
+        "read_audit" => &["pid", "limit"],
+        "await_call" => &["call_id", "timeout_ms"],
+        _ => return None,
+    })
+}
+
+fn check_arguments(tool: &str, args: &Value) -> Result<(), String> {
+    let Some(allowed) = allowed_arguments(tool) else {
+        return Ok(());
+    };
+    let Some(map) = args.as_object() else {
+        return Err("InvalidArgument: arguments must be an object".into());
+    };
+    for key in map.keys() {
+        if !allowed.contains(&key.as_str()) {
+            let hint = if tool == "spawn_process" {
+                " (capabilities and the image are set by the operator, not by the client)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "InvalidArgument: {tool} takes no argument `{key}`{hint}; it takes: {}",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn str_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, String> {
     args.get(name)
         .and_then(Value::as_str)
@@ -267,6 +306,9 @@ fn str_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, String> {
 
 impl Session {
     async fn dispatch(&self, tool: &str, args: &Value, peer: &Peer<RoleServer>) -> Reply {
+        if let Err(e) = check_arguments(tool, args) {
+            return Reply::Err(e);
+        }
         let result = match tool {
             "spawn_process" => self.spawn(args.get("goal").and_then(Value::as_str)).await.map(
                 |pid| {
@@ -574,12 +616,18 @@ impl Session {
 fn describe_request(request: &HumanRequest) -> String {
     let p = &request.payload;
     match request.kind.as_str() {
-        "approval" => format!(
-            "approve {} {} on {}",
-            p["primitive"].as_str().unwrap_or("?"),
-            p["right"].as_str().unwrap_or("?"),
-            p["resource"].as_str().unwrap_or("?")
-        ),
+        "approval" => {
+            let mut text = format!(
+                "approve {} ({} on {})",
+                p["primitive"].as_str().unwrap_or("?"),
+                p["right"].as_str().unwrap_or("?"),
+                p["resource"].as_str().unwrap_or("?")
+            );
+            if !p["context"].is_null() {
+                text.push_str(&format!(" with {}", p["context"]));
+            }
+            text
+        }
         "permission" => format!(
             "grant {} on {} because: {}",
             p["rights"],
