@@ -100,7 +100,11 @@ async fn serve(replies: Vec<Canned>) -> FakeServer {
                 body: serde_json::from_slice(&body).unwrap_or(Value::Null),
             });
             let reply = queue.lock().pop_front().unwrap_or_else(|| {
-                status(500, r#"{"error":"the test server ran out of replies"}"#, vec![])
+                status(
+                    500,
+                    r#"{"error":"the test server ran out of replies"}"#,
+                    vec![],
+                )
             });
             let mut out = format!(
                 "HTTP/1.1 {} Canned\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -149,21 +153,35 @@ async fn a_plain_reply() {
     assert_eq!(reply.usage.total_tokens, 15);
     let seen = server.seen.lock().clone();
     assert_eq!(seen.len(), 1);
-    assert!(seen[0].head.starts_with("POST /v1/chat/completions HTTP/1.1"), "{}", seen[0].head);
-    assert!(seen[0].head.to_ascii_lowercase().contains("authorization: bearer sk-test"));
+    assert!(
+        seen[0]
+            .head
+            .starts_with("POST /v1/chat/completions HTTP/1.1"),
+        "{}",
+        seen[0].head
+    );
+    assert!(seen[0]
+        .head
+        .to_ascii_lowercase()
+        .contains("authorization: bearer sk-test"));
     assert_eq!(seen[0].body["model"], "test-model");
-    assert_eq!(seen[0].body["messages"][0], json!({"role": "system", "content": "be brief"}));
+    assert_eq!(
+        seen[0].body["messages"][0],
+        json!({"role": "system", "content": "be brief"})
+    );
     assert!(seen[0].body.get("tools").is_none());
 }
 
 #[tokio::test]
 async fn a_tool_call_round_trip_through_the_agent_loop() {
     let server = serve(vec![
-        ok(json!({"choices": [{"message": {"role": "assistant", "content": null,
+        ok(
+            json!({"choices": [{"message": {"role": "assistant", "content": null,
             "tool_calls": [{"id": "call_abc", "type": "function", "function": {
                 "name": "fs_write_text",
                 "arguments": "{\"path\":\"hello.txt\",\"content\":\"hi there\"}"}}]}}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}})),
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}),
+        ),
         ok(text_reply("Wrote hello.txt.")),
     ])
     .await;
@@ -200,9 +218,12 @@ async fn a_tool_call_round_trip_through_the_agent_loop() {
     let assistant = &messages[messages.len() - 2];
     assert_eq!(assistant["role"], "assistant");
     assert_eq!(assistant["tool_calls"][0]["id"], "call_abc");
-    let arguments: Value =
-        serde_json::from_str(assistant["tool_calls"][0]["function"]["arguments"].as_str().unwrap())
-            .unwrap();
+    let arguments: Value = serde_json::from_str(
+        assistant["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(arguments["path"], "hello.txt");
     let tool = &messages[messages.len() - 1];
     assert_eq!(tool["role"], "tool");
@@ -213,7 +234,11 @@ async fn a_tool_call_round_trip_through_the_agent_loop() {
 #[tokio::test]
 async fn busy_answers_are_retried_honoring_retry_after() {
     let server = serve(vec![
-        status(429, r#"{"error":{"message":"rate limited"}}"#, vec![("Retry-After", "0".into())]),
+        status(
+            429,
+            r#"{"error":{"message":"rate limited"}}"#,
+            vec![("Retry-After", "0".into())],
+        ),
         status(503, "upstream busy", vec![]),
         ok(text_reply("finally")),
     ])
@@ -266,7 +291,10 @@ async fn a_client_error_is_not_retried() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("HTTP 401") && err.contains("Incorrect API key"), "{err}");
+    assert!(
+        err.contains("HTTP 401") && err.contains("Incorrect API key"),
+        "{err}"
+    );
     assert_eq!(server.seen.lock().len(), 1);
 }
 
@@ -284,12 +312,23 @@ async fn a_malformed_reply_is_a_clear_error() {
     ])
     .await;
     let model = client(&server.url);
-    let err = model.complete(&[Message::user("hi")], &[]).await.unwrap_err();
+    let err = model
+        .complete(&[Message::user("hi")], &[])
+        .await
+        .unwrap_err();
     assert!(matches!(err, ModelError::Malformed(_)));
     assert!(err.to_string().contains("`choices`"), "{err}");
-    let err = model.complete(&[Message::user("hi")], &[]).await.unwrap_err().to_string();
+    let err = model
+        .complete(&[Message::user("hi")], &[])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tool_calls[0].function.name"), "{err}");
-    let err = model.complete(&[Message::user("hi")], &[]).await.unwrap_err().to_string();
+    let err = model
+        .complete(&[Message::user("hi")], &[])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not JSON") && err.contains("gateway"), "{err}");
 }
 
@@ -306,5 +345,8 @@ async fn an_unreachable_server_is_a_transport_error() {
         .complete(&[Message::user("hi")], &[])
         .await
         .unwrap_err();
-    assert!(matches!(err, ModelError::Transport { attempts: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, ModelError::Transport { attempts: 3, .. }),
+        "{err:?}"
+    );
 }

@@ -95,10 +95,7 @@ pub async fn run_agent(
     opts: RunOptions,
     model: &dyn ChatModel,
 ) -> Result<RunOutcome, AgentError> {
-    let image = kernel
-        .image(&opts.image)
-        .await
-        .map_err(AgentError::Spawn)?;
+    let image = kernel.image(&opts.image).await.map_err(AgentError::Spawn)?;
     let pid = kernel
         .spawn_root(SpawnOptions {
             image: Some(opts.image.clone()),
@@ -186,7 +183,10 @@ pub async fn resume_agent(
             .collect();
         if !pending.is_empty() {
             let mut table = ToolTable::load(kernel, pid, &driver.image).await;
-            if let Some(outcome) = driver.run_calls(&pending, &mut table, &mut messages).await? {
+            if let Some(outcome) = driver
+                .run_calls(&pending, &mut table, &mut messages)
+                .await?
+            {
                 return Ok(outcome);
             }
         }
@@ -236,10 +236,13 @@ impl Driver<'_> {
                 None => None,
             };
             let reply = match remaining {
-                Some(r) => match tokio::time::timeout(r, self.model.complete(messages, &table.specs)).await {
-                    Ok(reply) => reply,
-                    Err(_) => return self.stop_wall_time().await,
-                },
+                Some(r) => {
+                    match tokio::time::timeout(r, self.model.complete(messages, &table.specs)).await
+                    {
+                        Ok(reply) => reply,
+                        Err(_) => return self.stop_wall_time().await,
+                    }
+                }
                 None => self.model.complete(messages, &table.specs).await,
             }?;
             self.steps += 1;
@@ -442,9 +445,7 @@ async fn memory_overview(kernel: &Kernel, pid: Pid) -> Vec<String> {
     }
     let mut lines = Vec::new();
     for namespace in namespaces {
-        let Ok(Value::Array(objects)) = kernel
-            .syscall(pid, Syscall::MemList { namespace })
-            .await
+        let Ok(Value::Array(objects)) = kernel.syscall(pid, Syscall::MemList { namespace }).await
         else {
             continue;
         };

@@ -486,7 +486,12 @@ mod tests {
             specs: builtin_tools(),
             targets: BUILTINS
                 .iter()
-                .map(|b| (builtin_name(b.primitive), ToolTarget::Primitive(b.primitive)))
+                .map(|b| {
+                    (
+                        builtin_name(b.primitive),
+                        ToolTarget::Primitive(b.primitive),
+                    )
+                })
                 .collect(),
         };
         let call = |name: &str, args: Value| ToolCall {
@@ -508,7 +513,9 @@ mod tests {
             .to_syscall(&call("fs_read_text", json!({"path": 3})))
             .unwrap_err();
         assert_eq!(err.kind(), "InvalidArgument");
-        let err = table.to_syscall(&call("human_respond", json!({}))).unwrap_err();
+        let err = table
+            .to_syscall(&call("human_respond", json!({})))
+            .unwrap_err();
         assert_eq!(err.kind(), "NotFound");
     }
 }

@@ -51,7 +51,8 @@ impl Transcript {
 
     /// Appends one message.
     pub async fn append(&self, kernel: &Kernel, message: &Message) -> Result<(), AgentError> {
-        let item = serde_json::to_value(message).map_err(|e| AgentError::Transcript(e.to_string()))?;
+        let item =
+            serde_json::to_value(message).map_err(|e| AgentError::Transcript(e.to_string()))?;
         kernel
             .syscall(
                 self.pid,

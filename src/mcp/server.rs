@@ -7,8 +7,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequestParams,
-    ElicitationAction, ElicitationSchema, EnumSchema, Implementation, InitializeResult,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, Tool,
+    ElicitationAction, ElicitationSchema, EnumSchema, Implementation, InitializeResult, JsonObject,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, Tool,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, Peer, ServerHandler};
@@ -18,8 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
 use crate::kernel::{
-    Budget, CapabilitySpec, HumanAnswer, HumanRequest, Kernel, Pid, SpawnOptions, Status,
-    Syscall, SyscallError,
+    Budget, CapabilitySpec, HumanAnswer, HumanRequest, Kernel, Pid, SpawnOptions, Status, Syscall,
+    SyscallError,
 };
 
 /// Operator configuration of an MCP server.
@@ -196,7 +196,10 @@ fn tools() -> Vec<Tool> {
 impl ServerHandler for LibosServer {
     fn get_info(&self) -> InitializeResult {
         InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("agent-libos", env!("CARGO_PKG_VERSION")))
+            .with_server_info(Implementation::new(
+                "agent-libos",
+                env!("CARGO_PKG_VERSION"),
+            ))
             .with_instructions(
                 "Agent libOS: spawn a process (spawn_process), write TypeScript tools for it \
                  (propose_tool, validate_tool, register_tool) and call them (call_tool). Every \
@@ -420,7 +423,12 @@ impl Session {
     }
 
     /// Runs a syscall as a session process, watching for a human request it waits on.
-    async fn call(&self, args: &Value, call: Syscall, peer: &Peer<RoleServer>) -> Result<Value, String> {
+    async fn call(
+        &self,
+        args: &Value,
+        call: Syscall,
+        peer: &Peer<RoleServer>,
+    ) -> Result<Value, String> {
         let pid = self.resolve_pid(args).await?;
         let kernel = self.kernel.clone();
         let mut handle = tokio::spawn(async move { kernel.syscall(pid, call).await });

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::{excerpt, ChatModel, ChatResponse, Message, ModelError, Role, ToolCall, ToolSpec, Usage};
+use super::{
+    excerpt, ChatModel, ChatResponse, Message, ModelError, Role, ToolCall, ToolSpec, Usage,
+};
 
 /// The environment variable the CLI reads the API key from unless told otherwise.
 pub const DEFAULT_API_KEY_ENV: &str = "OPENAI_API_KEY";
@@ -196,7 +198,12 @@ impl ChatModel for OpenAiClient {
                 let wait = retry_after
                     .map(|w| w.min(self.config.max_backoff))
                     .unwrap_or_else(|| self.backoff(attempt - 1));
-                tracing::warn!(attempt, status = status.as_u16(), ?wait, "model server busy; retrying");
+                tracing::warn!(
+                    attempt,
+                    status = status.as_u16(),
+                    ?wait,
+                    "model server busy; retrying"
+                );
                 tokio::time::sleep(wait).await;
                 continue;
             }

@@ -230,7 +230,10 @@ mod tests {
         let second = model.complete(&[], &[]).await.unwrap();
         assert_eq!(second.message.content.as_deref(), Some("done"));
         let err = model.complete(&[], &[]).await.unwrap_err().to_string();
-        assert!(err.contains("has 2 replies") && err.contains("call 3"), "{err}");
+        assert!(
+            err.contains("has 2 replies") && err.contains("call 3"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -245,8 +248,15 @@ mod tests {
             reply.message.tool_calls[0].arguments,
             json!({"id": "t1", "all": {"id": "t1", "list": [1, 2]}, "n": [2]})
         );
-        let model = ScriptedModel::new(vec![ScriptedReply::call("x", json!({"id": "${result.nope}"}))]);
-        let err = model.complete(&messages, &[]).await.unwrap_err().to_string();
+        let model = ScriptedModel::new(vec![ScriptedReply::call(
+            "x",
+            json!({"id": "${result.nope}"}),
+        )]);
+        let err = model
+            .complete(&messages, &[])
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no 'nope'"), "{err}");
     }
 
