@@ -12,11 +12,13 @@ compile_error!(
 #[cfg(not(any(feature = "quickjs", feature = "v8")))]
 compile_error!("enable one JavaScript engine: feature `quickjs` (default) or `v8`");
 
+pub mod agent;
 pub mod audit;
 pub mod cli;
 pub mod isolate;
 pub mod jit;
 pub mod kernel;
+pub mod mcp;
 pub mod providers;
 pub mod store;
 pub mod util;

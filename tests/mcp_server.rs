@@ -1,0 +1,398 @@
+//! The MCP server with the official `rmcp` client over an in-memory duplex: initialize, list
+//! tools, spawn with operator grants only, see a denial, read the session's own audit, and
+//! the refusal of every way a client might answer its own pending request.
+
+mod common;
+
+use std::time::Duration;
+
+use agent_libos::kernel::{CapabilitySpec, HumanAnswer, Kernel, ObjectSpec, Status, Syscall};
+use agent_libos::mcp::{serve_mcp, McpConfig, TOOL_NAMES};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams,
+    ElicitResult, ElicitationAction, Implementation, ProtocolVersion,
+};
+use rmcp::service::{RequestContext, RunningService};
+use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
+use serde_json::{json, Value};
+
+fn grants(list: &[&str]) -> Vec<CapabilitySpec> {
+    list.iter()
+        .map(|g| CapabilitySpec::parse_grant(g).unwrap())
+        .collect()
+}
+
+async fn connect<C: ClientHandler>(
+    kernel: Kernel,
+    config: McpConfig,
+    client: C,
+) -> RunningService<RoleClient, C> {
+    let (server_io, client_io) = tokio::io::duplex(1 << 16);
+    tokio::spawn(async move {
+        if let Err(e) = serve_mcp(kernel, config, server_io).await {
+            eprintln!("server: {e}");
+        }
+    });
+    client.serve(client_io).await.expect("initialize")
+}
+
+async fn call<C: ClientHandler>(
+    client: &RunningService<RoleClient, C>,
+    tool: &str,
+    args: Value,
+) -> CallToolResult {
+    let Value::Object(args) = args else {
+        panic!("arguments must be an object")
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+        .expect("tools/call")
+}
+
+fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn value(result: &CallToolResult) -> Value {
+    assert_ne!(result.is_error, Some(true), "tool failed: {}", text(result));
+    serde_json::from_str(&text(result)).expect("JSON result")
+}
+
+/// An object owned by an operator-spawned helper process, and the helper's pid.
+async fn helper_object(h: &common::TestHost) -> (i64, String) {
+    let helper = h.spawn(&[]).await;
+    let created = h
+        .kernel
+        .syscall(
+            helper,
+            Syscall::MemCreate(ObjectSpec {
+                object_type: "note".into(),
+                payload: json!("the helper's note"),
+                title: Some("note".into()),
+                ..ObjectSpec::default()
+            }),
+        )
+        .await
+        .unwrap();
+    (helper, created["id"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn mcp_round_trip_spawns_with_operator_grants_and_reports_denials() {
+    let h = common::host().await;
+    let (helper, object) = helper_object(&h).await;
+    let config = McpConfig {
+        grants: grants(&["fs:docs/**=read"]),
+        ..McpConfig::default()
+    };
+    let client = connect(h.kernel.clone(), config, ()).await;
+
+    let info = client.peer_info().expect("server info");
+    assert_eq!(info.server_info.as_ref().unwrap().name, "agent-libos");
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(names, TOOL_NAMES);
+    for forbidden in ["approve", "respond", "grant", "human"] {
+        assert!(!names.iter().any(|n| n.contains(forbidden)), "{names:?}");
+    }
+
+    // The client cannot widen its grants or pick an image.
+    let refused = call(
+        &client,
+        "spawn_process",
+        json!({"goal": "g", "grants": ["fs:**=write"]}),
+    )
+    .await;
+    assert_eq!(refused.is_error, Some(true));
+    assert!(
+        text(&refused).contains("set by the operator"),
+        "{}",
+        text(&refused)
+    );
+    let spawned = value(&call(&client, "spawn_process", json!({"goal": "read docs"})).await);
+    let pid = spawned["pid"].as_i64().unwrap();
+    let caps = h.kernel.capabilities(pid);
+    let granted: Vec<&str> = caps
+        .iter()
+        .map(|c| c.resource.as_str())
+        .filter(|r| !r.starts_with(&format!("namespace:proc/{pid}")))
+        .collect();
+    assert_eq!(granted, ["fs:docs/**"]);
+
+    // A denied syscall is a tool error naming resource and right.
+    let denied = call(&client, "read_object", json!({"id": object})).await;
+    assert_eq!(denied.is_error, Some(true));
+    let message = text(&denied);
+    assert!(message.starts_with("PermissionDenied"), "{message}");
+    assert!(
+        message.contains(&format!("resource: object:{object}")),
+        "{message}"
+    );
+    assert!(message.contains("right: read"), "{message}");
+
+    // Processes of other sessions are off limits.
+    let other = call(&client, "read_object", json!({"id": object, "pid": helper})).await;
+    assert_eq!(other.is_error, Some(true));
+    assert!(text(&other).contains("not spawned by this session"));
+    let other = call(&client, "read_audit", json!({"pid": helper})).await;
+    assert_eq!(other.is_error, Some(true));
+
+    // The session sees its own audit records only, including the denial.
+    let audit = value(&call(&client, "read_audit", json!({})).await);
+    let records = audit["records"].as_array().unwrap();
+    assert!(!records.is_empty());
+    assert!(
+        records.iter().all(|r| r["actor"] == format!("pid:{pid}")),
+        "{records:#?}"
+    );
+    assert!(records
+        .iter()
+        .any(|r| r["action"] == "mem.read" && r["decision"] == "deny"));
+
+    let listed = value(&call(&client, "list_processes", json!({})).await);
+    assert_eq!(listed[0]["pid"], pid);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_cannot_approve_its_own_pending_request() {
+    let h = common::host().await;
+    let (helper, object) = helper_object(&h).await;
+    // Reading the helper's namespace needs a human's approval each time.
+    let config = McpConfig {
+        grants: grants(&[&format!("namespace:proc/{helper}=read:ask")]),
+        elicitation: true,
+        ..McpConfig::default()
+    };
+    // A client without elicitation support.
+    let client = connect(h.kernel.clone(), config, ()).await;
+    let pid = value(&call(&client, "spawn_process", json!({"goal": "read"})).await)["pid"]
+        .as_i64()
+        .unwrap();
+
+    let parked = call(&client, "read_object", json!({"id": object})).await;
+    assert_eq!(parked.is_error, Some(true));
+    let message = text(&parked);
+    assert!(message.starts_with("HumanRequired"), "{message}");
+    let pending = h.kernel.human_requests(false).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let request = pending[0].id.clone();
+    assert!(
+        message.contains(&format!("agent-libos human approve {request}")),
+        "{message}"
+    );
+    let call_id = message
+        .split("\"call_id\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("call id in the message")
+        .to_string();
+    assert_eq!(h.kernel.process(pid).unwrap().status, Status::WaitingHuman);
+
+    // Every way the client might try to answer it is refused.
+    let attempts = [
+        (
+            "human_respond",
+            json!({"id": request, "answer": "approve_once"}),
+        ),
+        ("approve", json!({"id": request})),
+        ("human_approve", json!({"request_id": request})),
+        (
+            "call_tool",
+            json!({"name": "human_respond", "args": {"id": request, "answer": {"answer": "approve_always"}}}),
+        ),
+        (
+            "call_tool",
+            json!({"name": "human.respond", "args": {"primitive": "human.respond", "id": request}}),
+        ),
+        (
+            "call_tool",
+            json!({"name": "approve", "args": {"id": request}}),
+        ),
+    ];
+    for (tool, args) in attempts {
+        let result = call(&client, tool, args.clone()).await;
+        assert_eq!(result.is_error, Some(true), "{tool} {args} was not refused");
+    }
+    let still = h.kernel.human_request(&request).await.unwrap().unwrap();
+    assert_eq!(still.status, "pending");
+    assert_eq!(h.kernel.process(pid).unwrap().status, Status::WaitingHuman);
+
+    // Waiting without an answer times out and keeps the call parked.
+    let waiting = call(
+        &client,
+        "await_call",
+        json!({"call_id": call_id, "timeout_ms": 50}),
+    )
+    .await;
+    assert_eq!(waiting.is_error, Some(true));
+    assert!(text(&waiting).starts_with("Timeout"), "{}", text(&waiting));
+
+    // The operator answers outside MCP; the parked call completes.
+    h.kernel
+        .human_respond(&request, HumanAnswer::ApproveOnce, "operator")
+        .await
+        .unwrap();
+    let done = value(&call(&client, "await_call", json!({"call_id": call_id})).await);
+    assert_eq!(done["payload"], "the helper's note");
+    let answered = h.kernel.human_request(&request).await.unwrap().unwrap();
+    assert_eq!(answered.answered_by.as_deref(), Some("operator"));
+    client.cancel().await.unwrap();
+}
+
+/// A client that shows elicitations to its "user", who approves.
+#[derive(Clone)]
+struct ApprovingUser {
+    seen: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+}
+
+impl ClientHandler for ApprovingUser {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::builder().enable_elicitation().build(),
+            Implementation::new("approving-user", "1.0.0"),
+        )
+        .with_protocol_version(ProtocolVersion::V_2025_06_18)
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        if let ElicitRequestParams::FormElicitationParams { message, .. } = &request {
+            self.seen.lock().push(message.clone());
+        }
+        let mut result = ElicitResult::new(ElicitationAction::Accept);
+        result.content = Some(json!({"decision": "approve_once"}));
+        Ok(result)
+    }
+}
+
+#[tokio::test]
+async fn a_pending_request_is_shown_to_the_user_by_elicitation() {
+    let h = common::host().await;
+    let (helper, object) = helper_object(&h).await;
+    let config = McpConfig {
+        grants: grants(&[&format!("namespace:proc/{helper}=read:ask")]),
+        elicitation: true,
+        ..McpConfig::default()
+    };
+    let user = ApprovingUser {
+        seen: Default::default(),
+    };
+    let client = connect(h.kernel.clone(), config, user.clone()).await;
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        call(&client, "read_object", json!({"id": object})),
+    )
+    .await
+    .expect("the call completes after the elicited approval");
+    assert_eq!(value(&read)["payload"], "the helper's note");
+    let shown = user.seen.lock().clone();
+    assert_eq!(shown.len(), 1);
+    assert!(
+        shown[0].contains("mem.read") && shown[0].contains(&object),
+        "{shown:?}"
+    );
+    let requests = h.kernel.human_requests(true).await.unwrap();
+    assert_eq!(requests[0].answered_by.as_deref(), Some("mcp-elicitation"));
+    client.cancel().await.unwrap();
+}
+
+const COUNT_LINES: &str = r#"export const tool = {
+  name: "count_lines",
+  description: "Counts the lines of a text file",
+  input: { type: "object", properties: { path: { type: "string" } }, required: ["path"] },
+  output: { type: "object", properties: { lines: { type: "integer" } }, required: ["lines"] },
+  tests: [
+    { name: "three lines", args: { path: "a.txt" },
+      syscalls: [ { primitive: "fs.read_text", result: "a\nb\nc" } ],
+      expect: { lines: 3 } },
+  ],
+};
+
+export default async function run(args: { path: string }, libos: any) {
+  const text = await libos.fs.readText(args.path);
+  return { lines: text.split("\n").length };
+}
+"#;
+
+/// Whether the kernel serves the JIT tool lifecycle yet (it is landing on main separately);
+/// until it does, the tests that need it report themselves skipped.
+async fn lifecycle_available(kernel: &agent_libos::kernel::Kernel) -> bool {
+    let pid = kernel
+        .spawn_root(agent_libos::kernel::SpawnOptions {
+            goal: "probe".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    match kernel
+        .syscall(pid, agent_libos::kernel::Syscall::ToolList)
+        .await
+    {
+        Err(e) if e.to_string().contains("JIT tool host") => {
+            eprintln!("SKIPPED: the kernel has no JIT tool lifecycle yet ({e})");
+            false
+        }
+        _ => true,
+    }
+}
+
+/// Needs the kernel's JIT tool lifecycle (`tool.propose/validate/register/list/call`).
+#[tokio::test]
+async fn mcp_registers_and_calls_a_typescript_tool() {
+    let h = common::host().await;
+    if !lifecycle_available(&h.kernel).await {
+        return;
+    }
+    std::fs::create_dir_all(h.workspace().join("docs")).unwrap();
+    std::fs::write(h.workspace().join("docs/poem.txt"), "roses\nviolets\nsugar").unwrap();
+    std::fs::write(h.workspace().join("secret.txt"), "s").unwrap();
+    let config = McpConfig {
+        grants: grants(&["fs:docs/**=read", "tool:count_lines=create"]),
+        ..McpConfig::default()
+    };
+    let client = connect(h.kernel.clone(), config, ()).await;
+    let proposed = value(&call(&client, "propose_tool", json!({"source": COUNT_LINES})).await);
+    let id = proposed["id"].as_str().unwrap().to_string();
+    let validated = value(&call(&client, "validate_tool", json!({"id": id})).await);
+    assert_eq!(validated["ok"], true, "{validated}");
+    let registered = value(&call(&client, "register_tool", json!({"id": id})).await);
+    assert_eq!(registered["name"], "count_lines");
+    let listed = value(&call(&client, "list_tools", json!({})).await);
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "count_lines"));
+    let counted = value(
+        &call(
+            &client,
+            "call_tool",
+            json!({"name": "count_lines", "args": {"path": "docs/poem.txt"}}),
+        )
+        .await,
+    );
+    assert_eq!(counted, json!({"lines": 3}));
+    let denied = call(
+        &client,
+        "call_tool",
+        json!({"name": "count_lines", "args": {"path": "secret.txt"}}),
+    )
+    .await;
+    assert_eq!(denied.is_error, Some(true));
+    let message = text(&denied);
+    assert!(
+        message.contains("PermissionDenied") && message.contains("fs:secret.txt"),
+        "{message}"
+    );
+    client.cancel().await.unwrap();
+}
