@@ -123,6 +123,18 @@ impl Kernel {
         args_hash: String,
         scope: &mut Scope,
     ) -> SysResult<(String, HumanAnswer)> {
+        // A tool invocation parked on a human must be findable by `resume` after a crash.
+        if let Some(invocation) = scope.correlation.clone() {
+            let mut batch = WriteBatch::default();
+            self.record_invocation(&invocation, &mut batch);
+            if !batch.is_empty() {
+                self.inner
+                    .store
+                    .commit(batch)
+                    .await
+                    .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+            }
+        }
         let earlier = sqlx::query(
             "SELECT id, status, answer FROM human_requests WHERE pid = ? AND kind = ? AND args_hash = ? \
              AND used = 0 AND status IN ('pending', 'approved', 'rejected', 'answered') ORDER BY created_at, id LIMIT 1",
