@@ -106,7 +106,7 @@ async fn processes(kernel: &Kernel) -> anyhow::Result<Vec<(Pid, String, String)>
         out.push((pid, format!("out-{pid}.log"), log));
     }
     while out.len() < PROCESSES {
-        let ask = out.len() == 0;
+        let ask = out.is_empty();
         let pid = kernel
             .spawn_root(SpawnOptions {
                 goal: "crash-workload".into(),
