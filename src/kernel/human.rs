@@ -171,12 +171,27 @@ impl Kernel {
                 (id, answer)
             }
             None => {
-                let (id, seq) = self
+                // The process is WAITING_HUMAN before its request exists, so a crash never
+                // leaves a pending request with a process that looks runnable.
+                let prev = match self.inner.config.human_mode {
+                    HumanMode::Wait => Some(self.enter_wait(pid, Status::WaitingHuman).await?),
+                    HumanMode::FailFast => None,
+                };
+                let raised = self
                     .raise_request(pid, kind, channel, payload, args_hash)
-                    .await?;
-                scope.parent_seq = Some(seq);
-                let answer = self.wait_for_human(pid, &id).await?;
-                (id, answer)
+                    .await;
+                let answer = match raised {
+                    Ok((id, seq)) => {
+                        scope.parent_seq = Some(seq);
+                        let answer = self.wait_for_human_parked(pid, &id).await;
+                        answer.map(|a| (id, a))
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Some(prev) = prev {
+                    self.leave_wait(pid, prev).await;
+                }
+                answer?
             }
         };
         self.inner.human.claimed.lock().insert(id.clone());
@@ -282,9 +297,24 @@ impl Kernel {
                 ),
             });
         }
+        let prev = self.enter_wait(pid, Status::WaitingHuman).await?;
+        let answer = self.wait_for_human_parked(pid, id).await;
+        self.leave_wait(pid, prev).await;
+        answer
+    }
+
+    /// Waits for the answer to `id`; the caller has put `pid` in WAITING_HUMAN.
+    async fn wait_for_human_parked(&self, pid: Pid, id: &str) -> SysResult<HumanAnswer> {
+        if self.inner.config.human_mode == HumanMode::FailFast {
+            return Err(SyscallError::HumanRequired {
+                request_id: id.to_string(),
+                detail: format!(
+                    "no human is attached; answer with `agent-libos human approve {id}` (or reject), or grant the capability up front"
+                ),
+            });
+        }
         let (tx, mut rx) = oneshot::channel();
         self.inner.human.map.lock().insert(id.to_string(), tx);
-        let prev = self.enter_wait(pid, Status::WaitingHuman).await?;
         // The answer arrives in-process (this runtime's human interface), or is written to
         // the database by another runtime (e.g. `agent-libos human approve` in another
         // terminal), which polling notices.
@@ -299,7 +329,6 @@ impl Kernel {
             }
         };
         self.inner.human.map.lock().remove(id);
-        self.leave_wait(pid, prev).await;
         answer
     }
 

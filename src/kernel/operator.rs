@@ -587,7 +587,10 @@ impl Kernel {
         .await?;
         let manifest = manifest.ok_or_else(|| SyscallError::NotFound(format!("image {id}")))?;
         let image: Image = serde_json::from_str(&manifest).map_err(SyscallError::internal)?;
-        self.inner.images.lock().insert(id.to_string(), image.clone());
+        self.inner
+            .images
+            .lock()
+            .insert(id.to_string(), image.clone());
         Ok(image)
     }
 
