@@ -69,6 +69,12 @@ async fn spawn(kernel: &Kernel, grants: &[&str]) -> anyhow::Result<Pid> {
         .spawn_root(SpawnOptions {
             goal: "bench".into(),
             grants,
+            budget: Some(agent_libos::kernel::Budget {
+                tool_calls: u64::MAX / 4,
+                children: 1_000,
+                syscalls: u64::MAX / 4,
+                wall_time_ms: 24 * 3600 * 1000,
+            }),
             ..Default::default()
         })
         .await?)

@@ -499,7 +499,7 @@ impl Kernel {
             limits,
             port: Arc::new(KernelPort {
                 kernel: self.clone(),
-                handle: tokio::runtime::Handle::current(),
+                handle: None,
             }),
             ctx: CallContext {
                 pid,
@@ -714,7 +714,8 @@ fn seed_from(hash: &str, now: i64) -> u64 {
 /// The port of a real call: every syscall goes to the kernel under the caller's pid.
 struct KernelPort {
     kernel: Kernel,
-    handle: tokio::runtime::Handle,
+    /// Where syscalls run: `None` runs them on the calling isolate's thread.
+    handle: Option<tokio::runtime::Handle>,
 }
 
 impl SyscallPort for KernelPort {
@@ -736,11 +737,17 @@ impl SyscallPort for KernelPort {
                     .syscall_correlated(ctx.pid, call, Some(ctx.invocation_id))
                     .await
             };
-            match handle.spawn(run).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(err)) => Err(wire(&err)),
-                Err(join) => Err(wire(&SyscallError::internal(join))),
-            }
+            // The kernel's futures are Send and runtime-agnostic: run the syscall right on
+            // the isolate's thread (no hop to another runtime and back) unless the caller
+            // asked for the host runtime.
+            let result = match handle {
+                Some(handle) => handle
+                    .spawn(run)
+                    .await
+                    .unwrap_or_else(|join| Err(SyscallError::internal(join))),
+                None => run.await,
+            };
+            result.map_err(|err| wire(&err))
         })
     }
 
