@@ -121,13 +121,14 @@ fn human_list_show_approve_reject() {
             .await
             .unwrap();
         let mut ids = Vec::new();
-        for path in ["out.txt", "out.txt"] {
+        // Two different calls (an identical pending call would reuse the first request).
+        for content in ["x", "y"] {
             let err = k
                 .syscall(
                     pid,
                     Syscall::FsWriteText {
-                        path: path.into(),
-                        content: "x".into(),
+                        path: "out.txt".into(),
+                        content: content.into(),
                         overwrite: false,
                     },
                 )

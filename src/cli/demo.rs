@@ -91,7 +91,10 @@ pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
             dir.clone()
         }
         None => {
-            temp = super::TempDir::new("agent-libos").context("creating a temporary directory")?;
+            temp = tempfile::Builder::new()
+                .prefix("agent-libos-")
+                .tempdir()
+                .context("creating a temporary directory")?;
             temp.path().to_path_buf()
         }
     };

@@ -247,13 +247,6 @@ fn init_tracing(global: &GlobalArgs) {
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     init_tracing(&cli.global);
-    // Debug builds only: lets tests tell this worktree's binary from another's when they
-    // share a target directory.
-    #[cfg(debug_assertions)]
-    if std::env::var_os("AGENT_LIBOS_PRINT_BUILD_DIR").is_some() {
-        println!("{}", env!("CARGO_MANIFEST_DIR"));
-        return exit::OK;
-    }
     let json_mode = cli.global.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -335,28 +328,4 @@ pub fn report(err: &anyhow::Error, json_mode: bool) -> i32 {
     }
     note(message);
     exit::INVALID
-}
-
-/// A temporary directory removed on drop (the CLI's scratch runtimes live in these).
-#[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(prefix: &str) -> std::io::Result<TempDir> {
-        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir { path })
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }

@@ -169,8 +169,11 @@ fn rejected(file: &Path, findings: &Value, tests: &Value) -> Failure {
 }
 
 /// Opens a kernel on a throwaway database for validation; returns it with a fresh process.
-async fn scratch_kernel() -> Result<(super::TempDir, Kernel, Pid)> {
-    let dir = super::TempDir::new("agent-libos").context("creating a temporary directory")?;
+async fn scratch_kernel() -> Result<(tempfile::TempDir, Kernel, Pid)> {
+    let dir = tempfile::Builder::new()
+        .prefix("agent-libos-")
+        .tempdir()
+        .context("creating a temporary directory")?;
     let ws = dir.path().join("ws");
     std::fs::create_dir_all(&ws)?;
     let mut config = KernelConfig::new(dir.path().join("state.db"), ws);
@@ -362,7 +365,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
     let pid = kernel
         .spawn_root(SpawnOptions {
             goal: format!("tool run {}", file.display()),
-            grants: specs,
+            grants: specs.clone(),
             ..SpawnOptions::default()
         })
         .await
@@ -421,6 +424,18 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
                 return Err(rejected(&file, &v["findings"], &v["tests"]).into());
             }
             let mut failure = Failure::from_syscall(&err);
+            if let SyscallError::PermissionDenied {
+                resource, right, ..
+            } = &err
+            {
+                // The denial's reason does not survive the isolate boundary: tell an
+                // explicit deny from a missing grant by the grants given.
+                if explicitly_denied(&specs, resource, right) {
+                    failure = failure.hint(format!(
+                        "an explicit deny matched; remove the --deny-* flag (or always_deny grant) that covers {resource}"
+                    ));
+                }
+            }
             if is_missing_tool_host(&err) {
                 failure = failure.hint("this build's kernel has no JIT tool host; `agent-libos tool check` still runs the static checks");
             }
@@ -432,6 +447,15 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
             Err(anyhow::Error::new(failure).context(format!("tool {name} (process {pid})")))
         }
     }
+}
+
+/// Whether an `always_deny` grant among `specs` covers `right` on `resource`.
+fn explicitly_denied(specs: &[CapabilitySpec], resource: &str, right: &str) -> bool {
+    specs.iter().any(|s| {
+        s.policy == Policy::AlwaysDeny
+            && s.rights.iter().any(|r| r.as_str() == right)
+            && crate::kernel::capability::match_resource(&s.resource, resource).is_some()
+    })
 }
 
 /// The process body of `tool run`: load the tool and call it once.
