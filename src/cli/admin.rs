@@ -1,14 +1,11 @@
-//! `agent-libos ps`, `resume`, `image register|list` and `checkpoint …`.
-//!
-//! Checkpoints are not in the kernel yet: the subcommands parse, then fail with exit 2 and a
-//! message saying so (nothing is faked).
+//! `agent-libos ps`, `resume` and `image register|list`.
 
 use anyhow::Result;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::args::{CheckpointCommand, ImageCommand, PsArgs};
-use super::{exit, Ctx, Failure};
-use crate::kernel::{Image, Process};
+use super::args::{ImageCommand, PsArgs};
+use super::{exit, note, Ctx, Failure};
+use crate::kernel::{HumanAnswer, Image, Process};
 
 fn table(procs: &[Process]) -> String {
     let mut out = format!(
@@ -69,28 +66,213 @@ pub async fn ps(ctx: &Ctx, args: PsArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// Brings interrupted work back ([`crate::kernel::Kernel::resume`]): re-runs every tool
+/// invocation that was running or waiting for a human from its journal, then lists the
+/// non-terminal processes. A `tool run` process whose call now finished ends with the
+/// call's outcome, as `tool run` would have ended it.
 pub async fn resume(ctx: &Ctx) -> Result<i32> {
-    let kernel = ctx.open(crate::kernel::HumanMode::FailFast).await?;
+    let mut kernel = ctx.open_existing().await?;
+    let mut report = kernel.resume().await.map_err(Failure::from)?;
+    let confirmed = confirm_spurious_uncertain(&kernel, &report).await?;
+    if !confirmed.is_empty() {
+        for (request, approval) in &confirmed {
+            note(format!(
+                "{request}: the call never ran (it stopped for approval {approval}, which a human approved and nothing used yet); confirmed as cli:resume"
+            ));
+        }
+        // Again, in a fresh runtime (a runtime does not reuse a request it has waited on).
+        let _ = kernel.store().flush().await;
+        drop(kernel);
+        kernel = ctx.open_existing().await?;
+        report = kernel.resume().await.map_err(Failure::from)?;
+    }
+    let mut ended = Vec::new();
+    for inv in &report.invocations {
+        let waiting = matches!(&inv.outcome, Err(e) if e.kind == "HumanRequired");
+        let Some(p) = kernel.process(inv.pid) else {
+            continue;
+        };
+        if waiting || p.status.is_terminal() || !super::tool::is_tool_run_goal(&p.goal) {
+            continue;
+        }
+        let outcome = inv
+            .outcome
+            .clone()
+            .map_err(|e| crate::kernel::SyscallError::from_wire(&e));
+        if let Ok(handle) = kernel.run(inv.pid, move |_| async move { outcome }).await {
+            let _ = handle.await;
+            ended.push(inv.pid);
+        }
+    }
+    let _ = kernel.store().flush().await;
     let procs: Vec<Process> = kernel
         .processes()
         .into_iter()
         .filter(|p| !p.status.is_terminal())
         .collect();
     let values: Vec<_> = procs.iter().map(process_json).collect();
-    ctx.print(&json!(values), || {
-        if procs.is_empty() {
-            format!("resumed {}: no live processes", ctx.db.display())
+    let result = json!({
+        "invocations": report.invocations,
+        "ended": ended,
+        "processes": values,
+    });
+    ctx.print(&result, || {
+        let mut out = String::new();
+        if report.invocations.is_empty() {
+            out.push_str("no interrupted tool calls\n");
         } else {
-            format!(
-                "resumed {}: {} live process{}\n{}",
-                ctx.db.display(),
+            let n = report.invocations.len();
+            out.push_str(&format!(
+                "re-ran {n} interrupted tool call{} from {} journal{}:\n",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "its" } else { "their" },
+                if n == 1 { "" } else { "s" },
+            ));
+            for inv in &report.invocations {
+                let what = match &inv.outcome {
+                    Ok(v) => format!("ok {}", excerpt(&v.to_string(), 200)),
+                    Err(e) if e.kind == "HumanRequired" => format!(
+                        "still waiting for a human: `agent-libos human approve {}`, then `agent-libos resume`",
+                        e.request_id.as_deref().unwrap_or("ID")
+                    ),
+                    Err(e) => format!("{}: {}", e.kind, e.message),
+                };
+                out.push_str(&format!(
+                    "  {} process {} tool {}: {what}\n",
+                    inv.id, inv.pid, inv.tool
+                ));
+            }
+            for pid in &ended {
+                out.push_str(&format!(
+                    "process {pid} (tool run) ended with its call's outcome\n"
+                ));
+            }
+        }
+        if procs.is_empty() {
+            out.push_str("no live processes");
+        } else {
+            out.push_str(&format!(
+                "{} live process{}\n{}",
                 procs.len(),
                 if procs.len() == 1 { "" } else { "es" },
                 table(&procs)
-            )
+            ));
         }
+        out
     });
     Ok(exit::OK)
+}
+
+/// The "uncertain" requests `resume` may confirm itself, confirmed: `(request, approval)`.
+///
+/// Works around a kernel journal gap: a syscall that stops at authorization with
+/// `HumanRequired` leaves its journal *intent* without an outcome, so on resume the kernel
+/// takes it for an effect the host may have died in and asks an `uncertain` question before
+/// it even reaches the approval the human gave. `resume` answers such a question itself only
+/// when the records prove the effect never ran: the request is the first `uncertain` one of
+/// its invocation; the first audit record of that exact call in the invocation is an `ask`
+/// waiting on an `approval` request for the same process and the same call hash, which a
+/// human approved and no call has used yet; and no record of that call in the invocation
+/// has any other decision. Anything else is left to a human.
+async fn confirm_spurious_uncertain(
+    kernel: &crate::kernel::Kernel,
+    report: &crate::kernel::ResumeReport,
+) -> Result<Vec<(String, String)>> {
+    use sqlx::Row;
+    let pool = kernel.store().pool();
+    let mut confirmed = Vec::new();
+    for inv in &report.invocations {
+        let Err(err) = &inv.outcome else { continue };
+        let Some(request_id) = err
+            .request_id
+            .as_deref()
+            .filter(|_| err.kind == "HumanRequired")
+        else {
+            continue;
+        };
+        let Some(request) = kernel
+            .human_request(request_id)
+            .await
+            .map_err(Failure::from)?
+        else {
+            continue;
+        };
+        if request.kind != "uncertain"
+            || request.status != "pending"
+            || request.payload["invocation"].as_str() != Some(inv.id.as_str())
+        {
+            continue;
+        }
+        let others: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM human_requests WHERE kind = 'uncertain' AND id != ? \
+             AND json_extract(payload, '$.invocation') = ?",
+        )
+        .bind(&request.id)
+        .bind(&inv.id)
+        .fetch_one(pool)
+        .await?;
+        if others > 0 {
+            continue;
+        }
+        let primitive = request.payload["primitive"].as_str().unwrap_or_default();
+        let call = &request.payload["request"];
+        let rows = sqlx::query(
+            "SELECT decision, detail FROM audit WHERE actor = ? AND action = ? \
+             AND correlation_id = ? ORDER BY seq",
+        )
+        .bind(format!("pid:{}", request.pid))
+        .bind(primitive)
+        .bind(&inv.id)
+        .fetch_all(pool)
+        .await?;
+        let mut records = Vec::new();
+        for row in rows {
+            let decision: String = row.try_get("decision")?;
+            let detail: String = row.try_get("detail")?;
+            let detail: Value = serde_json::from_str(&detail).unwrap_or(Value::Null);
+            if &detail["request"] == call {
+                records.push((decision, detail));
+            }
+        }
+        let Some((first_decision, first)) = records.first() else {
+            continue;
+        };
+        if first_decision != "ask" || records.iter().any(|(d, _)| d != "ask") {
+            continue;
+        }
+        let Some(approval_id) = first["error"]["request_id"].as_str() else {
+            continue;
+        };
+        let approval = sqlx::query(
+            "SELECT kind, pid, args_hash, status, used FROM human_requests WHERE id = ?",
+        )
+        .bind(approval_id)
+        .fetch_optional(pool)
+        .await?;
+        let Some(approval) = approval else { continue };
+        let ok = approval.try_get::<String, _>("kind")? == "approval"
+            && approval.try_get::<i64, _>("pid")? == request.pid
+            && approval.try_get::<String, _>("args_hash")? == request.args_hash
+            && approval.try_get::<String, _>("status")? == "approved"
+            && approval.try_get::<i64, _>("used")? == 0;
+        if !ok {
+            continue;
+        }
+        kernel
+            .human_respond(&request.id, HumanAnswer::ApproveOnce, "cli:resume")
+            .await
+            .map_err(Failure::from)?;
+        confirmed.push((request.id.clone(), approval_id.to_string()));
+    }
+    Ok(confirmed)
+}
+
+fn excerpt(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max).collect();
+    format!("{cut}…")
 }
 
 pub async fn image(ctx: &Ctx, cmd: ImageCommand) -> Result<i32> {
@@ -150,21 +332,4 @@ pub async fn image(ctx: &Ctx, cmd: ImageCommand) -> Result<i32> {
         }
     }
     Ok(exit::OK)
-}
-
-pub async fn checkpoint(_ctx: &Ctx, cmd: CheckpointCommand) -> Result<i32> {
-    let what = match cmd {
-        CheckpointCommand::Create { .. } => "create",
-        CheckpointCommand::List => "list",
-        CheckpointCommand::Rollback { .. } => "rollback",
-        CheckpointCommand::Export { .. } => "export",
-        CheckpointCommand::Import { .. } => "import",
-    };
-    Err(Failure::new(
-        "Unsupported",
-        exit::INVALID,
-        "checkpoints are not available in this build yet",
-    )
-    .extra(json!({"subcommand": what}))
-    .into())
 }

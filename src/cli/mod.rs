@@ -11,8 +11,10 @@
 //! (`spawn_root`, `grant`, `human_respond`, ...) and reaches processes only through syscalls.
 
 pub mod admin;
+pub mod agent;
 pub mod args;
 pub mod audit;
+pub mod checkpoint;
 pub mod demo;
 pub mod fixture;
 pub mod grants;
@@ -278,7 +280,9 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Ps(args) => admin::ps(ctx, args).await,
         Command::Human(cmd) => human::run(ctx, cmd).await,
         Command::Audit(cmd) => audit::run(ctx, cmd).await,
-        Command::Checkpoint(cmd) => admin::checkpoint(ctx, cmd).await,
+        Command::Checkpoint(cmd) => checkpoint::run(ctx, cmd).await,
+        Command::Run(args) => agent::run(ctx, args).await,
+        Command::Mcp(args) => agent::mcp(ctx, args).await,
         Command::Image(cmd) => admin::image(ctx, cmd).await,
         Command::Resume => admin::resume(ctx).await,
         Command::Demo(args) => demo::run(ctx, args).await,

@@ -312,6 +312,15 @@ async fn test(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
     })
 }
 
+/// How the goal of a `tool run` process starts (`resume` ends such a process when its call
+/// finishes).
+const TOOL_RUN_GOAL: &str = "tool run ";
+
+/// Whether `goal` is that of a `tool run` process.
+pub fn is_tool_run_goal(goal: &str) -> bool {
+    goal.starts_with(TOOL_RUN_GOAL)
+}
+
 /// What the process body of `tool run` leaves for the CLI.
 #[derive(Default)]
 struct RunSlot {
@@ -364,7 +373,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         .unwrap_or(0);
     let pid = kernel
         .spawn_root(SpawnOptions {
-            goal: format!("tool run {}", file.display()),
+            goal: format!("{TOOL_RUN_GOAL}{}", file.display()),
             grants: specs.clone(),
             ..SpawnOptions::default()
         })
@@ -374,18 +383,26 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
     let prompter = interactive.then(|| tokio::spawn(human::prompt_loop(kernel.clone(), pid)));
     let slot = Arc::new(Mutex::new(RunSlot::default()));
     let body_slot = slot.clone();
-    let handle = kernel
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    kernel
         .run(pid, move |pcx: ProcessCtx| async move {
-            call_in_process(pcx, source, call_args, body_slot).await
+            let result = call_in_process(pcx, source, call_args, body_slot).await;
+            let waiting = matches!(result, Err(SyscallError::HumanRequired { .. }));
+            let _ = tx.send(result.clone());
+            if waiting {
+                // The call waits for a human: the process stays alive (its invocation is
+                // journaled as waiting) for `agent-libos resume` to finish.
+                std::future::pending::<()>().await;
+            }
+            result
         })
         .await
         .map_err(Failure::from)?;
-    let outcome: SysResult<Value> = match handle.await {
-        Ok(r) => r,
-        Err(e) => Err(SyscallError::internal(format!(
-            "the process task failed: {e}"
-        ))),
-    };
+    let outcome: SysResult<Value> = rx.await.unwrap_or_else(|_| {
+        Err(SyscallError::internal(
+            "the process task ended without a result",
+        ))
+    });
     if let Some(p) = prompter {
         p.abort();
     }
@@ -435,6 +452,11 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
                         "an explicit deny matched; remove the --deny-* flag (or always_deny grant) that covers {resource}"
                     ));
                 }
+            }
+            if let SyscallError::HumanRequired { request_id, .. } = &err {
+                failure = failure.hint(format!(
+                    "the call is waiting for a human and process {pid} stays alive: approve it with `agent-libos human approve {request_id}` (or reject it), then run `agent-libos resume` to finish the call exactly once (the journal re-runs the invocation and reuses the approved request); or run again with --ask on a terminal, or grant the capability up front"
+                ));
             }
             if is_missing_tool_host(&err) {
                 failure = failure.hint("this build's kernel has no JIT tool host; `agent-libos tool check` still runs the static checks");
