@@ -77,7 +77,7 @@ pub async fn resume(ctx: &Ctx) -> Result<i32> {
     if !confirmed.is_empty() {
         for (request, approval) in &confirmed {
             note(format!(
-                "{request}: the call never ran (it stopped for approval {approval}, which a human approved and nothing used yet); confirmed as cli:resume"
+                "{request}: the call never ran (the audit log shows it stopped for approval {approval}); confirmed as {RESUME_BY}"
             ));
         }
         // Again, in a fresh runtime (a runtime does not reuse a request it has waited on).
@@ -167,13 +167,18 @@ pub async fn resume(ctx: &Ctx) -> Result<i32> {
 ///
 /// Works around a kernel journal gap: a syscall that stops at authorization with
 /// `HumanRequired` leaves its journal *intent* without an outcome, so on resume the kernel
-/// takes it for an effect the host may have died in and asks an `uncertain` question before
-/// it even reaches the approval the human gave. `resume` answers such a question itself only
-/// when the records prove the effect never ran: the request is the first `uncertain` one of
-/// its invocation; the first audit record of that exact call in the invocation is an `ask`
-/// waiting on an `approval` request for the same process and the same call hash, which a
-/// human approved and no call has used yet; and no record of that call in the invocation
-/// has any other decision. Anything else is left to a human.
+/// takes it for an effect the host may have died in, and asks an `uncertain` question before
+/// the call even reaches its approval. `resume` answers such a question itself only when the
+/// audit log proves the effect never ran in that invocation:
+///
+/// - every earlier `uncertain` request of the invocation was confirmed this way;
+/// - every record of that exact call in the invocation is an `ask` (never allowed, never
+///   failed otherwise);
+/// - the last of them waits on an `approval` request for the same process and call hash
+///   that no call has used yet, and comes after the last earlier confirmation (so the pass
+///   that confirmed it stopped at authorization, before the effect).
+///
+/// Anything else is left to a human. The approval itself is never answered here.
 async fn confirm_spurious_uncertain(
     kernel: &crate::kernel::Kernel,
     report: &crate::kernel::ResumeReport,
@@ -203,21 +208,35 @@ async fn confirm_spurious_uncertain(
         {
             continue;
         }
-        let others: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM human_requests WHERE kind = 'uncertain' AND id != ? \
+        let earlier = sqlx::query(
+            "SELECT id, answered_by FROM human_requests WHERE kind = 'uncertain' AND id != ? \
              AND json_extract(payload, '$.invocation') = ?",
         )
         .bind(&request.id)
         .bind(&inv.id)
-        .fetch_one(pool)
+        .fetch_all(pool)
         .await?;
-        if others > 0 {
+        let mut earlier_ids = Vec::new();
+        let mut all_ours = true;
+        for row in earlier {
+            let by: Option<String> = row.try_get("answered_by")?;
+            all_ours &= by.as_deref() == Some(RESUME_BY);
+            earlier_ids.push(row.try_get::<String, _>("id")?);
+        }
+        if !all_ours {
             continue;
         }
+        let last_confirmation: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(seq), 0) FROM audit WHERE action = 'human.respond' \
+             AND correlation_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json!(earlier_ids).to_string())
+        .fetch_one(pool)
+        .await?;
         let primitive = request.payload["primitive"].as_str().unwrap_or_default();
         let call = &request.payload["request"];
         let rows = sqlx::query(
-            "SELECT decision, detail FROM audit WHERE actor = ? AND action = ? \
+            "SELECT seq, decision, detail FROM audit WHERE actor = ? AND action = ? \
              AND correlation_id = ? ORDER BY seq",
         )
         .bind(format!("pid:{}", request.pid))
@@ -227,45 +246,60 @@ async fn confirm_spurious_uncertain(
         .await?;
         let mut records = Vec::new();
         for row in rows {
-            let decision: String = row.try_get("decision")?;
             let detail: String = row.try_get("detail")?;
             let detail: Value = serde_json::from_str(&detail).unwrap_or(Value::Null);
             if &detail["request"] == call {
-                records.push((decision, detail));
+                let seq: i64 = row.try_get("seq")?;
+                let decision: String = row.try_get("decision")?;
+                records.push((seq, decision, detail));
             }
         }
-        let Some((first_decision, first)) = records.first() else {
-            continue;
-        };
-        if first_decision != "ask" || records.iter().any(|(d, _)| d != "ask") {
+        if records.iter().any(|(_, d, _)| d != "ask") {
             continue;
         }
-        let Some(approval_id) = first["error"]["request_id"].as_str() else {
+        // The last stop at authorization, on an approval request (not an uncertain one).
+        let mut last_approval = None;
+        for (seq, _, detail) in records.iter().rev() {
+            let Some(id) = detail["error"]["request_id"].as_str() else {
+                continue;
+            };
+            let kind: Option<String> =
+                sqlx::query_scalar("SELECT kind FROM human_requests WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+            if kind.as_deref() == Some("approval") {
+                last_approval = Some((*seq, id.to_string()));
+                break;
+            }
+        }
+        let Some((ask_seq, approval_id)) = last_approval else {
             continue;
         };
-        let approval = sqlx::query(
-            "SELECT kind, pid, args_hash, status, used FROM human_requests WHERE id = ?",
-        )
-        .bind(approval_id)
-        .fetch_optional(pool)
-        .await?;
-        let Some(approval) = approval else { continue };
-        let ok = approval.try_get::<String, _>("kind")? == "approval"
-            && approval.try_get::<i64, _>("pid")? == request.pid
+        if ask_seq <= last_confirmation {
+            continue;
+        }
+        let approval = sqlx::query("SELECT pid, args_hash, used FROM human_requests WHERE id = ?")
+            .bind(&approval_id)
+            .fetch_one(pool)
+            .await?;
+        let ok = approval.try_get::<i64, _>("pid")? == request.pid
             && approval.try_get::<String, _>("args_hash")? == request.args_hash
-            && approval.try_get::<String, _>("status")? == "approved"
             && approval.try_get::<i64, _>("used")? == 0;
         if !ok {
             continue;
         }
         kernel
-            .human_respond(&request.id, HumanAnswer::ApproveOnce, "cli:resume")
+            .human_respond(&request.id, HumanAnswer::ApproveOnce, RESUME_BY)
             .await
             .map_err(Failure::from)?;
-        confirmed.push((request.id.clone(), approval_id.to_string()));
+        confirmed.push((request.id.clone(), approval_id));
     }
     Ok(confirmed)
 }
+
+/// Who `resume` answers as when it confirms a spurious `uncertain` request.
+const RESUME_BY: &str = "cli:resume";
 
 fn excerpt(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
