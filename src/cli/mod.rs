@@ -5,7 +5,7 @@
 //! workspace paths, output mode). Commands return `anyhow::Result<i32>`; errors that carry a
 //! kernel error kind are [`Failure`]s, which decide the exit code and the `--json` error
 //! shape. All messages go to stderr as `agent-libos: lowercase message`, suggesting a fix
-//! where one exists. Exit codes are fixed (see [`args::EXIT_CODES`] and `README-cli.md`).
+//! where one exists. Exit codes are fixed (see [`args::EXIT_CODES`] and the README).
 //!
 //! **Architecture Invariant:** the CLI is the operator: it uses the kernel's operator API
 //! (`spawn_root`, `grant`, `human_respond`, ...) and reaches processes only through syscalls.
@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use crate::kernel::{HumanMode, Kernel, KernelConfig, SyscallError, WireError};
 use args::{Cli, Command, GlobalArgs};
 
-/// Exit codes (documented in `--help` and `README-cli.md`).
+/// Exit codes (documented in `--help` and the README).
 pub mod exit {
     pub const OK: i32 = 0;
     /// The tool threw, or a check failed (replay, audit verify).
