@@ -43,8 +43,7 @@ pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport, sqlx::Error> {
 /// Pure verification over rows in storage order.
 pub fn verify_rows(rows: &[AuditRow]) -> VerifyReport {
     let mut prev = GENESIS_HASH.to_string();
-    let mut expected_seq = 1;
-    for row in rows {
+    for (expected_seq, row) in (1..).zip(rows.iter()) {
         let broken = |reason: String| VerifyReport {
             records: rows.len() as u64,
             head: prev.clone(),
@@ -66,7 +65,6 @@ pub fn verify_rows(rows: &[AuditRow]) -> VerifyReport {
             return broken("the record's content does not match its hash (edited)".into());
         }
         prev = row.hash.clone();
-        expected_seq += 1;
     }
     VerifyReport {
         records: rows.len() as u64,

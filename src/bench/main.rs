@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use agent_libos::kernel::{CapabilitySpec, Kernel, KernelConfig, Pid, SpawnOptions, Syscall};
+use agent_libos::kernel::{
+    CapabilitySpec, Kernel, KernelConfig, ObjectSpec, Pid, SpawnOptions, Syscall,
+};
 use serde_json::json;
 
 fn main() -> anyhow::Result<()> {
@@ -30,6 +32,15 @@ fn main() -> anyhow::Result<()> {
         }
         if wants("memory") {
             idle_isolate_memory().await?;
+        }
+        if wants("checkpoint") {
+            checkpoints().await?;
+        }
+        if wants("journal") {
+            journal_overhead().await?;
+        }
+        if wants("restart") {
+            restart_to_runnable().await?;
         }
         anyhow::Ok(())
     })
@@ -326,4 +337,196 @@ fn resident_bytes() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |pages| pages * 4096)
+}
+
+/// Checkpoint create and rollback of a process with 10,000 objects (one in ten appendable,
+/// with three items each).
+async fn checkpoints() -> anyhow::Result<()> {
+    let b = bench_kernel().await?;
+    let pid = spawn(&b.kernel, &["fs:**=read"]).await?;
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let kernel = b.kernel.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..10_000).step_by(16) {
+                let appendable = i % 10 == 0;
+                let made = kernel
+                    .syscall(pid, Syscall::MemCreate(ObjectSpec {
+                        name: Some(format!("note-{i}")),
+                        object_type: "note".into(),
+                        payload: json!({"text": format!("observation {i}: the build failed at step {}", i % 7), "n": i}),
+                        tags: vec!["bench".into()],
+                        appendable,
+                        ..Default::default()
+                    }))
+                    .await?;
+                if appendable {
+                    let id = made["id"].as_str().unwrap_or_default().to_string();
+                    for s in 0..3 {
+                        kernel.syscall(pid, Syscall::MemAppend { id: id.clone(), item: json!({"step": s}) }).await?;
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let (mut create, mut rollback) = (Vec::new(), Vec::new());
+    for run in 0..7 {
+        let t = Instant::now();
+        let ckpt = b
+            .kernel
+            .checkpoint_create(pid, &format!("bench-{run}"))
+            .await?;
+        let took = t.elapsed();
+        anyhow::ensure!(
+            ckpt.objects == 10_000,
+            "checkpoint holds {} objects",
+            ckpt.objects
+        );
+        b.kernel
+            .syscall(
+                pid,
+                Syscall::MemCreate(ObjectSpec {
+                    object_type: "note".into(),
+                    payload: json!(run),
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        b.kernel
+            .grant(
+                pid,
+                CapabilitySpec::parse_grant("fs:tmp/**=write").map_err(anyhow::Error::msg)?,
+            )
+            .await?;
+        let t = Instant::now();
+        b.kernel.checkpoint_rollback(&ckpt.id).await?;
+        let took_back = t.elapsed();
+        if run >= 2 {
+            create.push(took);
+            rollback.push(took_back);
+        }
+    }
+    report("checkpoint create (10,000 objects)", create);
+    report("checkpoint rollback (10,000 objects)", rollback);
+    Ok(())
+}
+
+/// Journal cost per syscall inside a tool invocation: a tool making 200 object appends,
+/// against the same appends made directly (no invocation, so no journal).
+async fn journal_overhead() -> anyhow::Result<()> {
+    let b = bench_kernel().await?;
+    let pid = spawn(&b.kernel, &["tool:*=create"]).await?;
+    let log = b
+        .kernel
+        .syscall(
+            pid,
+            Syscall::MemCreate(ObjectSpec {
+                object_type: "log".into(),
+                appendable: true,
+                ..Default::default()
+            }),
+        )
+        .await?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let tool = r#"
+import type { Libos } from "libos";
+export const tool = { name: "appender", description: "appends n items", input: { type: "object" }, output: { type: "object" }, limits: { syscalls: 1000 } };
+export default async function run(args: { id: string; n: number }, libos: Libos) {
+  for (let i = 0; i < args.n; i++) { await libos.memory.append(args.id, i); }
+  return { n: args.n };
+}
+"#;
+    let name = register(&b.kernel, pid, tool).await?;
+    let n = 200;
+    let mut direct = Vec::new();
+    let mut journaled = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        for i in 0..n {
+            b.kernel
+                .syscall(
+                    pid,
+                    Syscall::MemAppend {
+                        id: log.clone(),
+                        item: json!(i),
+                    },
+                )
+                .await?;
+        }
+        direct.push(t.elapsed() / n);
+        let t = Instant::now();
+        b.kernel
+            .syscall(
+                pid,
+                Syscall::ToolCall {
+                    name: name.clone(),
+                    args: json!({"id": log, "n": n}),
+                },
+            )
+            .await?;
+        journaled.push(t.elapsed() / n);
+    }
+    report("mem.append, direct (per syscall)", direct.clone());
+    report(
+        "mem.append from a tool, journaled (per syscall)",
+        journaled.clone(),
+    );
+    direct.sort();
+    journaled.sort();
+    println!(
+        "{:<58} {:>9.1?} per syscall (p50 difference, incl. the isolate round trip)",
+        "journal + isolate overhead",
+        journaled[journaled.len() / 2].saturating_sub(direct[direct.len() / 2])
+    );
+    Ok(())
+}
+
+/// Reopening a runtime with 1,000 registered processes until all are back and RUNNABLE.
+async fn restart_to_runnable() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws)?;
+    let config = KernelConfig::new(dir.path().join("state.db"), ws);
+    {
+        let kernel = Kernel::open(config.clone()).await?;
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let kernel = kernel.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..125 {
+                    spawn(&kernel, &["fs:**=read", "namespace:shared=read"]).await?;
+                }
+                let _ = w;
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        kernel.store().flush().await?;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let kernel = Kernel::open(config.clone()).await?;
+        kernel.resume().await?;
+        let runnable = kernel
+            .processes()
+            .iter()
+            .filter(|p| p.status == agent_libos::kernel::Status::Runnable)
+            .count();
+        samples.push(t.elapsed());
+        anyhow::ensure!(runnable == 1_000, "{runnable} processes runnable");
+    }
+    report(
+        "restart to RUNNABLE, 1,000 processes (open + resume)",
+        samples,
+    );
+    Ok(())
 }

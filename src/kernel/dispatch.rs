@@ -7,7 +7,7 @@ use super::capability::Pid;
 use super::error::{SysResult, SyscallError};
 use super::journal::Step;
 use super::process::Status;
-use super::syscall::Syscall;
+use super::syscall::{IntentTiming, Syscall};
 use super::Kernel;
 use crate::audit::AuditEntry;
 use crate::store::{JournalRow, WriteBatch};
@@ -24,6 +24,9 @@ pub(crate) struct Scope {
     pub correlation: Option<String>,
     /// Audit seq of a human approval this call waited for.
     pub parent_seq: Option<i64>,
+    /// A journal intent to make durable right before an external effect
+    /// (invocation, seq, args hash); see [`Kernel::intent_point`].
+    pub intent: Option<(String, i64, String)>,
 }
 
 /// What a successful handler returns.
@@ -98,10 +101,16 @@ impl Kernel {
                         hash,
                         journal: true,
                     })) => {
-                        if call.is_effect() {
-                            if let Err(e) = self.journal_intent(&inv, seq, &call, &hash).await {
-                                return self.finish(pid, &call, scope, Err(e), None).await;
+                        match call.intent_timing() {
+                            IntentTiming::BeforeDispatch => {
+                                if let Err(e) = self.journal_intent(&inv, seq, &call, &hash).await {
+                                    return self.finish(pid, &call, scope, Err(e), None).await;
+                                }
                             }
+                            IntentTiming::AtEffect => {
+                                scope.intent = Some((inv.clone(), seq, hash.clone()))
+                            }
+                            IntentTiming::Never => {}
                         }
                         journal = Some((inv, seq, hash));
                     }
@@ -332,6 +341,15 @@ impl Kernel {
 }
 
 impl Kernel {
+    /// Called by handlers of external effects after every check and approval, right before
+    /// the provider acts: makes the journal intent durable (once).
+    pub(crate) async fn intent_point(&self, call: &Syscall, scope: &mut Scope) -> SysResult<()> {
+        if let Some((inv, seq, hash)) = scope.intent.take() {
+            self.journal_intent(&inv, seq, call, &hash).await?;
+        }
+        Ok(())
+    }
+
     /// A syscall answered from the journal on replay: audited, not run.
     fn replayed(
         &self,

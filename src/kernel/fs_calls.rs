@@ -90,6 +90,7 @@ impl Kernel {
                         write_context(fs_ctx.as_ref(), p, content, *overwrite)
                     })
                     .await?;
+                self.intent_point(call, scope).await?;
                 let replaced = fs.write(&p, content.as_bytes(), *overwrite)?;
                 let summary = json!({
                     "path": p.rel(),
@@ -111,6 +112,7 @@ impl Kernel {
                         }))
                     })
                     .await?;
+                self.intent_point(call, scope).await?;
                 fs.append(&p, content.as_bytes())?;
                 let summary = json!({"path": p.rel(), "bytes": content.len()});
                 Ok(Done::new(summary.clone(), p.resource()).detail(summary))
@@ -129,6 +131,7 @@ impl Kernel {
                         Ok(json!({"path": p.rel(), "recursive": recursive}))
                     })
                     .await?;
+                self.intent_point(call, scope).await?;
                 fs.mkdir(&p, *recursive)?;
                 Ok(Done::new(json!({"path": p.rel()}), p.resource()))
             }
@@ -142,6 +145,7 @@ impl Kernel {
                         Ok(json!({"path": p.rel(), "bytes": size}))
                     })
                     .await?;
+                self.intent_point(call, scope).await?;
                 fs.delete_file(&p)?;
                 Ok(Done::new(json!({"path": p.rel()}), p.resource()))
             }
@@ -155,6 +159,7 @@ impl Kernel {
                         Ok(json!({"path": p.rel(), "recursive": recursive}))
                     })
                     .await?;
+                self.intent_point(call, scope).await?;
                 fs.delete_dir(&p, *recursive)?;
                 Ok(Done::new(json!({"path": p.rel()}), p.resource()))
             }

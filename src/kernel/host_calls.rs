@@ -79,6 +79,7 @@ impl Kernel {
                     max_output_bytes: self.inner.config.shell_limits.max_output_bytes,
                 };
                 let checked = CheckedCommand::new(argv.clone(), cwd);
+                self.intent_point(call, scope).await?;
                 let out = self
                     .providers()
                     .shell
@@ -124,6 +125,7 @@ impl Kernel {
                         .min(defaults.max_response_bytes),
                 };
                 let checked = CheckedRequest::new(url.clone(), method.clone());
+                self.intent_point(call, scope).await?;
                 let resp = self
                     .providers()
                     .net

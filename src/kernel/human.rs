@@ -123,6 +123,18 @@ impl Kernel {
         args_hash: String,
         scope: &mut Scope,
     ) -> SysResult<(String, HumanAnswer)> {
+        // A tool invocation parked on a human must be findable by `resume` after a crash.
+        if let Some(invocation) = scope.correlation.clone() {
+            let mut batch = WriteBatch::default();
+            self.record_invocation(&invocation, &mut batch);
+            if !batch.is_empty() {
+                self.inner
+                    .store
+                    .commit(batch)
+                    .await
+                    .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+            }
+        }
         let earlier = sqlx::query(
             "SELECT id, status, answer FROM human_requests WHERE pid = ? AND kind = ? AND args_hash = ? \
              AND used = 0 AND status IN ('pending', 'approved', 'rejected', 'answered') ORDER BY created_at, id LIMIT 1",
@@ -159,12 +171,27 @@ impl Kernel {
                 (id, answer)
             }
             None => {
-                let (id, seq) = self
+                // The process is WAITING_HUMAN before its request exists, so a crash never
+                // leaves a pending request with a process that looks runnable.
+                let prev = match self.inner.config.human_mode {
+                    HumanMode::Wait => Some(self.enter_wait(pid, Status::WaitingHuman).await?),
+                    HumanMode::FailFast => None,
+                };
+                let raised = self
                     .raise_request(pid, kind, channel, payload, args_hash)
-                    .await?;
-                scope.parent_seq = Some(seq);
-                let answer = self.wait_for_human(pid, &id).await?;
-                (id, answer)
+                    .await;
+                let answer = match raised {
+                    Ok((id, seq)) => {
+                        scope.parent_seq = Some(seq);
+                        let answer = self.wait_for_human_parked(pid, &id).await;
+                        answer.map(|a| (id, a))
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Some(prev) = prev {
+                    self.leave_wait(pid, prev).await;
+                }
+                answer?
             }
         };
         self.inner.human.claimed.lock().insert(id.clone());
@@ -270,9 +297,24 @@ impl Kernel {
                 ),
             });
         }
+        let prev = self.enter_wait(pid, Status::WaitingHuman).await?;
+        let answer = self.wait_for_human_parked(pid, id).await;
+        self.leave_wait(pid, prev).await;
+        answer
+    }
+
+    /// Waits for the answer to `id`; the caller has put `pid` in WAITING_HUMAN.
+    async fn wait_for_human_parked(&self, pid: Pid, id: &str) -> SysResult<HumanAnswer> {
+        if self.inner.config.human_mode == HumanMode::FailFast {
+            return Err(SyscallError::HumanRequired {
+                request_id: id.to_string(),
+                detail: format!(
+                    "no human is attached; answer with `agent-libos human approve {id}` (or reject), or grant the capability up front"
+                ),
+            });
+        }
         let (tx, mut rx) = oneshot::channel();
         self.inner.human.map.lock().insert(id.to_string(), tx);
-        let prev = self.enter_wait(pid, Status::WaitingHuman).await?;
         // The answer arrives in-process (this runtime's human interface), or is written to
         // the database by another runtime (e.g. `agent-libos human approve` in another
         // terminal), which polling notices.
@@ -287,7 +329,6 @@ impl Kernel {
             }
         };
         self.inner.human.map.lock().remove(id);
-        self.leave_wait(pid, prev).await;
         answer
     }
 

@@ -155,6 +155,7 @@ impl Kernel {
                         Ok(json!({"path": p.rel(), "bytes": content.len(), "from_object": id, "overwrite": overwrite}))
                     })
                     .await?;
+                self.intent_point(call, scope).await?;
                 let replaced = fs.write(&p, content.as_bytes(), *overwrite)?;
                 Ok(Done::new(
                     json!({"path": p.rel(), "bytes": content.len(), "overwritten": replaced}),

@@ -137,6 +137,8 @@ struct Inner {
     isolates: std::sync::OnceLock<crate::isolate::IsolateHost>,
     tools: tools::ToolTables,
     invocations: journal::Invocations,
+    /// Latest version of each image read so far (images change only by registration).
+    images: Mutex<HashMap<String, Image>>,
 }
 
 impl Kernel {
@@ -174,6 +176,7 @@ impl Kernel {
                 isolates: std::sync::OnceLock::new(),
                 tools: tools::ToolTables::default(),
                 invocations: journal::Invocations::default(),
+                images: Mutex::new(HashMap::new()),
             }),
         })
     }

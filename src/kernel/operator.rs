@@ -567,6 +567,7 @@ impl Kernel {
             }
             other => SyscallError::Internal(format!("store: {other}")),
         })?;
+        self.inner.images.lock().remove(&image.id);
         Ok(())
     }
 
@@ -575,6 +576,9 @@ impl Kernel {
         if id == "base" {
             return Ok(Image::base());
         }
+        if let Some(image) = self.inner.images.lock().get(id) {
+            return Ok(image.clone());
+        }
         let manifest: Option<String> = sqlx::query_scalar(
             "SELECT manifest FROM images WHERE id = ? ORDER BY registered_at DESC, version DESC LIMIT 1",
         )
@@ -582,7 +586,12 @@ impl Kernel {
         .fetch_optional(self.inner.store.pool())
         .await?;
         let manifest = manifest.ok_or_else(|| SyscallError::NotFound(format!("image {id}")))?;
-        serde_json::from_str(&manifest).map_err(SyscallError::internal)
+        let image: Image = serde_json::from_str(&manifest).map_err(SyscallError::internal)?;
+        self.inner
+            .images
+            .lock()
+            .insert(id.to_string(), image.clone());
+        Ok(image)
     }
 
     /// Every registered image (latest first per id).

@@ -83,6 +83,19 @@ pub struct ObjectSpec {
     pub appendable: bool,
 }
 
+/// When an invocation's journal records a syscall's intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentTiming {
+    /// Reads, waits, and effects committed atomically with their journal outcome (object
+    /// memory, tool table): nothing to record before.
+    Never,
+    /// Effects made of several commits (processes, capabilities, events): before they start.
+    BeforeDispatch,
+    /// Effects outside the runtime (files, commands, network): after authorization and any
+    /// human approval, immediately before the provider acts.
+    AtEffect,
+}
+
 /// Every primitive. Each variant is checked, journaled and audited by the kernel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "primitive")]
@@ -326,13 +339,13 @@ impl Syscall {
             Syscall::FsMkdir { .. } => "fs.mkdir",
             Syscall::FsDeleteFile { .. } => "fs.delete_file",
             Syscall::FsDeleteDir { .. } => "fs.delete_dir",
-            Syscall::ProcGetCwd { .. } => "proc.getcwd",
+            Syscall::ProcGetCwd => "proc.getcwd",
             Syscall::ProcChdir { .. } => "proc.chdir",
-            Syscall::ProcSelf { .. } => "proc.self",
+            Syscall::ProcSelf => "proc.self",
             Syscall::ProcSpawn { .. } => "proc.spawn",
             Syscall::ProcFork { .. } => "proc.fork",
             Syscall::ProcWait { .. } => "proc.wait",
-            Syscall::ProcChildren { .. } => "proc.children",
+            Syscall::ProcChildren => "proc.children",
             Syscall::ProcSignal { .. } => "proc.signal",
             Syscall::ProcExit { .. } => "proc.exit",
             Syscall::ProcExec { .. } => "proc.exec",
@@ -346,21 +359,21 @@ impl Syscall {
             Syscall::MemAppend { .. } => "mem.append",
             Syscall::MemFromFile { .. } => "mem.from_file",
             Syscall::MemToFile { .. } => "mem.to_file",
-            Syscall::ClockNow { .. } => "clock.now",
+            Syscall::ClockNow => "clock.now",
             Syscall::ClockSleep { .. } => "clock.sleep",
             Syscall::ShellRun { .. } => "shell.run",
             Syscall::NetFetch { .. } => "net.fetch",
             Syscall::HumanOutput { .. } => "human.output",
             Syscall::HumanAsk { .. } => "human.ask",
             Syscall::HumanRequestPermission { .. } => "human.request_permission",
-            Syscall::CapList { .. } => "cap.list",
+            Syscall::CapList => "cap.list",
             Syscall::CapGrant { .. } => "cap.grant",
             Syscall::CapRevoke { .. } => "cap.revoke",
             Syscall::ImageRegister { .. } => "image.register",
             Syscall::ToolPropose { .. } => "tool.propose",
             Syscall::ToolValidate { .. } => "tool.validate",
             Syscall::ToolRegister { .. } => "tool.register",
-            Syscall::ToolList { .. } => "tool.list",
+            Syscall::ToolList => "tool.list",
             Syscall::ToolCall { .. } => "tool.call",
         }
     }
@@ -368,6 +381,30 @@ impl Syscall {
     /// Decodes the wire form; the error says which field is wrong.
     pub fn from_wire(value: Value) -> Result<Syscall, String> {
         serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
+    /// When the journal makes this call's intent durable (see `IntentTiming`).
+    pub fn intent_timing(&self) -> IntentTiming {
+        use Syscall::*;
+        match self {
+            FsWriteText { .. }
+            | FsAppendText { .. }
+            | FsMkdir { .. }
+            | FsDeleteFile { .. }
+            | FsDeleteDir { .. }
+            | MemToFile { .. }
+            | ShellRun { .. }
+            | NetFetch { .. } => IntentTiming::AtEffect,
+            ProcSpawn { .. }
+            | ProcFork { .. }
+            | ProcSignal { .. }
+            | ProcExit { .. }
+            | CapGrant { .. }
+            | CapRevoke { .. }
+            | ImageRegister { .. }
+            | EventPost { .. } => IntentTiming::BeforeDispatch,
+            _ => IntentTiming::Never,
+        }
     }
 
     /// Whether the primitive changes state outside memory reads (its audit record must be

@@ -528,6 +528,11 @@ impl Kernel {
     /// runs again from its journal — recorded syscalls return their outcomes, nothing
     /// journaled is repeated, and a pending approval is waited on again, still answerable.
     pub async fn resume(&self) -> SysResult<ResumeReport> {
+        self.inner
+            .store
+            .flush()
+            .await
+            .map_err(|e| SyscallError::Internal(e.to_string()))?;
         let rows = sqlx::query(
             "SELECT id, pid, tool, args, start_time, seed FROM invocations \
              WHERE status IN ('running', 'waiting_human') ORDER BY created_at, id",
