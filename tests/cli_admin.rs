@@ -83,8 +83,14 @@ fn ps_and_resume_list_live_processes() {
     assert_eq!(resumed.code, 0, "{resumed:?}");
     assert!(resumed.stdout.contains("1 live process"), "{resumed:?}");
     assert!(resumed.stdout.contains("RUNNABLE"), "{resumed:?}");
+    assert!(
+        resumed.stdout.contains("no interrupted tool calls"),
+        "{resumed:?}"
+    );
     let resumed = env.run(&["--json", "resume"]);
-    assert_eq!(resumed.json()["result"][0]["pid"], json!(pid));
+    let v = resumed.json();
+    assert_eq!(v["result"]["processes"][0]["pid"], json!(pid));
+    assert_eq!(v["result"]["invocations"], json!([]));
 }
 
 #[test]
@@ -121,13 +127,14 @@ fn human_list_show_approve_reject() {
             .await
             .unwrap();
         let mut ids = Vec::new();
-        for path in ["out.txt", "out.txt"] {
+        // Two different calls (an identical pending call would reuse the first request).
+        for content in ["x", "y"] {
             let err = k
                 .syscall(
                     pid,
                     Syscall::FsWriteText {
-                        path: path.into(),
-                        content: "x".into(),
+                        path: "out.txt".into(),
+                        content: content.into(),
                         overwrite: false,
                     },
                 )
@@ -230,26 +237,6 @@ fn audit_verify_detects_tampering() {
 }
 
 #[test]
-fn checkpoints_say_they_are_not_available() {
-    let env = Env::new();
-    for args in [
-        vec!["checkpoint", "create", "1"],
-        vec!["checkpoint", "list"],
-        vec!["checkpoint", "rollback", "ck_1"],
-        vec!["checkpoint", "export", "ck_1", "out.tar"],
-        vec!["checkpoint", "import", "in.tar"],
-    ] {
-        let out = env.run(&args);
-        assert_eq!(out.code, 2, "{args:?}: {out:?}");
-        assert!(
-            out.stderr
-                .contains("agent-libos: checkpoints are not available in this build yet"),
-            "{out:?}"
-        );
-    }
-}
-
-#[test]
 fn a_missing_database_says_how_to_fix_it() {
     let env = Env::new();
     let out = env.run(&["ps"]);
@@ -291,6 +278,13 @@ fn help_documents_examples_and_exit_codes() {
         vec!["audit", "verify"],
         vec!["audit", "export"],
         vec!["checkpoint", "create"],
+        vec!["checkpoint", "list"],
+        vec!["checkpoint", "rollback"],
+        vec!["checkpoint", "fork"],
+        vec!["checkpoint", "export"],
+        vec!["checkpoint", "import"],
+        vec!["run"],
+        vec!["mcp"],
         vec!["image", "register"],
         vec!["image", "list"],
         vec!["resume"],

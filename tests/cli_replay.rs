@@ -120,9 +120,19 @@ fn demo_tells_its_story_and_prints_the_audit_head() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(out.stdout.contains("audit chain verified"), "{out:?}");
     assert!(out.stdout.contains("head "), "{out:?}");
-    assert!(out.stdout.contains("checkpoint"), "{out:?}");
+    assert!(out.stdout.contains("checkpointed process"), "{out:?}");
+    assert!(!out.stdout.contains("not available"), "{out:?}");
     assert!(out.stdout.contains("denied"), "{out:?}");
     let db = keep.join("state.db");
+    let cks = run_in(
+        &env.ws(),
+        &["--db", db.to_str().unwrap(), "--json", "checkpoint", "list"],
+    );
+    assert_eq!(
+        cks.json()["result"][0]["name"],
+        json!("before-report"),
+        "{cks:?}"
+    );
     let ps = run_in(
         &env.ws(),
         &["--db", db.to_str().unwrap(), "--json", "ps", "--all"],

@@ -3,7 +3,7 @@
 mod cli_support;
 
 use cli_support::{repo, Env};
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn fixture_tool(name: &str) -> String {
     repo()
@@ -255,4 +255,131 @@ fn fail_fast_request_can_be_listed_and_approved() {
     );
     let list = env.run(&["--json", "human", "list"]);
     assert_eq!(list.json()["result"], json!([]));
+}
+
+#[test]
+fn an_ask_grant_waits_then_approve_and_resume_finish_the_call_once() {
+    let env = Env::new();
+    let out = env.run(&[
+        "tool",
+        "run",
+        &fixture_tool("write_file"),
+        "--args",
+        r#"{"path":"out.txt","content":"approved content"}"#,
+        "--grant",
+        "fs:out.txt=write:ask",
+    ]);
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(
+        out.stderr.contains("agent-libos human approve hr_"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("then run `agent-libos resume`"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("exactly once"), "{out:?}");
+    assert!(!env.ws().join("out.txt").exists());
+
+    let pending = env.run(&["--json", "human", "list"]);
+    let requests = pending.json()["result"].as_array().cloned().unwrap();
+    assert_eq!(requests.len(), 1, "{pending:?}");
+    let id = requests[0]["id"].as_str().unwrap().to_string();
+    assert!(out.stderr.contains(&id), "{out:?}");
+    assert_eq!(requests[0]["payload"]["context"]["path"], json!("out.txt"));
+    let ps = env.run(&["--json", "ps"]);
+    assert_eq!(ps.json()["result"].as_array().unwrap().len(), 1, "{ps:?}");
+
+    let approve = env.run(&["human", "approve", &id]);
+    assert_eq!(approve.code, 0, "{approve:?}");
+
+    let resumed = env.run(&["resume"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert!(
+        resumed.stdout.contains("re-ran 1 interrupted tool call"),
+        "{resumed:?}"
+    );
+    assert!(
+        resumed.stdout.contains("tool write_file: ok"),
+        "{resumed:?}"
+    );
+    assert!(resumed.stdout.contains("no live processes"), "{resumed:?}");
+    assert_eq!(
+        std::fs::read_to_string(env.ws().join("out.txt")).unwrap(),
+        "approved content"
+    );
+
+    let again = env.run(&["--json", "resume"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    let v = again.json();
+    assert_eq!(v["result"]["invocations"], json!([]), "{again:?}");
+    assert_eq!(v["result"]["processes"], json!([]), "{again:?}");
+
+    // Exactly one write happened, with the approval; the process ended with the result.
+    let audit = env.run(&["--json", "audit", "show", "--action", "fs.write_text"]);
+    let allowed: Vec<Value> = audit.json()["result"]
+        .as_array()
+        .cloned()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r["decision"] == json!("allow"))
+        .collect();
+    assert_eq!(allowed.len(), 1, "{audit:?}");
+    let ps = env.run(&["--json", "ps", "--all"]);
+    let p = ps.json()["result"][0].clone();
+    assert_eq!(p["status"], json!("EXITED"), "{p}");
+    assert_eq!(p["exit"]["path"], json!("out.txt"), "{p}");
+    assert_eq!(env.run(&["audit", "verify"]).code, 0);
+}
+
+#[test]
+fn resume_leaves_a_still_pending_call_waiting() {
+    let env = Env::new();
+    let out = env.run(&[
+        "tool",
+        "run",
+        &fixture_tool("write_file"),
+        "--args",
+        r#"{"path":"out.txt","content":"x"}"#,
+        "--grant",
+        "fs:out.txt=write:ask",
+    ]);
+    assert_eq!(out.code, 5, "{out:?}");
+    let pending = |env: &Env| -> Vec<Value> {
+        env.run(&["--json", "human", "list"]).json()["result"]
+            .as_array()
+            .cloned()
+            .unwrap()
+    };
+    let first = pending(&env);
+    assert_eq!(first.len(), 1);
+    let id = first[0]["id"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let resumed = env.run(&["resume"]);
+        assert_eq!(resumed.code, 0, "{resumed:?}");
+        assert!(
+            resumed.stdout.contains(&format!(
+                "still waiting for a human: `agent-libos human approve {id}`"
+            )),
+            "{resumed:?}"
+        );
+        assert!(resumed.stdout.contains("1 live process"), "{resumed:?}");
+        assert!(!env.ws().join("out.txt").exists());
+        // Only the approval is left for the human.
+        let now: Vec<String> = pending(&env)
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(now, vec![id.clone()]);
+    }
+    assert_eq!(env.run(&["human", "reject", &id]).code, 0);
+    let resumed = env.run(&["resume"]);
+    assert!(resumed.stdout.contains("HumanRejected"), "{resumed:?}");
+    assert!(!env.ws().join("out.txt").exists());
+    let ps = env.run(&["--json", "ps", "--all"]);
+    assert_eq!(ps.json()["result"][0]["status"], json!("FAILED"), "{ps:?}");
+    assert_eq!(
+        env.run(&["--json", "resume"]).json()["result"]["invocations"],
+        json!([])
+    );
 }

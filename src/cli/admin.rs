@@ -1,12 +1,9 @@
-//! `agent-libos ps`, `resume`, `image register|list` and `checkpoint …`.
-//!
-//! Checkpoints are not in the kernel yet: the subcommands parse, then fail with exit 2 and a
-//! message saying so (nothing is faked).
+//! `agent-libos ps`, `resume` and `image register|list`.
 
 use anyhow::Result;
 use serde_json::json;
 
-use super::args::{CheckpointCommand, ImageCommand, PsArgs};
+use super::args::{ImageCommand, PsArgs};
 use super::{exit, Ctx, Failure};
 use crate::kernel::{Image, Process};
 
@@ -69,28 +66,96 @@ pub async fn ps(ctx: &Ctx, args: PsArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// Brings interrupted work back ([`crate::kernel::Kernel::resume`]): re-runs every tool
+/// invocation that was running or waiting for a human from its journal, then lists the
+/// non-terminal processes. A `tool run` process whose call now finished ends with the
+/// call's outcome, as `tool run` would have ended it.
 pub async fn resume(ctx: &Ctx) -> Result<i32> {
-    let kernel = ctx.open(crate::kernel::HumanMode::FailFast).await?;
+    let kernel = ctx.open_existing().await?;
+    let report = kernel.resume().await.map_err(Failure::from)?;
+    let mut ended = Vec::new();
+    for inv in &report.invocations {
+        let waiting = matches!(&inv.outcome, Err(e) if e.kind == "HumanRequired");
+        let Some(p) = kernel.process(inv.pid) else {
+            continue;
+        };
+        if waiting || p.status.is_terminal() || !super::tool::is_tool_run_goal(&p.goal) {
+            continue;
+        }
+        let outcome = inv
+            .outcome
+            .clone()
+            .map_err(|e| crate::kernel::SyscallError::from_wire(&e));
+        if let Ok(handle) = kernel.run(inv.pid, move |_| async move { outcome }).await {
+            let _ = handle.await;
+            ended.push(inv.pid);
+        }
+    }
+    let _ = kernel.store().flush().await;
     let procs: Vec<Process> = kernel
         .processes()
         .into_iter()
         .filter(|p| !p.status.is_terminal())
         .collect();
     let values: Vec<_> = procs.iter().map(process_json).collect();
-    ctx.print(&json!(values), || {
-        if procs.is_empty() {
-            format!("resumed {}: no live processes", ctx.db.display())
+    let result = json!({
+        "invocations": report.invocations,
+        "ended": ended,
+        "processes": values,
+    });
+    ctx.print(&result, || {
+        let mut out = String::new();
+        if report.invocations.is_empty() {
+            out.push_str("no interrupted tool calls\n");
         } else {
-            format!(
-                "resumed {}: {} live process{}\n{}",
-                ctx.db.display(),
+            let n = report.invocations.len();
+            out.push_str(&format!(
+                "re-ran {n} interrupted tool call{} from {} journal{}:\n",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "its" } else { "their" },
+                if n == 1 { "" } else { "s" },
+            ));
+            for inv in &report.invocations {
+                let what = match &inv.outcome {
+                    Ok(v) => format!("ok {}", excerpt(&v.to_string(), 200)),
+                    Err(e) if e.kind == "HumanRequired" => format!(
+                        "still waiting for a human: `agent-libos human approve {}`, then `agent-libos resume`",
+                        e.request_id.as_deref().unwrap_or("ID")
+                    ),
+                    Err(e) => format!("{}: {}", e.kind, e.message),
+                };
+                out.push_str(&format!(
+                    "  {} process {} tool {}: {what}\n",
+                    inv.id, inv.pid, inv.tool
+                ));
+            }
+            for pid in &ended {
+                out.push_str(&format!(
+                    "process {pid} (tool run) ended with its call's outcome\n"
+                ));
+            }
+        }
+        if procs.is_empty() {
+            out.push_str("no live processes");
+        } else {
+            out.push_str(&format!(
+                "{} live process{}\n{}",
                 procs.len(),
                 if procs.len() == 1 { "" } else { "es" },
                 table(&procs)
-            )
+            ));
         }
+        out
     });
     Ok(exit::OK)
+}
+
+fn excerpt(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max).collect();
+    format!("{cut}…")
 }
 
 pub async fn image(ctx: &Ctx, cmd: ImageCommand) -> Result<i32> {
@@ -150,21 +215,4 @@ pub async fn image(ctx: &Ctx, cmd: ImageCommand) -> Result<i32> {
         }
     }
     Ok(exit::OK)
-}
-
-pub async fn checkpoint(_ctx: &Ctx, cmd: CheckpointCommand) -> Result<i32> {
-    let what = match cmd {
-        CheckpointCommand::Create { .. } => "create",
-        CheckpointCommand::List => "list",
-        CheckpointCommand::Rollback { .. } => "rollback",
-        CheckpointCommand::Export { .. } => "export",
-        CheckpointCommand::Import { .. } => "import",
-    };
-    Err(Failure::new(
-        "Unsupported",
-        exit::INVALID,
-        "checkpoints are not available in this build yet",
-    )
-    .extra(json!({"subcommand": what}))
-    .into())
 }

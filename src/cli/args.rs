@@ -21,6 +21,7 @@ const TOP_HELP: &str = "\
 Examples:
   agent-libos tool check tools/grep.ts
   agent-libos tool run tools/grep.ts --args '{\"pattern\":\"TODO\"}' --allow-read=src
+  agent-libos run coder --goal 'Fix the build' --model gpt-4o --grant 'fs:**=read'
   agent-libos human list
   agent-libos audit verify
   agent-libos replay fixtures/
@@ -88,17 +89,42 @@ Examples:
     /// Inspect, verify and export the hash-chained audit log
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Checkpoints (not available in this build yet)
+    /// Checkpoint, roll back, fork, export and import process state
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
     /// Register and list agent images
     #[command(subcommand)]
     Image(ImageCommand),
-    /// Open the runtime and list the processes it brought back
+    /// Drive a process with a chat model until it exits
+    #[command(after_help = "\
+Examples:
+  OPENAI_API_KEY=sk-... agent-libos run coder --goal 'Make the failing test pass' \\
+      --model gpt-4o --grant 'fs:**=read' --grant 'fs:src/**=write:ask'
+  agent-libos run images/coder.toml --goal 'Count the TODOs' --script run.jsonl
+  agent-libos run --resume 7 --model gpt-4o
+
+A call under an ask policy parks the process until `agent-libos human approve ID`
+(from another terminal). Exit 0 when the process exited, 4 when a --max-* limit
+stopped it, 2 on a model error (the process stays resumable with --resume).")]
+    Run(RunArgs),
+    /// Serve libOS to an MCP client over stdio (stdout is the protocol; logs on stderr)
+    #[command(after_help = "\
+Examples:
+  agent-libos mcp --db ~/.agent-libos/state.db --workspace ~/project \\
+      --image coder --grant 'fs:**=read' --grant 'tool:*=create'
+
+Each session process starts from --image with exactly the --grant capabilities.
+No MCP tool grants capabilities or answers human requests.")]
+    Mcp(McpArgs),
+    /// Finish interrupted tool calls from their journals; list the live processes
     #[command(after_help = "\
 Examples:
   agent-libos resume
-  agent-libos --db run/state.db resume --json")]
+  agent-libos --db run/state.db resume --json
+
+Re-runs every tool invocation that was running or waiting for a human (recorded
+syscalls return their recorded outcomes; nothing journaled happens twice; an
+approval given meanwhile is used), then lists the non-terminal processes.")]
     Resume,
     /// A short, offline story of the runtime at work
     #[command(after_help = "\
@@ -310,25 +336,117 @@ pub struct AuditShowArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CheckpointCommand {
-    /// Checkpoint a process
-    #[command(after_help = "Examples:\n  agent-libos checkpoint create 3 --label before-refactor")]
+    /// Checkpoint a process's runtime state (memory, capabilities, tools, fields)
+    #[command(after_help = "\
+Examples:
+  agent-libos checkpoint create 3 --name before-refactor
+  agent-libos checkpoint create 3 --json")]
     Create {
         pid: i64,
-        #[arg(long)]
-        label: Option<String>,
+        /// A name to find it by
+        #[arg(long, default_value = "")]
+        name: String,
     },
-    /// List checkpoints
-    #[command(after_help = "Examples:\n  agent-libos checkpoint list")]
-    List,
-    /// Roll a process back to a checkpoint
-    #[command(after_help = "Examples:\n  agent-libos checkpoint rollback ck_0123")]
+    /// List checkpoints, oldest first
+    #[command(after_help = "\
+Examples:
+  agent-libos checkpoint list
+  agent-libos checkpoint list 3 --json")]
+    List {
+        /// Only checkpoints of this process
+        pid: Option<i64>,
+    },
+    /// Roll a process back to a checkpoint (effects outside the runtime are NOT undone)
+    #[command(after_help = "\
+Examples:
+  agent-libos checkpoint rollback ckpt_0123
+
+Restores the process's object memory, capabilities, tool table and fields. Files
+written, commands run and requests sent since the checkpoint are listed, not undone.")]
     Rollback { id: String },
-    /// Export a checkpoint to a file
-    #[command(after_help = "Examples:\n  agent-libos checkpoint export ck_0123 ck.tar")]
-    Export { id: String, out: PathBuf },
-    /// Import a checkpoint from a file
-    #[command(after_help = "Examples:\n  agent-libos checkpoint import ck.tar")]
-    Import { file: PathBuf },
+    /// Start a new process (a sibling) from a checkpoint
+    #[command(after_help = "Examples:\n  agent-libos checkpoint fork ckpt_0123")]
+    Fork { id: String },
+    /// Write a checkpoint as a self-contained JSON document
+    #[command(after_help = "\
+Examples:
+  agent-libos checkpoint export ckpt_0123 --out ckpt.json
+  agent-libos checkpoint export ckpt_0123 --out -      # to stdout")]
+    Export {
+        id: String,
+        /// Output file, or - for stdout
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Resume an exported checkpoint as a new root process in this database
+    #[command(after_help = "\
+Examples:
+  agent-libos --db other/state.db checkpoint import ckpt.json")]
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Image id (`base` for the empty built-in image) or a manifest .toml (registered first)
+    #[arg(value_name = "IMAGE", required_unless_present = "resume")]
+    pub image: Option<String>,
+    /// The process's goal (its first user message)
+    #[arg(long, value_name = "TEXT", required_unless_present = "resume")]
+    pub goal: Option<String>,
+    /// Continue process PID after a restart, from its stored transcript
+    #[arg(long, value_name = "PID", conflicts_with_all = ["image", "goal", "grant", "cwd"])]
+    pub resume: Option<i64>,
+    /// OpenAI-compatible base URL (`/chat/completions` is appended)
+    #[arg(long, value_name = "URL", default_value = "https://api.openai.com/v1")]
+    pub model_url: String,
+    /// Model name (required unless --script)
+    #[arg(long, value_name = "NAME", required_unless_present = "script")]
+    pub model: Option<String>,
+    /// Environment variable holding the API key (the key is never a flag value)
+    #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Replay a scripted model (JSON array or JSONL of replies) instead of calling HTTP
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    pub script: Option<PathBuf>,
+    /// A capability RESOURCE=RIGHTS[:POLICY] for the process (repeatable)
+    #[arg(long, value_name = "RESOURCE=RIGHTS[:POLICY]")]
+    pub grant: Vec<String>,
+    /// Workspace-relative working directory of the process
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// Model calls
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_steps: u32,
+    /// Total tokens reported by the model
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+    /// Wall time of the loop, e.g. 90s, 30m, 2h (a bare number is seconds)
+    #[arg(long, value_name = "DURATION")]
+    pub wall_time: Option<String>,
+    /// Per-request timeout, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub timeout: u64,
+    /// Retries on 429, 5xx and network errors
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub retries: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Image every process of a session starts from: an id or a manifest .toml
+    #[arg(long, value_name = "IMAGE", default_value = "base")]
+    pub image: String,
+    /// A capability RESOURCE=RIGHTS[:POLICY] each session process gets (repeatable): the
+    /// ceiling of what a client can do
+    #[arg(long, value_name = "RESOURCE=RIGHTS[:POLICY]")]
+    pub grant: Vec<String>,
+    /// Never show approvals through the client (MCP elicitation); answer them with
+    /// `agent-libos human approve`
+    #[arg(long)]
+    pub no_elicitation: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,9 +2,9 @@
 //!
 //! A coding-agent image is registered and spawned on a small workspace holding a failing
 //! test log. It forks a worker that proposes, validates, registers and calls a TypeScript tool
-//! (`fixtures/tools/extract_failures.ts`) to extract the failing tests. The parent would
-//! checkpoint before its risky write (checkpoints are not in this build: the step says so),
-//! tries the write without a capability and is denied, asks a human for permission (answered
+//! (`fixtures/tools/extract_failures.ts`) to extract the failing tests. The operator
+//! checkpoints the parent before its risky write; the parent tries the write without a
+//! capability and is denied, asks a human for permission (answered
 //! once through the real human queue by a scripted human), writes the report, stores a report
 //! object, and finally the audit chain is verified and its head printed.
 
@@ -91,7 +91,10 @@ pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
             dir.clone()
         }
         None => {
-            temp = super::TempDir::new("agent-libos").context("creating a temporary directory")?;
+            temp = tempfile::Builder::new()
+                .prefix("agent-libos-")
+                .tempdir()
+                .context("creating a temporary directory")?;
             temp.path().to_path_buf()
         }
     };
@@ -195,8 +198,9 @@ pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
         Some(dir) => {
             let db = dir.join("state.db");
             println!(
-                "kept {}; look around with:\n  agent-libos --db {} ps --all\n  agent-libos --db {} audit show\n  agent-libos --db {} human list --all",
+                "kept {}; look around with:\n  agent-libos --db {} ps --all\n  agent-libos --db {} audit show\n  agent-libos --db {} human list --all\n  agent-libos --db {} checkpoint list",
                 dir.display(),
+                db.display(),
                 db.display(),
                 db.display(),
                 db.display()
@@ -283,9 +287,13 @@ async fn parent_body(pcx: ProcessCtx, fork_tx: oneshot::Sender<Pid>, log: Log) -
         "process {pid} got the worker's result: {} failing tests",
         result["count"]
     ));
-    let _ = log.send(
-        "checkpoint before the risky write: not available in this build (skipped)".to_string(),
-    );
+    // Checkpoints are operator calls (no syscall reaches them): the host takes one for the
+    // process before it attempts a write outside the runtime.
+    let ck = pcx.kernel.checkpoint_create(pid, "before-report").await?;
+    let _ = log.send(format!(
+        "the operator checkpointed process {pid} before its risky write: {} ({} capabilities, {} objects, audit #{})",
+        ck.id, ck.capabilities, ck.objects, ck.audit_seq
+    ));
     let report = format!(
         "# Failing tests\n\n{}\n\nSource: logs/test-output.log\n",
         failures.join("\n")

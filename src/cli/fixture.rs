@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::kernel::{CapabilitySpec, HumanAnswer};
+use crate::kernel::{Budget, CapabilitySpec, HumanAnswer};
 
 /// One fixture file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +99,9 @@ pub struct Case {
     /// Scripted answers, applied in order as requests appear.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub human: Vec<Scripted>,
+    /// Process budgets to start with (unset ones keep the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpec>,
     /// Expect the tool to be rejected by `tool.validate` (then no call is made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationExpect>,
@@ -106,6 +109,32 @@ pub struct Case {
     pub calls: Vec<Call>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effects: Option<Effects>,
+}
+
+/// Process budgets of a case; unset ones keep [`Budget::default`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_time_ms: Option<u64>,
+}
+
+impl BudgetSpec {
+    pub fn budget(&self) -> Budget {
+        let d = Budget::default();
+        Budget {
+            tool_calls: self.tool_calls.unwrap_or(d.tool_calls),
+            children: self.children.unwrap_or(d.children),
+            syscalls: self.syscalls.unwrap_or(d.syscalls),
+            wall_time_ms: self.wall_time_ms.unwrap_or(d.wall_time_ms),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -140,6 +140,12 @@ pub fn summary(r: &HumanRequest) -> String {
             p["reason"].as_str().unwrap_or("")
         ),
         "question" => p["question"].as_str().unwrap_or("?").to_string(),
+        "uncertain" => format!(
+            "repeat {} (invocation {} #{})? the host stopped during it; it may have happened",
+            p["primitive"].as_str().unwrap_or("?"),
+            p["invocation"].as_str().unwrap_or("?"),
+            p["seq"]
+        ),
         "output" => p["message"].as_str().unwrap_or("").to_string(),
         _ => p.to_string(),
     }

@@ -5,14 +5,16 @@
 //! workspace paths, output mode). Commands return `anyhow::Result<i32>`; errors that carry a
 //! kernel error kind are [`Failure`]s, which decide the exit code and the `--json` error
 //! shape. All messages go to stderr as `agent-libos: lowercase message`, suggesting a fix
-//! where one exists. Exit codes are fixed (see [`args::EXIT_CODES`] and `README-cli.md`).
+//! where one exists. Exit codes are fixed (see [`args::EXIT_CODES`] and the README).
 //!
 //! **Architecture Invariant:** the CLI is the operator: it uses the kernel's operator API
 //! (`spawn_root`, `grant`, `human_respond`, ...) and reaches processes only through syscalls.
 
 pub mod admin;
+pub mod agent;
 pub mod args;
 pub mod audit;
+pub mod checkpoint;
 pub mod demo;
 pub mod fixture;
 pub mod grants;
@@ -30,7 +32,7 @@ use serde_json::{json, Value};
 use crate::kernel::{HumanMode, Kernel, KernelConfig, SyscallError, WireError};
 use args::{Cli, Command, GlobalArgs};
 
-/// Exit codes (documented in `--help` and `README-cli.md`).
+/// Exit codes (documented in `--help` and the README).
 pub mod exit {
     pub const OK: i32 = 0;
     /// The tool threw, or a check failed (replay, audit verify).
@@ -247,13 +249,6 @@ fn init_tracing(global: &GlobalArgs) {
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     init_tracing(&cli.global);
-    // Debug builds only: lets tests tell this worktree's binary from another's when they
-    // share a target directory.
-    #[cfg(debug_assertions)]
-    if std::env::var_os("AGENT_LIBOS_PRINT_BUILD_DIR").is_some() {
-        println!("{}", env!("CARGO_MANIFEST_DIR"));
-        return exit::OK;
-    }
     let json_mode = cli.global.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -285,7 +280,9 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Ps(args) => admin::ps(ctx, args).await,
         Command::Human(cmd) => human::run(ctx, cmd).await,
         Command::Audit(cmd) => audit::run(ctx, cmd).await,
-        Command::Checkpoint(cmd) => admin::checkpoint(ctx, cmd).await,
+        Command::Checkpoint(cmd) => checkpoint::run(ctx, cmd).await,
+        Command::Run(args) => agent::run(ctx, args).await,
+        Command::Mcp(args) => agent::mcp(ctx, args).await,
         Command::Image(cmd) => admin::image(ctx, cmd).await,
         Command::Resume => admin::resume(ctx).await,
         Command::Demo(args) => demo::run(ctx, args).await,
@@ -335,28 +332,4 @@ pub fn report(err: &anyhow::Error, json_mode: bool) -> i32 {
     }
     note(message);
     exit::INVALID
-}
-
-/// A temporary directory removed on drop (the CLI's scratch runtimes live in these).
-#[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(prefix: &str) -> std::io::Result<TempDir> {
-        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir { path })
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }

@@ -255,7 +255,10 @@ struct BodyOut {
 }
 
 async fn execute(file: &File, case: &Case) -> Result<Actual> {
-    let dir = super::TempDir::new("agent-libos").context("creating a temporary directory")?;
+    let dir = tempfile::Builder::new()
+        .prefix("agent-libos-")
+        .tempdir()
+        .context("creating a temporary directory")?;
     let ws = dir.path().join("ws");
     match file.loaded.workspace_dir() {
         Some(src) => copy_dir(&src, &ws)
@@ -291,6 +294,7 @@ async fn execute(file: &File, case: &Case) -> Result<Actual> {
         .spawn_root(SpawnOptions {
             goal: format!("replay {}", case.name),
             grants,
+            budget: case.budget.map(|b| b.budget()),
             ..SpawnOptions::default()
         })
         .await

@@ -169,8 +169,11 @@ fn rejected(file: &Path, findings: &Value, tests: &Value) -> Failure {
 }
 
 /// Opens a kernel on a throwaway database for validation; returns it with a fresh process.
-async fn scratch_kernel() -> Result<(super::TempDir, Kernel, Pid)> {
-    let dir = super::TempDir::new("agent-libos").context("creating a temporary directory")?;
+async fn scratch_kernel() -> Result<(tempfile::TempDir, Kernel, Pid)> {
+    let dir = tempfile::Builder::new()
+        .prefix("agent-libos-")
+        .tempdir()
+        .context("creating a temporary directory")?;
     let ws = dir.path().join("ws");
     std::fs::create_dir_all(&ws)?;
     let mut config = KernelConfig::new(dir.path().join("state.db"), ws);
@@ -309,6 +312,15 @@ async fn test(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
     })
 }
 
+/// How the goal of a `tool run` process starts (`resume` ends such a process when its call
+/// finishes).
+const TOOL_RUN_GOAL: &str = "tool run ";
+
+/// Whether `goal` is that of a `tool run` process.
+pub fn is_tool_run_goal(goal: &str) -> bool {
+    goal.starts_with(TOOL_RUN_GOAL)
+}
+
 /// What the process body of `tool run` leaves for the CLI.
 #[derive(Default)]
 struct RunSlot {
@@ -361,8 +373,8 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         .unwrap_or(0);
     let pid = kernel
         .spawn_root(SpawnOptions {
-            goal: format!("tool run {}", file.display()),
-            grants: specs,
+            goal: format!("{TOOL_RUN_GOAL}{}", file.display()),
+            grants: specs.clone(),
             ..SpawnOptions::default()
         })
         .await
@@ -371,18 +383,26 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
     let prompter = interactive.then(|| tokio::spawn(human::prompt_loop(kernel.clone(), pid)));
     let slot = Arc::new(Mutex::new(RunSlot::default()));
     let body_slot = slot.clone();
-    let handle = kernel
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    kernel
         .run(pid, move |pcx: ProcessCtx| async move {
-            call_in_process(pcx, source, call_args, body_slot).await
+            let result = call_in_process(pcx, source, call_args, body_slot).await;
+            let waiting = matches!(result, Err(SyscallError::HumanRequired { .. }));
+            let _ = tx.send(result.clone());
+            if waiting {
+                // The call waits for a human: the process stays alive (its invocation is
+                // journaled as waiting) for `agent-libos resume` to finish.
+                std::future::pending::<()>().await;
+            }
+            result
         })
         .await
         .map_err(Failure::from)?;
-    let outcome: SysResult<Value> = match handle.await {
-        Ok(r) => r,
-        Err(e) => Err(SyscallError::internal(format!(
-            "the process task failed: {e}"
-        ))),
-    };
+    let outcome: SysResult<Value> = rx.await.unwrap_or_else(|_| {
+        Err(SyscallError::internal(
+            "the process task ended without a result",
+        ))
+    });
     if let Some(p) = prompter {
         p.abort();
     }
@@ -421,6 +441,23 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
                 return Err(rejected(&file, &v["findings"], &v["tests"]).into());
             }
             let mut failure = Failure::from_syscall(&err);
+            if let SyscallError::PermissionDenied {
+                resource, right, ..
+            } = &err
+            {
+                // The denial's reason does not survive the isolate boundary: tell an
+                // explicit deny from a missing grant by the grants given.
+                if explicitly_denied(&specs, resource, right) {
+                    failure = failure.hint(format!(
+                        "an explicit deny matched; remove the --deny-* flag (or always_deny grant) that covers {resource}"
+                    ));
+                }
+            }
+            if let SyscallError::HumanRequired { request_id, .. } = &err {
+                failure = failure.hint(format!(
+                    "the call is waiting for a human and process {pid} stays alive: approve it with `agent-libos human approve {request_id}` (or reject it), then run `agent-libos resume` to finish the call exactly once (the journal re-runs the invocation and reuses the approved request); or run again with --ask on a terminal, or grant the capability up front"
+                ));
+            }
             if is_missing_tool_host(&err) {
                 failure = failure.hint("this build's kernel has no JIT tool host; `agent-libos tool check` still runs the static checks");
             }
@@ -432,6 +469,15 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
             Err(anyhow::Error::new(failure).context(format!("tool {name} (process {pid})")))
         }
     }
+}
+
+/// Whether an `always_deny` grant among `specs` covers `right` on `resource`.
+fn explicitly_denied(specs: &[CapabilitySpec], resource: &str, right: &str) -> bool {
+    specs.iter().any(|s| {
+        s.policy == Policy::AlwaysDeny
+            && s.rights.iter().any(|r| r.as_str() == right)
+            && crate::kernel::capability::match_resource(&s.resource, resource).is_some()
+    })
 }
 
 /// The process body of `tool run`: load the tool and call it once.

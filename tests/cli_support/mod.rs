@@ -7,49 +7,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// The `agent-libos` binary built from this checkout.
-///
-/// `CARGO_BIN_EXE_agent-libos` is the uplifted `target/debug/agent-libos`, which another
-/// checkout sharing the target directory may replace at any time; so this prefers the
-/// newest hashed artifact in `deps/` that says (debug builds only) it was built from this
-/// manifest directory.
+/// The `agent-libos` binary under test.
 pub fn bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let uplifted = PathBuf::from(env!("CARGO_BIN_EXE_agent-libos"));
-        let mut candidates: Vec<(std::time::SystemTime, PathBuf)> = uplifted
-            .parent()
-            .map(|d| d.join("deps"))
-            .and_then(|d| std::fs::read_dir(d).ok())
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("agent_libos-") && !n.contains('.'))
-            })
-            .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
-            .collect();
-        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
-        let ours = |p: &Path| {
-            Command::new(p)
-                .arg("ps")
-                .env("AGENT_LIBOS_PRINT_BUILD_DIR", "1")
-                .output()
-                .ok()
-                .is_some_and(|o| {
-                    String::from_utf8_lossy(&o.stdout).trim() == env!("CARGO_MANIFEST_DIR")
-                })
-        };
-        candidates
-            .into_iter()
-            .map(|(_, p)| p)
-            .find(|p| ours(p))
-            .unwrap_or(uplifted)
-    })
-    .clone()
+    PathBuf::from(env!("CARGO_BIN_EXE_agent-libos"))
 }
 
 /// The repository root (fixtures live there).
