@@ -77,6 +77,7 @@ impl Failure {
                 limit: None,
                 request_id: None,
                 stack: None,
+                detail: None,
             },
             hint: None,
             extra: None,

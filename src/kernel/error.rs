@@ -123,13 +123,17 @@ impl SyscallError {
             limit: None,
             request_id: None,
             stack: None,
+            detail: None,
         };
         match self {
             SyscallError::PermissionDenied {
-                resource, right, ..
+                resource,
+                right,
+                detail,
             } => {
                 wire.resource = Some(resource.clone());
                 wire.right = Some(right.clone());
+                wire.detail = (!detail.is_empty()).then(|| detail.clone());
             }
             SyscallError::LimitExceeded { limit, .. } => wire.limit = Some(limit.clone()),
             SyscallError::HumanRequired { request_id, .. } => {
@@ -150,7 +154,7 @@ impl SyscallError {
             "PermissionDenied" => SyscallError::PermissionDenied {
                 resource: wire.resource.clone().unwrap_or_default(),
                 right: wire.right.clone().unwrap_or_default(),
-                detail: String::new(),
+                detail: wire.detail.clone().unwrap_or_default(),
             },
             "NotFound" => SyscallError::NotFound(msg),
             "InvalidArgument" => SyscallError::InvalidArgument(msg),
@@ -159,10 +163,14 @@ impl SyscallError {
                 detail: msg,
             },
             "HumanRejected" => SyscallError::HumanRejected(msg),
-            "HumanRequired" => SyscallError::HumanRequired {
-                request_id: wire.request_id.clone().unwrap_or_default(),
-                detail: msg,
-            },
+            "HumanRequired" => {
+                let request_id = wire.request_id.clone().unwrap_or_default();
+                let detail = msg
+                    .strip_prefix(&format!("request {request_id}: "))
+                    .map(str::to_string)
+                    .unwrap_or(msg);
+                SyscallError::HumanRequired { request_id, detail }
+            }
             "IllegalState" => SyscallError::IllegalState(msg),
             "AlreadyExists" => SyscallError::AlreadyExists(msg),
             "Timeout" => SyscallError::Timeout(msg),
@@ -201,6 +209,9 @@ pub struct WireError {
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub stack: Option<String>,
+    /// Why a permission was denied (e.g. "denied by capability #4").
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<String>,
 }
 
 impl From<sqlx::Error> for SyscallError {
@@ -214,6 +225,17 @@ pub type SysResult<T> = Result<T, SyscallError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_round_trip_keeps_the_denial_reason_and_the_request() {
+        let err = SyscallError::denied_because("fs:a", "write", "denied by capability #4");
+        assert_eq!(SyscallError::from_wire(&err.to_wire()), err);
+        let err = SyscallError::HumanRequired {
+            request_id: "hr_1".into(),
+            detail: "approve it".into(),
+        };
+        assert_eq!(SyscallError::from_wire(&err.to_wire()), err);
+    }
 
     #[test]
     fn wire_round_trip_keeps_resource_and_right() {

@@ -156,7 +156,14 @@ impl Kernel {
                 let id: String = row.try_get("id")?;
                 let status: String = row.try_get("status")?;
                 let answer = if status == "pending" {
-                    self.wait_for_human(pid, &id).await?
+                    match self.wait_for_human(pid, &id).await {
+                        Ok(answer) => answer,
+                        Err(e) => {
+                            // Not answered: the request stays available to a later call.
+                            self.inner.human.claimed.lock().remove(&id);
+                            return Err(e);
+                        }
+                    }
                 } else {
                     // Answered while this runtime was away: apply any grant it made.
                     let caps = super::state::State::load_caps(self.inner.store.pool(), pid).await?;
