@@ -324,12 +324,13 @@ async fn resume_runs_calls_the_host_stopped_in_the_middle_of() {
     let kernel = h.kernel.clone();
     let answerer = tokio::spawn(async move {
         loop {
-            // Answer the question raised after the resumption (the first one is abandoned).
+            // The question raised before the "crash" is still the one pending: the resumed
+            // call waits on it rather than asking again.
             let pending = kernel.human_requests(false).await.unwrap();
-            if pending.len() == 2 {
+            if pending.len() == 1 {
                 kernel
                     .human_respond(
-                        &pending[1].id,
+                        &pending[0].id,
                         HumanAnswer::Answer { text: "yes".into() },
                         "test",
                     )

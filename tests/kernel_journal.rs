@@ -354,3 +354,87 @@ fn a_replay_that_makes_different_calls_is_detected_as_nondeterministic() {
         let _ = pid;
     });
 }
+
+#[test]
+fn a_keyed_call_runs_at_most_once_per_key() {
+    let (dir, ws) = setup();
+    let rt = runtime();
+    rt.block_on(async {
+        let kernel = Kernel::open(config(dir.path(), HumanMode::FailFast))
+            .await
+            .unwrap();
+        let pid = spawn(&kernel, &["tool:*=create", "fs:log.txt=write"]).await;
+        install(
+            &kernel,
+            pid,
+            &tool(
+                "note",
+                "await libos.fs.appendText(\"log.txt\", \"tool\\n\"); return { ok: true };",
+            ),
+        )
+        .await;
+        let log = kernel
+            .syscall(
+                pid,
+                Syscall::MemCreate(agent_libos::kernel::ObjectSpec {
+                    object_type: "log".into(),
+                    appendable: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for _ in 0..3 {
+            kernel
+                .syscall_once(
+                    pid,
+                    "step-1",
+                    Syscall::MemAppend {
+                        id: log.clone(),
+                        item: json!("once"),
+                    },
+                )
+                .await
+                .unwrap();
+            let out = kernel
+                .syscall_once(
+                    pid,
+                    "step-2",
+                    Syscall::ToolCall {
+                        name: "note".into(),
+                        args: json!({}),
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(out, json!({"ok": true}));
+        }
+        let object = kernel
+            .syscall(pid, Syscall::MemRead { id: log })
+            .await
+            .unwrap();
+        assert_eq!(object["items"], json!(["once"]));
+        assert_eq!(
+            std::fs::read_to_string(ws.join("log.txt")).unwrap(),
+            "tool\n"
+        );
+        // Another process cannot use someone else's key.
+        let other = spawn(&kernel, &[]).await;
+        let err = kernel
+            .syscall_once(other, "step-1", Syscall::ClockNow)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "PermissionDenied");
+        assert_eq!(
+            kernel
+                .syscall_once(pid, "bad key!", Syscall::ClockNow)
+                .await
+                .unwrap_err()
+                .kind(),
+            "InvalidArgument"
+        );
+    });
+}

@@ -274,7 +274,14 @@ impl Driver<'_> {
         table: &mut ToolTable,
         messages: &mut Vec<Message>,
     ) -> Result<Option<RunOutcome>, AgentError> {
-        for call in calls {
+        // Each call is keyed by its place in the transcript, so a resumed conversation that
+        // issues it again gets the recorded outcome instead of a second effect.
+        let step = messages
+            .iter()
+            .rposition(|m| m.role == Role::Assistant)
+            .unwrap_or(0);
+        for (index, call) in calls.iter().enumerate() {
+            let key = invocation_key(self.pid, step, index, &call.id);
             let syscall = table.to_syscall(call);
             let (is_exit, is_register) = match &syscall {
                 Ok(Syscall::ProcExit { .. }) => (true, false),
@@ -282,7 +289,7 @@ impl Driver<'_> {
                 _ => (false, false),
             };
             let result = match syscall {
-                Ok(s) => self.kernel.syscall(self.pid, s).await,
+                Ok(s) => self.kernel.syscall_once(self.pid, &key, s).await,
                 Err(e) => Err(e),
             };
             if is_exit && result.is_ok() {
@@ -469,4 +476,14 @@ async fn memory_overview(kernel: &Kernel, pid: Pid) -> Vec<String> {
         }
     }
     lines
+}
+
+/// The idempotency key of the `index`-th tool call of the assistant message at `step`.
+fn invocation_key(pid: Pid, step: usize, index: usize, call_id: &str) -> String {
+    let id: String = call_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "_-.".contains(*c))
+        .take(64)
+        .collect();
+    format!("agent-{pid}-{step}-{index}-{id}")
 }

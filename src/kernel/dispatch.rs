@@ -27,6 +27,8 @@ pub(crate) struct Scope {
     /// A journal intent to make durable right before an external effect
     /// (invocation, seq, args hash); see [`Kernel::intent_point`].
     pub intent: Option<(String, i64, String)>,
+    /// For `tool.call` through [`Kernel::syscall_once`]: the invocation to run as.
+    pub invocation_key: Option<super::journal::Keyed>,
 }
 
 /// What a successful handler returns.
@@ -78,13 +80,23 @@ impl Kernel {
         call: Syscall,
         correlation: Option<String>,
     ) -> SysResult<Value> {
+        let scope = Scope {
+            correlation,
+            ..Scope::default()
+        };
+        self.syscall_scoped(pid, call, scope).await
+    }
+
+    pub(crate) async fn syscall_scoped(
+        &self,
+        pid: Pid,
+        call: Syscall,
+        scope: Scope,
+    ) -> SysResult<Value> {
         let primitive = call.name();
         let span = tracing::info_span!("syscall", pid, primitive, decision = tracing::field::Empty);
+        let mut scope = scope;
         async move {
-            let mut scope = Scope {
-                correlation,
-                ..Scope::default()
-            };
             if let Err(e) = self.gate(pid, &call).await {
                 return self.finish(pid, &call, scope, Err(e), None).await;
             }

@@ -322,6 +322,16 @@ impl Kernel {
         }
         let (tx, mut rx) = oneshot::channel();
         self.inner.human.map.lock().insert(id.to_string(), tx);
+        // If this call is dropped mid-wait (its caller gave up, or its host is going away),
+        // the request stays pending in the store and becomes reusable by a retry.
+        struct Unpark<'a>(&'a Kernel, &'a str);
+        impl Drop for Unpark<'_> {
+            fn drop(&mut self) {
+                self.0.inner.human.map.lock().remove(self.1);
+                self.0.inner.human.claimed.lock().remove(self.1);
+            }
+        }
+        let _unpark = Unpark(self, id);
         // The answer arrives in-process (this runtime's human interface), or is written to
         // the database by another runtime (e.g. `agent-libos human approve` in another
         // terminal), which polling notices.

@@ -48,6 +48,15 @@ pub(crate) struct Invocation {
     pub replay: HashMap<i64, Recorded>,
 }
 
+/// An invocation id chosen by the caller (an idempotency key), with what an earlier run of
+/// it left: its journal, whether its row exists, and its start time and seed.
+pub(crate) struct Keyed {
+    pub id: String,
+    pub replay: HashMap<i64, Recorded>,
+    pub recorded: bool,
+    pub start_seed: Option<(i64, u64)>,
+}
+
 /// What the journal says about the next syscall of an invocation.
 pub(crate) enum Step {
     /// Not journaled before: run it. `journal` says whether to journal it.
@@ -95,14 +104,33 @@ pub(crate) fn outcome_result(outcome: &Value) -> SysResult<Value> {
     }
 }
 
+/// Forgets a live invocation if its caller is dropped mid-flight (the journal in the store
+/// is what a later retry or `resume` works from).
+pub(crate) struct LiveGuard {
+    kernel: Kernel,
+    id: String,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.kernel.inner.invocations.live.lock().remove(&self.id);
+    }
+}
+
 impl Kernel {
-    /// Starts tracking an invocation (first run, or a replay with `replay` rows).
-    pub(crate) fn begin_invocation(&self, id: &str, inv: Invocation) {
+    /// Starts tracking an invocation (first run, or a replay with `replay` rows). Keep the
+    /// guard alive until the invocation ends.
+    #[must_use = "dropping the guard forgets the invocation"]
+    pub(crate) fn begin_invocation(&self, id: &str, inv: Invocation) -> LiveGuard {
         self.inner
             .invocations
             .live
             .lock()
             .insert(id.to_string(), inv);
+        LiveGuard {
+            kernel: self.clone(),
+            id: id.to_string(),
+        }
     }
 
     /// The step for the next syscall of invocation `id`, or `None` if `id` is not a live
@@ -233,6 +261,95 @@ impl Kernel {
         } else {
             self.inner.store.submit(batch);
         }
+    }
+
+    /// Runs `call` for `pid` at most once per `key`, across restarts: a call whose outcome
+    /// was recorded under `key` returns it without running again; one that was interrupted
+    /// runs again from its journal (like `resume`); otherwise it runs now, journaled under
+    /// `key`. The agent loop keys each model tool call by its place in the transcript, so a
+    /// resumed conversation never repeats an effect. Keys are letters, digits, `_`, `-`, `.`.
+    pub async fn syscall_once(&self, pid: Pid, key: &str, call: Syscall) -> SysResult<Value> {
+        let key_ok = !key.is_empty()
+            && key.len() <= 128
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        if !key_ok {
+            return Err(SyscallError::invalid(format!(
+                "invocation key '{key}' must be 1-128 letters, digits, '_', '-' or '.'"
+            )));
+        }
+        if self.inner.invocations.live.lock().contains_key(key) {
+            return Err(SyscallError::IllegalState(format!(
+                "invocation {key} is already running"
+            )));
+        }
+        let row = sqlx::query(
+            "SELECT pid, status, outcome, start_time, seed FROM invocations WHERE id = ?",
+        )
+        .bind(key)
+        .fetch_optional(self.inner.store.pool())
+        .await?;
+        let mut start_seed = None;
+        let recorded = row.is_some();
+        if let Some(row) = row {
+            let owner: Pid = row.try_get("pid")?;
+            if owner != pid {
+                return Err(SyscallError::denied_because(
+                    format!("invocation:{key}"),
+                    super::capability::Right::Execute,
+                    "the invocation belongs to another process",
+                ));
+            }
+            let status: String = row.try_get("status")?;
+            let outcome: Option<String> = row.try_get("outcome")?;
+            if status == "done" || status == "failed" {
+                let outcome: Value = outcome
+                    .and_then(|o| serde_json::from_str(&o).ok())
+                    .unwrap_or(Value::Null);
+                return outcome_result(&outcome);
+            }
+            let seed: String = row.try_get("seed")?;
+            start_seed = Some((row.try_get("start_time")?, seed.parse().unwrap_or(0)));
+        }
+        let replay = self.load_journal(key).await?;
+        if let Syscall::ToolCall { .. } = call {
+            let scope = super::dispatch::Scope {
+                invocation_key: Some(Keyed {
+                    id: key.to_string(),
+                    replay,
+                    recorded,
+                    start_seed,
+                }),
+                ..Default::default()
+            };
+            return self.syscall_scoped(pid, call, scope).await;
+        }
+        let _live = self.begin_invocation(
+            key,
+            Invocation {
+                pid,
+                tool: String::new(),
+                args: serde_json::to_value(&call).unwrap_or(Value::Null),
+                start_time: self.now(),
+                seed: 0,
+                next_seq: 0,
+                recorded,
+                replay,
+            },
+        );
+        // Record the invocation with its outcome, so a retry finds it even for calls that
+        // needed no intent.
+        let mut batch = WriteBatch::default();
+        self.record_invocation(key, &mut batch);
+        let result = self
+            .syscall_correlated(pid, call, Some(key.to_string()))
+            .await;
+        if !batch.is_empty() {
+            self.inner.store.submit(batch);
+        }
+        self.end_invocation(key, &result).await;
+        result
     }
 
     /// Journal rows of an earlier run of `id`.

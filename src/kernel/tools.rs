@@ -458,11 +458,21 @@ impl Kernel {
                 errors.join("; ")
             )));
         }
-        let invocation = crate::util::new_id("inv");
+        let keyed = scope.invocation_key.take();
+        let invocation = keyed
+            .as_ref()
+            .map(|k| k.id.clone())
+            .unwrap_or_else(|| crate::util::new_id("inv"));
         scope.correlation = Some(invocation.clone());
-        let start_time = self.now();
-        let seed = seed_from(&tool.module.hash, start_time);
-        self.begin_invocation(
+        let (start_time, seed) = keyed
+            .as_ref()
+            .and_then(|k| k.start_seed)
+            .unwrap_or_else(|| {
+                let now = self.now();
+                (now, seed_from(&tool.module.hash, now))
+            });
+        let (recorded, replay) = keyed.map(|k| (k.recorded, k.replay)).unwrap_or_default();
+        let _live = self.begin_invocation(
             &invocation,
             Invocation {
                 pid,
@@ -471,8 +481,8 @@ impl Kernel {
                 start_time,
                 seed,
                 next_seq: 0,
-                recorded: false,
-                replay: HashMap::new(),
+                recorded,
+                replay,
             },
         );
         let result = self
@@ -535,7 +545,7 @@ impl Kernel {
             .map_err(|e| SyscallError::Internal(e.to_string()))?;
         let rows = sqlx::query(
             "SELECT id, pid, tool, args, start_time, seed FROM invocations \
-             WHERE status IN ('running', 'waiting_human') ORDER BY created_at, id",
+             WHERE status IN ('running', 'waiting_human') AND tool != '' ORDER BY created_at, id",
         )
         .fetch_all(self.inner.store.pool())
         .await?;
@@ -609,7 +619,7 @@ impl Kernel {
             None
         };
         let replay = self.load_journal(id).await?;
-        self.begin_invocation(
+        let _live = self.begin_invocation(
             id,
             Invocation {
                 pid,
