@@ -193,6 +193,25 @@ pub struct Capability {
 }
 
 impl Capability {
+    /// A capability issued by the operator (no issuer, no parent) to `subject`; its id is
+    /// assigned when it is stored.
+    pub fn from_operator(subject: Pid, spec: CapabilitySpec) -> Capability {
+        Capability {
+            id: 0,
+            subject,
+            resource: spec.resource,
+            rights: spec.rights,
+            policy: spec.policy,
+            issuer: None,
+            parent: None,
+            expires_at: spec.expires_at,
+            delegable: spec.delegable,
+            revocable: true,
+            revoked: false,
+            consumed: false,
+        }
+    }
+
     /// Whether this capability is live at `now_ms`.
     pub fn is_live(&self, now_ms: i64) -> bool {
         !self.revoked && !self.consumed && self.expires_at.is_none_or(|t| now_ms < t)

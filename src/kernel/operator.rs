@@ -67,20 +67,7 @@ impl Kernel {
         let mut grants = Vec::new();
         for spec in specs {
             validate_resource(&spec.resource).map_err(SyscallError::invalid)?;
-            grants.push(Capability {
-                id: 0,
-                subject: 0,
-                resource: spec.resource,
-                rights: spec.rights,
-                policy: spec.policy,
-                issuer: None,
-                parent: None,
-                expires_at: spec.expires_at,
-                delegable: spec.delegable,
-                revocable: true,
-                revoked: false,
-                consumed: false,
-            });
+            grants.push(Capability::from_operator(0, spec));
         }
         let cwd = match &opts.cwd {
             Some(c) => {
@@ -417,21 +404,8 @@ impl Kernel {
     /// Grants a capability as the operator.
     pub async fn grant(&self, pid: Pid, spec: CapabilitySpec) -> SysResult<i64> {
         validate_resource(&spec.resource).map_err(SyscallError::invalid)?;
-        let cap = Capability {
-            id: 0,
-            subject: pid,
-            resource: spec.resource,
-            rights: spec.rights,
-            policy: spec.policy,
-            issuer: None,
-            parent: None,
-            expires_at: spec.expires_at,
-            delegable: spec.delegable,
-            revocable: true,
-            revoked: false,
-            consumed: false,
-        };
-        self.insert_capability(cap, "operator").await
+        self.insert_capability(Capability::from_operator(pid, spec), "operator")
+            .await
     }
 
     /// Stores a capability for its subject (which must be live); returns its id.
