@@ -353,24 +353,6 @@ async fn resume_runs_calls_the_host_stopped_in_the_middle_of() {
     assert!(last.content.as_deref().unwrap().contains("yes"));
 }
 
-const COUNT_LINES: &str = r#"export const tool = {
-  name: "count_lines",
-  description: "Counts the lines of a text file",
-  input: { type: "object", properties: { path: { type: "string" } }, required: ["path"] },
-  output: { type: "object", properties: { lines: { type: "integer" } }, required: ["lines"] },
-  tests: [
-    { name: "three lines", args: { path: "a.txt" },
-      syscalls: [ { primitive: "fs.read_text", result: "a\nb\nc" } ],
-      expect: { lines: 3 } },
-  ],
-};
-
-export default async function run(args: { path: string }, libos: any) {
-  const text = await libos.fs.readText(args.path);
-  return { lines: text.split("\n").length };
-}
-"#;
-
 /// Whether the kernel serves the JIT tool lifecycle yet (it is landing on main separately);
 /// until it does, the tests that need it report themselves skipped.
 async fn lifecycle_available(kernel: &agent_libos::kernel::Kernel) -> bool {
@@ -402,7 +384,7 @@ async fn the_model_writes_registers_and_calls_a_tool() {
     }
     std::fs::write(h.workspace().join("poem.txt"), "roses\nviolets\nsugar").unwrap();
     let model = ScriptedModel::new(vec![
-        ScriptedReply::call("tool_propose", json!({"source": COUNT_LINES})),
+        ScriptedReply::call("tool_propose", json!({"source": common::COUNT_LINES})),
         ScriptedReply::call("tool_validate", json!({"id": "${result.id}"})),
         ScriptedReply::call("tool_register", json!({"id": "${result.id}"})),
         ScriptedReply::call("count_lines", json!({"path": "poem.txt"})),

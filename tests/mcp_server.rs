@@ -306,24 +306,6 @@ async fn a_pending_request_is_shown_to_the_user_by_elicitation() {
     client.cancel().await.unwrap();
 }
 
-const COUNT_LINES: &str = r#"export const tool = {
-  name: "count_lines",
-  description: "Counts the lines of a text file",
-  input: { type: "object", properties: { path: { type: "string" } }, required: ["path"] },
-  output: { type: "object", properties: { lines: { type: "integer" } }, required: ["lines"] },
-  tests: [
-    { name: "three lines", args: { path: "a.txt" },
-      syscalls: [ { primitive: "fs.read_text", result: "a\nb\nc" } ],
-      expect: { lines: 3 } },
-  ],
-};
-
-export default async function run(args: { path: string }, libos: any) {
-  const text = await libos.fs.readText(args.path);
-  return { lines: text.split("\n").length };
-}
-"#;
-
 /// Whether the kernel serves the JIT tool lifecycle yet (it is landing on main separately);
 /// until it does, the tests that need it report themselves skipped.
 async fn lifecycle_available(kernel: &agent_libos::kernel::Kernel) -> bool {
@@ -361,7 +343,14 @@ async fn mcp_registers_and_calls_a_typescript_tool() {
         ..McpConfig::default()
     };
     let client = connect(h.kernel.clone(), config, ()).await;
-    let proposed = value(&call(&client, "propose_tool", json!({"source": COUNT_LINES})).await);
+    let proposed = value(
+        &call(
+            &client,
+            "propose_tool",
+            json!({"source": common::COUNT_LINES}),
+        )
+        .await,
+    );
     let id = proposed["id"].as_str().unwrap().to_string();
     let validated = value(&call(&client, "validate_tool", json!({"id": id})).await);
     assert_eq!(validated["ok"], true, "{validated}");

@@ -432,9 +432,9 @@ impl Kernel {
             ],
         );
         let mut granted = None;
-        if status == "approved" {
+        if let Some(policy) = granted_policy(&request.kind, &answer) {
             let cap_id = self.new_cap_id().await?;
-            granted = self.grant_from_approval(&request, &answer, &mut batch, now, cap_id);
+            granted = self.grant_from_approval(&request, policy, &mut batch, now, cap_id);
         }
         let batch = batch.audit(AuditEntry {
             ts: now,
@@ -458,12 +458,11 @@ impl Kernel {
         Ok(self.human_request(id).await?.unwrap_or(request))
     }
 
-    /// For `approve_always` on an approval, and any approval of a permission request: the
-    /// capability the human grants. Returns its id.
+    /// Stores the capability an approval grants (see [`granted_policy`]). Returns its id.
     fn grant_from_approval(
         &self,
         request: &HumanRequest,
-        answer: &HumanAnswer,
+        policy: Policy,
         batch: &mut WriteBatch,
         now: i64,
         id: i64,
@@ -472,12 +471,6 @@ impl Kernel {
         let rights: Vec<Right> = match &request.payload["rights"] {
             Value::Array(_) => serde_json::from_value(request.payload["rights"].clone()).ok()?,
             _ => vec![serde_json::from_value(request.payload["right"].clone()).ok()?],
-        };
-        let policy = match (&request.kind[..], answer) {
-            ("approval", HumanAnswer::ApproveAlways) => Policy::AlwaysAllow,
-            ("permission", HumanAnswer::ApproveAlways) => Policy::AlwaysAllow,
-            ("permission", HumanAnswer::ApproveOnce) => Policy::AllowOnce,
-            _ => return None,
         };
         let mut state = self.inner.state.lock();
         if state
@@ -629,6 +622,17 @@ impl Kernel {
             }
             _ => unreachable!("human_call got {}", call.name()),
         }
+    }
+}
+
+/// The policy of the capability an answer grants: `approve_always` on an approval, and any
+/// approval of a permission request. An `approve_once` of an approval grants nothing: it
+/// lets that one pending call through.
+fn granted_policy(kind: &str, answer: &HumanAnswer) -> Option<Policy> {
+    match (kind, answer) {
+        ("approval" | "permission", HumanAnswer::ApproveAlways) => Some(Policy::AlwaysAllow),
+        ("permission", HumanAnswer::ApproveOnce) => Some(Policy::AllowOnce),
+        _ => None,
     }
 }
 

@@ -200,10 +200,13 @@ impl Kernel {
     pub(crate) fn record_invocation(&self, id: &str, batch: &mut WriteBatch) {
         let mut live = self.inner.invocations.live.lock();
         let Some(inv) = live.get_mut(id) else { return };
-        if inv.recorded {
-            return;
+        if !inv.recorded {
+            inv.recorded = true;
+            self.push_invocation_row(id, inv, batch);
         }
-        inv.recorded = true;
+    }
+
+    fn push_invocation_row(&self, id: &str, inv: &Invocation, batch: &mut WriteBatch) {
         batch.push(
             "INSERT INTO invocations (id, pid, tool, args, start_time, seed, status, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, 'running', ?) ON CONFLICT (id) DO NOTHING",
@@ -234,15 +237,7 @@ impl Kernel {
         }
         let mut batch = WriteBatch::default();
         if !inv.recorded {
-            self.inner.invocations.live.lock().insert(
-                id.to_string(),
-                Invocation {
-                    recorded: false,
-                    ..inv
-                },
-            );
-            self.record_invocation(id, &mut batch);
-            self.inner.invocations.live.lock().remove(id);
+            self.push_invocation_row(id, &inv, &mut batch);
         }
         batch.push(
             "UPDATE invocations SET status = ?, outcome = ?, finished_at = ? WHERE id = ?",

@@ -53,10 +53,14 @@ pub(crate) struct LoadedTool {
     pub module: Arc<ToolModule>,
 }
 
-/// Tools of live processes, loaded on first use.
+/// One process's tools by name.
+pub(crate) type ToolTable = HashMap<String, Arc<LoadedTool>>;
+
+/// Tools of live processes, loaded on first use; a call takes a shared reference to the
+/// table, and only registration copies it.
 #[derive(Default)]
 pub(crate) struct ToolTables {
-    tables: Mutex<HashMap<Pid, HashMap<String, Arc<LoadedTool>>>>,
+    tables: Mutex<HashMap<Pid, Arc<ToolTable>>>,
     transpiled: jit::TranspileCache,
 }
 
@@ -335,8 +339,9 @@ impl Kernel {
             .tables
             .lock()
             .entry(pid)
-            .or_default()
-            .insert(name.clone(), Arc::new(loaded));
+            .and_modify(|table| {
+                Arc::make_mut(table).insert(name.clone(), Arc::new(loaded));
+            });
         Ok(Done::new(
             json!({"name": name, "id": id, "hash": hash}),
             format!("tool:{name}"),
@@ -375,7 +380,7 @@ impl Kernel {
     }
 
     /// The process's tool table, loading it from the store on first use.
-    pub(crate) async fn tool_table(&self, pid: Pid) -> SysResult<HashMap<String, Arc<LoadedTool>>> {
+    pub(crate) async fn tool_table(&self, pid: Pid) -> SysResult<Arc<ToolTable>> {
         if let Some(table) = self.inner.tools.tables.lock().get(&pid) {
             return Ok(table.clone());
         }
@@ -394,12 +399,14 @@ impl Kernel {
             let source = payload["source"].as_str().unwrap_or_default();
             table.insert(name, Arc::new(self.load_tool(source, &hash)?));
         }
-        self.inner
+        let table = self
+            .inner
             .tools
             .tables
             .lock()
             .entry(pid)
-            .or_insert(table.clone());
+            .or_insert_with(|| Arc::new(table))
+            .clone();
         Ok(table)
     }
 

@@ -54,3 +54,22 @@ pub async fn host() -> TestHost {
     .expect("open kernel");
     TestHost { dir, kernel }
 }
+
+/// A small tool with a declared test, shared by the agent-loop and MCP tests.
+pub const COUNT_LINES: &str = r#"export const tool = {
+  name: "count_lines",
+  description: "Counts the lines of a text file",
+  input: { type: "object", properties: { path: { type: "string" } }, required: ["path"] },
+  output: { type: "object", properties: { lines: { type: "integer" } }, required: ["lines"] },
+  tests: [
+    { name: "three lines", args: { path: "a.txt" },
+      syscalls: [ { primitive: "fs.read_text", result: "a\nb\nc" } ],
+      expect: { lines: 3 } },
+  ],
+};
+
+export default async function run(args: { path: string }, libos: any) {
+  const text = await libos.fs.readText(args.path);
+  return { lines: text.split("\n").length };
+}
+"#;
