@@ -102,3 +102,25 @@ fn only_the_filesystem_provider_mints_ambient_authority() {
         .collect();
     assert_eq!(minted, ["src/providers/fs.rs"]);
 }
+
+/// Text a tool, a model or a file controls reaches the terminal only through
+/// `cli::terminal`, which shows control characters escaped: no other printing in the CLI.
+#[test]
+fn the_cli_prints_only_through_the_escaping_writers() {
+    let mut offenders = Vec::new();
+    for (path, text) in sources() {
+        if !path.starts_with("src/cli/") || path == "src/cli/terminal.rs" {
+            continue;
+        }
+        let code = text.split("#[cfg(test)]").next().unwrap_or(&text);
+        for needle in ["print!(", "println!("] {
+            if code.contains(needle) {
+                offenders.push(format!("{path}: {needle}"));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "printing around cli::terminal: {offenders:?}"
+    );
+}

@@ -4,7 +4,6 @@
 //! friends). A rollback restores what the runtime owns; effects outside it (files written,
 //! commands run, requests sent) are printed as NOT undone.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Result;
@@ -123,8 +122,7 @@ pub async fn run(ctx: &Ctx, cmd: CheckpointCommand) -> Result<i32> {
             let _ = kernel.store().flush().await;
             let text = serde_json::to_string_pretty(&doc)?;
             if out == Path::new("-") {
-                let mut stdout = std::io::stdout().lock();
-                writeln!(stdout, "{text}")?;
+                super::terminal::out(&text);
                 return Ok(exit::OK);
             }
             std::fs::write(&out, format!("{text}\n")).map_err(|e| {

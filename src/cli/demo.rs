@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::args::DemoArgs;
+use super::terminal;
 use super::tool::{self, LoadError};
 use super::{exit, Ctx, Failure};
 use crate::kernel::{
@@ -70,7 +71,7 @@ const HUMAN: &str = "demo:alice";
 
 fn step(n: &mut u32, text: impl AsRef<str>) {
     *n += 1;
-    println!("{:>2}. {}", n, text.as_ref());
+    terminal::out(format!("{:>2}. {}", n, text.as_ref()));
 }
 
 pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
@@ -106,7 +107,7 @@ pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
     config.human_mode = HumanMode::Wait;
     let kernel = Kernel::open(config).await.context("opening the runtime")?;
     let mut n = 0;
-    println!("agent-libos demo: a coding agent triages a failing test run\n");
+    terminal::out("agent-libos demo: a coding agent triages a failing test run\n");
     step(
         &mut n,
         format!(
@@ -193,20 +194,20 @@ pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
             report.records, report.head
         ),
     );
-    println!("\ndone in {} ms.", started.elapsed().as_millis());
+    terminal::out(format!("\ndone in {} ms.", started.elapsed().as_millis()));
     match &args.keep {
         Some(dir) => {
             let db = dir.join("state.db");
-            println!(
+            terminal::out(format!(
                 "kept {}; look around with:\n  agent-libos --db {} ps --all\n  agent-libos --db {} audit show\n  agent-libos --db {} human list --all\n  agent-libos --db {} checkpoint list",
                 dir.display(),
                 db.display(),
                 db.display(),
                 db.display(),
                 db.display()
-            );
+            ));
         }
-        None => println!("(run with --keep DIR to keep the database and workspace)"),
+        None => terminal::out("(run with --keep DIR to keep the database and workspace)"),
     }
     Ok(exit::OK)
 }

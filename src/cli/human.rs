@@ -4,12 +4,13 @@
 //! recorded as answered by `cli:<user>`. An approval binds to the exact pending call it was
 //! shown (the kernel checks this), so approving here cannot widen what the process asked.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 
 use anyhow::Result;
 use serde_json::{json, Value};
 
 use super::args::HumanCommand;
+use super::terminal;
 use super::{exit, note, Ctx, Failure};
 use crate::kernel::{HumanAnswer, HumanRequest, Kernel, Pid};
 
@@ -116,10 +117,10 @@ async fn respond(
     Ok(())
 }
 
-/// A one-line summary of what a request asks.
+/// A one-line summary of what a request asks (control characters and newlines escaped).
 pub fn summary(r: &HumanRequest) -> String {
     let p = &r.payload;
-    match r.kind.as_str() {
+    let text = match r.kind.as_str() {
         "approval" => format!(
             "{} {} on {}",
             p["primitive"].as_str().unwrap_or("?"),
@@ -148,10 +149,13 @@ pub fn summary(r: &HumanRequest) -> String {
         ),
         "output" => p["message"].as_str().unwrap_or("").to_string(),
         _ => p.to_string(),
-    }
+    };
+    terminal::line(&text).into_owned()
 }
 
-/// A multi-line description: everything the human decides on.
+/// A multi-line description: everything the human decides on. Every value a process
+/// controls is shown on its own line with control characters escaped, so none can erase,
+/// rewrite or add a line of what the human reads.
 pub fn describe(r: &HumanRequest) -> String {
     let mut out = format!(
         "request {} ({}) from process {}, {}\n  {}\n",
@@ -169,28 +173,34 @@ pub fn describe(r: &HumanRequest) -> String {
         for (key, value) in map {
             if key == "preview" {
                 out.push_str("  preview:\n");
-                for line in value.as_str().unwrap_or("").lines().take(20) {
-                    out.push_str(&format!("    | {line}\n"));
+                for line in value.as_str().unwrap_or("").split('\n').take(20) {
+                    out.push_str(&format!("    | {}\n", terminal::line(line)));
                 }
             } else {
                 let v = match value {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                out.push_str(&format!("  {key}: {v}\n"));
+                out.push_str(&format!(
+                    "  {}: {}\n",
+                    terminal::line(key),
+                    terminal::line(&v)
+                ));
             }
         }
     }
     if r.kind == "question" {
         if let Some(choices) = r.payload["choices"].as_array().filter(|c| !c.is_empty()) {
             let c: Vec<&str> = choices.iter().filter_map(Value::as_str).collect();
-            out.push_str(&format!("  choices: {}\n", c.join(", ")));
+            out.push_str(&format!("  choices: {}\n", terminal::line(&c.join(", "))));
         }
     }
     if let Some(by) = &r.answered_by {
+        let answer = r.answer.clone().unwrap_or(Value::Null).to_string();
         out.push_str(&format!(
-            "  answered by {by}: {}\n",
-            r.answer.clone().unwrap_or(Value::Null)
+            "  answered by {}: {}\n",
+            terminal::line(by),
+            terminal::line(&answer)
         ));
     }
     if r.status == "pending" {
@@ -248,15 +258,13 @@ pub async fn prompt_loop(kernel: Kernel, root: Pid) {
 
 fn ask_terminal(text: &str, kind: &str) -> Option<HumanAnswer> {
     let stdin = std::io::stdin();
-    let mut stderr = std::io::stderr();
-    let _ = write!(stderr, "\n{text}");
+    terminal::prompt(format!("\n{text}"));
     loop {
         let prompt = match kind {
             "question" => "  your answer (empty line rejects): ",
             _ => "  allow? [y]es once / [a]lways / [n]o: ",
         };
-        let _ = write!(stderr, "{prompt}");
-        let _ = stderr.flush();
+        terminal::prompt(prompt);
         let mut line = String::new();
         if stdin.lock().read_line(&mut line).ok()? == 0 {
             return None;

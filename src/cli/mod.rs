@@ -21,6 +21,7 @@ pub mod grants;
 pub mod human;
 pub mod replay;
 pub mod serve;
+pub mod terminal;
 pub mod tool;
 
 use std::io::IsTerminal;
@@ -211,11 +212,11 @@ impl Ctx {
     /// Prints a success: `{"ok":true,"result":…}` with `--json`, else `text`.
     pub fn print(&self, result: &Value, text: impl FnOnce() -> String) {
         if self.json {
-            println!("{}", json!({"ok": true, "result": result}));
+            terminal::out(json!({"ok": true, "result": result}).to_string());
         } else {
             let text = text();
             if !text.is_empty() {
-                println!("{}", text.trim_end_matches('\n'));
+                terminal::out(text.trim_end_matches('\n'));
             }
         }
     }
@@ -223,7 +224,7 @@ impl Ctx {
 
 /// Prints a message to stderr with the `agent-libos: ` prefix.
 pub fn note(message: impl AsRef<str>) {
-    eprintln!("agent-libos: {}", message.as_ref());
+    terminal::err(format!("agent-libos: {}", message.as_ref()));
 }
 
 fn init_tracing(global: &GlobalArgs) {
@@ -307,7 +308,7 @@ pub fn report(err: &anyhow::Error, json_mode: bool) -> i32 {
         }
         message.push_str(&failure.wire.message);
         if json_mode {
-            println!("{}", failure.json());
+            terminal::out(failure.json().to_string());
         }
         match &failure.hint {
             Some(hint) => note(format!("{message}\n  hint: {hint}")),
@@ -326,9 +327,9 @@ pub fn report(err: &anyhow::Error, json_mode: bool) -> i32 {
         .collect::<Vec<_>>()
         .join(": ");
     if json_mode {
-        println!(
-            "{}",
+        terminal::out(
             json!({"ok": false, "error": {"kind": "InvalidArgument", "message": message}})
+                .to_string(),
         );
     }
     note(message);

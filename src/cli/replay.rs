@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use super::args::ReplayArgs;
 use super::fixture::{self, Case, Expect, ExpectError, HumanModeName, Loaded};
+use super::terminal;
 use super::tool::{self, LoadError};
 use super::{exit, human, Ctx};
 use crate::kernel::{
@@ -100,7 +101,7 @@ pub async fn run(_ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     while let Some(result) = stream.next().await {
         if progress {
-            eprint!("\r\x1b[K");
+            terminal::progress("\r\x1b[K");
         }
         let file_name = files[result.file]
             .loaded
@@ -112,26 +113,26 @@ pub async fn run(_ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
         match &result.status {
             Status::Passed => {
                 passed += 1;
-                println!("ok   {label}");
+                terminal::out(format!("ok   {label}"));
             }
             Status::Failed(why) => {
                 failed += 1;
-                println!("FAIL {label}: {why}");
+                terminal::out(format!("FAIL {label}: {why}"));
             }
             Status::Skipped(why) => {
                 skipped += 1;
-                println!("skip {label}: {why}");
+                terminal::out(format!("skip {label}: {why}"));
             }
         }
         results.push(result);
         if progress {
-            eprint!("[{}/{total}] running…", results.len());
+            terminal::progress(&format!("[{}/{total}] running…", results.len()));
             let _ = std::io::stderr().flush();
         }
     }
     drop(stream);
     if progress {
-        eprint!("\r\x1b[K");
+        terminal::progress("\r\x1b[K");
     }
     if let Some(junit) = &args.junit {
         write_junit(junit, &files, &results)
@@ -144,7 +145,7 @@ pub async fn run(_ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
     if skipped > 0 {
         closing.push_str(&format!(", {skipped} skipped"));
     }
-    println!("{closing}");
+    terminal::out(closing);
     Ok(if failed > 0 && !args.record {
         exit::FAILED
     } else {

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::args::{ToolCommand, ToolFileArgs, ToolRunArgs};
+use super::terminal;
 use super::{exit, grants, human, note, Ctx, Failure};
 use crate::jit::{self, Finding};
 use crate::kernel::{
@@ -207,7 +208,7 @@ async fn check(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
         Err(findings) => {
             if !ctx.json {
                 for f in findings.as_array().into_iter().flatten() {
-                    println!("{}", finding_line(file, f));
+                    terminal::out(finding_line(file, f));
                 }
             }
             return Err(rejected(file, &findings, &Value::Null).into());
@@ -220,7 +221,7 @@ async fn check(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
             if v["ok"] != json!(true) {
                 if !ctx.json {
                     for f in findings.as_array().into_iter().flatten() {
-                        println!("{}", finding_line(file, f));
+                        terminal::out(finding_line(file, f));
                     }
                     print_tests(&tests, true);
                 }
@@ -255,11 +256,11 @@ fn print_tests(tests: &Value, failures_only: bool) {
         let name = t["name"].as_str().unwrap_or("?");
         if t["passed"] == json!(true) {
             if !failures_only {
-                println!("ok   {name}");
+                terminal::out(format!("ok   {name}"));
             }
         } else {
             let why = t["error"].as_str().unwrap_or("failed");
-            println!("FAIL {name}: {why}");
+            terminal::out(format!("FAIL {name}: {why}"));
         }
     }
 }
@@ -270,7 +271,7 @@ async fn test(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
     if let Err(findings) = analyze_locally(file, &source) {
         if !ctx.json {
             for f in findings.as_array().into_iter().flatten() {
-                println!("{}", finding_line(file, f));
+                terminal::out(finding_line(file, f));
             }
         }
         return Err(rejected(file, &findings, &Value::Null).into());
@@ -294,16 +295,14 @@ async fn test(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
     let failed = all.len() - passed;
     let findings = v["findings"].clone();
     if ctx.json {
-        println!(
-            "{}",
-            json!({"ok": failed == 0 && v["ok"] == json!(true), "result": {"file": file, "tests": tests, "findings": findings, "passed": passed, "failed": failed}})
-        );
+        terminal::out(
+            json!({"ok": failed == 0 && v["ok"] == json!(true), "result": {"file": file, "tests": tests, "findings": findings, "passed": passed, "failed": failed}}).to_string());
     } else {
         for f in findings.as_array().into_iter().flatten() {
-            println!("{}", finding_line(file, f));
+            terminal::out(finding_line(file, f));
         }
         print_tests(&tests, false);
-        println!("{passed} passed, {failed} failed");
+        terminal::out(format!("{passed} passed, {failed} failed"));
     }
     Ok(if failed == 0 && v["ok"] == json!(true) {
         exit::OK
@@ -335,7 +334,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         Err(findings) => {
             if !ctx.json {
                 for f in findings.as_array().into_iter().flatten() {
-                    eprintln!("{}", finding_line(&file, f));
+                    terminal::err(finding_line(&file, f));
                 }
             }
             return Err(rejected(&file, &findings, &Value::Null).into());
@@ -413,12 +412,9 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
     match outcome {
         Ok(result) => {
             if ctx.json {
-                println!("{}", json!({"ok": true, "result": result, "pid": pid}));
+                terminal::out(json!({"ok": true, "result": result, "pid": pid}).to_string());
             } else {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&result).unwrap_or_default()
-                );
+                terminal::out(serde_json::to_string_pretty(&result).unwrap_or_default());
             }
             Ok(exit::OK)
         }
@@ -426,15 +422,15 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
             if let Some(v) = slot.lock().validation.take() {
                 if !ctx.json {
                     for f in v["findings"].as_array().into_iter().flatten() {
-                        eprintln!("{}", finding_line(&file, f));
+                        terminal::err(finding_line(&file, f));
                     }
                     for t in v["tests"].as_array().into_iter().flatten() {
                         if t["passed"] != json!(true) {
-                            eprintln!(
+                            terminal::err(format!(
                                 "FAIL {}: {}",
                                 t["name"].as_str().unwrap_or("?"),
                                 t["error"].as_str().unwrap_or("failed")
-                            );
+                            ));
                         }
                     }
                 }
@@ -463,7 +459,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
             }
             if let SyscallError::ToolError { stack, .. } = &err {
                 if !stack.is_empty() && !ctx.json {
-                    eprintln!("{stack}");
+                    terminal::err(stack);
                 }
             }
             Err(anyhow::Error::new(failure).context(format!("tool {name} (process {pid})")))
@@ -520,9 +516,9 @@ async fn print_trace(kernel: &Kernel, after: i64) {
         }
     };
     for row in rows {
-        eprintln!(
+        terminal::err(format!(
             "trace: #{:<5} {:<8} {:<22} {:<6} {}",
             row.seq, row.actor, row.action, row.decision, row.target
-        );
+        ));
     }
 }
