@@ -419,3 +419,158 @@ async fn the_host_is_unreachable_from_tool_code() {
         json!({"deno": "undefined", "core": "undefined"})
     );
 }
+
+fn limited_tool(name: &str, tests: &str, body: &str) -> String {
+    format!(
+        "export const tool = {{ name: \"{name}\", description: \"d\", input: {{ type: \"object\" }}, output: {{}}, tests: [{tests}], limits: {{ cpu_ms: 300 }} }};\n\
+         export default async function run(args: any, libos: any) {{ {body} }}\n"
+    )
+}
+
+#[tokio::test]
+async fn validation_of_a_hanging_declared_test_times_out() {
+    let h = common::host().await;
+    let pid = h.spawn(&[]).await;
+    // Each way of hanging the validator: a loop, a promise-chain loop, Atomics.wait.
+    let source = limited_tool(
+        "hangs",
+        "{ name: \"loop\", args: { how: \"loop\" }, expect: {} },\
+         { name: \"chain\", args: { how: \"chain\" }, expect: {} },\
+         { name: \"atomics\", args: { how: \"atomics\" }, expect: {} }",
+        "if (args.how === \"loop\") { for (;;) {} }\n\
+         if (args.how === \"chain\") { const loop = (): any => Promise.resolve().then(loop); loop(); await new Promise(() => {}); }\n\
+         const g: any = globalThis; g.Atomics.wait(new Int32Array(new g.SharedArrayBuffer(4)), 0, 0); return {};",
+    );
+    let id = propose(&h.kernel, pid, &source).await;
+    let started = std::time::Instant::now();
+    let report = h
+        .kernel
+        .syscall(pid, Syscall::ToolValidate { id })
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report["ok"], false, "{report}");
+    let errors: Vec<&str> = report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["error"].as_str().unwrap_or(""))
+        .collect();
+    assert!(errors[0].contains("cpu_time"), "{errors:?}");
+    assert!(errors[1].contains("cpu_time"), "{errors:?}");
+    assert!(errors[2].contains("TypeError"), "{errors:?}");
+
+    // Sixteen looping tests: the validation stops at its total time, and every test run was
+    // one of the process's tool calls.
+    let tests: Vec<String> = (0..16)
+        .map(|i| format!("{{ name: \"t{i}\", args: {{}}, expect: {{}} }}"))
+        .collect();
+    let source = limited_tool("loops", &tests.join(","), "for (;;) {}")
+        .replace("cpu_ms: 300", "cpu_ms: 1000");
+    let id = propose(&h.kernel, pid, &source).await;
+    let before = h.kernel.process(pid).unwrap().usage.tool_calls;
+    let started = std::time::Instant::now();
+    let report = h
+        .kernel
+        .syscall(pid, Syscall::ToolValidate { id })
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(14),
+        "the validation ran {took:?}"
+    );
+    let tests = report["tests"].as_array().unwrap();
+    assert!(tests.iter().all(|t| t["passed"] == false), "{report}");
+    let not_run = tests
+        .iter()
+        .filter(|t| t["error"].as_str().unwrap_or("").starts_with("not run"))
+        .count();
+    assert!(not_run >= 4, "{report}");
+    let charged = h.kernel.process(pid).unwrap().usage.tool_calls - before;
+    assert_eq!(charged as usize, 16 - not_run);
+}
+
+#[tokio::test]
+async fn a_process_cannot_raise_its_own_call_limits() {
+    let h = common::host().await;
+    let pid = h.spawn(&["image:greedy=write"]).await;
+    let manifest = "id = \"greedy\"\nversion = \"1\"\n[limits]\ncpu_ms = 600000\n";
+    match h
+        .kernel
+        .syscall(
+            pid,
+            Syscall::ImageRegister {
+                manifest: manifest.into(),
+            },
+        )
+        .await
+    {
+        Err(SyscallError::InvalidArgument(message)) => {
+            assert!(message.contains("limits.cpu_ms"), "{message}")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    // Within the operator's limits it registers; the operator itself may go above them.
+    let modest = "id = \"modest\"\nversion = \"1\"\n[limits]\ncpu_ms = 500\n";
+    let pid = h.spawn(&["image:modest=write"]).await;
+    h.kernel
+        .syscall(
+            pid,
+            Syscall::ImageRegister {
+                manifest: modest.into(),
+            },
+        )
+        .await
+        .unwrap();
+    let image = agent_libos::kernel::Image::from_toml(manifest).unwrap();
+    h.kernel.register_image(&image).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_kill_signal_stops_a_running_call() {
+    let h = common::host().await;
+    let image = agent_libos::kernel::Image::from_toml(
+        "id = \"patient\"\nversion = \"1\"\n[limits]\ncpu_ms = 60000\n",
+    )
+    .unwrap();
+    h.kernel.register_image(&image).await.unwrap();
+    let pid = h
+        .kernel
+        .spawn_root(agent_libos::kernel::SpawnOptions {
+            image: Some("patient".into()),
+            goal: "spin".into(),
+            grants: vec![
+                agent_libos::kernel::CapabilitySpec::parse_grant("tool:spin=create").unwrap(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let spin = "export const tool = { name: \"spin\", description: \"d\", input: { type: \"object\" }, output: {} };\n\
+                export default async function run() { for (;;) {} }\n";
+    install(&h.kernel, pid, spin).await.unwrap();
+    let running = tokio::spawn({
+        let kernel = h.kernel.clone();
+        async move { call(&kernel, pid, "spin", json!({})).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    h.kernel
+        .signal(pid, agent_libos::kernel::Signal::Kill)
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), running)
+        .await
+        .expect("the call ended")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(SyscallError::Cancelled(_))),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}

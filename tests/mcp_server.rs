@@ -385,3 +385,178 @@ async fn mcp_registers_and_calls_a_typescript_tool() {
     );
     client.cancel().await.unwrap();
 }
+
+/// A kernel whose isolate host has one worker thread for processes: every process of a
+/// session lands on the same thread.
+async fn one_worker_host() -> common::TestHost {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("ws")).unwrap();
+    let mut config =
+        agent_libos::kernel::KernelConfig::new(dir.path().join("state.db"), dir.path().join("ws"));
+    config.isolates.threads = 1;
+    config.isolates.pool_size = 1;
+    let kernel = Kernel::open(config).await.expect("open kernel");
+    common::TestHost { dir, kernel }
+}
+
+fn small_tool(name: &str, tests: &str, body: &str) -> String {
+    format!(
+        "export const tool = {{ name: \"{name}\", description: \"d\", input: {{ type: \"object\" }}, output: {{}}, tests: [{tests}] }};\n\
+         export default async function run(args: any, libos: any) {{ {body} }}\n"
+    )
+}
+
+/// Proposes, validates and registers `source` as process `pid` of the session.
+async fn install_as<C: ClientHandler>(
+    client: &RunningService<RoleClient, C>,
+    pid: i64,
+    source: &str,
+) {
+    let proposed = value(
+        &call(
+            client,
+            "propose_tool",
+            json!({"pid": pid, "source": source}),
+        )
+        .await,
+    );
+    let id = proposed["id"].as_str().unwrap().to_string();
+    let validated = value(&call(client, "validate_tool", json!({"pid": pid, "id": id})).await);
+    assert_eq!(validated["ok"], true, "{validated}");
+    value(&call(client, "register_tool", json!({"pid": pid, "id": id})).await);
+}
+
+async fn spawn_two<C: ClientHandler>(client: &RunningService<RoleClient, C>) -> (i64, i64) {
+    let a = value(&call(client, "spawn_process", json!({"goal": "a"})).await)["pid"]
+        .as_i64()
+        .unwrap();
+    let b = value(&call(client, "spawn_process", json!({"goal": "b"})).await)["pid"]
+        .as_i64()
+        .unwrap();
+    (a, b)
+}
+
+/// Calls `echo` of process `pid` three times; each must answer within a second.
+async fn keeps_answering<C: ClientHandler>(client: &RunningService<RoleClient, C>, pid: i64) {
+    for n in 0..3 {
+        let started = std::time::Instant::now();
+        let out = value(
+            &call(
+                client,
+                "call_tool",
+                json!({"pid": pid, "name": "echo", "args": {"n": n}}),
+            )
+            .await,
+        );
+        assert_eq!(out, json!({"n": n}));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the second process waited {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+const ECHO_BODY: &str = "return { n: args.n };";
+
+#[tokio::test]
+async fn a_stuck_call_does_not_stall_another_process_through_mcp() {
+    let h = one_worker_host().await;
+    let config = McpConfig {
+        grants: grants(&["tool:*=create"]),
+        ..McpConfig::default()
+    };
+    let client = connect(h.kernel.clone(), config, ()).await;
+    let (a, b) = spawn_two(&client).await;
+    install_as(
+        &client,
+        a,
+        &small_tool("stuck", "", "libos.clock.sleep(30000); for (;;) {}"),
+    )
+    .await;
+    install_as(&client, b, &small_tool("echo", "", ECHO_BODY)).await;
+    let stuck = call(&client, "call_tool", json!({"pid": a, "name": "stuck"}));
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        keeps_answering(&client, b).await;
+    };
+    let (stuck, ()) = tokio::join!(stuck, other);
+    assert_eq!(stuck.is_error, Some(true));
+    let message = text(&stuck);
+    assert!(message.contains("cpu_time"), "{message}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn atomics_cannot_block_a_worker_through_mcp() {
+    let h = one_worker_host().await;
+    let config = McpConfig {
+        grants: grants(&["tool:*=create"]),
+        ..McpConfig::default()
+    };
+    let client = connect(h.kernel.clone(), config, ()).await;
+    let (a, b) = spawn_two(&client).await;
+    let wait = "const g: any = globalThis; g.Atomics.wait(new Int32Array(new g.SharedArrayBuffer(4)), 0, 0); return {};";
+    install_as(&client, a, &small_tool("waits", "", wait)).await;
+    install_as(&client, b, &small_tool("echo", "", ECHO_BODY)).await;
+    // A declared test that waits cannot hang the validator either.
+    let tested = small_tool(
+        "waits_tested",
+        "{ name: \"waits\", args: {}, expect: {} }",
+        wait,
+    );
+    let proposed = value(&call(&client, "propose_tool", json!({"pid": a, "source": tested})).await);
+    let started = std::time::Instant::now();
+    let validated = value(
+        &call(
+            &client,
+            "validate_tool",
+            json!({"pid": a, "id": proposed["id"]}),
+        )
+        .await,
+    );
+    assert_eq!(validated["ok"], false, "{validated}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let waited = call(&client, "call_tool", json!({"pid": a, "name": "waits"})).await;
+    assert_eq!(waited.is_error, Some(true));
+    assert!(text(&waited).contains("TypeError"), "{}", text(&waited));
+    keeps_answering(&client, b).await;
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn many_runtime_creations_through_mcp_do_not_break_the_host() {
+    // Each validation runs its declared test in a fresh runtime: 450 of them pass a worker
+    // thread's lifetime budget more than twice, and every one succeeds.
+    let h = one_worker_host().await;
+    let config = McpConfig {
+        grants: grants(&["tool:*=create"]),
+        budget: Some(agent_libos::kernel::Budget {
+            tool_calls: 10_000,
+            ..Default::default()
+        }),
+        ..McpConfig::default()
+    };
+    let client = connect(h.kernel.clone(), config, ()).await;
+    let (a, b) = spawn_two(&client).await;
+    install_as(&client, b, &small_tool("echo", "", ECHO_BODY)).await;
+    let source = small_tool(
+        "tested",
+        "{ name: \"answers\", args: { n: 2 }, expect: { n: 2 } }",
+        ECHO_BODY,
+    );
+    let proposed = value(&call(&client, "propose_tool", json!({"pid": a, "source": source})).await);
+    for i in 0..450 {
+        let validated = value(
+            &call(
+                &client,
+                "validate_tool",
+                json!({"pid": a, "id": proposed["id"]}),
+            )
+            .await,
+        );
+        assert_eq!(validated["ok"], true, "validation {i}: {validated}");
+    }
+    keeps_answering(&client, b).await;
+    client.cancel().await.unwrap();
+}

@@ -27,7 +27,12 @@ export interface ErrorDetail {
   requestId?: string;
 }
 
-/** Base class of every error a syscall throws; `.kind` names it (`.name` equals `.kind`). */
+/**
+ * Base class of every error a syscall throws; `.kind` names it (`.name` equals `.kind`).
+ * A syscall's error that escapes the tool reaches its caller as that error (the host's
+ * record of it, whatever the tool changed on the object); an error the tool constructs
+ * itself, of any class, reaches its caller as the tool's own error (`ToolError`).
+ */
 export declare class LibosError extends Error {
   constructor(kind: string, message: string, detail?: ErrorDetail);
   readonly kind: string;

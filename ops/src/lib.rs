@@ -1,7 +1,7 @@
 //! deno_core op bindings for Agent libOS primitives: thin, no authority logic.
 //!
 //! [`libos_ops`] is the extension: one async op per primitive (see [`ops`]) plus
-//! `op_console`. The ops reach the host only through the [`SyscallPort`] of the
+//! `op_console` and `op_stop`. The ops reach the host only through the [`SyscallPort`] of the
 //! [`CallBinding`] that the isolate host puts into `OpState` for the duration of a call.
 //! This crate knows nothing about the kernel: it builds wire JSON and forwards it.
 
@@ -54,6 +54,7 @@ deno_core::extension!(
         op_tool_list,
         op_tool_call,
         op_console,
+        op_stop,
     ],
     docs = "Agent libOS primitives as ops: each forwards a wire syscall to the bound port.",
 );

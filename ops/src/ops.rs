@@ -4,9 +4,10 @@
 //! or mistyped fields are an `InvalidArgument` error), takes the caller's context from the
 //! [`CallBinding`] in `OpState` (never from JavaScript), counts the syscall against the call's
 //! limit, and forwards the wire form `{"primitive": "fs.read_text", ...}` to the
-//! [`SyscallPort`](crate::SyscallPort). It answers `{ok: true, value}` or `{ok: false, error}`;
-//! the JavaScript face (`ts/libos.ts`) turns errors into classes. No authority logic lives
-//! here: the kernel checks every call.
+//! [`SyscallPort`](crate::SyscallPort). It answers `{ok: true, value}` or
+//! `{ok: false, error, call, seq}`, recording every error it answers with in the call's
+//! binding (`seq` is its number there); the JavaScript face (`ts/libos.ts`) turns errors into
+//! classes. No authority logic lives here: the kernel checks every call.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -17,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::port::{CallBinding, InFlight};
+use crate::port::CallBinding;
 
 /// A wire error object in the kernel's `WireError` shape.
 fn wire_error(kind: &str, message: String) -> Value {
@@ -56,11 +57,7 @@ async fn dispatch<A: DeserializeOwned + Serialize>(
     primitive: &'static str,
     args: Value,
 ) -> Value {
-    let call = match wire::<A>(primitive, args) {
-        Ok(call) => call,
-        Err(error) => return failure(error),
-    };
-    let (port, ctx, gauge) = {
+    let (port, ctx, call, record) = {
         let mut state = state.borrow_mut();
         let Some(binding) = state.try_borrow_mut::<CallBinding>() else {
             return failure(wire_error(
@@ -68,9 +65,14 @@ async fn dispatch<A: DeserializeOwned + Serialize>(
                 format!("illegal state: {primitive}: no tool call is in progress"),
             ));
         };
+        let record = binding.errors.clone();
+        let call = match wire::<A>(primitive, args) {
+            Ok(call) => call,
+            Err(error) => return record.failure(error),
+        };
         if binding.syscalls >= binding.max_syscalls {
             binding.syscalls_exceeded = true;
-            return failure(json!({
+            return record.failure(json!({
                 "kind": "LimitExceeded",
                 "message": format!(
                     "limit exceeded: syscalls: a tool call may make at most {} syscalls",
@@ -80,16 +82,11 @@ async fn dispatch<A: DeserializeOwned + Serialize>(
             }));
         }
         binding.syscalls += 1;
-        (
-            binding.port.clone(),
-            binding.ctx.clone(),
-            binding.in_flight.clone(),
-        )
+        (binding.port.clone(), binding.ctx.clone(), call, record)
     };
-    let _waiting = InFlight::enter(gauge);
     match port.syscall(&ctx, call).await {
         Ok(value) => json!({ "ok": true, "value": value }),
-        Err(error) => failure(error),
+        Err(error) => record.failure(error),
     }
 }
 
@@ -299,6 +296,11 @@ pub fn op_console(state: &mut OpState, #[string] level: String, #[string] text: 
     }
     true
 }
+
+/// Does nothing. The libos bootstrap calls it once the host flagged the call as stopped:
+/// the engine's termination is pending then, and calling into the host throws it.
+#[op2(fast)]
+pub fn op_stop() {}
 
 #[cfg(test)]
 mod tests {

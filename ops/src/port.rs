@@ -1,15 +1,17 @@
 //! The port: the only door from an isolate to the host.
 //!
 //! The kernel implements [`SyscallPort`]; the isolate host puts a [`CallBinding`] (port, caller
-//! context, per-call counters) into the runtime's `OpState` before each tool call and takes it
-//! out afterwards. Ops read the caller's pid from that binding, never from JavaScript.
+//! context, per-call counters, the record of errors returned) into the runtime's `OpState`
+//! before each tool call and takes it out afterwards. Ops read the caller's pid from that
+//! binding, never from JavaScript.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::rc::Rc;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A boxed, sendable future (the same type as `futures::future::BoxFuture`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -44,13 +46,15 @@ pub struct CallBinding {
     pub(crate) console_bytes: usize,
     pub(crate) syscalls_exceeded: bool,
     pub(crate) console_exceeded: bool,
-    pub(crate) in_flight: Arc<AtomicUsize>,
+    pub(crate) errors: ErrorRecord,
 }
 
 impl CallBinding {
+    /// The binding of call number `call` of an isolate (numbers never repeat in an isolate).
     pub fn new(
         port: Arc<dyn SyscallPort>,
         ctx: CallContext,
+        call: u64,
         max_syscalls: u64,
         max_console_bytes: usize,
     ) -> CallBinding {
@@ -63,14 +67,11 @@ impl CallBinding {
             console_bytes: 0,
             syscalls_exceeded: false,
             console_exceeded: false,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            errors: ErrorRecord {
+                call,
+                errors: Rc::default(),
+            },
         }
-    }
-
-    /// How many syscalls of this call are waiting for the port right now. A watchdog can
-    /// read it from another thread to stop a call's clock while it waits for the kernel.
-    pub fn in_flight(&self) -> Arc<AtomicUsize> {
-        self.in_flight.clone()
     }
 
     /// What the call used, read by the host when the call ends.
@@ -81,6 +82,35 @@ impl CallBinding {
             syscalls_exceeded: self.syscalls_exceeded,
             console_exceeded: self.console_exceeded,
         }
+    }
+
+    /// Error number `seq` that this call's syscalls were answered with: the host's own
+    /// record, which tool code cannot write.
+    pub fn error(&self, seq: usize) -> Option<Value> {
+        self.errors.errors.borrow().get(seq).cloned()
+    }
+}
+
+/// The errors returned to one call's syscalls, in order. An op keeps the record of the call
+/// it started in, so an error that arrives after its call ended is never filed under a later
+/// call.
+#[derive(Clone)]
+pub(crate) struct ErrorRecord {
+    call: u64,
+    errors: Rc<RefCell<Vec<Value>>>,
+}
+
+impl ErrorRecord {
+    /// Records `error` and returns the op's failure reply, which names the call and the
+    /// error's number in the record (the JavaScript face reports those, never the error's
+    /// fields, when the error escapes a tool).
+    pub(crate) fn failure(&self, error: Value) -> Value {
+        let seq = {
+            let mut errors = self.errors.borrow_mut();
+            errors.push(error.clone());
+            errors.len() - 1
+        };
+        json!({ "ok": false, "error": error, "call": self.call, "seq": seq })
     }
 }
 
@@ -93,20 +123,4 @@ pub struct CallUsage {
     pub syscalls_exceeded: bool,
     /// Console output was cut because the call had used its `max_console_bytes`.
     pub console_exceeded: bool,
-}
-
-/// Decrements the in-flight gauge when the port's future ends or is dropped.
-pub(crate) struct InFlight(pub(crate) Arc<AtomicUsize>);
-
-impl InFlight {
-    pub(crate) fn enter(gauge: Arc<AtomicUsize>) -> InFlight {
-        gauge.fetch_add(1, Ordering::SeqCst);
-        InFlight(gauge)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }

@@ -2,25 +2,37 @@
 //!
 //! Every process runs its JIT tools in its own deno_core `JsRuntime` (QuickJS-ng by default,
 //! V8 with `--features v8`; this module uses deno_core's API only). [`IsolateHost`] owns
-//! `threads` worker threads, each holding many isolates and a pool of pre-created ones; a pid
-//! is bound to one thread for its life. A call loads the tool module (once per hash), runs
-//! `run(args, libos)` and returns its JSON result, under [`CallLimits`].
+//! `threads` worker threads ("lanes"), each holding many isolates and a pool of pre-created
+//! ones, plus one thread for declared tests and other throwaway isolates. A pid stays on its
+//! lane unless that thread retires or is busy in another process's JavaScript, in which case
+//! it moves (and gets a fresh isolate: its globals are gone). A call loads the tool module
+//! (once per hash), runs `run(args, libos)` and returns its JSON result, under
+//! [`CallLimits`]. Calls of one pid run one at a time.
 //!
 //! **Architecture Invariant:** a tool reaches the host only through the ops of
 //! `agent-libos-ops`, which forward wire syscalls to the call's [`SyscallPort`]. The libos
-//! bootstrap captures the ops in a closure and deletes `Deno`, `__bootstrap` and `__infra`
-//! from the global scope before any tool runs; the module loader refuses every import.
+//! bootstrap (`ts/libos.ts`) captures the ops in a closure, deletes every global that is not
+//! standard ECMAScript, `console` or a libos error class, disables code from strings and
+//! freezes the intrinsics before any tool runs; the module loader refuses every import.
 //!
-//! Limits: time by a watchdog (wall time outside syscalls, see [`limits`]), heap by the
-//! isolate's heap limit and near-heap-limit callback, syscalls and console bytes by counters
-//! in the ops, result size by the JavaScript entry point before any copy, and stack overflow
-//! by the engine (`Limit { limit: "stack" }`). After a time or memory limit the process's
-//! isolate is discarded; its next call gets a fresh one (its globals are gone).
+//! Limits: time by the [`watchdog`] (the time JavaScript runs, counted inside the polls of
+//! the call, plus a wall-clock cap; `cancel`/`kill` stop a call too), heap by the isolate's
+//! heap limit and near-heap-limit callback, syscalls and console bytes by counters in the
+//! ops, result size by the JavaScript entry point before any copy, and stack overflow by the
+//! engine (`Limit { limit: "stack" }`). After a time or memory limit the process's isolate is
+//! discarded; its next call gets a fresh one. Worker threads retire before the engine's
+//! per-thread function table runs out ([`slots`]), and are replaced.
+//!
+//! Nothing under `src/isolate` refers to the kernel; `kernel::tools` maps [`CallError`]s to
+//! syscall errors.
 
+mod engine_env;
 mod limits;
 mod loader;
 mod pool;
 mod runtime;
+mod slots;
+mod watchdog;
 mod worker;
 
 #[cfg(test)]
@@ -28,22 +40,22 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-pub use agent_libos_ops::{CallContext, SyscallPort};
+pub use agent_libos_ops::{BoxFuture, CallContext, SyscallPort};
 pub use limits::CallLimits;
 
-use crate::kernel::error::{SyscallError, WireError};
-use limits::Watchdog;
-use worker::Command;
+use watchdog::Watchdog;
+use worker::{Answer, Claim, Command, Worker, WorkerConfig};
 
 /// Sizes of an [`IsolateHost`].
 #[derive(Clone, Debug)]
 pub struct HostConfig {
-    /// Worker threads (default 2).
+    /// Worker threads for process isolates (default 2); declared tests get one more.
     pub threads: usize,
     /// Pre-created isolates per thread (default 4).
     pub pool_size: usize,
@@ -94,53 +106,26 @@ pub struct CallRequest {
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum CallError {
-    /// `limit` is one of `cpu_time`, `memory`, `syscalls`, `result_size`, `console_output`,
-    /// `stack`.
+    /// `limit` is one of `cpu_time`, `wall_clock`, `memory`, `syscalls`, `result_size`,
+    /// `console_output`, `stack`.
     #[error("limit exceeded: {limit}: {detail}")]
     Limit { limit: String, detail: String },
-    /// The tool threw. `error` is the wire error when the exception was a libos error class
-    /// (e.g. an uncaught `PermissionDenied`); the tool can construct those itself, so it is a
-    /// report, not evidence.
+    /// A syscall of this call failed and the tool let that error escape: `error` is the wire
+    /// error the port returned (the host's record, not the tool's copy of it).
+    #[error("syscall failed: {error}")]
+    Syscall { error: Value },
+    /// The tool threw its own error (whatever its class: a tool can construct libos errors,
+    /// and those are its own too).
     #[error("tool threw: {message}")]
-    Threw {
-        message: String,
-        stack: String,
-        error: Option<Value>,
-    },
+    Threw { message: String, stack: String },
     /// The module failed to load or link (bad specifier, syntax error, an import).
     #[error("tool module: {0}")]
     Module(String),
+    /// The process was cancelled or killed while the call ran.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
     #[error("isolate host: {0}")]
     Internal(String),
-}
-
-impl From<CallError> for SyscallError {
-    fn from(err: CallError) -> SyscallError {
-        match err {
-            CallError::Limit { limit, detail } => SyscallError::LimitExceeded { limit, detail },
-            CallError::Threw { message, error, .. }
-                if error.is_none() && message.contains("out of memory") =>
-            {
-                SyscallError::LimitExceeded {
-                    limit: "memory".into(),
-                    detail: format!("the tool ran out of its heap: {message}"),
-                }
-            }
-            CallError::Threw {
-                message,
-                stack,
-                error,
-            } => match error.and_then(|e| serde_json::from_value::<WireError>(e).ok()) {
-                Some(wire) => SyscallError::from_wire(&wire),
-                None => SyscallError::ToolError { message, stack },
-            },
-            CallError::Module(message) => SyscallError::ToolError {
-                message,
-                stack: String::new(),
-            },
-            CallError::Internal(message) => SyscallError::Internal(message),
-        }
-    }
 }
 
 /// Errors of attaching an isolate.
@@ -152,6 +137,22 @@ pub enum IsolateError {
     Closed,
 }
 
+/// Counters of an [`IsolateHost`], for tests and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// Worker threads started (lanes, the test thread and their replacements).
+    pub threads_started: usize,
+    /// Worker threads replaced because they retired.
+    pub threads_retired: usize,
+}
+
+/// How often a waiting command checks whether its thread is stalled.
+const STALL_CHECK: Duration = Duration::from_millis(50);
+/// How long a poll may hold a lane before other processes' waiting calls move off it.
+const STALL_LIMIT: Duration = Duration::from_millis(250);
+/// How many threads a command tries before it gives up.
+const MAX_ATTEMPTS: usize = 4;
+
 /// Hosts the isolates of all processes. Cheap to clone; threads stop when the last clone goes.
 #[derive(Clone)]
 pub struct IsolateHost {
@@ -159,47 +160,116 @@ pub struct IsolateHost {
 }
 
 struct HostInner {
-    workers: Vec<mpsc::UnboundedSender<Command>>,
-    /// pid → worker index.
+    config: WorkerConfig,
+    watchdog: Arc<Watchdog>,
+    /// Process lanes, by index; a retiring worker is replaced in place.
+    lanes: Mutex<Vec<Worker>>,
+    /// The thread of declared tests and other throwaway isolates.
+    tester: Mutex<Worker>,
+    /// pid → lane.
     placement: Mutex<HashMap<i64, usize>>,
-    next_ephemeral: AtomicUsize,
+    /// One call at a time per pid.
+    serial: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    started: AtomicUsize,
+    retired: AtomicUsize,
+}
+
+/// How waiting for a worker's answer ended.
+enum Waited<T> {
+    Done(T),
+    /// The worker could not do it: try another thread.
+    Elsewhere(String),
+    /// The command was withdrawn from a stalled thread before it started.
+    Stalled,
+    /// The worker thread is gone.
+    Gone,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl IsolateHost {
     /// Starts the worker threads and the watchdog; pools fill in the background.
     pub fn start(config: HostConfig) -> IsolateHost {
+        if !engine_env::bytecode_cache_is_off() {
+            tracing::error!("the engine's bytecode cache is on in this process (unsupported platform): compiled tools are written to the user's cache directory");
+        }
         let watchdog = Arc::new(Watchdog::start());
-        let threads = config.threads.max(1);
-        let workers = (0..threads)
-            .map(|i| worker::spawn(i, &config, watchdog.clone()))
+        let worker = WorkerConfig {
+            pool_size: config.pool_size,
+            heap_bytes: config.heap_bytes,
+        };
+        let started = AtomicUsize::new(0);
+        let spawn = |name: &str| {
+            let n = started.fetch_add(1, Ordering::Relaxed);
+            worker::spawn(format!("{name}-{n}"), worker, watchdog.clone())
+        };
+        let lanes = (0..config.threads.max(1))
+            .map(|_| spawn("isolate"))
             .collect();
+        let tester = spawn("isolate-test");
         IsolateHost {
             inner: Arc::new(HostInner {
-                workers,
+                config: worker,
+                watchdog,
+                lanes: Mutex::new(lanes),
+                tester: Mutex::new(tester),
                 placement: Mutex::new(HashMap::new()),
-                next_ephemeral: AtomicUsize::new(0),
+                serial: Mutex::new(HashMap::new()),
+                started,
+                retired: AtomicUsize::new(0),
             }),
         }
     }
 
     /// Binds a pre-created isolate to `pid` (a no-op if it has one).
     pub async fn attach(&self, pid: i64) -> Result<(), IsolateError> {
-        let worker = self.place(pid);
-        let (reply, answer) = oneshot::channel();
-        self.send(worker, Command::Attach { pid, reply })
-            .map_err(|_| IsolateError::Closed)?;
-        answer.await.map_err(|_| IsolateError::Closed)?
+        let mut why = String::new();
+        let mut attempts = 0;
+        while attempts < MAX_ATTEMPTS {
+            let (lane, worker) = self.lane_of(pid);
+            let claim = Claim::default();
+            let (reply, answer) = oneshot::channel();
+            if !worker.send(Command::Attach {
+                pid,
+                claim: claim.clone(),
+                reply,
+            }) {
+                return Err(IsolateError::Closed);
+            }
+            match wait(&worker, &claim, answer, true).await {
+                Waited::Done(result) => return result,
+                Waited::Stalled => self.move_pid(pid, lane),
+                Waited::Elsewhere(reason) => {
+                    why = reason;
+                    attempts += 1;
+                }
+                Waited::Gone => return Err(IsolateError::Closed),
+            }
+        }
+        Err(IsolateError::Create(why))
     }
 
     /// Drops `pid`'s isolate (after its running call, if any, ends).
     pub async fn detach(&self, pid: i64) {
-        let worker = self.lock_placement().remove(&pid);
-        if let Some(worker) = worker {
+        lock(&self.inner.serial).remove(&pid);
+        let lane = lock(&self.inner.placement).remove(&pid);
+        if let Some(lane) = lane {
+            let worker = lock(&self.inner.lanes)[lane].clone();
             let (reply, answer) = oneshot::channel();
-            if self.send(worker, Command::Detach { pid, reply }).is_ok() {
-                let _ = answer.await;
+            if worker.send(Command::Detach { pid, reply }) {
+                // Waits for the worker, but not for a thread stalled in someone's poll.
+                let _ = wait_unless_stalled(&worker, answer).await;
             }
         }
+    }
+
+    /// Stops `pid`'s running calls (and declared tests) at once, and every later one: they
+    /// fail with [`CallError::Cancelled`] and their isolates are discarded (a cancelled or
+    /// killed process never runs again). Returns how many were running.
+    pub fn interrupt(&self, pid: i64) -> usize {
+        self.inner.watchdog.cancel(pid)
     }
 
     /// Runs a tool call in `pid`'s isolate, attaching one first if needed.
@@ -210,50 +280,193 @@ impl IsolateHost {
                 req.ctx.pid
             )));
         }
-        let worker = self.place(pid);
-        let (reply, answer) = oneshot::channel();
-        self.send(worker, Command::Call { pid, req, reply })
-            .map_err(|_| CallError::Internal("the isolate host has shut down".into()))?;
-        answer
-            .await
-            .map_err(|_| CallError::Internal("the isolate's worker stopped".into()))?
+        let serial = lock(&self.inner.serial).entry(pid).or_default().clone();
+        let _one_at_a_time = serial.lock().await;
+        let req = Arc::new(req);
+        let mut why = String::new();
+        let mut attempts = 0;
+        while attempts < MAX_ATTEMPTS {
+            let (lane, worker) = self.lane_of(pid);
+            let claim = Claim::default();
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Call {
+                pid,
+                req: req.clone(),
+                claim: claim.clone(),
+                reply,
+            };
+            if !worker.send(command) {
+                return Err(CallError::Internal("the isolate host has shut down".into()));
+            }
+            match wait(&worker, &claim, answer, true).await {
+                Waited::Done(result) => return result,
+                Waited::Stalled => self.move_pid(pid, lane),
+                Waited::Elsewhere(reason) => {
+                    why = reason;
+                    attempts += 1;
+                }
+                Waited::Gone => {
+                    return Err(CallError::Internal("the isolate's worker stopped".into()))
+                }
+            }
+        }
+        Err(CallError::Internal(format!(
+            "no worker thread could run the call: {why}"
+        )))
     }
 
-    /// Runs a call in a fresh isolate that is dropped afterwards (declared tests, mock ports).
+    /// Runs a call in a fresh isolate that is dropped afterwards (declared tests, mock
+    /// ports), on the host's test thread.
     pub async fn run_ephemeral(&self, req: CallRequest) -> Result<Value, CallError> {
-        let n = self.inner.workers.len();
-        let worker = self.inner.next_ephemeral.fetch_add(1, Ordering::Relaxed) % n;
-        let (reply, answer) = oneshot::channel();
-        self.send(worker, Command::Ephemeral { req, reply })
-            .map_err(|_| CallError::Internal("the isolate host has shut down".into()))?;
-        answer
-            .await
-            .map_err(|_| CallError::Internal("the isolate's worker stopped".into()))?
-    }
-
-    fn lock_placement(&self) -> std::sync::MutexGuard<'_, HashMap<i64, usize>> {
-        self.inner
-            .placement
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The worker of `pid`: its current one, or the one with the fewest processes.
-    fn place(&self, pid: i64) -> usize {
-        let mut placement = self.lock_placement();
-        if let Some(worker) = placement.get(&pid) {
-            return *worker;
+        let req = Arc::new(req);
+        let mut why = String::new();
+        for _ in 0..MAX_ATTEMPTS {
+            let worker = self.tester();
+            let claim = Claim::default();
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Ephemeral {
+                req: req.clone(),
+                claim: claim.clone(),
+                reply,
+            };
+            if !worker.send(command) {
+                return Err(CallError::Internal("the isolate host has shut down".into()));
+            }
+            match wait(&worker, &claim, answer, false).await {
+                Waited::Done(result) => return result,
+                Waited::Elsewhere(reason) => why = reason,
+                Waited::Stalled | Waited::Gone => {
+                    return Err(CallError::Internal("the isolate's worker stopped".into()))
+                }
+            }
         }
-        let mut load = vec![0usize; self.inner.workers.len()];
-        for worker in placement.values() {
-            load[*worker] += 1;
-        }
-        let worker = (0..load.len()).min_by_key(|i| load[*i]).unwrap_or(0);
-        placement.insert(pid, worker);
-        worker
+        Err(CallError::Internal(format!(
+            "no worker thread could run the call: {why}"
+        )))
     }
 
-    fn send(&self, worker: usize, command: Command) -> Result<(), ()> {
-        self.inner.workers[worker].send(command).map_err(|_| ())
+    /// Threads started and retired so far.
+    pub fn stats(&self) -> HostStats {
+        HostStats {
+            threads_started: self.inner.started.load(Ordering::Relaxed),
+            threads_retired: self.inner.retired.load(Ordering::Relaxed),
+        }
+    }
+
+    fn spawn(&self, name: &str) -> Worker {
+        let n = self.inner.started.fetch_add(1, Ordering::Relaxed);
+        worker::spawn(
+            format!("{name}-{n}"),
+            self.inner.config,
+            self.inner.watchdog.clone(),
+        )
+    }
+
+    /// `worker` itself, or its replacement if it retired.
+    fn renew(&self, worker: &mut Worker, name: &str) {
+        if worker.health.is_retiring() {
+            *worker = self.spawn(name);
+            self.inner.retired.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn tester(&self) -> Worker {
+        let mut tester = lock(&self.inner.tester);
+        self.renew(&mut tester, "isolate-test");
+        tester.clone()
+    }
+
+    /// The lane of `pid` (placing it on the least loaded one first) and its worker.
+    fn lane_of(&self, pid: i64) -> (usize, Worker) {
+        let mut lanes = lock(&self.inner.lanes);
+        let lane = {
+            let mut placement = lock(&self.inner.placement);
+            match placement.get(&pid) {
+                Some(lane) => *lane,
+                None => {
+                    let lane = least_loaded(&placement, lanes.len(), |_| true);
+                    placement.insert(pid, lane);
+                    lane
+                }
+            }
+        };
+        self.renew(&mut lanes[lane], "isolate");
+        (lane, lanes[lane].clone())
+    }
+
+    /// Moves `pid` off lane `from` to the least loaded lane that is not stalled, and drops
+    /// its isolate there. Stays put if every other lane is stalled too.
+    fn move_pid(&self, pid: i64, from: usize) {
+        let lanes = lock(&self.inner.lanes);
+        let mut placement = lock(&self.inner.placement);
+        let free = |lane: usize| lane != from && lanes[lane].health.busy_for() < STALL_LIMIT;
+        if !(0..lanes.len()).any(free) {
+            return;
+        }
+        let to = least_loaded(&placement, lanes.len(), free);
+        placement.insert(pid, to);
+        let (reply, _) = oneshot::channel();
+        lanes[from].send(Command::Detach { pid, reply });
+    }
+}
+
+/// The lane with the fewest pids among those `eligible`.
+fn least_loaded(
+    placement: &HashMap<i64, usize>,
+    lanes: usize,
+    eligible: impl Fn(usize) -> bool,
+) -> usize {
+    let mut load = vec![0usize; lanes];
+    for lane in placement.values() {
+        load[*lane] += 1;
+    }
+    (0..lanes)
+        .filter(|lane| eligible(*lane))
+        .min_by_key(|lane| load[*lane])
+        .unwrap_or(0)
+}
+
+/// Waits for `worker`'s answer to a command. If `may_move`, withdraws the command (before it
+/// starts) when the thread has been busy in one poll longer than [`STALL_LIMIT`]; any
+/// command is withdrawn from a retiring thread.
+async fn wait<T>(
+    worker: &Worker,
+    claim: &Claim,
+    mut answer: oneshot::Receiver<Answer<T>>,
+    may_move: bool,
+) -> Waited<T> {
+    loop {
+        tokio::select! {
+            biased;
+            reply = &mut answer => return match reply {
+                Ok(Answer::Done(value)) => Waited::Done(value),
+                Ok(Answer::Elsewhere(why)) => Waited::Elsewhere(why),
+                Err(_) => Waited::Gone,
+            },
+            _ = tokio::time::sleep(STALL_CHECK) => {
+                let stalled = may_move && worker.health.busy_for() >= STALL_LIMIT;
+                if stalled && claim.withdraw() {
+                    return Waited::Stalled;
+                }
+                if worker.health.is_retiring() && claim.withdraw() {
+                    return Waited::Elsewhere("the worker thread retired".into());
+                }
+            }
+        }
+    }
+}
+
+/// Waits for an answer that needs no claim, giving up while the thread is stalled.
+async fn wait_unless_stalled<T>(worker: &Worker, mut answer: oneshot::Receiver<T>) -> Option<T> {
+    loop {
+        tokio::select! {
+            biased;
+            reply = &mut answer => return reply.ok(),
+            _ = tokio::time::sleep(STALL_CHECK) => {
+                if worker.health.busy_for() >= STALL_LIMIT {
+                    return None;
+                }
+            }
+        }
     }
 }

@@ -1,10 +1,13 @@
 //! One isolate: a `JsRuntime` with the ops and the libos bootstrap, and one call on it.
 //!
-//! A call puts a fresh [`CallBinding`] into `OpState`, starts the watchdog, loads the tool's
-//! module (once per module hash), calls the bootstrap's entry point, which awaits
-//! `run(args, libos)` and JSON-serializes the result *in JavaScript*, and turns the outcome
-//! into a value or a [`CallError`]. After a time or memory limit the isolate is
-//! [`Health::Poisoned`] and the caller replaces it.
+//! A call puts a fresh [`CallBinding`] into `OpState`, loads the tool's module (once per
+//! module hash), calls the bootstrap's entry point, which awaits `run(args, libos)` and
+//! JSON-serializes the result *in JavaScript*, and turns the outcome into a value or a
+//! [`CallError`]. The call's future is polled only through [`Governed`], which enters the
+//! isolate, reports each poll to the call's [`Ticket`] and ends the call as soon as the
+//! watchdog stops it or the heap limit is hit. After a time or memory limit the isolate is
+//! [`Health::Poisoned`] and the caller replaces it; when the engine looks broken (a deadlock
+//! its canary confirms) the whole thread is ([`Health::ThreadPoisoned`]).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -20,10 +23,11 @@ use deno_core::error::{CoreError, CoreErrorKind, JsError};
 use deno_core::{v8, JsRuntime, PollEventLoopOptions, RuntimeOptions};
 use serde_json::Value;
 
-use super::limits::Watchdog;
 use super::loader::ToolLoader;
-use super::{CallError, CallRequest, IsolateError, ToolModule};
-use crate::jit::transpile::{transpile, Transpiled};
+use super::slots;
+use super::watchdog::{Stop, StopFlag, Ticket};
+use super::{CallError, CallLimits, CallRequest, IsolateError, ToolModule};
+use crate::jit::transpile::{transpile_with, StopChecks, Transpiled};
 
 /// The JavaScript face of the ops, transpiled once per host process.
 const LIBOS_TS: &str = include_str!("../../ts/libos.ts");
@@ -33,17 +37,21 @@ const BOOTSTRAP_NAME: &str = "libos:libos.ts";
 fn bootstrap() -> Result<&'static Transpiled, IsolateError> {
     static BOOTSTRAP: OnceLock<Result<Transpiled, String>> = OnceLock::new();
     BOOTSTRAP
-        .get_or_init(|| transpile(BOOTSTRAP_NAME, LIBOS_TS).map_err(|d| d.to_string()))
+        .get_or_init(|| {
+            transpile_with(BOOTSTRAP_NAME, LIBOS_TS, StopChecks::Omitted).map_err(|d| d.to_string())
+        })
         .as_ref()
         .map_err(|e| IsolateError::Create(format!("libos.ts does not transpile: {e}")))
 }
 
 /// Whether an isolate may serve its process's next call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Health {
     Healthy,
-    /// Terminated or out of memory: drop it and take a fresh one.
+    /// Stopped, out of memory or in an unknown state: drop it and take a fresh one.
     Poisoned,
+    /// The engine on this thread looks broken: drop the isolate and retire the thread.
+    ThreadPoisoned(String),
 }
 
 /// Many isolates share a worker thread, and the engine keeps a per-thread "current isolate"
@@ -69,17 +77,63 @@ impl Drop for Entered {
     }
 }
 
-/// Polls `inner` with the isolate entered.
-struct EnteredFuture<F> {
+/// Polls a call's future with the isolate entered, under the watchdog: each poll is
+/// reported to the ticket, and once the ticket says stop (or the heap limit was hit) the
+/// future is dropped, entered, without another poll. Resolves to `None` when stopped.
+struct Governed<'t, F: Future> {
     raw: v8::UnsafeRawIsolatePtr,
-    inner: Pin<Box<F>>,
+    ticket: &'t Ticket,
+    heap_hit: Rc<Cell<bool>>,
+    inner: Option<Pin<Box<F>>>,
 }
 
-impl<F: Future> Future for EnteredFuture<F> {
-    type Output = F::Output;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let _entered = Entered::enter(self.raw);
-        self.inner.as_mut().poll(cx)
+impl<F: Future> Governed<'_, F> {
+    fn must_stop(&self) -> bool {
+        self.heap_hit.get() || self.ticket.stopped().is_some()
+    }
+
+    fn discard(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let _entered = Entered::enter(self.raw);
+            drop(inner);
+        }
+    }
+}
+
+impl<F: Future> Future for Governed<'_, F> {
+    type Output = Option<F::Output>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+        let this = &mut *self;
+        if this.must_stop() {
+            this.discard();
+            return Poll::Ready(None);
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = {
+            let _entered = Entered::enter(this.raw);
+            let _polling = this.ticket.poll(cx.waker());
+            let polled = inner.as_mut().poll(cx);
+            if polled.is_ready() {
+                this.inner = None;
+            }
+            polled
+        };
+        match polled {
+            Poll::Ready(output) => Poll::Ready(Some(output)),
+            Poll::Pending if this.must_stop() => {
+                this.discard();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<F: Future> Drop for Governed<'_, F> {
+    fn drop(&mut self) {
+        self.discard();
     }
 }
 
@@ -87,8 +141,8 @@ pub(crate) struct Isolate {
     /// Dropped by hand, entered, after the handles below (see `Drop`).
     runtime: ManuallyDrop<JsRuntime>,
     raw: v8::UnsafeRawIsolatePtr,
-    /// The bootstrap's `call(ns, argsJson, startMs, seedHi, seedLo, maxResult)`.
-    entry: ManuallyDrop<v8::Global<v8::Function>>,
+    /// The bootstrap's `call(ns, argsJson, startMs, seedHi, seedLo, maxResult, call)`.
+    entry: Option<v8::Global<v8::Function>>,
     loader: Rc<ToolLoader>,
     /// Module namespaces by module hash.
     namespaces: HashMap<String, v8::Global<v8::Value>>,
@@ -96,17 +150,33 @@ pub(crate) struct Isolate {
     heap_bytes: usize,
     /// Set by the near-heap-limit callback.
     heap_hit: Rc<Cell<bool>>,
+    /// Calls made so far (each call's number, so a late syscall error of an earlier call is
+    /// never taken for one of the current call).
+    calls: u64,
+    /// The bootstrap's stop flag (an `Int32Array` kept alive by `stop_array`).
+    stop_flag: StopFlag,
+    stop_array: Option<v8::Global<v8::Int32Array>>,
+}
+
+/// What the entry point resolved to.
+enum Completed {
+    /// The result's JSON text.
+    Value(Value),
+    /// The tool let the error of this call's syscall number `seq` escape.
+    SyscallError(usize),
 }
 
 impl Isolate {
     /// Creates a runtime with the ops extension, a heap limit of `heap_bytes`, and the libos
-    /// bootstrap evaluated (after which `Deno` is unreachable from JavaScript).
+    /// bootstrap evaluated (after which `Deno` is unreachable from JavaScript); then runs
+    /// the canary. An error here means the thread should not create more runtimes.
     pub(crate) fn new(heap_bytes: usize) -> Result<Isolate, IsolateError> {
         let boot = bootstrap()?;
         let loader = Rc::new(ToolLoader::default());
         if let Some(map) = &boot.source_map {
             loader.insert_source_map(BOOTSTRAP_NAME, map.clone());
         }
+        slots::charge(slots::PER_RUNTIME);
         let mut runtime = JsRuntime::try_new(RuntimeOptions {
             module_loader: Some(loader.clone()),
             extensions: vec![agent_libos_ops::libos_ops::init()],
@@ -117,106 +187,162 @@ impl Isolate {
         let handle = runtime.v8_isolate().thread_safe_handle();
         // SAFETY: only used while `runtime` lives (see `Entered`).
         let raw = unsafe { runtime.v8_isolate().as_raw_isolate_ptr() };
-        let _entered = Entered::enter(raw);
-        let heap_hit = Rc::new(Cell::new(false));
-        let (flag, terminate) = (heap_hit.clone(), handle.clone());
-        runtime.add_near_heap_limit_callback(move |current, _initial| {
-            // The first time: stop the script and leave a quarter more room for it to unwind.
-            // Never again: an engine that polls for termination only every so many
-            // instructions could otherwise keep doubling the limit (a loop of large native
-            // allocations did, to the host's whole memory), so later allocations must fail.
-            if flag.replace(true) {
-                return current;
-            }
-            terminate.terminate_execution();
-            current.saturating_add(current / 4)
-        });
-        let hooks = runtime
-            .execute_script(BOOTSTRAP_NAME, boot.code.clone())
-            .map_err(|e| IsolateError::Create(format!("libos bootstrap failed: {e}")))?;
-        let entry = {
-            deno_core::scope!(scope, &mut runtime);
-            let hooks = v8::Local::new(scope, hooks);
-            let call = hooks
-                .try_cast::<v8::Object>()
-                .ok()
-                .and_then(|hooks| {
-                    let key = v8::String::new(scope, "call")?;
-                    hooks.get(scope, key.into())
-                })
-                .and_then(|call| call.try_cast::<v8::Function>().ok())
-                .ok_or_else(|| {
-                    IsolateError::Create("libos bootstrap returned no call function".into())
-                })?;
-            v8::Global::new(scope, call)
-        };
-        Ok(Isolate {
+        let mut isolate = Isolate {
             runtime: ManuallyDrop::new(runtime),
             raw,
-            entry: ManuallyDrop::new(entry),
+            entry: None,
             loader,
             namespaces: HashMap::new(),
             handle,
             heap_bytes,
-            heap_hit,
-        })
+            heap_hit: Rc::new(Cell::new(false)),
+            calls: 0,
+            stop_flag: StopFlag::unused(),
+            stop_array: None,
+        };
+        let _entered = Entered::enter(raw);
+        let (flag, terminate) = (isolate.heap_hit.clone(), isolate.handle.clone());
+        isolate
+            .runtime
+            .add_near_heap_limit_callback(move |current, _initial| {
+                // The first time: stop the script and leave a quarter more room for it to
+                // unwind. Never again: an engine that polls for termination only every so
+                // many instructions could otherwise keep doubling the limit (a loop of large
+                // native allocations did, to the host's whole memory), so later allocations
+                // must fail.
+                if flag.replace(true) {
+                    return current;
+                }
+                terminate.terminate_execution();
+                current.saturating_add(current / 4)
+            });
+        let hooks = isolate
+            .runtime
+            .execute_script(BOOTSTRAP_NAME, boot.code.clone())
+            .map_err(|e| IsolateError::Create(format!("libos bootstrap failed: {e}")))?;
+        let (entry, stop_array, stop_flag) = {
+            let runtime = &mut *isolate.runtime;
+            deno_core::scope!(scope, runtime);
+            let hooks = v8::Local::new(scope, hooks);
+            #[cfg(feature = "v8")]
+            scope
+                .get_current_context()
+                .set_allow_generation_from_strings(false);
+            let hook = |name: &str| {
+                let hooks = hooks.try_cast::<v8::Object>().ok()?;
+                let key = v8::String::new(scope, name)?;
+                hooks.get(scope, key.into())
+            };
+            let missing =
+                |what: &str| IsolateError::Create(format!("libos bootstrap returned no {what}"));
+            let call = hook("call")
+                .and_then(|call| call.try_cast::<v8::Function>().ok())
+                .ok_or_else(|| missing("call function"))?;
+            let stopped = hook("stopped")
+                .and_then(|array| array.try_cast::<v8::Int32Array>().ok())
+                .ok_or_else(|| missing("stop flag"))?;
+            let element = stopped
+                .buffer(scope)
+                .and_then(|buffer| buffer.data())
+                .ok_or_else(|| missing("stop flag memory"))?;
+            // SAFETY: the element is the first of a live Int32Array that `stop_array` keeps
+            // alive as long as this isolate, which outlives its calls' tickets.
+            let flag = unsafe { StopFlag::new(element.as_ptr().cast::<i32>()) };
+            (
+                v8::Global::new(scope, call),
+                v8::Global::new(scope, stopped),
+                flag,
+            )
+        };
+        isolate.entry = Some(entry);
+        isolate.stop_array = Some(stop_array);
+        isolate.stop_flag = stop_flag;
+        if !isolate.canary() {
+            return Err(IsolateError::Create(
+                "the engine's native-function table of this thread is exhausted".into(),
+            ));
+        }
+        Ok(isolate)
+    }
+
+    /// Creates a native function whose data cannot be shared with any other function, calls
+    /// it and checks it answers its own data: a function created past the engine's
+    /// per-thread table limit answers `undefined` instead (`slots.rs`).
+    fn canary(&mut self) -> bool {
+        slots::charge(slots::PER_CANARY);
+        let runtime = &mut *self.runtime;
+        deno_core::scope!(scope, runtime);
+        let marker = v8::Integer::new(scope, 0x5eed_1e55).cast::<v8::Value>();
+        let Some(function) = v8::Function::builder(
+            |_scope: &mut v8::PinScope,
+             args: v8::FunctionCallbackArguments,
+             mut rv: v8::ReturnValue| { rv.set(args.data()) },
+        )
+        .data(marker)
+        .build(scope) else {
+            return false;
+        };
+        let undefined = v8::undefined(scope).cast::<v8::Value>();
+        function
+            .call(scope, undefined, &[])
+            .is_some_and(|answer| answer.strict_equals(marker))
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
         self.heap_bytes
     }
 
-    /// Runs one call to completion under the request's limits.
+    /// What the watchdog stops this isolate's JavaScript with: the engine's handle and the
+    /// bootstrap's stop flag.
+    pub(crate) fn stop_handles(&self) -> (v8::IsolateHandle, StopFlag) {
+        (self.handle.clone(), self.stop_flag)
+    }
+
+    /// Runs one call to completion under the request's limits and `ticket`'s watch.
     pub(crate) async fn call(
         &mut self,
         req: &CallRequest,
-        watchdog: &Watchdog,
+        ticket: &Ticket,
     ) -> (Result<Value, CallError>, Health) {
-        let raw = self.raw;
-        EnteredFuture {
-            raw,
-            inner: Box::pin(self.call_entered(req, watchdog)),
-        }
-        .await
-    }
-
-    async fn call_entered(
-        &mut self,
-        req: &CallRequest,
-        watchdog: &Watchdog,
-    ) -> (Result<Value, CallError>, Health) {
+        self.calls += 1;
         let binding = CallBinding::new(
             req.port.clone(),
             req.ctx.clone(),
+            self.calls,
             req.limits.max_syscalls,
             req.limits.max_console_bytes,
         );
-        let in_flight = binding.in_flight();
         self.runtime.op_state().borrow_mut().put(binding);
         self.heap_hit.set(false);
-        let ticket = watchdog.watch(self.handle.clone(), req.limits.cpu_ms, in_flight);
+        slots::charge(slots::PER_CALL);
 
-        let outcome = self.run(req).await;
+        let governed = Governed {
+            raw: self.raw,
+            ticket,
+            heap_hit: self.heap_hit.clone(),
+            inner: Some(Box::pin(self.run(req))),
+        };
+        let outcome = governed.await;
 
-        let terminated = ticket.finish();
-        let usage = self
-            .runtime
-            .op_state()
-            .borrow_mut()
-            .try_take::<CallBinding>()
-            .map(|b| b.usage())
-            .unwrap_or_default();
-        if terminated {
-            let detail = format!(
-                "the call ran longer than {} ms (wall time outside syscalls)",
-                req.limits.cpu_ms
-            );
-            return (Err(limit("cpu_time", detail)), Health::Poisoned);
+        if let Some(stop) = ticket.finish() {
+            return (Err(stopped(stop, &req.limits)), Health::Poisoned);
         }
         if self.heap_hit.get() {
             let detail = format!("the isolate's heap passed {} bytes", self.heap_bytes);
             return (Err(limit("memory", detail)), Health::Poisoned);
         }
+        let binding = self
+            .runtime
+            .op_state()
+            .borrow_mut()
+            .try_take::<CallBinding>();
+        let Some(binding) = binding else {
+            return (
+                Err(CallError::Internal("the call lost its binding".into())),
+                Health::Poisoned,
+            );
+        };
+        let usage = binding.usage();
         if usage.syscalls_exceeded {
             let detail = format!(
                 "the call tried more than {} syscalls",
@@ -232,19 +358,47 @@ impl Isolate {
             return (Err(limit("console_output", detail)), Health::Healthy);
         }
         match outcome {
-            Ok(value) => (Ok(value), Health::Healthy),
-            Err(Failure::Call(err)) => (Err(err), Health::Healthy),
-            Err(Failure::Broken(err)) => (Err(err), Health::Poisoned),
+            None => (
+                Err(CallError::Internal("the call was stopped".into())),
+                Health::Poisoned,
+            ),
+            Some(Ok(Completed::Value(value))) => (Ok(value), Health::Healthy),
+            Some(Ok(Completed::SyscallError(seq))) => match binding.error(seq) {
+                Some(error) => (Err(CallError::Syscall { error }), Health::Healthy),
+                None => (
+                    Err(CallError::Internal(format!(
+                        "no syscall error number {seq} in this call"
+                    ))),
+                    Health::Healthy,
+                ),
+            },
+            Some(Err(Failure::Call(err))) => (Err(err), Health::Healthy),
+            Some(Err(Failure::Broken(err))) => (Err(err), Health::Poisoned),
+            Some(Err(Failure::Suspect(err, tool_view))) => {
+                if self.canary() {
+                    (Err(tool_view), Health::Poisoned)
+                } else {
+                    (
+                        Err(CallError::Internal(err.clone())),
+                        Health::ThreadPoisoned(err),
+                    )
+                }
+            }
         }
     }
 
-    async fn run(&mut self, req: &CallRequest) -> Result<Value, Failure> {
+    async fn run(&mut self, req: &CallRequest) -> Result<Completed, Failure> {
         let ns = self.namespace(&req.module).await?;
         let args = serde_json::to_string(&req.args)
             .map_err(|e| Failure::Call(CallError::Internal(format!("arguments: {e}"))))?;
         let max_result = req.limits.max_result_bytes;
+        let Some(entry) = self.entry.as_ref() else {
+            return Err(Failure::Broken(CallError::Internal(
+                "no entry point".into(),
+            )));
+        };
         let call = {
-            let runtime = &mut self.runtime;
+            let runtime = &mut *self.runtime;
             deno_core::scope!(scope, runtime);
             let args = v8::String::new(scope, &args).ok_or_else(|| {
                 Failure::Call(limit("result_size", "the arguments are too large".into()))
@@ -254,30 +408,40 @@ impl Isolate {
                 (req.random_seed >> 32) as f64,
                 (req.random_seed & 0xffff_ffff) as f64,
                 max_result as f64,
+                self.calls as f64,
             ]
             .map(|n| v8::Global::new(scope, v8::Number::new(scope, n).cast::<v8::Value>()));
             let args = v8::Global::new(scope, args.cast::<v8::Value>());
-            let [start, hi, lo, max] = numbers;
-            JsRuntime::scoped_call_with_args(scope, &self.entry, &[ns, args, start, hi, lo, max])
+            let [start, hi, lo, max, call] = numbers;
+            JsRuntime::scoped_call_with_args(scope, entry, &[ns, args, start, hi, lo, max, call])
         };
         let value = self
             .runtime
             .with_event_loop_promise(Box::pin(call), PollEventLoopOptions::default())
             .await
-            .map_err(call_failure)?;
+            .map_err(|e| {
+                call_failure(
+                    e,
+                    "the tool's result never settles: it awaits something nothing will resolve",
+                )
+            })?;
 
-        let runtime = &mut self.runtime;
+        let runtime = &mut *self.runtime;
         deno_core::scope!(scope, runtime);
         let value = v8::Local::new(scope, value);
         if value.is_number() {
-            let units = value.number_value(scope).unwrap_or(0.0);
-            return Err(Failure::Call(too_large(units as u64, max_result)));
+            let n = value.number_value(scope).unwrap_or(0.0);
+            if n < 0.0 {
+                return Ok(Completed::SyscallError((-n - 1.0) as usize));
+            }
+            return Err(Failure::Call(too_large(n as u64, max_result)));
         }
         let text = value.to_rust_string_lossy(scope);
         if text.len() > max_result {
             return Err(Failure::Call(too_large(text.len() as u64, max_result)));
         }
         serde_json::from_str(&text)
+            .map(Completed::Value)
             .map_err(|e| Failure::Call(CallError::Internal(format!("result JSON: {e}"))))
     }
 
@@ -289,6 +453,7 @@ impl Isolate {
         if let Some(ns) = self.namespaces.get(&module.hash) {
             return Ok(ns.clone());
         }
+        slots::charge(slots::PER_MODULE);
         let url = self
             .loader
             .insert(module.clone())
@@ -302,7 +467,7 @@ impl Isolate {
         self.runtime
             .with_event_loop_promise(Box::pin(evaluation), PollEventLoopOptions::default())
             .await
-            .map_err(call_failure)?;
+            .map_err(|e| call_failure(e, "the tool module's evaluation never settles"))?;
         let ns = self
             .runtime
             .get_module_namespace(id)
@@ -322,11 +487,10 @@ impl Drop for Isolate {
     fn drop(&mut self) {
         let entered = Entered::enter(self.raw);
         self.namespaces.clear();
-        // SAFETY: each field is dropped exactly once, here, handles before their runtime.
-        unsafe {
-            ManuallyDrop::drop(&mut self.entry);
-            ManuallyDrop::drop(&mut self.runtime);
-        }
+        self.entry = None;
+        self.stop_array = None;
+        // SAFETY: dropped exactly once, here, after every handle into it.
+        unsafe { ManuallyDrop::drop(&mut self.runtime) };
         // Disposing the isolate already took it off the thread's stack of entered isolates.
         std::mem::forget(entered);
     }
@@ -336,6 +500,9 @@ impl Drop for Isolate {
 enum Failure {
     Call(CallError),
     Broken(CallError),
+    /// The engine reported a deadlock: the tool's doing (the second error) unless the
+    /// canary says the thread's engine is broken (the first, a description).
+    Suspect(String, CallError),
 }
 
 fn limit(limit: &str, detail: String) -> CallError {
@@ -352,38 +519,62 @@ fn too_large(size: u64, max: usize) -> CallError {
     )
 }
 
-fn call_failure(err: CoreError) -> Failure {
+fn stopped(stop: Stop, limits: &CallLimits) -> CallError {
+    match stop {
+        Stop::CpuTime => limit(
+            "cpu_time",
+            format!("the call ran JavaScript longer than {} ms", limits.cpu_ms),
+        ),
+        Stop::WallClock => limit(
+            "wall_clock",
+            format!("the call took longer than {} ms in total", limits.wall_ms),
+        ),
+        Stop::Cancelled => CallError::Cancelled("the process was cancelled or killed".into()),
+    }
+}
+
+fn call_failure(err: CoreError, never_settles: &str) -> Failure {
     match *err.0 {
         CoreErrorKind::Js(js) => Failure::Call(thrown(*js)),
         CoreErrorKind::ExecutionTerminated => {
             Failure::Broken(CallError::Internal("execution terminated".into()))
         }
+        kind @ (CoreErrorKind::PendingPromiseResolution
+        | CoreErrorKind::ModuleEvaluationDeadlock) => Failure::Suspect(
+            kind.to_string(),
+            CallError::Threw {
+                message: never_settles.into(),
+                stack: String::new(),
+            },
+        ),
         other => Failure::Broken(CallError::Internal(other.to_string())),
     }
 }
 
-/// A JavaScript exception that escaped the tool.
+/// A JavaScript exception that escaped the tool: the tool's own error, unless it is the
+/// engine's out-of-memory or stack-overflow error, which is reported as that limit. (A tool
+/// can construct an error of the same class and message; that only changes the kind of its
+/// own failure: such a limit carries no request id, resource or right.)
 fn thrown(js: JsError) -> CallError {
-    let error = js
-        .additional_properties
-        .iter()
-        .find(|(key, _)| key == "libosWire")
-        .and_then(|(_, wire)| serde_json::from_str::<Value>(wire).ok());
     let message = match (&js.name, &js.message) {
         (Some(name), Some(message)) => format!("{name}: {message}"),
         _ => js.exception_message.clone(),
     };
-    if error.is_none() && is_stack_overflow(&message) {
-        return limit("stack", message);
-    }
-    CallError::Threw {
-        stack: js.to_string(),
-        message,
-        error,
+    match engine_limit(js.name.as_deref(), js.message.as_deref()) {
+        Some(which) => limit(which, message),
+        None => CallError::Threw {
+            stack: js.to_string(),
+            message,
+        },
     }
 }
 
-fn is_stack_overflow(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("maximum call stack size exceeded") || m.contains("stack overflow")
+/// The limit an engine error stands for, by its class and message.
+fn engine_limit(name: Option<&str>, message: Option<&str>) -> Option<&'static str> {
+    match (name?, message?) {
+        ("InternalError", "out of memory") => Some("memory"),
+        ("RangeError", "Maximum call stack size exceeded")
+        | ("InternalError", "stack overflow") => Some("stack"),
+        _ => None,
+    }
 }

@@ -60,8 +60,12 @@ impl SyscallPort for TestPort {
 }
 
 fn host() -> IsolateHost {
+    host_with(2)
+}
+
+fn host_with(threads: usize) -> IsolateHost {
     IsolateHost::start(HostConfig {
-        threads: 2,
+        threads,
         pool_size: 1,
         ..HostConfig::default()
     })
@@ -234,15 +238,8 @@ async fn a_port_error_becomes_permission_denied() {
         "export default { async run(_a: unknown, libos: any) { return await libos.fs.readText('secret.txt'); } };",
     );
     match host.call(3, request(3, &uncaught, json!({}), port)).await {
-        Err(CallError::Threw {
-            error: Some(error),
-            message,
-            ..
-        }) => {
-            assert_eq!(error, denied);
-            assert!(message.contains("PermissionDenied"), "{message}");
-        }
-        other => panic!("expected Threw with a wire error, got {other:?}"),
+        Err(CallError::Syscall { error }) => assert_eq!(error, denied),
+        other => panic!("expected the port's error, got {other:?}"),
     }
 }
 
@@ -441,17 +438,12 @@ async fn a_thrown_error_points_at_the_typescript_line() {
     let host = host();
     let source = "interface Args {\n  n: number;\n}\n\ntype Out = number;\n\nexport default {\n  run(args: Args): Out {\n    throw new Error('boom ' + args.n);\n  },\n};\n";
     match run(&host, 1, source, json!({"n": 1})).await {
-        Err(CallError::Threw {
-            message,
-            stack,
-            error,
-        }) => {
+        Err(CallError::Threw { message, stack }) => {
             assert!(message.contains("boom 1"), "{message}");
             assert!(
                 stack.contains(":9:"),
                 "stack should point at TS line 9: {stack}"
             );
-            assert_eq!(error, None);
         }
         other => panic!("expected Threw, got {other:?}"),
     }
@@ -507,6 +499,504 @@ async fn the_call_context_must_match_the_pid() {
         host.call(1, req).await,
         Err(CallError::Internal(_))
     ));
+}
+
+// ---- the boundary: time that cannot be paused ---------------------------------------------
+
+/// A port whose `clock.sleep` waits for real (the tool's unawaited sleep stays pending).
+fn sleeping_port() -> Arc<TestPort> {
+    Arc::new(TestPort {
+        calls: Mutex::default(),
+        console: Mutex::default(),
+        script: Box::new(|_| Ok(Value::Null)),
+        delay: Duration::from_secs(30),
+    })
+}
+
+#[tokio::test]
+async fn an_unawaited_sleep_does_not_pause_the_cpu_limit() {
+    let host = host();
+    let spin = module(
+        "sleepspin",
+        "export default { run(_a: unknown, libos: any) { libos.clock.sleep(30000); for (;;) {} } };",
+    );
+    let mut req = request(1, &spin, json!({}), sleeping_port());
+    req.limits.cpu_ms = 300;
+    let started = Instant::now();
+    assert_eq!(limit_of(host.call(1, req).await), "cpu_time");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Heavy awaited work while a long sleep is pending counts too.
+    let heavy = module(
+        "sleepwork",
+        "export default { async run(_a: unknown, libos: any) {\n\
+           libos.clock.sleep(30000);\n\
+           for (;;) { for (let i = 0; i < 100000; i++) {} await libos.clock.now(); }\n\
+         } };",
+    );
+    let port = Arc::new(TestPort {
+        calls: Mutex::default(),
+        console: Mutex::default(),
+        script: Box::new(|_| Ok(json!(1))),
+        delay: Duration::ZERO,
+    });
+    let mut req = request(1, &heavy, json!({}), port);
+    req.limits.cpu_ms = 300;
+    req.limits.max_syscalls = u64::MAX;
+    assert_eq!(limit_of(host.call(1, req).await), "cpu_time");
+    assert_eq!(
+        run(&host, 1, TRIVIAL, json!({"n": 5})).await.unwrap(),
+        json!({"twice": 10})
+    );
+}
+
+#[tokio::test]
+async fn a_stuck_call_does_not_stall_another_process_on_its_thread() {
+    // One lane: the second process waits only until the first one's limit stops it.
+    let host = IsolateHost::start(HostConfig {
+        threads: 1,
+        pool_size: 2,
+        ..HostConfig::default()
+    });
+    let spin = module(
+        "sleepspin",
+        "export default { run(_a: unknown, libos: any) { libos.clock.sleep(30000); for (;;) {} } };",
+    );
+    let mut req = request(1, &spin, json!({}), sleeping_port());
+    req.limits.cpu_ms = 1_000;
+    let stuck = tokio::spawn({
+        let host = host.clone();
+        async move { host.call(1, req).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    assert_eq!(
+        run(&host, 2, TRIVIAL, json!({"n": 1})).await.unwrap(),
+        json!({"twice": 2})
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(limit_of(stuck.await.unwrap()), "cpu_time");
+
+    // Two lanes, both processes on the first: the second moves to the other lane at once,
+    // although the first may run for a minute.
+    let host = host_with(2);
+    for pid in [1, 2, 3] {
+        host.attach(pid).await.unwrap();
+    }
+    let mut req = request(1, &spin, json!({}), sleeping_port());
+    req.limits.cpu_ms = 60_000;
+    let stuck = tokio::spawn({
+        let host = host.clone();
+        async move { host.call(1, req).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    for n in 0..3 {
+        assert_eq!(
+            run(&host, 3, TRIVIAL, json!({"n": n})).await.unwrap(),
+            json!({"twice": n * 2})
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    host.interrupt(1);
+    assert!(matches!(stuck.await.unwrap(), Err(CallError::Cancelled(_))));
+}
+
+#[tokio::test]
+async fn a_call_has_a_wall_clock_cap() {
+    let host = host();
+    let m = module(
+        "waits",
+        "export default { async run(_a: unknown, libos: any) { await libos.clock.sleep(30000); return 1; } };",
+    );
+    let mut req = request(1, &m, json!({}), sleeping_port());
+    req.limits.wall_ms = 300;
+    let started = Instant::now();
+    assert_eq!(limit_of(host.call(1, req).await), "wall_clock");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        run(&host, 1, TRIVIAL, json!({"n": 2})).await.unwrap(),
+        json!({"twice": 4})
+    );
+}
+
+#[tokio::test]
+async fn a_promise_chain_loop_is_terminated() {
+    let host = host();
+    for (name, source) in [
+        (
+            "chain",
+            "export default { async run() { const loop = (): any => Promise.resolve().then(loop); loop(); await new Promise(() => {}); } };",
+        ),
+        (
+            "thenable",
+            "export default { async run() { const t: any = { then(r: any) { Promise.resolve().then(() => r(t)); } }; await t; } };",
+        ),
+        (
+            "fanout",
+            "export default { async run() { const loop = (): any => { Promise.resolve().then(loop); Promise.resolve().then(loop); }; loop(); await new Promise(() => {}); } };",
+        ),
+    ] {
+        let m = module(name, source);
+        let mut req = request(1, &m, json!({}), TestPort::ok());
+        req.limits.cpu_ms = 300;
+        eprintln!("case {name}");
+        let started = Instant::now();
+        assert_eq!(limit_of(host.call(1, req).await), "cpu_time", "{name}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{name}: {:?}", started.elapsed());
+        assert_eq!(
+            run(&host, 1, TRIVIAL, json!({"n": 3})).await.unwrap(),
+            json!({"twice": 6}),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cancelling_a_process_stops_its_running_call() {
+    let host = host();
+    let m = module("spin", "export default { run() { while (true) {} } };");
+    let mut req = request(4, &m, json!({}), TestPort::ok());
+    req.limits.cpu_ms = 60_000;
+    let running = tokio::spawn({
+        let host = host.clone();
+        async move { host.call(4, req).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    host.interrupt(4);
+    assert!(matches!(
+        running.await.unwrap(),
+        Err(CallError::Cancelled(_))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // A later call of the cancelled process is stopped too (one still on its way to a
+    // worker when the signal came); other processes are not.
+    let m = module("t", TRIVIAL);
+    let req = request(4, &m, json!({"n": 1}), TestPort::ok());
+    assert!(matches!(
+        host.call(4, req).await,
+        Err(CallError::Cancelled(_))
+    ));
+    assert_eq!(
+        run(&host, 5, TRIVIAL, json!({"n": 1})).await.unwrap(),
+        json!({"twice": 2})
+    );
+}
+
+// ---- the boundary: the engine's surface -----------------------------------------------------
+
+#[tokio::test]
+async fn atomics_wait_is_not_available() {
+    let host = host();
+    let probe = "export default { run() {\n\
+        const g: any = globalThis;\n\
+        let waited = 'threw';\n\
+        try { const A = g.Atomics; A.wait(new Int32Array(new g.SharedArrayBuffer(4)), 0, 0); waited = 'waited'; } catch (_) {}\n\
+        return [typeof g.Atomics, waited, Object.getOwnPropertyNames(g).filter((k) => /atomic/i.test(k))];\n\
+      } };";
+    let out = run(&host, 1, probe, json!({})).await.unwrap();
+    assert_eq!(out, json!(["undefined", "threw", []]));
+}
+
+#[tokio::test]
+async fn shared_array_buffer_is_not_available() {
+    let host = host();
+    let probe = "export default { run() {\n\
+        const g: any = globalThis;\n\
+        let viaWasm = 'absent';\n\
+        try { viaWasm = typeof new g.WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer; } catch (_) {}\n\
+        return [typeof g.SharedArrayBuffer, typeof g.WebAssembly, viaWasm];\n\
+      } };";
+    let out = run(&host, 1, probe, json!({})).await.unwrap();
+    assert_eq!(out, json!(["undefined", "undefined", "absent"]));
+}
+
+#[tokio::test]
+async fn eval_is_unavailable_at_run_time() {
+    let host = host();
+    let attempts = [
+        "return (globalThis as any)['ev' + 'al']('1 + 1');",
+        "const e = (globalThis as any)['ev' + 'al']; return e('1 + 1');",
+        "return Reflect.construct((function () {}).constructor, ['return 1'])();",
+        "return new ((function () {}).constructor as any)('return 1')();",
+        "const F: any = Object.getPrototypeOf(async function () {})['constr' + 'uctor']; return await F('return 1')();",
+        "const G: any = Object.getPrototypeOf(function* () {}).constructor; return G('yield 1')().next().value;",
+        "const H: any = Object.getPrototypeOf(async function* () {}).constructor; return (await H('yield 1')().next()).value;",
+        "return (globalThis as any)['Func' + 'tion']('return 1')();",
+        "return Function.prototype.constructor.call(null, 'return 1')();",
+        "return ((() => 1).constructor as any).apply(null, ['return 1'])();",
+        "return Reflect.construct(Object.getPrototypeOf(class {}).constructor, ['return 1'])();",
+    ];
+    for (i, body) in attempts.iter().enumerate() {
+        let source = format!(
+            "export default {{ async run() {{ try {{ {body} }} catch (e) {{ return ['refused', (e as any).name]; }} }} }};"
+        );
+        let out = run(&host, 1, &source, json!({})).await.unwrap();
+        assert_eq!(out, json!(["refused", "EvalError"]), "attempt {i}: {body}");
+    }
+    // The constructors still answer `instanceof`.
+    let shapes = "export default { run() { return [(() => 1) instanceof Function, (async () => 1) instanceof Function, typeof Function.prototype.call]; } };";
+    assert_eq!(
+        run(&host, 1, shapes, json!({})).await.unwrap(),
+        json!([true, true, "function"])
+    );
+}
+
+/// Every name on `globalThis` after the bootstrap (the documented ones only).
+const GLOBALS: &[&str] = &[
+    "AggregateError",
+    "Array",
+    "ArrayBuffer",
+    "AsyncDisposableStack",
+    "BigInt",
+    "BigInt64Array",
+    "BigUint64Array",
+    "Boolean",
+    "DataView",
+    "Date",
+    "DisposableStack",
+    "Error",
+    "EvalError",
+    "Float16Array",
+    "Float32Array",
+    "Float64Array",
+    "Function",
+    "HumanRejected",
+    "Infinity",
+    "Int16Array",
+    "Int32Array",
+    "Int8Array",
+    "InvalidArgument",
+    "Iterator",
+    "JSON",
+    "LibosError",
+    "LimitExceeded",
+    "Map",
+    "Math",
+    "NaN",
+    "NotFound",
+    "Number",
+    "Object",
+    "PermissionDenied",
+    "Promise",
+    "Proxy",
+    "RangeError",
+    "ReferenceError",
+    "Reflect",
+    "RegExp",
+    "Set",
+    "String",
+    "SuppressedError",
+    "Symbol",
+    "SyntaxError",
+    "SyscallError",
+    "TypeError",
+    "URIError",
+    "Uint16Array",
+    "Uint32Array",
+    "Uint8Array",
+    "Uint8ClampedArray",
+    "WeakMap",
+    "WeakSet",
+    "console",
+    "decodeURI",
+    "decodeURIComponent",
+    "encodeURI",
+    "encodeURIComponent",
+    "escape",
+    "eval",
+    "globalThis",
+    "isFinite",
+    "isNaN",
+    "parseFloat",
+    "parseInt",
+    "undefined",
+    "unescape",
+    "__libos_gate__",
+];
+
+#[tokio::test]
+async fn the_global_object_holds_only_documented_names() {
+    let host = host();
+    let probe = r#"export default { run() {
+        const g: any = globalThis;
+        const names = Object.getOwnPropertyNames(g).sort();
+        const symbols = Object.getOwnPropertySymbols(g).length;
+        // Everything reachable from the global object: no engine or host name anywhere,
+        // every object frozen.
+        const seen = new Set<any>();
+        const queue: any[] = [g];
+        const suspicious: string[] = [];
+        const mutable: string[] = [];
+        while (queue.length > 0) {
+            const o = queue.pop();
+            if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o)) continue;
+            seen.add(o);
+            if (o !== g && !Object.isFrozen(o)) mutable.push(String(o.name ?? Object.prototype.toString.call(o)));
+            queue.push(Object.getPrototypeOf(o));
+            for (const key of Reflect.ownKeys(o)) {
+                const name = String(key);
+                if (/deno|v8x|bootstrap|infra|intrinsic|snapshot|^op_|core/i.test(name)) suspicious.push(name);
+                const d: any = Object.getOwnPropertyDescriptor(o, key);
+                queue.push(d.value, d.get, d.set);
+            }
+        }
+        return { names, symbols, suspicious, mutable: mutable.slice(0, 5), proto: Object.getPrototypeOf(g) === Object.prototype,
+                 date: [Date.now(), Date.now()], random: Math.random() };
+    } };"#;
+    let out = run(&host, 1, probe, json!({})).await.unwrap();
+    let mut want: Vec<&str> = GLOBALS.to_vec();
+    want.sort();
+    assert_eq!(out["names"], json!(want));
+    assert_eq!(out["symbols"], json!(0));
+    assert_eq!(out["suspicious"], json!([]));
+    assert_eq!(out["mutable"], json!([]));
+    assert_eq!(out["proto"], json!(true));
+    assert_eq!(
+        out["date"],
+        json!([1_700_000_000_000i64, 1_700_000_000_001i64])
+    );
+}
+
+#[tokio::test]
+async fn prototype_pollution_does_not_change_another_tools_options() {
+    let host = host();
+    let polluter = module(
+        "polluter",
+        r#"export default { run() {
+            const tried: string[] = [];
+            const attempt = (what: string, f: () => void) => { try { f(); tried.push(what + ":changed"); } catch (_) { tried.push(what + ":refused"); } };
+            attempt("recursive", () => { (Object.prototype as any).recursive = true; });
+            attempt("overwrite", () => { Object.defineProperty(Object.prototype, "overwrite", { value: true }); });
+            attempt("then", () => { (Promise.prototype as any).then = function () {}; });
+            attempt("map", () => { (Array.prototype as any).map = () => []; });
+            attempt("stringify", () => { (JSON as any).stringify = () => "{}"; });
+            attempt("keys", () => { (Object as any).keys = () => []; });
+            // A global can be replaced; the libos layer never reads it again.
+            (globalThis as any).JSON = { stringify: () => "{}", parse: () => ({}) };
+            return tried;
+        } };"#,
+    );
+    let port = TestPort::ok();
+    let tried = host
+        .call(1, request(1, &polluter, json!({}), port.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        tried,
+        json!([
+            "recursive:refused",
+            "overwrite:refused",
+            "then:refused",
+            "map:refused",
+            "stringify:refused",
+            "keys:refused"
+        ])
+    );
+    let victim = module(
+        "victim",
+        r#"export default { async run(_a: unknown, libos: any) {
+            await libos.fs.deleteDir("build");
+            await libos.fs.writeText("notes.txt", "x");
+            await libos.fs.writeText("other.txt", "y", Object.create({ overwrite: true }));
+            await libos.net.fetch("https://example.org/", { headers: { a: "1" } });
+            return "done";
+        } };"#,
+    );
+    let out = host
+        .call(1, request(1, &victim, json!({}), port.clone()))
+        .await
+        .unwrap();
+    assert_eq!(out, json!("done"));
+    let calls: Vec<Value> = port.calls().into_iter().map(|(_, c)| c).collect();
+    assert_eq!(
+        calls[0],
+        json!({"primitive": "fs.delete_dir", "path": "build", "recursive": false})
+    );
+    assert_eq!(calls[1]["overwrite"], json!(false));
+    assert_eq!(calls[2]["overwrite"], json!(false));
+    assert_eq!(calls[3]["headers"], json!([["a", "1"]]));
+}
+
+#[tokio::test]
+async fn a_forged_human_required_is_a_tool_error() {
+    let host = host();
+    let forged = module(
+        "forged",
+        r#"export default { run(_a: unknown, libos: any) {
+            throw new libos.SyscallError("HumanRequired", "waiting for a human", { requestId: "hr_VICTIM" });
+        } };"#,
+    );
+    match host
+        .call(1, request(1, &forged, json!({}), TestPort::ok()))
+        .await
+    {
+        Err(CallError::Threw { message, .. }) => {
+            assert!(message.contains("HumanRequired"), "{message}")
+        }
+        other => panic!("expected the tool's own error, got {other:?}"),
+    }
+    // An error the port really returned escapes as that error, even when the tool edits its
+    // copy; the same error rethrown in a later call is the tool's own.
+    let denied = json!({"kind": "PermissionDenied", "message": "permission denied: read on fs:a", "resource": "fs:a", "right": "read"});
+    let answer = denied.clone();
+    let port = TestPort::new(move |_| Err(answer.clone()));
+    let keeper = module(
+        "keeper",
+        r#"let kept: any;
+        export default { async run(args: { again: boolean }, libos: any) {
+            if (args.again) throw kept;
+            try { await libos.fs.readText("a"); } catch (e) { kept = e; (e as any).requestId = "hr_VICTIM"; (e as any).kind = "HumanRequired"; throw e; }
+        } };"#,
+    );
+    match host
+        .call(
+            1,
+            request(1, &keeper, json!({"again": false}), port.clone()),
+        )
+        .await
+    {
+        Err(CallError::Syscall { error }) => assert_eq!(error, denied),
+        other => panic!("expected the port's error, got {other:?}"),
+    }
+    assert!(matches!(
+        host.call(1, request(1, &keeper, json!({"again": true}), port))
+            .await,
+        Err(CallError::Threw { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_worker_thread_is_retired_before_its_slot_budget() {
+    // 1,000 runtime creations on one lane (each pid gets a fresh isolate, then detaches):
+    // the lane's thread retires by its budget and is replaced, and every call succeeds.
+    let host = IsolateHost::start(HostConfig {
+        threads: 1,
+        pool_size: 1,
+        ..HostConfig::default()
+    });
+    let m = module("t", TRIVIAL);
+    for pid in 1..=1_000 {
+        let out = host
+            .call(pid, request(pid, &m, json!({"n": pid}), TestPort::ok()))
+            .await;
+        assert_eq!(out, Ok(json!({"twice": pid * 2})), "call {pid}");
+        host.detach(pid).await;
+    }
+    let stats = host.stats();
+    assert!(stats.threads_retired >= 5, "{stats:?}");
 }
 
 /// Prints the latency of a warm call (run with `--ignored --nocapture`; use a release build

@@ -1,31 +1,137 @@
 //! Worker threads: each owns many isolates on its own current-thread tokio runtime.
 //!
 //! `JsRuntime` is not `Send`, so isolates never move between threads. A worker receives
-//! commands over a channel. Attach and detach are handled in order as they arrive; each call
-//! runs as a local task that locks its process's slot (so calls of one pid are serialized)
-//! and drives that isolate's event loop until the call settles. Calls of different pids on
-//! one thread interleave whenever one of them waits (for a syscall, for instance).
+//! commands over a channel; attach and detach are handled in order as they arrive, and each
+//! call runs as a local task that locks its process's slot and drives that isolate until the
+//! call settles or the watchdog stops it. Calls of different pids on one thread interleave
+//! whenever one of them waits (for a syscall, for instance).
+//!
+//! A command carries a [`Claim`]: the worker takes it when it starts the work, and the host
+//! may withdraw a command that has not started (the thread is busy in another process's
+//! poll) and send it elsewhere. A worker **retires** — answers every new command with
+//! [`Answer::Elsewhere`], lets its running calls finish, drops its isolates and ends — when
+//! its engine slot budget is spent (`slots.rs`), when creating a runtime fails or its canary
+//! does, when the engine reports a deadlock that the canary confirms, or when a stopped call
+//! keeps running in the engine (`watchdog.rs`). The host then starts a replacement.
+//!
+//! Nothing here knows the kernel: a worker sees tool modules, JSON arguments and a
+//! [`SyscallPort`](super::SyscallPort).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
-use super::limits::Watchdog;
 use super::pool::Pool;
-use super::runtime::{Health, Isolate};
-use super::{CallError, CallRequest, HostConfig, IsolateError};
+use super::runtime::{Health as IsolateHealth, Isolate};
+use super::slots;
+use super::watchdog::Watchdog;
+use super::{CallError, CallRequest, IsolateError};
 
 /// Native stack of worker threads: QuickJS's own stack limit (1 MiB) must hit first.
 const WORKER_STACK: usize = 16 * 1024 * 1024;
 
+/// The state of a worker thread that the host and the watchdog read from other threads.
+pub(crate) struct Health {
+    /// Microseconds since [`epoch`] at which the poll in progress started, plus one; 0 when
+    /// no poll runs.
+    busy_since: AtomicU64,
+    retiring: AtomicBool,
+}
+
+/// The instant busy times are counted from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Health {
+    fn new() -> Health {
+        Health {
+            busy_since: AtomicU64::new(0),
+            retiring: AtomicBool::new(false),
+        }
+    }
+
+    /// A poll started at `now`.
+    pub(crate) fn busy_since(&self, now: Instant) {
+        let micros = now.saturating_duration_since(epoch()).as_micros() as u64;
+        self.busy_since.store(micros + 1, Ordering::Release);
+    }
+
+    /// The poll ended.
+    pub(crate) fn idle(&self) {
+        self.busy_since.store(0, Ordering::Release);
+    }
+
+    /// How long the poll in progress has been running.
+    pub(crate) fn busy_for(&self) -> Duration {
+        match self.busy_since.load(Ordering::Acquire) {
+            0 => Duration::ZERO,
+            since => {
+                let now = Instant::now()
+                    .saturating_duration_since(epoch())
+                    .as_micros() as u64;
+                Duration::from_micros(now.saturating_sub(since - 1))
+            }
+        }
+    }
+
+    /// Stops placing work on this thread.
+    pub(crate) fn retire(&self, why: &str) {
+        if !self.retiring.swap(true, Ordering::AcqRel) {
+            tracing::info!(thread = ?thread::current().name(), "isolate worker retires: {why}");
+        }
+    }
+
+    pub(crate) fn is_retiring(&self) -> bool {
+        self.retiring.load(Ordering::Acquire)
+    }
+}
+
+/// Who does a command: the worker that takes it, or nobody once the host withdrew it.
+#[derive(Clone, Default)]
+pub(crate) struct Claim(Arc<AtomicU8>);
+
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+impl Claim {
+    /// The worker starts the work; false if the host withdrew it.
+    pub(crate) fn take(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The host takes the command back; false if a worker already started it.
+    pub(crate) fn withdraw(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// A worker's answer to a command.
+pub(crate) enum Answer<T> {
+    Done(T),
+    /// The worker is retiring (or cannot create an isolate): send the command elsewhere.
+    Elsewhere(String),
+}
+
 pub(crate) enum Command {
     Attach {
         pid: i64,
-        reply: oneshot::Sender<Result<(), IsolateError>>,
+        claim: Claim,
+        reply: oneshot::Sender<Answer<Result<(), IsolateError>>>,
     },
     Detach {
         pid: i64,
@@ -33,28 +139,47 @@ pub(crate) enum Command {
     },
     Call {
         pid: i64,
-        req: CallRequest,
-        reply: oneshot::Sender<Result<Value, CallError>>,
+        req: Arc<CallRequest>,
+        claim: Claim,
+        reply: oneshot::Sender<Answer<Result<Value, CallError>>>,
     },
+    /// A call in a fresh isolate that is dropped afterwards.
     Ephemeral {
-        req: CallRequest,
-        reply: oneshot::Sender<Result<Value, CallError>>,
+        req: Arc<CallRequest>,
+        claim: Claim,
+        reply: oneshot::Sender<Answer<Result<Value, CallError>>>,
     },
 }
 
-/// One process's isolate; `None` until first needed or after it was poisoned.
-type Slot = Rc<Mutex<Option<Isolate>>>;
+/// The host's handle on a worker thread; the thread ends once every clone is dropped and its
+/// running calls have finished.
+#[derive(Clone)]
+pub(crate) struct Worker {
+    tx: mpsc::UnboundedSender<Command>,
+    pub(crate) health: Arc<Health>,
+}
 
-/// Starts worker thread `index`; it ends when the returned sender and its clones are dropped.
-pub(crate) fn spawn(
-    index: usize,
-    config: &HostConfig,
-    watchdog: Arc<Watchdog>,
-) -> mpsc::UnboundedSender<Command> {
+impl Worker {
+    /// Queues `command`; false if the thread has ended.
+    pub(crate) fn send(&self, command: Command) -> bool {
+        self.tx.send(command).is_ok()
+    }
+}
+
+/// Sizes of one worker.
+#[derive(Clone, Copy)]
+pub(crate) struct WorkerConfig {
+    pub pool_size: usize,
+    pub heap_bytes: usize,
+}
+
+/// Starts a worker thread named `name`.
+pub(crate) fn spawn(name: String, config: WorkerConfig, watchdog: Arc<Watchdog>) -> Worker {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (pool_size, heap_bytes) = (config.pool_size, config.heap_bytes);
+    let health = Arc::new(Health::new());
+    let shared = health.clone();
     thread::Builder::new()
-        .name(format!("isolate-{index}"))
+        .name(name)
         .stack_size(WORKER_STACK)
         .spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -62,80 +187,164 @@ pub(crate) fn spawn(
                 .build()
                 .expect("build a worker's tokio runtime");
             let local = tokio::task::LocalSet::new();
-            local.block_on(&runtime, serve(rx, pool_size, heap_bytes, watchdog));
+            local.block_on(&runtime, serve(rx, config, watchdog, shared));
         })
         .expect("spawn an isolate worker thread");
-    tx
+    Worker { tx, health }
+}
+
+/// One process's isolate; `None` until first needed or after it was poisoned.
+type Slot = Rc<tokio::sync::Mutex<Option<Isolate>>>;
+
+/// What the call tasks of one worker share.
+struct Local {
+    pool: Pool,
+    watchdog: Arc<Watchdog>,
+    health: Arc<Health>,
+    procs: RefCell<HashMap<i64, Slot>>,
+}
+
+impl Local {
+    fn slot(&self, pid: i64) -> Slot {
+        self.procs
+            .borrow_mut()
+            .entry(pid)
+            .or_insert_with(|| Rc::new(tokio::sync::Mutex::new(None)))
+            .clone()
+    }
+
+    /// Retires the thread if it has spent its slot budget.
+    fn check_budget(&self) {
+        if slots::exhausted() {
+            self.health.retire("its engine slot budget is spent");
+        }
+    }
+
+    /// A fresh isolate; a failure retires the thread (see `pool.rs`).
+    fn fresh_isolate(&self, heap_bytes: usize) -> Result<Isolate, String> {
+        let isolate = self.pool.take(heap_bytes).map_err(|e| e.to_string());
+        self.check_budget();
+        isolate
+    }
 }
 
 async fn serve(
     mut rx: mpsc::UnboundedReceiver<Command>,
-    pool_size: usize,
-    heap_bytes: usize,
+    config: WorkerConfig,
     watchdog: Arc<Watchdog>,
+    health: Arc<Health>,
 ) {
-    let pool = Pool::new(pool_size, heap_bytes);
-    let mut procs: HashMap<i64, Slot> = HashMap::new();
+    let local = Rc::new(Local {
+        pool: Pool::new(config.pool_size, config.heap_bytes, health.clone()),
+        watchdog,
+        health,
+        procs: RefCell::new(HashMap::new()),
+    });
+    let mut tasks = JoinSet::new();
     while let Some(command) = rx.recv().await {
         match command {
-            Command::Attach { pid, reply } => {
-                let result = match procs.get(&pid) {
-                    Some(_) => Ok(()),
-                    None => pool.take(heap_bytes).map(|isolate| {
-                        procs.insert(pid, Rc::new(Mutex::new(Some(isolate))));
-                    }),
-                };
-                let _ = reply.send(result);
+            Command::Attach { pid, claim, reply } => {
+                if !claim.take() {
+                    continue;
+                }
+                let _ = reply.send(attach(&local, pid, config.heap_bytes));
             }
             Command::Detach { pid, reply } => {
-                procs.remove(&pid);
+                local.procs.borrow_mut().remove(&pid);
                 let _ = reply.send(());
             }
-            Command::Call { pid, req, reply } => {
-                let slot = procs
-                    .entry(pid)
-                    .or_insert_with(|| Rc::new(Mutex::new(None)))
-                    .clone();
-                let (pool, watchdog) = (pool.clone(), watchdog.clone());
-                tokio::task::spawn_local(async move {
+            Command::Call {
+                pid,
+                req,
+                claim,
+                reply,
+            } => {
+                let local = local.clone();
+                tasks.spawn_local(async move {
+                    let slot = local.slot(pid);
                     let mut isolate = slot.lock().await;
-                    let _ = reply.send(call(&mut isolate, &pool, &watchdog, req).await);
+                    if !claim.take() {
+                        return;
+                    }
+                    let _ = reply.send(run(&local, &mut isolate, &req).await);
                 });
             }
-            Command::Ephemeral { req, reply } => {
-                let (pool, watchdog) = (pool.clone(), watchdog.clone());
-                tokio::task::spawn_local(async move {
+            Command::Ephemeral { req, claim, reply } => {
+                let local = local.clone();
+                tasks.spawn_local(async move {
+                    if !claim.take() {
+                        return;
+                    }
                     let mut isolate = None;
-                    let _ = reply.send(call(&mut isolate, &pool, &watchdog, req).await);
+                    let _ = reply.send(run(&local, &mut isolate, &req).await);
                 });
             }
         }
+        while tasks.try_join_next().is_some() {}
     }
+    // The host dropped its handle: finish what runs, then drop every isolate here.
+    while tasks.join_next().await.is_some() {}
+    local.pool.drain();
+    local.procs.borrow_mut().clear();
 }
 
-/// Runs `req` on the slot's isolate, replacing it first if it is missing or has another
-/// heap limit, and dropping it afterwards if the call poisoned it.
-async fn call(
+fn attach(local: &Local, pid: i64, heap_bytes: usize) -> Answer<Result<(), IsolateError>> {
+    if local.health.is_retiring() {
+        return Answer::Elsewhere("the worker thread is retiring".into());
+    }
+    let slot = local.slot(pid);
+    // A running call holds the slot: the process has an isolate.
+    let Ok(mut isolate) = slot.try_lock() else {
+        return Answer::Done(Ok(()));
+    };
+    if isolate.is_none() {
+        match local.fresh_isolate(heap_bytes) {
+            Ok(fresh) => *isolate = Some(fresh),
+            Err(why) => return Answer::Elsewhere(why),
+        }
+    }
+    Answer::Done(Ok(()))
+}
+
+/// Runs `req` on the slot's isolate, replacing it first if it is missing or has another heap
+/// limit, and dropping it afterwards if the call poisoned it.
+async fn run(
+    local: &Local,
     slot: &mut Option<Isolate>,
-    pool: &Pool,
-    watchdog: &Watchdog,
-    req: CallRequest,
-) -> Result<Value, CallError> {
+    req: &CallRequest,
+) -> Answer<Result<Value, CallError>> {
+    if local.health.is_retiring() {
+        return Answer::Elsewhere("the worker thread is retiring".into());
+    }
     let fits = slot
         .as_ref()
         .is_some_and(|isolate| isolate.heap_bytes() == req.limits.heap_bytes);
     if !fits {
-        *slot = Some(
-            pool.take(req.limits.heap_bytes)
-                .map_err(|e| CallError::Internal(e.to_string()))?,
-        );
+        *slot = None;
+        match local.fresh_isolate(req.limits.heap_bytes) {
+            Ok(isolate) => *slot = Some(isolate),
+            Err(why) => return Answer::Elsewhere(why),
+        }
     }
     let Some(isolate) = slot.as_mut() else {
-        return Err(CallError::Internal("no isolate".into()));
+        return Answer::Done(Err(CallError::Internal("no isolate".into())));
     };
-    let (result, health) = isolate.call(&req, watchdog).await;
-    if health == Health::Poisoned {
-        *slot = None;
+    let ticket = local.watchdog.watch(
+        req.ctx.pid,
+        isolate.stop_handles(),
+        req.limits.cpu_ms,
+        req.limits.wall_ms,
+        local.health.clone(),
+    );
+    let (result, health) = isolate.call(req, &ticket).await;
+    match health {
+        IsolateHealth::Healthy => {}
+        IsolateHealth::Poisoned => *slot = None,
+        IsolateHealth::ThreadPoisoned(why) => {
+            *slot = None;
+            local.health.retire(&why);
+        }
     }
-    result
+    local.check_budget();
+    Answer::Done(result)
 }

@@ -19,6 +19,8 @@ pub mod rule {
     pub const NO_REQUIRE: &str = "no-require";
     /// A reference to the host global `Deno`.
     pub const NO_HOST_GLOBAL: &str = "no-host-global";
+    /// A name reserved for the runtime (`__libos…`).
+    pub const NO_RESERVED_NAME: &str = "no-reserved-name";
     /// The source does not parse (or does not transpile).
     pub const SYNTAX: &str = "syntax";
     /// `export const tool` missing, not a static literal, or malformed.

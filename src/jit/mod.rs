@@ -22,6 +22,8 @@ pub use rules::DEFAULT_ALLOWED_IMPORTS;
 pub use schema::{check_schema, validate};
 pub use tool::{
     analyze, is_valid_tool_name, AnalyzeOptions, AnalyzedTool, DeclaredTest, MockSyscall,
-    ToolLimits, ToolMeta,
+    ToolLimits, ToolMeta, MAX_DECLARED_TESTS,
 };
-pub use transpile::{transpile, Diagnostic, TranspileCache, Transpiled};
+pub use transpile::{
+    transpile, transpile_with, Diagnostic, StopChecks, TranspileCache, Transpiled, GATE,
+};

@@ -14,14 +14,17 @@
 //!   the allowlist.
 //! * `no-require` — `require(...)` calls and `import x = require("…")`.
 //! * `no-host-global` — `Deno` referenced as a value or member (`Deno.core`, `globalThis.Deno`).
+//! * `no-reserved-name` — an identifier starting with `__libos` (the runtime's stop checks
+//!   call `__libos_gate__`; a tool must not shadow it).
 //!
 //! Type positions (`x: Function`, `typeof Deno`) are never flagged: they vanish when transpiled.
 
 use std::collections::HashSet;
 
 use deno_ast::swc::ast::{
-    CallExpr, Callee, ExportAll, ExportNamedSpecifier, Expr, ImportDecl, MemberExpr, MemberProp,
-    ModuleExportName, NamedExport, NewExpr, OptCall, Prop, Str, TsImportEqualsDecl, TsModuleRef,
+    CallExpr, Callee, ExportAll, ExportNamedSpecifier, Expr, Ident, ImportDecl, MemberExpr,
+    MemberProp, ModuleExportName, NamedExport, NewExpr, OptCall, Prop, Str, TsImportEqualsDecl,
+    TsModuleRef,
 };
 use deno_ast::swc::common::Span;
 use deno_ast::swc::ecma_visit::{Visit, VisitWith};
@@ -118,6 +121,19 @@ impl Checker<'_> {
 }
 
 impl Visit for Checker<'_> {
+    fn visit_ident(&mut self, n: &Ident) {
+        if n.sym.starts_with("__libos") {
+            self.report(
+                rule::NO_RESERVED_NAME,
+                n.span,
+                format!(
+                    "`{}` is reserved for the runtime; choose another name",
+                    n.sym
+                ),
+            );
+        }
+    }
+
     fn visit_expr(&mut self, n: &Expr) {
         if let Expr::Ident(id) = n {
             self.check_name(&id.sym, id.span);
@@ -391,6 +407,22 @@ export default async function run(args: { path: string }, libos: Libos): Promise
         assert_eq!(rules("const d = globalThis.Deno;"), ["no-host-global"]);
         assert_eq!(rules("const { core } = Deno;"), ["no-host-global"]);
         assert_eq!(rules("process.env.X;"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn reserved_names() {
+        assert_eq!(
+            rules("const __libos_gate__ = { check() {} };"),
+            ["no-reserved-name"]
+        );
+        assert_eq!(
+            rules("function f(__libosX: number) { return __libosX; }").len(),
+            2
+        );
+        assert_eq!(
+            rules("const o = { __libos: 1 }; o.__libos;"),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

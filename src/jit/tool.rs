@@ -16,7 +16,7 @@ use super::finding::{rule, Finding};
 use super::literal::{to_json, unwrap_type_wrappers};
 use super::rules::{self, DEFAULT_ALLOWED_IMPORTS};
 use super::schema::{check_schema, validate};
-use super::transpile::{emit_parsed, parse, source_hash, Diagnostic, Transpiled};
+use super::transpile::{emit_parsed, parse, source_hash, Diagnostic, StopChecks, Transpiled};
 
 /// Options for [`analyze`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,7 +191,8 @@ pub fn analyze(
     match meta {
         Some(meta) if findings.is_empty() => {
             let transpiled =
-                emit_parsed(specifier, parsed, source_hash(source)).map_err(|d| vec![syntax(d)])?;
+                emit_parsed(specifier, parsed, source_hash(source), StopChecks::Inserted)
+                    .map_err(|d| vec![syntax(d)])?;
             Ok(AnalyzedTool { meta, transpiled })
         }
         _ => Err(findings),
@@ -275,9 +276,18 @@ fn check_io_schema(
     }
 }
 
+/// Declared tests one tool may have: validation runs each in a fresh isolate.
+pub const MAX_DECLARED_TESTS: usize = 16;
+
 /// Problems with the declared tests, each prefixed with the test's name.
 fn check_tests(meta: &ToolMeta, input_ok: bool, output_ok: bool) -> Vec<String> {
     let mut problems = Vec::new();
+    if meta.tests.len() > MAX_DECLARED_TESTS {
+        problems.push(format!(
+            "a tool may declare at most {MAX_DECLARED_TESTS} tests; this one declares {}",
+            meta.tests.len()
+        ));
+    }
     let mut names = std::collections::HashSet::new();
     for t in &meta.tests {
         let mut bad = |msg: String| problems.push(format!("test \"{}\": {msg}", t.name));

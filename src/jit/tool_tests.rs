@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::finding::Finding;
-use super::tool::{analyze, is_valid_tool_name, AnalyzeOptions, AnalyzedTool};
+use super::tool::{analyze, is_valid_tool_name, AnalyzeOptions, AnalyzedTool, MAX_DECLARED_TESTS};
 
 const GOOD: &str = r#"import type { Libos } from "libos";
 
@@ -363,6 +363,22 @@ fn declared_tests_checked_against_schemas() {
     let f = findings(&GOOD.replace("expect: { lines: 3 }", "expected: { lines: 3 }"));
     assert_eq!(f[0].rule, "tool-meta");
     assert!(f[0].message.contains("expected"), "{}", f[0].message);
+}
+
+#[test]
+fn declared_tests_are_capped_per_tool() {
+    let many: String = (0..=MAX_DECLARED_TESTS)
+        .map(|i| format!("{{ name: \"t{i}\", args: {{ path: \"a\" }}, expect: {{ lines: 1 }} }},"))
+        .collect();
+    let src = GOOD.replace("  tests: [", &format!("  tests: [{many}"));
+    let f = findings(&src);
+    assert_eq!(f[0].rule, "tool-test");
+    assert!(
+        f[0].message
+            .contains(&format!("at most {MAX_DECLARED_TESTS} tests")),
+        "{}",
+        f[0].message
+    );
 }
 
 #[test]

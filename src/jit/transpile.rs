@@ -4,14 +4,26 @@
 //! (type-only imports disappear), and emits an ES module plus a *separate* JSON source map
 //! so stack traces from the isolate can be mapped back to TypeScript line:column.
 //! [`TranspileCache`] memoises results by `(specifier, sha256(source))`; a hit never parses.
+//!
+//! Every function of a tool starts with a stop check, `__libos_gate__.check()` ([`GATE`],
+//! defined by `ts/libos.ts`; tools may not name it): once the watchdog stops a call, the
+//! next function the tool enters ends it. The engine checks for termination only every so
+//! many calls, which a storm of microtasks that spawn microtasks outruns; a check at every
+//! function entry does not.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use deno_ast::diagnostics::Diagnostic as _;
+use deno_ast::swc::ast::{
+    ArrowExpr, BlockStmtOrExpr, CallExpr, Callee, Constructor, Expr, ExprStmt, Function, Ident,
+    MemberExpr, MemberProp, ParenExpr, SeqExpr, Stmt,
+};
+use deno_ast::swc::common::DUMMY_SP;
+use deno_ast::swc::ecma_visit::{VisitMut, VisitMutWith};
 use deno_ast::{
-    EmitOptions, MediaType, ModuleSpecifier, ParseDiagnostic, ParseParams, ParsedSource,
-    SourceMapOption, TranspileError, TranspileModuleOptions, TranspileOptions,
+    emit, fold_program, EmitOptions, MediaType, ModuleSpecifier, ParseDiagnostic, ParseParams,
+    ParsedSource, SourceMap, SourceMapOption, TranspileOptions,
 };
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -84,11 +96,23 @@ pub(crate) fn parse(specifier: &str, source: &str) -> Result<ParsedSource, Diagn
     Ok(parsed)
 }
 
-/// Emits an already-parsed module (consumes it, so the program is not cloned).
+/// The global the stop checks call (see the module docs).
+pub const GATE: &str = "__libos_gate__";
+
+/// Whether emitted code starts every function with a stop check: tools do; the libos
+/// bootstrap, which defines the check, does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopChecks {
+    Inserted,
+    Omitted,
+}
+
+/// Emits an already-parsed module.
 pub(crate) fn emit_parsed(
     specifier: &str,
     parsed: ParsedSource,
     hash: String,
+    checks: StopChecks,
 ) -> Result<Transpiled, Diagnostic> {
     let transpile_options = TranspileOptions {
         jsx: None,
@@ -101,14 +125,27 @@ pub(crate) fn emit_parsed(
         inline_sources: true,
         remove_comments: false,
     };
-    let emitted = parsed
-        .transpile(
-            &transpile_options,
-            &TranspileModuleOptions::default(),
-            &emit_options,
-        )
-        .map_err(|e| transpile_error(specifier, e))?
-        .into_source();
+    let source_map = SourceMap::single(parsed.specifier().clone(), parsed.text().to_string());
+    let comments = parsed.comments().as_single_threaded();
+    let program = (*parsed.program()).clone();
+    let mut program = parsed
+        .globals()
+        .with(|marks| {
+            fold_program(
+                program,
+                &transpile_options,
+                &source_map,
+                &comments,
+                marks,
+                Box::new(parsed.diagnostics().iter()),
+            )
+        })
+        .map_err(|e| emit_error(specifier, e.to_string()))?;
+    if checks == StopChecks::Inserted {
+        program.visit_mut_with(&mut InsertStopChecks);
+    }
+    let emitted = emit((&program).into(), &comments, &source_map, &emit_options)
+        .map_err(|e| emit_error(specifier, e.to_string()))?;
     Ok(Transpiled {
         code: emitted.text,
         source_map: emitted.source_map,
@@ -116,25 +153,88 @@ pub(crate) fn emit_parsed(
     })
 }
 
-fn transpile_error(specifier: &str, err: TranspileError) -> Diagnostic {
-    match err {
-        TranspileError::ParseErrors(errs) if !errs.0.is_empty() => {
-            diagnostic_from_parse(specifier, &errs.0[0])
-        }
-        other => Diagnostic {
-            specifier: specifier.to_string(),
-            message: other.to_string(),
-            line: 1,
-            column: 1,
-        },
+fn emit_error(specifier: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        specifier: specifier.to_string(),
+        message,
+        line: 1,
+        column: 1,
     }
 }
 
-/// Transpiles a TypeScript ES module to a JavaScript ES module with a separate source map.
+/// `__libos_gate__.check()`.
+fn stop_check() -> Expr {
+    Expr::Call(CallExpr {
+        span: DUMMY_SP,
+        callee: Callee::Expr(Box::new(Expr::Member(MemberExpr {
+            span: DUMMY_SP,
+            obj: Box::new(Expr::Ident(Ident::new_no_ctxt(GATE.into(), DUMMY_SP))),
+            prop: MemberProp::Ident("check".into()),
+        }))),
+        args: Vec::new(),
+        ..Default::default()
+    })
+}
+
+fn stop_check_stmt() -> Stmt {
+    Stmt::Expr(ExprStmt {
+        span: DUMMY_SP,
+        expr: Box::new(stop_check()),
+    })
+}
+
+/// Puts a stop check first in every function body (functions, methods, accessors,
+/// constructors, arrows; an expression-bodied arrow `x => e` becomes `x => (check(), e)`).
+struct InsertStopChecks;
+
+impl VisitMut for InsertStopChecks {
+    fn visit_mut_function(&mut self, n: &mut Function) {
+        n.visit_mut_children_with(self);
+        if let Some(body) = &mut n.body {
+            body.stmts.insert(0, stop_check_stmt());
+        }
+    }
+
+    fn visit_mut_constructor(&mut self, n: &mut Constructor) {
+        n.visit_mut_children_with(self);
+        if let Some(body) = &mut n.body {
+            body.stmts.insert(0, stop_check_stmt());
+        }
+    }
+
+    fn visit_mut_arrow_expr(&mut self, n: &mut ArrowExpr) {
+        n.visit_mut_children_with(self);
+        match &mut *n.body {
+            BlockStmtOrExpr::BlockStmt(body) => body.stmts.insert(0, stop_check_stmt()),
+            BlockStmtOrExpr::Expr(expr) => {
+                let inner = std::mem::replace(expr, Box::new(Expr::Invalid(Default::default())));
+                *expr = Box::new(Expr::Paren(ParenExpr {
+                    span: DUMMY_SP,
+                    expr: Box::new(Expr::Seq(SeqExpr {
+                        span: DUMMY_SP,
+                        exprs: vec![Box::new(stop_check()), inner],
+                    })),
+                }));
+            }
+        }
+    }
+}
+
+/// Transpiles a TypeScript tool module to a JavaScript ES module with a separate source map
+/// and a stop check at the start of every function.
 pub fn transpile(specifier: &str, source: &str) -> Result<Transpiled, Diagnostic> {
+    transpile_with(specifier, source, StopChecks::Inserted)
+}
+
+/// [`transpile`], choosing whether to insert stop checks.
+pub fn transpile_with(
+    specifier: &str,
+    source: &str,
+    checks: StopChecks,
+) -> Result<Transpiled, Diagnostic> {
     let hash = source_hash(source);
     let parsed = parse(specifier, source)?;
-    emit_parsed(specifier, parsed, hash)
+    emit_parsed(specifier, parsed, hash, checks)
 }
 
 type CacheKey = (String, String);
@@ -193,7 +293,12 @@ impl TranspileCache {
         }
         // Transpile outside the lock; a racing duplicate is harmless.
         let parsed = parse(specifier, source)?;
-        let out = Arc::new(emit_parsed(specifier, parsed, key.1.clone())?);
+        let out = Arc::new(emit_parsed(
+            specifier,
+            parsed,
+            key.1.clone(),
+            StopChecks::Inserted,
+        )?);
         Ok(self.insert(key, out))
     }
 
@@ -254,6 +359,27 @@ export default async function run(args: Args, libos: Libos): Promise<{ lines: nu
         );
         assert_eq!(out.hash, source_hash(TOOL));
         assert_eq!(out.hash.len(), 64);
+    }
+
+    #[test]
+    fn every_function_starts_with_a_stop_check() {
+        let src = "export default async function run() {\n  const f = (x: number) => x + 1;\n  \
+                   class A { constructor() {} m() {} get g() { return 1; } }\n  \
+                   return [f(1), function () {}, async () => { await 0; }];\n}\n";
+        let out = transpile("t.ts", src).unwrap();
+        assert_eq!(
+            out.code.matches("__libos_gate__.check()").count(),
+            7,
+            "{}",
+            out.code
+        );
+        assert!(
+            out.code.contains("(__libos_gate__.check(), x + 1)"),
+            "{}",
+            out.code
+        );
+        let plain = transpile_with("t.ts", src, StopChecks::Omitted).unwrap();
+        assert!(!plain.code.contains(GATE), "{}", plain.code);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::capability::{validate_resource, Pid, Right};
 use super::dispatch::{Done, Scope};
 use super::error::{SysResult, SyscallError};
-use super::image::Image;
+use super::image::{Image, ToolLimits};
 use super::syscall::Syscall;
 use super::Kernel;
 
@@ -86,6 +86,11 @@ impl Kernel {
             unreachable!("image_register_call got {}", call.name())
         };
         let image = Image::from_toml(manifest).map_err(SyscallError::invalid)?;
+        // Per-call limits above the operator's defaults come only from the operator.
+        image
+            .limits
+            .check_within(&ToolLimits::default())
+            .map_err(|e| SyscallError::invalid(format!("image {}: {e}", image.id)))?;
         self.authorize_one(
             pid,
             format!("image:{}", image.id),

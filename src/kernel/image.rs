@@ -24,11 +24,15 @@ use serde::{Deserialize, Serialize};
 use super::capability::{validate_resource, CapabilitySpec};
 use super::syscall::Budget;
 
-/// Per-call limits for tools run by processes of an image.
+/// Per-call limits for tools run by processes of an image. The defaults are the operator's;
+/// only an image the operator registers may raise them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ToolLimits {
+    /// Time the call's JavaScript may run.
     pub cpu_ms: u64,
+    /// Total wall-clock time of a call, waiting included.
+    pub wall_ms: u64,
     pub heap_mb: u64,
     pub syscalls: u64,
     pub result_bytes: u64,
@@ -39,10 +43,31 @@ impl Default for ToolLimits {
     fn default() -> Self {
         ToolLimits {
             cpu_ms: 1_000,
+            wall_ms: 600_000,
             heap_mb: 64,
             syscalls: 1_000,
             result_bytes: 1 << 20,
             console_bytes: 64 << 10,
+        }
+    }
+}
+
+impl ToolLimits {
+    /// An error naming the first limit of `self` above `ceiling`, if any.
+    pub fn check_within(&self, ceiling: &ToolLimits) -> Result<(), String> {
+        let pairs = [
+            ("cpu_ms", self.cpu_ms, ceiling.cpu_ms),
+            ("wall_ms", self.wall_ms, ceiling.wall_ms),
+            ("heap_mb", self.heap_mb, ceiling.heap_mb),
+            ("syscalls", self.syscalls, ceiling.syscalls),
+            ("result_bytes", self.result_bytes, ceiling.result_bytes),
+            ("console_bytes", self.console_bytes, ceiling.console_bytes),
+        ];
+        match pairs.iter().find(|(_, own, max)| own > max) {
+            Some((name, own, max)) => Err(format!(
+                "limits.{name} = {own} is above the operator's {max}; only the operator can register an image with higher limits"
+            )),
+            None => Ok(()),
         }
     }
 }
@@ -143,6 +168,15 @@ rights = ["read"]
         assert_eq!(image.limits.cpu_ms, 500);
         assert_eq!(image.limits.heap_mb, 64);
         assert_eq!(image.capabilities.len(), 1);
+    }
+
+    #[test]
+    fn limits_above_the_operators_are_named() {
+        let mut limits = ToolLimits::default();
+        assert_eq!(limits.check_within(&ToolLimits::default()), Ok(()));
+        limits.cpu_ms = 600_000;
+        let err = limits.check_within(&ToolLimits::default()).unwrap_err();
+        assert!(err.contains("limits.cpu_ms = 600000"), "{err}");
     }
 
     #[test]

@@ -377,12 +377,14 @@ impl Kernel {
                     }
                     state.bump(pid);
                 }
+                self.interrupt_tools(pid);
                 if !self.inner.tasks.lock().contains_key(&pid) {
                     self.exit_process(pid, Status::Killed, json!({"signal": "cancel"}))
                         .await?;
                 }
             }
             Signal::Kill => {
+                self.interrupt_tools(pid);
                 if let Some(task) = self.inner.tasks.lock().remove(&pid) {
                     task.abort();
                 }

@@ -23,12 +23,17 @@ use super::journal::Invocation;
 use super::process::own_namespace;
 use super::syscall::{ObjectSpec, Syscall};
 use super::Kernel;
-use crate::isolate::{CallContext, CallLimits, CallRequest, IsolateHost, SyscallPort, ToolModule};
+use crate::isolate::{
+    CallContext, CallError, CallLimits, CallRequest, IsolateHost, SyscallPort, ToolModule,
+};
 use crate::jit::{self, AnalyzeOptions, DeclaredTest, ToolMeta};
 use crate::store::WriteBatch;
 
 /// Largest tool source accepted by `tool.propose`.
 const MAX_SOURCE_BYTES: usize = 256 << 10;
+
+/// How long the declared tests of one validation may run in total.
+const VALIDATION_MS: u64 = 10_000;
 
 /// What `resume` did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -198,12 +203,33 @@ impl Kernel {
                     .transpiled
                     .insert_transpiled(&specifier, analyzed.transpiled);
                 let limits = self.limits_for(pid, &analyzed.meta.limits).await;
+                let started = std::time::Instant::now();
                 let mut tests = Vec::new();
                 for test in &analyzed.meta.tests {
-                    tests.push(
-                        self.run_declared_test(pid, &module, &analyzed.meta, test, limits)
-                            .await,
-                    );
+                    let left = VALIDATION_MS.saturating_sub(started.elapsed().as_millis() as u64);
+                    // Each declared test runs the tool once: it is one of the caller's tool
+                    // calls, under the same limits as a call, within the validation's time.
+                    let charged = if left == 0 {
+                        Err(SyscallError::limit(
+                            "validation_time",
+                            format!("the declared tests of one validation may run {VALIDATION_MS} ms in total"),
+                        ))
+                    } else {
+                        self.charge_tool_call(pid)
+                    };
+                    let outcome = match charged {
+                        Ok(()) => {
+                            let mut limits = limits;
+                            limits.cpu_ms = limits.cpu_ms.min(left);
+                            limits.wall_ms = limits.wall_ms.min(left);
+                            self.run_declared_test(pid, &module, &analyzed.meta, test, limits)
+                                .await
+                        }
+                        Err(e) => {
+                            json!({"name": test.name, "passed": false, "error": format!("not run: {e}")})
+                        }
+                    };
+                    tests.push(outcome);
                 }
                 let ok = tests.iter().all(|t| t["passed"] == true);
                 (
@@ -410,6 +436,26 @@ impl Kernel {
         Ok(table)
     }
 
+    /// Counts one run of tool code (a call or a declared test) against `pid`'s budget.
+    fn charge_tool_call(&self, pid: Pid) -> SysResult<()> {
+        let mut state = self.inner.state.lock();
+        let p = state
+            .procs
+            .get_mut(&pid)
+            .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+        if p.usage.tool_calls >= p.budget.tool_calls {
+            return Err(SyscallError::limit(
+                "tool_calls",
+                format!(
+                    "process {pid} used its budget of {} tool calls",
+                    p.budget.tool_calls
+                ),
+            ));
+        }
+        p.usage.tool_calls += 1;
+        Ok(())
+    }
+
     /// Per-call limits: the image's, lowered (never raised) by the tool's own.
     async fn limits_for(&self, pid: Pid, tool: &jit::ToolLimits) -> CallLimits {
         let image = match self.process(pid) {
@@ -423,6 +469,7 @@ impl Kernel {
         let pick = |img: u64, own: Option<u64>| own.map_or(img, |o| o.clamp(1, img));
         CallLimits {
             cpu_ms: pick(image.cpu_ms, tool.cpu_ms),
+            wall_ms: image.wall_ms.max(1),
             heap_bytes: (pick(image.heap_mb, tool.heap_mb) as usize) << 20,
             max_syscalls: pick(image.syscalls, tool.syscalls),
             max_result_bytes: pick(image.result_bytes, tool.result_bytes) as usize,
@@ -442,23 +489,7 @@ impl Kernel {
         let tool = table.get(name).cloned().ok_or_else(|| {
             SyscallError::NotFound(format!("tool {name} in process {pid}'s tool table"))
         })?;
-        {
-            let mut state = self.inner.state.lock();
-            let p = state
-                .procs
-                .get_mut(&pid)
-                .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
-            if p.usage.tool_calls >= p.budget.tool_calls {
-                return Err(SyscallError::limit(
-                    "tool_calls",
-                    format!(
-                        "process {pid} used its budget of {} tool calls",
-                        p.budget.tool_calls
-                    ),
-                ));
-            }
-            p.usage.tool_calls += 1;
-        }
+        self.charge_tool_call(pid)?;
         if let Err(errors) = jit::validate(&tool.meta.input, &args) {
             return Err(SyscallError::invalid(format!(
                 "arguments of {name} do not match its input schema: {}",
@@ -702,6 +733,14 @@ impl Kernel {
             .map_err(|e| SyscallError::Internal(e.to_string()))
     }
 
+    /// Stops `pid`'s running tool calls and declared tests (its `cancel` and `kill`
+    /// signals): they fail with `Cancelled` at once, whatever their JavaScript is doing.
+    pub(crate) fn interrupt_tools(&self, pid: Pid) {
+        if let Some(host) = self.inner.isolates.get() {
+            host.interrupt(pid);
+        }
+    }
+
     /// Drops the cached tool table of a process (it is reloaded from the store on next use).
     pub(crate) fn forget_tool_table(&self, pid: Pid) {
         self.inner.tools.tables.lock().remove(&pid);
@@ -712,6 +751,29 @@ impl Kernel {
         self.inner.tools.tables.lock().remove(&pid);
         if let Some(host) = self.inner.isolates.get() {
             host.detach(pid).await;
+        }
+    }
+}
+
+/// How a failed tool call surfaces as a syscall error. Only an error the port returned to
+/// one of this call's syscalls (the host's record of it) becomes a kernel outcome such as
+/// `PermissionDenied` or `HumanRequired`; whatever the tool throws itself, libos error
+/// classes included, is a `ToolError`.
+impl From<CallError> for SyscallError {
+    fn from(err: CallError) -> SyscallError {
+        match err {
+            CallError::Limit { limit, detail } => SyscallError::LimitExceeded { limit, detail },
+            CallError::Syscall { error } => match serde_json::from_value::<WireError>(error) {
+                Ok(wire) => SyscallError::from_wire(&wire),
+                Err(e) => SyscallError::Internal(format!("a syscall error of unknown shape: {e}")),
+            },
+            CallError::Threw { message, stack } => SyscallError::ToolError { message, stack },
+            CallError::Module(message) => SyscallError::ToolError {
+                message,
+                stack: String::new(),
+            },
+            CallError::Cancelled(message) => SyscallError::Cancelled(message),
+            CallError::Internal(message) => SyscallError::Internal(message),
         }
     }
 }
