@@ -105,3 +105,26 @@ impl CheckedRequest {
         &self.method
     }
 }
+
+/// The OS sandbox the kernel derived for one command from the calling process's
+/// capabilities. The shell provider builds the sandbox from it and from nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a checked sandbox must confine the command it was derived for"]
+pub struct CheckedSandbox {
+    policy: super::sandbox_policy::SandboxPolicy,
+}
+
+impl CheckedSandbox {
+    pub(in crate::kernel) fn new(policy: super::sandbox_policy::SandboxPolicy) -> Self {
+        CheckedSandbox { policy }
+    }
+
+    #[cfg(test)]
+    pub fn for_test(policy: super::sandbox_policy::SandboxPolicy) -> Self {
+        CheckedSandbox { policy }
+    }
+
+    pub fn policy(&self) -> &super::sandbox_policy::SandboxPolicy {
+        &self.policy
+    }
+}

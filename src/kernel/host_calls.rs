@@ -1,22 +1,18 @@
 //! Shell and network primitives.
 //!
-//! Shell: argv only, each command (including those nested in `bash -c`, `env`, `sudo`, …)
-//! authorized as `shell:<argv0>` execute, argv0 matched exactly as given; a script or inline
-//! interpreter code that cannot be analysed needs a capability on its exact form (e.g.
-//! `shell:python -c`), which is never implied. Network: `net:<host>:<port>` (or `net:<host>`
+//! Shell: see `shell_calls` (analysis, authorization, the sandbox policy). Network: `net:<host>:<port>` (or `net:<host>`
 //! for any port) read for GET/HEAD, write for other methods; redirects are not followed.
 
 use serde_json::json;
 
-use super::authz::{CheckedCommand, CheckedRequest};
+use super::authz::CheckedRequest;
 use super::capability::{Pid, Right};
 use super::dispatch::{Done, Scope};
 use super::error::{SysResult, SyscallError};
 use super::syscall::Syscall;
 use super::Kernel;
 use crate::providers::net::url_resource;
-use crate::providers::shell::{analyze, CommandAnalysis};
-use crate::providers::{FetchLimits, ShellLimits};
+use crate::providers::FetchLimits;
 
 impl Kernel {
     pub(crate) async fn host_call(
@@ -31,68 +27,8 @@ impl Kernel {
                 timeout_ms,
                 stdin,
             } => {
-                let analysis = analyze(argv).map_err(SyscallError::invalid)?;
-                let commands: Vec<String> = match &analysis {
-                    CommandAnalysis::Commands(cmds) => cmds
-                        .iter()
-                        .map(|c| format!("shell:{}", c.first().map(String::as_str).unwrap_or("")))
-                        .collect(),
-                    CommandAnalysis::Opaque { resource, .. } => vec![resource.clone()],
-                };
-                for resource in &commands {
-                    let result = self
-                        .authorize(
-                            pid,
-                            std::slice::from_ref(resource),
-                            Right::Execute,
-                            call,
-                            scope,
-                            || Ok(json!({"argv": argv, "commands": commands})),
-                        )
-                        .await;
-                    if let (
-                        Err(SyscallError::PermissionDenied {
-                            resource, right, ..
-                        }),
-                        CommandAnalysis::Opaque { reason, .. },
-                    ) = (&result, &analysis)
-                    {
-                        return Err(SyscallError::denied_because(
-                            resource.clone(),
-                            right.clone(),
-                            reason.clone(),
-                        ));
-                    }
-                    result?;
-                }
-                let cwd = self
-                    .inner
-                    .state
-                    .lock()
-                    .process(pid)
-                    .map(|p| p.cwd.clone())
-                    .unwrap_or_else(|| ".".into());
-                let limits = ShellLimits {
-                    timeout_ms: timeout_ms
-                        .unwrap_or(self.inner.config.shell_limits.timeout_ms)
-                        .min(self.inner.config.shell_limits.timeout_ms),
-                    max_output_bytes: self.inner.config.shell_limits.max_output_bytes,
-                };
-                let checked = CheckedCommand::new(argv.clone(), cwd);
-                self.intent_point(call, scope).await?;
-                let out = self
-                    .providers()
-                    .shell
-                    .run(&checked, stdin.as_deref(), limits)
-                    .await?;
-                let detail = json!({
-                    "exit_code": out.exit_code,
-                    "timed_out": out.timed_out,
-                    "stdout_bytes": out.stdout.len(),
-                    "stderr_bytes": out.stderr.len(),
-                    "truncated": out.stdout_truncated || out.stderr_truncated,
-                });
-                Ok(Done::new(json!(out), commands.join(" ")).detail(detail))
+                self.shell_run(pid, call, argv, *timeout_ms, stdin.as_deref(), scope)
+                    .await
             }
             Syscall::NetFetch {
                 url,
