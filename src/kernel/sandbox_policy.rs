@@ -244,9 +244,16 @@ impl SandboxPolicy {
             if access.is_empty() {
                 continue;
             }
-            match grants.iter_mut().find(|g| g.path == path && g.reach == reach) {
+            match grants
+                .iter_mut()
+                .find(|g| g.path == path && g.reach == reach)
+            {
                 Some(existing) => existing.access = existing.access.union(access),
-                None => grants.push(PathGrant { path, reach, access }),
+                None => grants.push(PathGrant {
+                    path,
+                    reach,
+                    access,
+                }),
             }
         }
         let denies: Vec<(String, Reach, FsAccess)> = live
@@ -284,9 +291,12 @@ impl SandboxPolicy {
                 } else {
                     format!("{root}/{protected}")
                 };
-                let named = grants
-                    .iter()
-                    .any(|g| (g.access.write || g.access.delete) && within(&path, &g.path));
+                // A writable grant on `.git` itself or inside it names it explicitly.
+                let named = grants.iter().any(|g| {
+                    (g.access.write || g.access.delete)
+                        && g.path != root
+                        && (within(&g.path, &path) || within(&path, &g.path))
+                });
                 if !named {
                     push_carve_out(
                         &mut carve_outs,
@@ -368,8 +378,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                let mut cap =
-                    Capability::from_operator(1, CapabilitySpec::parse_grant(g).unwrap());
+                let mut cap = Capability::from_operator(1, CapabilitySpec::parse_grant(g).unwrap());
                 cap.id = i as i64 + 1;
                 cap
             })
@@ -388,32 +397,81 @@ mod tests {
     }
 
     fn access(read: bool, write: bool, delete: bool, execute: bool) -> FsAccess {
-        FsAccess { read, write, delete, execute }
+        FsAccess {
+            read,
+            write,
+            delete,
+            execute,
+        }
     }
 
     #[test]
     fn only_always_allow_grants_become_access() {
-        let p = policy(&["fs:docs/**=read", "fs:out/**=write,delete", "fs:ask.txt=read:ask", "fs:once=read:once"]);
+        let p = policy(&[
+            "fs:docs/**=read",
+            "fs:out/**=write,delete",
+            "fs:ask.txt=read:ask",
+            "fs:once=read:once",
+        ]);
         assert_eq!(
             p.grants,
             [
-                PathGrant { path: "docs".into(), reach: Reach::Tree, access: access(true, false, false, false) },
-                PathGrant { path: "out".into(), reach: Reach::Tree, access: access(false, true, true, false) },
+                PathGrant {
+                    path: "docs".into(),
+                    reach: Reach::Tree,
+                    access: access(true, false, false, false)
+                },
+                PathGrant {
+                    path: "out".into(),
+                    reach: Reach::Tree,
+                    access: access(false, true, true, false)
+                },
             ]
         );
-        let p = policy(&["fs:**=read,execute", "fs:*=write", "fs:a.txt=read", "fs:../x=read", "fs:/etc=read"]);
-        let reaches: Vec<(&str, Reach)> = p.grants.iter().map(|g| (g.path.as_str(), g.reach)).collect();
-        assert_eq!(reaches, [(".", Reach::Tree), (".", Reach::Children), ("a.txt", Reach::Entry)]);
+        let p = policy(&[
+            "fs:**=read,execute",
+            "fs:*=write",
+            "fs:a.txt=read",
+            "fs:../x=read",
+            "fs:/etc=read",
+        ]);
+        let reaches: Vec<(&str, Reach)> = p
+            .grants
+            .iter()
+            .map(|g| (g.path.as_str(), g.reach))
+            .collect();
+        assert_eq!(
+            reaches,
+            [
+                (".", Reach::Tree),
+                (".", Reach::Children),
+                ("a.txt", Reach::Entry)
+            ]
+        );
     }
 
     #[test]
     fn a_deny_inside_an_allowed_tree_is_carved_out() {
-        let p = policy(&["fs:**=read", "fs:docs/secret/**=read:deny", "fs:notes.txt=write:deny"]);
+        let p = policy(&[
+            "fs:**=read",
+            "fs:docs/secret/**=read:deny",
+            "fs:notes.txt=write:deny",
+        ]);
         assert_eq!(p.carve_outs.len(), 1, "{:?}", p.carve_outs);
-        assert_eq!((p.carve_outs[0].path.as_str(), p.carve_outs[0].hide, p.carve_outs[0].required), ("docs/secret", true, false));
+        assert_eq!(
+            (
+                p.carve_outs[0].path.as_str(),
+                p.carve_outs[0].hide,
+                p.carve_outs[0].required
+            ),
+            ("docs/secret", true, false)
+        );
         let p = policy(&["fs:out/**=write,read", "fs:out/keep=write:deny"]);
         let keep = p.carve_outs.iter().find(|c| c.path == "out/keep").unwrap();
-        assert!(!keep.hide && keep.required, "write-denied inside a writable tree: read-only, must exist");
+        assert!(
+            !keep.hide && keep.required,
+            "write-denied inside a writable tree: read-only, must exist"
+        );
     }
 
     #[test]
@@ -432,7 +490,11 @@ mod tests {
         assert_eq!(paths, [".git/hooks", ".git/config"]);
         assert!(p.carve_outs.iter().all(|c| !c.hide && !c.required));
         let p = policy(&["fs:**=read,write", "fs:.git/**=write"]);
-        assert!(p.carve_outs.is_empty(), "named explicitly: {:?}", p.carve_outs);
+        assert!(
+            p.carve_outs.is_empty(),
+            "named explicitly: {:?}",
+            p.carve_outs
+        );
         assert!(policy(&["fs:**=read"]).carve_outs.is_empty());
     }
 
@@ -442,7 +504,10 @@ mod tests {
         assert!(p.network.permits("example.org", 443));
         assert!(p.network.permits("Example.ORG", 443));
         assert!(!p.network.permits("example.org", 80));
-        assert!(!p.network.permits("api.example.org", 443), "read is not enough for a tunnel");
+        assert!(
+            !p.network.permits("api.example.org", 443),
+            "read is not enough for a tunnel"
+        );
         let p = policy(&["net:*=write", "net:evil.example=write:deny"]);
         assert!(p.network.permits("example.org", 80));
         assert!(!p.network.permits("evil.example", 443));

@@ -71,7 +71,12 @@ impl Kernel {
                 )
                 .await;
             match (result, analysis.reason_for(resource)) {
-                (Err(SyscallError::PermissionDenied { resource, right, .. }), Some(reason)) => {
+                (
+                    Err(SyscallError::PermissionDenied {
+                        resource, right, ..
+                    }),
+                    Some(reason),
+                ) => {
                     return Err(SyscallError::denied_because(resource, right, reason));
                 }
                 (result, _) => result?,

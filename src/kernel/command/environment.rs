@@ -67,7 +67,9 @@ const CODE_INJECTING_PREFIXES: &[&str] = &[
 /// Why assigning `name` before a command makes what it runs unknowable, if it does.
 pub(super) fn hazard(name: &str) -> Option<&'static str> {
     if !is_name(name) {
-        return Some("it is not a variable name (env passes it on; bash reads functions from such names)");
+        return Some(
+            "it is not a variable name (env passes it on; bash reads functions from such names)",
+        );
     }
     if name == "PATH" {
         return Some("it changes which program a command name runs");
@@ -86,7 +88,9 @@ pub(super) fn hazard(name: &str) -> Option<&'static str> {
 
 /// The name of an assignment word (the text before its first `=`).
 pub(super) fn name_of(assignment: &str) -> &str {
-    assignment.split_once('=').map_or(assignment, |(name, _)| name)
+    assignment
+        .split_once('=')
+        .map_or(assignment, |(name, _)| name)
 }
 
 #[cfg(test)]
@@ -95,7 +99,19 @@ mod tests {
 
     #[test]
     fn hazards_cover_paths_startup_files_and_injection() {
-        for name in ["PATH", "HOME", "BASH_ENV", "ENV", "LD_PRELOAD", "PYTHONSTARTUP", "NODE_OPTIONS", "PERL5OPT", "BASH_FUNC_ls%%", "é", ""] {
+        for name in [
+            "PATH",
+            "HOME",
+            "BASH_ENV",
+            "ENV",
+            "LD_PRELOAD",
+            "PYTHONSTARTUP",
+            "NODE_OPTIONS",
+            "PERL5OPT",
+            "BASH_FUNC_ls%%",
+            "é",
+            "",
+        ] {
             assert!(hazard(name).is_some(), "{name:?}");
         }
         for name in ["LC_ALL", "FOO", "RUST_LOG", "TZ"] {

@@ -149,7 +149,14 @@ mod tests {
     #[test]
     fn deny_rm_also_denies_bin_rm() {
         let rules = [deny(7, "shell:rm")];
-        for spelling in ["rm", "/bin/rm", "/usr/bin/../bin/rm", "./gone", "./bin/rm", "/usr/bin/rm"] {
+        for spelling in [
+            "rm",
+            "/bin/rm",
+            "/usr/bin/../bin/rm",
+            "./gone",
+            "./bin/rm",
+            "/usr/bin/rm",
+        ] {
             assert!(denied(spelling, &rules), "{spelling}");
         }
         assert!(!denied("ls", &rules));
@@ -166,7 +173,11 @@ mod tests {
 
     #[test]
     fn only_exact_names_become_sandbox_masks() {
-        let rules = [deny(1, "shell:rm"), deny(2, "shell:python3 -c"), deny(3, "shell:/usr/bin/*")];
+        let rules = [
+            deny(1, "shell:rm"),
+            deny(2, "shell:python3 -c"),
+            deny(3, "shell:/usr/bin/*"),
+        ];
         let denies: Vec<&Capability> = rules.iter().collect();
         assert_eq!(denied_program_names(&denies), ["rm"]);
         assert!(denied("/usr/bin/ls", &rules), "patterns still match names");

@@ -161,7 +161,12 @@ enum CodeSource {
     Program { scripts: Vec<String> },
 }
 
-pub(super) fn analyze_interpreter(an: &mut Analyzer, spec: &Interpreter, argv: &[String], ctx: Ctx) {
+pub(super) fn analyze_interpreter(
+    an: &mut Analyzer,
+    spec: &Interpreter,
+    argv: &[String],
+    ctx: Ctx,
+) {
     let program = &argv[0];
     let stdin_form = format!("shell:{program} -");
     match code_source(spec, &argv[1..]) {
@@ -169,7 +174,10 @@ pub(super) fn analyze_interpreter(an: &mut Analyzer, spec: &Interpreter, argv: &
             format!("shell:{program} {flag}"),
             "inline interpreter code cannot be checked",
         ),
-        CodeSource::Stdin => an.opaque(stdin_form, "interpreter code read from stdin cannot be checked"),
+        CodeSource::Stdin => an.opaque(
+            stdin_form,
+            "interpreter code read from stdin cannot be checked",
+        ),
         CodeSource::Program { scripts } => {
             for script in &scripts {
                 if script == "-" || is_device_path(script) {
@@ -288,7 +296,9 @@ enum Cluster {
     /// Names a module to run (its argument may be the next word).
     Module,
     /// Names the script file, attached or as the next word.
-    File { attached: Option<String> },
+    File {
+        attached: Option<String>,
+    },
     /// The last option takes the next word as its argument.
     NeedsNext,
     Done,

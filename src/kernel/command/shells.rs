@@ -41,7 +41,10 @@ enum ShellInput<'a> {
     /// Interactive or from stdin.
     Stdin,
     /// An option that reads code from a file, or one the analysis does not know.
-    Opaque { option: String, reason: &'static str },
+    Opaque {
+        option: String,
+        reason: &'static str,
+    },
 }
 
 pub(super) fn analyze_shell(an: &mut Analyzer, argv: &[String], ctx: Ctx) -> Result<(), String> {

@@ -204,7 +204,11 @@ fn assignments_that_change_what_runs_are_opaque() {
     // `env PATH=dir /bin/sh -c ls` ran `dir/ls`: PATH matters whatever the outer program.
     let analysis = analyze(&argv(&["env", "PATH=dir", "/bin/sh", "-c", "ls"])).unwrap();
     assert_eq!(analysis.opaque[0].resource, "shell:/bin/sh PATH=");
-    assert_eq!(analysis.commands, list(&[&["ls"]]), "ls is still authorized");
+    assert_eq!(
+        analysis.commands,
+        list(&[&["ls"]]),
+        "ls is still authorized"
+    );
     // A workspace .bashrc became startup code through HOME.
     assert_eq!(
         opaque_resource(&["env", "HOME=/ws", "bash", "-ic", "ls"]),
@@ -300,17 +304,29 @@ fn xargs_input_never_chooses_the_program() {
         opaque_resource(&["xargs", "-I", "ls", "sh", "-c", "ls"]),
         "shell:xargs sh"
     );
-    assert_eq!(opaque_resource(&["xargs", "sh", "-c", "rm {}"]), "shell:xargs sh");
+    assert_eq!(
+        opaque_resource(&["xargs", "sh", "-c", "rm {}"]),
+        "shell:xargs sh"
+    );
     assert_eq!(opaque_resource(&["xargs", "env"]), "shell:xargs env");
     assert_eq!(opaque_resource(&["xargs", "nice"]), "shell:xargs nice");
-    assert_eq!(opaque_resource(&["xargs", "python3"]), "shell:xargs python3");
-    assert_eq!(opaque_resource(&["xargs", "-I", "X", "X"]), "shell:xargs -I");
+    assert_eq!(
+        opaque_resource(&["xargs", "python3"]),
+        "shell:xargs python3"
+    );
+    assert_eq!(
+        opaque_resource(&["xargs", "-I", "X", "X"]),
+        "shell:xargs -I"
+    );
     assert_eq!(opaque_resource(&["xargs", "-i", "{}"]), "shell:xargs -I");
     assert_eq!(
         opaque_resource(&["xargs", "--replace=P", "/usr/bin/P"]),
         "shell:xargs -I"
     );
-    assert_eq!(commands(&["xargs", "-I", "X", "rm", "X"]), list(&[&["rm", "X"]]));
+    assert_eq!(
+        commands(&["xargs", "-I", "X", "rm", "X"]),
+        list(&[&["rm", "X"]])
+    );
     assert_eq!(commands(&["xargs"]), list(&[&["xargs"]]));
 }
 
@@ -388,10 +404,17 @@ fn interpreter_reading_stdin_or_a_device_is_opaque() {
         "/tmp/../dev/stdin",
         "/./dev/tty",
     ] {
-        assert_eq!(opaque_resource(&["python3", path]), "shell:python3 -", "{path}");
+        assert_eq!(
+            opaque_resource(&["python3", path]),
+            "shell:python3 -",
+            "{path}"
+        );
         assert_eq!(opaque_resource(&["perl", path]), "shell:perl -", "{path}");
     }
-    assert_eq!(opaque_resource(&["deno", "run", "/dev/stdin"]), "shell:deno -");
+    assert_eq!(
+        opaque_resource(&["deno", "run", "/dev/stdin"]),
+        "shell:deno -"
+    );
     assert_eq!(opaque_resource(&["php", "-f", "/dev/stdin"]), "shell:php -");
 }
 
@@ -413,7 +436,10 @@ fn a_relative_script_after_a_directory_change_is_opaque() {
 #[test]
 fn interpreter_running_a_script_is_a_command_with_a_code_file() {
     for (words, code) in [
-        (&["python3", "script.py", "-c", "conf"][..], &["script.py"][..]),
+        (
+            &["python3", "script.py", "-c", "conf"][..],
+            &["script.py"][..],
+        ),
         (&["python3", "-W", "error", "script.py"], &["script.py"]),
         (&["python3", "-m", "pytest", "-c", "x"], &[]),
         (&["python3", "--version"], &[]),
@@ -462,7 +488,14 @@ fn deep_nesting_is_opaque() {
 
 #[test]
 fn every_program_started_is_listed_for_deny_rules() {
-    let analysis = analyze(&argv(&["nice", "env", "bash", "-c", "rm x && python3 -c y"])).unwrap();
+    let analysis = analyze(&argv(&[
+        "nice",
+        "env",
+        "bash",
+        "-c",
+        "rm x && python3 -c y",
+    ]))
+    .unwrap();
     assert_eq!(analysis.programs, ["nice", "env", "bash", "rm", "python3"]);
     let analysis = analyze(&argv(&["xargs", "bash"])).unwrap();
     assert_eq!(analysis.programs, ["xargs", "bash"]);
@@ -474,10 +507,52 @@ fn every_program_started_is_listed_for_deny_rules() {
 /// generated argvs reach deep into shells, wrappers and interpreters.
 fn word() -> impl Strategy<Value = String> {
     let vocabulary = prop::sample::select(vec![
-        "bash", "sh", "-c", "-lc", "env", "-S", "-C", "-u", "-i", "-I", "-0", "xargs", "sudo",
-        "-D", "su", "nice", "-n", "timeout", "python3", "-m", "node", "-e", "perl", "-pi",
-        "php", "-f", "deno", "eval", "bun", "--", "-", "--rcfile", "PATH=x", "FOO=1",
-        "/dev/stdin", "cd", "&&", "|", ";", "'", "\"", "ls", "é", "-é", "--é=é", "{}",
+        "bash",
+        "sh",
+        "-c",
+        "-lc",
+        "env",
+        "-S",
+        "-C",
+        "-u",
+        "-i",
+        "-I",
+        "-0",
+        "xargs",
+        "sudo",
+        "-D",
+        "su",
+        "nice",
+        "-n",
+        "timeout",
+        "python3",
+        "-m",
+        "node",
+        "-e",
+        "perl",
+        "-pi",
+        "php",
+        "-f",
+        "deno",
+        "eval",
+        "bun",
+        "--",
+        "-",
+        "--rcfile",
+        "PATH=x",
+        "FOO=1",
+        "/dev/stdin",
+        "cd",
+        "&&",
+        "|",
+        ";",
+        "'",
+        "\"",
+        "ls",
+        "é",
+        "-é",
+        "--é=é",
+        "{}",
     ])
     .prop_map(str::to_string);
     prop_oneof![vocabulary, any::<String>(), "[-+]?[\\PC]{0,6}"]

@@ -126,7 +126,16 @@ mod tests {
             split_script("a 'b c' && d|e").unwrap(),
             vec![vec!["a", "b c"], vec!["d"], vec!["e"]]
         );
-        for dynamic in ["a &", "a |& b", "a $(b)", "é", "{ a; }", "[[ -f x ]]", "a;", "'x"] {
+        for dynamic in [
+            "a &",
+            "a |& b",
+            "a $(b)",
+            "é",
+            "{ a; }",
+            "[[ -f x ]]",
+            "a;",
+            "'x",
+        ] {
             assert_eq!(split_script(dynamic), None, "{dynamic:?}");
         }
     }

@@ -42,7 +42,15 @@ const fn wrapper(name: &'static str) -> Wrapper {
 
 const WRAPPERS: &[Wrapper] = &[
     Wrapper {
-        flags: &["-i", "-", "--ignore-environment", "-0", "--null", "-v", "--debug"],
+        flags: &[
+            "-i",
+            "-",
+            "--ignore-environment",
+            "-0",
+            "--null",
+            "-v",
+            "--debug",
+        ],
         with_arg: &["-u", "--unset", "-C", "--chdir"],
         chdir: &["-C", "--chdir"],
         assignments: true,
@@ -217,7 +225,8 @@ fn option_value(options: &[String], name: &str) -> Option<String> {
             return Some(words.next().cloned().unwrap_or_default());
         }
         let attached = if name.starts_with("--") {
-            word.strip_prefix(name).and_then(|rest| rest.strip_prefix('='))
+            word.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('='))
         } else {
             word.strip_prefix(name)
         };
@@ -248,7 +257,10 @@ fn skip_options<'a>(args: &'a [String], spec: &Wrapper) -> Result<usize, &'a str
 fn unknown_option(an: &mut Analyzer, program: &str, option: &str) {
     // Name the option, not its attached value: `-Scurl x` is the form `-S`.
     let name = if option.starts_with("--") {
-        option.split_once('=').map_or(option, |(name, _)| name).to_string()
+        option
+            .split_once('=')
+            .map_or(option, |(name, _)| name)
+            .to_string()
     } else {
         option.chars().take(2).collect()
     };
@@ -281,7 +293,8 @@ fn option_width(arg: &str, spec: &Wrapper) -> Option<usize> {
     let first = letters.chars().next()?;
     let prefix = format!("-{first}");
     if letters.chars().count() > 1
-        && (spec.with_arg.contains(&prefix.as_str()) || spec.optional_arg.contains(&prefix.as_str()))
+        && (spec.with_arg.contains(&prefix.as_str())
+            || spec.optional_arg.contains(&prefix.as_str()))
     {
         return Some(1);
     }

@@ -88,7 +88,10 @@ pub fn rights(abi: ABI, grant: Grant, is_dir: bool) -> BitFlags<AccessFs> {
 
 /// Creates the ruleset with `rules` and restricts the calling thread (and its future
 /// children); sets no-new-privs. Fails unless the ruleset is fully enforced.
-pub fn restrict_self(abi: ABI, rules: &[(BorrowedFd<'_>, BitFlags<AccessFs>)]) -> Result<(), String> {
+pub fn restrict_self(
+    abi: ABI,
+    rules: &[(BorrowedFd<'_>, BitFlags<AccessFs>)],
+) -> Result<(), String> {
     let err = |e: landlock::RulesetError| format!("landlock: {e}");
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
@@ -109,7 +112,10 @@ pub fn restrict_self(abi: ABI, rules: &[(BorrowedFd<'_>, BitFlags<AccessFs>)]) -
     }
     let status = created.restrict_self().map_err(err)?;
     if status.ruleset != RulesetStatus::FullyEnforced {
-        return Err(format!("landlock: the ruleset is not fully enforced ({:?})", status.ruleset));
+        return Err(format!(
+            "landlock: the ruleset is not fully enforced ({:?})",
+            status.ruleset
+        ));
     }
     Ok(())
 }
@@ -121,10 +127,22 @@ mod tests {
     #[test]
     fn rights_follow_the_capability_and_the_file_type() {
         let abi = ABI::V6;
-        let read = FsAccess { read: true, ..FsAccess::default() };
-        assert_eq!(rights(abi, Grant::Workspace(read, Reach::Tree), true), AccessFs::ReadFile | AccessFs::ReadDir);
-        assert_eq!(rights(abi, Grant::Workspace(read, Reach::Entry), true), AccessFs::ReadDir);
-        let write = FsAccess { write: true, ..FsAccess::default() };
+        let read = FsAccess {
+            read: true,
+            ..FsAccess::default()
+        };
+        assert_eq!(
+            rights(abi, Grant::Workspace(read, Reach::Tree), true),
+            AccessFs::ReadFile | AccessFs::ReadDir
+        );
+        assert_eq!(
+            rights(abi, Grant::Workspace(read, Reach::Entry), true),
+            AccessFs::ReadDir
+        );
+        let write = FsAccess {
+            write: true,
+            ..FsAccess::default()
+        };
         let file = rights(abi, Grant::Workspace(write, Reach::Tree), false);
         assert_eq!(file, AccessFs::WriteFile | AccessFs::Truncate);
         let dir = rights(abi, Grant::Workspace(write, Reach::Tree), true);

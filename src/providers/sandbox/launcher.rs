@@ -110,7 +110,11 @@ pub(super) fn enter_namespaces(user_namespace: bool) -> io::Result<()> {
     sys::make_mounts_private()
 }
 
-fn launch(request: &LaunchRequest, stdin: Option<OwnedFd>, control: BorrowedFd<'_>) -> Result<(), Refusal> {
+fn launch(
+    request: &LaunchRequest,
+    stdin: Option<OwnedFd>,
+    control: BorrowedFd<'_>,
+) -> Result<(), Refusal> {
     set_stdin(stdin)?;
     let abi = fs_rules::abi_of(request.landlock_abi).map_err(|e| host_error("landlock", e))?;
     let filters = super::seccomp::programs().map_err(|e| host_error("seccomp", e))?;
@@ -138,8 +142,12 @@ fn launch(request: &LaunchRequest, stdin: Option<OwnedFd>, control: BorrowedFd<'
         .map_err(|e| host_error("opening the workspace", e))?;
     super::masks::apply(request, workspace.as_fd())?;
     let rules = open_rule_targets(request, abi, workspace.as_fd())?;
-    let cwd = sys::open_beneath(workspace.as_fd(), &request.policy.cwd, libc::O_PATH | libc::O_DIRECTORY)
-        .map_err(|e| host_error(&format!("working directory {}", request.policy.cwd), e))?;
+    let cwd = sys::open_beneath(
+        workspace.as_fd(),
+        &request.policy.cwd,
+        libc::O_PATH | libc::O_DIRECTORY,
+    )
+    .map_err(|e| host_error(&format!("working directory {}", request.policy.cwd), e))?;
     // Init learns that the launcher is gone (before its death signal was armed) when the
     // write end of this pipe, held only by the launcher, is closed.
     let (alive, alive_writer) = std::io::pipe().map_err(|e| host_error("pipe", e))?;
@@ -150,7 +158,18 @@ fn launch(request: &LaunchRequest, stdin: Option<OwnedFd>, control: BorrowedFd<'
     }
     if init == 0 {
         drop(alive_writer);
-        let code = run_init(request, OwnedFd::from(alive), control, Command { abi, rules, filters, cwd, env });
+        let code = run_init(
+            request,
+            OwnedFd::from(alive),
+            control,
+            Command {
+                abi,
+                rules,
+                filters,
+                cwd,
+                env,
+            },
+        );
         // SAFETY: leaving init.
         unsafe { libc::_exit(code) }
     }
@@ -162,13 +181,18 @@ fn launch(request: &LaunchRequest, stdin: Option<OwnedFd>, control: BorrowedFd<'
 
 /// Creates the proxy listener inside the new network namespace and hands it to the runtime.
 fn open_proxy_listener(control: BorrowedFd<'_>) -> Result<u16, Refusal> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| host_error("proxy listener", e))?;
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| host_error("proxy listener", e))?;
     let port = listener
         .local_addr()
         .map_err(|e| host_error("proxy listener", e))?
         .port();
-    protocol::send(control, &LauncherEvent::Proxy { port }, Some(listener.as_fd()))
-        .map_err(|e| host_error("handing over the proxy listener", e))?;
+    protocol::send(
+        control,
+        &LauncherEvent::Proxy { port },
+        Some(listener.as_fd()),
+    )
+    .map_err(|e| host_error("handing over the proxy listener", e))?;
     Ok(port)
 }
 
@@ -203,18 +227,33 @@ fn open_rule_targets(
                 rules.extend(children(workspace, &grant.path, abi, grant.access)?);
                 continue;
             }
-            _ => open_grant_root(workspace, &grant.path, grant.reach == Reach::Tree && (grant.access.write || grant.access.delete))?,
+            _ => open_grant_root(
+                workspace,
+                &grant.path,
+                grant.reach == Reach::Tree && (grant.access.write || grant.access.delete),
+            )?,
         };
         let Some(fd) = target else { continue };
         let st = sys::fstat(fd.as_fd()).map_err(|e| host_error("stat", e))?;
-        rules.push((fd, fs_rules::rights(abi, Grant::Workspace(grant.access, grant.reach), sys::is_dir(&st))));
+        rules.push((
+            fd,
+            fs_rules::rights(
+                abi,
+                Grant::Workspace(grant.access, grant.reach),
+                sys::is_dir(&st),
+            ),
+        ));
     }
     Ok(rules)
 }
 
 /// Opens a granted workspace path beneath the workspace, never through a symlink. A missing
 /// read-only root is skipped; a missing writable tree is created.
-fn open_grant_root(workspace: BorrowedFd<'_>, path: &str, create: bool) -> Result<Option<OwnedFd>, Refusal> {
+fn open_grant_root(
+    workspace: BorrowedFd<'_>,
+    path: &str,
+    create: bool,
+) -> Result<Option<OwnedFd>, Refusal> {
     match sys::open_beneath(workspace, path, libc::O_PATH) {
         Ok(fd) => Ok(Some(fd)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
@@ -224,9 +263,11 @@ fn open_grant_root(workspace: BorrowedFd<'_>, path: &str, create: bool) -> Resul
                 match sys::open_beneath(dir.as_fd(), part, libc::O_PATH | libc::O_DIRECTORY) {
                     Ok(next) => dir = next,
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                        sys::mkdir_at(dir.as_fd(), part, 0o755).map_err(|e| host_error(&format!("creating {path}"), e))?;
-                        dir = sys::open_beneath(dir.as_fd(), part, libc::O_PATH | libc::O_DIRECTORY)
-                            .map_err(|e| host_error(&format!("opening {path}"), e))?;
+                        sys::mkdir_at(dir.as_fd(), part, 0o755)
+                            .map_err(|e| host_error(&format!("creating {path}"), e))?;
+                        dir =
+                            sys::open_beneath(dir.as_fd(), part, libc::O_PATH | libc::O_DIRECTORY)
+                                .map_err(|e| host_error(&format!("opening {path}"), e))?;
                     }
                     Err(e) => return Err(symlink_or_error(path, e)),
                 }
@@ -243,7 +284,9 @@ fn symlink_or_error(path: &str, err: io::Error) -> Refusal {
     if matches!(err.raw_os_error(), Some(libc::ELOOP) | Some(libc::EXDEV)) {
         Refusal {
             denied: Some(format!("fs:{path}")),
-            message: format!("fs:{path} leads through a symlink, which the sandbox does not follow"),
+            message: format!(
+                "fs:{path} leads through a symlink, which the sandbox does not follow"
+            ),
         }
     } else {
         host_error(&format!("opening {path}"), err)
@@ -272,9 +315,14 @@ fn children(
         let Ok(child) = sys::open_beneath(fd.as_fd(), &name, libc::O_PATH) else {
             continue;
         };
-        let Ok(st) = sys::fstat(child.as_fd()) else { continue };
+        let Ok(st) = sys::fstat(child.as_fd()) else {
+            continue;
+        };
         if sys::is_regular(&st) {
-            rules.push((child, fs_rules::rights(abi, Grant::Workspace(access, Reach::Entry), false)));
+            rules.push((
+                child,
+                fs_rules::rights(abi, Grant::Workspace(access, Reach::Entry), false),
+            ));
         }
     }
     Ok(rules)
@@ -291,7 +339,12 @@ struct Command {
 
 /// PID 1 of the sandbox: mounts `/proc` and `/dev/shm`, bounds the process count, starts the
 /// command as PID 2, reaps everything, reports the command's end.
-fn run_init(request: &LaunchRequest, alive: OwnedFd, control: BorrowedFd<'_>, command: Command) -> i32 {
+fn run_init(
+    request: &LaunchRequest,
+    alive: OwnedFd,
+    control: BorrowedFd<'_>,
+    command: Command,
+) -> i32 {
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let mut check = libc::pollfd {
@@ -306,14 +359,33 @@ fn run_init(request: &LaunchRequest, alive: OwnedFd, control: BorrowedFd<'_>, co
     }
     drop(alive);
     let refuse = |message: String| {
-        let _ = protocol::send(control, &LauncherEvent::Refused { denied: None, message }, None);
+        let _ = protocol::send(
+            control,
+            &LauncherEvent::Refused {
+                denied: None,
+                message,
+            },
+            None,
+        );
         1
     };
-    if let Err(e) = sys::mount("proc", "/proc", "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "") {
+    if let Err(e) = sys::mount(
+        "proc",
+        "/proc",
+        "proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "",
+    ) {
         return refuse(format!("mounting /proc: {e}"));
     }
     if Path::new("/dev/shm").is_dir() {
-        if let Err(e) = sys::mount("tmpfs", "/dev/shm", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777,size=64m") {
+        if let Err(e) = sys::mount(
+            "tmpfs",
+            "/dev/shm",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=1777,size=64m",
+        ) {
             return refuse(format!("mounting /dev/shm: {e}"));
         }
     }
@@ -338,9 +410,13 @@ fn run_init(request: &LaunchRequest, alive: OwnedFd, control: BorrowedFd<'_>, co
         let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
         if pid == child {
             let event = if libc::WIFSIGNALED(status) {
-                LauncherEvent::Signaled { signal: libc::WTERMSIG(status) }
+                LauncherEvent::Signaled {
+                    signal: libc::WTERMSIG(status),
+                }
             } else {
-                LauncherEvent::Exited { code: libc::WEXITSTATUS(status) }
+                LauncherEvent::Exited {
+                    code: libc::WEXITSTATUS(status),
+                }
             };
             let _ = protocol::send(control, &event, None);
             return 0;
@@ -361,7 +437,10 @@ fn run_command(request: &LaunchRequest, control: BorrowedFd<'_>, command: Comman
     }
     // SAFETY: changing to a directory we hold open.
     if unsafe { libc::fchdir(command.cwd.as_raw_fd()) } < 0 {
-        refuse(None, format!("working directory: {}", io::Error::last_os_error()));
+        refuse(
+            None,
+            format!("working directory: {}", io::Error::last_os_error()),
+        );
     }
     let program = request.argv.first().cloned().unwrap_or_default();
     for code in &request.policy.code_files {
@@ -377,8 +456,11 @@ fn run_command(request: &LaunchRequest, control: BorrowedFd<'_>, command: Comman
             ),
         }
     }
-    let mut rules: Vec<(BorrowedFd<'_>, BitFlags<AccessFs>)> =
-        command.rules.iter().map(|(fd, access)| (fd.as_fd(), *access)).collect();
+    let mut rules: Vec<(BorrowedFd<'_>, BitFlags<AccessFs>)> = command
+        .rules
+        .iter()
+        .map(|(fd, access)| (fd.as_fd(), *access))
+        .collect();
     let mut fresh = Vec::new();
     for (path, grant) in [("/proc", Grant::Read), ("/dev/shm", Grant::Private)] {
         if let Ok(fd) = sys::open_path(Path::new(path), libc::O_PATH | libc::O_DIRECTORY) {
@@ -448,7 +530,11 @@ fn exec(argv: &[String], env: &[(String, String)]) -> i32 {
     let Some(program) = argv.first() else {
         return libc::ENOENT;
     };
-    let Ok(args) = argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<Vec<_>, _>>() else {
+    let Ok(args) = argv
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+    else {
         return libc::EINVAL;
     };
     let Ok(vars) = env
@@ -465,15 +551,25 @@ fn exec(argv: &[String], env: &[(String, String)]) -> i32 {
     let candidates: Vec<String> = if program.contains('/') {
         vec![program.clone()]
     } else {
-        let path = env.iter().find(|(k, _)| k == "PATH").map_or("/usr/bin:/bin", |(_, v)| v.as_str());
-        path.split(':').filter(|d| !d.is_empty()).map(|dir| format!("{dir}/{program}")).collect()
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or("/usr/bin:/bin", |(_, v)| v.as_str());
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|dir| format!("{dir}/{program}"))
+            .collect()
     };
     let mut errno = libc::ENOENT;
     for candidate in candidates {
-        let Ok(path) = CString::new(candidate) else { continue };
+        let Ok(path) = CString::new(candidate) else {
+            continue;
+        };
         // SAFETY: null-terminated arrays of valid C strings that outlive the call.
         unsafe { libc::execve(path.as_ptr(), arg_ptrs.as_ptr(), env_ptrs.as_ptr()) };
-        let err = io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOENT);
+        let err = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::ENOENT);
         if err != libc::ENOENT && err != libc::ENOTDIR {
             errno = err;
         }
@@ -522,7 +618,13 @@ fn supervise(init: libc::pid_t, control: BorrowedFd<'_>) {
         if fds[0].revents != 0 {
             let mut byte = [0u8; 64];
             // SAFETY: reading into a local buffer.
-            let read = unsafe { libc::read(control.as_raw_fd(), byte.as_mut_ptr() as *mut libc::c_void, byte.len()) };
+            let read = unsafe {
+                libc::read(
+                    control.as_raw_fd(),
+                    byte.as_mut_ptr() as *mut libc::c_void,
+                    byte.len(),
+                )
+            };
             if read <= 0 {
                 sys::kill(init);
                 break;

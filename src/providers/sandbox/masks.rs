@@ -34,7 +34,10 @@ pub(super) fn apply(request: &LaunchRequest, workspace: BorrowedFd<'_>) -> Resul
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EXDEV)) => {
                 return Err(Refusal::denied(
                     format!("fs:{}", carve_out.path),
-                    format!("{} leads through a symlink, so it cannot be carved out", carve_out.path),
+                    format!(
+                        "{} leads through a symlink, so it cannot be carved out",
+                        carve_out.path
+                    ),
                 ))
             }
             Err(e) => return Err(Refusal::host(&format!("opening {}", carve_out.path), e)),

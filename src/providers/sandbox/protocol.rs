@@ -78,7 +78,11 @@ pub enum LauncherEvent {
 }
 
 /// Sends one frame, with `pass` attached if given.
-pub fn send(socket: BorrowedFd<'_>, message: &impl Serialize, pass: Option<BorrowedFd<'_>>) -> io::Result<()> {
+pub fn send(
+    socket: BorrowedFd<'_>,
+    message: &impl Serialize,
+    pass: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
     let body = serde_json::to_vec(message).map_err(io::Error::other)?;
     let len = u32::try_from(body.len()).map_err(io::Error::other)?;
     let mut frame = len.to_le_bytes().to_vec();
@@ -106,7 +110,11 @@ pub fn send(socket: BorrowedFd<'_>, message: &impl Serialize, pass: Option<Borro
     Ok(())
 }
 
-fn send_first(socket: BorrowedFd<'_>, frame: &[u8], pass: Option<BorrowedFd<'_>>) -> io::Result<usize> {
+fn send_first(
+    socket: BorrowedFd<'_>,
+    frame: &[u8],
+    pass: Option<BorrowedFd<'_>>,
+) -> io::Result<usize> {
     let mut iov = libc::iovec {
         iov_base: frame.as_ptr() as *mut libc::c_void,
         iov_len: frame.len(),
@@ -144,7 +152,9 @@ fn send_first(socket: BorrowedFd<'_>, frame: &[u8], pass: Option<BorrowedFd<'_>>
 }
 
 /// Receives one frame and the descriptor attached to it; `None` at end of stream.
-pub fn recv<T: DeserializeOwned>(socket: BorrowedFd<'_>) -> io::Result<Option<(T, Option<OwnedFd>)>> {
+pub fn recv<T: DeserializeOwned>(
+    socket: BorrowedFd<'_>,
+) -> io::Result<Option<(T, Option<OwnedFd>)>> {
     let mut header = [0u8; 4];
     let (first, fd) = recv_first(socket, &mut header)?;
     if first == 0 {
@@ -154,15 +164,22 @@ pub fn recv<T: DeserializeOwned>(socket: BorrowedFd<'_>) -> io::Result<Option<(T
     stream.read_exact(&mut header[first..])?;
     let len = u32::from_le_bytes(header) as usize;
     if len > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "sandbox frame too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "sandbox frame too large",
+        ));
     }
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body)?;
-    let message = serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let message =
+        serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok(Some((message, fd)))
 }
 
-fn recv_first(socket: BorrowedFd<'_>, header: &mut [u8; 4]) -> io::Result<(usize, Option<OwnedFd>)> {
+fn recv_first(
+    socket: BorrowedFd<'_>,
+    header: &mut [u8; 4],
+) -> io::Result<(usize, Option<OwnedFd>)> {
     let mut iov = libc::iovec {
         iov_base: header.as_mut_ptr() as *mut libc::c_void,
         iov_len: header.len(),
@@ -212,7 +229,13 @@ struct FdReader<'a>(BorrowedFd<'a>);
 impl Read for FdReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: the buffer is valid for its length.
-        let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        let n = unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -231,7 +254,12 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let (pipe_r, _pipe_w) = std::io::pipe().unwrap();
         let pipe_r: OwnedFd = pipe_r.into();
-        send(a.as_fd(), &LauncherEvent::Proxy { port: 7 }, Some(pipe_r.as_fd())).unwrap();
+        send(
+            a.as_fd(),
+            &LauncherEvent::Proxy { port: 7 },
+            Some(pipe_r.as_fd()),
+        )
+        .unwrap();
         send(a.as_fd(), &LauncherEvent::Exited { code: 3 }, None).unwrap();
         drop(a);
         let (first, fd) = recv::<LauncherEvent>(b.as_fd()).unwrap().unwrap();

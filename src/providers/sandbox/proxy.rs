@@ -52,7 +52,11 @@ impl ProxyLog {
 }
 
 /// Serves connections on `listener` until the returned set is dropped.
-pub fn serve(listener: std::net::TcpListener, policy: NetworkPolicy, log: ProxyLog) -> std::io::Result<JoinSet<()>> {
+pub fn serve(
+    listener: std::net::TcpListener,
+    policy: NetworkPolicy,
+    log: ProxyLog,
+) -> std::io::Result<JoinSet<()>> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
     let policy = Arc::new(policy);
@@ -91,13 +95,25 @@ fn parse_head(head: &[u8]) -> Result<Target, String> {
     }
     if method.eq_ignore_ascii_case("CONNECT") {
         let (host, port) = split_host_port(target)?;
-        return Ok(Target { host, port, forward: None });
+        return Ok(Target {
+            host,
+            port,
+            forward: None,
+        });
     }
-    let url = reqwest::Url::parse(target).map_err(|e| format!("bad request target {target:?}: {e}"))?;
+    let url =
+        reqwest::Url::parse(target).map_err(|e| format!("bad request target {target:?}: {e}"))?;
     if url.scheme() != "http" {
-        return Err(format!("only http:// URLs are proxied without CONNECT, not {}", url.scheme()));
+        return Err(format!(
+            "only http:// URLs are proxied without CONNECT, not {}",
+            url.scheme()
+        ));
     }
-    let host = url.host_str().ok_or("the URL has no host")?.trim_matches(['[', ']']).to_string();
+    let host = url
+        .host_str()
+        .ok_or("the URL has no host")?
+        .trim_matches(['[', ']'])
+        .to_string();
     let port = url.port_or_known_default().unwrap_or(80);
     let path = match url.query() {
         Some(query) => format!("{}?{query}", url.path()),
@@ -117,7 +133,9 @@ fn split_host_port(target: &str) -> Result<(String, u16), String> {
     let (host, port) = target
         .rsplit_once(':')
         .ok_or_else(|| format!("CONNECT target {target:?} has no port"))?;
-    let port = port.parse().map_err(|_| format!("bad port in {target:?}"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("bad port in {target:?}"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("CONNECT target {target:?} has no host"));
@@ -167,9 +185,15 @@ fn names_literal(policy: &NetworkPolicy, host: &str, port: u16) -> bool {
             .any(|p| *p == format!("net:{host}:{port}") || *p == format!("net:{host}"))
 }
 
-async fn decide(target: &Target, policy: &NetworkPolicy) -> Result<Vec<std::net::SocketAddr>, String> {
+async fn decide(
+    target: &Target,
+    policy: &NetworkPolicy,
+) -> Result<Vec<std::net::SocketAddr>, String> {
     if !policy.permits(&target.host, target.port) {
-        return Err(format!("no net: capability allows {}:{}", target.host, target.port));
+        return Err(format!(
+            "no net: capability allows {}:{}",
+            target.host, target.port
+        ));
     }
     let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
@@ -207,28 +231,49 @@ async fn handle(mut client: TcpStream, policy: Arc<NetworkPolicy>, log: ProxyLog
         Ok(addrs) => addrs,
         Err(reason) => {
             refuse(&mut client, "403 Forbidden", &reason).await;
-            log.record(ConnectionRecord { target: name, allowed: false, reason: Some(reason) });
+            log.record(ConnectionRecord {
+                target: name,
+                allowed: false,
+                reason: Some(reason),
+            });
             return;
         }
     };
-    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addrs[..])).await {
+    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addrs[..])).await
+    {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             let reason = format!("connecting to {name}: {e}");
             refuse(&mut client, "502 Bad Gateway", &reason).await;
-            log.record(ConnectionRecord { target: name, allowed: true, reason: Some(reason) });
+            log.record(ConnectionRecord {
+                target: name,
+                allowed: true,
+                reason: Some(reason),
+            });
             return;
         }
         Err(_) => {
             refuse(&mut client, "504 Gateway Timeout", "connect timed out").await;
-            log.record(ConnectionRecord { target: name, allowed: true, reason: Some("connect timed out".into()) });
+            log.record(ConnectionRecord {
+                target: name,
+                allowed: true,
+                reason: Some("connect timed out".into()),
+            });
             return;
         }
     };
-    log.record(ConnectionRecord { target: name, allowed: true, reason: None });
+    log.record(ConnectionRecord {
+        target: name,
+        allowed: true,
+        reason: None,
+    });
     let mut upstream = upstream;
     let sent = match &target.forward {
-        None => client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await,
+        None => {
+            client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .await
+        }
         Some(forward) => upstream.write_all(forward).await,
     };
     if sent.is_err() || upstream.write_all(&head.1).await.is_err() {
@@ -274,20 +319,41 @@ mod tests {
     #[test]
     fn heads_name_their_target() {
         let t = parse_head(b"CONNECT Example.org:443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.forward.is_none()), ("example.org", 443, true));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.forward.is_none()),
+            ("example.org", 443, true)
+        );
         let t = parse_head(b"CONNECT [::1]:8080 HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
         let t = parse_head(b"GET http://h:81/a?b=1 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("h", 81));
-        assert_eq!(t.forward.unwrap(), b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\n\r\n");
-        for bad in [&b"CONNECT host HTTP/1.1\r\n\r\n"[..], b"GET ftp://x/ HTTP/1.1\r\n\r\n", b"\xff\r\n\r\n", b"SSH-2.0\r\n\r\n"] {
+        assert_eq!(
+            t.forward.unwrap(),
+            b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\n\r\n"
+        );
+        for bad in [
+            &b"CONNECT host HTTP/1.1\r\n\r\n"[..],
+            b"GET ftp://x/ HTTP/1.1\r\n\r\n",
+            b"\xff\r\n\r\n",
+            b"SSH-2.0\r\n\r\n",
+        ] {
             assert!(parse_head(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn internal_addresses_are_recognized() {
-        for ip in ["127.0.0.1", "10.1.2.3", "169.254.169.254", "0.0.0.0", "::1", "::ffff:127.0.0.1", "fd00::1", "fe80::1", "100.64.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "169.254.169.254",
+            "0.0.0.0",
+            "::1",
+            "::ffff:127.0.0.1",
+            "fd00::1",
+            "fe80::1",
+            "100.64.0.1",
+        ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["93.184.216.34", "2606:2800:220:1::1"] {

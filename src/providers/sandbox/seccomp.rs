@@ -93,7 +93,8 @@ fn rule(conditions: Vec<SeccompCondition>) -> Result<SeccompRule, String> {
 
 /// The deny-list program (EPERM), with the x32 guard in front.
 fn deny_program() -> Result<BpfProgram, String> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|nr| (*nr, vec![])).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|nr| (*nr, vec![])).collect();
     // clone with any namespace flag (each its own rule: one MaskedEq over all of them would
     // need every flag at once).
     let mut clone_rules = Vec::new();
@@ -106,7 +107,11 @@ fn deny_program() -> Result<BpfProgram, String> {
     // only from ABI 9); socketpair stays allowed.
     rules.insert(
         libc::SYS_socket,
-        vec![rule(vec![cond_int(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?])?],
+        vec![rule(vec![cond_int(
+            0,
+            SeccompCmpOp::Eq,
+            libc::AF_UNIX as u64,
+        )?])?],
     );
     rules.insert(
         libc::SYS_personality,
@@ -122,7 +127,9 @@ fn deny_program() -> Result<BpfProgram, String> {
         TargetArch::x86_64,
     )
     .map_err(|e| e.to_string())?;
-    let program: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
+    let program: BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())?;
     Ok(with_x32_guard(program))
 }
 
@@ -136,7 +143,9 @@ fn clone3_program() -> Result<BpfProgram, String> {
         TargetArch::x86_64,
     )
     .map_err(|e| e.to_string())?;
-    filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())
 }
 
 /// Prepends: load the syscall number; numbers with the x32 bit set fail with EPERM.
@@ -146,8 +155,18 @@ fn with_x32_guard(program: BpfProgram) -> BpfProgram {
     const BPF_RET_K: u16 = 0x06;
     const X32_BIT: u32 = 0x4000_0000;
     let mut guarded = vec![
-        sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 },
-        sock_filter { code: BPF_JGE_K, jt: 0, jf: 1, k: X32_BIT },
+        sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        sock_filter {
+            code: BPF_JGE_K,
+            jt: 0,
+            jf: 1,
+            k: X32_BIT,
+        },
         sock_filter {
             code: BPF_RET_K,
             jt: 0,

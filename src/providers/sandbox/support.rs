@@ -47,7 +47,10 @@ impl SandboxSupport {
 
     /// The Landlock ABI the rules are built for: the best tested tier the kernel offers.
     pub fn tier(&self) -> Option<u32> {
-        TIERS.iter().copied().find(|tier| self.landlock_abi >= *tier)
+        TIERS
+            .iter()
+            .copied()
+            .find(|tier| self.landlock_abi >= *tier)
     }
 
     /// Why the sandbox cannot be built on this host, if it cannot.
@@ -84,7 +87,11 @@ impl SandboxSupport {
             }
             None => text.push_str("no-landlock"),
         }
-        text.push_str(if self.seccomp { "+seccomp" } else { "+no-seccomp" });
+        text.push_str(if self.seccomp {
+            "+seccomp"
+        } else {
+            "+no-seccomp"
+        });
         if self.namespaces {
             text.push_str(if self.user_namespace {
                 "+userns+mnt+pid+net"
@@ -162,7 +169,15 @@ fn probe_pid_namespace() -> i32 {
         return 12;
     }
     if init == 0 {
-        let code = if sys::mount("proc", "/proc", "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "").is_err() {
+        let code = if sys::mount(
+            "proc",
+            "/proc",
+            "proc",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "",
+        )
+        .is_err()
+        {
             12
         } else if std::fs::write("/proc/sys/kernel/pid_max", "400").is_ok() {
             0
@@ -199,8 +214,14 @@ mod tests {
     fn tiers_and_refusals_name_what_is_missing() {
         let mut support = SandboxSupport::none();
         let why = support.unavailable().unwrap();
-        assert!(why.contains("Landlock ABI 3 or later (this kernel offers none)"), "{why}");
-        assert!(why.contains("seccomp") && why.contains("namespaces"), "{why}");
+        assert!(
+            why.contains("Landlock ABI 3 or later (this kernel offers none)"),
+            "{why}"
+        );
+        assert!(
+            why.contains("seccomp") && why.contains("namespaces"),
+            "{why}"
+        );
         support.landlock_abi = 7;
         support.seccomp = true;
         support.namespaces = true;
@@ -210,6 +231,9 @@ mod tests {
         support.landlock_abi = 4;
         assert_eq!(support.tier(), Some(3));
         support.landlock_abi = 2;
-        assert!(support.unavailable().unwrap().contains("this kernel offers 2"));
+        assert!(support
+            .unavailable()
+            .unwrap()
+            .contains("this kernel offers 2"));
     }
 }

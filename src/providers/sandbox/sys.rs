@@ -19,12 +19,12 @@ fn cstr(text: &str) -> io::Result<CString> {
     CString::new(text).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
 }
 
-/// Opens `path` beneath `dir` with `openat2`: no `..` out of `dir`, no symlinks, no magic
-/// links at any component. `path` `"."` opens `dir` itself.
+/// Opens `path` beneath `dir` with `openat2`: no `..` out of `dir`, no symlinks (ELOOP), no
+/// magic links at any component, the last one included. `path` `"."` opens `dir` itself.
 pub fn open_beneath(dir: BorrowedFd<'_>, path: &str, flags: i32) -> io::Result<OwnedFd> {
     let path = cstr(path)?;
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: `path` and `how` outlive the call; the kernel copies both.
     let fd = check(unsafe {
@@ -129,9 +129,8 @@ pub fn clone_tree(fd: BorrowedFd<'_>, name: &str, recursive: bool) -> io::Result
         flags |= libc::AT_RECURSIVE as u32;
     }
     // SAFETY: valid descriptor and C string.
-    let tree = check(unsafe {
-        libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), name.as_ptr(), flags)
-    })?;
+    let tree =
+        check(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), name.as_ptr(), flags) })?;
     // SAFETY: a fresh descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
 }
@@ -209,13 +208,20 @@ pub fn new_tmpfs(options: &[(&str, &str)], attrs: u64) -> io::Result<OwnedFd> {
         )
     })?;
     // SAFETY: a valid descriptor.
-    let mnt = check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })?;
+    let mnt =
+        check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })?;
     // SAFETY: a fresh descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(mnt as RawFd) })
 }
 
 /// `mount(2)` by path, for the sandbox's own mounts on fixed system paths.
-pub fn mount(source: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+pub fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
     let (source, target, fstype, data) = (cstr(source)?, cstr(target)?, cstr(fstype)?, cstr(data)?);
     // SAFETY: valid C strings.
     let rc = unsafe {
@@ -271,7 +277,14 @@ pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
 /// Marks every descriptor from 3 up close-on-exec.
 pub fn cloexec_from_3() -> io::Result<()> {
     // SAFETY: plain system call.
-    check(unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) })?;
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    })?;
     Ok(())
 }
 
@@ -289,7 +302,16 @@ pub fn drop_capabilities() -> io::Result<()> {
         }
     }
     // SAFETY: plain prctl.
-    if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } < 0 {
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     #[repr(C)]

@@ -27,7 +27,10 @@ impl Captured {
 }
 
 impl Capture {
-    pub(super) fn spawn<R: AsyncRead + Unpin + Send + 'static>(reader: Option<R>, cap: usize) -> Capture {
+    pub(super) fn spawn<R: AsyncRead + Unpin + Send + 'static>(
+        reader: Option<R>,
+        cap: usize,
+    ) -> Capture {
         let sink = Arc::new(Mutex::new(Captured::default()));
         let task = tokio::spawn(read_capped(reader, cap, sink.clone()));
         Capture { task, sink }
@@ -57,7 +60,11 @@ impl Capture {
 }
 
 /// Reads to EOF, keeping at most `cap` bytes and discarding the rest.
-async fn read_capped<R: AsyncRead + Unpin>(reader: Option<R>, cap: usize, sink: Arc<Mutex<Captured>>) {
+async fn read_capped<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    cap: usize,
+    sink: Arc<Mutex<Captured>>,
+) {
     let Some(mut reader) = reader else {
         return;
     };

@@ -27,7 +27,11 @@ pub(super) async fn run(
         .current_dir(cwd)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -53,7 +57,8 @@ pub(super) async fn run(
     let (exit_code, timed_out) = match finished {
         Ok(status) => {
             group.disarm();
-            let status = status.map_err(|e| SyscallError::Io(format!("waiting for {}: {e}", argv[0])))?;
+            let status =
+                status.map_err(|e| SyscallError::Io(format!("waiting for {}: {e}", argv[0])))?;
             (status.code(), false)
         }
         Err(_elapsed) => {
@@ -89,7 +94,10 @@ fn resolve_in_path(program: &str, env: &[(String, String)]) -> std::path::PathBu
     if program.contains('/') {
         return program.into();
     }
-    let path = env.iter().find(|(k, _)| k == "PATH").map_or("", |(_, v)| v.as_str());
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or("", |(_, v)| v.as_str());
     path.split(':')
         .map(|dir| std::path::Path::new(dir).join(program))
         .find(|candidate| candidate.is_file())

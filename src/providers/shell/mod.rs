@@ -115,7 +115,11 @@ impl ProcessShell {
         Self::with_sandbox(workspace_root, SandboxConfig::default(), None)
     }
 
-    pub fn with_sandbox(workspace_root: PathBuf, config: SandboxConfig, runtime_binary: Option<PathBuf>) -> Self {
+    pub fn with_sandbox(
+        workspace_root: PathBuf,
+        config: SandboxConfig,
+        runtime_binary: Option<PathBuf>,
+    ) -> Self {
         let support = OnceCell::new();
         if let Some(assumed) = &config.assume_support {
             let _ = support.set(assumed.clone());
@@ -166,14 +170,19 @@ impl ProcessShell {
     }
 
     fn workspace(&self) -> SysResult<PathBuf> {
-        std::fs::canonicalize(&self.workspace_root)
-            .map_err(|e| SyscallError::Io(format!("workspace {}: {e}", self.workspace_root.display())))
+        std::fs::canonicalize(&self.workspace_root).map_err(|e| {
+            SyscallError::Io(format!("workspace {}: {e}", self.workspace_root.display()))
+        })
     }
 
     fn system_access(&self) -> SystemAccess {
         let real_dir = |p: &&&str| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
         SystemAccess {
-            read_exec: sandbox::SYSTEM_READ_EXEC.iter().filter(real_dir).map(PathBuf::from).collect(),
+            read_exec: sandbox::SYSTEM_READ_EXEC
+                .iter()
+                .filter(real_dir)
+                .map(PathBuf::from)
+                .collect(),
             read: sandbox::ETC_READ.iter().map(PathBuf::from).collect(),
             devices: sandbox::DEVICES.iter().map(PathBuf::from).collect(),
             toolchains: self.config.toolchains.clone(),
@@ -188,13 +197,23 @@ impl ProcessShell {
         let mut trees: Vec<PathBuf> = Vec::new();
         let mut entries: Vec<(PathBuf, Reach)> = Vec::new();
         for grant in &policy.grants {
-            let path = if grant.path == "." { workspace.to_path_buf() } else { workspace.join(&grant.path) };
+            let path = if grant.path == "." {
+                workspace.to_path_buf()
+            } else {
+                workspace.join(&grant.path)
+            };
             if grant.reach == Reach::Tree {
                 trees.push(path.clone());
             }
             entries.push((path, grant.reach));
         }
-        trees.extend(self.config.toolchains.iter().chain(&self.config.caches).filter_map(|p| std::fs::canonicalize(p).ok()));
+        trees.extend(
+            self.config
+                .toolchains
+                .iter()
+                .chain(&self.config.caches)
+                .filter_map(|p| std::fs::canonicalize(p).ok()),
+        );
         let mut hidden = Vec::new();
         for reserved in &policy.reserved {
             let Ok(reserved) = std::fs::canonicalize(reserved) else {
@@ -212,7 +231,10 @@ impl ProcessShell {
                     reserved.display()
                 )));
             }
-            if trees.iter().any(|tree| reserved.starts_with(tree) && &reserved != tree) {
+            if trees
+                .iter()
+                .any(|tree| reserved.starts_with(tree) && &reserved != tree)
+            {
                 hidden.push(reserved);
             }
         }
@@ -279,7 +301,9 @@ impl Shell for ProcessShell {
                 .find(|path| path.is_file())?
         };
         let canonical = std::fs::canonicalize(candidate).ok()?;
-        canonical.is_file().then(|| canonical.to_string_lossy().into_owned())
+        canonical
+            .is_file()
+            .then(|| canonical.to_string_lossy().into_owned())
     }
 
     async fn run(
@@ -295,10 +319,16 @@ impl Shell for ProcessShell {
         }
         let cwd = self.workspace_root.join(cmd.cwd_rel());
         if !cwd.is_dir() {
-            return Err(SyscallError::NotFound(format!("working directory: {}", cmd.cwd_rel())));
+            return Err(SyscallError::NotFound(format!(
+                "working directory: {}",
+                cmd.cwd_rel()
+            )));
         }
         match self.config.mode {
-            SandboxMode::Enforce => self.run_sandboxed(cmd, sandbox.policy(), stdin, limits).await,
+            SandboxMode::Enforce => {
+                self.run_sandboxed(cmd, sandbox.policy(), stdin, limits)
+                    .await
+            }
             SandboxMode::Unsandboxed => {
                 let scratch = Scratch::new()?;
                 direct::run(argv, &cwd, &scratch.env(), stdin, limits, &scratch).await
@@ -309,7 +339,9 @@ impl Shell for ProcessShell {
 
 fn spawn_error(err: std::io::Error, program: &str) -> SyscallError {
     match err.kind() {
-        std::io::ErrorKind::NotFound => SyscallError::NotFound(format!("command not found: {program}")),
+        std::io::ErrorKind::NotFound => {
+            SyscallError::NotFound(format!("command not found: {program}"))
+        }
         std::io::ErrorKind::PermissionDenied => {
             SyscallError::Io(format!("cannot execute {program}: permission denied"))
         }

@@ -55,17 +55,30 @@ pub(super) async fn run(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| SyscallError::Io(format!("shell sandbox: cannot start the launcher {}: {e}", binary.display())))?;
+        .map_err(|e| {
+            SyscallError::Io(format!(
+                "shell sandbox: cannot start the launcher {}: {e}",
+                binary.display()
+            ))
+        })?;
     let lifeline = Lifeline(ours.try_clone().map_err(io_error)?);
     let input = match stdin {
         Some(text) => {
             let (reader, writer) = std::io::pipe().map_err(io_error)?;
-            Some((OwnedFd::from(reader), OwnedFd::from(writer), text.as_bytes().to_vec()))
+            Some((
+                OwnedFd::from(reader),
+                OwnedFd::from(writer),
+                text.as_bytes().to_vec(),
+            ))
         }
         None => None,
     };
-    protocol::send(ours.as_fd(), &request, input.as_ref().map(|(r, _, _)| r.as_fd()))
-        .map_err(|e| SyscallError::Io(format!("shell sandbox: sending the request: {e}")))?;
+    protocol::send(
+        ours.as_fd(),
+        &request,
+        input.as_ref().map(|(r, _, _)| r.as_fd()),
+    )
+    .map_err(|e| SyscallError::Io(format!("shell sandbox: sending the request: {e}")))?;
     if let Some((reader, writer, bytes)) = input {
         drop(reader);
         let mut writer = tokio::net::unix::pipe::Sender::from_owned_fd(writer).map_err(io_error)?;
@@ -124,18 +137,24 @@ pub(super) async fn run(
     let exit_code = match ending.status {
         Some(LauncherEvent::Exited { code }) => Some(code),
         Some(LauncherEvent::Signaled { .. }) => None,
-        Some(LauncherEvent::Refused { denied: Some(resource), message }) => {
-            return Err(SyscallError::denied_because(resource, "execute", message))
-        }
-        Some(LauncherEvent::Refused { denied: None, message }) => {
-            return Err(SyscallError::Io(format!("shell sandbox: {message}")))
-        }
+        Some(LauncherEvent::Refused {
+            denied: Some(resource),
+            message,
+        }) => return Err(SyscallError::denied_because(resource, "execute", message)),
+        Some(LauncherEvent::Refused {
+            denied: None,
+            message,
+        }) => return Err(SyscallError::Io(format!("shell sandbox: {message}"))),
         Some(LauncherEvent::ExecFailed { errno }) => return Err(exec_error(errno, &program)),
         Some(LauncherEvent::Proxy { .. }) | None if timed_out => None,
         Some(LauncherEvent::Proxy { .. }) | None => {
             return Err(SyscallError::Internal(format!(
                 "shell sandbox: the launcher ended without reporting how the command ended{}",
-                if stderr.is_empty() { String::new() } else { format!(" ({})", stderr.trim_end()) }
+                if stderr.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", stderr.trim_end())
+                }
             )))
         }
     };
@@ -158,7 +177,9 @@ fn io_error(err: std::io::Error) -> SyscallError {
 
 fn exec_error(errno: i32, program: &str) -> SyscallError {
     match errno {
-        libc::ENOENT | libc::ENOTDIR => SyscallError::NotFound(format!("command not found: {program}")),
+        libc::ENOENT | libc::ENOTDIR => {
+            SyscallError::NotFound(format!("command not found: {program}"))
+        }
         libc::EACCES | libc::EPERM => {
             SyscallError::Io(format!("cannot execute {program}: permission denied"))
         }
@@ -169,9 +190,14 @@ fn exec_error(errno: i32, program: &str) -> SyscallError {
     }
 }
 
-fn start_proxy(fd: OwnedFd, network: NetworkPolicy, log: ProxyLog) -> SysResult<tokio::task::JoinSet<()>> {
+fn start_proxy(
+    fd: OwnedFd,
+    network: NetworkPolicy,
+    log: ProxyLog,
+) -> SysResult<tokio::task::JoinSet<()>> {
     let listener = std::net::TcpListener::from(fd);
-    proxy::serve(listener, network, log).map_err(|e| SyscallError::Io(format!("shell sandbox: proxy: {e}")))
+    proxy::serve(listener, network, log)
+        .map_err(|e| SyscallError::Io(format!("shell sandbox: proxy: {e}")))
 }
 
 /// Reads the launcher's events on a blocking thread until the socket ends.

@@ -39,7 +39,12 @@ async fn run_in(
     limits: ShellLimits,
 ) -> SysResult<ShellOutput> {
     unsandboxed(root)
-        .run(&CheckedCommand::for_test(words, cwd), &policy(), stdin, limits)
+        .run(
+            &CheckedCommand::for_test(words, cwd),
+            &policy(),
+            stdin,
+            limits,
+        )
         .await
 }
 
@@ -67,7 +72,9 @@ async fn exit_code_and_stderr_are_reported() {
 #[tokio::test]
 async fn stdin_is_fed() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_in(dir.path(), &["cat"], ".", Some("from stdin"), LIMITS).await.unwrap();
+    let out = run_in(dir.path(), &["cat"], ".", Some("from stdin"), LIMITS)
+        .await
+        .unwrap();
     assert_eq!(out.stdout, "from stdin");
     assert_eq!(run(&["cat"]).await.stdout, "");
 }
@@ -75,13 +82,24 @@ async fn stdin_is_fed() {
 #[tokio::test]
 async fn environment_is_scrubbed_and_home_is_a_private_scratch() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_in(dir.path(), &["env"], ".", None, LIMITS).await.unwrap();
+    let out = run_in(dir.path(), &["env"], ".", None, LIMITS)
+        .await
+        .unwrap();
     let mut lines: Vec<&str> = out.stdout.lines().collect();
     lines.sort();
     assert_eq!(lines.len(), 4, "{lines:?}");
-    assert!(lines[0].starts_with("HOME=") && lines[0].contains("agent-libos-cmd-"), "{lines:?}");
-    assert!(!lines[0].contains(&dir.path().display().to_string()), "HOME is not the workspace");
-    assert_eq!(&lines[1..3], ["LANG=C.UTF-8", "PATH=/usr/local/bin:/usr/bin:/bin"]);
+    assert!(
+        lines[0].starts_with("HOME=") && lines[0].contains("agent-libos-cmd-"),
+        "{lines:?}"
+    );
+    assert!(
+        !lines[0].contains(&dir.path().display().to_string()),
+        "HOME is not the workspace"
+    );
+    assert_eq!(
+        &lines[1..3],
+        ["LANG=C.UTF-8", "PATH=/usr/local/bin:/usr/bin:/bin"]
+    );
     assert!(lines[3].starts_with("TMPDIR="));
     // The scratch directory is gone afterwards.
     let home = lines[0].trim_start_matches("HOME=");
@@ -96,7 +114,11 @@ async fn no_scratch_directory_outlives_the_shell() {
     drop(shell);
     run(&["true"]).await;
     let after = scratch_dirs();
-    assert!(after.is_subset(&before), "leaked: {:?}", after.difference(&before));
+    assert!(
+        after.is_subset(&before),
+        "leaked: {:?}",
+        after.difference(&before)
+    );
 }
 
 fn scratch_dirs() -> std::collections::HashSet<String> {
@@ -112,25 +134,39 @@ fn scratch_dirs() -> std::collections::HashSet<String> {
 async fn cwd_is_respected() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    let out = run_in(dir.path(), &["pwd"], "sub", None, LIMITS).await.unwrap();
+    let out = run_in(dir.path(), &["pwd"], "sub", None, LIMITS)
+        .await
+        .unwrap();
     let expected = std::fs::canonicalize(dir.path().join("sub")).unwrap();
     assert_eq!(out.stdout.trim_end(), expected.to_str().unwrap());
-    let err = run_in(dir.path(), &["pwd"], "missing", None, LIMITS).await.unwrap_err();
+    let err = run_in(dir.path(), &["pwd"], "missing", None, LIMITS)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "NotFound");
 }
 
 #[tokio::test]
 async fn missing_command_is_not_found() {
     let dir = tempfile::tempdir().unwrap();
-    let err = run_in(dir.path(), &["no-such-command-xyz"], ".", None, LIMITS).await.unwrap_err();
-    assert_eq!(err, SyscallError::NotFound("command not found: no-such-command-xyz".into()));
+    let err = run_in(dir.path(), &["no-such-command-xyz"], ".", None, LIMITS)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SyscallError::NotFound("command not found: no-such-command-xyz".into())
+    );
 }
 
 #[tokio::test]
 async fn timeout_kills_the_command() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = ShellLimits { timeout_ms: 200, ..LIMITS };
-    let out = run_in(dir.path(), &["sleep", "30"], ".", None, limits).await.unwrap();
+    let limits = ShellLimits {
+        timeout_ms: 200,
+        ..LIMITS
+    };
+    let out = run_in(dir.path(), &["sleep", "30"], ".", None, limits)
+        .await
+        .unwrap();
     assert!(out.timed_out);
     assert_eq!(out.exit_code, None);
 }
@@ -138,8 +174,13 @@ async fn timeout_kills_the_command() {
 #[tokio::test]
 async fn output_is_capped_without_blocking_the_child() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = ShellLimits { max_output_bytes: 1000, ..LIMITS };
-    let out = run_in(dir.path(), &["seq", "1", "200000"], ".", None, limits).await.unwrap();
+    let limits = ShellLimits {
+        max_output_bytes: 1000,
+        ..LIMITS
+    };
+    let out = run_in(dir.path(), &["seq", "1", "200000"], ".", None, limits)
+        .await
+        .unwrap();
     assert_eq!(out.exit_code, Some(0));
     assert!(out.stdout_truncated);
     assert_eq!(out.stdout.len(), 1000);
@@ -153,10 +194,17 @@ fn programs_resolve_to_their_canonical_executable() {
     let rm = shell.resolve_program("rm", ".").unwrap();
     assert!(rm.ends_with("/rm"), "{rm}");
     assert_eq!(shell.resolve_program("/bin/rm", "."), Some(rm.clone()));
-    assert_eq!(shell.resolve_program("/usr/bin/../bin/rm", "."), Some(rm.clone()));
+    assert_eq!(
+        shell.resolve_program("/usr/bin/../bin/rm", "."),
+        Some(rm.clone())
+    );
     std::os::unix::fs::symlink(&rm, dir.path().join("gone")).unwrap();
     assert_eq!(shell.resolve_program("./gone", "."), Some(rm));
     assert_eq!(shell.resolve_program("no-such-program-xyz", "."), None);
     std::fs::create_dir(dir.path().join("d")).unwrap();
-    assert_eq!(shell.resolve_program("./d", "."), None, "a directory is not a program");
+    assert_eq!(
+        shell.resolve_program("./d", "."),
+        None,
+        "a directory is not a program"
+    );
 }
