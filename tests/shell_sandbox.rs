@@ -849,6 +849,18 @@ async fn granted_hosts_are_reached_through_the_proxy_and_nothing_else() {
     )
     .await;
     assert!(out.contains("ConnectionRefusedError"), "{out}");
+    // A name that resolves to loopback is not the literal address the capability names.
+    let by_name = h
+        .spawn(&["shell:python3 -c=execute", &format!("net:localhost:{port}=write")])
+        .await;
+    let code = attempt(&format!(
+        "import urllib.request; print(urllib.request.urlopen('http://localhost:{port}/', timeout=5).read())"
+    ));
+    let (_, out) = py(&h.kernel, by_name, &code).await;
+    assert!(out.contains("HTTPError") && !out.contains("b'hello'"), "{out}");
+    let detail = last_shell_audit(&h).await;
+    let reason = detail["result"]["connections"][0]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("internal address"), "{detail}");
     // A read-only grant is a net.fetch right, not a tunnel.
     let reader = h
         .spawn(&[
@@ -1001,4 +1013,29 @@ export default async function run(args: any, libos: any) {{
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
     assert!(gone(&mark).await, "survivors: {:?}", processes_with(&mark));
+}
+
+#[tokio::test]
+async fn file_size_and_memory_limits_come_from_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let mut config = common::config(dir.path().join("state.db"), ws);
+    config.sandbox.limits.file_bytes = 1 << 20;
+    config.sandbox.limits.memory_bytes = 512 << 20;
+    let kernel = Kernel::open(config).await.unwrap();
+    let pid = kernel
+        .spawn_root(agent_libos::kernel::SpawnOptions {
+            goal: "t".into(),
+            grants: vec![agent_libos::kernel::CapabilitySpec::parse_grant("shell:python3 -c=execute").unwrap()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_, out) = py(&kernel, pid, &attempt("import os; open(os.environ['TMPDIR'] + '/big', 'wb').write(b'x' * (2 << 20))")).await;
+    assert!(out.contains("OSError"), "{out}");
+    let (_, out) = py(&kernel, pid, &attempt("bytearray(1 << 30)")).await;
+    assert_eq!(out.trim(), "MemoryError");
+    let (_, out) = py(&kernel, pid, &attempt("bytearray(64 << 20)")).await;
+    assert_eq!(out.trim(), "OK");
 }
