@@ -851,15 +851,24 @@ async fn granted_hosts_are_reached_through_the_proxy_and_nothing_else() {
     assert!(out.contains("ConnectionRefusedError"), "{out}");
     // A name that resolves to loopback is not the literal address the capability names.
     let by_name = h
-        .spawn(&["shell:python3 -c=execute", &format!("net:localhost:{port}=write")])
+        .spawn(&[
+            "shell:python3 -c=execute",
+            &format!("net:localhost:{port}=write"),
+        ])
         .await;
     let code = attempt(&format!(
         "import urllib.request; print(urllib.request.urlopen('http://localhost:{port}/', timeout=5).read())"
     ));
     let (_, out) = py(&h.kernel, by_name, &code).await;
-    assert!(out.contains("HTTPError") && !out.contains("b'hello'"), "{out}");
+    assert!(
+        out.contains("HTTPError") && !out.contains("b'hello'"),
+        "{out}"
+    );
     let detail = last_shell_audit(&h).await;
-    let reason = detail["result"]["connections"][0]["reason"].as_str().unwrap_or_default().to_string();
+    let reason = detail["result"]["connections"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(reason.contains("internal address"), "{detail}");
     // A read-only grant is a net.fetch right, not a tunnel.
     let reader = h
@@ -1027,12 +1036,20 @@ async fn file_size_and_memory_limits_come_from_the_operator() {
     let pid = kernel
         .spawn_root(agent_libos::kernel::SpawnOptions {
             goal: "t".into(),
-            grants: vec![agent_libos::kernel::CapabilitySpec::parse_grant("shell:python3 -c=execute").unwrap()],
+            grants: vec![agent_libos::kernel::CapabilitySpec::parse_grant(
+                "shell:python3 -c=execute",
+            )
+            .unwrap()],
             ..Default::default()
         })
         .await
         .unwrap();
-    let (_, out) = py(&kernel, pid, &attempt("import os; open(os.environ['TMPDIR'] + '/big', 'wb').write(b'x' * (2 << 20))")).await;
+    let (_, out) = py(
+        &kernel,
+        pid,
+        &attempt("import os; open(os.environ['TMPDIR'] + '/big', 'wb').write(b'x' * (2 << 20))"),
+    )
+    .await;
     assert!(out.contains("OSError"), "{out}");
     let (_, out) = py(&kernel, pid, &attempt("bytearray(1 << 30)")).await;
     assert_eq!(out.trim(), "MemoryError");

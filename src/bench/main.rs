@@ -575,13 +575,19 @@ async fn shell_sandbox_cost() -> anyhow::Result<()> {
         without.push(time(unsandboxed.clone(), pid_unsandboxed).await?);
     }
     report("shell.run([\"true\"]) sandboxed", with);
-    report("shell.run([\"true\"]) unsandboxed (--unsandboxed-shell)", without);
+    report(
+        "shell.run([\"true\"]) unsandboxed (--unsandboxed-shell)",
+        without,
+    );
     let heap: Vec<u8> = vec![1u8; 1 << 30];
     let mut big = Vec::new();
     for _ in 0..100 {
         big.push(time(sandboxed.kernel.clone(), pid_sandboxed).await?);
     }
-    report("shell.run([\"true\"]) sandboxed, 1 GiB resident runtime", big);
+    report(
+        "shell.run([\"true\"]) sandboxed, 1 GiB resident runtime",
+        big,
+    );
     drop(std::hint::black_box(heap));
     Ok(())
 }
