@@ -461,3 +461,225 @@ mod tests {
         assert!(err.contains("unknown variant"), "{err}");
     }
 }
+
+/// The wire form is a contract: journal hashes, approvals bound to a call, fixtures, MCP and
+/// stored checkpoints depend on its exact bytes. These hashes were recorded from the flat
+/// enum the families replaced; a change here breaks every stored journal.
+#[cfg(test)]
+mod wire_contract {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn args_hashes_of_every_primitive_are_unchanged() {
+        for (input, want) in samples() {
+            let call = Syscall::from_wire(input.clone()).unwrap_or_else(|e| panic!("{input}: {e}"));
+            let wire = serde_json::to_string(&call).unwrap();
+            assert_eq!(
+                super::super::human::args_hash(&call),
+                want,
+                "wire form {wire}"
+            );
+            let back = Syscall::from_wire(serde_json::from_str(&wire).unwrap()).unwrap();
+            assert_eq!(back, call, "{wire} does not round-trip");
+        }
+    }
+
+    /// One call per primitive (defaulted fields left out, so defaults are pinned too).
+    fn samples() -> Vec<(Value, &'static str)> {
+        vec![
+            (
+                json!({"primitive": "fs.read_text", "path": "notes.md"}),
+                "218a0d7a0c80d38571c56e1b24663bb3a01288bc368f28c9e3427bfa0ab46b9a",
+            ),
+            (
+                json!({"primitive": "fs.read_bytes", "path": "a.bin"}),
+                "fbe3b6beefe6e7491b5e30804601d6ae163f99a0a721d7f38d726751a26b3985",
+            ),
+            (
+                json!({"primitive": "fs.write_text", "path": "out.txt", "content": "hi"}),
+                "ff5528d5d7aeb6f4dda1355aa11d6f7015b0624c68084f98007fedfcebd88969",
+            ),
+            (
+                json!({"primitive": "fs.append_text", "path": "log.txt", "content": "x\n"}),
+                "30edd0e13e3c33b1c8130049967b7ce905975ff9b10611fa8ae9cb55a90bb71d",
+            ),
+            (
+                json!({"primitive": "fs.list"}),
+                "1c6bc7a11e722a3bfef368415f6e69703549cfbd3fb05db03b5696bf0085f455",
+            ),
+            (
+                json!({"primitive": "fs.mkdir", "path": "d"}),
+                "ef6088cc07f45652e9423aafb7618d7d6d270fdc34c7da076ba617fda6d776d0",
+            ),
+            (
+                json!({"primitive": "fs.delete_file", "path": "f"}),
+                "4b901eb0a85ca9a902602efdc5b1fd45775f9030f737e2ed2caa0fe2ba376a32",
+            ),
+            (
+                json!({"primitive": "fs.delete_dir", "path": "d", "recursive": true}),
+                "b5654c2670bbfdd40157262680300eb28c2cb0600125ed313e3625434d1d1079",
+            ),
+            (
+                json!({"primitive": "proc.getcwd"}),
+                "451c4795b03b92a986e9d29272042df885cb07c4573aeace438d15188ba6105b",
+            ),
+            (
+                json!({"primitive": "proc.chdir", "path": "sub"}),
+                "16fce5e4b4bd91d43156d4c5862621ddba971176e0669ea8aa741c02482f30df",
+            ),
+            (
+                json!({"primitive": "proc.self"}),
+                "5708cf35a4dcefae7d971e1f2d963b2ca312168c3b08851196a76818546b8506",
+            ),
+            (
+                json!({"primitive": "proc.spawn", "image": "base", "goal": "g"}),
+                "bbf3221f343605ff8f758454775e736843b1f57666735734f76773a793983f83",
+            ),
+            (
+                json!({"primitive": "proc.fork"}),
+                "8b3651c261aa4977b799fd4d7ef432af8ceadc173d790c78c1af7fea2b314a43",
+            ),
+            (
+                json!({"primitive": "proc.fork", "goal": "g", "inherit": [{"resource": "fs:**", "rights": ["read"]}], "budget": {"tool_calls": 1, "children": 2, "syscalls": 3, "wall_time_ms": 4}}),
+                "bdd19ecf2586b602d9d3979301e1e0b697bf7f83004247c1ad364462762e32e1",
+            ),
+            (
+                json!({"primitive": "proc.wait", "pid": 7}),
+                "57c3f64fd635c8227cba011804a04b9c47c241a4e6bfa3c5871472fcb2886a05",
+            ),
+            (
+                json!({"primitive": "proc.children"}),
+                "77d5b5ad4cd1d5c6fabc26e009909690d60db1ff3e8ba5c408874363c12edfc0",
+            ),
+            (
+                json!({"primitive": "proc.signal", "pid": 7, "signal": "cancel"}),
+                "8dfc3c1432fb6cc0036ff36cd8af9258fea9641bbf04e8838c479d67a8dfb660",
+            ),
+            (
+                json!({"primitive": "proc.exit"}),
+                "e4308c0f6ae264a4daafdfa2ed8ffd6ed5276ad40fcd200ee316c3e8f4cef6c3",
+            ),
+            (
+                json!({"primitive": "proc.exec", "image": "coder"}),
+                "7a0e6fbf648ebe1baf152356afceadd11a4e3c5bacee9d75518807d49f46c584",
+            ),
+            (
+                json!({"primitive": "event.wait", "name": "go", "timeout_ms": 5}),
+                "1ac3f630dc6ddd3d3e8bfa0484ee06885090c60ce9780f4224ff7f1e3da0374b",
+            ),
+            (
+                json!({"primitive": "event.post", "name": "go"}),
+                "5b4d399dbef0e181b461f60725042ff648c4bd9f595c5b88f878b8a5e290322d",
+            ),
+            (
+                json!({"primitive": "mem.create_namespace", "name": "shared"}),
+                "3c04868dcda4307c96d8d0dc4eab3377d49724bdea8af92f22b6bc6eb86101d5",
+            ),
+            (
+                json!({"primitive": "mem.list"}),
+                "c0ac452c08c8f8a58810ba153d1946cb7acb22916931d40646b743d15a4bc363",
+            ),
+            (
+                json!({"primitive": "mem.create", "type": "note"}),
+                "060756255941abd7a39a1e336f1b0ea23af9bbc46a82f6bc87c812ac4753e006",
+            ),
+            (
+                json!({"primitive": "mem.create", "type": "note", "payload": {"a": [1, 2]}, "tags": ["t"], "appendable": true}),
+                "9bfc06cfb17edf342be4825b78464e61f1fa82a2f447514a5bd28b2cc69025ba",
+            ),
+            (
+                json!({"primitive": "mem.read", "id": "obj_1"}),
+                "ec41c084491f43613fd67c9be903e964425eb222fefaa24eb2f1e35130562b5e",
+            ),
+            (
+                json!({"primitive": "mem.find", "name": "n"}),
+                "98edee6bd19e3a846b7fd0806ff0ed3c3bffcfe2f15d4373f30e4651aa9a895f",
+            ),
+            (
+                json!({"primitive": "mem.append", "id": "obj_1", "item": {"k": "v"}}),
+                "06e8a43cd2c0977206affdc050e94ec68b7134fd6a917e14510bdf24288f69ea",
+            ),
+            (
+                json!({"primitive": "mem.from_file", "path": "a.txt"}),
+                "dca730a43c0b2dbbdde36978c9beceaa21bef5e48c38e4bb299d071c06b3fd18",
+            ),
+            (
+                json!({"primitive": "mem.to_file", "id": "obj_1", "path": "b.txt"}),
+                "c4cde7cbf972af5da891a4016ea2e027a638766ad1fb9693d5b058d1602e56a0",
+            ),
+            (
+                json!({"primitive": "clock.now"}),
+                "6b8717beff9c573edc298bc909d15ce10fa048a3548ba8ddef8298927a60475b",
+            ),
+            (
+                json!({"primitive": "clock.sleep", "ms": 10}),
+                "45d21fa98b5608c0891643c7ec31b10a0e5016447b10afa6485d1c2074e6b3e2",
+            ),
+            (
+                json!({"primitive": "shell.run", "argv": ["ls", "-la"]}),
+                "41949c1987ff811ccbd0d6f6f7e634dcaaf5dba9d34013235f8be58ef7efac8f",
+            ),
+            (
+                json!({"primitive": "net.fetch", "url": "http://127.0.0.1:1/x"}),
+                "384723bb5de1a308ed0550bfc0b8c814514e445aaf56298b01e60f76697c3626",
+            ),
+            (
+                json!({"primitive": "net.fetch", "url": "http://h/x", "method": "POST", "headers": [["a", "b"]], "body": "{}", "max_bytes": 9}),
+                "000bd808e8f491dcb5a43e7705016308c5711d3463f8134ec4447b2bbfb7f192",
+            ),
+            (
+                json!({"primitive": "human.output", "message": "hello"}),
+                "07c92dca5d363058816fd620befde5671c0d0c9558d40f8b7469271dbb2daba8",
+            ),
+            (
+                json!({"primitive": "human.ask", "question": "which?", "choices": ["a", "b"]}),
+                "7f7d7ac614eda08f141eec680226a7ed583b6047e84dcf4d2fce0c777492cc35",
+            ),
+            (
+                json!({"primitive": "human.request_permission", "resource": "fs:x", "rights": ["write"], "reason": "r"}),
+                "4dc0936fdf2ac916594ceb227881c12e5fd8fec1e1f918c653fba6772f5e8bb1",
+            ),
+            (
+                json!({"primitive": "cap.list"}),
+                "59b3977bf9a82543cb71fee10f6bf2f09f72a777e1d794e4f31e6be596c0128c",
+            ),
+            (
+                json!({"primitive": "cap.grant", "to": 3, "spec": {"resource": "fs:a", "rights": ["read"]}}),
+                "4f38c1305e0816c396827c774b2bc8478aad64f1b3282a4def135b56a51788d3",
+            ),
+            (
+                json!({"primitive": "cap.revoke", "id": 12}),
+                "8761f95cec4d9bc42fdfe0e0bba98c40c9fc4dc8674e22a8b2713a05b58c385a",
+            ),
+            (
+                json!({"primitive": "image.register", "manifest": "id = \"x\""}),
+                "c3200af0fa1dee0eae8b8e8dcfd122b542d7f962a51bc58dd04efa302f3cbbc1",
+            ),
+            (
+                json!({"primitive": "tool.propose", "source": "export default 1"}),
+                "a461afee2e882c9d6c53944f7c2ebfcc2d3df7c646dd0ed2fc8ab95b7058d7b8",
+            ),
+            (
+                json!({"primitive": "tool.validate", "id": "obj_2"}),
+                "9517f863a58c76e5afe8a1edb3280e6fec9189408b762e6a1db8e72c2a6ed364",
+            ),
+            (
+                json!({"primitive": "tool.register", "id": "obj_2"}),
+                "406509a77d8ee779d3563971c848b98eebb73fccbbcff040501074e81d43dd64",
+            ),
+            (
+                json!({"primitive": "tool.list"}),
+                "78077e32fc7475d1a26a6e0f32221c3f871a3cf7feeb2d9dc5fd4e6b766abdc9",
+            ),
+            (
+                json!({"primitive": "tool.call", "name": "wc"}),
+                "e08fe749661ecfea1ae958ff34ae8e5543d1fc5db2e720c08527b3e259b0054f",
+            ),
+            (
+                json!({"primitive": "tool.call", "name": "wc", "args": {"path": "a"}}),
+                "dad198088a936e2145703b875edc0fb5500d235d1a5999355ccf3fc3ded3e27e",
+            ),
+        ]
+    }
+}
