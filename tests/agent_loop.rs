@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agent_libos::agent::model::{Role, ScriptedModel, ScriptedReply};
 use agent_libos::agent::{resume_agent, run_agent, AgentError, RunLimits, RunOptions, StopReason};
-use agent_libos::kernel::{CapabilitySpec, HumanAnswer, Kernel, Status, Syscall};
+use agent_libos::kernel::{CapabilitySpec, HumanAnswer, JitCall, Kernel, MemCall, Status, Syscall};
 use serde_json::{json, Value};
 
 fn grants(list: &[&str]) -> Vec<CapabilitySpec> {
@@ -49,10 +49,10 @@ async fn transcript_roles(kernel: &Kernel, pid: i64) -> Vec<String> {
     let object = kernel
         .syscall(
             helper,
-            Syscall::MemFind {
+            Syscall::Mem(MemCall::Find {
                 namespace: Some(format!("proc/{pid}")),
                 name: "agent.transcript".into(),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -364,7 +364,7 @@ async fn lifecycle_available(kernel: &agent_libos::kernel::Kernel) -> bool {
         .await
         .unwrap();
     match kernel
-        .syscall(pid, agent_libos::kernel::Syscall::ToolList)
+        .syscall(pid, agent_libos::kernel::Syscall::Tool(JitCall::List))
         .await
     {
         Err(e) if e.to_string().contains("JIT tool host") => {

@@ -3,7 +3,7 @@
 mod common;
 
 use agent_libos::kernel::{
-    HumanAnswer, HumanMode, Kernel, ObjectSpec, Status, Syscall, SyscallError,
+    HumanAnswer, HumanCall, HumanMode, Kernel, MemCall, ObjectSpec, Status, Syscall, SyscallError,
 };
 use serde_json::json;
 
@@ -13,17 +13,17 @@ async fn some_activity(h: &common::TestHost) {
         h.kernel
             .syscall(
                 pid,
-                Syscall::MemCreate(ObjectSpec {
+                Syscall::Mem(MemCall::Create(ObjectSpec {
                     object_type: "n".into(),
                     payload: json!(i),
                     ..Default::default()
-                }),
+                })),
             )
             .await
             .unwrap();
     }
     h.kernel
-        .syscall(pid, Syscall::MemList { namespace: None })
+        .syscall(pid, Syscall::Mem(MemCall::List { namespace: None }))
         .await
         .unwrap();
     h.kernel.store().flush().await.unwrap();
@@ -95,12 +95,12 @@ async fn a_permission_request_parks_the_process_until_a_human_answers() {
         kernel
             .syscall(
                 pid,
-                Syscall::HumanRequestPermission {
+                Syscall::Human(HumanCall::RequestPermission {
                     resource: "namespace:team".into(),
                     rights: vec![agent_libos::kernel::Right::Read],
                     reason: "to read the team notes".into(),
                     channel: "operator".into(),
-                },
+                }),
             )
             .await
     });
@@ -140,18 +140,18 @@ async fn an_ask_each_time_call_runs_only_after_approval_and_a_rejection_means_no
     h.kernel
         .syscall(
             admin,
-            Syscall::MemCreateNamespace {
+            Syscall::Mem(MemCall::CreateNamespace {
                 name: "team".into(),
-            },
+            }),
         )
         .await
         .unwrap();
-    let create = Syscall::MemCreate(ObjectSpec {
+    let create = Syscall::Mem(MemCall::Create(ObjectSpec {
         namespace: Some("team".into()),
         object_type: "report".into(),
         payload: json!("x"),
         ..Default::default()
-    });
+    }));
     // Deny first: nothing is created.
     let kernel = h.kernel.clone();
     let call = create.clone();
@@ -179,9 +179,9 @@ async fn an_ask_each_time_call_runs_only_after_approval_and_a_rejection_means_no
         .kernel
         .syscall(
             pid,
-            Syscall::MemList {
+            Syscall::Mem(MemCall::List {
                 namespace: Some("team".into()),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -211,9 +211,9 @@ async fn an_ask_each_time_call_runs_only_after_approval_and_a_rejection_means_no
         .kernel
         .syscall(
             pid,
-            Syscall::MemList {
+            Syscall::Mem(MemCall::List {
                 namespace: Some("team".into()),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -240,11 +240,11 @@ async fn without_a_human_the_request_fails_fast_and_stays_answerable() {
     let err = kernel
         .syscall(
             pid,
-            Syscall::HumanAsk {
+            Syscall::Human(HumanCall::Ask {
                 question: "which branch?".into(),
                 choices: vec!["main".into(), "dev".into()],
                 channel: "operator".into(),
-            },
+            }),
         )
         .await
         .unwrap_err();

@@ -22,8 +22,8 @@ use super::fixture::{self, Case, Expect, ExpectError, HumanModeName, Loaded};
 use super::tool::{self, LoadError};
 use super::{exit, human, Ctx};
 use crate::kernel::{
-    CapabilitySpec, HumanMode, Kernel, KernelConfig, Policy, ProcessCtx, Right, SpawnOptions,
-    Syscall, SyscallError, WireError,
+    CapabilitySpec, HumanMode, JitCall, Kernel, KernelConfig, Policy, ProcessCtx, Right,
+    SpawnOptions, Syscall, SyscallError, WireError,
 };
 use crate::providers::{FetchLimits, ShellLimits};
 
@@ -439,10 +439,10 @@ async fn body(
                 Err(e) => Err(SyscallError::invalid(format!("fixture syscall: {e}"))),
             },
             (None, Some(n)) => {
-                pcx.syscall(Syscall::ToolCall {
+                pcx.syscall(Syscall::Tool(JitCall::Call {
                     name: n.clone(),
                     args: call.args.clone().unwrap_or_else(|| json!({})),
-                })
+                }))
                 .await
             }
             (None, None) => Err(SyscallError::invalid(

@@ -5,10 +5,10 @@ use serde_json::{json, Value};
 
 use super::authz::CheckedPath;
 use super::capability::{Pid, Right};
-use super::dispatch::{Done, Scope};
 use super::error::{SysResult, SyscallError};
 use super::paths;
-use super::syscall::Syscall;
+use super::scope::{Done, Scope};
+use super::syscall::{FsCall, Primitive};
 use super::Kernel;
 
 /// Characters of new content shown to a human deciding on a write.
@@ -35,7 +35,7 @@ impl Kernel {
         pid: Pid,
         path: &str,
         right: Right,
-        call: &Syscall,
+        call: &dyn Primitive,
         scope: &mut Scope,
         context: impl FnOnce(&CheckedPath) -> SysResult<Value>,
     ) -> SysResult<CheckedPath> {
@@ -52,12 +52,12 @@ impl Kernel {
     pub(crate) async fn fs_call(
         &self,
         pid: Pid,
-        call: &Syscall,
+        call: &FsCall,
         scope: &mut Scope,
     ) -> SysResult<Done> {
         let fs = self.providers().fs.clone();
         match call {
-            Syscall::FsReadText { path } => {
+            FsCall::ReadText { path } => {
                 let p = self
                     .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
@@ -71,7 +71,7 @@ impl Kernel {
                 })?;
                 Ok(Done::new(json!(text), p.resource()).detail(json!({"bytes": size})))
             }
-            Syscall::FsReadBytes { path } => {
+            FsCall::ReadBytes { path } => {
                 let p = self
                     .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
@@ -79,7 +79,7 @@ impl Kernel {
                 let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
                 Ok(Done::new(json!(encoded), p.resource()).detail(json!({"bytes": bytes.len()})))
             }
-            Syscall::FsWriteText {
+            FsCall::WriteText {
                 path,
                 content,
                 overwrite,
@@ -100,7 +100,7 @@ impl Kernel {
                 });
                 Ok(Done::new(summary.clone(), p.resource()).detail(summary))
             }
-            Syscall::FsAppendText { path, content } => {
+            FsCall::AppendText { path, content } => {
                 let fs_ctx = fs.clone();
                 let p = self
                     .check_path(pid, path, Right::Write, call, scope, |p| {
@@ -117,7 +117,7 @@ impl Kernel {
                 let summary = json!({"path": p.rel(), "bytes": content.len()});
                 Ok(Done::new(summary.clone(), p.resource()).detail(summary))
             }
-            Syscall::FsList { path } => {
+            FsCall::List { path } => {
                 let p = self
                     .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
@@ -125,7 +125,7 @@ impl Kernel {
                 let count = entries.len();
                 Ok(Done::new(json!(entries), p.resource()).detail(json!({"entries": count})))
             }
-            Syscall::FsMkdir { path, recursive } => {
+            FsCall::Mkdir { path, recursive } => {
                 let p = self
                     .check_path(pid, path, Right::Write, call, scope, |p| {
                         Ok(json!({"path": p.rel(), "recursive": recursive}))
@@ -135,7 +135,7 @@ impl Kernel {
                 fs.mkdir(&p, *recursive)?;
                 Ok(Done::new(json!({"path": p.rel()}), p.resource()))
             }
-            Syscall::FsDeleteFile { path } => {
+            FsCall::DeleteFile { path } => {
                 let fs_ctx = fs.clone();
                 let p = self
                     .check_path(pid, path, Right::Delete, call, scope, |p| {
@@ -149,7 +149,7 @@ impl Kernel {
                 fs.delete_file(&p)?;
                 Ok(Done::new(json!({"path": p.rel()}), p.resource()))
             }
-            Syscall::FsDeleteDir { path, recursive } => {
+            FsCall::DeleteDir { path, recursive } => {
                 let fs_ctx = fs.clone();
                 let p = self
                     .check_path(pid, path, Right::Delete, call, scope, |p| {
@@ -163,7 +163,6 @@ impl Kernel {
                 fs.delete_dir(&p, *recursive)?;
                 Ok(Done::new(json!({"path": p.rel()}), p.resource()))
             }
-            _ => unreachable!("fs_call got {}", call.name()),
         }
     }
 }

@@ -10,23 +10,24 @@ use serde_json::json;
 
 use super::authz::{CheckedCommand, CheckedRequest};
 use super::capability::{Pid, Right};
-use super::dispatch::{Done, Scope};
 use super::error::{SysResult, SyscallError};
-use super::syscall::Syscall;
+use super::scope::{Done, Scope};
+use super::syscall::{NetCall, ShellCall};
 use super::Kernel;
 use crate::providers::net::url_resource;
 use crate::providers::shell::{analyze, CommandAnalysis};
 use crate::providers::{FetchLimits, ShellLimits};
 
 impl Kernel {
-    pub(crate) async fn host_call(
+    /// `shell.run`.
+    pub(crate) async fn shell_call(
         &self,
         pid: Pid,
-        call: &Syscall,
+        call: &ShellCall,
         scope: &mut Scope,
     ) -> SysResult<Done> {
         match call {
-            Syscall::ShellRun {
+            ShellCall::Run {
                 argv,
                 timeout_ms,
                 stdin,
@@ -94,7 +95,18 @@ impl Kernel {
                 });
                 Ok(Done::new(json!(out), commands.join(" ")).detail(detail))
             }
-            Syscall::NetFetch {
+        }
+    }
+
+    /// `net.fetch`.
+    pub(crate) async fn net_call(
+        &self,
+        pid: Pid,
+        call: &NetCall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
+        match call {
+            NetCall::Fetch {
                 url,
                 method,
                 headers,
@@ -134,7 +146,6 @@ impl Kernel {
                 let detail = json!({"status": resp.status, "bytes": resp.body.len(), "truncated": resp.truncated});
                 Ok(Done::new(json!(resp), resource).detail(detail))
             }
-            _ => unreachable!("host_call got {}", call.name()),
         }
     }
 }

@@ -13,11 +13,11 @@ use sqlx::Row;
 use tokio::sync::oneshot;
 
 use super::capability::{Capability, Pid, Policy, Right};
-use super::dispatch::{Done, Scope};
 use super::error::{SysResult, SyscallError};
 use super::persist;
 use super::process::Status;
-use super::syscall::Syscall;
+use super::scope::{Done, Scope};
+use super::syscall::{HumanCall, Primitive, Syscall};
 use super::{HumanMode, Kernel};
 use crate::audit::AuditEntry;
 use crate::store::WriteBatch;
@@ -66,11 +66,6 @@ pub(crate) struct Waiters {
     claimed: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
-/// SHA-256 of the exact call's wire form.
-pub fn args_hash(call: &Syscall) -> String {
-    crate::util::sha256_hex(serde_json::to_string(call).unwrap_or_default().as_bytes())
-}
-
 impl Kernel {
     /// Asks a human to approve `call` under an `ask_each_time` capability; returns when the
     /// call may proceed.
@@ -81,7 +76,7 @@ impl Kernel {
         resource: &str,
         right: Right,
         cap_id: i64,
-        call: &Syscall,
+        call: &dyn Primitive,
         context: Value,
         scope: &mut Scope,
     ) -> SysResult<()> {
@@ -93,7 +88,14 @@ impl Kernel {
             "context": context,
         });
         let (id, answer) = self
-            .request_answer(pid, "approval", "operator", payload, args_hash(call), scope)
+            .request_answer(
+                pid,
+                "approval",
+                "operator",
+                payload,
+                call.args_hash(),
+                scope,
+            )
             .await?;
         match answer {
             HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => Ok(()),
@@ -226,7 +228,7 @@ impl Kernel {
             "invocation": invocation,
             "seq": seq,
             "primitive": call.name(),
-            "request": super::dispatch::summarize(call),
+            "request": call.audit_summary(),
             "why": "the host stopped while this effect was running; it may or may not have happened",
         });
         let mut scope = Scope::default();
@@ -236,7 +238,7 @@ impl Kernel {
                 "uncertain",
                 "operator",
                 payload,
-                args_hash(call),
+                call.args_hash(),
                 &mut scope,
             )
             .await?;
@@ -527,11 +529,11 @@ impl Kernel {
     pub(crate) async fn human_call(
         &self,
         pid: Pid,
-        call: &Syscall,
+        call: &HumanCall,
         scope: &mut Scope,
     ) -> SysResult<Done> {
         match call {
-            Syscall::HumanOutput { message, channel } => {
+            HumanCall::Output { message, channel } => {
                 self.authorize_one(pid, format!("human:{channel}"), Right::Write, call, scope)
                     .await?;
                 let id = crate::util::new_id("hr");
@@ -545,13 +547,13 @@ impl Kernel {
                         pid.into(),
                         channel.clone().into(),
                         json!({"message": message}).to_string().into(),
-                        args_hash(call).into(),
+                        call.args_hash().into(),
                         now.into(),
                     ],
                 );
                 Ok(Done::new(json!({"id": id}), format!("human:{channel}")).batch(batch))
             }
-            Syscall::HumanAsk {
+            HumanCall::Ask {
                 question,
                 choices,
                 channel,
@@ -560,7 +562,7 @@ impl Kernel {
                     .await?;
                 let payload = json!({"question": question, "choices": choices});
                 let (id, answer) = self
-                    .request_answer(pid, "question", channel, payload, args_hash(call), scope)
+                    .request_answer(pid, "question", channel, payload, call.args_hash(), scope)
                     .await?;
                 match answer {
                     HumanAnswer::Answer { text } => Ok(Done::new(
@@ -580,7 +582,7 @@ impl Kernel {
                     ))),
                 }
             }
-            Syscall::HumanRequestPermission {
+            HumanCall::RequestPermission {
                 resource,
                 rights,
                 reason,
@@ -592,7 +594,7 @@ impl Kernel {
                 }
                 let payload = json!({"resource": resource, "rights": rights, "reason": reason});
                 let (id, answer) = self
-                    .request_answer(pid, "permission", channel, payload, args_hash(call), scope)
+                    .request_answer(pid, "permission", channel, payload, call.args_hash(), scope)
                     .await?;
                 match answer {
                     HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => {
@@ -620,7 +622,6 @@ impl Kernel {
                     ))),
                 }
             }
-            _ => unreachable!("human_call got {}", call.name()),
         }
     }
 }

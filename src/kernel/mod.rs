@@ -28,6 +28,7 @@ mod mem_calls;
 mod operator;
 mod persist;
 mod proc_calls;
+mod scope;
 mod state;
 mod tools;
 
@@ -51,7 +52,10 @@ pub use image::{Image, ToolLimits};
 pub use operator::{ProcessCtx, SpawnOptions};
 pub use process::{Process, Status};
 pub use state::Event;
-pub use syscall::{Budget, ObjectSpec, Signal, Syscall};
+pub use syscall::{
+    Budget, CapCall, ClockCall, EventCall, FsCall, HumanCall, ImageCall, JitCall, MemCall, NetCall,
+    ObjectSpec, Primitive, ProcCall, ShellCall, Signal, Syscall,
+};
 pub use tools::{ResumeReport, ResumedInvocation};
 
 /// What to do when an operation needs a human and none is listening.

@@ -1,10 +1,15 @@
-//! The syscall surface: one enum of primitives, the only way an agent causes an effect.
+//! The syscall surface: every primitive, grouped by family, the only way an agent causes an
+//! effect.
 //!
-//! The enum is serializable because it crosses boundaries: ops send it from isolates, the
-//! journal hashes it, fixtures and MCP carry it. The wire form is
-//! `{"primitive": "fs.read_text", "path": "notes.md"}`.
+//! [`Syscall`] nests one enum per family (`fs.*` is [`FsCall`], `proc.*` is [`ProcCall`], …),
+//! so each family's handler matches its own enum exhaustively. The types are serializable
+//! because they cross boundaries: ops send them from isolates, the journal hashes them,
+//! fixtures, MCP and checkpoints carry them. The wire form is flat and is a contract —
+//! `{"primitive": "fs.read_text", "path": "notes.md"}` — whether a whole `Syscall` or one
+//! family's call is serialized; [`Primitive::args_hash`] is the SHA-256 of exactly those bytes.
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::capability::{CapabilitySpec, Pid, Right};
@@ -96,60 +101,97 @@ pub enum IntentTiming {
     AtEffect,
 }
 
-/// Every primitive. Each variant is checked, journaled and audited by the kernel.
+/// What the kernel knows of any call, whole or one family's: its wire name and the hash of
+/// its wire form (the same bytes either way, so approvals and the journal agree).
+pub trait Primitive: Send + Sync {
+    /// The primitive's wire name, e.g. `fs.read_text`.
+    fn name(&self) -> &'static str;
+    /// SHA-256 of the call's exact wire form: what journals and approvals are bound to.
+    fn args_hash(&self) -> String;
+}
+
+fn wire_hash(call: &impl Serialize) -> String {
+    crate::util::sha256_hex(serde_json::to_string(call).unwrap_or_default().as_bytes())
+}
+
+/// Every primitive, by family. Each one is checked, journaled and audited by the kernel.
+///
+/// Serialized, a `Syscall` is its family's call (the family is not on the wire); decoded, the
+/// family is read from the primitive name's prefix.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Syscall {
+    Fs(FsCall),
+    Proc(ProcCall),
+    Event(EventCall),
+    Mem(MemCall),
+    Clock(ClockCall),
+    Shell(ShellCall),
+    Net(NetCall),
+    Human(HumanCall),
+    Cap(CapCall),
+    Image(ImageCall),
+    Tool(JitCall),
+}
+
+/// `fs.*`: files, confined to the process's workspace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "primitive")]
-pub enum Syscall {
-    // ---- filesystem (confined to the process's workspace) ----
+pub enum FsCall {
     #[serde(rename = "fs.read_text")]
-    FsReadText { path: String },
+    ReadText { path: String },
     #[serde(rename = "fs.read_bytes")]
-    FsReadBytes { path: String },
+    ReadBytes { path: String },
     #[serde(rename = "fs.write_text")]
-    FsWriteText {
+    WriteText {
         path: String,
         content: String,
         #[serde(default)]
         overwrite: bool,
     },
     #[serde(rename = "fs.append_text")]
-    FsAppendText { path: String, content: String },
+    AppendText { path: String, content: String },
     #[serde(rename = "fs.list")]
-    FsList {
+    List {
         #[serde(default = "dot")]
         path: String,
     },
     #[serde(rename = "fs.mkdir")]
-    FsMkdir {
+    Mkdir {
         path: String,
         #[serde(default)]
         recursive: bool,
     },
     #[serde(rename = "fs.delete_file")]
-    FsDeleteFile { path: String },
+    DeleteFile { path: String },
     #[serde(rename = "fs.delete_dir")]
-    FsDeleteDir {
+    DeleteDir {
         path: String,
         #[serde(default)]
         recursive: bool,
     },
+}
 
-    // ---- process ----
+/// `proc.*`: the calling process and its children.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum ProcCall {
     #[serde(rename = "proc.getcwd")]
-    ProcGetCwd,
+    GetCwd,
     #[serde(rename = "proc.chdir")]
-    ProcChdir { path: String },
+    Chdir { path: String },
+    /// `proc.self` (`Self` is a keyword).
     #[serde(rename = "proc.self")]
-    ProcSelf,
+    SelfInfo,
     #[serde(rename = "proc.spawn")]
-    ProcSpawn {
+    Spawn {
         image: String,
         goal: String,
         #[serde(default)]
         budget: Option<Budget>,
     },
     #[serde(rename = "proc.fork")]
-    ProcFork {
+    Fork {
         #[serde(default)]
         goal: Option<String>,
         #[serde(default)]
@@ -158,32 +200,36 @@ pub enum Syscall {
         budget: Option<Budget>,
     },
     #[serde(rename = "proc.wait")]
-    ProcWait {
+    Wait {
         pid: Pid,
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
     #[serde(rename = "proc.children")]
-    ProcChildren,
+    Children,
     #[serde(rename = "proc.signal")]
-    ProcSignal { pid: Pid, signal: Signal },
+    Signal { pid: Pid, signal: Signal },
     #[serde(rename = "proc.exit")]
-    ProcExit {
+    Exit {
         #[serde(default)]
         payload: Value,
     },
     #[serde(rename = "proc.exec")]
-    ProcExec { image: String },
+    Exec { image: String },
+}
 
-    // ---- events ----
+/// `event.*`: named events between processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum EventCall {
     #[serde(rename = "event.wait")]
-    EventWait {
+    Wait {
         name: String,
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
     #[serde(rename = "event.post")]
-    EventPost {
+    Post {
         name: String,
         #[serde(default)]
         payload: Value,
@@ -191,29 +237,33 @@ pub enum Syscall {
         #[serde(default)]
         target: Option<Pid>,
     },
+}
 
-    // ---- object memory ----
+/// `mem.*`: typed object memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum MemCall {
     #[serde(rename = "mem.create_namespace")]
-    MemCreateNamespace { name: String },
+    CreateNamespace { name: String },
     #[serde(rename = "mem.list")]
-    MemList {
+    List {
         #[serde(default)]
         namespace: Option<String>,
     },
     #[serde(rename = "mem.create")]
-    MemCreate(ObjectSpec),
+    Create(ObjectSpec),
     #[serde(rename = "mem.read")]
-    MemRead { id: String },
+    Read { id: String },
     #[serde(rename = "mem.find")]
-    MemFind {
+    Find {
         #[serde(default)]
         namespace: Option<String>,
         name: String,
     },
     #[serde(rename = "mem.append")]
-    MemAppend { id: String, item: Value },
+    Append { id: String, item: Value },
     #[serde(rename = "mem.from_file")]
-    MemFromFile {
+    FromFile {
         path: String,
         #[serde(default)]
         namespace: Option<String>,
@@ -223,30 +273,44 @@ pub enum Syscall {
         object_type: String,
     },
     #[serde(rename = "mem.to_file")]
-    MemToFile {
+    ToFile {
         id: String,
         path: String,
         #[serde(default)]
         overwrite: bool,
     },
+}
 
-    // ---- clock ----
+/// `clock.*`: time and timer waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum ClockCall {
     #[serde(rename = "clock.now")]
-    ClockNow,
+    Now,
     #[serde(rename = "clock.sleep")]
-    ClockSleep { ms: u64 },
+    Sleep { ms: u64 },
+}
 
-    // ---- shell and network ----
+/// `shell.*`: commands, argv only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum ShellCall {
     #[serde(rename = "shell.run")]
-    ShellRun {
+    Run {
         argv: Vec<String>,
         #[serde(default)]
         timeout_ms: Option<u64>,
         #[serde(default)]
         stdin: Option<String>,
     },
+}
+
+/// `net.*`: HTTP requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum NetCall {
     #[serde(rename = "net.fetch")]
-    NetFetch {
+    Fetch {
         url: String,
         #[serde(default = "get")]
         method: String,
@@ -257,16 +321,20 @@ pub enum Syscall {
         #[serde(default)]
         max_bytes: Option<u64>,
     },
+}
 
-    // ---- human queue ----
+/// `human.*`: the human queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum HumanCall {
     #[serde(rename = "human.output")]
-    HumanOutput {
+    Output {
         message: String,
         #[serde(default = "operator")]
         channel: String,
     },
     #[serde(rename = "human.ask")]
-    HumanAsk {
+    Ask {
         question: String,
         #[serde(default)]
         choices: Vec<String>,
@@ -274,40 +342,52 @@ pub enum Syscall {
         channel: String,
     },
     #[serde(rename = "human.request_permission")]
-    HumanRequestPermission {
+    RequestPermission {
         resource: String,
         rights: Vec<Right>,
         reason: String,
         #[serde(default = "operator")]
         channel: String,
     },
+}
 
-    // ---- capabilities ----
+/// `cap.*`: the caller's capabilities and those it delegated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum CapCall {
     #[serde(rename = "cap.list")]
-    CapList,
+    List,
     #[serde(rename = "cap.grant")]
-    CapGrant { to: Pid, spec: CapabilitySpec },
+    Grant { to: Pid, spec: CapabilitySpec },
     #[serde(rename = "cap.revoke")]
-    CapRevoke { id: i64 },
+    Revoke { id: i64 },
+}
 
-    // ---- images ----
+/// `image.*`: agent images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum ImageCall {
     #[serde(rename = "image.register")]
-    ImageRegister {
+    Register {
         /// The manifest text (TOML).
         manifest: String,
     },
+}
 
-    // ---- JIT tools ----
+/// `tool.*`: the JIT tool lifecycle. (Not `ToolCall`: that is a model's request in `agent`.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum JitCall {
     #[serde(rename = "tool.propose")]
-    ToolPropose { source: String },
+    Propose { source: String },
     #[serde(rename = "tool.validate")]
-    ToolValidate { id: String },
+    Validate { id: String },
     #[serde(rename = "tool.register")]
-    ToolRegister { id: String },
+    Register { id: String },
     #[serde(rename = "tool.list")]
-    ToolList,
+    List,
     #[serde(rename = "tool.call")]
-    ToolCall {
+    Call {
         name: String,
         #[serde(default)]
         args: Value,
@@ -327,106 +407,399 @@ fn text_type() -> String {
     "text".into()
 }
 
+/// The wire prefixes of the families, for the error naming an unknown one.
+const FAMILIES: &str = "fs, proc, event, mem, clock, shell, net, human, cap, image, tool";
+
+impl<'de> Deserialize<'de> for Syscall {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Syscall::decode(Value::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+}
+
 impl Syscall {
     /// The primitive's wire name, e.g. `fs.read_text`.
     pub fn name(&self) -> &'static str {
+        self.family_call().name()
+    }
+
+    /// SHA-256 of the call's exact wire form (see [`Primitive::args_hash`]).
+    pub fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+
+    fn family_call(&self) -> &dyn Primitive {
         match self {
-            Syscall::FsReadText { .. } => "fs.read_text",
-            Syscall::FsReadBytes { .. } => "fs.read_bytes",
-            Syscall::FsWriteText { .. } => "fs.write_text",
-            Syscall::FsAppendText { .. } => "fs.append_text",
-            Syscall::FsList { .. } => "fs.list",
-            Syscall::FsMkdir { .. } => "fs.mkdir",
-            Syscall::FsDeleteFile { .. } => "fs.delete_file",
-            Syscall::FsDeleteDir { .. } => "fs.delete_dir",
-            Syscall::ProcGetCwd => "proc.getcwd",
-            Syscall::ProcChdir { .. } => "proc.chdir",
-            Syscall::ProcSelf => "proc.self",
-            Syscall::ProcSpawn { .. } => "proc.spawn",
-            Syscall::ProcFork { .. } => "proc.fork",
-            Syscall::ProcWait { .. } => "proc.wait",
-            Syscall::ProcChildren => "proc.children",
-            Syscall::ProcSignal { .. } => "proc.signal",
-            Syscall::ProcExit { .. } => "proc.exit",
-            Syscall::ProcExec { .. } => "proc.exec",
-            Syscall::EventWait { .. } => "event.wait",
-            Syscall::EventPost { .. } => "event.post",
-            Syscall::MemCreateNamespace { .. } => "mem.create_namespace",
-            Syscall::MemList { .. } => "mem.list",
-            Syscall::MemCreate { .. } => "mem.create",
-            Syscall::MemRead { .. } => "mem.read",
-            Syscall::MemFind { .. } => "mem.find",
-            Syscall::MemAppend { .. } => "mem.append",
-            Syscall::MemFromFile { .. } => "mem.from_file",
-            Syscall::MemToFile { .. } => "mem.to_file",
-            Syscall::ClockNow => "clock.now",
-            Syscall::ClockSleep { .. } => "clock.sleep",
-            Syscall::ShellRun { .. } => "shell.run",
-            Syscall::NetFetch { .. } => "net.fetch",
-            Syscall::HumanOutput { .. } => "human.output",
-            Syscall::HumanAsk { .. } => "human.ask",
-            Syscall::HumanRequestPermission { .. } => "human.request_permission",
-            Syscall::CapList => "cap.list",
-            Syscall::CapGrant { .. } => "cap.grant",
-            Syscall::CapRevoke { .. } => "cap.revoke",
-            Syscall::ImageRegister { .. } => "image.register",
-            Syscall::ToolPropose { .. } => "tool.propose",
-            Syscall::ToolValidate { .. } => "tool.validate",
-            Syscall::ToolRegister { .. } => "tool.register",
-            Syscall::ToolList => "tool.list",
-            Syscall::ToolCall { .. } => "tool.call",
+            Syscall::Fs(call) => call,
+            Syscall::Proc(call) => call,
+            Syscall::Event(call) => call,
+            Syscall::Mem(call) => call,
+            Syscall::Clock(call) => call,
+            Syscall::Shell(call) => call,
+            Syscall::Net(call) => call,
+            Syscall::Human(call) => call,
+            Syscall::Cap(call) => call,
+            Syscall::Image(call) => call,
+            Syscall::Tool(call) => call,
         }
     }
 
-    /// Decodes the wire form; the error says which field is wrong.
+    /// Decodes the wire form; the error names an unknown primitive or the wrong field.
     pub fn from_wire(value: Value) -> Result<Syscall, String> {
-        serde_json::from_value(value).map_err(|e| e.to_string())
+        Syscall::decode(value).map_err(|e| e.to_string())
+    }
+
+    /// Reads the family from the primitive's prefix, then decodes that family's call (whose
+    /// errors name the field, or list the family's primitives).
+    fn decode(value: Value) -> Result<Syscall, serde_json::Error> {
+        let primitive = match value.get("primitive") {
+            Some(Value::String(name)) => name.clone(),
+            Some(other) => return Err(serde_json::Error::custom(format!(
+                "invalid type: {other}, expected a primitive name like \"fs.read_text\""
+            ))),
+            None if value.is_object() => {
+                return Err(serde_json::Error::missing_field("primitive"))
+            }
+            None => {
+                return Err(serde_json::Error::custom(format!(
+                    "invalid type: {value}, expected a call like {{\"primitive\": \"fs.read_text\", \"path\": \"notes.md\"}}"
+                )))
+            }
+        };
+        let family = primitive.split_once('.').map_or("", |(family, _)| family);
+        Ok(match family {
+            "fs" => Syscall::Fs(FsCall::deserialize(value)?),
+            "proc" => Syscall::Proc(ProcCall::deserialize(value)?),
+            "event" => Syscall::Event(EventCall::deserialize(value)?),
+            "mem" => Syscall::Mem(MemCall::deserialize(value)?),
+            "clock" => Syscall::Clock(ClockCall::deserialize(value)?),
+            "shell" => Syscall::Shell(ShellCall::deserialize(value)?),
+            "net" => Syscall::Net(NetCall::deserialize(value)?),
+            "human" => Syscall::Human(HumanCall::deserialize(value)?),
+            "cap" => Syscall::Cap(CapCall::deserialize(value)?),
+            "image" => Syscall::Image(ImageCall::deserialize(value)?),
+            "tool" => Syscall::Tool(JitCall::deserialize(value)?),
+            _ => {
+                return Err(serde_json::Error::custom(format!(
+                    "unknown variant `{primitive}`, expected a primitive of a family: {FAMILIES} \
+                     (e.g. `fs.read_text`)"
+                )))
+            }
+        })
     }
 
     /// When the journal makes this call's intent durable (see `IntentTiming`).
     pub fn intent_timing(&self) -> IntentTiming {
-        use Syscall::*;
+        use IntentTiming::{AtEffect, BeforeDispatch, Never};
         match self {
-            FsWriteText { .. }
-            | FsAppendText { .. }
-            | FsMkdir { .. }
-            | FsDeleteFile { .. }
-            | FsDeleteDir { .. }
-            | MemToFile { .. }
-            | ShellRun { .. }
-            | NetFetch { .. } => IntentTiming::AtEffect,
-            ProcSpawn { .. }
-            | ProcFork { .. }
-            | ProcSignal { .. }
-            | ProcExit { .. }
-            | CapGrant { .. }
-            | CapRevoke { .. }
-            | ImageRegister { .. }
-            | EventPost { .. } => IntentTiming::BeforeDispatch,
-            _ => IntentTiming::Never,
+            Syscall::Fs(call) => match call {
+                FsCall::ReadText { .. } | FsCall::ReadBytes { .. } | FsCall::List { .. } => Never,
+                FsCall::WriteText { .. }
+                | FsCall::AppendText { .. }
+                | FsCall::Mkdir { .. }
+                | FsCall::DeleteFile { .. }
+                | FsCall::DeleteDir { .. } => AtEffect,
+            },
+            Syscall::Proc(call) => match call {
+                ProcCall::Spawn { .. }
+                | ProcCall::Fork { .. }
+                | ProcCall::Signal { .. }
+                | ProcCall::Exit { .. } => BeforeDispatch,
+                ProcCall::GetCwd
+                | ProcCall::Chdir { .. }
+                | ProcCall::SelfInfo
+                | ProcCall::Wait { .. }
+                | ProcCall::Children
+                | ProcCall::Exec { .. } => Never,
+            },
+            Syscall::Event(call) => match call {
+                EventCall::Post { .. } => BeforeDispatch,
+                EventCall::Wait { .. } => Never,
+            },
+            Syscall::Mem(call) => match call {
+                MemCall::ToFile { .. } => AtEffect,
+                MemCall::CreateNamespace { .. }
+                | MemCall::List { .. }
+                | MemCall::Create(_)
+                | MemCall::Read { .. }
+                | MemCall::Find { .. }
+                | MemCall::Append { .. }
+                | MemCall::FromFile { .. } => Never,
+            },
+            Syscall::Clock(_) => Never,
+            Syscall::Shell(_) | Syscall::Net(_) => AtEffect,
+            Syscall::Human(_) => Never,
+            Syscall::Cap(call) => match call {
+                CapCall::Grant { .. } | CapCall::Revoke { .. } => BeforeDispatch,
+                CapCall::List => Never,
+            },
+            Syscall::Image(_) => BeforeDispatch,
+            Syscall::Tool(_) => Never,
         }
     }
 
     /// Whether the primitive changes state outside memory reads (its audit record must be
     /// durable before the caller sees success).
     pub fn is_effect(&self) -> bool {
-        !matches!(
-            self,
-            Syscall::FsReadText { .. }
-                | Syscall::FsReadBytes { .. }
-                | Syscall::FsList { .. }
-                | Syscall::ProcGetCwd
-                | Syscall::ProcSelf
-                | Syscall::ProcChildren
-                | Syscall::MemList { .. }
-                | Syscall::MemRead { .. }
-                | Syscall::MemFind { .. }
-                | Syscall::ClockNow
-                | Syscall::ClockSleep { .. }
-                | Syscall::CapList
-                | Syscall::ToolList
-                | Syscall::ToolCall { .. }
-        )
+        match self {
+            Syscall::Fs(call) => !matches!(
+                call,
+                FsCall::ReadText { .. } | FsCall::ReadBytes { .. } | FsCall::List { .. }
+            ),
+            Syscall::Proc(call) => !matches!(
+                call,
+                ProcCall::GetCwd | ProcCall::SelfInfo | ProcCall::Children
+            ),
+            Syscall::Event(_) => true,
+            Syscall::Mem(call) => !matches!(
+                call,
+                MemCall::List { .. } | MemCall::Read { .. } | MemCall::Find { .. }
+            ),
+            Syscall::Clock(_) => false,
+            Syscall::Shell(_) | Syscall::Net(_) | Syscall::Human(_) | Syscall::Image(_) => true,
+            Syscall::Cap(call) => !matches!(call, CapCall::List),
+            Syscall::Tool(call) => !matches!(call, JitCall::List | JitCall::Call { .. }),
+        }
+    }
+
+    /// The request as recorded in the audit log: strings longer than
+    /// [`AUDIT_INLINE_LIMIT`] become length + hash.
+    pub(crate) fn audit_summary(&self) -> Value {
+        fn shrink(value: Value) -> Value {
+            match value {
+                Value::String(s) if s.len() > AUDIT_INLINE_LIMIT => serde_json::json!({
+                    "bytes": s.len(),
+                    "sha256": crate::util::sha256_hex(s.as_bytes()),
+                }),
+                Value::Array(items) => Value::Array(items.into_iter().map(shrink).collect()),
+                Value::Object(map) => {
+                    Value::Object(map.into_iter().map(|(k, v)| (k, shrink(v))).collect())
+                }
+                other => other,
+            }
+        }
+        shrink(serde_json::to_value(self).unwrap_or(Value::Null))
+    }
+}
+
+/// Strings longer than this are summarized (length and hash) in audit records.
+const AUDIT_INLINE_LIMIT: usize = 256;
+
+impl Primitive for Syscall {
+    fn name(&self) -> &'static str {
+        Syscall::name(self)
+    }
+    fn args_hash(&self) -> String {
+        Syscall::args_hash(self)
+    }
+}
+
+impl Primitive for FsCall {
+    fn name(&self) -> &'static str {
+        match self {
+            FsCall::ReadText { .. } => "fs.read_text",
+            FsCall::ReadBytes { .. } => "fs.read_bytes",
+            FsCall::WriteText { .. } => "fs.write_text",
+            FsCall::AppendText { .. } => "fs.append_text",
+            FsCall::List { .. } => "fs.list",
+            FsCall::Mkdir { .. } => "fs.mkdir",
+            FsCall::DeleteFile { .. } => "fs.delete_file",
+            FsCall::DeleteDir { .. } => "fs.delete_dir",
+        }
+    }
+    fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+}
+
+impl Primitive for ProcCall {
+    fn name(&self) -> &'static str {
+        match self {
+            ProcCall::GetCwd => "proc.getcwd",
+            ProcCall::Chdir { .. } => "proc.chdir",
+            ProcCall::SelfInfo => "proc.self",
+            ProcCall::Spawn { .. } => "proc.spawn",
+            ProcCall::Fork { .. } => "proc.fork",
+            ProcCall::Wait { .. } => "proc.wait",
+            ProcCall::Children => "proc.children",
+            ProcCall::Signal { .. } => "proc.signal",
+            ProcCall::Exit { .. } => "proc.exit",
+            ProcCall::Exec { .. } => "proc.exec",
+        }
+    }
+    fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+}
+
+impl Primitive for EventCall {
+    fn name(&self) -> &'static str {
+        match self {
+            EventCall::Wait { .. } => "event.wait",
+            EventCall::Post { .. } => "event.post",
+        }
+    }
+    fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+}
+
+impl Primitive for MemCall {
+    fn name(&self) -> &'static str {
+        match self {
+            MemCall::CreateNamespace { .. } => "mem.create_namespace",
+            MemCall::List { .. } => "mem.list",
+            MemCall::Create(_) => "mem.create",
+            MemCall::Read { .. } => "mem.read",
+            MemCall::Find { .. } => "mem.find",
+            MemCall::Append { .. } => "mem.append",
+            MemCall::FromFile { .. } => "mem.from_file",
+            MemCall::ToFile { .. } => "mem.to_file",
+        }
+    }
+    fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+}
+
+impl Primitive for ClockCall {
+    fn name(&self) -> &'static str {
+        match self {
+            ClockCall::Now => "clock.now",
+            ClockCall::Sleep { .. } => "clock.sleep",
+        }
+    }
+    fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+}
+
+impl Primitive for ShellCall {
+    fn name(&self) -> &'static str {
+        match self {
+            ShellCall::Run { .. } => "shell.run",
+        }
+    }
+    fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+}
+
+impl Primitive for NetCall {
+    fn name(&self) -> &'static str {
+        match self {
+            NetCall::Fetch { .. } => "net.fetch",
+        }
+    }
+    fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+}
+
+impl Primitive for HumanCall {
+    fn name(&self) -> &'static str {
+        match self {
+            HumanCall::Output { .. } => "human.output",
+            HumanCall::Ask { .. } => "human.ask",
+            HumanCall::RequestPermission { .. } => "human.request_permission",
+        }
+    }
+    fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+}
+
+impl Primitive for CapCall {
+    fn name(&self) -> &'static str {
+        match self {
+            CapCall::List => "cap.list",
+            CapCall::Grant { .. } => "cap.grant",
+            CapCall::Revoke { .. } => "cap.revoke",
+        }
+    }
+    fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+}
+
+impl Primitive for ImageCall {
+    fn name(&self) -> &'static str {
+        match self {
+            ImageCall::Register { .. } => "image.register",
+        }
+    }
+    fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+}
+
+impl Primitive for JitCall {
+    fn name(&self) -> &'static str {
+        match self {
+            JitCall::Propose { .. } => "tool.propose",
+            JitCall::Validate { .. } => "tool.validate",
+            JitCall::Register { .. } => "tool.register",
+            JitCall::List => "tool.list",
+            JitCall::Call { .. } => "tool.call",
+        }
+    }
+    fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+}
+
+impl From<FsCall> for Syscall {
+    fn from(call: FsCall) -> Self {
+        Syscall::Fs(call)
+    }
+}
+impl From<ProcCall> for Syscall {
+    fn from(call: ProcCall) -> Self {
+        Syscall::Proc(call)
+    }
+}
+impl From<EventCall> for Syscall {
+    fn from(call: EventCall) -> Self {
+        Syscall::Event(call)
+    }
+}
+impl From<MemCall> for Syscall {
+    fn from(call: MemCall) -> Self {
+        Syscall::Mem(call)
+    }
+}
+impl From<ClockCall> for Syscall {
+    fn from(call: ClockCall) -> Self {
+        Syscall::Clock(call)
+    }
+}
+impl From<ShellCall> for Syscall {
+    fn from(call: ShellCall) -> Self {
+        Syscall::Shell(call)
+    }
+}
+impl From<NetCall> for Syscall {
+    fn from(call: NetCall) -> Self {
+        Syscall::Net(call)
+    }
+}
+impl From<HumanCall> for Syscall {
+    fn from(call: HumanCall) -> Self {
+        Syscall::Human(call)
+    }
+}
+impl From<CapCall> for Syscall {
+    fn from(call: CapCall) -> Self {
+        Syscall::Cap(call)
+    }
+}
+impl From<ImageCall> for Syscall {
+    fn from(call: ImageCall) -> Self {
+        Syscall::Image(call)
+    }
+}
+impl From<JitCall> for Syscall {
+    fn from(call: JitCall) -> Self {
+        Syscall::Tool(call)
     }
 }
 
@@ -441,9 +814,9 @@ mod tests {
             Syscall::from_wire(json!({"primitive": "fs.read_text", "path": "a.txt"})).unwrap();
         assert_eq!(
             call,
-            Syscall::FsReadText {
+            Syscall::Fs(FsCall::ReadText {
                 path: "a.txt".into()
-            }
+            })
         );
         assert_eq!(call.name(), "fs.read_text");
         let create = Syscall::from_wire(
@@ -458,7 +831,27 @@ mod tests {
         let err = Syscall::from_wire(json!({"primitive": "fs.read_text", "path": 3})).unwrap_err();
         assert!(err.contains("invalid type"), "{err}");
         let err = Syscall::from_wire(json!({"primitive": "fs.nope"})).unwrap_err();
-        assert!(err.contains("unknown variant"), "{err}");
+        assert!(err.contains("unknown variant `fs.nope`"), "{err}");
+        assert!(err.contains("`fs.read_text`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_families_and_malformed_calls_are_named() {
+        let err = Syscall::from_wire(json!({"primitive": "foo.bar"})).unwrap_err();
+        assert!(err.contains("unknown variant `foo.bar`"), "{err}");
+        assert!(err.contains("fs, proc"), "{err}");
+        let err = Syscall::from_wire(json!({"primitive": "nodot"})).unwrap_err();
+        assert!(err.contains("unknown variant `nodot`"), "{err}");
+        let err = Syscall::from_wire(json!({"path": "a"})).unwrap_err();
+        assert!(err.contains("missing field `primitive`"), "{err}");
+        let err = Syscall::from_wire(json!({"primitive": 3})).unwrap_err();
+        assert!(err.contains("expected a primitive name"), "{err}");
+        let err = Syscall::from_wire(json!("fs.read_text")).unwrap_err();
+        assert!(err.contains("invalid type"), "{err}");
+        let err = Syscall::from_wire(json!({"primitive": "mem.create", "type": 3})).unwrap_err();
+        assert!(err.contains("invalid type: integer `3`"), "{err}");
+        let err = serde_json::from_str::<Syscall>(r#"{"primitive": "fs.mkdir"}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field `path`"), "{err}");
     }
 }
 
@@ -475,11 +868,13 @@ mod wire_contract {
         for (input, want) in samples() {
             let call = Syscall::from_wire(input.clone()).unwrap_or_else(|e| panic!("{input}: {e}"));
             let wire = serde_json::to_string(&call).unwrap();
+            assert_eq!(call.args_hash(), want, "wire form {wire}");
             assert_eq!(
-                super::super::human::args_hash(&call),
+                call.family_call().args_hash(),
                 want,
-                "wire form {wire}"
+                "family wire form {wire}"
             );
+            assert_eq!(Some(call.name()), input["primitive"].as_str());
             let back = Syscall::from_wire(serde_json::from_str(&wire).unwrap()).unwrap();
             assert_eq!(back, call, "{wire} does not round-trip");
         }

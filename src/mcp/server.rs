@@ -18,8 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
 use crate::kernel::{
-    Budget, CapabilitySpec, HumanAnswer, HumanRequest, Kernel, Pid, SpawnOptions, Status, Syscall,
-    SyscallError,
+    Budget, CapabilitySpec, HumanAnswer, HumanRequest, JitCall, Kernel, MemCall, Pid, SpawnOptions,
+    Status, Syscall, SyscallError,
 };
 
 /// Operator configuration of an MCP server.
@@ -322,32 +322,32 @@ impl Session {
             "list_processes" => Ok(self.list_processes()),
             "propose_tool" => match str_arg(args, "source") {
                 Ok(source) => {
-                    self.call(args, Syscall::ToolPropose { source: source.into() }, peer)
+                    self.call(args, Syscall::Tool(JitCall::Propose { source: source.into() }), peer)
                         .await
                 }
                 Err(e) => Err(e),
             },
             "validate_tool" => match str_arg(args, "id") {
-                Ok(id) => self.call(args, Syscall::ToolValidate { id: id.into() }, peer).await,
+                Ok(id) => self.call(args, Syscall::Tool(JitCall::Validate { id: id.into() }), peer).await,
                 Err(e) => Err(e),
             },
             "register_tool" => match str_arg(args, "id") {
-                Ok(id) => self.call(args, Syscall::ToolRegister { id: id.into() }, peer).await,
+                Ok(id) => self.call(args, Syscall::Tool(JitCall::Register { id: id.into() }), peer).await,
                 Err(e) => Err(e),
             },
-            "list_tools" => self.call(args, Syscall::ToolList, peer).await,
+            "list_tools" => self.call(args, Syscall::Tool(JitCall::List), peer).await,
             "call_tool" => match str_arg(args, "name") {
                 Ok(name) => {
-                    let call = Syscall::ToolCall {
+                    let call = Syscall::Tool(JitCall::Call {
                         name: name.into(),
                         args: args.get("args").cloned().unwrap_or(json!({})),
-                    };
+                    });
                     self.call(args, call, peer).await
                 }
                 Err(e) => Err(e),
             },
             "read_object" => match str_arg(args, "id") {
-                Ok(id) => self.call(args, Syscall::MemRead { id: id.into() }, peer).await,
+                Ok(id) => self.call(args, Syscall::Mem(MemCall::Read { id: id.into() }), peer).await,
                 Err(e) => Err(e),
             },
             "read_audit" => self.read_audit(args).await,
