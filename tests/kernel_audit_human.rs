@@ -29,9 +29,15 @@ async fn some_activity(h: &common::TestHost) {
     h.kernel.store().flush().await.unwrap();
 }
 
+/// A connection of its own to the database file, as anyone who can write the file has.
+async fn raw_database(h: &common::TestHost) -> sqlx::SqlitePool {
+    let url = format!("sqlite://{}", h.db_path().display());
+    sqlx::SqlitePool::connect(&url).await.unwrap()
+}
+
 async fn tamper(h: &common::TestHost, sql: &'static str) -> agent_libos::audit::VerifyReport {
-    let pool = h.kernel.store().pool();
-    sqlx::query(sql).execute(pool).await.unwrap();
+    let pool = raw_database(h).await;
+    sqlx::query(sql).execute(&pool).await.unwrap();
     h.kernel.verify_audit().await.unwrap()
 }
 
@@ -72,13 +78,13 @@ async fn reordered_records_are_found() {
     let h = common::host().await;
     some_activity(&h).await;
     // Swap the contents of records 2 and 3, keeping their sequence numbers.
-    let pool = h.kernel.store().pool();
+    let pool = raw_database(&h).await;
     sqlx::query("UPDATE audit SET seq = -2 WHERE seq = 2")
-        .execute(pool)
+        .execute(&pool)
         .await
         .unwrap();
     sqlx::query("UPDATE audit SET seq = 2 WHERE seq = 3")
-        .execute(pool)
+        .execute(&pool)
         .await
         .unwrap();
     let report = tamper(&h, "UPDATE audit SET seq = 3 WHERE seq = -2").await;

@@ -8,8 +8,7 @@
 
 use serde_json::json;
 
-use super::authz::{CheckedCommand, CheckedRequest};
-use super::capability::{Pid, Right};
+use super::capability::Pid;
 use super::error::{SysResult, SyscallError};
 use super::scope::{Done, Scope};
 use super::syscall::{NetCall, ShellCall};
@@ -40,46 +39,26 @@ impl Kernel {
                         .collect(),
                     CommandAnalysis::Opaque { resource, .. } => vec![resource.clone()],
                 };
-                for resource in &commands {
-                    let result = self
-                        .authorize(
-                            pid,
-                            std::slice::from_ref(resource),
-                            Right::Execute,
-                            call,
-                            scope,
-                            || Ok(json!({"argv": argv, "commands": commands})),
-                        )
-                        .await;
-                    if let (
-                        Err(SyscallError::PermissionDenied {
-                            resource, right, ..
-                        }),
-                        CommandAnalysis::Opaque { reason, .. },
-                    ) = (&result, &analysis)
-                    {
-                        return Err(SyscallError::denied_because(
-                            resource.clone(),
-                            right.clone(),
-                            reason.clone(),
-                        ));
-                    }
-                    result?;
-                }
-                let cwd = self
-                    .inner
-                    .state
-                    .lock()
-                    .process(pid)
-                    .map(|p| p.cwd.clone())
-                    .unwrap_or_else(|| ".".into());
+                let checked = self
+                    .authorize_command(pid, argv, &commands, call, scope, || {
+                        Ok(json!({"argv": argv, "commands": commands}))
+                    })
+                    .await
+                    .map_err(|err| match (err, &analysis) {
+                        (
+                            SyscallError::PermissionDenied {
+                                resource, right, ..
+                            },
+                            CommandAnalysis::Opaque { reason, .. },
+                        ) => SyscallError::denied_because(resource, right, reason.clone()),
+                        (err, _) => err,
+                    })?;
                 let limits = ShellLimits {
                     timeout_ms: timeout_ms
                         .unwrap_or(self.inner.config.shell_limits.timeout_ms)
                         .min(self.inner.config.shell_limits.timeout_ms),
                     max_output_bytes: self.inner.config.shell_limits.max_output_bytes,
                 };
-                let checked = CheckedCommand::new(argv.clone(), cwd);
                 self.intent_point(call, scope).await?;
                 let out = self
                     .providers()
@@ -115,20 +94,17 @@ impl Kernel {
             } => {
                 let (resource, host, _port) = url_resource(url).map_err(SyscallError::invalid)?;
                 let method = method.to_ascii_uppercase();
-                let right = if matches!(method.as_str(), "GET" | "HEAD") {
-                    Right::Read
-                } else {
-                    Right::Write
-                };
-                self.authorize(
-                    pid,
-                    &[resource.clone(), format!("net:{host}")],
-                    right,
-                    call,
-                    scope,
-                    || Ok(json!({"url": url, "method": method, "body_bytes": body.as_ref().map(String::len)})),
-                )
-                .await?;
+                let checked = self
+                    .authorize_request(
+                        pid,
+                        url,
+                        &method,
+                        &[resource.clone(), format!("net:{host}")],
+                        call,
+                        scope,
+                        || Ok(json!({"url": url, "method": method, "body_bytes": body.as_ref().map(String::len)})),
+                    )
+                    .await?;
                 let defaults = self.inner.config.fetch_limits;
                 let limits = FetchLimits {
                     timeout_ms: defaults.timeout_ms,
@@ -136,7 +112,6 @@ impl Kernel {
                         .unwrap_or(defaults.max_response_bytes)
                         .min(defaults.max_response_bytes),
                 };
-                let checked = CheckedRequest::new(url.clone(), method.clone());
                 self.intent_point(call, scope).await?;
                 let resp = self
                     .providers()

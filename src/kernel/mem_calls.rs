@@ -120,7 +120,7 @@ impl Kernel {
                 object_type,
             } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let bytes = self.providers().fs.read(&p)?;
                 let text = String::from_utf8(bytes)
@@ -151,7 +151,7 @@ impl Kernel {
                 };
                 let fs = self.providers().fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         Ok(json!({"path": p.rel(), "bytes": content.len(), "from_object": id, "overwrite": overwrite}))
                     })
                     .await?;
