@@ -3,7 +3,8 @@
 mod common;
 
 use agent_libos::kernel::{
-    HumanAnswer, HumanCall, HumanMode, Kernel, MemCall, ObjectSpec, Status, Syscall, SyscallError,
+    HumanAnswer, HumanCall, HumanMode, Kernel, MemCall, ObjectSpec, RequestKind, RequestStatus,
+    Status, Syscall, SyscallError,
 };
 use serde_json::json;
 
@@ -112,7 +113,7 @@ async fn a_permission_request_parks_the_process_until_a_human_answers() {
     });
     let pending = wait_pending(&h.kernel).await;
     assert_eq!(h.kernel.process(pid).unwrap().status, Status::WaitingHuman);
-    assert_eq!(pending.kind, "permission");
+    assert_eq!(pending.kind, RequestKind::Permission);
     assert_eq!(pending.payload["reason"], "to read the team notes");
     h.kernel
         .human_respond(&pending.id, HumanAnswer::ApproveOnce, "alice")
@@ -163,7 +164,7 @@ async fn an_ask_each_time_call_runs_only_after_approval_and_a_rejection_means_no
     let call = create.clone();
     let attempt = tokio::spawn(async move { kernel.syscall(pid, call).await });
     let pending = wait_pending(&h.kernel).await;
-    assert_eq!(pending.kind, "approval");
+    assert_eq!(pending.kind, RequestKind::Approval);
     assert_eq!(pending.payload["resource"], "namespace:team");
     assert_eq!(pending.args_hash.len(), 64);
     h.kernel
@@ -277,7 +278,7 @@ async fn without_a_human_the_request_fails_fast_and_stays_answerable() {
         )
         .await
         .unwrap();
-    assert_eq!(done.status, "answered");
+    assert_eq!(done.status, RequestStatus::Answered);
     assert_eq!(done.answered_by.as_deref(), Some("bob"));
 }
 

@@ -463,7 +463,7 @@ async fn respond_loop(
                 Some(s) => {
                     *used.lock() += 1;
                     if let Some(kind) = &s.kind {
-                        if kind != &r.kind {
+                        if kind != r.kind.as_str() {
                             problems.lock().push(format!(
                                 "human answer #{}: expected a {kind} request, got {} ({})",
                                 next + 1,

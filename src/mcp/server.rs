@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
 use crate::kernel::{
-    Budget, CapabilitySpec, HumanAnswer, HumanRequest, JitCall, Kernel, MemCall, Pid, SpawnOptions,
-    Status, Syscall, SyscallError,
+    Budget, CapabilitySpec, HumanAnswer, HumanRequest, JitCall, Kernel, MemCall, Pid, RequestKind,
+    SpawnOptions, Status, Syscall, SyscallError,
 };
 
 /// Operator configuration of an MCP server.
@@ -482,7 +482,7 @@ impl Session {
         {
             return false;
         }
-        let question = request.kind == "question";
+        let question = request.kind == RequestKind::Question;
         let requested_schema = if question {
             ElicitationSchema::builder()
                 .required_string("answer")
