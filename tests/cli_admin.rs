@@ -3,7 +3,7 @@
 mod cli_support;
 
 use agent_libos::kernel::{
-    CapabilitySpec, HumanMode, Kernel, KernelConfig, SpawnOptions, Syscall, SyscallError,
+    CapabilitySpec, FsCall, HumanMode, Kernel, KernelConfig, SpawnOptions, Syscall, SyscallError,
 };
 use cli_support::{run_in, Env};
 use serde_json::json;
@@ -132,11 +132,11 @@ fn human_list_show_approve_reject() {
             let err = k
                 .syscall(
                     pid,
-                    Syscall::FsWriteText {
+                    Syscall::Fs(FsCall::WriteText {
                         path: "out.txt".into(),
                         content: content.into(),
                         overwrite: false,
-                    },
+                    }),
                 )
                 .await
                 .unwrap_err();

@@ -6,26 +6,26 @@ mod common;
 
 use std::time::Duration;
 
-use agent_libos::kernel::{Kernel, Pid, Syscall, SyscallError};
+use agent_libos::kernel::{Kernel, Pid, ShellCall, Syscall, SyscallError};
 use agent_libos::providers::{SandboxMode, SandboxSupport};
 use serde_json::Value;
 
 const SECRET: &str = "TOP-SECRET-7f3a";
 
 fn run(argv: &[&str]) -> Syscall {
-    Syscall::ShellRun {
+    Syscall::Shell(ShellCall::Run {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         timeout_ms: None,
         stdin: None,
-    }
+    })
 }
 
 fn run_with(argv: &[&str], stdin: Option<&str>, timeout_ms: Option<u64>) -> Syscall {
-    Syscall::ShellRun {
+    Syscall::Shell(ShellCall::Run {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         timeout_ms,
         stdin: stdin.map(str::to_string),
-    }
+    })
 }
 
 async fn ok(kernel: &Kernel, pid: Pid, call: Syscall) -> Value {
@@ -102,15 +102,23 @@ fn rand_suffix() -> u64 {
         % 1000
 }
 
-async fn last_shell_audit(h: &common::TestHost) -> Value {
-    h.kernel.store().flush().await.unwrap();
+/// The detail of the latest `shell.run` audit record, read from the database file.
+async fn shell_audit(kernel: &Kernel, db: &std::path::Path) -> Value {
+    kernel.store().flush().await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
     let detail: String = sqlx::query_scalar(
         "SELECT detail FROM audit WHERE action = 'shell.run' ORDER BY seq DESC LIMIT 1",
     )
-    .fetch_one(h.kernel.store().pool())
+    .fetch_one(&pool)
     .await
     .unwrap();
     serde_json::from_str(&detail).unwrap()
+}
+
+async fn last_shell_audit(h: &common::TestHost) -> Value {
+    shell_audit(&h.kernel, &h.db_path()).await
 }
 
 #[tokio::test]
@@ -769,12 +777,11 @@ async fn without_a_sandbox_the_shell_refuses_and_names_the_opt_out() {
     let pid = spawn(kernel.clone()).await;
     let out = ok(&kernel, pid, run(&["echo", "hi"])).await;
     assert_eq!(out["stdout"], "hi\n");
-    kernel.store().flush().await.unwrap();
-    let detail: String = sqlx::query_scalar("SELECT detail FROM audit WHERE action = 'shell.run'")
-        .fetch_one(kernel.store().pool())
-        .await
-        .unwrap();
-    assert!(detail.contains("unsandboxed (operator opt-out"), "{detail}");
+    let detail = shell_audit(&kernel, &dir.path().join("state2.db")).await;
+    assert_eq!(
+        detail["result"]["sandbox"],
+        "unsandboxed (operator opt-out: --unsandboxed-shell)"
+    );
 }
 
 #[tokio::test]
@@ -932,14 +939,14 @@ async fn common_tools_work_inside_the_sandbox() {
     let out = ok(
         &h.kernel,
         pid,
-        Syscall::ShellRun {
+        Syscall::Shell(ShellCall::Run {
             argv: ["git", "-C", "proj", "init", "-q"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
             timeout_ms: None,
             stdin: None,
-        },
+        }),
     )
     .await;
     assert_eq!(out["exit_code"], 0, "{out}");

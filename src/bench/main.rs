@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use agent_libos::kernel::{
-    CapabilitySpec, Kernel, KernelConfig, ObjectSpec, Pid, SpawnOptions, Syscall,
+    CapabilitySpec, FsCall, JitCall, Kernel, KernelConfig, MemCall, ObjectSpec, Pid, ProcCall,
+    ShellCall, SpawnOptions, Syscall,
 };
 use serde_json::json;
 
@@ -102,7 +103,9 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
     let mut samples = Vec::new();
     for i in 0..6_000 {
         let t = Instant::now();
-        b.kernel.syscall(pid, Syscall::ProcGetCwd).await?;
+        b.kernel
+            .syscall(pid, Syscall::Proc(ProcCall::GetCwd))
+            .await?;
         if i >= 1_000 {
             samples.push(t.elapsed());
         }
@@ -114,9 +117,9 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
         b.kernel
             .syscall(
                 pid,
-                Syscall::FsReadText {
+                Syscall::Fs(FsCall::ReadText {
                     path: "notes.md".into(),
-                },
+                }),
             )
             .await?;
         if i >= 500 {
@@ -130,11 +133,11 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
         b.kernel
             .syscall(
                 pid,
-                Syscall::MemCreate(agent_libos::kernel::ObjectSpec {
+                Syscall::Mem(MemCall::Create(agent_libos::kernel::ObjectSpec {
                     object_type: "n".into(),
                     payload: json!(i),
                     ..Default::default()
-                }),
+                })),
             )
             .await?;
         if i >= 200 {
@@ -152,11 +155,11 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
                 kernel
                     .syscall(
                         pid,
-                        Syscall::MemCreate(agent_libos::kernel::ObjectSpec {
+                        Syscall::Mem(MemCall::Create(agent_libos::kernel::ObjectSpec {
                             object_type: "n".into(),
                             payload: json!(i),
                             ..Default::default()
-                        }),
+                        })),
                     )
                     .await?;
             }
@@ -211,17 +214,19 @@ async fn register(kernel: &Kernel, pid: Pid, source: &str) -> anyhow::Result<Str
     let proposed = kernel
         .syscall(
             pid,
-            Syscall::ToolPropose {
+            Syscall::Tool(JitCall::Propose {
                 source: source.into(),
-            },
+            }),
         )
         .await?;
     let id = proposed["id"].as_str().unwrap_or_default().to_string();
     let report = kernel
-        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
         .await?;
     anyhow::ensure!(report["ok"] == true, "validation failed: {report}");
-    let reg = kernel.syscall(pid, Syscall::ToolRegister { id }).await?;
+    let reg = kernel
+        .syscall(pid, Syscall::Tool(JitCall::Register { id }))
+        .await?;
     Ok(reg["name"].as_str().unwrap_or_default().to_string())
 }
 
@@ -241,10 +246,10 @@ async fn tool_calls() -> anyhow::Result<()> {
             b.kernel
                 .syscall(
                     pid,
-                    Syscall::ToolCall {
+                    Syscall::Tool(JitCall::Call {
                         name: name.clone(),
                         args: json!({"n": i}),
-                    },
+                    }),
                 )
                 .await?;
             if i >= 300 {
@@ -360,19 +365,19 @@ async fn checkpoints() -> anyhow::Result<()> {
             for i in (w..10_000).step_by(16) {
                 let appendable = i % 10 == 0;
                 let made = kernel
-                    .syscall(pid, Syscall::MemCreate(ObjectSpec {
+                    .syscall(pid, Syscall::Mem(MemCall::Create(ObjectSpec {
                         name: Some(format!("note-{i}")),
                         object_type: "note".into(),
                         payload: json!({"text": format!("observation {i}: the build failed at step {}", i % 7), "n": i}),
                         tags: vec!["bench".into()],
                         appendable,
                         ..Default::default()
-                    }))
+                    })))
                     .await?;
                 if appendable {
                     let id = made["id"].as_str().unwrap_or_default().to_string();
                     for s in 0..3 {
-                        kernel.syscall(pid, Syscall::MemAppend { id: id.clone(), item: json!({"step": s}) }).await?;
+                        kernel.syscall(pid, Syscall::Mem(MemCall::Append { id: id.clone(), item: json!({"step": s}) })).await?;
                     }
                 }
             }
@@ -398,11 +403,11 @@ async fn checkpoints() -> anyhow::Result<()> {
         b.kernel
             .syscall(
                 pid,
-                Syscall::MemCreate(ObjectSpec {
+                Syscall::Mem(MemCall::Create(ObjectSpec {
                     object_type: "note".into(),
                     payload: json!(run),
                     ..Default::default()
-                }),
+                })),
             )
             .await?;
         b.kernel
@@ -433,11 +438,11 @@ async fn journal_overhead() -> anyhow::Result<()> {
         .kernel
         .syscall(
             pid,
-            Syscall::MemCreate(ObjectSpec {
+            Syscall::Mem(MemCall::Create(ObjectSpec {
                 object_type: "log".into(),
                 appendable: true,
                 ..Default::default()
-            }),
+            })),
         )
         .await?["id"]
         .as_str()
@@ -461,10 +466,10 @@ export default async function run(args: { id: string; n: number }, libos: Libos)
             b.kernel
                 .syscall(
                     pid,
-                    Syscall::MemAppend {
+                    Syscall::Mem(MemCall::Append {
                         id: log.clone(),
                         item: json!(i),
-                    },
+                    }),
                 )
                 .await?;
         }
@@ -473,10 +478,10 @@ export default async function run(args: { id: string; n: number }, libos: Libos)
         b.kernel
             .syscall(
                 pid,
-                Syscall::ToolCall {
+                Syscall::Tool(JitCall::Call {
                     name: name.clone(),
                     args: json!({"id": log, "n": n}),
-                },
+                }),
             )
             .await?;
         journaled.push(t.elapsed() / n);
@@ -554,10 +559,12 @@ async fn shell_sandbox_cost() -> anyhow::Result<()> {
     let unsandboxed = Kernel::open(config).await?;
     let pid_sandboxed = spawn(&sandboxed.kernel, &["shell:true=execute"]).await?;
     let pid_unsandboxed = spawn(&unsandboxed, &["shell:true=execute"]).await?;
-    let call = || Syscall::ShellRun {
-        argv: vec!["true".into()],
-        timeout_ms: None,
-        stdin: None,
+    let call = || {
+        Syscall::Shell(ShellCall::Run {
+            argv: vec!["true".into()],
+            timeout_ms: None,
+            stdin: None,
+        })
     };
     let time = |kernel: Kernel, pid: Pid| async move {
         let start = Instant::now();

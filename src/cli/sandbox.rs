@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::args::SandboxCommand;
 use super::{exit, Ctx, Failure};
-use crate::kernel::{CapabilitySpec, Kernel, KernelConfig, SpawnOptions, Syscall};
+use crate::kernel::{CapabilitySpec, Kernel, KernelConfig, ShellCall, SpawnOptions, Syscall};
 use crate::providers::{ProcessShell, SandboxSupport};
 
 pub async fn run(ctx: &Ctx, cmd: SandboxCommand) -> Result<i32> {
@@ -128,10 +128,12 @@ async fn self_test() -> Result<Vec<Value>> {
             ..SpawnOptions::default()
         })
         .await?;
-    let shell = |argv: Vec<String>| Syscall::ShellRun {
-        argv,
-        timeout_ms: Some(10_000),
-        stdin: None,
+    let shell = |argv: Vec<String>| {
+        Syscall::Shell(ShellCall::Run {
+            argv,
+            timeout_ms: Some(10_000),
+            stdin: None,
+        })
     };
     let bash = |script: String| shell(vec!["bash".into(), "-c".into(), script]);
     let mut checks = Vec::new();

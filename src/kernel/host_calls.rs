@@ -5,24 +5,24 @@
 
 use serde_json::json;
 
-use super::authz::CheckedRequest;
-use super::capability::{Pid, Right};
-use super::dispatch::{Done, Scope};
+use super::capability::Pid;
 use super::error::{SysResult, SyscallError};
-use super::syscall::Syscall;
+use super::scope::{Done, Scope};
+use super::syscall::{NetCall, ShellCall};
 use super::Kernel;
 use crate::providers::net::url_resource;
 use crate::providers::FetchLimits;
 
 impl Kernel {
-    pub(crate) async fn host_call(
+    /// `shell.run`.
+    pub(crate) async fn shell_call(
         &self,
         pid: Pid,
-        call: &Syscall,
+        call: &ShellCall,
         scope: &mut Scope,
     ) -> SysResult<Done> {
         match call {
-            Syscall::ShellRun {
+            ShellCall::Run {
                 argv,
                 timeout_ms,
                 stdin,
@@ -30,7 +30,18 @@ impl Kernel {
                 self.shell_run(pid, call, argv, *timeout_ms, stdin.as_deref(), scope)
                     .await
             }
-            Syscall::NetFetch {
+        }
+    }
+
+    /// `net.fetch`.
+    pub(crate) async fn net_call(
+        &self,
+        pid: Pid,
+        call: &NetCall,
+        scope: &mut Scope,
+    ) -> SysResult<Done> {
+        match call {
+            NetCall::Fetch {
                 url,
                 method,
                 headers,
@@ -39,20 +50,17 @@ impl Kernel {
             } => {
                 let (resource, host, _port) = url_resource(url).map_err(SyscallError::invalid)?;
                 let method = method.to_ascii_uppercase();
-                let right = if matches!(method.as_str(), "GET" | "HEAD") {
-                    Right::Read
-                } else {
-                    Right::Write
-                };
-                self.authorize(
-                    pid,
-                    &[resource.clone(), format!("net:{host}")],
-                    right,
-                    call,
-                    scope,
-                    || Ok(json!({"url": url, "method": method, "body_bytes": body.as_ref().map(String::len)})),
-                )
-                .await?;
+                let checked = self
+                    .authorize_request(
+                        pid,
+                        url,
+                        &method,
+                        &[resource.clone(), format!("net:{host}")],
+                        call,
+                        scope,
+                        || Ok(json!({"url": url, "method": method, "body_bytes": body.as_ref().map(String::len)})),
+                    )
+                    .await?;
                 let defaults = self.inner.config.fetch_limits;
                 let limits = FetchLimits {
                     timeout_ms: defaults.timeout_ms,
@@ -60,7 +68,6 @@ impl Kernel {
                         .unwrap_or(defaults.max_response_bytes)
                         .min(defaults.max_response_bytes),
                 };
-                let checked = CheckedRequest::new(url.clone(), method.clone());
                 self.intent_point(call, scope).await?;
                 let resp = self
                     .providers()
@@ -70,7 +77,6 @@ impl Kernel {
                 let detail = json!({"status": resp.status, "bytes": resp.body.len(), "truncated": resp.truncated});
                 Ok(Done::new(json!(resp), resource).detail(detail))
             }
-            _ => unreachable!("host_call got {}", call.name()),
         }
     }
 }

@@ -30,6 +30,7 @@ mod mem_calls;
 mod operator;
 mod persist;
 mod proc_calls;
+mod scope;
 mod shell_calls;
 mod state;
 mod tools;
@@ -49,12 +50,15 @@ pub use checkpoint::{
     Checkpoint, CheckpointInfo, ChildState, ExternalEffect, RollbackReport, CHECKPOINT_FORMAT,
 };
 pub use error::{SysResult, SyscallError, WireError};
-pub use human::{HumanAnswer, HumanRequest};
+pub use human::{HumanAnswer, HumanRequest, RequestKind, RequestStatus};
 pub use image::{Image, ToolLimits};
 pub use operator::{ProcessCtx, SpawnOptions};
 pub use process::{Process, Status};
 pub use state::Event;
-pub use syscall::{Budget, ObjectSpec, Signal, Syscall};
+pub use syscall::{
+    Budget, CapCall, ClockCall, EventCall, FsCall, HumanCall, ImageCall, JitCall, MemCall, NetCall,
+    ObjectSpec, Primitive, ProcCall, ShellCall, Signal, Syscall,
+};
 pub use tools::{ResumeReport, ResumedInvocation};
 
 /// What to do when an operation needs a human and none is listening.

@@ -8,13 +8,12 @@
 
 use serde_json::json;
 
-use super::authz::{CheckedCommand, CheckedSandbox};
 use super::capability::{Pid, Right};
 use super::command::{analyze, identity};
-use super::dispatch::{Done, Scope};
 use super::error::{SysResult, SyscallError};
-use super::sandbox_policy::{SandboxInputs, SandboxLimits, SandboxPolicy};
-use super::syscall::Syscall;
+use super::sandbox_policy::{SandboxInputs, SandboxLimits};
+use super::scope::{Done, Scope};
+use super::syscall::ShellCall;
 use super::Kernel;
 use crate::providers::ShellLimits;
 
@@ -22,7 +21,7 @@ impl Kernel {
     pub(crate) async fn shell_run(
         &self,
         pid: Pid,
-        call: &Syscall,
+        call: &ShellCall,
         argv: &[String],
         timeout_ms: Option<u64>,
         stdin: Option<&str>,
@@ -36,19 +35,16 @@ impl Kernel {
             .process(pid)
             .map(|p| p.cwd.clone())
             .unwrap_or_else(|| ".".into());
-        let (denies, denied_programs) = {
+        let denies: Vec<_> = {
             let state = self.inner.state.lock();
-            let denies: Vec<_> = identity::program_denies(state.caps_of(pid), self.now())
+            identity::program_denies(state.caps_of(pid), self.now())
                 .into_iter()
                 .cloned()
-                .collect();
-            let refs: Vec<_> = denies.iter().collect();
-            let names = identity::denied_program_names(&refs);
-            (denies, names)
+                .collect()
         };
+        let denies: Vec<_> = denies.iter().collect();
         let shell = &self.providers().shell;
-        let refs: Vec<_> = denies.iter().collect();
-        if let Some(denial) = identity::first_denied(&analysis.programs, &refs, |name| {
+        if let Some(denial) = identity::first_denied(&analysis.programs, &denies, |name| {
             shell.resolve_program(name, &cwd)
         }) {
             scope.caps.push(denial.capability);
@@ -59,29 +55,20 @@ impl Kernel {
             ));
         }
         let resources = analysis.resources();
-        for resource in &resources {
-            let result = self
-                .authorize(
-                    pid,
-                    std::slice::from_ref(resource),
-                    Right::Execute,
-                    call,
-                    scope,
-                    || Ok(json!({"argv": argv, "commands": resources})),
-                )
-                .await;
-            match (result, analysis.reason_for(resource)) {
-                (
-                    Err(SyscallError::PermissionDenied {
-                        resource, right, ..
-                    }),
-                    Some(reason),
-                ) => {
-                    return Err(SyscallError::denied_because(resource, right, reason));
+        let checked = self
+            .authorize_command(pid, argv, &resources, call, scope, || {
+                Ok(json!({"argv": argv, "commands": resources}))
+            })
+            .await
+            .map_err(|err| match err {
+                SyscallError::PermissionDenied {
+                    resource, right, ..
+                } if analysis.reason_for(&resource).is_some() => {
+                    let reason = analysis.reason_for(&resource).unwrap_or_default();
+                    SyscallError::denied_because(resource, right, reason)
                 }
-                (result, _) => result?,
-            }
-        }
+                err => err,
+            })?;
         let config = &self.inner.config;
         let limits = ShellLimits {
             timeout_ms: timeout_ms
@@ -89,27 +76,22 @@ impl Kernel {
                 .min(config.shell_limits.timeout_ms),
             max_output_bytes: config.shell_limits.max_output_bytes,
         };
-        let policy = {
-            let state = self.inner.state.lock();
-            SandboxPolicy::derive(
-                state.caps_of(pid),
-                self.now(),
-                SandboxInputs {
-                    cwd: &cwd,
-                    code_files: analysis.code_files.clone(),
-                    denied_programs,
-                    reserved: config.reserved_paths(),
-                    limits: SandboxLimits {
-                        cpu_seconds: limits.timeout_ms.div_ceil(1000).max(1),
-                        ..config.sandbox.limits
-                    },
-                },
-            )
-        };
-        let policy_sha256 = policy.sha256();
-        let checked = CheckedCommand::new(argv.to_vec(), cwd);
-        let sandbox = CheckedSandbox::new(policy);
         self.intent_point(call, scope).await?;
+        // The sandbox is derived at the intent point, from the capabilities held now.
+        let sandbox = self.authorize_sandbox(
+            pid,
+            SandboxInputs {
+                cwd: checked.cwd_rel(),
+                code_files: analysis.code_files.clone(),
+                denied_programs: identity::denied_program_names(&denies),
+                reserved: config.reserved_paths(),
+                limits: SandboxLimits {
+                    cpu_seconds: limits.timeout_ms.div_ceil(1000).max(1),
+                    ..config.sandbox.limits
+                },
+            },
+        );
+        let policy_sha256 = sandbox.policy().sha256();
         let out = shell.run(&checked, &sandbox, stdin, limits).await?;
         let detail = json!({
             "exit_code": out.exit_code,

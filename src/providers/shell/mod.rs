@@ -313,6 +313,7 @@ impl Shell for ProcessShell {
         stdin: Option<&str>,
         limits: ShellLimits,
     ) -> SysResult<ShellOutput> {
+        cmd.require(crate::kernel::capability::Right::Execute)?;
         let argv = cmd.argv();
         if argv.is_empty() {
             return Err(SyscallError::invalid("empty argv"));

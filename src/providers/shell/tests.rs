@@ -54,6 +54,22 @@ async fn run(words: &[&str]) -> ShellOutput {
 }
 
 #[tokio::test]
+async fn a_command_proof_of_another_right_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let proof = CheckedCommand::for_test_with_right(
+        &["touch", "made"],
+        ".",
+        crate::kernel::capability::Right::Read,
+    );
+    let err = unsandboxed(dir.path())
+        .run(&proof, &policy(), None, LIMITS)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "PermissionDenied", "{err}");
+    assert!(!dir.path().join("made").exists());
+}
+
+#[tokio::test]
 async fn echo_prints_and_records_the_opt_out() {
     let out = run(&["echo", "hello", "world"]).await;
     assert_eq!(out.stdout, "hello world\n");
