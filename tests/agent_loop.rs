@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use agent_libos::agent::model::{Role, ScriptedModel, ScriptedReply};
 use agent_libos::agent::{resume_agent, run_agent, AgentError, RunLimits, RunOptions, StopReason};
-use agent_libos::kernel::{CapabilitySpec, HumanAnswer, Kernel, Status, Syscall};
+use agent_libos::kernel::{CapabilitySpec, HumanAnswer, JitCall, Kernel, MemCall, Status, Syscall};
 use serde_json::{json, Value};
 
 fn grants(list: &[&str]) -> Vec<CapabilitySpec> {
@@ -49,10 +49,10 @@ async fn transcript_roles(kernel: &Kernel, pid: i64) -> Vec<String> {
     let object = kernel
         .syscall(
             helper,
-            Syscall::MemFind {
+            Syscall::Mem(MemCall::Find {
                 namespace: Some(format!("proc/{pid}")),
                 name: "agent.transcript".into(),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -140,12 +140,15 @@ async fn scripted_run_uses_tools_and_exits() {
         ]
     );
     h.kernel.store().flush().await.unwrap();
-    let actions: Vec<String> =
-        sqlx::query_scalar("SELECT action FROM audit WHERE actor = ? ORDER BY seq")
-            .bind(format!("pid:{}", outcome.pid))
-            .fetch_all(h.kernel.store().pool())
-            .await
-            .unwrap();
+    let actions: Vec<String> = h
+        .kernel
+        .store()
+        .latest_audit_records(&[format!("pid:{}", outcome.pid)], 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
     for action in ["fs.write_text", "fs.read_text", "proc.exit"] {
         assert!(
             actions.iter().any(|a| a == action),
@@ -364,7 +367,7 @@ async fn lifecycle_available(kernel: &agent_libos::kernel::Kernel) -> bool {
         .await
         .unwrap();
     match kernel
-        .syscall(pid, agent_libos::kernel::Syscall::ToolList)
+        .syscall(pid, agent_libos::kernel::Syscall::Tool(JitCall::List))
         .await
     {
         Err(e) if e.to_string().contains("JIT tool host") => {

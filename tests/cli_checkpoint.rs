@@ -4,7 +4,8 @@
 mod cli_support;
 
 use agent_libos::kernel::{
-    CapabilitySpec, HumanMode, Kernel, KernelConfig, ObjectSpec, Pid, SpawnOptions, Syscall,
+    CapabilitySpec, FsCall, HumanMode, Kernel, KernelConfig, MemCall, ObjectSpec, Pid,
+    SpawnOptions, Syscall,
 };
 use cli_support::Env;
 use serde_json::{json, Value};
@@ -23,12 +24,12 @@ async fn note(k: &Kernel, pid: Pid, text: &str) -> String {
     let v = k
         .syscall(
             pid,
-            Syscall::MemCreate(ObjectSpec {
+            Syscall::Mem(MemCall::Create(ObjectSpec {
                 object_type: "note".into(),
                 payload: json!(text),
                 title: Some(text.into()),
                 ..ObjectSpec::default()
-            }),
+            })),
         )
         .await
         .unwrap();
@@ -57,7 +58,7 @@ fn object_titles(env: &Env, pid: Pid) -> Vec<String> {
     rt().block_on(async {
         let k = kernel(env).await;
         let list = k
-            .syscall(pid, Syscall::MemList { namespace: None })
+            .syscall(pid, Syscall::Mem(MemCall::List { namespace: None }))
             .await
             .unwrap();
         let mut titles: Vec<String> = list
@@ -91,11 +92,11 @@ fn create_change_rollback_lists_what_it_did_not_undo() {
         note(&k, pid, "after").await;
         k.syscall(
             pid,
-            Syscall::FsWriteText {
+            Syscall::Fs(FsCall::WriteText {
                 path: "out.txt".into(),
                 content: "written after the checkpoint".into(),
                 overwrite: false,
-            },
+            }),
         )
         .await
         .unwrap();

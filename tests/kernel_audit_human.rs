@@ -3,7 +3,8 @@
 mod common;
 
 use agent_libos::kernel::{
-    HumanAnswer, HumanMode, Kernel, ObjectSpec, Status, Syscall, SyscallError,
+    HumanAnswer, HumanCall, HumanMode, Kernel, MemCall, ObjectSpec, RequestKind, RequestStatus,
+    Status, Syscall, SyscallError,
 };
 use serde_json::json;
 
@@ -13,25 +14,31 @@ async fn some_activity(h: &common::TestHost) {
         h.kernel
             .syscall(
                 pid,
-                Syscall::MemCreate(ObjectSpec {
+                Syscall::Mem(MemCall::Create(ObjectSpec {
                     object_type: "n".into(),
                     payload: json!(i),
                     ..Default::default()
-                }),
+                })),
             )
             .await
             .unwrap();
     }
     h.kernel
-        .syscall(pid, Syscall::MemList { namespace: None })
+        .syscall(pid, Syscall::Mem(MemCall::List { namespace: None }))
         .await
         .unwrap();
     h.kernel.store().flush().await.unwrap();
 }
 
+/// A connection of its own to the database file, as anyone who can write the file has.
+async fn raw_database(h: &common::TestHost) -> sqlx::SqlitePool {
+    let url = format!("sqlite://{}", h.db_path().display());
+    sqlx::SqlitePool::connect(&url).await.unwrap()
+}
+
 async fn tamper(h: &common::TestHost, sql: &'static str) -> agent_libos::audit::VerifyReport {
-    let pool = h.kernel.store().pool();
-    sqlx::query(sql).execute(pool).await.unwrap();
+    let pool = raw_database(h).await;
+    sqlx::query(sql).execute(&pool).await.unwrap();
     h.kernel.verify_audit().await.unwrap()
 }
 
@@ -72,13 +79,13 @@ async fn reordered_records_are_found() {
     let h = common::host().await;
     some_activity(&h).await;
     // Swap the contents of records 2 and 3, keeping their sequence numbers.
-    let pool = h.kernel.store().pool();
+    let pool = raw_database(&h).await;
     sqlx::query("UPDATE audit SET seq = -2 WHERE seq = 2")
-        .execute(pool)
+        .execute(&pool)
         .await
         .unwrap();
     sqlx::query("UPDATE audit SET seq = 2 WHERE seq = 3")
-        .execute(pool)
+        .execute(&pool)
         .await
         .unwrap();
     let report = tamper(&h, "UPDATE audit SET seq = 3 WHERE seq = -2").await;
@@ -95,18 +102,18 @@ async fn a_permission_request_parks_the_process_until_a_human_answers() {
         kernel
             .syscall(
                 pid,
-                Syscall::HumanRequestPermission {
+                Syscall::Human(HumanCall::RequestPermission {
                     resource: "namespace:team".into(),
                     rights: vec![agent_libos::kernel::Right::Read],
                     reason: "to read the team notes".into(),
                     channel: "operator".into(),
-                },
+                }),
             )
             .await
     });
     let pending = wait_pending(&h.kernel).await;
     assert_eq!(h.kernel.process(pid).unwrap().status, Status::WaitingHuman);
-    assert_eq!(pending.kind, "permission");
+    assert_eq!(pending.kind, RequestKind::Permission);
     assert_eq!(pending.payload["reason"], "to read the team notes");
     h.kernel
         .human_respond(&pending.id, HumanAnswer::ApproveOnce, "alice")
@@ -140,24 +147,24 @@ async fn an_ask_each_time_call_runs_only_after_approval_and_a_rejection_means_no
     h.kernel
         .syscall(
             admin,
-            Syscall::MemCreateNamespace {
+            Syscall::Mem(MemCall::CreateNamespace {
                 name: "team".into(),
-            },
+            }),
         )
         .await
         .unwrap();
-    let create = Syscall::MemCreate(ObjectSpec {
+    let create = Syscall::Mem(MemCall::Create(ObjectSpec {
         namespace: Some("team".into()),
         object_type: "report".into(),
         payload: json!("x"),
         ..Default::default()
-    });
+    }));
     // Deny first: nothing is created.
     let kernel = h.kernel.clone();
     let call = create.clone();
     let attempt = tokio::spawn(async move { kernel.syscall(pid, call).await });
     let pending = wait_pending(&h.kernel).await;
-    assert_eq!(pending.kind, "approval");
+    assert_eq!(pending.kind, RequestKind::Approval);
     assert_eq!(pending.payload["resource"], "namespace:team");
     assert_eq!(pending.args_hash.len(), 64);
     h.kernel
@@ -179,9 +186,9 @@ async fn an_ask_each_time_call_runs_only_after_approval_and_a_rejection_means_no
         .kernel
         .syscall(
             pid,
-            Syscall::MemList {
+            Syscall::Mem(MemCall::List {
                 namespace: Some("team".into()),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -211,9 +218,9 @@ async fn an_ask_each_time_call_runs_only_after_approval_and_a_rejection_means_no
         .kernel
         .syscall(
             pid,
-            Syscall::MemList {
+            Syscall::Mem(MemCall::List {
                 namespace: Some("team".into()),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -240,11 +247,11 @@ async fn without_a_human_the_request_fails_fast_and_stays_answerable() {
     let err = kernel
         .syscall(
             pid,
-            Syscall::HumanAsk {
+            Syscall::Human(HumanCall::Ask {
                 question: "which branch?".into(),
                 choices: vec!["main".into(), "dev".into()],
                 channel: "operator".into(),
-            },
+            }),
         )
         .await
         .unwrap_err();
@@ -271,7 +278,7 @@ async fn without_a_human_the_request_fails_fast_and_stays_answerable() {
         )
         .await
         .unwrap();
-    assert_eq!(done.status, "answered");
+    assert_eq!(done.status, RequestStatus::Answered);
     assert_eq!(done.answered_by.as_deref(), Some("bob"));
 }
 

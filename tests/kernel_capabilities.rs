@@ -2,17 +2,20 @@
 
 mod common;
 
-use agent_libos::kernel::{CapabilitySpec, ObjectSpec, Policy, Right, Syscall, SyscallError};
+use agent_libos::kernel::{
+    CapabilitySpec, ClockCall, ImageCall, MemCall, ObjectSpec, Policy, ProcCall, Right, Syscall,
+    SyscallError,
+};
 use serde_json::json;
 
 fn create(ns: Option<&str>, name: Option<&str>) -> Syscall {
-    Syscall::MemCreate(ObjectSpec {
+    Syscall::Mem(MemCall::Create(ObjectSpec {
         namespace: ns.map(String::from),
         name: name.map(String::from),
         object_type: "note".into(),
         payload: json!({"text": "hello"}),
         ..ObjectSpec::default()
-    })
+    }))
 }
 
 fn assert_denied(result: Result<serde_json::Value, SyscallError>, resource: &str, right: &str) {
@@ -42,7 +45,7 @@ async fn another_process_cannot_read_my_objects_by_id_or_name() {
     let id = created["id"].as_str().unwrap().to_string();
     assert_denied(
         h.kernel
-            .syscall(bob, Syscall::MemRead { id: id.clone() })
+            .syscall(bob, Syscall::Mem(MemCall::Read { id: id.clone() }))
             .await,
         &format!("object:{id}"),
         "read",
@@ -52,10 +55,10 @@ async fn another_process_cannot_read_my_objects_by_id_or_name() {
         h.kernel
             .syscall(
                 bob,
-                Syscall::MemFind {
+                Syscall::Mem(MemCall::Find {
                     namespace: Some(format!("proc/{alice}")),
                     name: "diary".into(),
-                },
+                }),
             )
             .await,
         &format!("namespace:proc/{alice}"),
@@ -66,9 +69,9 @@ async fn another_process_cannot_read_my_objects_by_id_or_name() {
         h.kernel
             .syscall(
                 bob,
-                Syscall::MemRead {
+                Syscall::Mem(MemCall::Read {
                     id: "obj_nope".into(),
-                },
+                }),
             )
             .await,
         "object:obj_nope",
@@ -77,7 +80,7 @@ async fn another_process_cannot_read_my_objects_by_id_or_name() {
     // The owner reads it.
     let read = h
         .kernel
-        .syscall(alice, Syscall::MemRead { id: id.clone() })
+        .syscall(alice, Syscall::Mem(MemCall::Read { id: id.clone() }))
         .await
         .unwrap();
     assert_eq!(read["payload"]["text"], "hello");
@@ -91,7 +94,7 @@ async fn another_process_cannot_read_my_objects_by_id_or_name() {
         .unwrap();
     let read = h
         .kernel
-        .syscall(bob, Syscall::MemRead { id })
+        .syscall(bob, Syscall::Mem(MemCall::Read { id }))
         .await
         .unwrap();
     assert_eq!(read["name"], "diary");
@@ -102,7 +105,10 @@ async fn revoked_capability_denies_and_revocation_reaches_derived_ones() {
     let h = common::host().await;
     let parent = h.spawn(&[]).await;
     h.kernel
-        .syscall(parent, Syscall::MemCreateNamespace { name: "x".into() })
+        .syscall(
+            parent,
+            Syscall::Mem(MemCall::CreateNamespace { name: "x".into() }),
+        )
         .await
         .unwrap_err();
     let cap = h
@@ -122,7 +128,7 @@ async fn revoked_capability_denies_and_revocation_reaches_derived_ones() {
         .kernel
         .syscall(
             parent,
-            Syscall::ProcFork {
+            Syscall::Proc(ProcCall::Fork {
                 goal: None,
                 inherit: vec![CapabilitySpec::new(
                     "namespace:shared",
@@ -130,7 +136,7 @@ async fn revoked_capability_denies_and_revocation_reaches_derived_ones() {
                     Policy::AlwaysAllow,
                 )],
                 budget: None,
-            },
+            }),
         )
         .await
         .unwrap()["pid"]
@@ -139,18 +145,18 @@ async fn revoked_capability_denies_and_revocation_reaches_derived_ones() {
     h.kernel
         .syscall(
             parent,
-            Syscall::MemList {
+            Syscall::Mem(MemCall::List {
                 namespace: Some("shared".into()),
-            },
+            }),
         )
         .await
         .unwrap();
     h.kernel
         .syscall(
             child,
-            Syscall::MemList {
+            Syscall::Mem(MemCall::List {
                 namespace: Some("shared".into()),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -164,9 +170,9 @@ async fn revoked_capability_denies_and_revocation_reaches_derived_ones() {
         h.kernel
             .syscall(
                 parent,
-                Syscall::MemList {
+                Syscall::Mem(MemCall::List {
                     namespace: Some("shared".into()),
-                },
+                }),
             )
             .await,
         "namespace:shared",
@@ -176,9 +182,9 @@ async fn revoked_capability_denies_and_revocation_reaches_derived_ones() {
         h.kernel
             .syscall(
                 child,
-                Syscall::MemList {
+                Syscall::Mem(MemCall::List {
                     namespace: Some("shared".into()),
-                },
+                }),
             )
             .await,
         "namespace:shared",
@@ -195,7 +201,7 @@ async fn fork_inherits_only_what_is_listed_and_never_more_than_the_parent() {
         .kernel
         .syscall(
             parent,
-            Syscall::ProcFork {
+            Syscall::Proc(ProcCall::Fork {
                 goal: None,
                 inherit: vec![CapabilitySpec::new(
                     "namespace:shared",
@@ -203,7 +209,7 @@ async fn fork_inherits_only_what_is_listed_and_never_more_than_the_parent() {
                     Policy::AlwaysAllow,
                 )],
                 budget: None,
-            },
+            }),
         )
         .await;
     assert_denied(err, "namespace:shared", "read");
@@ -228,11 +234,11 @@ async fn fork_inherits_only_what_is_listed_and_never_more_than_the_parent() {
         .kernel
         .syscall(
             parent,
-            Syscall::ProcFork {
+            Syscall::Proc(ProcCall::Fork {
                 goal: None,
                 inherit: vec![],
                 budget: None,
-            },
+            }),
         )
         .await
         .unwrap()["pid"]
@@ -242,9 +248,9 @@ async fn fork_inherits_only_what_is_listed_and_never_more_than_the_parent() {
         h.kernel
             .syscall(
                 child,
-                Syscall::MemList {
+                Syscall::Mem(MemCall::List {
                     namespace: Some("shared/a".into()),
-                },
+                }),
             )
             .await,
         "namespace:shared/a",
@@ -255,7 +261,7 @@ async fn fork_inherits_only_what_is_listed_and_never_more_than_the_parent() {
         .kernel
         .syscall(
             parent,
-            Syscall::ProcFork {
+            Syscall::Proc(ProcCall::Fork {
                 goal: None,
                 inherit: vec![CapabilitySpec::new(
                     "namespace:shared/a",
@@ -263,7 +269,7 @@ async fn fork_inherits_only_what_is_listed_and_never_more_than_the_parent() {
                     Policy::AlwaysAllow,
                 )],
                 budget: None,
-            },
+            }),
         )
         .await;
     assert_denied(err, "namespace:shared/a", "write");
@@ -272,7 +278,7 @@ async fn fork_inherits_only_what_is_listed_and_never_more_than_the_parent() {
         .kernel
         .syscall(
             parent,
-            Syscall::ProcFork {
+            Syscall::Proc(ProcCall::Fork {
                 goal: None,
                 inherit: vec![CapabilitySpec::new(
                     "namespace:**",
@@ -280,7 +286,7 @@ async fn fork_inherits_only_what_is_listed_and_never_more_than_the_parent() {
                     Policy::AlwaysAllow,
                 )],
                 budget: None,
-            },
+            }),
         )
         .await;
     assert_denied(err, "namespace:**", "read");
@@ -289,7 +295,7 @@ async fn fork_inherits_only_what_is_listed_and_never_more_than_the_parent() {
         .kernel
         .syscall(
             parent,
-            Syscall::ProcFork {
+            Syscall::Proc(ProcCall::Fork {
                 goal: None,
                 inherit: vec![CapabilitySpec::new(
                     "namespace:shared/a",
@@ -297,7 +303,7 @@ async fn fork_inherits_only_what_is_listed_and_never_more_than_the_parent() {
                     Policy::AlwaysAllow,
                 )],
                 budget: None,
-            },
+            }),
         )
         .await
         .unwrap()["pid"]
@@ -329,9 +335,9 @@ async fn one_shot_is_consumed_by_success_only() {
     h.kernel
         .syscall(
             admin,
-            Syscall::MemCreateNamespace {
+            Syscall::Mem(MemCall::CreateNamespace {
                 name: "team".into(),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -358,16 +364,19 @@ async fn explicit_deny_beats_any_allow() {
         .await;
     for ns in ["secrets", "public"] {
         h.kernel
-            .syscall(admin, Syscall::MemCreateNamespace { name: ns.into() })
+            .syscall(
+                admin,
+                Syscall::Mem(MemCall::CreateNamespace { name: ns.into() }),
+            )
             .await
             .unwrap();
     }
     h.kernel
         .syscall(
             pid,
-            Syscall::MemList {
+            Syscall::Mem(MemCall::List {
                 namespace: Some("public".into()),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -375,9 +384,9 @@ async fn explicit_deny_beats_any_allow() {
         h.kernel
             .syscall(
                 pid,
-                Syscall::MemList {
+                Syscall::Mem(MemCall::List {
                     namespace: Some("secrets".into()),
-                },
+                }),
             )
             .await,
         "namespace:secrets",
@@ -394,9 +403,9 @@ async fn images_need_a_capability_and_exec_never_grants_required_capabilities() 
         h.kernel
             .syscall(
                 pid,
-                Syscall::ImageRegister {
+                Syscall::Image(ImageCall::Register {
                     manifest: manifest.into(),
-                },
+                }),
             )
             .await,
         "image:writer",
@@ -406,9 +415,9 @@ async fn images_need_a_capability_and_exec_never_grants_required_capabilities() 
     h.kernel
         .syscall(
             pid,
-            Syscall::ImageRegister {
+            Syscall::Image(ImageCall::Register {
                 manifest: manifest.into(),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -416,9 +425,9 @@ async fn images_need_a_capability_and_exec_never_grants_required_capabilities() 
         .kernel
         .syscall(
             pid,
-            Syscall::ProcExec {
+            Syscall::Proc(ProcCall::Exec {
                 image: "writer".into(),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -433,9 +442,9 @@ async fn images_need_a_capability_and_exec_never_grants_required_capabilities() 
         .kernel
         .syscall(
             pid,
-            Syscall::ImageRegister {
+            Syscall::Image(ImageCall::Register {
                 manifest: "id = 1".into(),
-            },
+            }),
         )
         .await
         .unwrap_err();
@@ -445,7 +454,11 @@ async fn images_need_a_capability_and_exec_never_grants_required_capabilities() 
 #[tokio::test]
 async fn unknown_pid_and_bad_arguments_are_clear_errors() {
     let h = common::host().await;
-    let err = h.kernel.syscall(999, Syscall::ClockNow).await.unwrap_err();
+    let err = h
+        .kernel
+        .syscall(999, Syscall::Clock(ClockCall::Now))
+        .await
+        .unwrap_err();
     assert_eq!(err, SyscallError::NotFound("process 999".into()));
     let err = Syscall::from_wire(json!({"primitive": "mem.read", "id": 5})).unwrap_err();
     assert!(err.contains("invalid type"), "{err}");

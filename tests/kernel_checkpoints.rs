@@ -3,13 +3,13 @@
 mod common;
 
 use agent_libos::kernel::{
-    CapabilitySpec, Image, Kernel, ObjectSpec, Pid, Signal, SpawnOptions, Syscall, SyscallError,
-    CHECKPOINT_FORMAT,
+    CapCall, CapabilitySpec, ClockCall, FsCall, Image, Kernel, MemCall, ObjectSpec, Pid, ProcCall,
+    Signal, SpawnOptions, Syscall, SyscallError, CHECKPOINT_FORMAT,
 };
 use serde_json::{json, Value};
 
 fn note(ns: Option<&str>, name: &str, payload: Value, appendable: bool) -> Syscall {
-    Syscall::MemCreate(ObjectSpec {
+    Syscall::Mem(MemCall::Create(ObjectSpec {
         namespace: ns.map(String::from),
         name: Some(name.into()),
         object_type: "note".into(),
@@ -17,7 +17,7 @@ fn note(ns: Option<&str>, name: &str, payload: Value, appendable: bool) -> Sysca
         tags: vec!["t".into()],
         appendable,
         ..ObjectSpec::default()
-    })
+    }))
 }
 
 async fn call(kernel: &Kernel, pid: Pid, call: Syscall) -> Value {
@@ -26,11 +26,11 @@ async fn call(kernel: &Kernel, pid: Pid, call: Syscall) -> Value {
 
 /// Every object of a namespace as the process reads it (header, payload, items), by name.
 async fn memory(kernel: &Kernel, pid: Pid, ns: Option<String>) -> Vec<Value> {
-    let list = call(kernel, pid, Syscall::MemList { namespace: ns }).await;
+    let list = call(kernel, pid, Syscall::Mem(MemCall::List { namespace: ns })).await;
     let mut out = Vec::new();
     for header in list.as_array().unwrap() {
         let id = header["id"].as_str().unwrap().to_string();
-        let mut object = call(kernel, pid, Syscall::MemRead { id }).await;
+        let mut object = call(kernel, pid, Syscall::Mem(MemCall::Read { id })).await;
         // Compare what a checkpoint must keep, not where it lives.
         object.as_object_mut().unwrap().remove("namespace");
         out.push(object);
@@ -97,10 +97,10 @@ async fn populated(h: &common::TestHost) -> (Pid, String, i64) {
         call(
             k,
             pid,
-            Syscall::MemAppend {
+            Syscall::Mem(MemCall::Append {
                 id: log.clone(),
                 item: json!({"step": i, "text": format!("line \"{i}\"")}),
-            },
+            }),
         )
         .await;
     }
@@ -113,9 +113,9 @@ async fn populated(h: &common::TestHost) -> (Pid, String, i64) {
     call(
         k,
         pid,
-        Syscall::MemCreateNamespace {
+        Syscall::Mem(MemCall::CreateNamespace {
             name: "team".into(),
-        },
+        }),
     )
     .await;
     call(
@@ -158,10 +158,10 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
     call(
         k,
         pid,
-        Syscall::MemAppend {
+        Syscall::Mem(MemCall::Append {
             id: log.clone(),
             item: json!("after"),
-        },
+        }),
     )
     .await;
     call(k, pid, note(None, "later", json!({"new": true}), false)).await;
@@ -169,16 +169,21 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
     k.revoke(granted).await.unwrap();
     let gained = k.grant(pid, grant("fs:secret/**=read")).await.unwrap();
     std::fs::create_dir_all(h.workspace().join("sub")).unwrap();
-    call(k, pid, Syscall::ProcChdir { path: "sub".into() }).await;
+    call(
+        k,
+        pid,
+        Syscall::Proc(ProcCall::Chdir { path: "sub".into() }),
+    )
+    .await;
     assert_ne!(k.process(pid).unwrap().cwd, cwd_before);
     let wrote = call(
         k,
         pid,
-        Syscall::FsWriteText {
+        Syscall::Fs(FsCall::WriteText {
             path: "../after.txt".into(),
             content: "written after the checkpoint".into(),
             overwrite: false,
-        },
+        }),
     )
     .await;
     assert_eq!(wrote["path"], "after.txt");
@@ -214,10 +219,10 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
     let err = k
         .syscall(
             pid,
-            Syscall::MemFind {
+            Syscall::Mem(MemCall::Find {
                 namespace: None,
                 name: "later".into(),
-            },
+            }),
         )
         .await
         .unwrap_err();
@@ -230,13 +235,13 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
     call(
         k,
         pid,
-        Syscall::MemAppend {
+        Syscall::Mem(MemCall::Append {
             id: log.clone(),
             item: json!("resumed"),
-        },
+        }),
     )
     .await;
-    let read = call(k, pid, Syscall::MemRead { id: log }).await;
+    let read = call(k, pid, Syscall::Mem(MemCall::Read { id: log })).await;
     assert_eq!(read["items"].as_array().unwrap().len(), 4);
     assert_eq!(read["items"][3], "resumed");
     call(k, pid, note(None, "later", json!(2), false)).await;
@@ -269,11 +274,11 @@ async fn rollback_revokes_what_was_delegated_from_capabilities_gained_since() {
     let child = call(
         k,
         pid,
-        Syscall::ProcSpawn {
+        Syscall::Proc(ProcCall::Spawn {
             image: "base".into(),
             goal: "helper".into(),
             budget: None,
-        },
+        }),
     )
     .await["pid"]
         .as_i64()
@@ -281,10 +286,10 @@ async fn rollback_revokes_what_was_delegated_from_capabilities_gained_since() {
     call(
         k,
         pid,
-        Syscall::CapGrant {
+        Syscall::Cap(CapCall::Grant {
             to: child,
             spec: grant("fs:docs/**=read"),
-        },
+        }),
     )
     .await;
     let delegated = k
@@ -332,9 +337,9 @@ async fn fork_from_a_checkpoint_owns_copies_of_the_objects_and_the_capabilities(
     let err = k
         .syscall(
             fork,
-            Syscall::MemList {
+            Syscall::Mem(MemCall::List {
                 namespace: Some(format!("proc/{pid}")),
-            },
+            }),
         )
         .await
         .unwrap_err();
@@ -394,19 +399,19 @@ rights = ["read", "write"]
     let draft = call(
         k,
         pid,
-        Syscall::MemFind {
+        Syscall::Mem(MemCall::Find {
             namespace: None,
             name: "draft".into(),
-        },
+        }),
     )
     .await;
     call(
         k,
         pid,
-        Syscall::MemAppend {
+        Syscall::Mem(MemCall::Append {
             id: draft["id"].as_str().unwrap().into(),
             item: json!({"edit": 1}),
-        },
+        }),
     )
     .await;
     let ckpt = k.checkpoint_create(pid, "to-move").await.unwrap();
@@ -437,22 +442,22 @@ rights = ["read", "write"]
     call(
         kb,
         moved,
-        Syscall::FsWriteText {
+        Syscall::Fs(FsCall::WriteText {
             path: "notes/today.md".into(),
             content: "resumed elsewhere".into(),
             overwrite: false,
-        },
+        }),
     )
     .await;
     assert!(b.workspace().join("notes/today.md").exists());
     let err = kb
         .syscall(
             moved,
-            Syscall::FsWriteText {
+            Syscall::Fs(FsCall::WriteText {
                 path: "elsewhere.md".into(),
                 content: "no".into(),
                 overwrite: false,
-            },
+            }),
         )
         .await
         .unwrap_err();
@@ -460,9 +465,9 @@ rights = ["read", "write"]
     let err = kb
         .syscall(
             moved,
-            Syscall::MemList {
+            Syscall::Mem(MemCall::List {
                 namespace: Some(format!("proc/{other}")),
-            },
+            }),
         )
         .await
         .unwrap_err();
@@ -470,9 +475,9 @@ rights = ["read", "write"]
     call(
         kb,
         moved,
-        Syscall::MemCreateNamespace {
+        Syscall::Mem(MemCall::CreateNamespace {
             name: "team".into(),
-        },
+        }),
     )
     .await;
     // Importing twice gives two independent processes (the image is registered once).
@@ -500,7 +505,7 @@ async fn a_terminal_process_cannot_be_rolled_back() {
     assert!(matches!(err, SyscallError::IllegalState(_)), "{err:?}");
     // Its state can still be forked.
     let fork = k.checkpoint_fork(&ckpt.id).await.unwrap();
-    call(k, fork, Syscall::ClockNow).await;
+    call(k, fork, Syscall::Clock(ClockCall::Now)).await;
     assert!(matches!(
         k.checkpoint_create(9999, "x").await,
         Err(SyscallError::NotFound(_))

@@ -3,7 +3,7 @@
 
 mod common;
 
-use agent_libos::kernel::{Syscall, SyscallError};
+use agent_libos::kernel::{FsCall, NetCall, ProcCall, ShellCall, Syscall, SyscallError};
 use serde_json::{json, Value};
 
 fn denied(result: Result<Value, SyscallError>) -> (String, String, String) {
@@ -18,15 +18,15 @@ fn denied(result: Result<Value, SyscallError>) -> (String, String, String) {
 }
 
 fn read(path: &str) -> Syscall {
-    Syscall::FsReadText { path: path.into() }
+    Syscall::Fs(FsCall::ReadText { path: path.into() })
 }
 
 fn write(path: &str, content: &str) -> Syscall {
-    Syscall::FsWriteText {
+    Syscall::Fs(FsCall::WriteText {
         path: path.into(),
         content: content.into(),
         overwrite: false,
-    }
+    })
 }
 
 #[tokio::test]
@@ -99,11 +99,11 @@ async fn path_escapes_are_denied() {
         h.kernel
             .syscall(
                 pid,
-                Syscall::FsWriteText {
+                Syscall::Fs(FsCall::WriteText {
                     path: "data/g.txt".into(),
                     content: "x".into(),
                     overwrite: true,
-                },
+                }),
             )
             .await,
     );
@@ -148,7 +148,7 @@ async fn chdir_is_confined_to_the_workspace() {
     let pid = h.spawn(&["fs:**=read"]).await;
     assert_eq!(
         h.kernel
-            .syscall(pid, Syscall::ProcChdir { path: "src".into() })
+            .syscall(pid, Syscall::Proc(ProcCall::Chdir { path: "src".into() }))
             .await
             .unwrap(),
         json!("src")
@@ -161,23 +161,26 @@ async fn chdir_is_confined_to_the_workspace() {
         h.kernel
             .syscall(
                 pid,
-                Syscall::ProcChdir {
+                Syscall::Proc(ProcCall::Chdir {
                     path: "../..".into(),
-                },
+                }),
             )
             .await,
     );
     assert_eq!(
-        h.kernel.syscall(pid, Syscall::ProcGetCwd).await.unwrap(),
+        h.kernel
+            .syscall(pid, Syscall::Proc(ProcCall::GetCwd))
+            .await
+            .unwrap(),
         json!("src")
     );
     let err = h
         .kernel
         .syscall(
             pid,
-            Syscall::ProcChdir {
+            Syscall::Proc(ProcCall::Chdir {
                 path: "nope".into(),
-            },
+            }),
         )
         .await
         .unwrap_err();
@@ -185,11 +188,11 @@ async fn chdir_is_confined_to_the_workspace() {
 }
 
 fn run(argv: &[&str]) -> Syscall {
-    Syscall::ShellRun {
+    Syscall::Shell(ShellCall::Run {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         timeout_ms: None,
         stdin: None,
-    }
+    })
 }
 
 #[tokio::test]
@@ -259,8 +262,7 @@ async fn nested_interpreters_are_treated_as_their_inner_command_or_denied() {
 async fn shell_timeouts_and_output_caps_hold() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("ws")).unwrap();
-    let mut config =
-        agent_libos::kernel::KernelConfig::new(dir.path().join("db"), dir.path().join("ws"));
+    let mut config = common::config(dir.path().join("db"), dir.path().join("ws"));
     config.shell_limits.timeout_ms = 300;
     config.shell_limits.max_output_bytes = 1000;
     let kernel = agent_libos::kernel::Kernel::open(config).await.unwrap();
@@ -301,12 +303,14 @@ async fn network_fetches_need_the_host_on_the_allowlist() {
     });
     let h = common::host().await;
     let url = format!("http://127.0.0.1:{port}/x");
-    let fetch = |method: &str| Syscall::NetFetch {
-        url: url.clone(),
-        method: method.into(),
-        headers: vec![],
-        body: None,
-        max_bytes: None,
+    let fetch = |method: &str| {
+        Syscall::Net(NetCall::Fetch {
+            url: url.clone(),
+            method: method.into(),
+            headers: vec![],
+            body: None,
+            max_bytes: None,
+        })
     };
     let none = h.spawn(&[]).await;
     let (resource, right, _) = denied(h.kernel.syscall(none, fetch("GET")).await);

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_libos::kernel::{
-    CapabilitySpec, HumanAnswer, HumanMode, Kernel, KernelConfig, Pid, SpawnOptions, Syscall,
-    SyscallError,
+    CapabilitySpec, ClockCall, FsCall, HumanAnswer, HumanMode, JitCall, Kernel, KernelConfig,
+    MemCall, Pid, RequestKind, SpawnOptions, Syscall, SyscallError,
 };
 use serde_json::{json, Value};
 
@@ -45,9 +45,9 @@ async fn install(kernel: &Kernel, pid: Pid, source: &str) -> String {
     let id = kernel
         .syscall(
             pid,
-            Syscall::ToolPropose {
+            Syscall::Tool(JitCall::Propose {
                 source: source.into(),
-            },
+            }),
         )
         .await
         .unwrap()["id"]
@@ -55,12 +55,12 @@ async fn install(kernel: &Kernel, pid: Pid, source: &str) -> String {
         .unwrap()
         .to_string();
     let report = kernel
-        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
         .await
         .unwrap();
     assert_eq!(report["ok"], true, "{report}");
     kernel
-        .syscall(pid, Syscall::ToolRegister { id })
+        .syscall(pid, Syscall::Tool(JitCall::Register { id }))
         .await
         .unwrap()["name"]
         .as_str()
@@ -126,10 +126,10 @@ fn a_crash_after_an_append_does_not_repeat_it_on_resume() {
         tokio::spawn(async move {
             k.syscall(
                 pid,
-                Syscall::ToolCall {
+                Syscall::Tool(JitCall::Call {
                     name: "step".into(),
                     args: json!({}),
-                },
+                }),
             )
             .await
         });
@@ -196,15 +196,15 @@ fn a_kill_while_waiting_for_approval_then_restart_then_approve_writes_exactly_on
         tokio::spawn(async move {
             k.syscall(
                 pid,
-                Syscall::ToolCall {
+                Syscall::Tool(JitCall::Call {
                     name: "publish".into(),
                     args: json!({}),
-                },
+                }),
             )
             .await
         });
         let pending = wait_pending(&kernel).await;
-        assert_eq!(pending.kind, "approval");
+        assert_eq!(pending.kind, RequestKind::Approval);
         assert_eq!(pending.payload["context"]["bytes"], 5);
         assert_eq!(pending.payload["context"]["overwrites"], false);
         pid
@@ -247,7 +247,7 @@ fn an_approval_cannot_be_reused_for_different_arguments() {
     rt.block_on(async {
         let kernel = Kernel::open(config(dir.path(), HumanMode::FailFast)).await.unwrap();
         let pid = spawn(&kernel, &["fs:out.txt=write:ask"]).await;
-        let write = |content: &str| Syscall::FsWriteText { path: "out.txt".into(), content: content.into(), overwrite: true };
+        let write = |content: &str| Syscall::Fs(FsCall::WriteText { path: "out.txt".into(), content: content.into(), overwrite: true });
         let SyscallError::HumanRequired { request_id, .. } = kernel.syscall(pid, write("approved text")).await.unwrap_err() else {
             panic!("expected HumanRequired")
         };
@@ -277,11 +277,11 @@ fn preconditions_are_checked_before_prompting() {
         let err = kernel
             .syscall(
                 pid,
-                Syscall::FsWriteText {
+                Syscall::Fs(FsCall::WriteText {
                     path: "exists.txt".into(),
                     content: "new".into(),
                     overwrite: false,
-                },
+                }),
             )
             .await
             .unwrap_err();
@@ -289,11 +289,11 @@ fn preconditions_are_checked_before_prompting() {
         let err = kernel
             .syscall(
                 pid,
-                Syscall::FsWriteText {
+                Syscall::Fs(FsCall::WriteText {
                     path: "no/such/dir.txt".into(),
                     content: "x".into(),
                     overwrite: false,
-                },
+                }),
             )
             .await
             .unwrap_err();
@@ -325,10 +325,10 @@ fn a_replay_that_makes_different_calls_is_detected_as_nondeterministic() {
         tokio::spawn(async move {
             k.syscall(
                 pid,
-                Syscall::ToolCall {
+                Syscall::Tool(JitCall::Call {
                     name: "copy".into(),
                     args: json!({}),
-                },
+                }),
             )
             .await
         });
@@ -376,11 +376,11 @@ fn a_keyed_call_runs_at_most_once_per_key() {
         let log = kernel
             .syscall(
                 pid,
-                Syscall::MemCreate(agent_libos::kernel::ObjectSpec {
+                Syscall::Mem(MemCall::Create(agent_libos::kernel::ObjectSpec {
                     object_type: "log".into(),
                     appendable: true,
                     ..Default::default()
-                }),
+                })),
             )
             .await
             .unwrap()["id"]
@@ -392,10 +392,10 @@ fn a_keyed_call_runs_at_most_once_per_key() {
                 .syscall_once(
                     pid,
                     "step-1",
-                    Syscall::MemAppend {
+                    Syscall::Mem(MemCall::Append {
                         id: log.clone(),
                         item: json!("once"),
-                    },
+                    }),
                 )
                 .await
                 .unwrap();
@@ -403,17 +403,17 @@ fn a_keyed_call_runs_at_most_once_per_key() {
                 .syscall_once(
                     pid,
                     "step-2",
-                    Syscall::ToolCall {
+                    Syscall::Tool(JitCall::Call {
                         name: "note".into(),
                         args: json!({}),
-                    },
+                    }),
                 )
                 .await
                 .unwrap();
             assert_eq!(out, json!({"ok": true}));
         }
         let object = kernel
-            .syscall(pid, Syscall::MemRead { id: log })
+            .syscall(pid, Syscall::Mem(MemCall::Read { id: log }))
             .await
             .unwrap();
         assert_eq!(object["items"], json!(["once"]));
@@ -424,13 +424,13 @@ fn a_keyed_call_runs_at_most_once_per_key() {
         // Another process cannot use someone else's key.
         let other = spawn(&kernel, &[]).await;
         let err = kernel
-            .syscall_once(other, "step-1", Syscall::ClockNow)
+            .syscall_once(other, "step-1", Syscall::Clock(ClockCall::Now))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), "PermissionDenied");
         assert_eq!(
             kernel
-                .syscall_once(pid, "bad key!", Syscall::ClockNow)
+                .syscall_once(pid, "bad key!", Syscall::Clock(ClockCall::Now))
                 .await
                 .unwrap_err()
                 .kind(),

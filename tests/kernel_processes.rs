@@ -4,7 +4,10 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use agent_libos::kernel::{Budget, Signal, SpawnOptions, Status, Syscall, SyscallError};
+use agent_libos::kernel::{
+    Budget, ClockCall, EventCall, MemCall, ProcCall, Signal, SpawnOptions, Status, Syscall,
+    SyscallError,
+};
 use serde_json::json;
 
 #[tokio::test(flavor = "current_thread")]
@@ -25,7 +28,8 @@ async fn sleeping_processes_interleave_deterministically_under_a_paused_clock() 
                 .run(pid, move |ctx| async move {
                     start.wait().await;
                     for i in 0..3 {
-                        ctx.syscall(Syscall::ClockSleep { ms: step }).await?;
+                        ctx.syscall(Syscall::Clock(ClockCall::Sleep { ms: step }))
+                            .await?;
                         log.lock().unwrap().push(format!("{name}{i}"));
                     }
                     Ok(json!(name))
@@ -52,11 +56,11 @@ async fn a_parent_waiting_on_a_child_wakes_when_it_ends_and_gets_an_exit_event()
         .kernel
         .syscall(
             parent,
-            Syscall::ProcSpawn {
+            Syscall::Proc(ProcCall::Spawn {
                 image: "base".into(),
                 goal: "work".into(),
                 budget: None,
-            },
+            }),
         )
         .await
         .unwrap()["pid"]
@@ -67,10 +71,10 @@ async fn a_parent_waiting_on_a_child_wakes_when_it_ends_and_gets_an_exit_event()
         kernel
             .syscall(
                 parent,
-                Syscall::ProcWait {
+                Syscall::Proc(ProcCall::Wait {
                     pid: child,
                     timeout_ms: Some(10_000),
-                },
+                }),
             )
             .await
     });
@@ -88,9 +92,9 @@ async fn a_parent_waiting_on_a_child_wakes_when_it_ends_and_gets_an_exit_event()
     h.kernel
         .syscall(
             child,
-            Syscall::ProcExit {
+            Syscall::Proc(ProcCall::Exit {
                 payload: json!({"done": 1}),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -102,10 +106,10 @@ async fn a_parent_waiting_on_a_child_wakes_when_it_ends_and_gets_an_exit_event()
         .kernel
         .syscall(
             parent,
-            Syscall::EventWait {
+            Syscall::Event(EventCall::Wait {
                 name: "child.exit".into(),
                 timeout_ms: Some(0),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -113,7 +117,7 @@ async fn a_parent_waiting_on_a_child_wakes_when_it_ends_and_gets_an_exit_event()
     // A terminated process makes no more syscalls.
     let err = h
         .kernel
-        .syscall(child, Syscall::ClockNow)
+        .syscall(child, Syscall::Clock(ClockCall::Now))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), "IllegalState");
@@ -123,10 +127,10 @@ async fn a_parent_waiting_on_a_child_wakes_when_it_ends_and_gets_an_exit_event()
         .kernel
         .syscall(
             stranger,
-            Syscall::ProcWait {
+            Syscall::Proc(ProcCall::Wait {
                 pid: child,
                 timeout_ms: None,
-            },
+            }),
         )
         .await
         .unwrap_err();
@@ -141,10 +145,10 @@ async fn events_posted_by_the_operator_wake_a_waiting_process_and_waits_time_out
         .kernel
         .syscall(
             pid,
-            Syscall::EventWait {
+            Syscall::Event(EventCall::Wait {
                 name: "go".into(),
                 timeout_ms: Some(20),
-            },
+            }),
         )
         .await
         .unwrap_err();
@@ -155,10 +159,10 @@ async fn events_posted_by_the_operator_wake_a_waiting_process_and_waits_time_out
         kernel
             .syscall(
                 pid,
-                Syscall::EventWait {
+                Syscall::Event(EventCall::Wait {
                     name: "go".into(),
                     timeout_ms: None,
-                },
+                }),
             )
             .await
     });
@@ -175,10 +179,10 @@ async fn events_posted_by_the_operator_wake_a_waiting_process_and_waits_time_out
         .kernel
         .syscall(
             pid,
-            Syscall::EventWait {
+            Syscall::Event(EventCall::Wait {
                 name: "other".into(),
                 timeout_ms: Some(0),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -192,7 +196,8 @@ async fn pause_blocks_syscalls_until_resume_and_kill_ends_a_running_body() {
     h.kernel.signal(pid, Signal::Pause).await.unwrap();
     assert_eq!(h.kernel.process(pid).unwrap().status, Status::Paused);
     let kernel = h.kernel.clone();
-    let call = tokio::spawn(async move { kernel.syscall(pid, Syscall::ClockNow).await });
+    let call =
+        tokio::spawn(async move { kernel.syscall(pid, Syscall::Clock(ClockCall::Now)).await });
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     assert!(!call.is_finished(), "a paused process's syscall waits");
     h.kernel.signal(pid, Signal::Resume).await.unwrap();
@@ -203,7 +208,8 @@ async fn pause_blocks_syscalls_until_resume_and_kill_ends_a_running_body() {
         .kernel
         .run(pid, |ctx| async move {
             loop {
-                ctx.syscall(Syscall::ClockSleep { ms: 5 }).await?;
+                ctx.syscall(Syscall::Clock(ClockCall::Sleep { ms: 5 }))
+                    .await?;
             }
         })
         .await
@@ -231,7 +237,8 @@ async fn cancel_fails_the_next_syscall_and_ends_the_process() {
         .kernel
         .run(pid, |ctx| async move {
             loop {
-                ctx.syscall(Syscall::ClockSleep { ms: 5 }).await?;
+                ctx.syscall(Syscall::Clock(ClockCall::Sleep { ms: 5 }))
+                    .await?;
             }
         })
         .await
@@ -260,10 +267,12 @@ async fn budgets_are_divided_among_children_and_enforced() {
         })
         .await
         .unwrap();
-    let spawn = || Syscall::ProcSpawn {
-        image: "base".into(),
-        goal: "c".into(),
-        budget: None,
+    let spawn = || {
+        Syscall::Proc(ProcCall::Spawn {
+            image: "base".into(),
+            goal: "c".into(),
+            budget: None,
+        })
     };
     let c1 = h.kernel.syscall(parent, spawn()).await.unwrap()["pid"]
         .as_i64()
@@ -280,7 +289,7 @@ async fn budgets_are_divided_among_children_and_enforced() {
     // The child's syscall budget runs out.
     let mut last = Ok(json!(null));
     for _ in 0..=child.budget.syscalls {
-        last = h.kernel.syscall(c1, Syscall::ClockNow).await;
+        last = h.kernel.syscall(c1, Syscall::Clock(ClockCall::Now)).await;
     }
     assert!(
         matches!(&last, Err(SyscallError::LimitExceeded { limit, .. }) if limit == "syscalls"),
@@ -295,9 +304,9 @@ async fn every_state_change_survives_reopening_the_database() {
     h.kernel
         .syscall(
             pid,
-            Syscall::MemCreateNamespace {
+            Syscall::Mem(MemCall::CreateNamespace {
                 name: "shared".into(),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -305,12 +314,12 @@ async fn every_state_change_survives_reopening_the_database() {
         .kernel
         .syscall(
             pid,
-            Syscall::MemCreate(agent_libos::kernel::ObjectSpec {
+            Syscall::Mem(MemCall::Create(agent_libos::kernel::ObjectSpec {
                 namespace: Some("shared".into()),
                 object_type: "log".into(),
                 appendable: true,
                 ..Default::default()
-            }),
+            })),
         )
         .await
         .unwrap()["id"]
@@ -320,10 +329,10 @@ async fn every_state_change_survives_reopening_the_database() {
     h.kernel
         .syscall(
             pid,
-            Syscall::MemAppend {
+            Syscall::Mem(MemCall::Append {
                 id: obj.clone(),
                 item: json!("one"),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -331,11 +340,11 @@ async fn every_state_change_survives_reopening_the_database() {
         .kernel
         .syscall(
             pid,
-            Syscall::ProcSpawn {
+            Syscall::Proc(ProcCall::Spawn {
                 image: "base".into(),
                 goal: "c".into(),
                 budget: None,
-            },
+            }),
         )
         .await
         .unwrap()["pid"]
@@ -351,17 +360,17 @@ async fn every_state_change_survives_reopening_the_database() {
     assert_eq!(k2.process(child).unwrap().parent, Some(pid));
     assert_eq!(k2.capabilities(pid), before_caps);
     let read = k2
-        .syscall(pid, Syscall::MemRead { id: obj.clone() })
+        .syscall(pid, Syscall::Mem(MemCall::Read { id: obj.clone() }))
         .await
         .unwrap();
     assert_eq!(read["items"], json!(["one"]));
     let ev = k2
         .syscall(
             pid,
-            Syscall::EventWait {
+            Syscall::Event(EventCall::Wait {
                 name: "later".into(),
                 timeout_ms: Some(0),
-            },
+            }),
         )
         .await
         .unwrap();
@@ -370,11 +379,11 @@ async fn every_state_change_survives_reopening_the_database() {
     let next = k2
         .syscall(
             pid,
-            Syscall::ProcSpawn {
+            Syscall::Proc(ProcCall::Spawn {
                 image: "base".into(),
                 goal: "d".into(),
                 budget: None,
-            },
+            }),
         )
         .await
         .unwrap()["pid"]

@@ -2,16 +2,16 @@
 
 mod common;
 
-use agent_libos::kernel::{Kernel, Pid, Syscall, SyscallError};
+use agent_libos::kernel::{ImageCall, JitCall, Kernel, Pid, ProcCall, Syscall, SyscallError};
 use serde_json::{json, Value};
 
 async fn propose(kernel: &Kernel, pid: Pid, source: &str) -> String {
     kernel
         .syscall(
             pid,
-            Syscall::ToolPropose {
+            Syscall::Tool(JitCall::Propose {
                 source: source.into(),
-            },
+            }),
         )
         .await
         .unwrap()["id"]
@@ -23,10 +23,12 @@ async fn propose(kernel: &Kernel, pid: Pid, source: &str) -> String {
 async fn install(kernel: &Kernel, pid: Pid, source: &str) -> Result<String, SyscallError> {
     let id = propose(kernel, pid, source).await;
     let report = kernel
-        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
         .await?;
     assert_eq!(report["ok"], true, "validation: {report}");
-    let reg = kernel.syscall(pid, Syscall::ToolRegister { id }).await?;
+    let reg = kernel
+        .syscall(pid, Syscall::Tool(JitCall::Register { id }))
+        .await?;
     Ok(reg["name"].as_str().unwrap().to_string())
 }
 
@@ -34,10 +36,10 @@ async fn call(kernel: &Kernel, pid: Pid, name: &str, args: Value) -> Result<Valu
     kernel
         .syscall(
             pid,
-            Syscall::ToolCall {
+            Syscall::Tool(JitCall::Call {
                 name: name.into(),
                 args,
-            },
+            }),
         )
         .await
 }
@@ -91,12 +93,12 @@ async fn a_tool_is_proposed_validated_registered_and_called_with_the_process_aut
     // No shadowing.
     let id = propose(&h.kernel, pid, READ_FILE).await;
     h.kernel
-        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
         .await
         .unwrap();
     let err = h
         .kernel
-        .syscall(pid, Syscall::ToolRegister { id })
+        .syscall(pid, Syscall::Tool(JitCall::Register { id }))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), "AlreadyExists");
@@ -119,11 +121,11 @@ async fn a_registered_tool_is_visible_only_to_its_process_and_children_do_not_ge
         .kernel
         .syscall(
             parent,
-            Syscall::ProcFork {
+            Syscall::Proc(ProcCall::Fork {
                 goal: None,
                 inherit: vec![],
                 budget: None,
-            },
+            }),
         )
         .await
         .unwrap()["pid"]
@@ -145,15 +147,19 @@ async fn registration_needs_a_capability_and_a_passing_validation() {
     let id = propose(&h.kernel, pid, READ_FILE).await;
     let err = h
         .kernel
-        .syscall(pid, Syscall::ToolRegister { id: id.clone() })
+        .syscall(pid, Syscall::Tool(JitCall::Register { id: id.clone() }))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), "InvalidArgument", "not validated yet");
     h.kernel
-        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
         .await
         .unwrap();
-    match h.kernel.syscall(pid, Syscall::ToolRegister { id }).await {
+    match h
+        .kernel
+        .syscall(pid, Syscall::Tool(JitCall::Register { id }))
+        .await
+    {
         Err(SyscallError::PermissionDenied {
             resource, right, ..
         }) => assert_eq!(
@@ -180,7 +186,7 @@ async fn unsafe_sources_are_rejected_with_the_rule_named() {
         let id = propose(&h.kernel, pid, &source).await;
         let report = h
             .kernel
-            .syscall(pid, Syscall::ToolValidate { id })
+            .syscall(pid, Syscall::Tool(JitCall::Validate { id }))
             .await
             .unwrap();
         assert_eq!(report["ok"], false);
@@ -205,7 +211,7 @@ async fn unsafe_sources_are_rejected_with_the_rule_named() {
         let id = propose(&h.kernel, pid, &source).await;
         let report = h
             .kernel
-            .syscall(pid, Syscall::ToolValidate { id })
+            .syscall(pid, Syscall::Tool(JitCall::Validate { id }))
             .await
             .unwrap();
         let finding = report["findings"]
@@ -233,7 +239,7 @@ async fn a_syntax_error_reports_the_typescript_line_and_column() {
     .await;
     let report = h
         .kernel
-        .syscall(pid, Syscall::ToolValidate { id })
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id }))
         .await
         .unwrap();
     let f = &report["findings"][0];
@@ -249,7 +255,7 @@ async fn a_failing_declared_test_blocks_registration() {
     let id = propose(&h.kernel, pid, &source).await;
     let report = h
         .kernel
-        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
         .await
         .unwrap();
     assert_eq!(report["ok"], false);
@@ -266,7 +272,7 @@ async fn a_failing_declared_test_blocks_registration() {
     );
     assert_eq!(
         h.kernel
-            .syscall(pid, Syscall::ToolRegister { id })
+            .syscall(pid, Syscall::Tool(JitCall::Register { id }))
             .await
             .unwrap_err()
             .kind(),
@@ -445,7 +451,7 @@ async fn validation_of_a_hanging_declared_test_times_out() {
     let started = std::time::Instant::now();
     let report = h
         .kernel
-        .syscall(pid, Syscall::ToolValidate { id })
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id }))
         .await
         .unwrap();
     assert!(
@@ -476,7 +482,7 @@ async fn validation_of_a_hanging_declared_test_times_out() {
     let started = std::time::Instant::now();
     let report = h
         .kernel
-        .syscall(pid, Syscall::ToolValidate { id })
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id }))
         .await
         .unwrap();
     let took = started.elapsed();
@@ -504,9 +510,9 @@ async fn a_process_cannot_raise_its_own_call_limits() {
         .kernel
         .syscall(
             pid,
-            Syscall::ImageRegister {
+            Syscall::Image(ImageCall::Register {
                 manifest: manifest.into(),
-            },
+            }),
         )
         .await
     {
@@ -521,9 +527,9 @@ async fn a_process_cannot_raise_its_own_call_limits() {
     h.kernel
         .syscall(
             pid,
-            Syscall::ImageRegister {
+            Syscall::Image(ImageCall::Register {
                 manifest: modest.into(),
-            },
+            }),
         )
         .await
         .unwrap();

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use agent_libos::kernel::{CapabilitySpec, HumanAnswer, Kernel, ObjectSpec, Status, Syscall};
+use agent_libos::kernel::{
+    CapabilitySpec, HumanAnswer, JitCall, Kernel, MemCall, ObjectSpec, Status, Syscall,
+};
 use agent_libos::mcp::{serve_mcp, McpConfig, TOOL_NAMES};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams,
@@ -71,12 +73,12 @@ async fn helper_object(h: &common::TestHost) -> (i64, String) {
         .kernel
         .syscall(
             helper,
-            Syscall::MemCreate(ObjectSpec {
+            Syscall::Mem(MemCall::Create(ObjectSpec {
                 object_type: "note".into(),
                 payload: json!("the helper's note"),
                 title: Some("note".into()),
                 ..ObjectSpec::default()
-            }),
+            })),
         )
         .await
         .unwrap();
@@ -221,7 +223,7 @@ async fn a_client_cannot_approve_its_own_pending_request() {
         assert_eq!(result.is_error, Some(true), "{tool} {args} was not refused");
     }
     let still = h.kernel.human_request(&request).await.unwrap().unwrap();
-    assert_eq!(still.status, "pending");
+    assert_eq!(still.status, agent_libos::kernel::RequestStatus::Pending);
     assert_eq!(h.kernel.process(pid).unwrap().status, Status::WaitingHuman);
 
     // Waiting without an answer times out and keeps the call parked.
@@ -317,7 +319,7 @@ async fn lifecycle_available(kernel: &agent_libos::kernel::Kernel) -> bool {
         .await
         .unwrap();
     match kernel
-        .syscall(pid, agent_libos::kernel::Syscall::ToolList)
+        .syscall(pid, agent_libos::kernel::Syscall::Tool(JitCall::List))
         .await
     {
         Err(e) if e.to_string().contains("JIT tool host") => {

@@ -124,3 +124,22 @@ fn the_cli_prints_only_through_the_escaping_writers() {
         "printing around cli::terminal: {offenders:?}"
     );
 }
+
+/// The database belongs to the kernel: the operator edges (CLI, MCP server, benchmarks) read
+/// it only through the store's named queries, never through its connection pool.
+#[test]
+fn only_the_kernel_and_the_store_use_the_connection_pool() {
+    let users: Vec<String> = sources()
+        .into_iter()
+        .filter(|(path, text)| {
+            !path.starts_with("src/kernel/")
+                && !path.starts_with("src/store/")
+                && text.contains(".pool()")
+        })
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        users.is_empty(),
+        "the store's pool used outside the kernel: {users:?}"
+    );
+}

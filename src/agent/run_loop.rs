@@ -19,7 +19,8 @@ use super::tools::ToolTable;
 use super::transcript::{Transcript, TRANSCRIPT_TYPE};
 use super::AgentError;
 use crate::kernel::{
-    CapabilitySpec, Image, Kernel, Pid, Right, Signal, SpawnOptions, Status, Syscall, SyscallError,
+    CapabilitySpec, Image, JitCall, Kernel, MemCall, Pid, ProcCall, Right, Signal, SpawnOptions,
+    Status, Syscall, SyscallError,
 };
 
 /// Largest tool result (characters) fed back to the model; longer ones are cut.
@@ -284,8 +285,8 @@ impl Driver<'_> {
             let key = invocation_key(self.pid, step, index, &call.id);
             let syscall = table.to_syscall(call);
             let (is_exit, is_register) = match &syscall {
-                Ok(Syscall::ProcExit { .. }) => (true, false),
-                Ok(Syscall::ToolRegister { .. }) => (false, true),
+                Ok(Syscall::Proc(ProcCall::Exit { .. })) => (true, false),
+                Ok(Syscall::Tool(JitCall::Register { .. })) => (false, true),
                 _ => (false, false),
             };
             let result = match syscall {
@@ -364,7 +365,7 @@ impl Driver<'_> {
     async fn exit(&self, payload: Value, stop: StopReason) -> Result<RunOutcome, AgentError> {
         if let Err(e) = self
             .kernel
-            .syscall(self.pid, Syscall::ProcExit { payload })
+            .syscall(self.pid, Syscall::Proc(ProcCall::Exit { payload }))
             .await
         {
             if !self.is_gone() {
@@ -452,7 +453,9 @@ async fn memory_overview(kernel: &Kernel, pid: Pid) -> Vec<String> {
     }
     let mut lines = Vec::new();
     for namespace in namespaces {
-        let Ok(Value::Array(objects)) = kernel.syscall(pid, Syscall::MemList { namespace }).await
+        let Ok(Value::Array(objects)) = kernel
+            .syscall(pid, Syscall::Mem(MemCall::List { namespace }))
+            .await
         else {
             continue;
         };

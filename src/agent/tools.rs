@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::model::{ToolCall, ToolSpec};
-use crate::kernel::{Image, Kernel, Pid, Syscall, SyscallError};
+use crate::kernel::{Image, JitCall, Kernel, Pid, Syscall, SyscallError};
 
 /// One built-in tool: a primitive with a description and an argument schema.
 struct Builtin {
@@ -370,7 +370,7 @@ impl ToolTable {
                 .insert(spec.name.clone(), ToolTarget::Primitive(b.primitive));
             table.specs.push(spec);
         }
-        match kernel.syscall(pid, Syscall::ToolList).await {
+        match kernel.syscall(pid, Syscall::Tool(JitCall::List)).await {
             Ok(Value::Array(tools)) => {
                 for tool in tools {
                     table.add_jit(&tool);
@@ -464,10 +464,10 @@ impl ToolTable {
                     SyscallError::invalid(format!("arguments of '{}': {e}", call.name))
                 })
             }
-            ToolTarget::Jit(name) => Ok(Syscall::ToolCall {
+            ToolTarget::Jit(name) => Ok(Syscall::Tool(JitCall::Call {
                 name: name.clone(),
                 args: Value::Object(args),
-            }),
+            })),
         }
     }
 }
@@ -475,6 +475,7 @@ impl ToolTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::{FsCall, MemCall};
 
     #[test]
     fn every_builtin_maps_to_a_primitive() {
@@ -503,11 +504,11 @@ mod tests {
             table
                 .to_syscall(&call("fs_read_text", json!({"path": "a"})))
                 .unwrap(),
-            Syscall::FsReadText { path: "a".into() }
+            Syscall::Fs(FsCall::ReadText { path: "a".into() })
         );
         assert!(matches!(
             table.to_syscall(&call("mem_create", json!({"type": "note", "payload": 1}))),
-            Ok(Syscall::MemCreate(_))
+            Ok(Syscall::Mem(MemCall::Create(_)))
         ));
         let err = table
             .to_syscall(&call("fs_read_text", json!({"path": 3})))

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::model::Message;
 use super::AgentError;
-use crate::kernel::{Kernel, ObjectSpec, Pid, Syscall};
+use crate::kernel::{Kernel, MemCall, ObjectSpec, Pid, Syscall};
 
 /// Object type and name of a transcript.
 pub const TRANSCRIPT_TYPE: &str = "agent.transcript";
@@ -30,7 +30,7 @@ impl Transcript {
         let created = kernel
             .syscall(
                 pid,
-                Syscall::MemCreate(ObjectSpec {
+                Syscall::Mem(MemCall::Create(ObjectSpec {
                     name: Some(TRANSCRIPT_TYPE.into()),
                     object_type: TRANSCRIPT_TYPE.into(),
                     payload: json!({"version": 1, "image": image, "goal": goal}),
@@ -38,7 +38,7 @@ impl Transcript {
                     summary: Some(format!("Conversation of process {pid} ({image})")),
                     appendable: true,
                     ..ObjectSpec::default()
-                }),
+                })),
             )
             .await
             .map_err(|e| AgentError::Transcript(format!("creating it: {e}")))?;
@@ -56,10 +56,10 @@ impl Transcript {
         kernel
             .syscall(
                 self.pid,
-                Syscall::MemAppend {
+                Syscall::Mem(MemCall::Append {
                     id: self.object_id.clone(),
                     item,
-                },
+                }),
             )
             .await
             .map_err(|e| AgentError::Transcript(format!("appending to {}: {e}", self.object_id)))?;
@@ -74,10 +74,10 @@ impl Transcript {
         let object = kernel
             .syscall(
                 pid,
-                Syscall::MemFind {
+                Syscall::Mem(MemCall::Find {
                     namespace: None,
                     name: TRANSCRIPT_TYPE.into(),
-                },
+                }),
             )
             .await
             .map_err(|e| AgentError::Transcript(format!("process {pid} has none: {e}")))?;

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_libos::kernel::{
-    CapabilitySpec, HumanAnswer, HumanMode, Kernel, KernelConfig, ObjectSpec, Pid, SpawnOptions,
-    Syscall,
+    CapabilitySpec, HumanAnswer, HumanMode, JitCall, Kernel, KernelConfig, MemCall, ObjectSpec,
+    Pid, SpawnOptions, Syscall,
 };
 use anyhow::{bail, Context};
 use serde_json::json;
@@ -64,7 +64,7 @@ fn spawn_human(kernel: Kernel) {
         loop {
             if let Ok(pending) = kernel.human_requests(false).await {
                 for request in pending {
-                    let answer = if request.kind == "uncertain" {
+                    let answer = if request.kind == agent_libos::kernel::RequestKind::Uncertain {
                         HumanAnswer::Reject {
                             reason: "do not repeat".into(),
                         }
@@ -94,10 +94,10 @@ async fn processes(kernel: &Kernel) -> anyhow::Result<Vec<(Pid, String, String)>
         let log = kernel
             .syscall(
                 pid,
-                Syscall::MemFind {
+                Syscall::Mem(MemCall::Find {
                     namespace: None,
                     name: "log".into(),
-                },
+                }),
             )
             .await?["id"]
             .as_str()
@@ -129,12 +129,12 @@ async fn processes(kernel: &Kernel) -> anyhow::Result<Vec<(Pid, String, String)>
         let log = kernel
             .syscall(
                 pid,
-                Syscall::MemCreate(ObjectSpec {
+                Syscall::Mem(MemCall::Create(ObjectSpec {
                     name: Some("log".into()),
                     object_type: "crash.log".into(),
                     appendable: true,
                     ..Default::default()
-                }),
+                })),
             )
             .await?["id"]
             .as_str()
@@ -143,21 +143,23 @@ async fn processes(kernel: &Kernel) -> anyhow::Result<Vec<(Pid, String, String)>
         let id = kernel
             .syscall(
                 pid,
-                Syscall::ToolPropose {
+                Syscall::Tool(JitCall::Propose {
                     source: STEP_TOOL.into(),
-                },
+                }),
             )
             .await?["id"]
             .as_str()
             .unwrap_or_default()
             .to_string();
         let report = kernel
-            .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+            .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
             .await?;
         if report["ok"] != true {
             bail!("the step tool does not validate: {report}");
         }
-        kernel.syscall(pid, Syscall::ToolRegister { id }).await?;
+        kernel
+            .syscall(pid, Syscall::Tool(JitCall::Register { id }))
+            .await?;
         out.push((pid, file, log));
     }
     Ok(out)
@@ -194,10 +196,10 @@ async fn work(dir: &Path) -> anyhow::Result<()> {
                 match kernel
                     .syscall(
                         pid,
-                        Syscall::ToolCall {
+                        Syscall::Tool(JitCall::Call {
                             name: "step".into(),
                             args,
-                        },
+                        }),
                     )
                     .await
                 {
@@ -253,7 +255,7 @@ async fn check(dir: &Path) -> anyhow::Result<()> {
         lines_total += lines.len();
         dups += lines.len() - unique.len();
         let object = kernel
-            .syscall(*pid, Syscall::MemRead { id: log.clone() })
+            .syscall(*pid, Syscall::Mem(MemCall::Read { id: log.clone() }))
             .await?;
         let items: Vec<i64> = object["items"]
             .as_array()
@@ -273,10 +275,10 @@ async fn check(dir: &Path) -> anyhow::Result<()> {
         kernel
             .syscall(
                 *pid,
-                Syscall::ToolCall {
+                Syscall::Tool(JitCall::Call {
                     name: "step".into(),
                     args: json!({"n": next, "file": file, "log": log}),
-                },
+                }),
             )
             .await
             .with_context(|| format!("process {pid} is not resumable"))?;

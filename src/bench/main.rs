@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use agent_libos::kernel::{
-    CapabilitySpec, Kernel, KernelConfig, ObjectSpec, Pid, SpawnOptions, Syscall,
+    CapabilitySpec, FsCall, JitCall, Kernel, KernelConfig, MemCall, ObjectSpec, Pid, ProcCall,
+    ShellCall, SpawnOptions, Syscall,
 };
 use serde_json::json;
 
@@ -41,6 +42,9 @@ fn main() -> anyhow::Result<()> {
         }
         if wants("restart") {
             restart_to_runnable().await?;
+        }
+        if wants("shell") {
+            shell_sandbox_cost().await?;
         }
         anyhow::Ok(())
     })
@@ -99,7 +103,9 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
     let mut samples = Vec::new();
     for i in 0..6_000 {
         let t = Instant::now();
-        b.kernel.syscall(pid, Syscall::ProcGetCwd).await?;
+        b.kernel
+            .syscall(pid, Syscall::Proc(ProcCall::GetCwd))
+            .await?;
         if i >= 1_000 {
             samples.push(t.elapsed());
         }
@@ -111,9 +117,9 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
         b.kernel
             .syscall(
                 pid,
-                Syscall::FsReadText {
+                Syscall::Fs(FsCall::ReadText {
                     path: "notes.md".into(),
-                },
+                }),
             )
             .await?;
         if i >= 500 {
@@ -127,11 +133,11 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
         b.kernel
             .syscall(
                 pid,
-                Syscall::MemCreate(agent_libos::kernel::ObjectSpec {
+                Syscall::Mem(MemCall::Create(agent_libos::kernel::ObjectSpec {
                     object_type: "n".into(),
                     payload: json!(i),
                     ..Default::default()
-                }),
+                })),
             )
             .await?;
         if i >= 200 {
@@ -149,11 +155,11 @@ async fn syscall_round_trip() -> anyhow::Result<()> {
                 kernel
                     .syscall(
                         pid,
-                        Syscall::MemCreate(agent_libos::kernel::ObjectSpec {
+                        Syscall::Mem(MemCall::Create(agent_libos::kernel::ObjectSpec {
                             object_type: "n".into(),
                             payload: json!(i),
                             ..Default::default()
-                        }),
+                        })),
                     )
                     .await?;
             }
@@ -208,17 +214,19 @@ async fn register(kernel: &Kernel, pid: Pid, source: &str) -> anyhow::Result<Str
     let proposed = kernel
         .syscall(
             pid,
-            Syscall::ToolPropose {
+            Syscall::Tool(JitCall::Propose {
                 source: source.into(),
-            },
+            }),
         )
         .await?;
     let id = proposed["id"].as_str().unwrap_or_default().to_string();
     let report = kernel
-        .syscall(pid, Syscall::ToolValidate { id: id.clone() })
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
         .await?;
     anyhow::ensure!(report["ok"] == true, "validation failed: {report}");
-    let reg = kernel.syscall(pid, Syscall::ToolRegister { id }).await?;
+    let reg = kernel
+        .syscall(pid, Syscall::Tool(JitCall::Register { id }))
+        .await?;
     Ok(reg["name"].as_str().unwrap_or_default().to_string())
 }
 
@@ -238,10 +246,10 @@ async fn tool_calls() -> anyhow::Result<()> {
             b.kernel
                 .syscall(
                     pid,
-                    Syscall::ToolCall {
+                    Syscall::Tool(JitCall::Call {
                         name: name.clone(),
                         args: json!({"n": i}),
-                    },
+                    }),
                 )
                 .await?;
             if i >= 300 {
@@ -357,19 +365,19 @@ async fn checkpoints() -> anyhow::Result<()> {
             for i in (w..10_000).step_by(16) {
                 let appendable = i % 10 == 0;
                 let made = kernel
-                    .syscall(pid, Syscall::MemCreate(ObjectSpec {
+                    .syscall(pid, Syscall::Mem(MemCall::Create(ObjectSpec {
                         name: Some(format!("note-{i}")),
                         object_type: "note".into(),
                         payload: json!({"text": format!("observation {i}: the build failed at step {}", i % 7), "n": i}),
                         tags: vec!["bench".into()],
                         appendable,
                         ..Default::default()
-                    }))
+                    })))
                     .await?;
                 if appendable {
                     let id = made["id"].as_str().unwrap_or_default().to_string();
                     for s in 0..3 {
-                        kernel.syscall(pid, Syscall::MemAppend { id: id.clone(), item: json!({"step": s}) }).await?;
+                        kernel.syscall(pid, Syscall::Mem(MemCall::Append { id: id.clone(), item: json!({"step": s}) })).await?;
                     }
                 }
             }
@@ -395,11 +403,11 @@ async fn checkpoints() -> anyhow::Result<()> {
         b.kernel
             .syscall(
                 pid,
-                Syscall::MemCreate(ObjectSpec {
+                Syscall::Mem(MemCall::Create(ObjectSpec {
                     object_type: "note".into(),
                     payload: json!(run),
                     ..Default::default()
-                }),
+                })),
             )
             .await?;
         b.kernel
@@ -430,11 +438,11 @@ async fn journal_overhead() -> anyhow::Result<()> {
         .kernel
         .syscall(
             pid,
-            Syscall::MemCreate(ObjectSpec {
+            Syscall::Mem(MemCall::Create(ObjectSpec {
                 object_type: "log".into(),
                 appendable: true,
                 ..Default::default()
-            }),
+            })),
         )
         .await?["id"]
         .as_str()
@@ -458,10 +466,10 @@ export default async function run(args: { id: string; n: number }, libos: Libos)
             b.kernel
                 .syscall(
                     pid,
-                    Syscall::MemAppend {
+                    Syscall::Mem(MemCall::Append {
                         id: log.clone(),
                         item: json!(i),
-                    },
+                    }),
                 )
                 .await?;
         }
@@ -470,10 +478,10 @@ export default async function run(args: { id: string; n: number }, libos: Libos)
         b.kernel
             .syscall(
                 pid,
-                Syscall::ToolCall {
+                Syscall::Tool(JitCall::Call {
                     name: name.clone(),
                     args: json!({"id": log, "n": n}),
-                },
+                }),
             )
             .await?;
         journaled.push(t.elapsed() / n);
@@ -534,5 +542,59 @@ async fn restart_to_runnable() -> anyhow::Result<()> {
         "restart to RUNNABLE, 1,000 processes (open + resume)",
         samples,
     );
+    Ok(())
+}
+
+/// `shell.run(["true"])` through the kernel, sandboxed (the launcher builds namespaces,
+/// masks, Landlock and seccomp) and under the operator's opt-out, interleaved; then the
+/// sandboxed figure again with 1 GiB of touched heap in the runtime, which would show a
+/// regression from `posix_spawn` to `fork` (whose cost grows with the parent's memory).
+async fn shell_sandbox_cost() -> anyhow::Result<()> {
+    let sandboxed = bench_kernel().await?;
+    let dir = tempfile::tempdir()?;
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws)?;
+    let mut config = KernelConfig::new(dir.path().join("state.db"), ws);
+    config.sandbox.mode = agent_libos::providers::SandboxMode::Unsandboxed;
+    let unsandboxed = Kernel::open(config).await?;
+    let pid_sandboxed = spawn(&sandboxed.kernel, &["shell:true=execute"]).await?;
+    let pid_unsandboxed = spawn(&unsandboxed, &["shell:true=execute"]).await?;
+    let call = || {
+        Syscall::Shell(ShellCall::Run {
+            argv: vec!["true".into()],
+            timeout_ms: None,
+            stdin: None,
+        })
+    };
+    let time = |kernel: Kernel, pid: Pid| async move {
+        let start = Instant::now();
+        let out = kernel.syscall(pid, call()).await?;
+        anyhow::ensure!(out["exit_code"] == 0, "true failed: {out}");
+        anyhow::Ok(start.elapsed())
+    };
+    for _ in 0..20 {
+        time(sandboxed.kernel.clone(), pid_sandboxed).await?;
+        time(unsandboxed.clone(), pid_unsandboxed).await?;
+    }
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        with.push(time(sandboxed.kernel.clone(), pid_sandboxed).await?);
+        without.push(time(unsandboxed.clone(), pid_unsandboxed).await?);
+    }
+    report("shell.run([\"true\"]) sandboxed", with);
+    report(
+        "shell.run([\"true\"]) unsandboxed (--unsandboxed-shell)",
+        without,
+    );
+    let heap: Vec<u8> = vec![1u8; 1 << 30];
+    let mut big = Vec::new();
+    for _ in 0..100 {
+        big.push(time(sandboxed.kernel.clone(), pid_sandboxed).await?);
+    }
+    report(
+        "shell.run([\"true\"]) sandboxed, 1 GiB resident runtime",
+        big,
+    );
+    drop(std::hint::black_box(heap));
     Ok(())
 }

@@ -20,8 +20,9 @@ use super::terminal;
 use super::tool::{self, LoadError};
 use super::{exit, Ctx, Failure};
 use crate::kernel::{
-    CapabilitySpec, HumanAnswer, HumanMode, Image, Kernel, KernelConfig, Pid, Policy, ProcessCtx,
-    Right, SpawnOptions, SysResult, Syscall, SyscallError,
+    CapabilitySpec, FsCall, HumanAnswer, HumanCall, HumanMode, Image, JitCall, Kernel,
+    KernelConfig, MemCall, Pid, Policy, ProcCall, ProcessCtx, RequestKind, Right, SpawnOptions,
+    SysResult, Syscall, SyscallError,
 };
 
 const TOOL_SOURCE: &str = include_str!("../../fixtures/tools/extract_failures.ts");
@@ -226,7 +227,7 @@ fn write_workspace(ws: &Path) -> Result<()> {
 async fn scripted_human(kernel: Kernel, pid: Pid) {
     loop {
         for r in kernel.human_requests(false).await.unwrap_or_default() {
-            if r.pid == pid && r.kind == "permission" {
+            if r.pid == pid && r.kind == RequestKind::Permission {
                 let _ = kernel
                     .human_respond(&r.id, HumanAnswer::ApproveOnce, HUMAN)
                     .await;
@@ -241,7 +242,7 @@ type Log = tokio::sync::mpsc::UnboundedSender<String>;
 async fn parent_body(pcx: ProcessCtx, fork_tx: oneshot::Sender<Pid>, log: Log) -> SysResult<Value> {
     let pid = pcx.pid;
     let forked = pcx
-        .syscall(Syscall::ProcFork {
+        .syscall(Syscall::Proc(ProcCall::Fork {
             goal: Some("extract the failing tests from logs/test-output.log".into()),
             inherit: vec![
                 CapabilitySpec::new("fs:logs/**", &[Right::Read], Policy::AlwaysAllow),
@@ -252,7 +253,7 @@ async fn parent_body(pcx: ProcessCtx, fork_tx: oneshot::Sender<Pid>, log: Log) -
                 ),
             ],
             budget: None,
-        })
+        }))
         .await?;
     let child = forked["pid"].as_i64().unwrap_or_default();
     let _ = log.send(format!(
@@ -260,10 +261,10 @@ async fn parent_body(pcx: ProcessCtx, fork_tx: oneshot::Sender<Pid>, log: Log) -
     ));
     let _ = fork_tx.send(child);
     let waited = pcx
-        .syscall(Syscall::ProcWait {
+        .syscall(Syscall::Proc(ProcCall::Wait {
             pid: child,
             timeout_ms: Some(30_000),
-        })
+        }))
         .await?;
     let result = waited["exit"].clone();
     if waited["status"] != json!("EXITED") {
@@ -299,11 +300,11 @@ async fn parent_body(pcx: ProcessCtx, fork_tx: oneshot::Sender<Pid>, log: Log) -
         "# Failing tests\n\n{}\n\nSource: logs/test-output.log\n",
         failures.join("\n")
     );
-    let write = Syscall::FsWriteText {
+    let write = Syscall::Fs(FsCall::WriteText {
         path: "REPORT.md".into(),
         content: report.clone(),
         overwrite: false,
-    };
+    });
     match pcx.syscall(write.clone()).await {
         Err(SyscallError::PermissionDenied {
             resource, right, ..
@@ -320,12 +321,12 @@ async fn parent_body(pcx: ProcessCtx, fork_tx: oneshot::Sender<Pid>, log: Log) -
         }
     }
     let asked = pcx
-        .syscall(Syscall::HumanRequestPermission {
+        .syscall(Syscall::Human(HumanCall::RequestPermission {
             resource: "fs:REPORT.md".into(),
             rights: vec![Right::Write],
             reason: "write the failing-test report".into(),
             channel: "operator".into(),
-        })
+        }))
         .await?;
     let _ = log.send(format!(
         "process {pid} asked a human for write on fs:REPORT.md; {HUMAN} approved it once (request {})",
@@ -339,7 +340,7 @@ async fn parent_body(pcx: ProcessCtx, fork_tx: oneshot::Sender<Pid>, log: Log) -
         written["sha256"].as_str().unwrap_or("").get(..12).unwrap_or("")
     ));
     let object = pcx
-        .syscall(Syscall::MemCreate(crate::kernel::ObjectSpec {
+        .syscall(Syscall::Mem(MemCall::Create(crate::kernel::ObjectSpec {
             name: Some("failing-tests".into()),
             object_type: "report".into(),
             payload: result.clone(),
@@ -347,7 +348,7 @@ async fn parent_body(pcx: ProcessCtx, fork_tx: oneshot::Sender<Pid>, log: Log) -
             summary: Some(format!("{} failing tests", result["count"])),
             tags: vec!["triage".into()],
             ..Default::default()
-        }))
+        })))
         .await?;
     let _ = log.send(format!(
         "process {pid} stored report object {} in its namespace",
@@ -375,10 +376,10 @@ async fn worker_body(pcx: ProcessCtx, log: Log) -> SysResult<Value> {
         loaded.hash.get(..12).unwrap_or("")
     ));
     let result = pcx
-        .syscall(Syscall::ToolCall {
+        .syscall(Syscall::Tool(JitCall::Call {
             name: loaded.name.clone(),
             args: json!({"path": "logs/test-output.log"}),
-        })
+        }))
         .await?;
     let names: Vec<&str> = result["failures"]
         .as_array()

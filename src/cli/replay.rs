@@ -23,8 +23,8 @@ use super::terminal;
 use super::tool::{self, LoadError};
 use super::{exit, human, Ctx};
 use crate::kernel::{
-    CapabilitySpec, HumanMode, Kernel, KernelConfig, Policy, ProcessCtx, Right, SpawnOptions,
-    Syscall, SyscallError, WireError,
+    CapabilitySpec, HumanMode, JitCall, Kernel, KernelConfig, Policy, ProcessCtx, Right,
+    SpawnOptions, Syscall, SyscallError, WireError,
 };
 use crate::providers::{FetchLimits, ShellLimits};
 
@@ -342,7 +342,6 @@ async fn execute(file: &File, case: &Case) -> Result<Actual> {
         ));
     }
     let _ = kernel.store().flush().await;
-    let pool = kernel.store().pool();
     let mut files = BTreeMap::new();
     if let Some(effects) = &case.effects {
         for path in effects.files.keys() {
@@ -363,25 +362,8 @@ async fn execute(file: &File, case: &Case) -> Result<Actual> {
         .as_ref()
         .and_then(|e| e.objects.as_ref())
         .and_then(|o| o.object_type.clone());
-    let objects: i64 = match &object_type {
-        Some(t) => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM objects WHERE type = ?")
-                .bind(t)
-                .fetch_one(pool)
-                .await?
-        }
-        None => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM objects")
-                .fetch_one(pool)
-                .await?
-        }
-    };
-    let audit: Vec<crate::audit::AuditRow> = sqlx::query_as(
-        "SELECT seq, ts, actor, action, target, decision, capability_refs, correlation_id, \
-         parent_seq, detail, prev_hash, hash FROM audit ORDER BY seq",
-    )
-    .fetch_all(pool)
-    .await?;
+    let objects = kernel.store().count_objects(object_type.as_deref()).await?;
+    let audit = kernel.store().audit_records_after(0).await?;
     let report = kernel.verify_audit().await?;
     let pending_human = kernel
         .human_requests(false)
@@ -440,10 +422,10 @@ async fn body(
                 Err(e) => Err(SyscallError::invalid(format!("fixture syscall: {e}"))),
             },
             (None, Some(n)) => {
-                pcx.syscall(Syscall::ToolCall {
+                pcx.syscall(Syscall::Tool(JitCall::Call {
                     name: n.clone(),
                     args: call.args.clone().unwrap_or_else(|| json!({})),
-                })
+                }))
                 .await
             }
             (None, None) => Err(SyscallError::invalid(
@@ -482,7 +464,7 @@ async fn respond_loop(
                 Some(s) => {
                     *used.lock() += 1;
                     if let Some(kind) = &s.kind {
-                        if kind != &r.kind {
+                        if kind != r.kind.as_str() {
                             problems.lock().push(format!(
                                 "human answer #{}: expected a {kind} request, got {} ({})",
                                 next + 1,

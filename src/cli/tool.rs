@@ -19,8 +19,8 @@ use super::terminal;
 use super::{exit, grants, human, note, Ctx, Failure};
 use crate::jit::{self, Finding};
 use crate::kernel::{
-    CapabilitySpec, HumanMode, Kernel, KernelConfig, Pid, Policy, ProcessCtx, Right, SpawnOptions,
-    SysResult, Syscall, SyscallError,
+    CapabilitySpec, HumanMode, JitCall, Kernel, KernelConfig, Pid, Policy, ProcessCtx, Right,
+    SpawnOptions, SysResult, Syscall, SyscallError,
 };
 
 pub async fn run(ctx: &Ctx, cmd: ToolCommand) -> Result<i32> {
@@ -61,9 +61,9 @@ pub async fn propose_and_validate(
     source: &str,
 ) -> Result<(String, String, Value), LoadError> {
     let proposed = pcx
-        .syscall(Syscall::ToolPropose {
+        .syscall(Syscall::Tool(JitCall::Propose {
             source: source.to_string(),
-        })
+        }))
         .await?;
     let id = proposed["id"]
         .as_str()
@@ -71,7 +71,7 @@ pub async fn propose_and_validate(
         .to_string();
     let hash = proposed["hash"].as_str().unwrap_or_default().to_string();
     let validation = pcx
-        .syscall(Syscall::ToolValidate { id: id.clone() })
+        .syscall(Syscall::Tool(JitCall::Validate { id: id.clone() }))
         .await?;
     Ok((id, hash, validation))
 }
@@ -83,7 +83,7 @@ pub async fn load(pcx: &ProcessCtx, source: &str) -> Result<Loaded, LoadError> {
         return Err(LoadError::Rejected(validation));
     }
     let registered = pcx
-        .syscall(Syscall::ToolRegister { id: id.clone() })
+        .syscall(Syscall::Tool(JitCall::Register { id: id.clone() }))
         .await?;
     Ok(Loaded {
         id,
@@ -366,10 +366,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         HumanMode::FailFast
     };
     let kernel = ctx.open(mode).await?;
-    let start_seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit")
-        .fetch_one(kernel.store().pool())
-        .await
-        .unwrap_or(0);
+    let start_seq = kernel.store().audit_head_seq().await.unwrap_or(0);
     let pid = kernel
         .spawn_root(SpawnOptions {
             goal: format!("{TOOL_RUN_GOAL}{}", file.display()),
@@ -491,24 +488,17 @@ async fn call_in_process(
             return Err(SyscallError::invalid("the tool was rejected by validation"));
         }
     };
-    pcx.syscall(Syscall::ToolCall {
+    pcx.syscall(Syscall::Tool(JitCall::Call {
         name: loaded.name,
         args,
-    })
+    }))
     .await
 }
 
 /// Prints the audit records written since `after` (this run's syscalls) to stderr.
 async fn print_trace(kernel: &Kernel, after: i64) {
     let _ = kernel.store().flush().await;
-    let rows: Vec<crate::audit::AuditRow> = match sqlx::query_as(
-        "SELECT seq, ts, actor, action, target, decision, capability_refs, correlation_id, \
-         parent_seq, detail, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq",
-    )
-    .bind(after)
-    .fetch_all(kernel.store().pool())
-    .await
-    {
+    let rows = match kernel.store().audit_records_after(after).await {
         Ok(rows) => rows,
         Err(e) => {
             note(format!("--trace: cannot read the audit log: {e}"));

@@ -3,9 +3,9 @@
 use serde_json::Value;
 
 use super::capability::{decide, Decision, Pid, Policy, Right};
-use super::dispatch::Scope;
 use super::error::{SysResult, SyscallError};
-use super::syscall::Syscall;
+use super::scope::Scope;
+use super::syscall::Primitive;
 use super::Kernel;
 
 impl Kernel {
@@ -19,7 +19,7 @@ impl Kernel {
         pid: Pid,
         resources: &[String],
         right: Right,
-        call: &Syscall,
+        call: &dyn Primitive,
         scope: &mut Scope,
         context: impl FnOnce() -> SysResult<Value>,
     ) -> SysResult<()> {
@@ -76,7 +76,7 @@ impl Kernel {
         pid: Pid,
         resource: String,
         right: Right,
-        call: &Syscall,
+        call: &dyn Primitive,
         scope: &mut Scope,
     ) -> SysResult<()> {
         self.authorize(pid, &[resource], right, call, scope, || Ok(Value::Null))

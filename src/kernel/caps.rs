@@ -3,25 +3,25 @@
 use serde_json::json;
 
 use super::capability::{validate_resource, Pid, Right};
-use super::dispatch::{Done, Scope};
 use super::error::{SysResult, SyscallError};
 use super::image::{Image, ToolLimits};
-use super::syscall::Syscall;
+use super::scope::{Done, Scope};
+use super::syscall::{CapCall, ImageCall};
 use super::Kernel;
 
 impl Kernel {
     pub(crate) async fn cap_call(
         &self,
         pid: Pid,
-        call: &Syscall,
+        call: &CapCall,
         scope: &mut Scope,
     ) -> SysResult<Done> {
         match call {
-            Syscall::CapList => {
+            CapCall::List => {
                 let caps = self.capabilities(pid);
                 Ok(Done::new(json!(caps), format!("process:{pid}")))
             }
-            Syscall::CapGrant { to, spec } => {
+            CapCall::Grant { to, spec } => {
                 validate_resource(&spec.resource).map_err(SyscallError::invalid)?;
                 if spec.rights.is_empty() {
                     return Err(SyscallError::invalid("rights must not be empty"));
@@ -46,7 +46,7 @@ impl Kernel {
                 let id = self.insert_capability(cap, &format!("pid:{pid}")).await?;
                 Ok(Done::new(json!({"id": id}), spec.resource.clone()))
             }
-            Syscall::CapRevoke { id } => {
+            CapCall::Revoke { id } => {
                 let issuer = {
                     let state = self.inner.state.lock();
                     state
@@ -72,19 +72,16 @@ impl Kernel {
                     format!("capability:{id}"),
                 ))
             }
-            _ => unreachable!("cap_call got {}", call.name()),
         }
     }
 
-    pub(crate) async fn image_register_call(
+    pub(crate) async fn image_call(
         &self,
         pid: Pid,
-        call: &Syscall,
+        call: &ImageCall,
         scope: &mut Scope,
     ) -> SysResult<Done> {
-        let Syscall::ImageRegister { manifest } = call else {
-            unreachable!("image_register_call got {}", call.name())
-        };
+        let ImageCall::Register { manifest } = call;
         let image = Image::from_toml(manifest).map_err(SyscallError::invalid)?;
         // Per-call limits above the operator's defaults come only from the operator.
         image

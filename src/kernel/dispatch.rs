@@ -5,66 +5,15 @@ use tracing::Instrument;
 
 use super::capability::Pid;
 use super::error::{SysResult, SyscallError};
-use super::journal::Step;
+use super::journal::{Keyed, Step};
 use super::process::Status;
-use super::syscall::{IntentTiming, Syscall};
+use super::scope::{Done, Scope};
+use super::syscall::{
+    FsCall, IntentTiming, JitCall, MemCall, NetCall, Primitive, ProcCall, ShellCall, Syscall,
+};
 use super::Kernel;
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, Decision};
 use crate::store::{JournalRow, WriteBatch};
-
-/// Per-call bookkeeping handlers add to.
-#[derive(Default)]
-pub(crate) struct Scope {
-    /// Capabilities that authorized the call (for the audit record).
-    pub caps: Vec<i64>,
-    /// `allow_once` capabilities reserved by this call: consumed on success, released on
-    /// failure.
-    pub once: Vec<i64>,
-    /// The invocation this call belongs to (tool call id), if any.
-    pub correlation: Option<String>,
-    /// Audit seq of a human approval this call waited for.
-    pub parent_seq: Option<i64>,
-    /// A journal intent to make durable right before an external effect
-    /// (invocation, seq, args hash); see [`Kernel::intent_point`].
-    pub intent: Option<(String, i64, String)>,
-    /// For `tool.call` through [`Kernel::syscall_once`]: the invocation to run as.
-    pub invocation_key: Option<super::journal::Keyed>,
-}
-
-/// What a successful handler returns.
-pub(crate) struct Done {
-    pub value: Value,
-    /// The resource acted on, for the audit record.
-    pub target: String,
-    /// Result summary for the audit record.
-    pub detail: Value,
-    /// State changes committed together with the audit record.
-    pub batch: WriteBatch,
-}
-
-impl Done {
-    pub fn new(value: Value, target: impl Into<String>) -> Done {
-        Done {
-            value,
-            target: target.into(),
-            detail: Value::Null,
-            batch: WriteBatch::default(),
-        }
-    }
-
-    pub fn detail(mut self, detail: Value) -> Done {
-        self.detail = detail;
-        self
-    }
-
-    pub fn batch(mut self, batch: WriteBatch) -> Done {
-        self.batch = batch;
-        self
-    }
-}
-
-/// Strings longer than this are summarized (length and hash) in audit records.
-const AUDIT_INLINE_LIMIT: usize = 256;
 
 impl Kernel {
     /// Runs one primitive on behalf of `pid`. The only way an agent causes an effect.
@@ -87,12 +36,21 @@ impl Kernel {
         self.syscall_scoped(pid, call, scope).await
     }
 
-    pub(crate) async fn syscall_scoped(
+    /// Runs `tool.call` as the caller-keyed invocation `keyed` (see `Kernel::syscall_once`).
+    pub(crate) async fn syscall_keyed(
         &self,
         pid: Pid,
         call: Syscall,
-        scope: Scope,
+        keyed: Keyed,
     ) -> SysResult<Value> {
+        let scope = Scope {
+            invocation_key: Some(keyed),
+            ..Scope::default()
+        };
+        self.syscall_scoped(pid, call, scope).await
+    }
+
+    async fn syscall_scoped(&self, pid: Pid, call: Syscall, scope: Scope) -> SysResult<Value> {
         let primitive = call.name();
         let span = tracing::info_span!("syscall", pid, primitive, decision = tracing::field::Empty);
         let mut scope = scope;
@@ -166,7 +124,7 @@ impl Kernel {
                 if !matches!(proc.status, Status::Paused | Status::Suspended) {
                     let elapsed = now.saturating_sub(proc.started_at) as u64;
                     if elapsed > proc.budget.wall_time_ms
-                        && !matches!(call, Syscall::ProcExit { .. })
+                        && !matches!(call, Syscall::Proc(ProcCall::Exit { .. }))
                     {
                         return Err(SyscallError::limit(
                             "wall_time",
@@ -196,49 +154,20 @@ impl Kernel {
         }
     }
 
+    /// Hands the call to its family's handler; each matches its own enum exhaustively.
     async fn dispatch(&self, pid: Pid, call: &Syscall, scope: &mut Scope) -> SysResult<Done> {
-        use Syscall::*;
         match call {
-            FsReadText { .. }
-            | FsReadBytes { .. }
-            | FsWriteText { .. }
-            | FsAppendText { .. }
-            | FsList { .. }
-            | FsMkdir { .. }
-            | FsDeleteFile { .. }
-            | FsDeleteDir { .. } => self.fs_call(pid, call, scope).await,
-            ProcGetCwd
-            | ProcChdir { .. }
-            | ProcSelf
-            | ProcSpawn { .. }
-            | ProcFork { .. }
-            | ProcWait { .. }
-            | ProcChildren
-            | ProcSignal { .. }
-            | ProcExit { .. }
-            | ProcExec { .. } => self.proc_call(pid, call, scope).await,
-            EventWait { .. } | EventPost { .. } => self.event_call(pid, call, scope).await,
-            MemCreateNamespace { .. }
-            | MemList { .. }
-            | MemCreate(_)
-            | MemRead { .. }
-            | MemFind { .. }
-            | MemAppend { .. }
-            | MemFromFile { .. }
-            | MemToFile { .. } => self.mem_call(pid, call, scope).await,
-            ClockNow => Ok(Done::new(json!(self.now()), "clock")),
-            ClockSleep { ms } => self.sleep(pid, *ms).await,
-            ShellRun { .. } | NetFetch { .. } => self.host_call(pid, call, scope).await,
-            HumanOutput { .. } | HumanAsk { .. } | HumanRequestPermission { .. } => {
-                self.human_call(pid, call, scope).await
-            }
-            CapList | CapGrant { .. } | CapRevoke { .. } => self.cap_call(pid, call, scope).await,
-            ImageRegister { .. } => self.image_register_call(pid, call, scope).await,
-            ToolPropose { .. }
-            | ToolValidate { .. }
-            | ToolRegister { .. }
-            | ToolList
-            | ToolCall { .. } => self.tool_call(pid, call, scope).await,
+            Syscall::Fs(call) => self.fs_call(pid, call, scope).await,
+            Syscall::Proc(call) => self.proc_call(pid, call, scope).await,
+            Syscall::Event(call) => self.event_call(pid, call, scope).await,
+            Syscall::Mem(call) => self.mem_call(pid, call, scope).await,
+            Syscall::Clock(call) => self.clock_call(pid, call).await,
+            Syscall::Shell(call) => self.shell_call(pid, call, scope).await,
+            Syscall::Net(call) => self.net_call(pid, call, scope).await,
+            Syscall::Human(call) => self.human_call(pid, call, scope).await,
+            Syscall::Cap(call) => self.cap_call(pid, call, scope).await,
+            Syscall::Image(call) => self.image_call(pid, call, scope).await,
+            Syscall::Tool(call) => self.tool_call(pid, call, scope).await,
         }
     }
 
@@ -266,7 +195,7 @@ impl Kernel {
         let span = tracing::Span::current();
         match result {
             Ok(mut done) => {
-                span.record("decision", "allow");
+                span.record("decision", Decision::Allow.as_str());
                 if !scope.once.is_empty() {
                     let mut state = self.inner.state.lock();
                     for id in &scope.once {
@@ -282,11 +211,11 @@ impl Kernel {
                     actor: format!("pid:{pid}"),
                     action: call.name().to_string(),
                     target: done.target.clone(),
-                    decision: "allow".into(),
+                    decision: Decision::Allow,
                     capability_refs: scope.caps.clone(),
                     correlation_id: scope.correlation.clone(),
                     parent_seq: scope.parent_seq,
-                    detail: json!({"request": summarize(call), "result": done.detail}),
+                    detail: json!({"request": call.audit_summary(), "result": done.detail}),
                 };
                 let mut batch = done.batch.audit(entry);
                 if let Some(row) = journal_row(json!({"ok": done.value})) {
@@ -311,12 +240,12 @@ impl Kernel {
                     }
                 }
                 let decision = match &err {
-                    SyscallError::PermissionDenied { .. } => "deny",
-                    SyscallError::HumanRejected(_) => "rejected",
-                    SyscallError::HumanRequired { .. } => "ask",
-                    _ => "error",
+                    SyscallError::PermissionDenied { .. } => Decision::Deny,
+                    SyscallError::HumanRejected(_) => Decision::Rejected,
+                    SyscallError::HumanRequired { .. } => Decision::Ask,
+                    _ => Decision::Error,
                 };
-                span.record("decision", decision);
+                span.record("decision", decision.as_str());
                 tracing::debug!(%err, "syscall failed");
                 let target = match &err {
                     SyscallError::PermissionDenied { resource, .. } => resource.clone(),
@@ -327,11 +256,11 @@ impl Kernel {
                     actor: format!("pid:{pid}"),
                     action: call.name().to_string(),
                     target,
-                    decision: decision.into(),
+                    decision,
                     capability_refs: scope.caps,
                     correlation_id: scope.correlation,
                     parent_seq: scope.parent_seq,
-                    detail: json!({"request": summarize(call), "error": err.to_wire()}),
+                    detail: json!({"request": call.audit_summary(), "error": err.to_wire()}),
                 };
                 let mut batch = WriteBatch::default().audit(entry);
                 let retryable = matches!(
@@ -355,7 +284,11 @@ impl Kernel {
 impl Kernel {
     /// Called by handlers of external effects after every check and approval, right before
     /// the provider acts: makes the journal intent durable (once).
-    pub(crate) async fn intent_point(&self, call: &Syscall, scope: &mut Scope) -> SysResult<()> {
+    pub(crate) async fn intent_point(
+        &self,
+        call: &dyn Primitive,
+        scope: &mut Scope,
+    ) -> SysResult<()> {
         if let Some((inv, seq, hash)) = scope.intent.take() {
             self.journal_intent(&inv, seq, call, &hash).await?;
         }
@@ -370,17 +303,17 @@ impl Kernel {
         invocation: &str,
         result: SysResult<Value>,
     ) -> SysResult<Value> {
-        tracing::Span::current().record("decision", "replay");
+        tracing::Span::current().record("decision", Decision::Replay.as_str());
         let entry = AuditEntry {
             ts: self.now(),
             actor: format!("pid:{pid}"),
             action: call.name().to_string(),
             target: target_hint(call),
-            decision: "replay".into(),
+            decision: Decision::Replay,
             capability_refs: vec![],
             correlation_id: Some(invocation.to_string()),
             parent_seq: None,
-            detail: json!({"request": summarize(call), "replayed": result.is_ok()}),
+            detail: json!({"request": call.audit_summary(), "replayed": result.is_ok()}),
         };
         self.inner.store.submit(WriteBatch::default().audit(entry));
         result
@@ -389,43 +322,34 @@ impl Kernel {
 
 /// The resource a call is about, for audit records of failed calls.
 fn target_hint(call: &Syscall) -> String {
-    use Syscall::*;
     match call {
-        FsReadText { path }
-        | FsReadBytes { path }
-        | FsWriteText { path, .. }
-        | FsAppendText { path, .. }
-        | FsList { path }
-        | FsMkdir { path, .. }
-        | FsDeleteFile { path }
-        | FsDeleteDir { path, .. }
-        | ProcChdir { path } => format!("fs:{path}"),
-        ShellRun { argv, .. } => {
+        Syscall::Fs(
+            FsCall::ReadText { path }
+            | FsCall::ReadBytes { path }
+            | FsCall::WriteText { path, .. }
+            | FsCall::AppendText { path, .. }
+            | FsCall::List { path }
+            | FsCall::Mkdir { path, .. }
+            | FsCall::DeleteFile { path }
+            | FsCall::DeleteDir { path, .. },
+        )
+        | Syscall::Proc(ProcCall::Chdir { path }) => format!("fs:{path}"),
+        Syscall::Shell(ShellCall::Run { argv, .. }) => {
             format!("shell:{}", argv.first().map(String::as_str).unwrap_or(""))
         }
-        NetFetch { url, .. } => format!("net:{url}"),
-        MemRead { id } | MemAppend { id, .. } | MemToFile { id, .. } => format!("object:{id}"),
-        ProcWait { pid, .. } | ProcSignal { pid, .. } => format!("process:{pid}"),
-        ProcSpawn { image, .. } | ProcExec { image } => format!("image:{image}"),
-        ToolCall { name, .. } => format!("tool:{name}"),
+        Syscall::Net(NetCall::Fetch { url, .. }) => format!("net:{url}"),
+        Syscall::Mem(
+            MemCall::Read { id } | MemCall::Append { id, .. } | MemCall::ToFile { id, .. },
+        ) => {
+            format!("object:{id}")
+        }
+        Syscall::Proc(ProcCall::Wait { pid, .. } | ProcCall::Signal { pid, .. }) => {
+            format!("process:{pid}")
+        }
+        Syscall::Proc(ProcCall::Spawn { image, .. } | ProcCall::Exec { image }) => {
+            format!("image:{image}")
+        }
+        Syscall::Tool(JitCall::Call { name, .. }) => format!("tool:{name}"),
         _ => call.name().to_string(),
     }
-}
-
-/// The request as recorded in the audit log: long strings become length + hash.
-pub(crate) fn summarize(call: &Syscall) -> Value {
-    fn shrink(value: Value) -> Value {
-        match value {
-            Value::String(s) if s.len() > AUDIT_INLINE_LIMIT => json!({
-                "bytes": s.len(),
-                "sha256": crate::util::sha256_hex(s.as_bytes()),
-            }),
-            Value::Array(items) => Value::Array(items.into_iter().map(shrink).collect()),
-            Value::Object(map) => {
-                Value::Object(map.into_iter().map(|(k, v)| (k, shrink(v))).collect())
-            }
-            other => other,
-        }
-    }
-    shrink(serde_json::to_value(call).unwrap_or(Value::Null))
 }

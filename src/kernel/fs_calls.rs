@@ -5,10 +5,10 @@ use serde_json::{json, Value};
 
 use super::authz::CheckedPath;
 use super::capability::{Pid, Right};
-use super::dispatch::{Done, Scope};
 use super::error::{SysResult, SyscallError};
 use super::paths;
-use super::syscall::Syscall;
+use super::scope::{Done, Scope};
+use super::syscall::FsCall;
 use super::Kernel;
 
 /// Characters of new content shown to a human deciding on a write.
@@ -29,37 +29,17 @@ impl Kernel {
             .map_err(|e| SyscallError::denied_because(format!("fs:{path}"), right, e.to_string()))
     }
 
-    /// Checks `right` on `path` and returns the proof the provider needs.
-    pub(crate) async fn check_path(
-        &self,
-        pid: Pid,
-        path: &str,
-        right: Right,
-        call: &Syscall,
-        scope: &mut Scope,
-        context: impl FnOnce(&CheckedPath) -> SysResult<Value>,
-    ) -> SysResult<CheckedPath> {
-        let rel = self.resolve_path(pid, path, right)?;
-        let checked = CheckedPath::new(rel.clone(), right);
-        let preview = checked.clone();
-        self.authorize(pid, &[format!("fs:{rel}")], right, call, scope, move || {
-            context(&preview)
-        })
-        .await?;
-        Ok(checked)
-    }
-
     pub(crate) async fn fs_call(
         &self,
         pid: Pid,
-        call: &Syscall,
+        call: &FsCall,
         scope: &mut Scope,
     ) -> SysResult<Done> {
         let fs = self.providers().fs.clone();
         match call {
-            Syscall::FsReadText { path } => {
+            FsCall::ReadText { path } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let bytes = fs.read(&p)?;
                 let size = bytes.len();
@@ -71,22 +51,22 @@ impl Kernel {
                 })?;
                 Ok(Done::new(json!(text), p.resource()).detail(json!({"bytes": size})))
             }
-            Syscall::FsReadBytes { path } => {
+            FsCall::ReadBytes { path } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let bytes = fs.read(&p)?;
                 let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
                 Ok(Done::new(json!(encoded), p.resource()).detail(json!({"bytes": bytes.len()})))
             }
-            Syscall::FsWriteText {
+            FsCall::WriteText {
                 path,
                 content,
                 overwrite,
             } => {
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         write_context(fs_ctx.as_ref(), p, content, *overwrite)
                     })
                     .await?;
@@ -100,10 +80,10 @@ impl Kernel {
                 });
                 Ok(Done::new(summary.clone(), p.resource()).detail(summary))
             }
-            Syscall::FsAppendText { path, content } => {
+            FsCall::AppendText { path, content } => {
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         Ok(json!({
                             "path": p.rel(),
                             "appends_bytes": content.len(),
@@ -117,17 +97,17 @@ impl Kernel {
                 let summary = json!({"path": p.rel(), "bytes": content.len()});
                 Ok(Done::new(summary.clone(), p.resource()).detail(summary))
             }
-            Syscall::FsList { path } => {
+            FsCall::List { path } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let entries = fs.list(&p)?;
                 let count = entries.len();
                 Ok(Done::new(json!(entries), p.resource()).detail(json!({"entries": count})))
             }
-            Syscall::FsMkdir { path, recursive } => {
+            FsCall::Mkdir { path, recursive } => {
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         Ok(json!({"path": p.rel(), "recursive": recursive}))
                     })
                     .await?;
@@ -135,10 +115,10 @@ impl Kernel {
                 fs.mkdir(&p, *recursive)?;
                 Ok(Done::new(json!({"path": p.rel()}), p.resource()))
             }
-            Syscall::FsDeleteFile { path } => {
+            FsCall::DeleteFile { path } => {
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Delete, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Delete, call, scope, |p| {
                         let size = fs_ctx
                             .file_size(p)?
                             .ok_or_else(|| SyscallError::NotFound(p.rel().to_string()))?;
@@ -149,10 +129,10 @@ impl Kernel {
                 fs.delete_file(&p)?;
                 Ok(Done::new(json!({"path": p.rel()}), p.resource()))
             }
-            Syscall::FsDeleteDir { path, recursive } => {
+            FsCall::DeleteDir { path, recursive } => {
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Delete, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Delete, call, scope, |p| {
                         if !fs_ctx.is_dir(p)? {
                             return Err(SyscallError::NotFound(p.rel().to_string()));
                         }
@@ -163,7 +143,6 @@ impl Kernel {
                 fs.delete_dir(&p, *recursive)?;
                 Ok(Done::new(json!({"path": p.rel()}), p.resource()))
             }
-            _ => unreachable!("fs_call got {}", call.name()),
         }
     }
 }
@@ -184,12 +163,8 @@ fn write_context(
         )));
     }
     if let Some((parent, _)) = path.rel().rsplit_once('/') {
-        let parent = CheckedPath::new(parent.to_string(), path.right());
-        if !fs.is_dir(&parent)? {
-            return Err(SyscallError::NotFound(format!(
-                "directory {}",
-                parent.rel()
-            )));
+        if !fs.parent_is_dir(path)? {
+            return Err(SyscallError::NotFound(format!("directory {parent}")));
         }
     }
     Ok(json!({

@@ -21,7 +21,7 @@ use sqlx::Row;
 
 use super::capability::Pid;
 use super::error::{SysResult, SyscallError, WireError};
-use super::syscall::Syscall;
+use super::syscall::{JitCall, Primitive, Syscall};
 use super::Kernel;
 use crate::store::{JournalRow, WriteBatch};
 
@@ -74,11 +74,6 @@ pub(crate) enum Step {
 #[derive(Default)]
 pub(crate) struct Invocations {
     pub live: Mutex<HashMap<String, Invocation>>,
-}
-
-/// SHA-256 of a call's exact wire form.
-pub(crate) fn call_hash(call: &Syscall) -> String {
-    super::human::args_hash(call)
 }
 
 pub(crate) fn outcome_json(result: &SysResult<Value>) -> Value {
@@ -145,7 +140,7 @@ impl Kernel {
         let inv = live.get_mut(id).filter(|inv| inv.pid == pid)?;
         let seq = inv.next_seq;
         inv.next_seq += 1;
-        let hash = call_hash(call);
+        let hash = call.args_hash();
         let step = match inv.replay.get(&seq) {
             None => Ok(Step::Fresh {
                 seq,
@@ -175,7 +170,7 @@ impl Kernel {
         &self,
         id: &str,
         seq: i64,
-        call: &Syscall,
+        call: &dyn Primitive,
         hash: &str,
     ) -> SysResult<()> {
         let mut batch = WriteBatch::default();
@@ -308,17 +303,14 @@ impl Kernel {
             start_seed = Some((row.try_get("start_time")?, seed.parse().unwrap_or(0)));
         }
         let replay = self.load_journal(key).await?;
-        if let Syscall::ToolCall { .. } = call {
-            let scope = super::dispatch::Scope {
-                invocation_key: Some(Keyed {
-                    id: key.to_string(),
-                    replay,
-                    recorded,
-                    start_seed,
-                }),
-                ..Default::default()
+        if let Syscall::Tool(JitCall::Call { .. }) = call {
+            let keyed = Keyed {
+                id: key.to_string(),
+                replay,
+                recorded,
+                start_seed,
             };
-            return self.syscall_scoped(pid, call, scope).await;
+            return self.syscall_keyed(pid, call, keyed).await;
         }
         let _live = self.begin_invocation(
             key,

@@ -7,11 +7,11 @@ use serde_json::{json, Value};
 use sqlx::Row;
 
 use super::capability::{Pid, Right};
-use super::dispatch::{Done, Scope};
 use super::error::{SysResult, SyscallError};
 use super::persist;
 use super::process::own_namespace;
-use super::syscall::{ObjectSpec, Syscall};
+use super::scope::{Done, Scope};
+use super::syscall::{MemCall, ObjectSpec, Primitive};
 use super::Kernel;
 use crate::store::WriteBatch;
 
@@ -22,11 +22,11 @@ impl Kernel {
     pub(crate) async fn mem_call(
         &self,
         pid: Pid,
-        call: &Syscall,
+        call: &MemCall,
         scope: &mut Scope,
     ) -> SysResult<Done> {
         match call {
-            Syscall::MemCreateNamespace { name } => {
+            MemCall::CreateNamespace { name } => {
                 check_namespace_name(name)?;
                 self.authorize_one(pid, format!("namespace:{name}"), Right::Create, call, scope)
                     .await?;
@@ -37,7 +37,7 @@ impl Kernel {
                 }
                 Ok(Done::new(json!({"namespace": name}), format!("namespace:{name}")).batch(batch))
             }
-            Syscall::MemList { namespace } => {
+            MemCall::List { namespace } => {
                 let ns = namespace.clone().unwrap_or_else(|| own_namespace(pid));
                 self.authorize_one(pid, format!("namespace:{ns}"), Right::Read, call, scope)
                     .await?;
@@ -56,15 +56,15 @@ impl Kernel {
                 Ok(Done::new(json!(list), format!("namespace:{ns}"))
                     .detail(json!({"objects": count})))
             }
-            Syscall::MemCreate(spec) => self.create_object(pid, spec, call, scope).await,
-            Syscall::MemRead { id } => {
+            MemCall::Create(spec) => self.create_object(pid, spec, call, scope).await,
+            MemCall::Read { id } => {
                 let ns = self
                     .object_namespace(pid, id, Right::Read, call, scope)
                     .await?;
                 let object = self.load_object(id, &ns).await?;
                 Ok(Done::new(object, format!("object:{id}")))
             }
-            Syscall::MemFind { namespace, name } => {
+            MemCall::Find { namespace, name } => {
                 let ns = namespace.clone().unwrap_or_else(|| own_namespace(pid));
                 self.authorize_one(pid, format!("namespace:{ns}"), Right::Read, call, scope)
                     .await?;
@@ -79,7 +79,7 @@ impl Kernel {
                 let object = self.load_object(&id, &ns).await?;
                 Ok(Done::new(object, format!("object:{id}")))
             }
-            Syscall::MemAppend { id, item } => {
+            MemCall::Append { id, item } => {
                 let ns = self
                     .object_namespace(pid, id, Right::Append, call, scope)
                     .await?;
@@ -113,14 +113,14 @@ impl Kernel {
                         .batch(batch),
                 )
             }
-            Syscall::MemFromFile {
+            MemCall::FromFile {
                 path,
                 namespace,
                 name,
                 object_type,
             } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let bytes = self.providers().fs.read(&p)?;
                 let text = String::from_utf8(bytes)
@@ -136,7 +136,7 @@ impl Kernel {
                 };
                 self.create_object(pid, &spec, call, scope).await
             }
-            Syscall::MemToFile {
+            MemCall::ToFile {
                 id,
                 path,
                 overwrite,
@@ -151,7 +151,7 @@ impl Kernel {
                 };
                 let fs = self.providers().fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         Ok(json!({"path": p.rel(), "bytes": content.len(), "from_object": id, "overwrite": overwrite}))
                     })
                     .await?;
@@ -162,7 +162,6 @@ impl Kernel {
                     p.resource(),
                 ))
             }
-            _ => unreachable!("mem_call got {}", call.name()),
         }
     }
 
@@ -170,7 +169,7 @@ impl Kernel {
         &self,
         pid: Pid,
         spec: &ObjectSpec,
-        call: &Syscall,
+        call: &dyn Primitive,
         scope: &mut Scope,
     ) -> SysResult<Done> {
         let ns = spec.namespace.clone().unwrap_or_else(|| own_namespace(pid));
@@ -240,7 +239,7 @@ impl Kernel {
         pid: Pid,
         id: &str,
         right: Right,
-        call: &Syscall,
+        call: &dyn Primitive,
         scope: &mut Scope,
     ) -> SysResult<String> {
         let ns: Option<String> = sqlx::query_scalar("SELECT namespace FROM objects WHERE id = ?")

@@ -3,13 +3,12 @@
 use serde_json::{json, Value};
 
 use super::capability::{pattern_within, Capability, CapabilitySpec, Pid, Policy, Right};
-use super::dispatch::{Done, Scope};
 use super::error::{SysResult, SyscallError};
 use super::operator::NewProcess;
-use super::paths;
 use super::persist;
 use super::process::{divide_budget, Process, Status};
-use super::syscall::{Budget, Syscall};
+use super::scope::{Done, Scope};
+use super::syscall::{Budget, Primitive, ProcCall};
 use super::Kernel;
 use crate::store::WriteBatch;
 
@@ -17,22 +16,22 @@ impl Kernel {
     pub(crate) async fn proc_call(
         &self,
         pid: Pid,
-        call: &Syscall,
+        call: &ProcCall,
         scope: &mut Scope,
     ) -> SysResult<Done> {
         match call {
-            Syscall::ProcGetCwd => {
+            ProcCall::GetCwd => {
                 let cwd = self.cwd_of(pid)?;
                 Ok(Done::new(json!(cwd), format!("process:{pid}")))
             }
-            Syscall::ProcSelf => {
+            ProcCall::SelfInfo => {
                 let p = self
                     .process(pid)
                     .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
                 Ok(Done::new(process_json(&p), format!("process:{pid}")))
             }
-            Syscall::ProcChdir { path } => self.chdir(pid, path, call, scope).await,
-            Syscall::ProcChildren => {
+            ProcCall::Chdir { path } => self.chdir(pid, path, call, scope).await,
+            ProcCall::Children => {
                 let children: Vec<Value> = {
                     let state = self.inner.state.lock();
                     let mut kids: Vec<&Process> = state
@@ -45,7 +44,7 @@ impl Kernel {
                 };
                 Ok(Done::new(json!(children), format!("process:{pid}")))
             }
-            Syscall::ProcSpawn {
+            ProcCall::Spawn {
                 image,
                 goal,
                 budget,
@@ -56,12 +55,12 @@ impl Kernel {
                     .await?;
                 Ok(Done::new(json!({"pid": child}), format!("process:{child}")))
             }
-            Syscall::ProcFork {
+            ProcCall::Fork {
                 goal,
                 inherit,
                 budget,
             } => self.fork(pid, goal.clone(), inherit, budget.as_ref()).await,
-            Syscall::ProcWait {
+            ProcCall::Wait {
                 pid: child,
                 timeout_ms,
             } => {
@@ -69,7 +68,7 @@ impl Kernel {
                 let out = self.wait_child(pid, *child, *timeout_ms).await?;
                 Ok(Done::new(out, format!("process:{child}")))
             }
-            Syscall::ProcSignal {
+            ProcCall::Signal {
                 pid: target,
                 signal,
             } => {
@@ -92,7 +91,7 @@ impl Kernel {
                     format!("process:{target}"),
                 ))
             }
-            Syscall::ProcExit { payload } => {
+            ProcCall::Exit { payload } => {
                 // The audit record for exit is written by `finish` before the transition
                 // would forbid it; the transition itself is durable here.
                 self.exit_process(pid, Status::Exited, payload.clone())
@@ -102,7 +101,7 @@ impl Kernel {
                     format!("process:{pid}"),
                 ))
             }
-            Syscall::ProcExec { image } => {
+            ProcCall::Exec { image } => {
                 self.authorize_one(pid, format!("image:{image}"), Right::Execute, call, scope)
                     .await?;
                 let image = self.image(image).await?;
@@ -144,7 +143,6 @@ impl Kernel {
                 )
                 .batch(batch))
             }
-            _ => unreachable!("proc_call got {}", call.name()),
         }
     }
 
@@ -161,16 +159,13 @@ impl Kernel {
         &self,
         pid: Pid,
         path: &str,
-        call: &Syscall,
+        call: &dyn Primitive,
         scope: &mut Scope,
     ) -> SysResult<Done> {
-        let cwd = self.cwd_of(pid)?;
-        let rel = paths::normalize(&cwd, path).map_err(|e| {
-            SyscallError::denied_because(format!("fs:{path}"), Right::Read, e.to_string())
-        })?;
-        self.authorize_one(pid, format!("fs:{rel}"), Right::Read, call, scope)
+        let checked = self
+            .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
             .await?;
-        let checked = super::authz::CheckedPath::new(rel.clone(), Right::Read);
+        let rel = checked.rel().to_string();
         if !self.providers().fs.is_dir(&checked)? {
             return Err(SyscallError::NotFound(format!("directory {rel}")));
         }

@@ -1,10 +1,15 @@
-//! The syscall surface: one enum of primitives, the only way an agent causes an effect.
+//! The syscall surface: every primitive, grouped by family, the only way an agent causes an
+//! effect.
 //!
-//! The enum is serializable because it crosses boundaries: ops send it from isolates, the
-//! journal hashes it, fixtures and MCP carry it. The wire form is
-//! `{"primitive": "fs.read_text", "path": "notes.md"}`.
+//! [`Syscall`] nests one enum per family (`fs.*` is [`FsCall`], `proc.*` is [`ProcCall`], …),
+//! so each family's handler matches its own enum exhaustively. The types are serializable
+//! because they cross boundaries: ops send them from isolates, the journal hashes them,
+//! fixtures, MCP and checkpoints carry them. The wire form is flat and is a contract —
+//! `{"primitive": "fs.read_text", "path": "notes.md"}` — whether a whole `Syscall` or one
+//! family's call is serialized; [`Primitive::args_hash`] is the SHA-256 of exactly those bytes.
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::capability::{CapabilitySpec, Pid, Right};
@@ -96,60 +101,97 @@ pub enum IntentTiming {
     AtEffect,
 }
 
-/// Every primitive. Each variant is checked, journaled and audited by the kernel.
+/// What the kernel knows of any call, whole or one family's: its wire name and the hash of
+/// its wire form (the same bytes either way, so approvals and the journal agree).
+pub trait Primitive: Send + Sync {
+    /// The primitive's wire name, e.g. `fs.read_text`.
+    fn name(&self) -> &'static str;
+    /// SHA-256 of the call's exact wire form: what journals and approvals are bound to.
+    fn args_hash(&self) -> String;
+}
+
+fn wire_hash(call: &impl Serialize) -> String {
+    crate::util::sha256_hex(serde_json::to_string(call).unwrap_or_default().as_bytes())
+}
+
+/// Every primitive, by family. Each one is checked, journaled and audited by the kernel.
+///
+/// Serialized, a `Syscall` is its family's call (the family is not on the wire); decoded, the
+/// family is read from the primitive name's prefix.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Syscall {
+    Fs(FsCall),
+    Proc(ProcCall),
+    Event(EventCall),
+    Mem(MemCall),
+    Clock(ClockCall),
+    Shell(ShellCall),
+    Net(NetCall),
+    Human(HumanCall),
+    Cap(CapCall),
+    Image(ImageCall),
+    Tool(JitCall),
+}
+
+/// `fs.*`: files, confined to the process's workspace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "primitive")]
-pub enum Syscall {
-    // ---- filesystem (confined to the process's workspace) ----
+pub enum FsCall {
     #[serde(rename = "fs.read_text")]
-    FsReadText { path: String },
+    ReadText { path: String },
     #[serde(rename = "fs.read_bytes")]
-    FsReadBytes { path: String },
+    ReadBytes { path: String },
     #[serde(rename = "fs.write_text")]
-    FsWriteText {
+    WriteText {
         path: String,
         content: String,
         #[serde(default)]
         overwrite: bool,
     },
     #[serde(rename = "fs.append_text")]
-    FsAppendText { path: String, content: String },
+    AppendText { path: String, content: String },
     #[serde(rename = "fs.list")]
-    FsList {
+    List {
         #[serde(default = "dot")]
         path: String,
     },
     #[serde(rename = "fs.mkdir")]
-    FsMkdir {
+    Mkdir {
         path: String,
         #[serde(default)]
         recursive: bool,
     },
     #[serde(rename = "fs.delete_file")]
-    FsDeleteFile { path: String },
+    DeleteFile { path: String },
     #[serde(rename = "fs.delete_dir")]
-    FsDeleteDir {
+    DeleteDir {
         path: String,
         #[serde(default)]
         recursive: bool,
     },
+}
 
-    // ---- process ----
+/// `proc.*`: the calling process and its children.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum ProcCall {
     #[serde(rename = "proc.getcwd")]
-    ProcGetCwd,
+    GetCwd,
     #[serde(rename = "proc.chdir")]
-    ProcChdir { path: String },
+    Chdir { path: String },
+    /// `proc.self` (`Self` is a keyword).
     #[serde(rename = "proc.self")]
-    ProcSelf,
+    SelfInfo,
     #[serde(rename = "proc.spawn")]
-    ProcSpawn {
+    Spawn {
         image: String,
         goal: String,
         #[serde(default)]
         budget: Option<Budget>,
     },
     #[serde(rename = "proc.fork")]
-    ProcFork {
+    Fork {
         #[serde(default)]
         goal: Option<String>,
         #[serde(default)]
@@ -158,32 +200,36 @@ pub enum Syscall {
         budget: Option<Budget>,
     },
     #[serde(rename = "proc.wait")]
-    ProcWait {
+    Wait {
         pid: Pid,
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
     #[serde(rename = "proc.children")]
-    ProcChildren,
+    Children,
     #[serde(rename = "proc.signal")]
-    ProcSignal { pid: Pid, signal: Signal },
+    Signal { pid: Pid, signal: Signal },
     #[serde(rename = "proc.exit")]
-    ProcExit {
+    Exit {
         #[serde(default)]
         payload: Value,
     },
     #[serde(rename = "proc.exec")]
-    ProcExec { image: String },
+    Exec { image: String },
+}
 
-    // ---- events ----
+/// `event.*`: named events between processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum EventCall {
     #[serde(rename = "event.wait")]
-    EventWait {
+    Wait {
         name: String,
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
     #[serde(rename = "event.post")]
-    EventPost {
+    Post {
         name: String,
         #[serde(default)]
         payload: Value,
@@ -191,29 +237,33 @@ pub enum Syscall {
         #[serde(default)]
         target: Option<Pid>,
     },
+}
 
-    // ---- object memory ----
+/// `mem.*`: typed object memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum MemCall {
     #[serde(rename = "mem.create_namespace")]
-    MemCreateNamespace { name: String },
+    CreateNamespace { name: String },
     #[serde(rename = "mem.list")]
-    MemList {
+    List {
         #[serde(default)]
         namespace: Option<String>,
     },
     #[serde(rename = "mem.create")]
-    MemCreate(ObjectSpec),
+    Create(ObjectSpec),
     #[serde(rename = "mem.read")]
-    MemRead { id: String },
+    Read { id: String },
     #[serde(rename = "mem.find")]
-    MemFind {
+    Find {
         #[serde(default)]
         namespace: Option<String>,
         name: String,
     },
     #[serde(rename = "mem.append")]
-    MemAppend { id: String, item: Value },
+    Append { id: String, item: Value },
     #[serde(rename = "mem.from_file")]
-    MemFromFile {
+    FromFile {
         path: String,
         #[serde(default)]
         namespace: Option<String>,
@@ -223,30 +273,44 @@ pub enum Syscall {
         object_type: String,
     },
     #[serde(rename = "mem.to_file")]
-    MemToFile {
+    ToFile {
         id: String,
         path: String,
         #[serde(default)]
         overwrite: bool,
     },
+}
 
-    // ---- clock ----
+/// `clock.*`: time and timer waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum ClockCall {
     #[serde(rename = "clock.now")]
-    ClockNow,
+    Now,
     #[serde(rename = "clock.sleep")]
-    ClockSleep { ms: u64 },
+    Sleep { ms: u64 },
+}
 
-    // ---- shell and network ----
+/// `shell.*`: commands, argv only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum ShellCall {
     #[serde(rename = "shell.run")]
-    ShellRun {
+    Run {
         argv: Vec<String>,
         #[serde(default)]
         timeout_ms: Option<u64>,
         #[serde(default)]
         stdin: Option<String>,
     },
+}
+
+/// `net.*`: HTTP requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum NetCall {
     #[serde(rename = "net.fetch")]
-    NetFetch {
+    Fetch {
         url: String,
         #[serde(default = "get")]
         method: String,
@@ -257,16 +321,20 @@ pub enum Syscall {
         #[serde(default)]
         max_bytes: Option<u64>,
     },
+}
 
-    // ---- human queue ----
+/// `human.*`: the human queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum HumanCall {
     #[serde(rename = "human.output")]
-    HumanOutput {
+    Output {
         message: String,
         #[serde(default = "operator")]
         channel: String,
     },
     #[serde(rename = "human.ask")]
-    HumanAsk {
+    Ask {
         question: String,
         #[serde(default)]
         choices: Vec<String>,
@@ -274,40 +342,52 @@ pub enum Syscall {
         channel: String,
     },
     #[serde(rename = "human.request_permission")]
-    HumanRequestPermission {
+    RequestPermission {
         resource: String,
         rights: Vec<Right>,
         reason: String,
         #[serde(default = "operator")]
         channel: String,
     },
+}
 
-    // ---- capabilities ----
+/// `cap.*`: the caller's capabilities and those it delegated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum CapCall {
     #[serde(rename = "cap.list")]
-    CapList,
+    List,
     #[serde(rename = "cap.grant")]
-    CapGrant { to: Pid, spec: CapabilitySpec },
+    Grant { to: Pid, spec: CapabilitySpec },
     #[serde(rename = "cap.revoke")]
-    CapRevoke { id: i64 },
+    Revoke { id: i64 },
+}
 
-    // ---- images ----
+/// `image.*`: agent images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum ImageCall {
     #[serde(rename = "image.register")]
-    ImageRegister {
+    Register {
         /// The manifest text (TOML).
         manifest: String,
     },
+}
 
-    // ---- JIT tools ----
+/// `tool.*`: the JIT tool lifecycle. (Not `ToolCall`: that is a model's request in `agent`.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "primitive")]
+pub enum JitCall {
     #[serde(rename = "tool.propose")]
-    ToolPropose { source: String },
+    Propose { source: String },
     #[serde(rename = "tool.validate")]
-    ToolValidate { id: String },
+    Validate { id: String },
     #[serde(rename = "tool.register")]
-    ToolRegister { id: String },
+    Register { id: String },
     #[serde(rename = "tool.list")]
-    ToolList,
+    List,
     #[serde(rename = "tool.call")]
-    ToolCall {
+    Call {
         name: String,
         #[serde(default)]
         args: Value,
@@ -327,108 +407,291 @@ fn text_type() -> String {
     "text".into()
 }
 
+/// The wire prefixes of the families, for the error naming an unknown one.
+const FAMILIES: &str = "fs, proc, event, mem, clock, shell, net, human, cap, image, tool";
+
+impl<'de> Deserialize<'de> for Syscall {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Syscall::decode(Value::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+}
+
 impl Syscall {
     /// The primitive's wire name, e.g. `fs.read_text`.
     pub fn name(&self) -> &'static str {
+        self.family_call().name()
+    }
+
+    /// SHA-256 of the call's exact wire form (see [`Primitive::args_hash`]).
+    pub fn args_hash(&self) -> String {
+        wire_hash(self)
+    }
+
+    fn family_call(&self) -> &dyn Primitive {
         match self {
-            Syscall::FsReadText { .. } => "fs.read_text",
-            Syscall::FsReadBytes { .. } => "fs.read_bytes",
-            Syscall::FsWriteText { .. } => "fs.write_text",
-            Syscall::FsAppendText { .. } => "fs.append_text",
-            Syscall::FsList { .. } => "fs.list",
-            Syscall::FsMkdir { .. } => "fs.mkdir",
-            Syscall::FsDeleteFile { .. } => "fs.delete_file",
-            Syscall::FsDeleteDir { .. } => "fs.delete_dir",
-            Syscall::ProcGetCwd => "proc.getcwd",
-            Syscall::ProcChdir { .. } => "proc.chdir",
-            Syscall::ProcSelf => "proc.self",
-            Syscall::ProcSpawn { .. } => "proc.spawn",
-            Syscall::ProcFork { .. } => "proc.fork",
-            Syscall::ProcWait { .. } => "proc.wait",
-            Syscall::ProcChildren => "proc.children",
-            Syscall::ProcSignal { .. } => "proc.signal",
-            Syscall::ProcExit { .. } => "proc.exit",
-            Syscall::ProcExec { .. } => "proc.exec",
-            Syscall::EventWait { .. } => "event.wait",
-            Syscall::EventPost { .. } => "event.post",
-            Syscall::MemCreateNamespace { .. } => "mem.create_namespace",
-            Syscall::MemList { .. } => "mem.list",
-            Syscall::MemCreate { .. } => "mem.create",
-            Syscall::MemRead { .. } => "mem.read",
-            Syscall::MemFind { .. } => "mem.find",
-            Syscall::MemAppend { .. } => "mem.append",
-            Syscall::MemFromFile { .. } => "mem.from_file",
-            Syscall::MemToFile { .. } => "mem.to_file",
-            Syscall::ClockNow => "clock.now",
-            Syscall::ClockSleep { .. } => "clock.sleep",
-            Syscall::ShellRun { .. } => "shell.run",
-            Syscall::NetFetch { .. } => "net.fetch",
-            Syscall::HumanOutput { .. } => "human.output",
-            Syscall::HumanAsk { .. } => "human.ask",
-            Syscall::HumanRequestPermission { .. } => "human.request_permission",
-            Syscall::CapList => "cap.list",
-            Syscall::CapGrant { .. } => "cap.grant",
-            Syscall::CapRevoke { .. } => "cap.revoke",
-            Syscall::ImageRegister { .. } => "image.register",
-            Syscall::ToolPropose { .. } => "tool.propose",
-            Syscall::ToolValidate { .. } => "tool.validate",
-            Syscall::ToolRegister { .. } => "tool.register",
-            Syscall::ToolList => "tool.list",
-            Syscall::ToolCall { .. } => "tool.call",
+            Syscall::Fs(call) => call,
+            Syscall::Proc(call) => call,
+            Syscall::Event(call) => call,
+            Syscall::Mem(call) => call,
+            Syscall::Clock(call) => call,
+            Syscall::Shell(call) => call,
+            Syscall::Net(call) => call,
+            Syscall::Human(call) => call,
+            Syscall::Cap(call) => call,
+            Syscall::Image(call) => call,
+            Syscall::Tool(call) => call,
         }
     }
 
-    /// Decodes the wire form; the error says which field is wrong.
+    /// Decodes the wire form; the error names an unknown primitive or the wrong field.
     pub fn from_wire(value: Value) -> Result<Syscall, String> {
-        serde_json::from_value(value).map_err(|e| e.to_string())
+        Syscall::decode(value).map_err(|e| e.to_string())
+    }
+
+    /// Reads the family from the primitive's prefix, then decodes that family's call (whose
+    /// errors name the field, or list the family's primitives).
+    fn decode(value: Value) -> Result<Syscall, serde_json::Error> {
+        let primitive = match value.get("primitive") {
+            Some(Value::String(name)) => name.clone(),
+            Some(other) => return Err(serde_json::Error::custom(format!(
+                "invalid type: {other}, expected a primitive name like \"fs.read_text\""
+            ))),
+            None if value.is_object() => {
+                return Err(serde_json::Error::missing_field("primitive"))
+            }
+            None => {
+                return Err(serde_json::Error::custom(format!(
+                    "invalid type: {value}, expected a call like {{\"primitive\": \"fs.read_text\", \"path\": \"notes.md\"}}"
+                )))
+            }
+        };
+        let family = primitive.split_once('.').map_or("", |(family, _)| family);
+        Ok(match family {
+            "fs" => Syscall::Fs(FsCall::deserialize(value)?),
+            "proc" => Syscall::Proc(ProcCall::deserialize(value)?),
+            "event" => Syscall::Event(EventCall::deserialize(value)?),
+            "mem" => Syscall::Mem(MemCall::deserialize(value)?),
+            "clock" => Syscall::Clock(ClockCall::deserialize(value)?),
+            "shell" => Syscall::Shell(ShellCall::deserialize(value)?),
+            "net" => Syscall::Net(NetCall::deserialize(value)?),
+            "human" => Syscall::Human(HumanCall::deserialize(value)?),
+            "cap" => Syscall::Cap(CapCall::deserialize(value)?),
+            "image" => Syscall::Image(ImageCall::deserialize(value)?),
+            "tool" => Syscall::Tool(JitCall::deserialize(value)?),
+            _ => {
+                return Err(serde_json::Error::custom(format!(
+                    "unknown variant `{primitive}`, expected a primitive of a family: {FAMILIES} \
+                     (e.g. `fs.read_text`)"
+                )))
+            }
+        })
     }
 
     /// When the journal makes this call's intent durable (see `IntentTiming`).
     pub fn intent_timing(&self) -> IntentTiming {
-        use Syscall::*;
+        use IntentTiming::{AtEffect, BeforeDispatch, Never};
         match self {
-            FsWriteText { .. }
-            | FsAppendText { .. }
-            | FsMkdir { .. }
-            | FsDeleteFile { .. }
-            | FsDeleteDir { .. }
-            | MemToFile { .. }
-            | ShellRun { .. }
-            | NetFetch { .. } => IntentTiming::AtEffect,
-            ProcSpawn { .. }
-            | ProcFork { .. }
-            | ProcSignal { .. }
-            | ProcExit { .. }
-            | CapGrant { .. }
-            | CapRevoke { .. }
-            | ImageRegister { .. }
-            | EventPost { .. } => IntentTiming::BeforeDispatch,
-            _ => IntentTiming::Never,
+            Syscall::Fs(call) => match call {
+                FsCall::ReadText { .. } | FsCall::ReadBytes { .. } | FsCall::List { .. } => Never,
+                FsCall::WriteText { .. }
+                | FsCall::AppendText { .. }
+                | FsCall::Mkdir { .. }
+                | FsCall::DeleteFile { .. }
+                | FsCall::DeleteDir { .. } => AtEffect,
+            },
+            Syscall::Proc(call) => match call {
+                ProcCall::Spawn { .. }
+                | ProcCall::Fork { .. }
+                | ProcCall::Signal { .. }
+                | ProcCall::Exit { .. } => BeforeDispatch,
+                ProcCall::GetCwd
+                | ProcCall::Chdir { .. }
+                | ProcCall::SelfInfo
+                | ProcCall::Wait { .. }
+                | ProcCall::Children
+                | ProcCall::Exec { .. } => Never,
+            },
+            Syscall::Event(call) => match call {
+                EventCall::Post { .. } => BeforeDispatch,
+                EventCall::Wait { .. } => Never,
+            },
+            Syscall::Mem(call) => match call {
+                MemCall::ToFile { .. } => AtEffect,
+                MemCall::CreateNamespace { .. }
+                | MemCall::List { .. }
+                | MemCall::Create(_)
+                | MemCall::Read { .. }
+                | MemCall::Find { .. }
+                | MemCall::Append { .. }
+                | MemCall::FromFile { .. } => Never,
+            },
+            Syscall::Clock(_) => Never,
+            Syscall::Shell(_) | Syscall::Net(_) => AtEffect,
+            Syscall::Human(_) => Never,
+            Syscall::Cap(call) => match call {
+                CapCall::Grant { .. } | CapCall::Revoke { .. } => BeforeDispatch,
+                CapCall::List => Never,
+            },
+            Syscall::Image(_) => BeforeDispatch,
+            Syscall::Tool(_) => Never,
         }
     }
 
     /// Whether the primitive changes state outside memory reads (its audit record must be
     /// durable before the caller sees success).
     pub fn is_effect(&self) -> bool {
-        !matches!(
-            self,
-            Syscall::FsReadText { .. }
-                | Syscall::FsReadBytes { .. }
-                | Syscall::FsList { .. }
-                | Syscall::ProcGetCwd
-                | Syscall::ProcSelf
-                | Syscall::ProcChildren
-                | Syscall::MemList { .. }
-                | Syscall::MemRead { .. }
-                | Syscall::MemFind { .. }
-                | Syscall::ClockNow
-                | Syscall::ClockSleep { .. }
-                | Syscall::CapList
-                | Syscall::ToolList
-                | Syscall::ToolCall { .. }
-        )
+        match self {
+            Syscall::Fs(call) => !matches!(
+                call,
+                FsCall::ReadText { .. } | FsCall::ReadBytes { .. } | FsCall::List { .. }
+            ),
+            Syscall::Proc(call) => !matches!(
+                call,
+                ProcCall::GetCwd | ProcCall::SelfInfo | ProcCall::Children
+            ),
+            Syscall::Event(_) => true,
+            Syscall::Mem(call) => !matches!(
+                call,
+                MemCall::List { .. } | MemCall::Read { .. } | MemCall::Find { .. }
+            ),
+            Syscall::Clock(_) => false,
+            Syscall::Shell(_) | Syscall::Net(_) | Syscall::Human(_) | Syscall::Image(_) => true,
+            Syscall::Cap(call) => !matches!(call, CapCall::List),
+            Syscall::Tool(call) => !matches!(call, JitCall::List | JitCall::Call { .. }),
+        }
+    }
+
+    /// The request as recorded in the audit log: strings longer than
+    /// [`AUDIT_INLINE_LIMIT`] become length + hash.
+    pub(crate) fn audit_summary(&self) -> Value {
+        fn shrink(value: Value) -> Value {
+            match value {
+                Value::String(s) if s.len() > AUDIT_INLINE_LIMIT => serde_json::json!({
+                    "bytes": s.len(),
+                    "sha256": crate::util::sha256_hex(s.as_bytes()),
+                }),
+                Value::Array(items) => Value::Array(items.into_iter().map(shrink).collect()),
+                Value::Object(map) => {
+                    Value::Object(map.into_iter().map(|(k, v)| (k, shrink(v))).collect())
+                }
+                other => other,
+            }
+        }
+        shrink(serde_json::to_value(self).unwrap_or(Value::Null))
     }
 }
+
+/// Strings longer than this are summarized (length and hash) in audit records.
+const AUDIT_INLINE_LIMIT: usize = 256;
+
+impl Primitive for Syscall {
+    fn name(&self) -> &'static str {
+        Syscall::name(self)
+    }
+    fn args_hash(&self) -> String {
+        Syscall::args_hash(self)
+    }
+}
+
+/// Implements [`Primitive`] for a family's enum (its wire names, one per variant) and
+/// `From` it for [`Syscall`].
+macro_rules! family {
+    ($variant:ident($family:ident) { $($call:pat => $name:literal,)* }) => {
+        impl Primitive for $family {
+            fn name(&self) -> &'static str {
+                match self {
+                    $($call => $name,)*
+                }
+            }
+            fn args_hash(&self) -> String {
+                wire_hash(self)
+            }
+        }
+
+        impl From<$family> for Syscall {
+            fn from(call: $family) -> Self {
+                Syscall::$variant(call)
+            }
+        }
+    };
+}
+
+family!(Fs(FsCall) {
+    FsCall::ReadText { .. } => "fs.read_text",
+    FsCall::ReadBytes { .. } => "fs.read_bytes",
+    FsCall::WriteText { .. } => "fs.write_text",
+    FsCall::AppendText { .. } => "fs.append_text",
+    FsCall::List { .. } => "fs.list",
+    FsCall::Mkdir { .. } => "fs.mkdir",
+    FsCall::DeleteFile { .. } => "fs.delete_file",
+    FsCall::DeleteDir { .. } => "fs.delete_dir",
+});
+
+family!(Proc(ProcCall) {
+    ProcCall::GetCwd => "proc.getcwd",
+    ProcCall::Chdir { .. } => "proc.chdir",
+    ProcCall::SelfInfo => "proc.self",
+    ProcCall::Spawn { .. } => "proc.spawn",
+    ProcCall::Fork { .. } => "proc.fork",
+    ProcCall::Wait { .. } => "proc.wait",
+    ProcCall::Children => "proc.children",
+    ProcCall::Signal { .. } => "proc.signal",
+    ProcCall::Exit { .. } => "proc.exit",
+    ProcCall::Exec { .. } => "proc.exec",
+});
+
+family!(Event(EventCall) {
+    EventCall::Wait { .. } => "event.wait",
+    EventCall::Post { .. } => "event.post",
+});
+
+family!(Mem(MemCall) {
+    MemCall::CreateNamespace { .. } => "mem.create_namespace",
+    MemCall::List { .. } => "mem.list",
+    MemCall::Create(_) => "mem.create",
+    MemCall::Read { .. } => "mem.read",
+    MemCall::Find { .. } => "mem.find",
+    MemCall::Append { .. } => "mem.append",
+    MemCall::FromFile { .. } => "mem.from_file",
+    MemCall::ToFile { .. } => "mem.to_file",
+});
+
+family!(Clock(ClockCall) {
+    ClockCall::Now => "clock.now",
+    ClockCall::Sleep { .. } => "clock.sleep",
+});
+
+family!(Shell(ShellCall) {
+    ShellCall::Run { .. } => "shell.run",
+});
+
+family!(Net(NetCall) {
+    NetCall::Fetch { .. } => "net.fetch",
+});
+
+family!(Human(HumanCall) {
+    HumanCall::Output { .. } => "human.output",
+    HumanCall::Ask { .. } => "human.ask",
+    HumanCall::RequestPermission { .. } => "human.request_permission",
+});
+
+family!(Cap(CapCall) {
+    CapCall::List => "cap.list",
+    CapCall::Grant { .. } => "cap.grant",
+    CapCall::Revoke { .. } => "cap.revoke",
+});
+
+family!(Image(ImageCall) {
+    ImageCall::Register { .. } => "image.register",
+});
+
+family!(Tool(JitCall) {
+    JitCall::Propose { .. } => "tool.propose",
+    JitCall::Validate { .. } => "tool.validate",
+    JitCall::Register { .. } => "tool.register",
+    JitCall::List => "tool.list",
+    JitCall::Call { .. } => "tool.call",
+});
 
 #[cfg(test)]
 mod tests {
@@ -441,9 +704,9 @@ mod tests {
             Syscall::from_wire(json!({"primitive": "fs.read_text", "path": "a.txt"})).unwrap();
         assert_eq!(
             call,
-            Syscall::FsReadText {
+            Syscall::Fs(FsCall::ReadText {
                 path: "a.txt".into()
-            }
+            })
         );
         assert_eq!(call.name(), "fs.read_text");
         let create = Syscall::from_wire(
@@ -458,6 +721,250 @@ mod tests {
         let err = Syscall::from_wire(json!({"primitive": "fs.read_text", "path": 3})).unwrap_err();
         assert!(err.contains("invalid type"), "{err}");
         let err = Syscall::from_wire(json!({"primitive": "fs.nope"})).unwrap_err();
-        assert!(err.contains("unknown variant"), "{err}");
+        assert!(err.contains("unknown variant `fs.nope`"), "{err}");
+        assert!(err.contains("`fs.read_text`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_families_and_malformed_calls_are_named() {
+        let err = Syscall::from_wire(json!({"primitive": "foo.bar"})).unwrap_err();
+        assert!(err.contains("unknown variant `foo.bar`"), "{err}");
+        assert!(err.contains("fs, proc"), "{err}");
+        let err = Syscall::from_wire(json!({"primitive": "nodot"})).unwrap_err();
+        assert!(err.contains("unknown variant `nodot`"), "{err}");
+        let err = Syscall::from_wire(json!({"path": "a"})).unwrap_err();
+        assert!(err.contains("missing field `primitive`"), "{err}");
+        let err = Syscall::from_wire(json!({"primitive": 3})).unwrap_err();
+        assert!(err.contains("expected a primitive name"), "{err}");
+        let err = Syscall::from_wire(json!("fs.read_text")).unwrap_err();
+        assert!(err.contains("invalid type"), "{err}");
+        let err = Syscall::from_wire(json!({"primitive": "mem.create", "type": 3})).unwrap_err();
+        assert!(err.contains("invalid type: integer `3`"), "{err}");
+        let err = serde_json::from_str::<Syscall>(r#"{"primitive": "fs.mkdir"}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field `path`"), "{err}");
+    }
+}
+
+/// The wire form is a contract: journal hashes, approvals bound to a call, fixtures, MCP and
+/// stored checkpoints depend on its exact bytes. These hashes were recorded from the flat
+/// enum the families replaced; a change here breaks every stored journal.
+#[cfg(test)]
+mod wire_contract {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn args_hashes_of_every_primitive_are_unchanged() {
+        for (input, want) in samples() {
+            let call = Syscall::from_wire(input.clone()).unwrap_or_else(|e| panic!("{input}: {e}"));
+            let wire = serde_json::to_string(&call).unwrap();
+            assert_eq!(call.args_hash(), want, "wire form {wire}");
+            assert_eq!(
+                call.family_call().args_hash(),
+                want,
+                "family wire form {wire}"
+            );
+            assert_eq!(Some(call.name()), input["primitive"].as_str());
+            let back = Syscall::from_wire(serde_json::from_str(&wire).unwrap()).unwrap();
+            assert_eq!(back, call, "{wire} does not round-trip");
+        }
+    }
+
+    /// One call per primitive (defaulted fields left out, so defaults are pinned too).
+    fn samples() -> Vec<(Value, &'static str)> {
+        vec![
+            (
+                json!({"primitive": "fs.read_text", "path": "notes.md"}),
+                "218a0d7a0c80d38571c56e1b24663bb3a01288bc368f28c9e3427bfa0ab46b9a",
+            ),
+            (
+                json!({"primitive": "fs.read_bytes", "path": "a.bin"}),
+                "fbe3b6beefe6e7491b5e30804601d6ae163f99a0a721d7f38d726751a26b3985",
+            ),
+            (
+                json!({"primitive": "fs.write_text", "path": "out.txt", "content": "hi"}),
+                "ff5528d5d7aeb6f4dda1355aa11d6f7015b0624c68084f98007fedfcebd88969",
+            ),
+            (
+                json!({"primitive": "fs.append_text", "path": "log.txt", "content": "x\n"}),
+                "30edd0e13e3c33b1c8130049967b7ce905975ff9b10611fa8ae9cb55a90bb71d",
+            ),
+            (
+                json!({"primitive": "fs.list"}),
+                "1c6bc7a11e722a3bfef368415f6e69703549cfbd3fb05db03b5696bf0085f455",
+            ),
+            (
+                json!({"primitive": "fs.mkdir", "path": "d"}),
+                "ef6088cc07f45652e9423aafb7618d7d6d270fdc34c7da076ba617fda6d776d0",
+            ),
+            (
+                json!({"primitive": "fs.delete_file", "path": "f"}),
+                "4b901eb0a85ca9a902602efdc5b1fd45775f9030f737e2ed2caa0fe2ba376a32",
+            ),
+            (
+                json!({"primitive": "fs.delete_dir", "path": "d", "recursive": true}),
+                "b5654c2670bbfdd40157262680300eb28c2cb0600125ed313e3625434d1d1079",
+            ),
+            (
+                json!({"primitive": "proc.getcwd"}),
+                "451c4795b03b92a986e9d29272042df885cb07c4573aeace438d15188ba6105b",
+            ),
+            (
+                json!({"primitive": "proc.chdir", "path": "sub"}),
+                "16fce5e4b4bd91d43156d4c5862621ddba971176e0669ea8aa741c02482f30df",
+            ),
+            (
+                json!({"primitive": "proc.self"}),
+                "5708cf35a4dcefae7d971e1f2d963b2ca312168c3b08851196a76818546b8506",
+            ),
+            (
+                json!({"primitive": "proc.spawn", "image": "base", "goal": "g"}),
+                "bbf3221f343605ff8f758454775e736843b1f57666735734f76773a793983f83",
+            ),
+            (
+                json!({"primitive": "proc.fork"}),
+                "8b3651c261aa4977b799fd4d7ef432af8ceadc173d790c78c1af7fea2b314a43",
+            ),
+            (
+                json!({"primitive": "proc.fork", "goal": "g", "inherit": [{"resource": "fs:**", "rights": ["read"]}], "budget": {"tool_calls": 1, "children": 2, "syscalls": 3, "wall_time_ms": 4}}),
+                "bdd19ecf2586b602d9d3979301e1e0b697bf7f83004247c1ad364462762e32e1",
+            ),
+            (
+                json!({"primitive": "proc.wait", "pid": 7}),
+                "57c3f64fd635c8227cba011804a04b9c47c241a4e6bfa3c5871472fcb2886a05",
+            ),
+            (
+                json!({"primitive": "proc.children"}),
+                "77d5b5ad4cd1d5c6fabc26e009909690d60db1ff3e8ba5c408874363c12edfc0",
+            ),
+            (
+                json!({"primitive": "proc.signal", "pid": 7, "signal": "cancel"}),
+                "8dfc3c1432fb6cc0036ff36cd8af9258fea9641bbf04e8838c479d67a8dfb660",
+            ),
+            (
+                json!({"primitive": "proc.exit"}),
+                "e4308c0f6ae264a4daafdfa2ed8ffd6ed5276ad40fcd200ee316c3e8f4cef6c3",
+            ),
+            (
+                json!({"primitive": "proc.exec", "image": "coder"}),
+                "7a0e6fbf648ebe1baf152356afceadd11a4e3c5bacee9d75518807d49f46c584",
+            ),
+            (
+                json!({"primitive": "event.wait", "name": "go", "timeout_ms": 5}),
+                "1ac3f630dc6ddd3d3e8bfa0484ee06885090c60ce9780f4224ff7f1e3da0374b",
+            ),
+            (
+                json!({"primitive": "event.post", "name": "go"}),
+                "5b4d399dbef0e181b461f60725042ff648c4bd9f595c5b88f878b8a5e290322d",
+            ),
+            (
+                json!({"primitive": "mem.create_namespace", "name": "shared"}),
+                "3c04868dcda4307c96d8d0dc4eab3377d49724bdea8af92f22b6bc6eb86101d5",
+            ),
+            (
+                json!({"primitive": "mem.list"}),
+                "c0ac452c08c8f8a58810ba153d1946cb7acb22916931d40646b743d15a4bc363",
+            ),
+            (
+                json!({"primitive": "mem.create", "type": "note"}),
+                "060756255941abd7a39a1e336f1b0ea23af9bbc46a82f6bc87c812ac4753e006",
+            ),
+            (
+                json!({"primitive": "mem.create", "type": "note", "payload": {"a": [1, 2]}, "tags": ["t"], "appendable": true}),
+                "9bfc06cfb17edf342be4825b78464e61f1fa82a2f447514a5bd28b2cc69025ba",
+            ),
+            (
+                json!({"primitive": "mem.read", "id": "obj_1"}),
+                "ec41c084491f43613fd67c9be903e964425eb222fefaa24eb2f1e35130562b5e",
+            ),
+            (
+                json!({"primitive": "mem.find", "name": "n"}),
+                "98edee6bd19e3a846b7fd0806ff0ed3c3bffcfe2f15d4373f30e4651aa9a895f",
+            ),
+            (
+                json!({"primitive": "mem.append", "id": "obj_1", "item": {"k": "v"}}),
+                "06e8a43cd2c0977206affdc050e94ec68b7134fd6a917e14510bdf24288f69ea",
+            ),
+            (
+                json!({"primitive": "mem.from_file", "path": "a.txt"}),
+                "dca730a43c0b2dbbdde36978c9beceaa21bef5e48c38e4bb299d071c06b3fd18",
+            ),
+            (
+                json!({"primitive": "mem.to_file", "id": "obj_1", "path": "b.txt"}),
+                "c4cde7cbf972af5da891a4016ea2e027a638766ad1fb9693d5b058d1602e56a0",
+            ),
+            (
+                json!({"primitive": "clock.now"}),
+                "6b8717beff9c573edc298bc909d15ce10fa048a3548ba8ddef8298927a60475b",
+            ),
+            (
+                json!({"primitive": "clock.sleep", "ms": 10}),
+                "45d21fa98b5608c0891643c7ec31b10a0e5016447b10afa6485d1c2074e6b3e2",
+            ),
+            (
+                json!({"primitive": "shell.run", "argv": ["ls", "-la"]}),
+                "41949c1987ff811ccbd0d6f6f7e634dcaaf5dba9d34013235f8be58ef7efac8f",
+            ),
+            (
+                json!({"primitive": "net.fetch", "url": "http://127.0.0.1:1/x"}),
+                "384723bb5de1a308ed0550bfc0b8c814514e445aaf56298b01e60f76697c3626",
+            ),
+            (
+                json!({"primitive": "net.fetch", "url": "http://h/x", "method": "POST", "headers": [["a", "b"]], "body": "{}", "max_bytes": 9}),
+                "000bd808e8f491dcb5a43e7705016308c5711d3463f8134ec4447b2bbfb7f192",
+            ),
+            (
+                json!({"primitive": "human.output", "message": "hello"}),
+                "07c92dca5d363058816fd620befde5671c0d0c9558d40f8b7469271dbb2daba8",
+            ),
+            (
+                json!({"primitive": "human.ask", "question": "which?", "choices": ["a", "b"]}),
+                "7f7d7ac614eda08f141eec680226a7ed583b6047e84dcf4d2fce0c777492cc35",
+            ),
+            (
+                json!({"primitive": "human.request_permission", "resource": "fs:x", "rights": ["write"], "reason": "r"}),
+                "4dc0936fdf2ac916594ceb227881c12e5fd8fec1e1f918c653fba6772f5e8bb1",
+            ),
+            (
+                json!({"primitive": "cap.list"}),
+                "59b3977bf9a82543cb71fee10f6bf2f09f72a777e1d794e4f31e6be596c0128c",
+            ),
+            (
+                json!({"primitive": "cap.grant", "to": 3, "spec": {"resource": "fs:a", "rights": ["read"]}}),
+                "4f38c1305e0816c396827c774b2bc8478aad64f1b3282a4def135b56a51788d3",
+            ),
+            (
+                json!({"primitive": "cap.revoke", "id": 12}),
+                "8761f95cec4d9bc42fdfe0e0bba98c40c9fc4dc8674e22a8b2713a05b58c385a",
+            ),
+            (
+                json!({"primitive": "image.register", "manifest": "id = \"x\""}),
+                "c3200af0fa1dee0eae8b8e8dcfd122b542d7f962a51bc58dd04efa302f3cbbc1",
+            ),
+            (
+                json!({"primitive": "tool.propose", "source": "export default 1"}),
+                "a461afee2e882c9d6c53944f7c2ebfcc2d3df7c646dd0ed2fc8ab95b7058d7b8",
+            ),
+            (
+                json!({"primitive": "tool.validate", "id": "obj_2"}),
+                "9517f863a58c76e5afe8a1edb3280e6fec9189408b762e6a1db8e72c2a6ed364",
+            ),
+            (
+                json!({"primitive": "tool.register", "id": "obj_2"}),
+                "406509a77d8ee779d3563971c848b98eebb73fccbbcff040501074e81d43dd64",
+            ),
+            (
+                json!({"primitive": "tool.list"}),
+                "78077e32fc7475d1a26a6e0f32221c3f871a3cf7feeb2d9dc5fd4e6b766abdc9",
+            ),
+            (
+                json!({"primitive": "tool.call", "name": "wc"}),
+                "e08fe749661ecfea1ae958ff34ae8e5543d1fc5db2e720c08527b3e259b0054f",
+            ),
+            (
+                json!({"primitive": "tool.call", "name": "wc", "args": {"path": "a"}}),
+                "dad198088a936e2145703b875edc0fb5500d235d1a5999355ccf3fc3ded3e27e",
+            ),
+        ]
     }
 }

@@ -16,12 +16,12 @@ use serde_json::{json, Value};
 use sqlx::Row;
 
 use super::capability::{Pid, Right};
-use super::dispatch::{Done, Scope};
 use super::error::{SysResult, SyscallError, WireError};
 use super::image::ToolLimits;
 use super::journal::Invocation;
 use super::process::own_namespace;
-use super::syscall::{ObjectSpec, Syscall};
+use super::scope::{Done, Scope};
+use super::syscall::{JitCall, MemCall, ObjectSpec, Syscall};
 use super::Kernel;
 use crate::isolate::{
     CallContext, CallError, CallLimits, CallRequest, IsolateHost, SyscallPort, ToolModule,
@@ -80,14 +80,14 @@ impl Kernel {
     pub(crate) async fn tool_call(
         &self,
         pid: Pid,
-        call: &Syscall,
+        call: &JitCall,
         scope: &mut Scope,
     ) -> SysResult<Done> {
         match call {
-            Syscall::ToolPropose { source } => self.propose(pid, source, call, scope).await,
-            Syscall::ToolValidate { id } => self.validate(pid, id, call, scope).await,
-            Syscall::ToolRegister { id } => self.register(pid, id, call, scope).await,
-            Syscall::ToolList => {
+            JitCall::Propose { source } => self.propose(pid, source, scope).await,
+            JitCall::Validate { id } => self.validate(pid, id, scope).await,
+            JitCall::Register { id } => self.register(pid, id, call, scope).await,
+            JitCall::List => {
                 let table = self.tool_table(pid).await?;
                 let mut list: Vec<Value> = table
                     .values()
@@ -104,7 +104,7 @@ impl Kernel {
                 list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
                 Ok(Done::new(json!(list), format!("process:{pid}")))
             }
-            Syscall::ToolCall { name, args } => {
+            JitCall::Call { name, args } => {
                 if scope.correlation.is_some() {
                     return Err(SyscallError::invalid(
                         "a tool cannot call another tool of its own process; return and let the caller chain them",
@@ -113,17 +113,10 @@ impl Kernel {
                 let value = self.invoke(pid, name, args.clone(), scope).await?;
                 Ok(Done::new(value, format!("tool:{name}")))
             }
-            _ => unreachable!("tool_call got {}", call.name()),
         }
     }
 
-    async fn propose(
-        &self,
-        pid: Pid,
-        source: &str,
-        call: &Syscall,
-        scope: &mut Scope,
-    ) -> SysResult<Done> {
+    async fn propose(&self, pid: Pid, source: &str, scope: &mut Scope) -> SysResult<Done> {
         if source.len() > MAX_SOURCE_BYTES {
             return Err(SyscallError::limit(
                 "source_size",
@@ -141,9 +134,8 @@ impl Kernel {
             mime: Some("text/typescript".into()),
             ..ObjectSpec::default()
         };
-        let mut done = self.mem_call(pid, &Syscall::MemCreate(spec), scope).await?;
+        let mut done = self.mem_call(pid, &MemCall::Create(spec), scope).await?;
         let id = done.value["id"].clone();
-        let _ = call;
         done.value = json!({"id": id, "hash": hash});
         done.detail = json!({"id": id, "hash": hash, "bytes": source.len()});
         Ok(done)
@@ -157,7 +149,7 @@ impl Kernel {
         scope: &mut Scope,
     ) -> SysResult<(String, String)> {
         let object = self
-            .mem_call(pid, &Syscall::MemRead { id: id.to_string() }, scope)
+            .mem_call(pid, &MemCall::Read { id: id.to_string() }, scope)
             .await?
             .value;
         if object["type"] != "tool.candidate" {
@@ -176,14 +168,7 @@ impl Kernel {
         Ok((source, hash))
     }
 
-    async fn validate(
-        &self,
-        pid: Pid,
-        id: &str,
-        call: &Syscall,
-        scope: &mut Scope,
-    ) -> SysResult<Done> {
-        let _ = call;
+    async fn validate(&self, pid: Pid, id: &str, scope: &mut Scope) -> SysResult<Done> {
         let (source, hash) = self.candidate_source(pid, id, scope).await?;
         let specifier = specifier_for(&hash);
         let (report, ok) = match jit::analyze(&specifier, &source, &AnalyzeOptions::default()) {
@@ -318,7 +303,7 @@ impl Kernel {
         &self,
         pid: Pid,
         id: &str,
-        call: &Syscall,
+        call: &JitCall,
         scope: &mut Scope,
     ) -> SysResult<Done> {
         let (source, hash) = self.candidate_source(pid, id, scope).await?;
