@@ -438,7 +438,8 @@ async fn spawn_two<C: ClientHandler>(client: &RunningService<RoleClient, C>) -> 
     (a, b)
 }
 
-/// Calls `echo` of process `pid` three times; each must answer within a second.
+/// Calls `echo` of process `pid` three times; each must answer within 5 s (a bound loose
+/// enough for a loaded machine; a stalled worker would hold it forever).
 async fn keeps_answering<C: ClientHandler>(client: &RunningService<RoleClient, C>, pid: i64) {
     for n in 0..3 {
         let started = std::time::Instant::now();
@@ -452,7 +453,7 @@ async fn keeps_answering<C: ClientHandler>(client: &RunningService<RoleClient, C
         );
         assert_eq!(out, json!({"n": n}));
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(5),
             "the second process waited {:?}",
             started.elapsed()
         );

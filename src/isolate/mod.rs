@@ -5,7 +5,9 @@
 //! `threads` worker threads ("lanes"), each holding many isolates and a pool of pre-created
 //! ones, plus one thread for declared tests and other throwaway isolates. A pid stays on its
 //! lane unless that thread retires or is busy in another process's JavaScript, in which case
-//! it moves (and gets a fresh isolate: its globals are gone). A call loads the tool module
+//! it moves (and gets a fresh isolate: its globals are gone); if every lane is held, one more
+//! is started, up to twice `threads`. Worker queues are bounded: a sender waits for room,
+//! but not behind a stalled or retiring thread. A call loads the tool module
 //! (once per hash), runs `run(args, libos)` and returns its JSON result, under
 //! [`CallLimits`]. Calls of one pid run one at a time.
 //!
@@ -50,12 +52,13 @@ pub use agent_libos_ops::{BoxFuture, CallContext, SyscallPort};
 pub use limits::CallLimits;
 
 use watchdog::Watchdog;
-use worker::{Answer, Claim, Command, Worker, WorkerConfig};
+use worker::{Answer, Claim, Command, Sent, Worker, WorkerConfig};
 
 /// Sizes of an [`IsolateHost`].
 #[derive(Clone, Debug)]
 pub struct HostConfig {
-    /// Worker threads for process isolates (default 2); declared tests get one more.
+    /// Worker threads for process isolates (default 2); declared tests get one more. While
+    /// every one of them is held by a stalled call, up to as many again are started.
     pub threads: usize,
     /// Pre-created isolates per thread (default 4).
     pub pool_size: usize,
@@ -164,6 +167,9 @@ struct HostInner {
     watchdog: Arc<Watchdog>,
     /// Process lanes, by index; a retiring worker is replaced in place.
     lanes: Mutex<Vec<Worker>>,
+    /// Lanes may grow to this many (twice `threads`) while every lane is held by a stalled
+    /// call; they never shrink.
+    max_lanes: usize,
     /// The thread of declared tests and other throwaway isolates.
     tester: Mutex<Worker>,
     /// pid → lane.
@@ -214,6 +220,7 @@ impl IsolateHost {
                 config: worker,
                 watchdog,
                 lanes: Mutex::new(lanes),
+                max_lanes: config.threads.max(1) * 2,
                 tester: Mutex::new(tester),
                 placement: Mutex::new(HashMap::new()),
                 serial: Mutex::new(HashMap::new()),
@@ -231,12 +238,18 @@ impl IsolateHost {
             let (lane, worker) = self.lane_of(pid);
             let claim = Claim::default();
             let (reply, answer) = oneshot::channel();
-            if !worker.send(Command::Attach {
+            let command = Command::Attach {
                 pid,
                 claim: claim.clone(),
                 reply,
-            }) {
-                return Err(IsolateError::Closed);
+            };
+            match worker.send(command, STALL_LIMIT).await {
+                Sent::Queued => {}
+                Sent::Busy => {
+                    self.move_pid(pid, lane);
+                    continue;
+                }
+                Sent::Gone => return Err(IsolateError::Closed),
             }
             match wait(&worker, &claim, answer, true).await {
                 Waited::Done(result) => return result,
@@ -258,7 +271,11 @@ impl IsolateHost {
         if let Some(lane) = lane {
             let worker = lock(&self.inner.lanes)[lane].clone();
             let (reply, answer) = oneshot::channel();
-            if worker.send(Command::Detach { pid, reply }) {
+            if worker
+                .send(Command::Detach { pid, reply }, STALL_LIMIT)
+                .await
+                == Sent::Queued
+            {
                 // Waits for the worker, but not for a thread stalled in someone's poll.
                 let _ = wait_unless_stalled(&worker, answer).await;
             }
@@ -295,8 +312,15 @@ impl IsolateHost {
                 claim: claim.clone(),
                 reply,
             };
-            if !worker.send(command) {
-                return Err(CallError::Internal("the isolate host has shut down".into()));
+            match worker.send(command, STALL_LIMIT).await {
+                Sent::Queued => {}
+                Sent::Busy => {
+                    self.move_pid(pid, lane);
+                    continue;
+                }
+                Sent::Gone => {
+                    return Err(CallError::Internal("the isolate host has shut down".into()))
+                }
             }
             match wait(&worker, &claim, answer, true).await {
                 Waited::Done(result) => return result,
@@ -329,8 +353,15 @@ impl IsolateHost {
                 claim: claim.clone(),
                 reply,
             };
-            if !worker.send(command) {
-                return Err(CallError::Internal("the isolate host has shut down".into()));
+            match worker.send(command, Duration::MAX).await {
+                Sent::Queued => {}
+                Sent::Busy => {
+                    why = "the test thread retired".into();
+                    continue;
+                }
+                Sent::Gone => {
+                    return Err(CallError::Internal("the isolate host has shut down".into()))
+                }
             }
             match wait(&worker, &claim, answer, false).await {
                 Waited::Done(result) => return result,
@@ -395,18 +426,28 @@ impl IsolateHost {
     }
 
     /// Moves `pid` off lane `from` to the least loaded lane that is not stalled, and drops
-    /// its isolate there. Stays put if every other lane is stalled too.
+    /// its isolate there (if `from`'s queue has room; otherwise it goes with the thread).
+    /// When every other lane is stalled too, starts one more lane, up to
+    /// [`HostInner::max_lanes`]; past that, stays put.
     fn move_pid(&self, pid: i64, from: usize) {
-        let lanes = lock(&self.inner.lanes);
+        let mut lanes = lock(&self.inner.lanes);
         let mut placement = lock(&self.inner.placement);
-        let free = |lane: usize| lane != from && lanes[lane].health.busy_for() < STALL_LIMIT;
-        if !(0..lanes.len()).any(free) {
+        let stalled: Vec<bool> = lanes
+            .iter()
+            .enumerate()
+            .map(|(lane, worker)| lane == from || worker.health.busy_for() >= STALL_LIMIT)
+            .collect();
+        let to = if stalled.iter().any(|s| !s) {
+            least_loaded(&placement, lanes.len(), |lane| !stalled[lane])
+        } else if lanes.len() < self.inner.max_lanes {
+            lanes.push(self.spawn("isolate"));
+            lanes.len() - 1
+        } else {
             return;
-        }
-        let to = least_loaded(&placement, lanes.len(), free);
+        };
         placement.insert(pid, to);
         let (reply, _) = oneshot::channel();
-        lanes[from].send(Command::Detach { pid, reply });
+        lanes[from].try_send(Command::Detach { pid, reply });
     }
 }
 

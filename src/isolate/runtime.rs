@@ -519,7 +519,8 @@ fn too_large(size: u64, max: usize) -> CallError {
     )
 }
 
-fn stopped(stop: Stop, limits: &CallLimits) -> CallError {
+/// The error of a call the watchdog stopped.
+pub(crate) fn stopped(stop: Stop, limits: &CallLimits) -> CallError {
     match stop {
         Stop::CpuTime => limit(
             "cpu_time",

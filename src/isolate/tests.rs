@@ -388,7 +388,8 @@ async fn a_huge_result_hits_the_result_size_limit() {
         "wide",
         "export default { run() { return 'é'.repeat(600 * 1024); } };",
     );
-    let req = request(2, &m, json!({}), TestPort::ok());
+    let mut req = request(2, &m, json!({}), TestPort::ok());
+    req.limits.cpu_ms = 20_000;
     assert_eq!(limit_of(host.call(2, req).await), "result_size");
 }
 
@@ -611,6 +612,64 @@ async fn a_stuck_call_does_not_stall_another_process_on_its_thread() {
     );
     host.interrupt(1);
     assert!(matches!(stuck.await.unwrap(), Err(CallError::Cancelled(_))));
+}
+
+/// A port whose syscalls hold the worker thread inside the call's poll, as a native call
+/// the engine cannot interrupt would.
+struct BlockingPort(Duration);
+
+impl SyscallPort for BlockingPort {
+    fn syscall(
+        &self,
+        _ctx: &CallContext,
+        _call: Value,
+    ) -> BoxFuture<'static, Result<Value, Value>> {
+        let hold = self.0;
+        Box::pin(async move {
+            std::thread::sleep(hold);
+            Ok(Value::Null)
+        })
+    }
+
+    fn console(&self, _ctx: &CallContext, _level: &str, _text: &str) {}
+}
+
+#[tokio::test]
+async fn a_stop_ends_the_call_even_when_the_engine_never_returns() {
+    let host = host_with(1);
+    let m = module(
+        "held",
+        "export default { async run(_a: unknown, libos: any) { await libos.clock.now(); return 1; } };",
+    );
+    let mut req = request(1, &m, json!({}), TestPort::ok());
+    req.port = Arc::new(BlockingPort(Duration::from_secs(20)));
+    req.limits.wall_ms = 300;
+    let started = Instant::now();
+    let outcome = host.call(1, req).await;
+    assert!(
+        matches!(&outcome, Err(CallError::Limit { limit, .. }) if limit == "wall_clock" || limit == "cpu_time"),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    // The held thread retired; the process and others are served by its replacement.
+    assert_eq!(
+        run(&host, 1, TRIVIAL, json!({"n": 2})).await.unwrap(),
+        json!({"twice": 4})
+    );
+    assert_eq!(
+        run(&host, 2, TRIVIAL, json!({"n": 3})).await.unwrap(),
+        json!({"twice": 6})
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(host.stats().threads_retired >= 1, "{:?}", host.stats());
 }
 
 #[tokio::test]

@@ -12,10 +12,11 @@
 //! record, not from the engine's answer, which may be `Ok` after a termination), asks the
 //! engine to terminate execution, raises the isolate's [`StopFlag`] (read by the stop check
 //! at every function entry of a tool, `ts/libos.ts`) and wakes the call's task, which then
-//! drops the call and its isolate without polling it again. While a poll of a stopped call keeps running, the
-//! request is repeated every [`RETRY`]; a poll still running [`ABANDON_AFTER`] after the stop
-//! is one the engine cannot interrupt (a long native call), and the worker thread it holds is
-//! retired (see `worker.rs`).
+//! drops the call and its isolate without polling it again. While a poll of a stopped call
+//! keeps running, the request is repeated every [`RETRY`]; a poll still running
+//! [`ABANDON_AFTER`] after the stop is one the engine cannot interrupt (a long native call):
+//! the watchdog then answers the caller itself (the ticket's [`Abandon`]) and retires the
+//! worker thread the poll holds (see `worker.rs`), so a stop always ends the call.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -71,6 +72,10 @@ impl StopFlag {
     }
 }
 
+/// What ends a call whose poll the engine never gives back: it answers the caller with the
+/// stop. Called at most once, from the watchdog's thread.
+pub(crate) type Abandon = Box<dyn FnOnce(Stop) + Send>;
+
 /// One running call, as the watchdog sees it.
 pub(crate) struct Ticket {
     pid: i64,
@@ -81,6 +86,7 @@ pub(crate) struct Ticket {
     started: Instant,
     health: Arc<Health>,
     waker: AtomicWaker,
+    abandon: Mutex<Option<Abandon>>,
     state: Mutex<TicketState>,
 }
 
@@ -168,6 +174,14 @@ impl Ticket {
                     if running >= ABANDON_AFTER {
                         self.health
                             .retire("a stopped call kept running in the engine");
+                        let abandon = self
+                            .abandon
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take();
+                        if let (Some(abandon), Some(stop)) = (abandon, state.stop) {
+                            abandon(stop);
+                        }
                     }
                 }
             }
@@ -248,15 +262,16 @@ impl Watchdog {
     }
 
     /// Starts watching a call of `pid` on the isolate of `handle` (whose stop flag is
-    /// `flag`), running on the worker thread of `health`. The watch ends when the returned
-    /// guard drops, or earlier with [`Ticket::finish`].
+    /// `flag`), running on the worker thread of `health`; `abandon` answers the caller if a
+    /// stopped call's poll never returns. The watch ends when the returned guard drops, or
+    /// earlier with [`Ticket::finish`].
     pub(crate) fn watch(
         &self,
         pid: i64,
         (handle, flag): (v8::IsolateHandle, StopFlag),
-        cpu_ms: u64,
-        wall_ms: u64,
+        (cpu_ms, wall_ms): (u64, u64),
         health: Arc<Health>,
+        abandon: Abandon,
     ) -> Watch {
         let ticket = Arc::new(Ticket {
             pid,
@@ -267,6 +282,7 @@ impl Watchdog {
             started: Instant::now(),
             health,
             waker: AtomicWaker::new(),
+            abandon: Mutex::new(Some(abandon)),
             state: Mutex::new(TicketState::default()),
         });
         if self.cancelled().contains(&pid) {

@@ -6,6 +6,9 @@
 //! call settles or the watchdog stops it. Calls of different pids on one thread interleave
 //! whenever one of them waits (for a syscall, for instance).
 //!
+//! The command queue of a worker is bounded ([`QUEUE`]): a sender waits while it is full,
+//! and gives up when the thread is held by one poll or retiring (see [`Worker::send`]).
+//!
 //! A command carries a [`Claim`]: the worker takes it when it starts the work, and the host
 //! may withdraw a command that has not started (the thread is busy in another process's
 //! poll) and send it elsewhere. A worker **retires** — answers every new command with
@@ -21,7 +24,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,13 +33,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::pool::Pool;
-use super::runtime::{Health as IsolateHealth, Isolate};
+use super::runtime::{self, Health as IsolateHealth, Isolate};
 use super::slots;
 use super::watchdog::Watchdog;
 use super::{CallError, CallRequest, IsolateError};
 
 /// Native stack of worker threads: QuickJS's own stack limit (1 MiB) must hit first.
 const WORKER_STACK: usize = 16 * 1024 * 1024;
+/// Commands a worker's queue holds before senders wait.
+pub(crate) const QUEUE: usize = 64;
+/// How often a sender waiting for room in a full queue looks at the thread's health.
+const SEND_CHECK: Duration = Duration::from_millis(50);
 
 /// The state of a worker thread that the host and the watchdog read from other threads.
 pub(crate) struct Health {
@@ -93,6 +100,27 @@ impl Health {
 
     pub(crate) fn is_retiring(&self) -> bool {
         self.retiring.load(Ordering::Acquire)
+    }
+}
+
+/// A call's answer, sent once: by the call's task when the call ends, or by the watchdog
+/// when a stopped call's poll never returns (the task is stuck in the engine then).
+#[derive(Clone)]
+struct Reply(Arc<Mutex<Option<oneshot::Sender<CallAnswer>>>>);
+
+/// A worker's answer to a call.
+type CallAnswer = Answer<Result<Value, CallError>>;
+
+impl Reply {
+    fn new(reply: oneshot::Sender<CallAnswer>) -> Reply {
+        Reply(Arc::new(Mutex::new(Some(reply))))
+    }
+
+    fn send(&self, answer: CallAnswer) {
+        let reply = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(reply) = reply {
+            let _ = reply.send(answer);
+        }
     }
 }
 
@@ -155,14 +183,49 @@ pub(crate) enum Command {
 /// running calls have finished.
 #[derive(Clone)]
 pub(crate) struct Worker {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
     pub(crate) health: Arc<Health>,
 }
 
+/// How queueing a command ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    Queued,
+    /// The queue is full and the thread has been in one poll for `stall` or is retiring.
+    Busy,
+    /// The thread has ended.
+    Gone,
+}
+
 impl Worker {
-    /// Queues `command`; false if the thread has ended.
-    pub(crate) fn send(&self, command: Command) -> bool {
-        self.tx.send(command).is_ok()
+    /// Queues `command`, waiting while the queue is full, but not for a thread that has been
+    /// busy in one poll for `stall` or longer, or is retiring.
+    pub(crate) async fn send(&self, command: Command, stall: Duration) -> Sent {
+        let mut command = Some(command);
+        loop {
+            tokio::select! {
+                biased;
+                permit = self.tx.reserve() => {
+                    return match (permit, command.take()) {
+                        (Ok(permit), Some(command)) => {
+                            permit.send(command);
+                            Sent::Queued
+                        }
+                        _ => Sent::Gone,
+                    };
+                }
+                _ = tokio::time::sleep(SEND_CHECK) => {
+                    if self.health.is_retiring() || self.health.busy_for() >= stall {
+                        return Sent::Busy;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues `command` if there is room now.
+    pub(crate) fn try_send(&self, command: Command) -> bool {
+        self.tx.try_send(command).is_ok()
     }
 }
 
@@ -175,7 +238,7 @@ pub(crate) struct WorkerConfig {
 
 /// Starts a worker thread named `name`.
 pub(crate) fn spawn(name: String, config: WorkerConfig, watchdog: Arc<Watchdog>) -> Worker {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(QUEUE);
     let health = Arc::new(Health::new());
     let shared = health.clone();
     thread::Builder::new()
@@ -229,7 +292,7 @@ impl Local {
 }
 
 async fn serve(
-    mut rx: mpsc::UnboundedReceiver<Command>,
+    mut rx: mpsc::Receiver<Command>,
     config: WorkerConfig,
     watchdog: Arc<Watchdog>,
     health: Arc<Health>,
@@ -260,23 +323,25 @@ async fn serve(
                 reply,
             } => {
                 let local = local.clone();
+                let reply = Reply::new(reply);
                 tasks.spawn_local(async move {
                     let slot = local.slot(pid);
                     let mut isolate = slot.lock().await;
                     if !claim.take() {
                         return;
                     }
-                    let _ = reply.send(run(&local, &mut isolate, &req).await);
+                    reply.send(run(&local, &mut isolate, &req, &reply).await);
                 });
             }
             Command::Ephemeral { req, claim, reply } => {
                 let local = local.clone();
+                let reply = Reply::new(reply);
                 tasks.spawn_local(async move {
                     if !claim.take() {
                         return;
                     }
                     let mut isolate = None;
-                    let _ = reply.send(run(&local, &mut isolate, &req).await);
+                    reply.send(run(&local, &mut isolate, &req, &reply).await);
                 });
             }
         }
@@ -307,11 +372,13 @@ fn attach(local: &Local, pid: i64, heap_bytes: usize) -> Answer<Result<(), Isola
 }
 
 /// Runs `req` on the slot's isolate, replacing it first if it is missing or has another heap
-/// limit, and dropping it afterwards if the call poisoned it.
+/// limit, and dropping it afterwards if the call poisoned it. If the call is stopped and the
+/// engine never returns, the watchdog answers `reply` itself.
 async fn run(
     local: &Local,
     slot: &mut Option<Isolate>,
     req: &CallRequest,
+    reply: &Reply,
 ) -> Answer<Result<Value, CallError>> {
     if local.health.is_retiring() {
         return Answer::Elsewhere("the worker thread is retiring".into());
@@ -329,12 +396,16 @@ async fn run(
     let Some(isolate) = slot.as_mut() else {
         return Answer::Done(Err(CallError::Internal("no isolate".into())));
     };
+    let abandon = {
+        let (reply, limits) = (reply.clone(), req.limits);
+        Box::new(move |stop| reply.send(Answer::Done(Err(runtime::stopped(stop, &limits)))))
+    };
     let ticket = local.watchdog.watch(
         req.ctx.pid,
         isolate.stop_handles(),
-        req.limits.cpu_ms,
-        req.limits.wall_ms,
+        (req.limits.cpu_ms, req.limits.wall_ms),
         local.health.clone(),
+        abandon,
     );
     let (result, health) = isolate.call(req, &ticket).await;
     match health {

@@ -208,13 +208,13 @@ impl VisitMut for InsertStopChecks {
             BlockStmtOrExpr::BlockStmt(body) => body.stmts.insert(0, stop_check_stmt()),
             BlockStmtOrExpr::Expr(expr) => {
                 let inner = std::mem::replace(expr, Box::new(Expr::Invalid(Default::default())));
-                *expr = Box::new(Expr::Paren(ParenExpr {
+                **expr = Expr::Paren(ParenExpr {
                     span: DUMMY_SP,
                     expr: Box::new(Expr::Seq(SeqExpr {
                         span: DUMMY_SP,
                         exprs: vec![Box::new(stop_check()), inner],
                     })),
-                }));
+                });
             }
         }
     }
