@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::capability::{decide, Decision, Pid, Policy, Right};
+use super::capability::{decide_any, Decision, Pid, Policy, Right};
 use super::error::{SysResult, SyscallError};
 use super::scope::Scope;
 use super::syscall::Primitive;
@@ -26,28 +26,21 @@ impl Kernel {
         let (cap, resource) = {
             let mut state = self.inner.state.lock();
             let now = self.now();
-            let caps = state.caps_of(pid);
-            let mut chosen = None;
-            for resource in resources {
-                match decide(caps, resource, right, now) {
-                    Decision::Denied(cap) => {
-                        return Err(SyscallError::denied_because(
-                            resource.clone(),
-                            right,
-                            format!("denied by capability #{}", cap.id),
-                        ))
-                    }
-                    Decision::Matched(cap) if chosen.is_none() => {
-                        chosen = Some((cap, resource.clone()))
-                    }
-                    _ => {}
+            let (cap, resource) = match decide_any(state.caps_of(pid), resources, right, now) {
+                (Decision::Denied(cap), Some(resource)) => {
+                    return Err(SyscallError::denied_because(
+                        resource.clone(),
+                        right,
+                        format!("denied by capability #{}", cap.id),
+                    ))
                 }
-            }
-            let Some((cap, resource)) = chosen else {
-                return Err(SyscallError::denied(
-                    resources.first().cloned().unwrap_or_default(),
-                    right,
-                ));
+                (Decision::Matched(cap), Some(resource)) => (cap, resource.clone()),
+                _ => {
+                    return Err(SyscallError::denied(
+                        resources.first().cloned().unwrap_or_default(),
+                        right,
+                    ))
+                }
             };
             if cap.policy == Policy::AllowOnce {
                 if !state.reserved_once.insert(cap.id) {

@@ -41,7 +41,7 @@ impl CheckedPath {
 
     /// The resource string this path was checked as.
     pub fn resource(&self) -> String {
-        format!("fs:{}", self.rel)
+        super::resource::exact("fs", &self.rel)
     }
 }
 

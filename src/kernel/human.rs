@@ -534,8 +534,14 @@ impl Kernel {
     ) -> SysResult<Done> {
         match call {
             HumanCall::Output { message, channel } => {
-                self.authorize_one(pid, format!("human:{channel}"), Right::Write, call, scope)
-                    .await?;
+                self.authorize_one(
+                    pid,
+                    super::resource::exact("human", channel),
+                    Right::Write,
+                    call,
+                    scope,
+                )
+                .await?;
                 let id = crate::util::new_id("hr");
                 let now = self.now();
                 let mut batch = WriteBatch::default();
@@ -558,8 +564,14 @@ impl Kernel {
                 choices,
                 channel,
             } => {
-                self.authorize_one(pid, format!("human:{channel}"), Right::Write, call, scope)
-                    .await?;
+                self.authorize_one(
+                    pid,
+                    super::resource::exact("human", channel),
+                    Right::Write,
+                    call,
+                    scope,
+                )
+                .await?;
                 let payload = json!({"question": question, "choices": choices});
                 let (id, answer) = self
                     .request_answer(pid, "question", channel, payload, call.args_hash(), scope)

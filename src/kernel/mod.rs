@@ -11,13 +11,16 @@ pub mod authz;
 pub mod capability;
 pub mod error;
 pub mod image;
+pub mod netid;
 pub mod paths;
 pub mod process;
+pub mod resource;
 pub mod syscall;
 
 mod authorize;
 mod caps;
 mod checkpoint;
+mod delegation;
 mod dispatch;
 mod events;
 mod fs_calls;

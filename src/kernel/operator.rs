@@ -409,46 +409,63 @@ impl Kernel {
     }
 
     /// Stores a capability for its subject (which must be live); returns its id.
-    pub(crate) async fn insert_capability(
+    pub(crate) async fn insert_capability(&self, cap: Capability, actor: &str) -> SysResult<i64> {
+        let ids = self.insert_capabilities(vec![cap], actor).await?;
+        Ok(ids[0])
+    }
+
+    /// Stores capabilities for their subjects (which must be live) in one commit, one audit
+    /// record each; returns their ids.
+    pub(crate) async fn insert_capabilities(
         &self,
-        mut cap: Capability,
+        caps: Vec<Capability>,
         actor: &str,
-    ) -> SysResult<i64> {
+    ) -> SysResult<Vec<i64>> {
         let now = self.now();
         let mut batch = WriteBatch::default();
-        cap.id = self.new_cap_id().await?;
+        let mut stored = Vec::with_capacity(caps.len());
+        for mut cap in caps {
+            cap.id = self.new_cap_id().await?;
+            stored.push(cap);
+        }
         {
             let mut state = self.inner.state.lock();
-            match state.process(cap.subject) {
-                None => return Err(SyscallError::NotFound(format!("process {}", cap.subject))),
-                Some(p) if p.status.is_terminal() => {
-                    return Err(SyscallError::IllegalState(format!(
-                        "process {} is {}",
-                        cap.subject, p.status
-                    )))
+            for cap in &stored {
+                match state.process(cap.subject) {
+                    None => return Err(SyscallError::NotFound(format!("process {}", cap.subject))),
+                    Some(p) if p.status.is_terminal() => {
+                        return Err(SyscallError::IllegalState(format!(
+                            "process {} is {}",
+                            cap.subject, p.status
+                        )))
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
-            persist::insert_cap(&mut batch, &cap, now);
-            state.caps.entry(cap.subject).or_default().push(cap.clone());
+            for cap in &stored {
+                persist::insert_cap(&mut batch, cap, now);
+                state.caps.entry(cap.subject).or_default().push(cap.clone());
+            }
         }
-        let batch = batch.audit(AuditEntry {
-            ts: now,
-            actor: actor.to_string(),
-            action: "cap.grant".into(),
-            target: cap.resource.clone(),
-            decision: "ok".into(),
-            capability_refs: vec![cap.id],
-            correlation_id: None,
-            parent_seq: None,
-            detail: json!({"subject": cap.subject, "rights": cap.rights, "policy": cap.policy, "parent": cap.parent}),
-        });
+        for cap in &stored {
+            batch = batch.audit(AuditEntry {
+                ts: now,
+                actor: actor.to_string(),
+                action: "cap.grant".into(),
+                target: cap.resource.clone(),
+                decision: "ok".into(),
+                capability_refs: vec![cap.id],
+                correlation_id: None,
+                parent_seq: None,
+                detail: json!({"subject": cap.subject, "rights": cap.rights, "policy": cap.policy, "parent": cap.parent}),
+            });
+        }
         self.inner
             .store
             .commit(batch)
             .await
             .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
-        Ok(cap.id)
+        Ok(stored.iter().map(|c| c.id).collect())
     }
 
     /// Revokes a capability and everything derived from it, as the operator.
