@@ -332,3 +332,139 @@ async fn network_fetches_need_the_host_on_the_allowlist() {
     let any_port = h.spawn(&["net:127.0.0.1=read"]).await;
     h.kernel.syscall(any_port, fetch("GET")).await.unwrap();
 }
+
+/// A loopback HTTP server on every loopback address family it can bind; returns its port.
+async fn hello_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+                )
+                .await;
+        }
+    });
+    port
+}
+
+fn get(url: &str) -> Syscall {
+    Syscall::Net(NetCall::Fetch {
+        url: url.into(),
+        method: "GET".into(),
+        headers: vec![],
+        body: None,
+        max_bytes: None,
+    })
+}
+
+/// Every spelling of this machine a URL can use.
+fn loopback_spellings(port: u16) -> Vec<String> {
+    let mut hosts = vec![
+        "localhost".to_string(),
+        "LOCALHOST.".into(),
+        "127.0.0.1".into(),
+        "127.1".into(),
+        "127.0.0.2".into(),
+        "0x7f000001".into(),
+        "2130706433".into(),
+        "0.0.0.0".into(),
+        "[::1]".into(),
+        "[::ffff:127.0.0.1]".into(),
+        "[::]".into(),
+    ];
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        hosts.push(name.trim().to_string());
+    }
+    hosts
+        .into_iter()
+        .map(|h| format!("http://{h}:{port}/x"))
+        .collect()
+}
+
+#[tokio::test]
+async fn deny_localhost_also_denies_ipv6_loopback() {
+    let port = hello_server().await;
+    let h = common::host().await;
+    let denied_by_name = h
+        .spawn(&["net:**=read", "net:localhost=read:always_deny"])
+        .await;
+    let denied_by_address = h
+        .spawn(&["net:**=read", "net:127.0.0.1=read:always_deny"])
+        .await;
+    let denied_by_class = h
+        .spawn(&["net:**=read", "net:loopback=read:always_deny"])
+        .await;
+    for url in loopback_spellings(port) {
+        for pid in [denied_by_name, denied_by_address, denied_by_class] {
+            let (_, right, detail) = denied(h.kernel.syscall(pid, get(&url)).await);
+            assert_eq!(right, "read", "{url}");
+            assert!(detail.contains("denied by capability"), "{url}: {detail}");
+        }
+    }
+    // Without the deny the same URLs are reachable, so the denials above are the rule's.
+    let allowed = h.spawn(&["net:**=read"]).await;
+    let out = h
+        .kernel
+        .syscall(allowed, get(&format!("http://[::ffff:127.0.0.1]:{port}/x")))
+        .await
+        .unwrap();
+    assert_eq!(out["body"], "hello");
+}
+
+#[tokio::test]
+async fn an_allow_names_the_destination_in_any_spelling_and_nothing_else() {
+    let port = hello_server().await;
+    let h = common::host().await;
+    let pid = h.spawn(&[&format!("net:localhost:{port}=read")]).await;
+    for url in [
+        format!("http://127.0.0.1:{port}/x"),
+        format!("http://[::1]:{port}/x"),
+        format!("http://localhost:{port}/x"),
+    ] {
+        let out = h.kernel.syscall(pid, get(&url)).await.unwrap();
+        assert_eq!(out["body"], "hello", "{url}");
+    }
+    // Another port of the same host is another resource.
+    denied(
+        h.kernel
+            .syscall(
+                pid,
+                get(&format!("http://127.0.0.1:{}/x", port.wrapping_add(1))),
+            )
+            .await,
+    );
+    // A class can be allowed and denied by name.
+    let private = h
+        .spawn(&[
+            "net:**=read",
+            "net:private=read:always_deny",
+            "net:metadata=read:always_deny",
+        ])
+        .await;
+    for url in [
+        "http://10.1.2.3/",
+        "http://192.168.0.1/",
+        "http://[fd00::1]/",
+        "http://169.254.169.254/latest",
+    ] {
+        let (_, _, detail) = denied(h.kernel.syscall(private, get(url)).await);
+        assert!(detail.contains("denied by capability"), "{url}: {detail}");
+    }
+}
+
+#[tokio::test]
+async fn a_process_without_a_network_grant_triggers_no_lookup() {
+    let h = common::host().await;
+    let none = h.spawn(&[]).await;
+    // `.invalid` never resolves: were it looked up, the error would be an I/O error.
+    let (resource, _, _) = denied(h.kernel.syscall(none, get("http://exfil.invalid/")).await);
+    assert_eq!(resource, "net:exfil.invalid:80");
+    let other = h.spawn(&["net:example.org=read"]).await;
+    let (resource, _, _) = denied(h.kernel.syscall(other, get("http://exfil.invalid/")).await);
+    assert_eq!(resource, "net:exfil.invalid:80");
+}

@@ -63,6 +63,81 @@ impl Kernel {
         Ok(())
     }
 
+    /// What the capability table says about `right` on `resources` right now, with no side
+    /// effect (nothing reserved, nobody asked).
+    pub(crate) fn peek(&self, pid: Pid, resources: &[String], right: Right) -> Decision {
+        let state = self.inner.state.lock();
+        decide_any(state.caps_of(pid), resources, right, self.now()).0
+    }
+
+    /// Whether `pid` may see the entry named by `resources` inside a container this call
+    /// already authorized: a capability covers it without a human, or it is covered by the
+    /// very capability the call was approved under.
+    pub(crate) fn visible(
+        &self,
+        pid: Pid,
+        resources: &[String],
+        right: Right,
+        scope: &Scope,
+    ) -> bool {
+        match self.peek(pid, resources, right) {
+            Decision::Matched(cap) => {
+                cap.policy != Policy::AskEachTime || scope.caps.contains(&cap.id)
+            }
+            Decision::Denied(_) | Decision::NoCapability => false,
+        }
+    }
+
+    /// Authorizes `right` on one entry of a bulk operation without asking anyone: an explicit
+    /// deny, no capability, or a capability that needs a human (other than the one the call
+    /// was already approved under) refuses it.
+    pub(crate) fn authorize_entry(
+        &self,
+        pid: Pid,
+        resource: &str,
+        right: Right,
+        scope: &mut Scope,
+    ) -> SysResult<()> {
+        let resources = [resource.to_string()];
+        let mut state = self.inner.state.lock();
+        match decide_any(state.caps_of(pid), &resources, right, self.now()).0 {
+            Decision::Denied(cap) => Err(SyscallError::denied_because(
+                resource,
+                right,
+                format!("denied by capability #{}", cap.id),
+            )),
+            Decision::NoCapability => Err(SyscallError::denied(resource, right)),
+            Decision::Matched(cap)
+                if cap.policy == Policy::AskEachTime && !scope.caps.contains(&cap.id) =>
+            {
+                Err(SyscallError::denied_because(
+                    resource,
+                    right,
+                    format!(
+                        "capability #{} needs a human for each use; act on it separately",
+                        cap.id
+                    ),
+                ))
+            }
+            Decision::Matched(cap) => {
+                if cap.policy == Policy::AllowOnce && !scope.once.contains(&cap.id) {
+                    if !state.reserved_once.insert(cap.id) {
+                        return Err(SyscallError::denied_because(
+                            resource,
+                            right,
+                            format!("one-shot capability #{} is in use by another call", cap.id),
+                        ));
+                    }
+                    scope.once.push(cap.id);
+                }
+                if !scope.caps.contains(&cap.id) {
+                    scope.caps.push(cap.id);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Authorizes a right on one resource with no approval context beyond the call itself.
     pub(crate) async fn authorize_one(
         &self,

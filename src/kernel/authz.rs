@@ -76,24 +76,32 @@ impl CheckedCommand {
     }
 }
 
-/// A URL and method the kernel authorized (host and port on the allowlist).
+/// A URL and method the kernel authorized (every identity of its destination checked), with
+/// the addresses its host resolved to when it was checked: the provider connects to those,
+/// never resolving the name again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "a checked request must be sent by the effect it was checked for"]
 pub struct CheckedRequest {
     url: String,
     method: String,
+    addrs: Vec<core::net::SocketAddr>,
 }
 
 impl CheckedRequest {
-    pub(in crate::kernel) fn new(url: String, method: String) -> Self {
-        CheckedRequest { url, method }
+    pub(in crate::kernel) fn new(
+        url: String,
+        method: String,
+        addrs: Vec<core::net::SocketAddr>,
+    ) -> Self {
+        CheckedRequest { url, method, addrs }
     }
 
     #[cfg(test)]
-    pub fn for_test(url: &str, method: &str) -> Self {
+    pub fn for_test(url: &str, method: &str, addrs: &[core::net::SocketAddr]) -> Self {
         CheckedRequest {
             url: url.into(),
             method: method.into(),
+            addrs: addrs.to_vec(),
         }
     }
 
@@ -103,5 +111,10 @@ impl CheckedRequest {
 
     pub fn method(&self) -> &str {
         &self.method
+    }
+
+    /// The addresses the host resolved to when it was checked (for an address, itself).
+    pub fn addrs(&self) -> &[core::net::SocketAddr] {
+        &self.addrs
     }
 }
