@@ -122,7 +122,7 @@ impl Kernel {
                 let p = self
                     .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
-                let bytes = self.providers().fs.read(&p)?;
+                let bytes = self.read_file(pid, &p).await?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| SyscallError::invalid(format!("{} is not UTF-8 text", p.rel())))?;
                 let spec = ObjectSpec {

@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::providers::{FetchLimits, Providers, ShellLimits};
+use crate::providers::{FetchLimits, FsLimits, Providers, ShellLimits};
 use crate::store::ids::IdBlock;
 use crate::store::{Durability, Store, StoreError};
 
@@ -82,6 +82,7 @@ pub struct KernelConfig {
     pub providers: Option<Providers>,
     pub shell_limits: ShellLimits,
     pub fetch_limits: FetchLimits,
+    pub fs_limits: FsLimits,
     /// Sizes of the JIT tool isolate host (started on the first tool use).
     pub isolates: crate::isolate::HostConfig,
 }
@@ -102,6 +103,7 @@ impl KernelConfig {
                 timeout_ms: 30_000,
                 max_response_bytes: 10 << 20,
             },
+            fs_limits: FsLimits::default(),
             isolates: crate::isolate::HostConfig::default(),
         }
     }

@@ -181,12 +181,12 @@ impl Kernel {
     ) -> SysResult<Done> {
         let cwd = self.cwd_of(pid)?;
         let rel = paths::normalize(&cwd, path).map_err(|e| {
-            SyscallError::denied_because(format!("fs:{path}"), Right::Read, e.to_string())
+            SyscallError::denied_because(resource::exact("fs", path), Right::Read, e.to_string())
         })?;
-        self.authorize_one(pid, format!("fs:{rel}"), Right::Read, call, scope)
+        self.authorize_one(pid, resource::exact("fs", &rel), Right::Read, call, scope)
             .await?;
         let checked = super::authz::CheckedPath::new(rel.clone(), Right::Read);
-        if !self.providers().fs.is_dir(&checked)? {
+        if !self.fs_blocking(move |fs| fs.is_dir(&checked)).await? {
             return Err(SyscallError::NotFound(format!("directory {rel}")));
         }
         let now = self.now();

@@ -13,7 +13,7 @@ pub mod shell;
 use std::sync::Arc;
 
 pub use clock::{Clock, SystemClock};
-pub use fs::{CapFs, DirEntry, FileSystem};
+pub use fs::{CapFs, DirEntry, FileSystem, FsLimits};
 pub use net::{url_resource, FetchLimits, FetchResponse, HttpNet, Net};
 pub use shell::{analyze, CommandAnalysis, ProcessShell, Shell, ShellLimits, ShellOutput};
 
