@@ -43,10 +43,24 @@ impl Kernel {
                 let commands: Vec<String> = match &analysis {
                     CommandAnalysis::Commands(cmds) => cmds
                         .iter()
-                        .map(|c| format!("shell:{}", c.first().map(String::as_str).unwrap_or("")))
+                        .map(|c| {
+                            resource::exact("shell", c.first().map(String::as_str).unwrap_or(""))
+                        })
                         .collect(),
-                    CommandAnalysis::Opaque { resource, .. } => vec![resource.clone()],
+                    CommandAnalysis::Opaque { resource: r, .. } => {
+                        let name = r.strip_prefix("shell:").unwrap_or(r);
+                        vec![resource::exact("shell", name)]
+                    }
                 };
+                // The directory is fixed before any approval: the command runs where it was
+                // approved to run, whatever the process does meanwhile.
+                let cwd = self
+                    .inner
+                    .state
+                    .lock()
+                    .process(pid)
+                    .map(|p| p.cwd.clone())
+                    .unwrap_or_else(|| ".".into());
                 for resource in &commands {
                     let result = self
                         .authorize(
@@ -55,7 +69,7 @@ impl Kernel {
                             Right::Execute,
                             call,
                             scope,
-                            || Ok(json!({"argv": argv, "commands": commands})),
+                            || Ok(json!({"argv": argv, "cwd": cwd, "commands": commands})),
                         )
                         .await;
                     if let (
@@ -73,13 +87,6 @@ impl Kernel {
                     }
                     result?;
                 }
-                let cwd = self
-                    .inner
-                    .state
-                    .lock()
-                    .process(pid)
-                    .map(|p| p.cwd.clone())
-                    .unwrap_or_else(|| ".".into());
                 let limits = ShellLimits {
                     timeout_ms: timeout_ms
                         .unwrap_or(self.inner.config.shell_limits.timeout_ms)

@@ -3,7 +3,10 @@
 //!
 //! Only the operator API ([`Kernel::human_respond`]) answers a request; no syscall can, so an
 //! agent can never approve its own request. An approval of an `ask_each_time` call applies
-//! to that pending call only (its request id and the SHA-256 of its exact arguments).
+//! to that pending call only: its request id, and the SHA-256 of its exact arguments together
+//! with the resolved target and what the human was shown (the path after the working
+//! directory, the command's directory, the addresses a URL resolved to, the content's hash).
+//! An approval granted `always` is stored as the exact resource that was shown.
 
 use std::collections::HashMap;
 
@@ -80,6 +83,14 @@ impl Kernel {
         context: Value,
         scope: &mut Scope,
     ) -> SysResult<()> {
+        // Bound to the effect as resolved, not the call as written: the same arguments after
+        // a `chdir`, or a name that now resolves elsewhere, are another effect and need their
+        // own approval.
+        let binding = crate::util::sha256_hex(
+            json!([call.args_hash(), resource, right, context])
+                .to_string()
+                .as_bytes(),
+        );
         let payload = json!({
             "primitive": call.name(),
             "resource": resource,
@@ -88,14 +99,7 @@ impl Kernel {
             "context": context,
         });
         let (id, answer) = self
-            .request_answer(
-                pid,
-                "approval",
-                "operator",
-                payload,
-                call.args_hash(),
-                scope,
-            )
+            .request_answer(pid, "approval", "operator", payload, binding, scope)
             .await?;
         match answer {
             HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => Ok(()),
