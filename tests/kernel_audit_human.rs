@@ -403,3 +403,50 @@ async fn a_command_approval_is_bound_to_its_directory() {
     assert_ne!(other, approved);
     assert!(!h.workspace().join("victim/marker").exists());
 }
+
+#[tokio::test]
+async fn mem_to_file_approval_shows_hash_and_preview() {
+    let h = common::host().await;
+    let (kernel, pid) = fail_fast(&h, &["fs:**=write:ask"]).await;
+    let content = "line one\nline two\n";
+    let id = kernel
+        .syscall(
+            pid,
+            Syscall::Mem(MemCall::Create(ObjectSpec {
+                object_type: "text".into(),
+                payload: json!(content),
+                ..Default::default()
+            })),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = kernel
+        .syscall(
+            pid,
+            Syscall::Mem(MemCall::ToFile {
+                id: id.clone(),
+                path: "out.txt".into(),
+                overwrite: false,
+            }),
+        )
+        .await
+        .unwrap_err();
+    let request = kernel
+        .human_request(&request_of(err))
+        .await
+        .unwrap()
+        .unwrap();
+    let context = &request.payload["context"];
+    assert_eq!(context["path"], "out.txt");
+    assert_eq!(context["bytes"], content.len());
+    assert_eq!(
+        context["sha256"],
+        agent_libos::util::sha256_hex(content.as_bytes())
+    );
+    assert_eq!(context["preview"], content);
+    assert_eq!(context["overwrites"], false);
+    assert_eq!(context["from_object"], id.as_str());
+}

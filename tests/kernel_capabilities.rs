@@ -832,3 +832,83 @@ async fn a_literal_star_name_never_becomes_a_pattern() {
         .unwrap_err();
     assert_eq!(err.kind(), "HumanRequired", "{err:?}");
 }
+
+#[tokio::test]
+async fn mem_find_respects_object_denies() {
+    let h = common::host().await;
+    let admin = h.spawn(&["namespace:team=create,read"]).await;
+    h.kernel
+        .syscall(
+            admin,
+            Syscall::Mem(MemCall::CreateNamespace {
+                name: "team".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    let id = h
+        .kernel
+        .syscall(admin, create(Some("team"), Some("plan")))
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.kernel
+        .syscall(admin, create(Some("team"), Some("public")))
+        .await
+        .unwrap();
+    let reader = h
+        .spawn(&[
+            "namespace:team=read",
+            &format!("object:{id}=read:always_deny"),
+        ])
+        .await;
+    let find = |name: &str| {
+        Syscall::Mem(MemCall::Find {
+            namespace: Some("team".into()),
+            name: name.into(),
+        })
+    };
+    assert_denied(
+        h.kernel
+            .syscall(reader, Syscall::Mem(MemCall::Read { id: id.clone() }))
+            .await,
+        &format!("object:{id}"),
+        "read",
+    );
+    assert_denied(
+        h.kernel.syscall(reader, find("plan")).await,
+        &format!("object:{id}"),
+        "read",
+    );
+    assert_eq!(
+        h.kernel.syscall(reader, find("public")).await.unwrap()["name"],
+        "public"
+    );
+    // The listing does not show the denied object's header either.
+    let list = h
+        .kernel
+        .syscall(
+            reader,
+            Syscall::Mem(MemCall::List {
+                namespace: Some("team".into()),
+            }),
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["public"]);
+    // Without read on the namespace, finding by name reveals nothing about the object.
+    let outsider = h.spawn(&[]).await;
+    assert_denied(
+        h.kernel.syscall(outsider, find("plan")).await,
+        "namespace:team",
+        "read",
+    );
+}
