@@ -912,3 +912,48 @@ async fn mem_find_respects_object_denies() {
         "read",
     );
 }
+
+#[tokio::test]
+async fn the_highest_image_version_runs_whatever_the_registration_order() {
+    let h = common::host().await;
+    for version in ["1.10.0", "1.9.0", "1.2.0"] {
+        let manifest = format!("id = \"coder\"\nversion = \"{version}\"\n");
+        h.kernel
+            .register_image(&agent_libos::kernel::Image::from_toml(&manifest).unwrap())
+            .await
+            .unwrap();
+    }
+    assert_eq!(h.kernel.image("coder").await.unwrap().version, "1.10.0");
+    let pid = h.spawn(&["image:coder=execute"]).await;
+    let out = h
+        .kernel
+        .syscall(
+            pid,
+            Syscall::Proc(ProcCall::Exec {
+                image: "coder".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["version"], "1.10.0");
+    let child = h
+        .kernel
+        .syscall(
+            pid,
+            Syscall::Proc(ProcCall::Spawn {
+                image: "coder".into(),
+                goal: "c".into(),
+                budget: None,
+            }),
+        )
+        .await
+        .unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(h.kernel.process(child).unwrap().image_version, "1.10.0");
+    // A fresh runtime on the same database agrees.
+    assert_eq!(
+        h.reopen().await.image("coder").await.unwrap().version,
+        "1.10.0"
+    );
+}

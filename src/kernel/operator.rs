@@ -19,7 +19,7 @@ use crate::store::WriteBatch;
 /// How the operator creates a root process.
 #[derive(Debug, Clone, Default)]
 pub struct SpawnOptions {
-    /// Image id (latest registered version); `None` for the built-in `base` image.
+    /// Image id (its highest registered version); `None` for the built-in `base` image.
     pub image: Option<String>,
     pub goal: String,
     /// Capabilities granted on top of the image's initial ones.
@@ -562,7 +562,8 @@ impl Kernel {
         Ok(())
     }
 
-    /// The latest registered version of an image.
+    /// The highest registered version of an image (see [`super::image::compare_versions`]),
+    /// whatever order the versions were registered in.
     pub async fn image(&self, id: &str) -> SysResult<Image> {
         if id == "base" {
             return Ok(Image::base());
@@ -570,14 +571,21 @@ impl Kernel {
         if let Some(image) = self.inner.images.lock().get(id) {
             return Ok(image.clone());
         }
-        let manifest: Option<String> = sqlx::query_scalar(
-            "SELECT manifest FROM images WHERE id = ? ORDER BY registered_at DESC, version DESC LIMIT 1",
-        )
-        .bind(id)
-        .fetch_optional(self.inner.store.pool())
-        .await?;
-        let manifest = manifest.ok_or_else(|| SyscallError::NotFound(format!("image {id}")))?;
-        let image: Image = serde_json::from_str(&manifest).map_err(SyscallError::internal)?;
+        let manifests: Vec<String> = sqlx::query_scalar("SELECT manifest FROM images WHERE id = ?")
+            .bind(id)
+            .fetch_all(self.inner.store.pool())
+            .await?;
+        let mut highest: Option<Image> = None;
+        for manifest in manifests {
+            let image: Image = serde_json::from_str(&manifest).map_err(SyscallError::internal)?;
+            let higher = highest
+                .as_ref()
+                .is_none_or(|h| super::image::compare_versions(&image.version, &h.version).is_gt());
+            if higher {
+                highest = Some(image);
+            }
+        }
+        let image = highest.ok_or_else(|| SyscallError::NotFound(format!("image {id}")))?;
         self.inner
             .images
             .lock()
