@@ -672,6 +672,9 @@ mod recorder {
             self.note();
             self.inner.is_dir(p)
         }
+        fn parent_is_dir(&self, p: &CheckedPath) -> SysResult<bool> {
+            self.inner.parent_is_dir(p)
+        }
     }
 }
 

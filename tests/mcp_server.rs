@@ -223,7 +223,7 @@ async fn a_client_cannot_approve_its_own_pending_request() {
         assert_eq!(result.is_error, Some(true), "{tool} {args} was not refused");
     }
     let still = h.kernel.human_request(&request).await.unwrap().unwrap();
-    assert_eq!(still.status, "pending");
+    assert_eq!(still.status, agent_libos::kernel::RequestStatus::Pending);
     assert_eq!(h.kernel.process(pid).unwrap().status, Status::WaitingHuman);
 
     // Waiting without an answer times out and keeps the call parked.

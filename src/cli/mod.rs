@@ -69,16 +69,7 @@ impl Failure {
     pub fn new(kind: &str, code: i32, message: impl Into<String>) -> Failure {
         Failure {
             code,
-            wire: WireError {
-                kind: kind.into(),
-                message: message.into(),
-                resource: None,
-                right: None,
-                limit: None,
-                request_id: None,
-                stack: None,
-                detail: None,
-            },
+            wire: WireError::new(kind, message),
             hint: None,
             extra: None,
         }

@@ -14,7 +14,7 @@ use super::error::{SysResult, SyscallError};
 use super::paths;
 use super::resource;
 use super::scope::{Done, Scope};
-use super::syscall::{FsCall, Primitive};
+use super::syscall::FsCall;
 use super::Kernel;
 use crate::providers::FileSystem;
 
@@ -38,31 +38,6 @@ impl Kernel {
         paths::normalize(&cwd, path).map_err(|e| {
             SyscallError::denied_because(resource::exact("fs", path), right, e.to_string())
         })
-    }
-
-    /// Checks `right` on `path` and returns the proof the provider needs.
-    pub(crate) async fn check_path(
-        &self,
-        pid: Pid,
-        path: &str,
-        right: Right,
-        call: &dyn Primitive,
-        scope: &mut Scope,
-        context: impl FnOnce(&CheckedPath) -> SysResult<Value>,
-    ) -> SysResult<CheckedPath> {
-        let rel = self.resolve_path(pid, path, right)?;
-        let checked = CheckedPath::new(rel.clone(), right);
-        let preview = checked.clone();
-        self.authorize(
-            pid,
-            &[resource::exact("fs", &rel)],
-            right,
-            call,
-            scope,
-            move || context(&preview),
-        )
-        .await?;
-        Ok(checked)
     }
 
     /// Runs a filesystem provider call on the blocking pool.
@@ -163,7 +138,7 @@ impl Kernel {
         match call {
             FsCall::ReadText { path } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let bytes = self.read_file(pid, &p).await?;
                 let size = bytes.len();
@@ -177,7 +152,7 @@ impl Kernel {
             }
             FsCall::ReadBytes { path } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let bytes = self.read_file(pid, &p).await?;
                 let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
@@ -191,7 +166,7 @@ impl Kernel {
                 self.check_fs_bytes(pid, "the content", content.len() as u64)?;
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         write_context(fs_ctx.as_ref(), p, content, *overwrite, json!({}))
                     })
                     .await?;
@@ -209,7 +184,7 @@ impl Kernel {
                 self.check_fs_bytes(pid, "the content", content.len() as u64)?;
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         Ok(json!({
                             "path": p.rel(),
                             "appends_bytes": content.len(),
@@ -228,7 +203,7 @@ impl Kernel {
             }
             FsCall::List { path } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let q = p.clone();
                 let mut entries = self.fs_blocking(move |fs| fs.list(&q)).await?;
@@ -242,7 +217,7 @@ impl Kernel {
             }
             FsCall::Mkdir { path, recursive } => {
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         Ok(json!({"path": p.rel(), "recursive": recursive}))
                     })
                     .await?;
@@ -254,7 +229,7 @@ impl Kernel {
             FsCall::DeleteFile { path } => {
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Delete, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Delete, call, scope, |p| {
                         let size = fs_ctx
                             .file_size(p)?
                             .ok_or_else(|| SyscallError::NotFound(p.rel().to_string()))?;
@@ -269,7 +244,7 @@ impl Kernel {
             FsCall::DeleteDir { path, recursive } => {
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Delete, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Delete, call, scope, |p| {
                         if !fs_ctx.is_dir(p)? {
                             return Err(SyscallError::NotFound(p.rel().to_string()));
                         }
@@ -311,7 +286,8 @@ impl Kernel {
             .await?;
         let mut checked = Vec::with_capacity(entries.len());
         for rel in entries {
-            self.authorize_entry(pid, &resource::exact("fs", &rel), Right::Delete, scope)
+            let entry = self
+                .authorize_tree_entry(pid, rel, Right::Delete, scope)
                 .map_err(|e| match e {
                     SyscallError::PermissionDenied {
                         resource,
@@ -332,7 +308,7 @@ impl Kernel {
                     ),
                     other => other,
                 })?;
-            checked.push(CheckedPath::new(rel, Right::Delete));
+            checked.push(entry);
         }
         Ok(checked)
     }
@@ -364,12 +340,8 @@ pub(crate) fn write_context(
         )));
     }
     if let Some((parent, _)) = path.rel().rsplit_once('/') {
-        let parent = CheckedPath::new(parent.to_string(), path.right());
-        if !fs.is_dir(&parent)? {
-            return Err(SyscallError::NotFound(format!(
-                "directory {}",
-                parent.rel()
-            )));
+        if !fs.parent_is_dir(path)? {
+            return Err(SyscallError::NotFound(format!("directory {parent}")));
         }
     }
     let mut context = json!({

@@ -13,7 +13,7 @@ use core::net::SocketAddr;
 
 use serde_json::{json, Value};
 
-use super::authz::{CheckedCommand, CheckedRequest};
+use super::authz::request_right;
 use super::capability::{Decision, Pid, Policy, Right};
 use super::error::{SysResult, SyscallError};
 use super::netid;
@@ -52,48 +52,26 @@ impl Kernel {
                         vec![resource::exact("shell", name)]
                     }
                 };
-                // The directory is fixed before any approval: the command runs where it was
-                // approved to run, whatever the process does meanwhile.
-                let cwd = self
-                    .inner
-                    .state
-                    .lock()
-                    .process(pid)
-                    .map(|p| p.cwd.clone())
-                    .unwrap_or_else(|| ".".into());
-                for resource in &commands {
-                    let result = self
-                        .authorize(
-                            pid,
-                            std::slice::from_ref(resource),
-                            Right::Execute,
-                            call,
-                            scope,
-                            || Ok(json!({"argv": argv, "cwd": cwd, "commands": commands})),
-                        )
-                        .await;
-                    if let (
-                        Err(SyscallError::PermissionDenied {
-                            resource, right, ..
-                        }),
-                        CommandAnalysis::Opaque { reason, .. },
-                    ) = (&result, &analysis)
-                    {
-                        return Err(SyscallError::denied_because(
-                            resource.clone(),
-                            right.clone(),
-                            reason.clone(),
-                        ));
-                    }
-                    result?;
-                }
+                let checked = self
+                    .authorize_command(pid, argv, &commands, call, scope, |cwd| {
+                        Ok(json!({"argv": argv, "cwd": cwd, "commands": commands}))
+                    })
+                    .await
+                    .map_err(|err| match (err, &analysis) {
+                        (
+                            SyscallError::PermissionDenied {
+                                resource, right, ..
+                            },
+                            CommandAnalysis::Opaque { reason, .. },
+                        ) => SyscallError::denied_because(resource, right, reason.clone()),
+                        (err, _) => err,
+                    })?;
                 let limits = ShellLimits {
                     timeout_ms: timeout_ms
                         .unwrap_or(self.inner.config.shell_limits.timeout_ms)
                         .min(self.inner.config.shell_limits.timeout_ms),
                     max_output_bytes: self.inner.config.shell_limits.max_output_bytes,
                 };
-                let checked = CheckedCommand::new(argv.clone(), cwd);
                 self.intent_point(call, scope).await?;
                 let out = self
                     .providers()
@@ -129,11 +107,7 @@ impl Kernel {
             } => {
                 let (resource, host, port) = url_resource(url).map_err(SyscallError::invalid)?;
                 let method = method.to_ascii_uppercase();
-                let right = if matches!(method.as_str(), "GET" | "HEAD") {
-                    Right::Read
-                } else {
-                    Right::Write
-                };
+                let right = request_right(&method);
                 let net = self.providers().net.clone();
                 let local = net.local_host();
                 let written = netid::request_resources(&host, port, &[], &local);
@@ -145,16 +119,17 @@ impl Kernel {
                 let timeout_ms = self.inner.config.fetch_limits.timeout_ms;
                 let ips = net.resolve(&host, port, timeout_ms).await?;
                 let identities = netid::request_resources(&host, port, &ips, &local);
-                self.authorize(pid, &identities, right, call, scope, || {
-                    Ok(json!({
-                        "url": url,
-                        "method": method,
-                        "addresses": ips,
-                        "body_bytes": body.as_ref().map(String::len),
-                    }))
-                })
-                .await?;
                 let addrs = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+                let checked = self
+                    .authorize_request(pid, url, &method, &identities, addrs, call, scope, || {
+                        Ok(json!({
+                            "url": url,
+                            "method": method,
+                            "addresses": ips,
+                            "body_bytes": body.as_ref().map(String::len),
+                        }))
+                    })
+                    .await?;
                 let defaults = self.inner.config.fetch_limits;
                 let limits = FetchLimits {
                     timeout_ms: defaults.timeout_ms,
@@ -162,7 +137,6 @@ impl Kernel {
                         .unwrap_or(defaults.max_response_bytes)
                         .min(defaults.max_response_bytes),
                 };
-                let checked = CheckedRequest::new(url.clone(), method.clone(), addrs);
                 self.intent_point(call, scope).await?;
                 let resp = self
                     .providers()

@@ -22,7 +22,7 @@ use super::process::Status;
 use super::scope::{Done, Scope};
 use super::syscall::{HumanCall, Primitive, Syscall};
 use super::{HumanMode, Kernel};
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, Decision};
 use crate::store::WriteBatch;
 
 /// A human's answer to a request.
@@ -41,17 +41,116 @@ pub enum HumanAnswer {
     Answer { text: String },
 }
 
+/// What a request asks of a human. Stored (and serialized) as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// An `ask_each_time` call waiting for approval.
+    Approval,
+    /// `human.request_permission`: a capability to grant.
+    Permission,
+    /// `human.ask`.
+    Question,
+    /// `human.output`: delivered, never answered.
+    Output,
+    /// An effect whose outcome a crash lost: repeat it or not.
+    Uncertain,
+}
+
+impl RequestKind {
+    const ALL: [RequestKind; 5] = [
+        RequestKind::Approval,
+        RequestKind::Permission,
+        RequestKind::Question,
+        RequestKind::Output,
+        RequestKind::Uncertain,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Approval => "approval",
+            RequestKind::Permission => "permission",
+            RequestKind::Question => "question",
+            RequestKind::Output => "output",
+            RequestKind::Uncertain => "uncertain",
+        }
+    }
+}
+
+/// Where a request stands. Stored (and serialized) as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Answered,
+    /// An output, shown and done.
+    Delivered,
+}
+
+impl RequestStatus {
+    const ALL: [RequestStatus; 5] = [
+        RequestStatus::Pending,
+        RequestStatus::Approved,
+        RequestStatus::Rejected,
+        RequestStatus::Answered,
+        RequestStatus::Delivered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Approved => "approved",
+            RequestStatus::Rejected => "rejected",
+            RequestStatus::Answered => "answered",
+            RequestStatus::Delivered => "delivered",
+        }
+    }
+}
+
+impl std::str::FromStr for RequestKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RequestKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown human request kind '{s}'"))
+    }
+}
+
+impl std::str::FromStr for RequestStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RequestStatus::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown human request status '{s}'"))
+    }
+}
+
+impl std::fmt::Display for RequestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for RequestStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A request as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HumanRequest {
     pub id: String,
     pub pid: Pid,
-    /// `approval` (an `ask_each_time` call), `permission`, `question` or `output`.
-    pub kind: String,
+    pub kind: RequestKind,
     pub channel: String,
     pub payload: Value,
     pub args_hash: String,
-    pub status: String,
+    pub status: RequestStatus,
     pub answer: Option<Value>,
     pub answered_by: Option<String>,
     pub created_at: i64,
@@ -99,7 +198,14 @@ impl Kernel {
             "context": context,
         });
         let (id, answer) = self
-            .request_answer(pid, "approval", "operator", payload, binding, scope)
+            .request_answer(
+                pid,
+                RequestKind::Approval,
+                "operator",
+                payload,
+                binding,
+                scope,
+            )
             .await?;
         match answer {
             HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => Ok(()),
@@ -123,7 +229,7 @@ impl Kernel {
     async fn request_answer(
         &self,
         pid: Pid,
-        kind: &str,
+        kind: RequestKind,
         channel: &str,
         payload: Value,
         args_hash: String,
@@ -146,7 +252,7 @@ impl Kernel {
              AND used = 0 AND status IN ('pending', 'approved', 'rejected', 'answered') ORDER BY created_at, id LIMIT 1",
         )
         .bind(pid)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(&args_hash)
         .fetch_optional(self.inner.store.pool())
         .await?;
@@ -160,8 +266,8 @@ impl Kernel {
         let (id, answer) = match earlier {
             Some(row) => {
                 let id: String = row.try_get("id")?;
-                let status: String = row.try_get("status")?;
-                let answer = if status == "pending" {
+                let status: RequestStatus = parse_column(&row, "status")?;
+                let answer = if status == RequestStatus::Pending {
                     match self.wait_for_human(pid, &id).await {
                         Ok(answer) => answer,
                         Err(e) => {
@@ -239,7 +345,7 @@ impl Kernel {
         let (id, answer) = self
             .request_answer(
                 pid,
-                "uncertain",
+                RequestKind::Uncertain,
                 "operator",
                 payload,
                 call.args_hash(),
@@ -259,7 +365,7 @@ impl Kernel {
     async fn raise_request(
         &self,
         pid: Pid,
-        kind: &str,
+        kind: RequestKind,
         channel: &str,
         payload: Value,
         args_hash: String,
@@ -273,7 +379,7 @@ impl Kernel {
             vec![
                 id.clone().into(),
                 pid.into(),
-                kind.into(),
+                kind.as_str().into(),
                 channel.into(),
                 payload.to_string().into(),
                 args_hash.into(),
@@ -285,7 +391,7 @@ impl Kernel {
             actor: format!("pid:{pid}"),
             action: format!("human.{kind}"),
             target: format!("human:{channel}"),
-            decision: "ask".into(),
+            decision: Decision::Ask,
             capability_refs: vec![],
             correlation_id: Some(id.clone()),
             parent_seq: None,
@@ -361,7 +467,7 @@ impl Kernel {
         let Some(request) = self.human_request(id).await? else {
             return Ok(None);
         };
-        if request.status == "pending" {
+        if request.status == RequestStatus::Pending {
             return Ok(None);
         }
         let answer = request
@@ -387,14 +493,15 @@ impl Kernel {
             .human_request(id)
             .await?
             .ok_or_else(|| SyscallError::NotFound(format!("human request {id}")))?;
-        if request.status != "pending" {
+        if request.status != RequestStatus::Pending {
             return Err(SyscallError::IllegalState(format!(
                 "request {id} is already {}",
                 request.status
             )));
         }
-        let status = match (&request.kind[..], &answer) {
-            ("question", HumanAnswer::Answer { text }) => {
+        use RequestKind::{Approval, Permission, Question, Uncertain};
+        let status = match (request.kind, &answer) {
+            (Question, HumanAnswer::Answer { text }) => {
                 let choices: Vec<String> = request.payload["choices"]
                     .as_array()
                     .map(|a| {
@@ -409,14 +516,14 @@ impl Kernel {
                         choices.join(", ")
                     )));
                 }
-                "answered"
+                RequestStatus::Answered
             }
             (
-                "approval" | "permission" | "uncertain",
+                Approval | Permission | Uncertain,
                 HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways,
-            ) => "approved",
-            ("approval" | "permission" | "question" | "uncertain", HumanAnswer::Reject { .. }) => {
-                "rejected"
+            ) => RequestStatus::Approved,
+            (Approval | Permission | Question | Uncertain, HumanAnswer::Reject { .. }) => {
+                RequestStatus::Rejected
             }
             (kind, _) => {
                 return Err(SyscallError::invalid(format!(
@@ -430,7 +537,7 @@ impl Kernel {
             "UPDATE human_requests SET status = ?, answer = ?, answered_by = ?, answered_at = ? \
              WHERE id = ? AND status = 'pending'",
             vec![
-                status.into(),
+                status.as_str().into(),
                 persist::json(&answer).into(),
                 by.into(),
                 now.into(),
@@ -438,7 +545,7 @@ impl Kernel {
             ],
         );
         let mut granted = None;
-        if let Some(policy) = granted_policy(&request.kind, &answer) {
+        if let Some(policy) = granted_policy(request.kind, &answer) {
             let cap_id = self.new_cap_id().await?;
             granted = self.grant_from_approval(&request, policy, &mut batch, now, cap_id);
         }
@@ -447,7 +554,11 @@ impl Kernel {
             actor: format!("human:{by}"),
             action: "human.respond".into(),
             target: format!("human_request:{id}"),
-            decision: status.into(),
+            decision: match status {
+                RequestStatus::Answered => Decision::Answered,
+                RequestStatus::Approved => Decision::Approved,
+                _ => Decision::Rejected,
+            },
             capability_refs: granted.iter().copied().collect(),
             correlation_id: Some(id.to_string()),
             parent_seq: None,
@@ -578,7 +689,14 @@ impl Kernel {
                 .await?;
                 let payload = json!({"question": question, "choices": choices});
                 let (id, answer) = self
-                    .request_answer(pid, "question", channel, payload, call.args_hash(), scope)
+                    .request_answer(
+                        pid,
+                        RequestKind::Question,
+                        channel,
+                        payload,
+                        call.args_hash(),
+                        scope,
+                    )
                     .await?;
                 match answer {
                     HumanAnswer::Answer { text } => Ok(Done::new(
@@ -610,7 +728,14 @@ impl Kernel {
                 }
                 let payload = json!({"resource": resource, "rights": rights, "reason": reason});
                 let (id, answer) = self
-                    .request_answer(pid, "permission", channel, payload, call.args_hash(), scope)
+                    .request_answer(
+                        pid,
+                        RequestKind::Permission,
+                        channel,
+                        payload,
+                        call.args_hash(),
+                        scope,
+                    )
                     .await?;
                 match answer {
                     HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => {
@@ -645,10 +770,12 @@ impl Kernel {
 /// The policy of the capability an answer grants: `approve_always` on an approval, and any
 /// approval of a permission request. An `approve_once` of an approval grants nothing: it
 /// lets that one pending call through.
-fn granted_policy(kind: &str, answer: &HumanAnswer) -> Option<Policy> {
+fn granted_policy(kind: RequestKind, answer: &HumanAnswer) -> Option<Policy> {
     match (kind, answer) {
-        ("approval" | "permission", HumanAnswer::ApproveAlways) => Some(Policy::AlwaysAllow),
-        ("permission", HumanAnswer::ApproveOnce) => Some(Policy::AllowOnce),
+        (RequestKind::Approval | RequestKind::Permission, HumanAnswer::ApproveAlways) => {
+            Some(Policy::AlwaysAllow)
+        }
+        (RequestKind::Permission, HumanAnswer::ApproveOnce) => Some(Policy::AllowOnce),
         _ => None,
     }
 }
@@ -659,14 +786,43 @@ fn request_from_row(row: &sqlx::sqlite::SqliteRow) -> SysResult<HumanRequest> {
     Ok(HumanRequest {
         id: row.try_get("id")?,
         pid: row.try_get("pid")?,
-        kind: row.try_get("kind")?,
+        kind: parse_column(row, "kind")?,
         channel: row.try_get("channel")?,
         payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
         args_hash: row.try_get("args_hash")?,
-        status: row.try_get("status")?,
+        status: parse_column(row, "status")?,
         answer: answer.and_then(|a| serde_json::from_str(&a).ok()),
         answered_by: row.try_get("answered_by")?,
         created_at: row.try_get("created_at")?,
         answered_at: row.try_get("answered_at")?,
     })
+}
+
+/// Parses a text column into its enum, once, where the row is read.
+fn parse_column<T: std::str::FromStr<Err = String>>(
+    row: &sqlx::sqlite::SqliteRow,
+    column: &str,
+) -> SysResult<T> {
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|e: String| SyscallError::internal(format!("human_requests.{column}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_statuses_are_stored_and_serialized_by_one_name() {
+        for kind in RequestKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(kind.as_str().parse::<RequestKind>(), Ok(kind));
+        }
+        for status in RequestStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(status.as_str().parse::<RequestStatus>(), Ok(status));
+        }
+        let err = "approved_by_me".parse::<RequestStatus>().unwrap_err();
+        assert!(err.contains("unknown human request status"), "{err}");
+    }
 }

@@ -161,7 +161,7 @@ impl Kernel {
                 object_type,
             } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let bytes = self.read_file(pid, &p).await?;
                 let text = String::from_utf8(bytes)
@@ -193,7 +193,7 @@ impl Kernel {
                 self.check_fs_bytes(pid, "the object's content", content.len() as u64)?;
                 let fs = self.providers().fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         write_context(
                             fs.as_ref(),
                             p,

@@ -50,7 +50,7 @@ pub use checkpoint::{
     Checkpoint, CheckpointInfo, ChildState, ExternalEffect, RollbackReport, CHECKPOINT_FORMAT,
 };
 pub use error::{SysResult, SyscallError, WireError};
-pub use human::{HumanAnswer, HumanRequest};
+pub use human::{HumanAnswer, HumanRequest, RequestKind, RequestStatus};
 pub use image::{Image, ToolLimits};
 pub use operator::{ProcessCtx, SpawnOptions};
 pub use process::{Process, Status};

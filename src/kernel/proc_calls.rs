@@ -6,7 +6,6 @@ use super::capability::{pattern_within, Capability, CapabilitySpec, Pid, Right};
 use super::delegation::delegate;
 use super::error::{SysResult, SyscallError};
 use super::operator::NewProcess;
-use super::paths;
 use super::persist;
 use super::process::{divide_budget, Process, Status};
 use super::resource;
@@ -179,13 +178,10 @@ impl Kernel {
         call: &dyn Primitive,
         scope: &mut Scope,
     ) -> SysResult<Done> {
-        let cwd = self.cwd_of(pid)?;
-        let rel = paths::normalize(&cwd, path).map_err(|e| {
-            SyscallError::denied_because(resource::exact("fs", path), Right::Read, e.to_string())
-        })?;
-        self.authorize_one(pid, resource::exact("fs", &rel), Right::Read, call, scope)
+        let checked = self
+            .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
             .await?;
-        let checked = super::authz::CheckedPath::new(rel.clone(), Right::Read);
+        let rel = checked.rel().to_string();
         if !self.fs_blocking(move |fs| fs.is_dir(&checked)).await? {
             return Err(SyscallError::NotFound(format!("directory {rel}")));
         }

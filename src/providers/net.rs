@@ -169,6 +169,7 @@ impl Net for HttpNet {
         body: Option<&str>,
         limits: FetchLimits,
     ) -> SysResult<FetchResponse> {
+        req.require_method()?;
         let url = parse_url(req.url())?;
         let client = Self::client_for(req, &url)?;
         let mut request = client
@@ -364,6 +365,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
+    use crate::kernel::capability::Right;
+
     const LIMITS: FetchLimits = FetchLimits {
         timeout_ms: 5_000,
         max_response_bytes: 1 << 20,
@@ -476,6 +479,18 @@ mod tests {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test]
+    async fn a_read_proof_cannot_send_a_post() {
+        let base = serve().await;
+        let proof =
+            CheckedRequest::for_test_with_right(&format!("{base}/echo"), "POST", Right::Read);
+        let err = HttpNet::new()
+            .fetch(&proof, &[], Some("x"), LIMITS)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "PermissionDenied", "{err}");
     }
 
     #[tokio::test]

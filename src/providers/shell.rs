@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::kernel::authz::CheckedCommand;
+use crate::kernel::capability::Right;
 use crate::kernel::error::{SysResult, SyscallError};
 
 #[derive(Debug, Clone, Copy)]
@@ -1138,6 +1139,7 @@ impl Shell for ProcessShell {
         stdin: Option<&str>,
         limits: ShellLimits,
     ) -> SysResult<ShellOutput> {
+        cmd.require(Right::Execute)?;
         let argv = cmd.argv();
         if argv.is_empty() {
             return Err(SyscallError::invalid("empty argv"));
@@ -1717,6 +1719,18 @@ mod tests {
     async fn run(words: &[&str]) -> ShellOutput {
         let dir = tempfile::tempdir().unwrap();
         run_in(dir.path(), words, ".", None, LIMITS).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_command_proof_of_another_right_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let proof = CheckedCommand::for_test_with_right(&["touch", "made"], ".", Right::Read);
+        let err = ProcessShell::new(dir.path().to_path_buf())
+            .run(&proof, None, LIMITS)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "PermissionDenied", "{err}");
+        assert!(!dir.path().join("made").exists());
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 //! the database.
 
 pub mod ids;
+mod reads;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -114,8 +115,9 @@ impl Store {
         })
     }
 
-    /// The read pool.
-    pub fn pool(&self) -> &SqlitePool {
+    /// The read pool, for the kernel and the store's own queries only: the operator edges
+    /// use the queries in `reads`.
+    pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
