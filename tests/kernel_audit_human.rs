@@ -318,6 +318,11 @@ async fn fail_fast(h: &common::TestHost, grants: &[&str]) -> (Kernel, i64) {
     (kernel, pid)
 }
 
+async fn chdir(kernel: &Kernel, pid: i64, path: &str) {
+    let call = agent_libos::kernel::ProcCall::Chdir { path: path.into() };
+    kernel.syscall(pid, Syscall::Proc(call)).await.unwrap();
+}
+
 fn request_of(err: SyscallError) -> String {
     match err {
         SyscallError::HumanRequired { request_id, .. } => request_id,
@@ -344,15 +349,7 @@ async fn an_approval_cannot_be_redirected_by_chdir() {
         .await
         .unwrap();
     // The same call, after a chdir, is another effect: it needs its own approval.
-    kernel
-        .syscall(
-            pid,
-            Syscall::Proc(agent_libos::kernel::ProcCall::Chdir {
-                path: "victim".into(),
-            }),
-        )
-        .await
-        .unwrap();
+    chdir(&kernel, pid, "victim").await;
     let other = request_of(kernel.syscall(pid, write.clone()).await.unwrap_err());
     assert_ne!(other, approved);
     let request = kernel.human_request(&other).await.unwrap().unwrap();
@@ -362,13 +359,7 @@ async fn an_approval_cannot_be_redirected_by_chdir() {
         "original"
     );
     // Back where it was approved, the approval applies, once.
-    kernel
-        .syscall(
-            pid,
-            Syscall::Proc(agent_libos::kernel::ProcCall::Chdir { path: "..".into() }),
-        )
-        .await
-        .unwrap();
+    chdir(&kernel, pid, "..").await;
     kernel.syscall(pid, write.clone()).await.unwrap();
     assert_eq!(
         std::fs::read_to_string(h.workspace().join("config.txt")).unwrap(),
@@ -397,15 +388,7 @@ async fn a_command_approval_is_bound_to_its_directory() {
         .human_respond(&approved, HumanAnswer::ApproveOnce, "alice")
         .await
         .unwrap();
-    kernel
-        .syscall(
-            pid,
-            Syscall::Proc(agent_libos::kernel::ProcCall::Chdir {
-                path: "victim".into(),
-            }),
-        )
-        .await
-        .unwrap();
+    chdir(&kernel, pid, "victim").await;
     let other = request_of(kernel.syscall(pid, touch).await.unwrap_err());
     assert_ne!(other, approved);
     assert!(!h.workspace().join("victim/marker").exists());

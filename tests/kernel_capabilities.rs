@@ -505,6 +505,21 @@ async fn fork_with(
         .map(|v| v["pid"].as_i64().unwrap())
 }
 
+/// `from` grants `spec` to its descendant `to` by `cap.grant`.
+async fn cap_grant(
+    h: &common::TestHost,
+    from: i64,
+    to: i64,
+    spec: CapabilitySpec,
+) -> Result<serde_json::Value, SyscallError> {
+    h.kernel
+        .syscall(
+            from,
+            Syscall::Cap(agent_libos::kernel::CapCall::Grant { to, spec }),
+        )
+        .await
+}
+
 fn read_file(path: &str) -> Syscall {
     Syscall::Fs(agent_libos::kernel::FsCall::ReadText { path: path.into() })
 }
@@ -549,46 +564,17 @@ async fn fork_carries_the_parents_deny() {
         .await;
     assert_denied(err, &format!("capability:{}", copy.id), "revoke");
     // Nor can it pass the file on by `cap.grant` to a descendant.
-    h.kernel
-        .syscall(
-            parent,
-            Syscall::Cap(agent_libos::kernel::CapCall::Grant {
-                to: child,
-                spec: CapabilitySpec::new("fs:secret.txt", &[Right::Read], Policy::AlwaysAllow),
-            }),
-        )
-        .await
-        .unwrap();
+    let secret = CapabilitySpec::new("fs:secret.txt", &[Right::Read], Policy::AlwaysAllow);
+    cap_grant(&h, parent, child, secret).await.unwrap();
     assert_denied(
         h.kernel.syscall(child, read_file("secret.txt")).await,
         "fs:secret.txt",
         "read",
     );
     // A grandchild inherits the restriction again.
-    let grandchild = h
-        .kernel
-        .syscall(
-            child,
-            Syscall::Proc(ProcCall::Fork {
-                goal: None,
-                inherit: vec![],
-                budget: None,
-            }),
-        )
-        .await
-        .unwrap()["pid"]
-        .as_i64()
-        .unwrap();
-    h.kernel
-        .syscall(
-            parent,
-            Syscall::Cap(agent_libos::kernel::CapCall::Grant {
-                to: grandchild,
-                spec: CapabilitySpec::new("fs:**", &[Right::Read], Policy::AlwaysAllow),
-            }),
-        )
-        .await
-        .unwrap();
+    let grandchild = fork_with(&h, child, &[]).await.unwrap();
+    let all = CapabilitySpec::new("fs:**", &[Right::Read], Policy::AlwaysAllow);
+    cap_grant(&h, parent, grandchild, all).await.unwrap();
     assert_denied(
         h.kernel.syscall(grandchild, read_file("secret.txt")).await,
         "fs:secret.txt",
@@ -627,27 +613,10 @@ async fn fs_star_does_not_delegate_fs_double_star() {
     std::fs::create_dir(h.workspace().join("deep")).unwrap();
     std::fs::write(h.workspace().join("deep/x.txt"), "x").unwrap();
     let parent = spawn_with(&h, &["+fs:*=read"]).await;
-    assert_denied(
-        fork_with(&h, parent, &["fs:**=read"])
-            .await
-            .map(serde_json::Value::from),
-        "fs:**",
-        "read",
-    );
-    assert_denied(
-        fork_with(&h, parent, &["fs:deep/*=read"])
-            .await
-            .map(serde_json::Value::from),
-        "fs:deep/*",
-        "read",
-    );
-    assert_denied(
-        fork_with(&h, parent, &["fs:deep/x.txt=read"])
-            .await
-            .map(serde_json::Value::from),
-        "fs:deep/x.txt",
-        "read",
-    );
+    for wider in ["fs:**", "fs:deep/*", "fs:deep/x.txt"] {
+        let forked = fork_with(&h, parent, &[&format!("{wider}=read")]).await;
+        assert_denied(forked.map(serde_json::Value::from), wider, "read");
+    }
     let child = fork_with(&h, parent, &["fs:deep=read"]).await.unwrap();
     assert_denied(
         h.kernel.syscall(child, read_file("deep/x.txt")).await,
@@ -739,17 +708,7 @@ async fn unsupported_patterns_are_refused_wherever_a_capability_is_made() {
             .unwrap_err();
         assert_eq!(err.kind(), "InvalidArgument", "{bad}: {err}");
         let child = fork_with(&h, pid, &[]).await.unwrap();
-        let err = h
-            .kernel
-            .syscall(
-                pid,
-                Syscall::Cap(agent_libos::kernel::CapCall::Grant {
-                    to: child,
-                    spec: spec.clone(),
-                }),
-            )
-            .await
-            .unwrap_err();
+        let err = cap_grant(&h, pid, child, spec.clone()).await.unwrap_err();
         assert_eq!(err.kind(), "InvalidArgument", "{bad}: {err}");
         // A permission request.
         let err = h
@@ -837,15 +796,10 @@ async fn a_literal_star_name_never_becomes_a_pattern() {
 async fn mem_find_respects_object_denies() {
     let h = common::host().await;
     let admin = h.spawn(&["namespace:team=create,read"]).await;
-    h.kernel
-        .syscall(
-            admin,
-            Syscall::Mem(MemCall::CreateNamespace {
-                name: "team".into(),
-            }),
-        )
-        .await
-        .unwrap();
+    let team = MemCall::CreateNamespace {
+        name: "team".into(),
+    };
+    h.kernel.syscall(admin, Syscall::Mem(team)).await.unwrap();
     let id = h
         .kernel
         .syscall(admin, create(Some("team"), Some("plan")))

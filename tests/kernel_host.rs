@@ -288,20 +288,7 @@ async fn shell_timeouts_and_output_caps_hold() {
 
 #[tokio::test]
 async fn network_fetches_need_the_host_on_the_allowlist() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = sock.read(&mut buf).await;
-            let _ = sock
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
-                )
-                .await;
-        }
-    });
+    let port = hello_server().await;
     let h = common::host().await;
     let url = format!("http://127.0.0.1:{port}/x");
     let fetch = |method: &str| {
@@ -333,7 +320,8 @@ async fn network_fetches_need_the_host_on_the_allowlist() {
     h.kernel.syscall(any_port, fetch("GET")).await.unwrap();
 }
 
-/// A loopback HTTP server on every loopback address family it can bind; returns its port.
+/// An HTTP server answering "hello" on every address of this machine, IPv4 and IPv6;
+/// returns its port.
 async fn hello_server() -> u16 {
     let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

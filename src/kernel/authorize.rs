@@ -2,9 +2,10 @@
 
 use serde_json::Value;
 
-use super::capability::{decide_any, Decision, Pid, Policy, Right};
+use super::capability::{decide_any, Capability, Decision, Pid, Policy, Right};
 use super::error::{SysResult, SyscallError};
 use super::scope::Scope;
+use super::state::State;
 use super::syscall::Primitive;
 use super::Kernel;
 
@@ -28,11 +29,7 @@ impl Kernel {
             let now = self.now();
             let (cap, resource) = match decide_any(state.caps_of(pid), resources, right, now) {
                 (Decision::Denied(cap), Some(resource)) => {
-                    return Err(SyscallError::denied_because(
-                        resource.clone(),
-                        right,
-                        format!("denied by capability #{}", cap.id),
-                    ))
+                    return Err(denied_by(resource, right, &cap))
                 }
                 (Decision::Matched(cap), Some(resource)) => (cap, resource.clone()),
                 _ => {
@@ -43,14 +40,7 @@ impl Kernel {
                 }
             };
             if cap.policy == Policy::AllowOnce {
-                if !state.reserved_once.insert(cap.id) {
-                    return Err(SyscallError::denied_because(
-                        resource,
-                        right,
-                        format!("one-shot capability #{} is in use by another call", cap.id),
-                    ));
-                }
-                scope.once.push(cap.id);
+                reserve_once(&mut state, &cap, &resource, right, scope)?;
             }
             (cap, resource)
         };
@@ -101,11 +91,7 @@ impl Kernel {
         let resources = [resource.to_string()];
         let mut state = self.inner.state.lock();
         match decide_any(state.caps_of(pid), &resources, right, self.now()).0 {
-            Decision::Denied(cap) => Err(SyscallError::denied_because(
-                resource,
-                right,
-                format!("denied by capability #{}", cap.id),
-            )),
+            Decision::Denied(cap) => Err(denied_by(resource, right, &cap)),
             Decision::NoCapability => Err(SyscallError::denied(resource, right)),
             Decision::Matched(cap)
                 if cap.policy == Policy::AskEachTime && !scope.caps.contains(&cap.id) =>
@@ -121,14 +107,7 @@ impl Kernel {
             }
             Decision::Matched(cap) => {
                 if cap.policy == Policy::AllowOnce && !scope.once.contains(&cap.id) {
-                    if !state.reserved_once.insert(cap.id) {
-                        return Err(SyscallError::denied_because(
-                            resource,
-                            right,
-                            format!("one-shot capability #{} is in use by another call", cap.id),
-                        ));
-                    }
-                    scope.once.push(cap.id);
+                    reserve_once(&mut state, &cap, resource, right, scope)?;
                 }
                 if !scope.caps.contains(&cap.id) {
                     scope.caps.push(cap.id);
@@ -150,4 +129,29 @@ impl Kernel {
         self.authorize(pid, &[resource], right, call, scope, || Ok(Value::Null))
             .await
     }
+}
+
+/// The denial an explicit deny produces.
+fn denied_by(resource: &str, right: Right, cap: &Capability) -> SyscallError {
+    SyscallError::denied_because(resource, right, format!("denied by capability #{}", cap.id))
+}
+
+/// Reserves a one-shot capability for this call (it is consumed if the call succeeds), or
+/// refuses if another call holds it.
+fn reserve_once(
+    state: &mut State,
+    cap: &Capability,
+    resource: &str,
+    right: Right,
+    scope: &mut Scope,
+) -> SysResult<()> {
+    if !state.reserved_once.insert(cap.id) {
+        return Err(SyscallError::denied_because(
+            resource,
+            right,
+            format!("one-shot capability #{} is in use by another call", cap.id),
+        ));
+    }
+    scope.once.push(cap.id);
+    Ok(())
 }

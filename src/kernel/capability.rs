@@ -369,24 +369,22 @@ pub fn decide_any<'r>(
 }
 
 #[cfg(test)]
+impl Capability {
+    /// An operator-issued capability of process 1 with id `id`, for unit tests.
+    pub(crate) fn for_test(id: i64, resource: &str, rights: &[Right], policy: Policy) -> Self {
+        Capability {
+            id,
+            ..Capability::from_operator(1, CapabilitySpec::new(resource, rights, policy))
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     fn cap(id: i64, resource: &str, rights: &[Right], policy: Policy) -> Capability {
-        Capability {
-            id,
-            subject: 1,
-            resource: resource.into(),
-            rights: rights.to_vec(),
-            policy,
-            issuer: None,
-            parent: None,
-            expires_at: None,
-            delegable: false,
-            revocable: true,
-            revoked: false,
-            consumed: false,
-        }
+        Capability::for_test(id, resource, rights, policy)
     }
 
     #[test]

@@ -177,18 +177,8 @@ mod tests {
         delegable: bool,
     ) -> Capability {
         Capability {
-            id,
-            subject: 1,
-            resource: resource.into(),
-            rights: rights.to_vec(),
-            policy,
-            issuer: None,
-            parent: None,
-            expires_at: None,
             delegable,
-            revocable: true,
-            revoked: false,
-            consumed: false,
+            ..Capability::for_test(id, resource, rights, policy)
         }
     }
 

@@ -51,14 +51,7 @@ impl Kernel {
                 goal,
                 budget,
             } => {
-                self.authorize_one(
-                    pid,
-                    resource::exact("image", image),
-                    Right::Execute,
-                    call,
-                    scope,
-                )
-                .await?;
+                self.authorize_image(pid, image, call, scope).await?;
                 let image = self.image(image).await?;
                 let child = self
                     .new_child(pid, image, goal.clone(), budget.as_ref(), Vec::new())
@@ -112,14 +105,7 @@ impl Kernel {
                 ))
             }
             ProcCall::Exec { image } => {
-                self.authorize_one(
-                    pid,
-                    resource::exact("image", image),
-                    Right::Execute,
-                    call,
-                    scope,
-                )
-                .await?;
+                self.authorize_image(pid, image, call, scope).await?;
                 let image = self.image(image).await?;
                 let now = self.now();
                 let mut batch = WriteBatch::default();
@@ -160,6 +146,19 @@ impl Kernel {
                 .batch(batch))
             }
         }
+    }
+
+    /// `spawn` and `exec` start code from an image: both need `image:<id>=execute`.
+    async fn authorize_image(
+        &self,
+        pid: Pid,
+        image: &str,
+        call: &dyn Primitive,
+        scope: &mut Scope,
+    ) -> SysResult<()> {
+        let resource = resource::exact("image", image);
+        self.authorize_one(pid, resource, Right::Execute, call, scope)
+            .await
     }
 
     fn cwd_of(&self, pid: Pid) -> SysResult<String> {
