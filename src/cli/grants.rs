@@ -244,6 +244,32 @@ mod tests {
         assert_eq!(specs[0].resource, r"fs:notes/\*");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// No flag value makes the CLI's grant parsing panic, and every capability it
+        /// accepts has a valid resource.
+        #[test]
+        fn flag_values_never_panic(value in "\\PC{0,24}", flag in 0usize..6) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut args = run_args();
+            let field = match flag {
+                0 => &mut args.allow_read,
+                1 => &mut args.deny_write,
+                2 => &mut args.allow_run,
+                3 => &mut args.deny_net,
+                4 => &mut args.allow_env,
+                _ => &mut args.grant,
+            };
+            field.push(value);
+            if let Ok(specs) = from_flags(&args, dir.path()) {
+                for spec in specs {
+                    proptest::prop_assert!(validate_resource(&spec.resource).is_ok(), "{}", spec.resource);
+                }
+            }
+        }
+    }
+
     #[test]
     fn blanket_run_is_refused() {
         for blanket in ["", "*", "**"] {
