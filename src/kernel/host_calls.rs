@@ -117,7 +117,10 @@ impl Kernel {
                         .await?;
                 }
                 let timeout_ms = self.inner.config.fetch_limits.timeout_ms;
-                let ips = net.resolve(&host, port, timeout_ms).await?;
+                let mut ips = net.resolve(&host, port, timeout_ms).await?;
+                // In a stable order, so the approval of a request does not depend on the
+                // order a resolver happened to answer in.
+                ips.sort();
                 let identities = netid::request_resources(&host, port, &ips, &local);
                 let addrs = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
                 let checked = self
