@@ -137,6 +137,13 @@ impl NetworkPolicy {
         !matches(&self.deny) && matches(&self.allow)
     }
 
+    /// Whether a deny rule matches `resource` (one identity of a destination).
+    pub fn denies(&self, resource: &str) -> bool {
+        self.deny
+            .iter()
+            .any(|p| match_resource(p, resource).is_some())
+    }
+
     pub fn is_open(&self) -> bool {
         !self.allow.is_empty()
     }

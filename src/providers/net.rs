@@ -156,10 +156,7 @@ impl Net for HttpNet {
     }
 
     fn local_host(&self) -> LocalHost {
-        LocalHost {
-            name: host_name(),
-            addrs: interface_addrs(),
-        }
+        this_machine()
     }
 
     async fn fetch(
@@ -187,6 +184,14 @@ impl Net for HttpNet {
         tokio::time::timeout(deadline, exchange)
             .await
             .map_err(|_| timed_out(req, limits))?
+    }
+}
+
+/// This machine's host name and interface addresses.
+pub(crate) fn this_machine() -> LocalHost {
+    LocalHost {
+        name: host_name(),
+        addrs: interface_addrs(),
     }
 }
 
