@@ -307,7 +307,7 @@ async fn limits_stop_the_call_and_the_process_keeps_working() {
     std::fs::write(h.workspace().join("a.txt"), "x").unwrap();
     let tool = |name: &str, body: &str| {
         format!(
-            "import type {{ Libos }} from \"libos\";\nexport const tool = {{ name: \"{name}\", description: \"d\", input: {{ type: \"object\" }}, output: {{}}, limits: {{ cpu_ms: 300, syscalls: 20, result_bytes: 100000, console_bytes: 1000 }} }};\nexport default async function run(args: any, libos: Libos) {{ {body} }}\n"
+            "import type {{ Libos }} from \"libos\";\nexport const tool = {{ name: \"{name}\", description: \"d\", input: {{ type: \"object\" }}, output: {{}}, limits: {{ cpu_ms: 1000, syscalls: 20, result_bytes: 100000, console_bytes: 1000 }} }};\nexport default async function run(args: any, libos: Libos) {{ {body} }}\n"
         )
     };
     install(&h.kernel, pid, &tool("spin", "while (true) {} "))
@@ -337,7 +337,7 @@ async fn limits_stop_the_call_and_the_process_keeps_working() {
     )
     .await
     .unwrap();
-    install(&h.kernel, pid, &tool("bomb", "const keep: number[][] = []; while (true) { keep.push(new Array(1 << 20).fill(keep.length)); }").replace("cpu_ms: 300", "heap_mb: 16")).await.unwrap();
+    install(&h.kernel, pid, &tool("bomb", "const keep: number[][] = []; while (true) { keep.push(new Array(1 << 20).fill(keep.length)); }").replace("cpu_ms: 1000", "heap_mb: 16")).await.unwrap();
     install(
         &h.kernel,
         pid,
