@@ -418,3 +418,24 @@ async fn the_model_writes_registers_and_calls_a_tool() {
     assert!(seen[3].tools.iter().any(|t| t.name == "count_lines"));
     assert!(!seen[0].tools.iter().any(|t| t.name == "count_lines"));
 }
+
+#[tokio::test]
+async fn a_panic_while_serving_a_model_call_fails_that_call_and_the_run_goes_on() {
+    let h = common::host_with_panicking_clock().await;
+    let model = ScriptedModel::new(vec![
+        ScriptedReply::call("clock_sleep", json!({"ms": common::PANIC_SLEEP_MS})),
+        ScriptedReply::call("clock_sleep", json!({"ms": 1})),
+        ScriptedReply::call("proc_exit", json!({"payload": {"done": true}})),
+    ]);
+    let outcome = run_agent(&h.kernel, opts("sleep", &[]), &model)
+        .await
+        .unwrap();
+    assert_eq!(outcome.stop, StopReason::Exited);
+    assert_eq!(outcome.exit, Some(json!({"done": true})));
+    let results = tool_results(&model);
+    assert!(
+        results[0].contains("Internal") && results[0].contains("injected provider bug"),
+        "{results:?}"
+    );
+    assert!(!results[1].contains("Internal"), "{results:?}");
+}

@@ -8,6 +8,7 @@ use super::error::{SysResult, SyscallError};
 use super::journal::{Keyed, Step};
 use super::process::Status;
 use super::scope::{Done, Scope};
+use super::unwind::catch_panic;
 use super::syscall::{
     FsCall, IntentTiming, JitCall, MemCall, NetCall, Primitive, ProcCall, ShellCall, Syscall,
 };
@@ -54,7 +55,7 @@ impl Kernel {
         let primitive = call.name();
         let span = tracing::info_span!("syscall", pid, primitive, decision = tracing::field::Empty);
         let mut scope = scope;
-        async move {
+        let serve = async move {
             if let Err(e) = self.gate(pid, &call).await {
                 return self.finish(pid, &call, scope, Err(e), None).await;
             }
@@ -93,11 +94,12 @@ impl Kernel {
                     }
                 }
             }
-            let result = self.dispatch(pid, &call, &mut scope).await;
+            // A panic in a handler or provider is this call's `Internal` error, audited.
+            let result = catch_panic(primitive, self.dispatch(pid, &call, &mut scope)).await;
             self.finish(pid, &call, scope, result, journal).await
-        }
-        .instrument(span)
-        .await
+        };
+        // Anywhere else (the gate, the journal, the audit record itself): still only this call.
+        catch_panic(primitive, serve.instrument(span)).await
     }
 
     /// Checks that `pid` may make a syscall now: it exists, is not terminal, is not

@@ -259,6 +259,16 @@ impl Kernel {
     /// `key`. The agent loop keys each model tool call by its place in the transcript, so a
     /// resumed conversation never repeats an effect. Keys are letters, digits, `_`, `-`, `.`.
     pub async fn syscall_once(&self, pid: Pid, key: &str, call: Syscall) -> SysResult<Value> {
+        let primitive = call.name();
+        super::unwind::catch_panic(primitive, self.syscall_once_unguarded(pid, key, call)).await
+    }
+
+    async fn syscall_once_unguarded(
+        &self,
+        pid: Pid,
+        key: &str,
+        call: Syscall,
+    ) -> SysResult<Value> {
         let key_ok = !key.is_empty()
             && key.len() <= 128
             && key

@@ -31,6 +31,7 @@ mod proc_calls;
 mod scope;
 mod state;
 mod tools;
+pub(crate) mod unwind;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -9,8 +9,10 @@
 //! checked here like any other: the tool table grants nothing.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -22,6 +24,7 @@ use super::journal::Invocation;
 use super::process::own_namespace;
 use super::scope::{Done, Scope};
 use super::syscall::{JitCall, MemCall, ObjectSpec, Syscall};
+use super::unwind::{catch_panic_sync, panicked};
 use super::Kernel;
 use crate::isolate::{CallContext, CallLimits, CallRequest, IsolateHost, SyscallPort, ToolModule};
 use crate::jit::{self, AnalyzeOptions, DeclaredTest, ToolMeta};
@@ -729,7 +732,10 @@ impl SyscallPort for KernelPort {
         let kernel = self.kernel.clone();
         let handle = self.handle.clone();
         let ctx = ctx.clone();
-        Box::pin(async move {
+        // The engine polls this future inside a callback that cannot unwind: a panic must
+        // stop here, as this call's `Internal` error.
+        let primitive = call["primitive"].as_str().unwrap_or("syscall").to_string();
+        let serve = async move {
             let call = match Syscall::from_wire(call) {
                 Ok(call) => call,
                 Err(e) => return Err(wire(&SyscallError::invalid(e))),
@@ -750,12 +756,24 @@ impl SyscallPort for KernelPort {
                 None => run.await,
             };
             result.map_err(|err| wire(&err))
+        };
+        Box::pin(async move {
+            match AssertUnwindSafe(serve).catch_unwind().await {
+                Ok(result) => result,
+                Err(payload) => Err(wire(&panicked(&primitive, payload.as_ref()))),
+            }
         })
     }
 
     fn console(&self, ctx: &CallContext, level: &str, text: &str) {
-        self.kernel
-            .log_console(ctx.pid, &ctx.invocation_id, level, text);
+        let logged = catch_panic_sync("console", || {
+            self.kernel
+                .log_console(ctx.pid, &ctx.invocation_id, level, text);
+            Ok(())
+        });
+        if let Err(err) = logged {
+            tracing::error!(pid = ctx.pid, %err, "console output was not recorded");
+        }
     }
 }
 
@@ -796,6 +814,18 @@ impl SyscallPort for MockPort {
         _ctx: &CallContext,
         call: Value,
     ) -> agent_libos_ops::BoxFuture<'static, Result<Value, Value>> {
+        // Answered synchronously, but polled inside the engine all the same.
+        let outcome = catch_panic_sync("declared test", || Ok(self.answer(call)))
+            .unwrap_or_else(|err| Err(wire(&err)));
+        Box::pin(async move { outcome })
+    }
+
+    fn console(&self, _ctx: &CallContext, _level: &str, _text: &str) {}
+}
+
+impl MockPort {
+    /// The scripted outcome of `call`, or why the script does not match it.
+    fn answer(&self, call: Value) -> Result<Value, Value> {
         let primitive = call["primitive"].as_str().unwrap_or("?").to_string();
         let step = {
             let mut next = self.next.lock();
@@ -830,10 +860,8 @@ impl SyscallPort for MockPort {
                 _ => Ok(step.result.clone().unwrap_or(Value::Null)),
             },
         };
-        Box::pin(async move { outcome })
+        outcome
     }
-
-    fn console(&self, _ctx: &CallContext, _level: &str, _text: &str) {}
 }
 
 /// Whether every field of `want` appears with the same value in `have`.

@@ -73,3 +73,52 @@ export default async function run(args: { path: string }, libos: any) {
   return { lines: text.split("\n").length };
 }
 "#;
+
+/// `clock.sleep` of exactly this many milliseconds panics in [`PanickingClock`].
+pub const PANIC_SLEEP_MS: u64 = 13;
+
+/// A clock provider with one bug: sleeping [`PANIC_SLEEP_MS`] panics. Everything else is the
+/// host's clock. It stands for any panic reached while serving a call.
+pub struct PanickingClock;
+
+#[async_trait::async_trait]
+impl agent_libos::providers::Clock for PanickingClock {
+    fn now_ms(&self) -> i64 {
+        agent_libos::providers::SystemClock.now_ms()
+    }
+
+    async fn sleep(&self, ms: u64) {
+        if ms == PANIC_SLEEP_MS {
+            panic!("injected provider bug: sleep({ms})");
+        }
+        agent_libos::providers::SystemClock.sleep(ms).await
+    }
+}
+
+/// A real kernel whose clock provider panics on `clock.sleep(PANIC_SLEEP_MS)`.
+pub async fn host_with_panicking_clock() -> TestHost {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let mut providers = agent_libos::providers::Providers::host(&ws).expect("providers");
+    providers.clock = std::sync::Arc::new(PanickingClock);
+    let mut config = KernelConfig::new(dir.path().join("state.db"), &ws);
+    config.providers = Some(providers);
+    let kernel = Kernel::open(config).await.expect("open kernel");
+    TestHost { dir, kernel }
+}
+
+/// A tool that sleeps `args.ms` and returns it: with [`host_with_panicking_clock`], the
+/// panic happens inside the tool's syscall, under the engine.
+pub const SLEEPER: &str = r#"export const tool = {
+  name: "sleeper",
+  description: "Sleeps a while",
+  input: { type: "object", properties: { ms: { type: "integer" } }, required: ["ms"] },
+  output: { type: "object", properties: { slept: { type: "integer" } }, required: ["slept"] },
+};
+
+export default async function run(args: { ms: number }, libos: any) {
+  await libos.clock.sleep(args.ms);
+  return { slept: args.ms };
+}
+"#;
