@@ -219,6 +219,7 @@ impl Kernel {
                     parent_seq: scope.parent_seq,
                     detail: json!({"request": call.audit_summary(), "result": done.detail}),
                 };
+                let on_commit = done.on_commit.take();
                 let mut batch = done.batch.audit(entry);
                 if let Some(row) = journal_row(json!({"ok": done.value})) {
                     batch = batch.journal(row);
@@ -231,6 +232,9 @@ impl Kernel {
                         .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
                 } else {
                     self.inner.store.submit(batch);
+                }
+                if let Some(apply) = on_commit {
+                    apply();
                 }
                 Ok(done.value)
             }

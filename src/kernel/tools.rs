@@ -64,7 +64,27 @@ pub(crate) type ToolTable = HashMap<String, Arc<LoadedTool>>;
 #[derive(Default)]
 pub(crate) struct ToolTables {
     tables: Mutex<HashMap<Pid, Arc<ToolTable>>>,
+    /// Names a registration has claimed and not yet committed (or given up).
+    registering: Mutex<std::collections::HashSet<(Pid, String)>>,
     transpiled: jit::TranspileCache,
+}
+
+/// A tool name claimed by one registration until its commit; released when dropped.
+struct NameClaim {
+    kernel: Kernel,
+    pid: Pid,
+    name: String,
+}
+
+impl Drop for NameClaim {
+    fn drop(&mut self) {
+        self.kernel
+            .inner
+            .tools
+            .registering
+            .lock()
+            .remove(&(self.pid, std::mem::take(&mut self.name)));
+    }
 }
 
 impl Kernel {
@@ -132,7 +152,10 @@ impl Kernel {
             mime: Some("text/typescript".into()),
             ..ObjectSpec::default()
         };
-        let mut done = self.mem_call(pid, &MemCall::Create(spec), scope).await?;
+        // Created here, not through `mem.create`, which refuses this type: a candidate is
+        // what `tool.propose` stored, never an object a process shaped like one.
+        let create = MemCall::Create(spec.clone());
+        let mut done = self.create_object(pid, &spec, &create, scope).await?;
         let id = done.value["id"].clone();
         done.value = json!({"id": id, "hash": hash});
         done.detail = json!({"id": id, "hash": hash, "bytes": source.len()});
@@ -159,17 +182,17 @@ impl Kernel {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let hash = object["payload"]["hash"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        // Computed, never read from the object: the hash names the code that runs.
+        let hash = crate::util::sha256_hex(source.as_bytes());
         Ok((source, hash))
     }
 
     async fn validate(&self, pid: Pid, id: &str, scope: &mut Scope) -> SysResult<Done> {
         let (source, hash) = self.candidate_source(pid, id, scope).await?;
         let specifier = specifier_for(&hash);
-        let (report, ok) = match jit::analyze(&specifier, &source, &AnalyzeOptions::default()) {
+        let analyzed =
+            jit::analyze_async(specifier.clone(), source.into(), AnalyzeOptions::default()).await;
+        let (report, ok) = match analyzed {
             Err(findings) => (
                 json!({"id": id, "name": Value::Null, "ok": false, "findings": findings, "tests": []}),
                 false,
@@ -294,11 +317,11 @@ impl Kernel {
                 "tool candidate {id} has not passed validation; call tool.validate first and fix its findings"
             )));
         }
-        let loaded = self.load_tool(&source, &hash)?;
+        let loaded = self.load_tool(source, &hash).await?;
         let name = loaded.meta.name.clone();
         self.authorize_one(pid, format!("tool:{name}"), Right::Create, call, scope)
             .await?;
-        let table = self.tool_table(pid).await?;
+        self.tool_table(pid).await?;
         let image_tools = {
             let image_id = self.process(pid).map(|p| p.image_id).unwrap_or_default();
             self.image(&image_id)
@@ -306,11 +329,29 @@ impl Kernel {
                 .map(|i| i.default_tools)
                 .unwrap_or_default()
         };
-        if table.contains_key(&name) || image_tools.contains(&name) {
-            return Err(SyscallError::AlreadyExists(format!(
+        let taken = || {
+            SyscallError::AlreadyExists(format!(
                 "tool {name} is already in process {pid}'s tool table (tools are never shadowed)"
-            )));
+            ))
+        };
+        if image_tools.contains(&name) {
+            return Err(taken());
         }
+        // Claim the name against the current table and every registration in flight, so two
+        // concurrent registrations of one name cannot both reach the commit.
+        let claim = {
+            let tables = self.inner.tools.tables.lock();
+            let mut registering = self.inner.tools.registering.lock();
+            let in_table = tables.get(&pid).is_some_and(|t| t.contains_key(&name));
+            if in_table || !registering.insert((pid, name.clone())) {
+                return Err(taken());
+            }
+            NameClaim {
+                kernel: self.clone(),
+                pid,
+                name: name.clone(),
+            }
+        };
         let batch = WriteBatch::default().stmt(
             "INSERT INTO tools (pid, name, object_id, source_hash, meta, registered_at) VALUES (?, ?, ?, ?, ?, ?)",
             vec![
@@ -322,26 +363,36 @@ impl Kernel {
                 self.now().into(),
             ],
         );
-        self.inner
-            .tools
-            .tables
-            .lock()
-            .entry(pid)
-            .and_modify(|table| {
-                Arc::make_mut(table).insert(name.clone(), Arc::new(loaded));
-            });
+        // The table changes only once the registration (and its audit record) is durable.
+        let kernel = self.clone();
+        let registered = name.clone();
+        let publish = move || {
+            kernel
+                .inner
+                .tools
+                .tables
+                .lock()
+                .entry(pid)
+                .and_modify(|table| {
+                    Arc::make_mut(table).insert(registered, Arc::new(loaded));
+                });
+            drop(claim);
+        };
         Ok(Done::new(
             json!({"name": name, "id": id, "hash": hash}),
             format!("tool:{name}"),
         )
-        .batch(batch))
+        .batch(batch)
+        .on_commit(publish))
     }
 
-    /// Analyzes (cached by hash) and wraps a tool's source.
-    fn load_tool(&self, source: &str, hash: &str) -> SysResult<LoadedTool> {
+    /// Analyzes (off the async threads) and wraps a tool's source; `hash` is its SHA-256.
+    async fn load_tool(&self, source: String, hash: &str) -> SysResult<LoadedTool> {
         let specifier = specifier_for(hash);
         let analyzed =
-            jit::analyze(&specifier, source, &AnalyzeOptions::default()).map_err(|findings| {
+            jit::analyze_async(specifier.clone(), source.into(), AnalyzeOptions::default())
+                .await
+                .map_err(|findings| {
                 SyscallError::invalid(format!(
                     "tool source no longer validates: {}",
                     findings
@@ -373,7 +424,7 @@ impl Kernel {
             return Ok(table.clone());
         }
         let rows = sqlx::query(
-            "SELECT t.name, t.source_hash, o.payload FROM tools t JOIN objects o ON o.id = t.object_id WHERE t.pid = ?",
+            "SELECT t.name, o.payload FROM tools t JOIN objects o ON o.id = t.object_id WHERE t.pid = ?",
         )
         .bind(pid)
         .fetch_all(self.inner.store.pool())
@@ -381,11 +432,12 @@ impl Kernel {
         let mut table = HashMap::new();
         for row in rows {
             let name: String = row.try_get("name")?;
-            let hash: String = row.try_get("source_hash")?;
             let payload: String = row.try_get("payload")?;
             let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
-            let source = payload["source"].as_str().unwrap_or_default();
-            table.insert(name, Arc::new(self.load_tool(source, &hash)?));
+            let source = payload["source"].as_str().unwrap_or_default().to_string();
+            // The stored hash is a record of what was registered; the code is what is hashed.
+            let hash = crate::util::sha256_hex(source.as_bytes());
+            table.insert(name, Arc::new(self.load_tool(source, &hash).await?));
         }
         let table = self
             .inner
