@@ -37,7 +37,8 @@ pub fn json_with_keys(keys: &'static [&'static str]) -> impl Strategy<Value = Va
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         tricky_string().prop_map(Value::String),
     ];
     let key = prop_oneof![

@@ -1,4 +1,6 @@
 //! `agent-libos tool check|test|run` through the real binary.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod cli_support;
 
@@ -412,6 +414,9 @@ fn deeply_nested_source_is_rejected_not_fatal_by_tool_run() {
     let file = env.write("deep.ts", &deeply_nested_tool(5000));
     let out = env.run(&["tool", "run", file.to_str().unwrap()]);
     assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stdout.contains("limits") || out.stderr.contains("limits"), "{out:?}");
+    assert!(
+        out.stdout.contains("limits") || out.stderr.contains("limits"),
+        "{out:?}"
+    );
     assert!(out.stderr.contains("nested more than"), "{out:?}");
 }

@@ -1,6 +1,8 @@
 //! A panic while serving one call fails that call with `Internal`; the host keeps serving.
 //! The panic is injected by a provider (`common::PanickingClock`) and reached directly, from
 //! a tool's syscall under the engine, and from a declared test's mocked syscall path.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 
@@ -31,7 +33,12 @@ async fn install(kernel: &Kernel, pid: Pid, source: &str) -> String {
     registered["name"].as_str().unwrap().to_string()
 }
 
-async fn call_tool(kernel: &Kernel, pid: Pid, name: &str, args: Value) -> Result<Value, SyscallError> {
+async fn call_tool(
+    kernel: &Kernel,
+    pid: Pid,
+    name: &str,
+    args: Value,
+) -> Result<Value, SyscallError> {
     kernel
         .syscall(
             pid,
@@ -98,13 +105,17 @@ async fn a_panic_under_a_tools_syscall_fails_that_call_and_the_next_call_works()
         .unwrap_err();
     assert_internal_panic(&err);
     // Same process, same isolate, same tool: the host is still serving.
-    let ok = call_tool(&h.kernel, pid, &name, json!({"ms": 1})).await.unwrap();
+    let ok = call_tool(&h.kernel, pid, &name, json!({"ms": 1}))
+        .await
+        .unwrap();
     assert_eq!(ok, json!({"slept": 1}));
     // Another process is unaffected too.
     let other = h.spawn(&["tool:sleeper=create"]).await;
     let name = install(&h.kernel, other, common::SLEEPER).await;
     assert_eq!(
-        call_tool(&h.kernel, other, &name, json!({"ms": 2})).await.unwrap(),
+        call_tool(&h.kernel, other, &name, json!({"ms": 2}))
+            .await
+            .unwrap(),
         json!({"slept": 2})
     );
 }

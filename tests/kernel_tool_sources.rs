@@ -2,6 +2,8 @@
 //! enough to overflow a parser is refused, not fatal; a candidate's hash is computed, never
 //! read from data; and of two concurrent registrations of one name, only the committed
 //! one's code ever runs, and both attempts are audited.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 
@@ -64,8 +66,16 @@ async fn deeply_nested_source_is_rejected_not_fatal_by_the_kernel() {
     let h = common::host().await;
     let pid = h.spawn(&["tool:*=create"]).await;
     for deep in [
-        format!("export const x = {}1{};", "[".repeat(5000), "]".repeat(5000)),
-        format!("export const x = {}1{};", "(".repeat(5000), ")".repeat(5000)),
+        format!(
+            "export const x = {}1{};",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        ),
+        format!(
+            "export const x = {}1{};",
+            "(".repeat(5000),
+            ")".repeat(5000)
+        ),
         format!("export const x = `{}`;", "${`".repeat(3000)),
         format!("export const x = {}1;", "!".repeat(20000)),
         format!("export const x = {}1;", "- ".repeat(20000)),
@@ -83,7 +93,10 @@ async fn deeply_nested_source_is_rejected_not_fatal_by_the_kernel() {
     let id = proposed["id"].as_str().unwrap();
     assert_eq!(validate(&h.kernel, pid, id).await["ok"], true);
     register(&h.kernel, pid, id).await.unwrap();
-    assert_eq!(call(&h.kernel, pid, "hello").await.unwrap(), json!({"said": "hi"}));
+    assert_eq!(
+        call(&h.kernel, pid, "hello").await.unwrap(),
+        json!({"said": "hi"})
+    );
 }
 
 #[tokio::test]
@@ -100,7 +113,10 @@ async fn a_candidate_hash_is_computed_not_trusted() {
     let id = proposed["id"].as_str().unwrap();
     assert_eq!(validate(&h.kernel, pid, id).await["ok"], true);
     register(&h.kernel, pid, id).await.unwrap();
-    assert_eq!(call(&h.kernel, pid, "good").await.unwrap(), json!({"said": "benign"}));
+    assert_eq!(
+        call(&h.kernel, pid, "good").await.unwrap(),
+        json!({"said": "benign"})
+    );
 
     // An object shaped like a candidate, carrying the good tool's hash over other code, is
     // not a candidate: neither mem.create nor mem.from_file makes one.
@@ -135,7 +151,10 @@ async fn a_candidate_hash_is_computed_not_trusted() {
         .unwrap_err();
     assert!(matches!(err, SyscallError::InvalidArgument(_)), "{err:?}");
     // The registered tool still runs its own code.
-    assert_eq!(call(&h.kernel, pid, "good").await.unwrap(), json!({"said": "benign"}));
+    assert_eq!(
+        call(&h.kernel, pid, "good").await.unwrap(),
+        json!({"said": "benign"})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +182,11 @@ async fn concurrent_registrations_run_the_registered_code() {
             outcomes.push(run.await.unwrap());
         }
         let won: Vec<usize> = (0..2).filter(|i| outcomes[*i].is_ok()).collect();
-        assert_eq!(won.len(), 1, "trial {trial}: exactly one registration wins: {outcomes:?}");
+        assert_eq!(
+            won.len(),
+            1,
+            "trial {trial}: exactly one registration wins: {outcomes:?}"
+        );
         let lost = 1 - won[0];
         assert!(
             matches!(outcomes[lost], Err(SyscallError::AlreadyExists(_))),
@@ -190,7 +213,10 @@ async fn concurrent_registrations_run_the_registered_code() {
             .map(|r| r.decision.as_str())
             .collect();
         assert_eq!(registers.len(), 2, "trial {trial}: {registers:?}");
-        assert!(registers.contains(&"allow") && registers.contains(&"error"), "{registers:?}");
+        assert!(
+            registers.contains(&"allow") && registers.contains(&"error"),
+            "{registers:?}"
+        );
         // And the winner's code is what runs.
         if trial % 10 == 0 {
             let said = call(&h.kernel, pid, "twin").await.unwrap();

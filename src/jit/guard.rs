@@ -174,7 +174,9 @@ pub fn on_front_end_thread<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T
             .stack_size(FRONT_END_STACK)
             .spawn_scoped(scope, work)
             .map_err(|e| format!("cannot start the front end's thread: {e}"))?;
-        handle.join().map_err(|payload| panic_text(payload.as_ref()))
+        handle
+            .join()
+            .map_err(|payload| panic_text(payload.as_ref()))
     })
 }
 
@@ -198,7 +200,10 @@ pub async fn on_front_end_thread_async<T: Send + 'static>(
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    format!("the front end failed: {}", crate::util::panic_message(payload))
+    format!(
+        "the front end failed: {}",
+        crate::util::panic_message(payload)
+    )
 }
 
 #[cfg(test)]
@@ -221,8 +226,15 @@ mod tests {
     fn deeply_nested_source_is_rejected_not_fatal() {
         let deep = format!("const x = {}1{};", "[".repeat(5000), "]".repeat(5000));
         let finding = limits_finding(&deep);
-        assert!(finding.message.contains("nested more than 128"), "{finding}");
-        assert_eq!((finding.line, finding.column), (1, 11 + MAX_NESTING), "{finding}");
+        assert!(
+            finding.message.contains("nested more than 128"),
+            "{finding}"
+        );
+        assert_eq!(
+            (finding.line, finding.column),
+            (1, 11 + MAX_NESTING),
+            "{finding}"
+        );
         for deep in [
             format!("let f = {}0{};", "(".repeat(5000), ")".repeat(5000)),
             format!("let o = {}{};", "{a:".repeat(5000), "}".repeat(5000)),
@@ -334,12 +346,13 @@ mod tests {
             Box::new(nested("{a:", "1+", "}")),
             Box::new(nested("(b)=>{return ", "a=>", "}")),
             Box::new(nested("`${", "!", "}`")),
-            Box::new(move |n: usize| {
-                tool(format!("(() => {{ {}1; }})()", "if(a)".repeat(n)))
-            }),
+            Box::new(move |n: usize| tool(format!("(() => {{ {}1; }})()", "if(a)".repeat(n)))),
             Box::new(move |n: usize| tool(format!("(() => {{ {}1; }})()", "l:".repeat(n)))),
             Box::new(move |n: usize| {
-                tool(format!("(() => {{ if(a)1;{} }})()", "else if(a)1;".repeat(n)))
+                tool(format!(
+                    "(() => {{ if(a)1;{} }})()",
+                    "else if(a)1;".repeat(n)
+                ))
             }),
             Box::new(move |n: usize| {
                 format!("type T = {}B;\n{}", "A|".repeat(n), tool("1".into()))

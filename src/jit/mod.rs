@@ -24,7 +24,7 @@ pub use finding::{rule, Finding};
 pub use rules::DEFAULT_ALLOWED_IMPORTS;
 pub use schema::{check_schema, validate};
 pub use tool::{
-    analyze, analyze_async, is_valid_tool_name, AnalyzeOptions, AnalyzedTool, DeclaredTest, MockSyscall,
-    ToolLimits, ToolMeta,
+    analyze, analyze_async, is_valid_tool_name, AnalyzeOptions, AnalyzedTool, DeclaredTest,
+    MockSyscall, ToolLimits, ToolMeta,
 };
 pub use transpile::{transpile, Diagnostic, TranspileCache, Transpiled};

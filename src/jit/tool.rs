@@ -14,8 +14,8 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use super::exports::{check_default_export, find_tool, ToolExport};
-use super::guard;
 use super::finding::{rule, Finding};
+use super::guard;
 use super::literal::{to_json, unwrap_type_wrappers};
 use super::rules::{self, DEFAULT_ALLOWED_IMPORTS};
 use super::schema::{check_schema, validate};

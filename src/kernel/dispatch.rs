@@ -8,10 +8,10 @@ use super::error::{SysResult, SyscallError};
 use super::journal::{Keyed, Step};
 use super::process::Status;
 use super::scope::{Done, Scope};
-use super::unwind::catch_panic;
 use super::syscall::{
     FsCall, IntentTiming, JitCall, MemCall, NetCall, Primitive, ProcCall, ShellCall, Syscall,
 };
+use super::unwind::catch_panic;
 use super::Kernel;
 use crate::audit::{AuditEntry, Decision};
 use crate::store::{JournalRow, WriteBatch};

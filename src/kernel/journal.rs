@@ -263,12 +263,7 @@ impl Kernel {
         super::unwind::catch_panic(primitive, self.syscall_once_unguarded(pid, key, call)).await
     }
 
-    async fn syscall_once_unguarded(
-        &self,
-        pid: Pid,
-        key: &str,
-        call: Syscall,
-    ) -> SysResult<Value> {
+    async fn syscall_once_unguarded(&self, pid: Pid, key: &str, call: Syscall) -> SysResult<Value> {
         let key_ok = !key.is_empty()
             && key.len() <= 128
             && key

@@ -978,12 +978,52 @@ mod properties {
     use proptest::prelude::*;
 
     const FIELDS: &[&str] = &[
-        "primitive", "argv", "body", "budget", "channel", "choices", "content", "goal", "headers",
-        "id", "image", "inherit", "manifest", "max_bytes", "message", "method", "name",
-        "namespace", "type", "overwrite", "path", "payload", "pid", "question", "reason",
-        "recursive", "resource", "rights", "stdin", "target", "timeout_ms", "url", "ms", "item",
-        "tags", "appendable", "source", "args", "signal", "tool_calls", "children", "syscalls",
-        "wall_time_ms", "right", "policy", "delegable",
+        "primitive",
+        "argv",
+        "body",
+        "budget",
+        "channel",
+        "choices",
+        "content",
+        "goal",
+        "headers",
+        "id",
+        "image",
+        "inherit",
+        "manifest",
+        "max_bytes",
+        "message",
+        "method",
+        "name",
+        "namespace",
+        "type",
+        "overwrite",
+        "path",
+        "payload",
+        "pid",
+        "question",
+        "reason",
+        "recursive",
+        "resource",
+        "rights",
+        "stdin",
+        "target",
+        "timeout_ms",
+        "url",
+        "ms",
+        "item",
+        "tags",
+        "appendable",
+        "source",
+        "args",
+        "signal",
+        "tool_calls",
+        "children",
+        "syscalls",
+        "wall_time_ms",
+        "right",
+        "policy",
+        "delegable",
     ];
 
     fn primitive_names() -> Vec<String> {
@@ -999,10 +1039,7 @@ mod properties {
     fn call_like() -> impl Strategy<Value = Value> {
         (
             prop::sample::select(primitive_names()),
-            prop::collection::vec(
-                (prop::sample::select(FIELDS), json_with_keys(FIELDS)),
-                0..6,
-            ),
+            prop::collection::vec((prop::sample::select(FIELDS), json_with_keys(FIELDS)), 0..6),
         )
             .prop_map(|(primitive, fields)| {
                 let mut map: serde_json::Map<String, Value> = fields
@@ -1016,7 +1053,10 @@ mod properties {
 
     /// A valid call of some primitive with one field replaced, added or removed.
     fn mutated_sample() -> impl Strategy<Value = Value> {
-        let samples: Vec<Value> = wire_contract::samples().into_iter().map(|(v, _)| v).collect();
+        let samples: Vec<Value> = wire_contract::samples()
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
         (
             prop::sample::select(samples),
             prop::sample::select(FIELDS),
@@ -1038,7 +1078,12 @@ mod properties {
             return Ok(());
         };
         prop_assert_eq!(Some(call.name()), input["primitive"].as_str());
-        let _ = (call.args_hash(), call.audit_summary(), call.intent_timing(), call.is_effect());
+        let _ = (
+            call.args_hash(),
+            call.audit_summary(),
+            call.intent_timing(),
+            call.is_effect(),
+        );
         let wire = serde_json::to_value(&call).expect("a decoded call serializes");
         let back = Syscall::from_wire(wire.clone());
         prop_assert_eq!(back.as_ref(), Ok(&call), "{} does not round-trip", wire);

@@ -393,15 +393,15 @@ impl Kernel {
             jit::analyze_async(specifier.clone(), source.into(), AnalyzeOptions::default())
                 .await
                 .map_err(|findings| {
-                SyscallError::invalid(format!(
-                    "tool source no longer validates: {}",
-                    findings
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ))
-            })?;
+                    SyscallError::invalid(format!(
+                        "tool source no longer validates: {}",
+                        findings
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ))
+                })?;
         let transpiled = self
             .inner
             .tools

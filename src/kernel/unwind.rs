@@ -2,8 +2,8 @@
 //!
 //! Whatever panics while one call is being served — a provider, a handler, the wire decoding,
 //! a bug reached by one odd input — becomes `Internal` for that call, and the host keeps
-//! serving every other. This matters most where a tool's syscall runs: deno_core polls an
-//! async op inside an engine callback that cannot unwind, so a panic that reached the engine
+//! serving every other. This matters most where a tool's syscall runs: the JavaScript engine polls
+//! its async op inside a callback that cannot unwind, so a panic that reached the engine
 //! would abort the whole host. The kernel's port, `Kernel::syscall`, the MCP server and the
 //! agent loop each catch here, before a panic can travel further.
 

@@ -230,13 +230,14 @@ impl ServerHandler for LibosServer {
     ) -> Result<CallToolResponse, ErrorData> {
         let args = Value::Object(request.arguments.unwrap_or_default());
         // A panic while serving this request fails this request only; the session goes on.
-        let reply = match AssertUnwindSafe(self.session.dispatch(&request.name, &args, &context.peer))
-            .catch_unwind()
-            .await
-        {
-            Ok(reply) => reply,
-            Err(payload) => Reply::Err(error_text(&panicked(&request.name, payload.as_ref()))),
-        };
+        let reply =
+            match AssertUnwindSafe(self.session.dispatch(&request.name, &args, &context.peer))
+                .catch_unwind()
+                .await
+            {
+                Ok(reply) => reply,
+                Err(payload) => Reply::Err(error_text(&panicked(&request.name, payload.as_ref()))),
+            };
         Ok(CallToolResponse::Complete(match reply {
             Reply::Ok(value) => {
                 let text = serde_json::to_string_pretty(&value).unwrap_or_default();
