@@ -65,7 +65,7 @@ impl Kernel {
                     None => {}
                     Some(Err(e)) => return self.finish(pid, &call, scope, Err(e), None).await,
                     Some(Ok(Step::Replay(result))) => {
-                        return self.replayed(pid, &call, &inv, result)
+                        return self.replayed(pid, &call, &inv, result).await
                     }
                     Some(Ok(Step::Fresh {
                         seq,
@@ -231,7 +231,11 @@ impl Kernel {
                         .await
                         .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
                 } else {
-                    self.inner.store.submit(batch);
+                    self.inner
+                        .store
+                        .submit(batch)
+                        .await
+                        .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
                 }
                 if let Some(apply) = on_commit {
                     apply();
@@ -280,7 +284,9 @@ impl Kernel {
                         batch = batch.journal(row);
                     }
                 }
-                self.inner.store.submit(batch);
+                if let Err(e) = self.inner.store.submit(batch).await {
+                    tracing::error!(%e, "the audit record of a failed call was not queued");
+                }
                 Err(err)
             }
         }
@@ -302,7 +308,7 @@ impl Kernel {
     }
 
     /// A syscall answered from the journal on replay: audited, not run.
-    fn replayed(
+    async fn replayed(
         &self,
         pid: Pid,
         call: &Syscall,
@@ -321,7 +327,11 @@ impl Kernel {
             parent_seq: None,
             detail: json!({"request": call.audit_summary(), "replayed": result.is_ok()}),
         };
-        self.inner.store.submit(WriteBatch::default().audit(entry));
+        self.inner
+            .store
+            .submit(WriteBatch::default().audit(entry))
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
         result
     }
 }

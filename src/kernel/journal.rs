@@ -248,8 +248,8 @@ impl Kernel {
             if let Err(e) = self.inner.store.commit(batch).await {
                 tracing::error!(%e, "recording a waiting invocation");
             }
-        } else {
-            self.inner.store.submit(batch);
+        } else if let Err(e) = self.inner.store.submit(batch).await {
+            tracing::error!(%e, "recording an invocation's outcome");
         }
     }
 
@@ -338,7 +338,9 @@ impl Kernel {
             .syscall_correlated(pid, call, Some(key.to_string()))
             .await;
         if !batch.is_empty() {
-            self.inner.store.submit(batch);
+            if let Err(e) = self.inner.store.submit(batch).await {
+                tracing::error!(%e, "recording an invocation");
+            }
         }
         self.end_invocation(key, &result).await;
         result

@@ -704,7 +704,11 @@ impl Kernel {
                 self.now().into(),
             ],
         );
-        self.inner.store.submit(batch);
+        // Called from the engine's console op, which cannot wait: a full queue drops this
+        // line (never an audit record) and says so.
+        if let Err(e) = self.inner.store.try_submit(batch) {
+            tracing::warn!(pid, invocation, %e, "console output was not recorded");
+        }
     }
 
     /// The console output of a process, oldest first: (invocation, level, text).
