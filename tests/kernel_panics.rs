@@ -6,49 +6,9 @@
 
 mod common;
 
-use agent_libos::kernel::{ClockCall, JitCall, Kernel, Pid, Syscall, SyscallError};
-use common::PANIC_SLEEP_MS;
-use serde_json::{json, Value};
-
-async fn install(kernel: &Kernel, pid: Pid, source: &str) -> String {
-    let proposed = kernel
-        .syscall(
-            pid,
-            Syscall::Tool(JitCall::Propose {
-                source: source.into(),
-            }),
-        )
-        .await
-        .unwrap();
-    let id = proposed["id"].as_str().unwrap().to_string();
-    let report = kernel
-        .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
-        .await
-        .unwrap();
-    assert_eq!(report["ok"], true, "validation: {report}");
-    let registered = kernel
-        .syscall(pid, Syscall::Tool(JitCall::Register { id }))
-        .await
-        .unwrap();
-    registered["name"].as_str().unwrap().to_string()
-}
-
-async fn call_tool(
-    kernel: &Kernel,
-    pid: Pid,
-    name: &str,
-    args: Value,
-) -> Result<Value, SyscallError> {
-    kernel
-        .syscall(
-            pid,
-            Syscall::Tool(JitCall::Call {
-                name: name.into(),
-                args,
-            }),
-        )
-        .await
-}
+use agent_libos::kernel::{ClockCall, Syscall, SyscallError};
+use common::{call, install, PANIC_SLEEP_MS};
+use serde_json::json;
 
 fn assert_internal_panic(err: &SyscallError) {
     let SyscallError::Internal(message) = err else {
@@ -99,21 +59,19 @@ async fn a_panicking_provider_fails_only_its_call_and_is_audited() {
 async fn a_panic_under_a_tools_syscall_fails_that_call_and_the_next_call_works() {
     let h = common::host_with_panicking_clock().await;
     let pid = h.spawn(&["tool:sleeper=create"]).await;
-    let name = install(&h.kernel, pid, common::SLEEPER).await;
-    let err = call_tool(&h.kernel, pid, &name, json!({"ms": PANIC_SLEEP_MS}))
+    let name = install(&h.kernel, pid, common::SLEEPER).await.unwrap();
+    let err = call(&h.kernel, pid, &name, json!({"ms": PANIC_SLEEP_MS}))
         .await
         .unwrap_err();
     assert_internal_panic(&err);
     // Same process, same isolate, same tool: the host is still serving.
-    let ok = call_tool(&h.kernel, pid, &name, json!({"ms": 1}))
-        .await
-        .unwrap();
+    let ok = call(&h.kernel, pid, &name, json!({"ms": 1})).await.unwrap();
     assert_eq!(ok, json!({"slept": 1}));
     // Another process is unaffected too.
     let other = h.spawn(&["tool:sleeper=create"]).await;
-    let name = install(&h.kernel, other, common::SLEEPER).await;
+    let name = install(&h.kernel, other, common::SLEEPER).await.unwrap();
     assert_eq!(
-        call_tool(&h.kernel, other, &name, json!({"ms": 2}))
+        call(&h.kernel, other, &name, json!({"ms": 2}))
             .await
             .unwrap(),
         json!({"slept": 2})
@@ -136,8 +94,8 @@ export default async function run(args: any, libos: any) {
   return { kind, now: await libos.clock.now() };
 }
 "#;
-    let name = install(&h.kernel, pid, source).await;
-    let out = call_tool(&h.kernel, pid, &name, json!({})).await.unwrap();
+    let name = install(&h.kernel, pid, source).await.unwrap();
+    let out = call(&h.kernel, pid, &name, json!({})).await.unwrap();
     assert_eq!(out["kind"], "InternalError", "{out}");
     assert!(out["now"].as_i64().unwrap() > 0);
 }

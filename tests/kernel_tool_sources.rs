@@ -10,18 +10,6 @@ mod common;
 use agent_libos::kernel::{JitCall, Kernel, MemCall, ObjectSpec, Pid, Syscall, SyscallError};
 use serde_json::{json, Value};
 
-async fn propose(kernel: &Kernel, pid: Pid, source: &str) -> Value {
-    kernel
-        .syscall(
-            pid,
-            Syscall::Tool(JitCall::Propose {
-                source: source.into(),
-            }),
-        )
-        .await
-        .unwrap()
-}
-
 async fn validate(kernel: &Kernel, pid: Pid, id: &str) -> Value {
     kernel
         .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.into() }))
@@ -32,18 +20,6 @@ async fn validate(kernel: &Kernel, pid: Pid, id: &str) -> Value {
 async fn register(kernel: &Kernel, pid: Pid, id: &str) -> Result<Value, SyscallError> {
     kernel
         .syscall(pid, Syscall::Tool(JitCall::Register { id: id.into() }))
-        .await
-}
-
-async fn call(kernel: &Kernel, pid: Pid, name: &str) -> Result<Value, SyscallError> {
-    kernel
-        .syscall(
-            pid,
-            Syscall::Tool(JitCall::Call {
-                name: name.into(),
-                args: json!({}),
-            }),
-        )
         .await
 }
 
@@ -80,7 +56,7 @@ async fn deeply_nested_source_is_rejected_not_fatal_by_the_kernel() {
         format!("export const x = {}1;", "!".repeat(20000)),
         format!("export const x = {}1;", "- ".repeat(20000)),
     ] {
-        let proposed = propose(&h.kernel, pid, &deep).await;
+        let proposed = common::propose_report(&h.kernel, pid, &deep).await;
         let id = proposed["id"].as_str().unwrap();
         let report = validate(&h.kernel, pid, id).await;
         assert_eq!(report["ok"], false, "{report}");
@@ -89,12 +65,14 @@ async fn deeply_nested_source_is_rejected_not_fatal_by_the_kernel() {
         assert!(matches!(err, SyscallError::InvalidArgument(_)), "{err:?}");
     }
     // The kernel still serves: a good tool goes through the same path.
-    let proposed = propose(&h.kernel, pid, &sayer("hello", "hi")).await;
+    let proposed = common::propose_report(&h.kernel, pid, &sayer("hello", "hi")).await;
     let id = proposed["id"].as_str().unwrap();
     assert_eq!(validate(&h.kernel, pid, id).await["ok"], true);
     register(&h.kernel, pid, id).await.unwrap();
     assert_eq!(
-        call(&h.kernel, pid, "hello").await.unwrap(),
+        common::call(&h.kernel, pid, "hello", json!({}))
+            .await
+            .unwrap(),
         json!({"said": "hi"})
     );
 }
@@ -104,7 +82,7 @@ async fn a_candidate_hash_is_computed_not_trusted() {
     let h = common::host().await;
     let pid = h.spawn(&["tool:*=create"]).await;
     let good = sayer("good", "benign");
-    let proposed = propose(&h.kernel, pid, &good).await;
+    let proposed = common::propose_report(&h.kernel, pid, &good).await;
     assert_eq!(
         proposed["hash"],
         agent_libos::util::sha256_hex(good.as_bytes()),
@@ -114,7 +92,9 @@ async fn a_candidate_hash_is_computed_not_trusted() {
     assert_eq!(validate(&h.kernel, pid, id).await["ok"], true);
     register(&h.kernel, pid, id).await.unwrap();
     assert_eq!(
-        call(&h.kernel, pid, "good").await.unwrap(),
+        common::call(&h.kernel, pid, "good", json!({}))
+            .await
+            .unwrap(),
         json!({"said": "benign"})
     );
 
@@ -152,7 +132,9 @@ async fn a_candidate_hash_is_computed_not_trusted() {
     assert!(matches!(err, SyscallError::InvalidArgument(_)), "{err:?}");
     // The registered tool still runs its own code.
     assert_eq!(
-        call(&h.kernel, pid, "good").await.unwrap(),
+        common::call(&h.kernel, pid, "good", json!({}))
+            .await
+            .unwrap(),
         json!({"said": "benign"})
     );
 }
@@ -164,7 +146,7 @@ async fn concurrent_registrations_run_the_registered_code() {
         let pid = h.spawn(&["tool:twin=create"]).await;
         let mut ids = Vec::new();
         for word in ["first", "second"] {
-            let proposed = propose(&h.kernel, pid, &sayer("twin", word)).await;
+            let proposed = common::propose_report(&h.kernel, pid, &sayer("twin", word)).await;
             let id = proposed["id"].as_str().unwrap().to_string();
             assert_eq!(validate(&h.kernel, pid, &id).await["ok"], true);
             ids.push((id, proposed["hash"].as_str().unwrap().to_string()));
@@ -219,7 +201,9 @@ async fn concurrent_registrations_run_the_registered_code() {
         );
         // And the winner's code is what runs.
         if trial % 10 == 0 {
-            let said = call(&h.kernel, pid, "twin").await.unwrap();
+            let said = common::call(&h.kernel, pid, "twin", json!({}))
+                .await
+                .unwrap();
             let word = ["first", "second"][won[0]];
             assert_eq!(said, json!({ "said": word }), "trial {trial}");
         }

@@ -30,8 +30,8 @@ use crate::isolate::{CallContext, CallLimits, CallRequest, IsolateHost, SyscallP
 use crate::jit::{self, AnalyzeOptions, DeclaredTest, ToolMeta};
 use crate::store::WriteBatch;
 
-/// Largest tool source accepted by `tool.propose`.
-const MAX_SOURCE_BYTES: usize = 256 << 10;
+/// Largest tool source accepted by `tool.propose`: the most the front end reads.
+const MAX_SOURCE_BYTES: usize = jit::guard::MAX_SOURCE_BYTES;
 
 /// What `resume` did.
 #[derive(Debug, Clone, serde::Serialize)]

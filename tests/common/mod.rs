@@ -1,7 +1,10 @@
 //! Shared setup for integration tests: a real kernel on a real SQLite file and workspace.
 #![allow(dead_code)]
 
-use agent_libos::kernel::{CapabilitySpec, Kernel, KernelConfig, Pid, SpawnOptions};
+use agent_libos::kernel::{
+    CapabilitySpec, JitCall, Kernel, KernelConfig, Pid, SpawnOptions, Syscall, SyscallError,
+};
+use serde_json::Value;
 use tempfile::TempDir;
 
 pub struct TestHost {
@@ -122,3 +125,55 @@ export default async function run(args: { ms: number }, libos: any) {
   return { slept: args.ms };
 }
 "#;
+
+/// Proposes `source` as `pid`; the kernel's answer (`id`, `hash`).
+pub async fn propose_report(kernel: &Kernel, pid: Pid, source: &str) -> Value {
+    kernel
+        .syscall(
+            pid,
+            Syscall::Tool(JitCall::Propose {
+                source: source.into(),
+            }),
+        )
+        .await
+        .unwrap()
+}
+
+/// Proposes `source` as `pid`; the candidate's id.
+pub async fn propose(kernel: &Kernel, pid: Pid, source: &str) -> String {
+    propose_report(kernel, pid, source).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Proposes, validates (which must pass) and registers `source` as `pid`; the tool's name.
+pub async fn install(kernel: &Kernel, pid: Pid, source: &str) -> Result<String, SyscallError> {
+    let id = propose(kernel, pid, source).await;
+    let report = kernel
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
+        .await?;
+    assert_eq!(report["ok"], true, "validation: {report}");
+    let reg = kernel
+        .syscall(pid, Syscall::Tool(JitCall::Register { id }))
+        .await?;
+    Ok(reg["name"].as_str().unwrap().to_string())
+}
+
+/// Calls `pid`'s tool `name` with `args`.
+pub async fn call(
+    kernel: &Kernel,
+    pid: Pid,
+    name: &str,
+    args: Value,
+) -> Result<Value, SyscallError> {
+    kernel
+        .syscall(
+            pid,
+            Syscall::Tool(JitCall::Call {
+                name: name.into(),
+                args,
+            }),
+        )
+        .await
+}
