@@ -22,6 +22,7 @@ pub mod fixture;
 pub mod grants;
 pub mod human;
 pub mod replay;
+pub mod sandbox;
 pub mod serve;
 pub mod tool;
 
@@ -145,6 +146,8 @@ pub struct Ctx {
     pub db_given: bool,
     pub workspace: PathBuf,
     pub json: bool,
+    /// `--unsandboxed-shell`: the operator's opt-out of the shell sandbox.
+    pub unsandboxed_shell: bool,
 }
 
 impl Ctx {
@@ -171,12 +174,16 @@ impl Ctx {
             db_given,
             workspace,
             json: global.json,
+            unsandboxed_shell: global.unsandboxed_shell,
         })
     }
 
     pub fn kernel_config(&self, mode: HumanMode) -> KernelConfig {
         let mut config = KernelConfig::new(&self.db, &self.workspace);
         config.human_mode = mode;
+        if self.unsandboxed_shell {
+            config.sandbox.mode = crate::providers::SandboxMode::Unsandboxed;
+        }
         config
     }
 
@@ -279,6 +286,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Mcp(args) => agent::mcp(ctx, args).await,
         Command::Image(cmd) => admin::image(ctx, cmd).await,
         Command::Resume => admin::resume(ctx).await,
+        Command::Sandbox(cmd) => sandbox::run(ctx, cmd).await,
         Command::Demo(args) => demo::run(ctx, args).await,
     }
 }

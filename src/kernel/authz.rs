@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::capability::{Pid, Right};
 use super::error::{SysResult, SyscallError};
+use super::sandbox_policy::{SandboxInputs, SandboxPolicy};
 use super::scope::Scope;
 use super::syscall::Primitive;
 use super::Kernel;
@@ -258,6 +259,37 @@ impl Kernel {
             method: method.to_string(),
             right,
         })
+    }
+}
+
+/// The OS sandbox the kernel derived for one command from the calling process's
+/// capabilities. The shell provider builds the sandbox from it and from nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a checked sandbox must confine the command it was derived for"]
+pub struct CheckedSandbox {
+    policy: SandboxPolicy,
+}
+
+impl CheckedSandbox {
+    #[cfg(test)]
+    pub fn for_test(policy: SandboxPolicy) -> Self {
+        CheckedSandbox { policy }
+    }
+
+    pub fn policy(&self) -> &SandboxPolicy {
+        &self.policy
+    }
+}
+
+impl Kernel {
+    /// Derives the sandbox of one command from `pid`'s live capabilities, now: only
+    /// `always_allow` grants give access; denies become carve-outs; the runtime's reserved
+    /// paths and the analysis's inputs ride along.
+    pub(crate) fn authorize_sandbox(&self, pid: Pid, inputs: SandboxInputs<'_>) -> CheckedSandbox {
+        let state = self.inner.state.lock();
+        CheckedSandbox {
+            policy: SandboxPolicy::derive(state.caps_of(pid), self.now(), inputs),
+        }
     }
 }
 

@@ -1,9 +1,6 @@
 //! Shell and network primitives.
 //!
-//! Shell: argv only, each command (including those nested in `bash -c`, `env`, `sudo`, …)
-//! authorized as `shell:<argv0>` execute, argv0 matched exactly as given; a script or inline
-//! interpreter code that cannot be analysed needs a capability on its exact form (e.g.
-//! `shell:python -c`), which is never implied. Network: `net:<host>:<port>` (or `net:<host>`
+//! Shell: see `shell_calls` (analysis, authorization, the sandbox policy). Network: `net:<host>:<port>` (or `net:<host>`
 //! for any port) read for GET/HEAD, write for other methods; redirects are not followed.
 
 use serde_json::json;
@@ -14,8 +11,7 @@ use super::scope::{Done, Scope};
 use super::syscall::{NetCall, ShellCall};
 use super::Kernel;
 use crate::providers::net::url_resource;
-use crate::providers::shell::{analyze, CommandAnalysis};
-use crate::providers::{FetchLimits, ShellLimits};
+use crate::providers::FetchLimits;
 
 impl Kernel {
     /// `shell.run`.
@@ -31,48 +27,8 @@ impl Kernel {
                 timeout_ms,
                 stdin,
             } => {
-                let analysis = analyze(argv).map_err(SyscallError::invalid)?;
-                let commands: Vec<String> = match &analysis {
-                    CommandAnalysis::Commands(cmds) => cmds
-                        .iter()
-                        .map(|c| format!("shell:{}", c.first().map(String::as_str).unwrap_or("")))
-                        .collect(),
-                    CommandAnalysis::Opaque { resource, .. } => vec![resource.clone()],
-                };
-                let checked = self
-                    .authorize_command(pid, argv, &commands, call, scope, || {
-                        Ok(json!({"argv": argv, "commands": commands}))
-                    })
+                self.shell_run(pid, call, argv, *timeout_ms, stdin.as_deref(), scope)
                     .await
-                    .map_err(|err| match (err, &analysis) {
-                        (
-                            SyscallError::PermissionDenied {
-                                resource, right, ..
-                            },
-                            CommandAnalysis::Opaque { reason, .. },
-                        ) => SyscallError::denied_because(resource, right, reason.clone()),
-                        (err, _) => err,
-                    })?;
-                let limits = ShellLimits {
-                    timeout_ms: timeout_ms
-                        .unwrap_or(self.inner.config.shell_limits.timeout_ms)
-                        .min(self.inner.config.shell_limits.timeout_ms),
-                    max_output_bytes: self.inner.config.shell_limits.max_output_bytes,
-                };
-                self.intent_point(call, scope).await?;
-                let out = self
-                    .providers()
-                    .shell
-                    .run(&checked, stdin.as_deref(), limits)
-                    .await?;
-                let detail = json!({
-                    "exit_code": out.exit_code,
-                    "timed_out": out.timed_out,
-                    "stdout_bytes": out.stdout.len(),
-                    "stderr_bytes": out.stderr.len(),
-                    "truncated": out.stdout_truncated || out.stderr_truncated,
-                });
-                Ok(Done::new(json!(out), commands.join(" ")).detail(detail))
             }
         }
     }

@@ -9,10 +9,12 @@
 
 pub mod authz;
 pub mod capability;
+pub mod command;
 pub mod error;
 pub mod image;
 pub mod paths;
 pub mod process;
+pub mod sandbox_policy;
 pub mod syscall;
 
 mod authorize;
@@ -29,6 +31,7 @@ mod operator;
 mod persist;
 mod proc_calls;
 mod scope;
+mod shell_calls;
 mod state;
 mod tools;
 pub(crate) mod unwind;
@@ -39,7 +42,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::providers::{FetchLimits, Providers, ShellLimits};
+use crate::providers::{FetchLimits, Providers, SandboxConfig, ShellLimits};
 use crate::store::ids::IdBlock;
 use crate::store::{Durability, Store, StoreError};
 
@@ -82,6 +85,14 @@ pub struct KernelConfig {
     pub fetch_limits: FetchLimits,
     /// Sizes of the JIT tool isolate host (started on the first tool use).
     pub isolates: crate::isolate::HostConfig,
+    /// The OS sandbox of shell commands: enforced by default, the operator's opt-out,
+    /// toolchain and cache directories, per-command limits.
+    pub sandbox: SandboxConfig,
+    /// The `agent-libos` binary whose hidden modes run helper processes (the sandbox
+    /// launcher). `None`: this program if it is `agent-libos`, else an `agent-libos` next
+    /// to it or one directory up (where cargo puts test binaries); see
+    /// [`crate::providers::runtime_binary`].
+    pub runtime_binary: Option<PathBuf>,
 }
 
 impl KernelConfig {
@@ -101,7 +112,20 @@ impl KernelConfig {
                 max_response_bytes: 10 << 20,
             },
             isolates: crate::isolate::HostConfig::default(),
+            sandbox: SandboxConfig::default(),
+            runtime_binary: None,
         }
+    }
+
+    /// Paths that hold the runtime's own state: no command may reach them, whatever the
+    /// process holds. Today the directory of the database (its WAL and SHM files live
+    /// beside it).
+    pub fn reserved_paths(&self) -> Vec<PathBuf> {
+        let dir = match self.db_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        vec![dir]
     }
 }
 
@@ -153,7 +177,12 @@ impl Kernel {
         let store = Store::open(&config.db_path, config.durability).await?;
         let providers = match &config.providers {
             Some(p) => p.clone(),
-            None => Providers::host(&config.workspace).map_err(|source| OpenError::Workspace {
+            None => Providers::host_with(
+                &config.workspace,
+                config.sandbox.clone(),
+                config.runtime_binary.clone(),
+            )
+            .map_err(|source| OpenError::Workspace {
                 path: config.workspace.clone(),
                 source,
             })?,

@@ -1,7 +1,7 @@
 //! The Resource Provider Substrate: the only code that touches the host for agents.
 //!
 //! **Architecture Invariant:** providers perform effects only on values the kernel checked
-//! (`CheckedPath`, `CheckedCommand`, `CheckedRequest`); they know nothing of capabilities,
+//! (`CheckedPath`, `CheckedCommand` with its `CheckedSandbox`, `CheckedRequest`); they know nothing of capabilities,
 //! policy, audit or processes. Each provider is a trait object so tests and other hosts can
 //! inject their own without touching the checks.
 // The providers are the one place agents' effects touch the host, on checked proofs.
@@ -10,6 +10,8 @@
 pub mod clock;
 pub mod fs;
 pub mod net;
+pub mod runtime_binary;
+pub mod sandbox;
 pub mod shell;
 
 use std::sync::Arc;
@@ -17,7 +19,8 @@ use std::sync::Arc;
 pub use clock::{Clock, SystemClock};
 pub use fs::{CapFs, DirEntry, FileSystem};
 pub use net::{url_resource, FetchLimits, FetchResponse, HttpNet, Net};
-pub use shell::{analyze, CommandAnalysis, ProcessShell, Shell, ShellLimits, ShellOutput};
+pub use sandbox::{SandboxConfig, SandboxMode, SandboxSupport};
+pub use shell::{ProcessShell, Shell, ShellLimits, ShellOutput};
 
 /// The set of providers a kernel uses.
 #[derive(Clone)]
@@ -29,12 +32,26 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// The real providers, with the filesystem confined to `workspace`.
+    /// The real providers, with the filesystem confined to `workspace` and commands in the
+    /// default sandbox.
     pub fn host(workspace: &std::path::Path) -> std::io::Result<Providers> {
+        Self::host_with(workspace, SandboxConfig::default(), None)
+    }
+
+    /// The real providers with the operator's sandbox configuration and runtime binary.
+    pub fn host_with(
+        workspace: &std::path::Path,
+        sandbox: SandboxConfig,
+        runtime_binary: Option<std::path::PathBuf>,
+    ) -> std::io::Result<Providers> {
         Ok(Providers {
             clock: Arc::new(SystemClock),
             fs: Arc::new(CapFs::open(workspace)?),
-            shell: Arc::new(ProcessShell::new(workspace.to_path_buf())),
+            shell: Arc::new(ProcessShell::with_sandbox(
+                workspace.to_path_buf(),
+                sandbox,
+                runtime_binary,
+            )),
             net: Arc::new(HttpNet::new()),
         })
     }
