@@ -294,6 +294,44 @@ mod tests {
         make(ok)
     }
 
+    /// The front end runs on a thread of its own: on a single-threaded runtime, other tasks
+    /// go on while the largest accepted source is analyzed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn analysis_does_not_block_the_async_thread() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let mut source = String::from(
+            "export const tool = { name: \"t\", description: \"d\", input: { type: \"object\" }, output: {} };\n\
+             export default async function run() { return 1; }\n",
+        );
+        let mut i = 0;
+        while source.len() < MAX_SOURCE_BYTES - 256 {
+            source.push_str(&format!(
+                "export const c{i} = [{i}, \"{i}\", {{ k: {i} }}];\n"
+            ));
+            i += 1;
+        }
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let analyzed =
+            crate::jit::analyze_async("t.ts".into(), source.into(), AnalyzeOptions::default())
+                .await;
+        ticker.abort();
+        assert!(analyzed.is_ok(), "{:?}", analyzed.err());
+        assert!(
+            ticks.load(Ordering::SeqCst) > 0,
+            "the runtime's only thread was blocked while the source was analyzed"
+        );
+    }
+
     /// Every shape of recursion, at the largest size [`check`] accepts, inside a valid tool
     /// (so the rules, the literal extraction, the emitter and the drop all run), analyzes
     /// without overflowing the front end's stack. A failure here aborts the test binary:
