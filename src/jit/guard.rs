@@ -14,7 +14,8 @@
 //! 2. [`on_front_end_thread`]: the whole analysis runs on a thread of its own with a
 //!    [`FRONT_END_STACK`]-byte stack, sized so that every source [`check`] lets through fits
 //!    (`the_largest_accepted_sources_fit_the_front_end_stack` tries the worst shapes). It also
-//!    keeps a parse of up to 256 KiB off the async threads.
+//!    keeps a parse of up to 256 KiB off the async threads. At most [`MAX_FRONT_END_THREADS`]
+//!    run at once for async callers; the next waits for one to end.
 
 use deno_ast::swc::lexer::token::{Keyword, Token, Word};
 use deno_ast::{MediaType, TokenOrComment};
@@ -32,6 +33,18 @@ pub const MAX_DEPTH_COST: usize = 1024;
 
 /// Stack of the front end's thread.
 pub const FRONT_END_STACK: usize = 256 << 20;
+
+/// Most front-end threads [`on_front_end_thread_async`] runs at once: a flood of proposals
+/// waits for room instead of starting a thread (and reserving its stack) each.
+pub const MAX_FRONT_END_THREADS: usize = 4;
+
+static FRONT_END_ROOM: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(MAX_FRONT_END_THREADS);
+
+/// Front-end threads of async callers running now.
+pub fn front_end_threads() -> usize {
+    MAX_FRONT_END_THREADS - FRONT_END_ROOM.available_permits()
+}
 
 /// Refuses a source too large or too deeply nested to analyze safely. Never parses.
 pub fn check(source: &str) -> Result<(), Finding> {
@@ -184,6 +197,10 @@ pub fn on_front_end_thread<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T
 pub async fn on_front_end_thread_async<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
+    let room = FRONT_END_ROOM
+        .acquire()
+        .await
+        .map_err(|_| "the front end is closed".to_string())?;
     let (reply, answer) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("jit-front-end".into())
@@ -191,6 +208,8 @@ pub async fn on_front_end_thread_async<T: Send + 'static>(
         .spawn(move || {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
                 .map_err(|payload| panic_text(payload.as_ref()));
+            // The thread's place is given back when it ends, even if its caller gave up.
+            drop(room);
             let _ = reply.send(outcome);
         })
         .map_err(|e| format!("cannot start the front end's thread: {e}"))?;
@@ -330,6 +349,46 @@ mod tests {
             ticks.load(Ordering::SeqCst) > 0,
             "the runtime's only thread was blocked while the source was analyzed"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_analyses_runs_a_bounded_number_of_threads() {
+        let tool = |i: usize| {
+            let mut source = format!(
+                "export const tool = {{ name: \"t{i}\", description: \"d\", input: {{ type: \"object\" }}, output: {{}} }};\n\
+                 export default async function run() {{ return {i}; }}\n"
+            );
+            for j in 0..2000 {
+                source.push_str(&format!("export const c{j} = [{j}, {{ k: {j} }}];\n"));
+            }
+            source
+        };
+        let analyses: Vec<_> = (0..12)
+            .map(|i| {
+                let source = tool(i);
+                tokio::spawn(async move {
+                    crate::jit::analyze_async(
+                        "t.ts".into(),
+                        source.into(),
+                        AnalyzeOptions::default(),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut most = 0;
+        while analyses.iter().any(|a| !a.is_finished()) {
+            most = most.max(front_end_threads());
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(
+            most <= MAX_FRONT_END_THREADS,
+            "{most} front-end threads at once"
+        );
+        assert!(most >= 2, "the flood never ran concurrently: {most}");
+        for analysis in analyses {
+            assert!(analysis.await.unwrap().is_ok());
+        }
     }
 
     /// Every shape of recursion, at the largest size [`check`] accepts, inside a valid tool
