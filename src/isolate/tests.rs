@@ -391,7 +391,8 @@ async fn a_huge_result_hits_the_result_size_limit() {
         "wide",
         "export default { run() { return 'é'.repeat(600 * 1024); } };",
     );
-    let req = request(2, &m, json!({}), TestPort::ok());
+    let mut req = request(2, &m, json!({}), TestPort::ok());
+    req.limits.cpu_ms = 20_000;
     assert_eq!(limit_of(host.call(2, req).await), "result_size");
 }
 
@@ -508,7 +509,7 @@ async fn a_flood_of_calls_waits_for_room_and_none_is_dropped() {
     });
     let busy = module(
         "busy",
-        "export default { run(args: { n: number }) { let x = 0; for (let i = 0; i < 200000; i++) { x += i % 7; } return { n: args.n, x }; } };",
+        "export default { run(args: { n: number }) { let x = 0; for (let i = 0; i < 20000; i++) { x += i % 7; } return { n: args.n, x }; } };",
     );
     let calls: Vec<_> = (1..=24)
         .map(|pid| {

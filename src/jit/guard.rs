@@ -358,12 +358,12 @@ mod tests {
                 "export const tool = {{ name: \"t{i}\", description: \"d\", input: {{ type: \"object\" }}, output: {{}} }};\n\
                  export default async function run() {{ return {i}; }}\n"
             );
-            for j in 0..2000 {
+            for j in 0..500 {
                 source.push_str(&format!("export const c{j} = [{j}, {{ k: {j} }}];\n"));
             }
             source
         };
-        let analyses: Vec<_> = (0..12)
+        let analyses: Vec<_> = (0..8)
             .map(|i| {
                 let source = tool(i);
                 tokio::spawn(async move {
