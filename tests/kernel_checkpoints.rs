@@ -261,7 +261,7 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
 async fn rollback_revokes_what_was_delegated_from_capabilities_gained_since() {
     let h = common::host().await;
     let k = &h.kernel;
-    let pid = h.spawn(&[]).await;
+    let pid = h.spawn(&["image:base=execute"]).await;
     let ckpt = k.checkpoint_create(pid, "empty").await.unwrap();
     let gained = k
         .grant(

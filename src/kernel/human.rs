@@ -3,7 +3,10 @@
 //!
 //! Only the operator API ([`Kernel::human_respond`]) answers a request; no syscall can, so an
 //! agent can never approve its own request. An approval of an `ask_each_time` call applies
-//! to that pending call only (its request id and the SHA-256 of its exact arguments).
+//! to that pending call only: its request id, and the SHA-256 of its exact arguments together
+//! with the resolved target and what the human was shown (the path after the working
+//! directory, the command's directory, the addresses a URL resolved to, the content's hash).
+//! An approval granted `always` is stored as the exact resource that was shown.
 
 use std::collections::HashMap;
 
@@ -222,6 +225,14 @@ impl Kernel {
         context: Value,
         scope: &mut Scope,
     ) -> SysResult<()> {
+        // Bound to the effect as resolved, not the call as written: the same arguments after
+        // a `chdir`, or a name that now resolves elsewhere, are another effect and need their
+        // own approval.
+        let binding = crate::util::sha256_hex(
+            json!([call.args_hash(), resource, right, context])
+                .to_string()
+                .as_bytes(),
+        );
         let payload = json!({
             "primitive": call.name(),
             "resource": resource,
@@ -235,7 +246,7 @@ impl Kernel {
                 RequestKind::Approval,
                 "operator",
                 payload,
-                call.args_hash(),
+                binding,
                 scope,
             )
             .await?;
@@ -686,8 +697,14 @@ impl Kernel {
     ) -> SysResult<Done> {
         match call {
             HumanCall::Output { message, channel } => {
-                self.authorize_one(pid, format!("human:{channel}"), Right::Write, call, scope)
-                    .await?;
+                self.authorize_one(
+                    pid,
+                    super::resource::exact("human", channel),
+                    Right::Write,
+                    call,
+                    scope,
+                )
+                .await?;
                 let id = crate::util::new_id("hr");
                 let now = self.now();
                 let mut batch = WriteBatch::default();
@@ -710,8 +727,14 @@ impl Kernel {
                 choices,
                 channel,
             } => {
-                self.authorize_one(pid, format!("human:{channel}"), Right::Write, call, scope)
-                    .await?;
+                self.authorize_one(
+                    pid,
+                    super::resource::exact("human", channel),
+                    Right::Write,
+                    call,
+                    scope,
+                )
+                .await?;
                 let payload = json!({"question": question, "choices": choices});
                 let (id, answer) = self
                     .request_answer(

@@ -12,14 +12,17 @@ pub mod capability;
 pub mod command;
 pub mod error;
 pub mod image;
+pub mod netid;
 pub mod paths;
 pub mod process;
+pub mod resource;
 pub mod sandbox_policy;
 pub mod syscall;
 
 mod authorize;
 mod caps;
 mod checkpoint;
+mod delegation;
 mod dispatch;
 mod events;
 mod fs_calls;
@@ -42,7 +45,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::providers::{FetchLimits, Providers, SandboxConfig, ShellLimits};
+use crate::providers::{FetchLimits, FsLimits, Providers, SandboxConfig, ShellLimits};
 use crate::store::ids::IdBlock;
 use crate::store::{Durability, Store, StoreError};
 
@@ -83,6 +86,7 @@ pub struct KernelConfig {
     pub providers: Option<Providers>,
     pub shell_limits: ShellLimits,
     pub fetch_limits: FetchLimits,
+    pub fs_limits: FsLimits,
     /// Sizes of the JIT tool isolate host (started on the first tool use).
     pub isolates: crate::isolate::HostConfig,
     /// The OS sandbox of shell commands: enforced by default, the operator's opt-out,
@@ -111,6 +115,7 @@ impl KernelConfig {
                 timeout_ms: 30_000,
                 max_response_bytes: 10 << 20,
             },
+            fs_limits: FsLimits::default(),
             isolates: crate::isolate::HostConfig::default(),
             sandbox: SandboxConfig::default(),
             runtime_binary: None,

@@ -29,6 +29,8 @@ pub struct State {
     pub procs: HashMap<Pid, Process>,
     pub caps: HashMap<Pid, Vec<Capability>>,
     pub events: HashMap<Pid, VecDeque<Event>>,
+    /// Bytes each process moved through the filesystem primitives since the kernel opened.
+    pub fs_bytes: HashMap<Pid, u64>,
     /// `allow_once` capabilities in use by an operation that has not finished yet.
     pub reserved_once: HashSet<i64>,
     /// Per-process change counters: bumped on any status change or new event; waiters
