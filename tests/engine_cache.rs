@@ -1,6 +1,8 @@
 //! The engine's bytecode cache is off in every program that links the library: tools run
 //! through the isolate host (in this test binary) and through the `agent-libos` binary
 //! leave no file in the user's cache or home directory.
+// Tests build their fixtures on the host and inspect the host's cache directories.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod cli_support;
 

@@ -18,6 +18,7 @@ use super::model::{ChatModel, Message, Role, ToolCall, Usage};
 use super::tools::ToolTable;
 use super::transcript::{Transcript, TRANSCRIPT_TYPE};
 use super::AgentError;
+use crate::kernel::unwind::catch_panic_sync;
 use crate::kernel::{
     CapabilitySpec, Image, JitCall, Kernel, MemCall, Pid, ProcCall, Right, Signal, SpawnOptions,
     Status, Syscall, SyscallError,
@@ -283,7 +284,8 @@ impl Driver<'_> {
             .unwrap_or(0);
         for (index, call) in calls.iter().enumerate() {
             let key = invocation_key(self.pid, step, index, &call.id);
-            let syscall = table.to_syscall(call);
+            // A panic while turning the model's call into a syscall fails that call only.
+            let syscall = catch_panic_sync(&call.name, || table.to_syscall(call));
             let (is_exit, is_register) = match &syscall {
                 Ok(Syscall::Proc(ProcCall::Exit { .. })) => (true, false),
                 Ok(Syscall::Tool(JitCall::Register { .. })) => (false, true),

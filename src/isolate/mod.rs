@@ -65,6 +65,10 @@ pub struct HostConfig {
     /// Heap limit of pooled isolates (default: `CallLimits::default().heap_bytes`). A call
     /// whose `heap_bytes` differs gets an isolate made for it instead.
     pub heap_bytes: usize,
+    /// Commands each worker's queue holds (default 64); past that, callers wait for room —
+    /// nothing is dropped — unless the thread is stalled or retiring, and then the call
+    /// moves to another thread.
+    pub max_queued: usize,
 }
 
 impl Default for HostConfig {
@@ -73,6 +77,7 @@ impl Default for HostConfig {
             threads: 2,
             pool_size: 4,
             heap_bytes: CallLimits::default().heap_bytes,
+            max_queued: worker::QUEUE,
         }
     }
 }
@@ -205,6 +210,7 @@ impl IsolateHost {
         let worker = WorkerConfig {
             pool_size: config.pool_size,
             heap_bytes: config.heap_bytes,
+            max_queued: config.max_queued,
         };
         let started = AtomicUsize::new(0);
         let spawn = |name: &str| {
@@ -374,6 +380,12 @@ impl IsolateHost {
         Err(CallError::Internal(format!(
             "no worker thread could run the call: {why}"
         )))
+    }
+
+    /// Commands waiting in the queues of the process threads now (each at most
+    /// `max_queued`).
+    pub fn queued(&self) -> usize {
+        lock(&self.inner.lanes).iter().map(Worker::queued).sum()
     }
 
     /// Threads started and retired so far.

@@ -492,6 +492,40 @@ async fn an_ephemeral_call_runs_in_a_fresh_isolate() {
 }
 
 #[tokio::test]
+async fn a_flood_of_calls_waits_for_room_and_none_is_dropped() {
+    let host = IsolateHost::start(HostConfig {
+        threads: 1,
+        pool_size: 1,
+        max_queued: 3,
+        ..HostConfig::default()
+    });
+    let busy = module(
+        "busy",
+        "export default { run(args: { n: number }) { let x = 0; for (let i = 0; i < 20000; i++) { x += i % 7; } return { n: args.n, x }; } };",
+    );
+    let calls: Vec<_> = (1..=24)
+        .map(|pid| {
+            let (host, busy) = (host.clone(), busy.clone());
+            tokio::spawn(async move {
+                let req = request(pid, &busy, json!({"n": pid}), TestPort::ok());
+                host.call(pid, req).await
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while calls.iter().any(|call| !call.is_finished()) {
+        most = most.max(host.queued());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(most <= 3, "{most} commands queued on a worker bounded at 3");
+    assert!(most >= 2, "the flood never queued: {most}");
+    for (pid, call) in (1..=24).zip(calls) {
+        assert_eq!(call.await.unwrap().unwrap()["n"], json!(pid));
+    }
+    assert_eq!(host.queued(), 0);
+}
+
+#[tokio::test]
 async fn the_call_context_must_match_the_pid() {
     let host = host();
     let m = module("t", TRIVIAL);

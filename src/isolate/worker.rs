@@ -6,7 +6,7 @@
 //! call settles or the watchdog stops it. Calls of different pids on one thread interleave
 //! whenever one of them waits (for a syscall, for instance).
 //!
-//! The command queue of a worker is bounded ([`QUEUE`]): a sender waits while it is full,
+//! The command queue of a worker is bounded (`max_queued`, default [`QUEUE`]): a sender waits while it is full,
 //! and gives up when the thread is held by one poll or retiring (see [`Worker::send`]).
 //!
 //! A command carries a [`Claim`]: the worker takes it when it starts the work, and the host
@@ -223,6 +223,11 @@ impl Worker {
         }
     }
 
+    /// Commands waiting in this worker's queue now.
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues `command` if there is room now.
     pub(crate) fn try_send(&self, command: Command) -> bool {
         self.tx.try_send(command).is_ok()
@@ -234,11 +239,13 @@ impl Worker {
 pub(crate) struct WorkerConfig {
     pub pool_size: usize,
     pub heap_bytes: usize,
+    /// Commands a worker's queue holds before senders wait.
+    pub max_queued: usize,
 }
 
 /// Starts a worker thread named `name`.
 pub(crate) fn spawn(name: String, config: WorkerConfig, watchdog: Arc<Watchdog>) -> Worker {
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let (tx, rx) = mpsc::channel(config.max_queued.max(1));
     let health = Arc::new(Health::new());
     let shared = health.clone();
     thread::Builder::new()

@@ -226,15 +226,24 @@ pub fn transpile(specifier: &str, source: &str) -> Result<Transpiled, Diagnostic
     transpile_with(specifier, source, StopChecks::Inserted)
 }
 
-/// [`transpile`], choosing whether to insert stop checks.
+/// [`transpile`], choosing whether to insert stop checks. Like `analyze`, refuses a source
+/// too large or too deeply nested before parsing it, and parses on the front end's own
+/// thread.
 pub fn transpile_with(
     specifier: &str,
     source: &str,
     checks: StopChecks,
 ) -> Result<Transpiled, Diagnostic> {
-    let hash = source_hash(source);
-    let parsed = parse(specifier, source)?;
-    emit_parsed(specifier, parsed, hash, checks)
+    super::guard::check(source).map_err(|f| Diagnostic {
+        line: f.line,
+        column: f.column,
+        ..emit_error(specifier, f.message)
+    })?;
+    super::guard::on_front_end_thread(|| {
+        let parsed = parse(specifier, source)?;
+        emit_parsed(specifier, parsed, source_hash(source), checks)
+    })
+    .unwrap_or_else(|e| Err(emit_error(specifier, e)))
 }
 
 type CacheKey = (String, String);
@@ -292,13 +301,7 @@ impl TranspileCache {
             return Ok(hit.clone());
         }
         // Transpile outside the lock; a racing duplicate is harmless.
-        let parsed = parse(specifier, source)?;
-        let out = Arc::new(emit_parsed(
-            specifier,
-            parsed,
-            key.1.clone(),
-            StopChecks::Inserted,
-        )?);
+        let out = Arc::new(transpile(specifier, source)?);
         Ok(self.insert(key, out))
     }
 
