@@ -170,22 +170,19 @@ pub async fn resume_agent(
         usage: Usage::default(),
         started: Instant::now(),
     };
-    // Finish the last step if the host stopped between a model reply and its results.
+    // Finish the last step if the host stopped between a model reply and its results: each
+    // call keeps the key of its place in that reply, so a call the journal knows is settled
+    // from the journal (replayed, or parked on a human decision), never run as new.
     if let Some(last) = messages.iter().rposition(|m| m.role == Role::Assistant) {
         let answered: Vec<String> = messages[last + 1..]
             .iter()
             .filter_map(|m| m.tool_call_id.clone())
             .collect();
-        let pending: Vec<ToolCall> = messages[last]
-            .tool_calls
-            .iter()
-            .filter(|c| !answered.contains(&c.id))
-            .cloned()
-            .collect();
-        if !pending.is_empty() {
+        let calls = messages[last].tool_calls.clone();
+        if calls.iter().any(|c| !answered.contains(&c.id)) {
             let mut table = ToolTable::load(kernel, pid, &driver.image).await;
             if let Some(outcome) = driver
-                .run_calls(&pending, &mut table, &mut messages)
+                .run_calls(&calls, &answered, &mut table, &mut messages)
                 .await?
             {
                 return Ok(outcome);
@@ -259,7 +256,7 @@ impl Driver<'_> {
                 return self.exit(payload, StopReason::Finished).await;
             }
             if let Some(outcome) = self
-                .run_calls(&message.tool_calls, &mut table, messages)
+                .run_calls(&message.tool_calls, &[], &mut table, messages)
                 .await?
             {
                 return Ok(outcome);
@@ -267,32 +264,51 @@ impl Driver<'_> {
         }
     }
 
-    /// Runs tool calls in order, appending each result. Returns an outcome if the process
-    /// ended.
+    /// Runs the tool calls of the newest assistant reply in order, except those whose id is
+    /// in `answered`, appending each result. Returns an outcome if the process ended.
+    ///
+    /// Each call is keyed by its identity in the transcript (reply position, index within
+    /// the reply, call id, argument hash), so running it again after a restart reaches the
+    /// same journal. Calls the journal already knows (an intent or an outcome under their
+    /// key) are settled first, before any call of the reply runs as new.
     async fn run_calls(
         &mut self,
         calls: &[ToolCall],
+        answered: &[String],
         table: &mut ToolTable,
         messages: &mut Vec<Message>,
     ) -> Result<Option<RunOutcome>, AgentError> {
-        // Each call is keyed by its place in the transcript, so a resumed conversation that
-        // issues it again gets the recorded outcome instead of a second effect.
         let step = messages
             .iter()
             .rposition(|m| m.role == Role::Assistant)
             .unwrap_or(0);
-        for (index, call) in calls.iter().enumerate() {
-            let key = invocation_key(self.pid, step, index, &call.id);
-            let syscall = table.to_syscall(call);
-            let (is_exit, is_register) = match &syscall {
-                Ok(Syscall::Proc(ProcCall::Exit { .. })) => (true, false),
-                Ok(Syscall::Tool(JitCall::Register { .. })) => (false, true),
-                _ => (false, false),
+        let pending: Vec<(String, &ToolCall)> = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !answered.contains(&c.id))
+            .map(|(index, c)| (invocation_key(self.pid, step, index, c), c))
+            .collect();
+        let mut settled: Vec<Option<Result<Value, SyscallError>>> = Vec::new();
+        for (key, call) in &pending {
+            let journaled = self
+                .kernel
+                .invocation_recorded(key)
+                .await
+                .map_err(AgentError::Kernel)?;
+            settled.push(match journaled {
+                true => Some(self.call_once(key, call, table).await),
+                false => None,
+            });
+        }
+        for ((key, call), settled) in pending.iter().zip(settled) {
+            let result = match settled {
+                Some(result) => result,
+                None => self.call_once(key, call, table).await,
             };
-            let result = match syscall {
-                Ok(s) => self.kernel.syscall_once(self.pid, &key, s).await,
-                Err(e) => Err(e),
-            };
+            let is_exit = matches!(
+                table.to_syscall(call),
+                Ok(Syscall::Proc(ProcCall::Exit { .. }))
+            );
             if is_exit && result.is_ok() {
                 return Ok(Some(self.outcome(StopReason::Exited)));
             }
@@ -302,14 +318,28 @@ impl Driver<'_> {
                     return Ok(Some(self.outcome(StopReason::Ended)));
                 }
             }
-            if is_register && result.is_ok() {
-                *table = ToolTable::load(self.kernel, self.pid, &self.image).await;
-            }
             let reply = Message::tool(call.id.clone(), tool_result_text(&result));
             self.transcript.append(self.kernel, &reply).await?;
             messages.push(reply);
         }
         Ok(None)
+    }
+
+    /// Runs one tool call at most once under `key`; reloads the tool table after a
+    /// successful `tool_register`.
+    async fn call_once(
+        &self,
+        key: &str,
+        call: &ToolCall,
+        table: &mut ToolTable,
+    ) -> Result<Value, SyscallError> {
+        let syscall = table.to_syscall(call)?;
+        let is_register = matches!(syscall, Syscall::Tool(JitCall::Register { .. }));
+        let result = self.kernel.syscall_once(self.pid, key, syscall).await;
+        if is_register && result.is_ok() {
+            *table = ToolTable::load(self.kernel, self.pid, &self.image).await;
+        }
+        result
     }
 
     fn is_gone(&self) -> bool {
@@ -481,12 +511,16 @@ async fn memory_overview(kernel: &Kernel, pid: Pid) -> Vec<String> {
     lines
 }
 
-/// The idempotency key of the `index`-th tool call of the assistant message at `step`.
-fn invocation_key(pid: Pid, step: usize, index: usize, call_id: &str) -> String {
-    let id: String = call_id
+/// The idempotency key of the `index`-th tool call of the assistant message at `step`: the
+/// call's identity in the transcript (position of the reply, index within it, the model's
+/// call id, and a hash of its arguments), stable across restarts and `--resume`.
+fn invocation_key(pid: Pid, step: usize, index: usize, call: &ToolCall) -> String {
+    let id: String = call
+        .id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "_-.".contains(*c))
-        .take(64)
+        .take(48)
         .collect();
-    format!("agent-{pid}-{step}-{index}-{id}")
+    let args = crate::util::sha256_hex(call.arguments.to_string().as_bytes());
+    format!("agent-{pid}-{step}-{index}-{id}-{}", &args[..16])
 }

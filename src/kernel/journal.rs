@@ -339,6 +339,20 @@ impl Kernel {
         result
     }
 
+    /// Whether invocation `id` left anything in the store (its row, or an intent): a call
+    /// under that key is settled from the journal rather than run as new.
+    pub async fn invocation_recorded(&self, id: &str) -> SysResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM invocations WHERE id = ? \
+             UNION ALL SELECT 1 FROM journal WHERE invocation_id = ? LIMIT 1",
+        )
+        .bind(id)
+        .bind(id)
+        .fetch_optional(self.inner.store.pool())
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// Journal rows of an earlier run of `id`.
     pub(crate) async fn load_journal(&self, id: &str) -> SysResult<HashMap<i64, Recorded>> {
         let rows = sqlx::query("SELECT seq, primitive, args_hash, status, outcome FROM journal WHERE invocation_id = ?")

@@ -1,0 +1,197 @@
+//! Exactly once through the real binary, killed with SIGKILL at the dangerous moment: a
+//! loopback HTTP server records every request it receives, and after a restart an effect
+//! has happened once or waits for a human decision — never twice.
+
+mod cli_support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cli_support::{bin, Env};
+use serde_json::{json, Value};
+
+/// A loopback HTTP/1.1 server that records `METHOD path body` of every request and answers
+/// a POST only after `post_delay`, so a host can be killed while the POST is in flight.
+struct Recorder {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    fn start(post_delay: Duration) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut head = String::new();
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if head.is_empty() {
+                            head = line.trim().to_string();
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    let _ = reader.read_exact(&mut body);
+                    let mut parts = head.split_whitespace();
+                    let method = parts.next().unwrap_or("").to_string();
+                    let path = parts.next().unwrap_or("").to_string();
+                    log.lock().unwrap().push(format!(
+                        "{method} {path} {}",
+                        String::from_utf8_lossy(&body)
+                    ));
+                    if method == "POST" {
+                        std::thread::sleep(post_delay);
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    );
+                });
+            }
+        });
+        Recorder { port, seen }
+    }
+
+    fn posts(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.starts_with("POST "))
+            .count()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+fn script(replies: &[Value]) -> String {
+    replies
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Starts `agent-libos --db DB --workspace WS ARGS...` as a child process.
+fn spawn(env: &Env, args: &[&str]) -> Child {
+    Command::new(bin())
+        .arg("--db")
+        .arg(env.db())
+        .arg("--workspace")
+        .arg(env.ws())
+        .args(args)
+        .current_dir(env.ws())
+        .env_remove("AGENT_LIBOS_DB")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start agent-libos")
+}
+
+/// Waits until `done` holds (or the deadline passes); returns whether it held.
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn kill(mut child: Child) {
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+fn pending_requests(env: &Env) -> Vec<Value> {
+    let out = env.run(&["--json", "human", "list"]);
+    out.json()["result"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn run_resume_after_a_kill_during_the_second_call_of_a_reply_never_repeats_its_post() {
+    let env = Env::new();
+    let server = Recorder::start(Duration::from_secs(30));
+    let post = json!({"name": "net_fetch", "arguments": {
+        "url": server.url("/orders"), "method": "POST", "body": "order 1"}});
+    let first = env.write(
+        "first.jsonl",
+        &script(&[
+            json!({"tool_calls": [{"name": "clock_now", "arguments": {}}, post]}),
+            json!({"content": "ordered"}),
+        ]),
+    );
+    let grant = format!("net:127.0.0.1:{}=read,write", server.port);
+    let child = spawn(
+        &env,
+        &[
+            "run",
+            "base",
+            "--goal",
+            "order once",
+            "--script",
+            first.to_str().unwrap(),
+            "--grant",
+            &grant,
+        ],
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || server.posts() == 1),
+        "the run sent its POST"
+    );
+    kill(child);
+
+    let ps = env.run(&["--json", "ps"]);
+    let pid = ps.json()["result"][0]["pid"].as_i64().expect("one process");
+    let rest = env.write("rest.jsonl", &script(&[json!({"content": "ordered"})]));
+    let resumed = spawn(
+        &env,
+        &[
+            "run",
+            "--resume",
+            &pid.to_string(),
+            "--script",
+            rest.to_str().unwrap(),
+        ],
+    );
+    // The interrupted POST is uncertain: the resumed run must ask a human, not send it.
+    let asked = wait_for(Duration::from_secs(60), || {
+        server.posts() > 1 || !pending_requests(&env).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    kill(resumed);
+    assert_eq!(server.posts(), 1, "{:?}", server.seen.lock().unwrap());
+    assert!(
+        asked,
+        "the resumed run asked a human about the interrupted POST"
+    );
+    let requests = pending_requests(&env);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(
+        requests[0].to_string().contains("net.fetch"),
+        "{requests:?}"
+    );
+}
