@@ -195,3 +195,202 @@ fn run_resume_after_a_kill_during_the_second_call_of_a_reply_never_repeats_its_p
         "{requests:?}"
     );
 }
+
+/// How many of `pid`'s syscalls the audit log records as allowed.
+fn allowed_syscalls(env: &Env, pid: i64) -> usize {
+    let audit = env.run(&[
+        "--json",
+        "audit",
+        "show",
+        "--pid",
+        &pid.to_string(),
+        "--limit",
+        "100000",
+    ]);
+    audit.json()["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r["decision"] == json!("allow"))
+        .count()
+}
+
+#[test]
+fn a_budget_of_30_syscalls_holds_across_model_errors_kills_and_resumes() {
+    let env = Env::new();
+    let manifest = env.write(
+        "tight.toml",
+        "id = \"tight\"\nversion = \"1.0.0\"\n\n[budget]\ntool_calls = 100\nchildren = 1\nsyscalls = 30\nwall_time_ms = 3600000\n",
+    );
+    // Two replies of three clock reads each, then the script runs out (a model error that
+    // leaves the process resumable).
+    let ticks = json!({"tool_calls": [
+        {"name": "clock_now", "arguments": {}},
+        {"name": "clock_now", "arguments": {}},
+        {"name": "clock_now", "arguments": {}},
+    ]});
+    let file = env.write("ticks.jsonl", &script(&[ticks.clone(), ticks]));
+    let first = env.run(&[
+        "run",
+        manifest.to_str().unwrap(),
+        "--goal",
+        "tick",
+        "--script",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(first.code, 2, "{first:?}");
+    let pid = env.run(&["--json", "ps", "--all"]).json()["result"][0]["pid"]
+        .as_i64()
+        .unwrap();
+    for round in 0..4 {
+        if round == 2 {
+            // A host killed mid-run loses no count either.
+            let child = spawn(
+                &env,
+                &[
+                    "run",
+                    "--resume",
+                    &pid.to_string(),
+                    "--script",
+                    file.to_str().unwrap(),
+                ],
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            kill(child);
+        } else {
+            env.run(&[
+                "run",
+                "--resume",
+                &pid.to_string(),
+                "--script",
+                file.to_str().unwrap(),
+            ]);
+        }
+        let allowed = allowed_syscalls(&env, pid);
+        assert!(allowed <= 30, "round {round}: {allowed} syscalls allowed");
+    }
+    let allowed = allowed_syscalls(&env, pid);
+    assert!(allowed >= 25, "the runs used the budget: {allowed}");
+    let ps = env.run(&["--json", "ps", "--all"]).json()["result"][0].clone();
+    let used = ps["usage"]["syscalls"].as_u64().unwrap();
+    assert!(
+        used as usize >= allowed && used <= 30,
+        "ps reports {used} used, the audit log {allowed} allowed"
+    );
+}
+
+#[test]
+fn run_resume_continues_the_step_and_token_counters() {
+    let env = Env::new();
+    let tick = json!({"tool_calls": [{"name": "clock_now", "arguments": {}}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 10, "total_tokens": 40}});
+    let file = env.write("ticks.jsonl", &script(&[tick.clone(), tick.clone()]));
+    let first = env.run(&[
+        "run",
+        "base",
+        "--goal",
+        "tick",
+        "--script",
+        file.to_str().unwrap(),
+        "--max-steps",
+        "3",
+    ]);
+    assert_eq!(first.code, 2, "a model error after two steps: {first:?}");
+    let pid = env.run(&["--json", "ps", "--all"]).json()["result"][0]["pid"]
+        .as_i64()
+        .unwrap();
+    // Two steps were used: the resumed run may make one more model call, not three.
+    let resumed = env.run(&[
+        "--json",
+        "run",
+        "--resume",
+        &pid.to_string(),
+        "--script",
+        file.to_str().unwrap(),
+        "--max-steps",
+        "3",
+    ]);
+    assert_eq!(resumed.code, 4, "{resumed:?}");
+    let result = resumed.json()["result"].clone();
+    assert_eq!(
+        result["stop"],
+        json!({"reason": "budget", "limit": "steps"}),
+        "{result}"
+    );
+    assert_eq!(result["steps"], json!(3), "{result}");
+    assert_eq!(result["usage"]["total_tokens"], json!(120), "{result}");
+
+    // Tokens: 80 were used before the restart; a limit of 100 allows one more call.
+    let env = Env::new();
+    let file = env.write("ticks.jsonl", &script(&[tick.clone(), tick]));
+    let first = env.run(&[
+        "run",
+        "base",
+        "--goal",
+        "tick",
+        "--script",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(first.code, 2, "{first:?}");
+    let pid = env.run(&["--json", "ps", "--all"]).json()["result"][0]["pid"]
+        .as_i64()
+        .unwrap();
+    let resumed = env.run(&[
+        "--json",
+        "run",
+        "--resume",
+        &pid.to_string(),
+        "--script",
+        file.to_str().unwrap(),
+        "--max-tokens",
+        "100",
+    ]);
+    assert_eq!(resumed.code, 4, "{resumed:?}");
+    let result = resumed.json()["result"].clone();
+    assert_eq!(
+        result["stop"],
+        json!({"reason": "budget", "limit": "tokens"}),
+        "{result}"
+    );
+    assert_eq!(result["usage"]["total_tokens"], json!(120), "{result}");
+}
+
+#[test]
+fn run_resume_continues_the_wall_time_of_earlier_hosts() {
+    let env = Env::new();
+    let file = env.write(
+        "sleep.jsonl",
+        &script(&[json!({"tool_calls": [{"name": "clock_sleep", "arguments": {"ms": 1500}}]})]),
+    );
+    let first = env.run(&[
+        "run",
+        "base",
+        "--goal",
+        "sleep",
+        "--script",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(first.code, 2, "a model error after the sleep: {first:?}");
+    let pid = env.run(&["--json", "ps", "--all"]).json()["result"][0]["pid"]
+        .as_i64()
+        .unwrap();
+    // The run already used 1.5 s: a limit of 1 s stops it before another model call.
+    let done = env.write("done.jsonl", &script(&[json!({"content": "done"})]));
+    let resumed = env.run(&[
+        "--json",
+        "run",
+        "--resume",
+        &pid.to_string(),
+        "--script",
+        done.to_str().unwrap(),
+        "--wall-time",
+        "1s",
+    ]);
+    assert_eq!(resumed.code, 4, "{resumed:?}");
+    assert_eq!(
+        resumed.json()["result"]["stop"],
+        json!({"reason": "budget", "limit": "wall_time"}),
+        "{resumed:?}"
+    );
+}

@@ -9,11 +9,12 @@
 //! appended to the process's `agent.transcript` object as it is produced, so
 //! [`resume_agent`] can continue after a host restart.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::counters::Counters;
 use super::model::{ChatModel, Message, Role, ToolCall, Usage};
 use super::tools::ToolTable;
 use super::transcript::{Transcript, TRANSCRIPT_TYPE};
@@ -84,7 +85,7 @@ pub struct RunOutcome {
     pub status: Status,
     pub exit: Option<Value>,
     pub stop: StopReason,
-    /// Model calls made by this invocation.
+    /// Model calls made by the run, across restarts and resumes.
     pub steps: u32,
     pub usage: Usage,
 }
@@ -124,9 +125,7 @@ pub async fn run_agent(
         transcript,
         model,
         limits: opts.limits,
-        steps: 0,
-        usage: Usage::default(),
-        started: Instant::now(),
+        counters: Counters::new(),
     };
     driver.drive(&mut messages).await
 }
@@ -166,9 +165,7 @@ pub async fn resume_agent(
         transcript,
         model,
         limits,
-        steps: 0,
-        usage: Usage::default(),
-        started: Instant::now(),
+        counters: Counters::load(kernel, pid).await?,
     };
     // Finish the last step if the host stopped between a model reply and its results: each
     // call keeps the key of its place in that reply, so a call the journal knows is settled
@@ -199,9 +196,8 @@ struct Driver<'a> {
     transcript: Transcript,
     model: &'a dyn ChatModel,
     limits: RunLimits,
-    steps: u32,
-    usage: Usage,
-    started: Instant,
+    /// Durable: a resumed run continues from the stored counters.
+    counters: Counters,
 }
 
 impl Driver<'_> {
@@ -211,23 +207,23 @@ impl Driver<'_> {
             if let Some(outcome) = self.check_alive().await? {
                 return Ok(outcome);
             }
-            if self.steps >= self.limits.max_steps {
+            if self.counters.steps >= self.limits.max_steps {
                 return self
-                    .stop_for_budget("steps", format!("{} model calls", self.steps))
+                    .stop_for_budget("steps", format!("{} model calls", self.counters.steps))
                     .await;
             }
             if let Some(max) = self.limits.max_tokens {
-                if self.usage.total_tokens >= max {
+                if self.counters.usage.total_tokens >= max {
                     return self
                         .stop_for_budget(
                             "tokens",
-                            format!("{} of {max} tokens used", self.usage.total_tokens),
+                            format!("{} of {max} tokens used", self.counters.usage.total_tokens),
                         )
                         .await;
                 }
             }
             let remaining = match self.limits.wall_time {
-                Some(limit) => match limit.checked_sub(self.started.elapsed()) {
+                Some(limit) => match limit.checked_sub(self.counters.elapsed()) {
                     Some(r) if !r.is_zero() => Some(r),
                     _ => return self.stop_wall_time().await,
                 },
@@ -243,8 +239,10 @@ impl Driver<'_> {
                 }
                 None => self.model.complete(messages, &table.specs).await,
             }?;
-            self.steps += 1;
-            self.usage.add(reply.usage);
+            self.counters.steps += 1;
+            self.counters.usage.add(reply.usage);
+            // Counted before anything acts on the reply: a restart never gets this call free.
+            self.counters.save(self.kernel, self.pid).await?;
             let mut message = reply.message;
             message.role = Role::Assistant;
             message.tool_call_id = None;
@@ -321,6 +319,7 @@ impl Driver<'_> {
             let reply = Message::tool(call.id.clone(), tool_result_text(&result));
             self.transcript.append(self.kernel, &reply).await?;
             messages.push(reply);
+            self.counters.save(self.kernel, self.pid).await?;
         }
         Ok(None)
     }
@@ -416,8 +415,8 @@ impl Driver<'_> {
             status: process.as_ref().map(|p| p.status).unwrap_or(Status::Failed),
             exit: process.and_then(|p| p.exit_payload),
             stop,
-            steps: self.steps,
-            usage: self.usage,
+            steps: self.counters.steps,
+            usage: self.counters.usage,
         }
     }
 }

@@ -134,8 +134,8 @@ impl Kernel {
                             ),
                         ));
                     }
-                    proc.usage.syscalls += 1;
-                    if proc.usage.syscalls > proc.budget.syscalls {
+                    // A refused call uses nothing, so the stored count never passes the budget.
+                    if proc.usage.syscalls >= proc.budget.syscalls {
                         return Err(SyscallError::limit(
                             "syscalls",
                             format!(
@@ -144,6 +144,7 @@ impl Kernel {
                             ),
                         ));
                     }
+                    proc.usage.syscalls += 1;
                     return Ok(());
                 }
                 state.changes_of(pid).subscribe()
@@ -218,6 +219,7 @@ impl Kernel {
                     detail: json!({"request": call.audit_summary(), "result": done.detail}),
                 };
                 let mut batch = done.batch.audit(entry);
+                self.record_usage(pid, &mut batch);
                 if let Some(row) = journal_row(json!({"ok": done.value})) {
                     batch = batch.journal(row);
                 }
@@ -263,6 +265,7 @@ impl Kernel {
                     detail: json!({"request": call.audit_summary(), "error": err.to_wire()}),
                 };
                 let mut batch = WriteBatch::default().audit(entry);
+                self.record_usage(pid, &mut batch);
                 let retryable = matches!(
                     err,
                     SyscallError::HumanRequired { .. }
@@ -315,8 +318,25 @@ impl Kernel {
             parent_seq: None,
             detail: json!({"request": call.audit_summary(), "replayed": result.is_ok()}),
         };
-        self.inner.store.submit(WriteBatch::default().audit(entry));
+        let mut batch = WriteBatch::default().audit(entry);
+        self.record_usage(pid, &mut batch);
+        self.inner.store.submit(batch);
         result
+    }
+
+    /// Adds `pid`'s syscall count to `batch`, so usage is durable with the audit record (or
+    /// the journal intent) of the call that consumed it and a restart continues from it.
+    pub(crate) fn record_usage(&self, pid: Pid, batch: &mut WriteBatch) {
+        let used = self
+            .inner
+            .state
+            .lock()
+            .procs
+            .get(&pid)
+            .map(|p| p.usage.syscalls);
+        if let Some(used) = used {
+            super::persist::record_syscalls_used(batch, pid, used);
+        }
     }
 }
 

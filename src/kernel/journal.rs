@@ -175,6 +175,16 @@ impl Kernel {
     ) -> SysResult<()> {
         let mut batch = WriteBatch::default();
         self.record_invocation(id, &mut batch);
+        let pid = self
+            .inner
+            .invocations
+            .live
+            .lock()
+            .get(id)
+            .map(|inv| inv.pid);
+        if let Some(pid) = pid {
+            self.record_usage(pid, &mut batch);
+        }
         let batch = batch.journal(JournalRow {
             invocation_id: id.to_string(),
             seq,
