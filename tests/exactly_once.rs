@@ -394,3 +394,179 @@ fn run_resume_continues_the_wall_time_of_earlier_hosts() {
         "{resumed:?}"
     );
 }
+
+/// A tool that POSTs, sleeps, and POSTs again.
+const TWO_POSTS: &str = r#"export const tool = {
+  name: "two_posts",
+  description: "POST, wait, POST again.",
+  input: { type: "object", properties: { url: { type: "string" } }, required: ["url"] },
+  output: {},
+};
+
+export default async function run(args: any, libos: any) {
+  await libos.net.fetch(args.url, { method: "POST", body: "first" });
+  await libos.clock.sleep(4000);
+  await libos.net.fetch(args.url, { method: "POST", body: "second" });
+  return { posted: 2 };
+}
+"#;
+
+fn bodies(server: &Recorder) -> Vec<String> {
+    let mut seen: Vec<String> = server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with("POST "))
+        .cloned()
+        .collect();
+    seen.sort();
+    seen
+}
+
+fn start_two_posts(env: &Env, server: &Recorder) -> Child {
+    let tool = env.write("two_posts.ts", TWO_POSTS);
+    let args = json!({"url": server.url("/posts")}).to_string();
+    let net = format!("--allow-net=127.0.0.1:{}", server.port);
+    spawn(
+        env,
+        &["tool", "run", tool.to_str().unwrap(), "--args", &args, &net],
+    )
+}
+
+#[test]
+fn resume_leaves_the_invocations_of_a_live_host_alone() {
+    let env = Env::new();
+    let server = Recorder::start(Duration::ZERO);
+    let mut live = start_two_posts(&env, &server);
+    assert!(
+        wait_for(Duration::from_secs(60), || server.posts() == 1),
+        "the tool sent its first POST"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // The host running the tool is alive (sleeping between its POSTs): resume must not
+    // take its invocation over.
+    let resume = env.run(&["--json", "resume"]);
+    assert_eq!(resume.code, 0, "{resume:?}");
+    assert_eq!(
+        resume.json()["result"]["invocations"],
+        json!([]),
+        "{resume:?}"
+    );
+    let status = live.wait().unwrap();
+    assert!(
+        status.success(),
+        "the live host finished its call: {status:?}"
+    );
+    assert_eq!(
+        bodies(&server),
+        vec!["POST /posts first", "POST /posts second"],
+        "each POST once"
+    );
+}
+
+#[test]
+fn resume_takes_over_a_killed_hosts_invocation_only_after_its_lease_expires() {
+    let env = Env::new();
+    let server = Recorder::start(Duration::ZERO);
+    let host = start_two_posts(&env, &server);
+    assert!(
+        wait_for(Duration::from_secs(60), || server.posts() == 1),
+        "the tool sent its first POST"
+    );
+    // Kill the host once the first POST's outcome is durable (its audit record commits
+    // with the journal outcome), while the tool sleeps before its second POST.
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let audit = env.run(&["--json", "audit", "show", "--action", "net.fetch"]);
+            audit.json()["result"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["decision"] == json!("allow")))
+        }),
+        "the first POST was recorded"
+    );
+    kill(host);
+    // Right after the kill the lease is still fresh: nothing is taken over.
+    let early = env.run(&["--json", "resume"]);
+    assert_eq!(early.code, 0, "{early:?}");
+    assert_eq!(
+        early.json()["result"]["invocations"],
+        json!([]),
+        "{early:?}"
+    );
+    // Once it expires, resume finishes the call from its journal: the first POST is not
+    // repeated, the second is sent once.
+    let mut finished = false;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(500));
+        let late = env.run(&["--json", "resume"]);
+        let invocations = late.json()["result"]["invocations"].clone();
+        if invocations != json!([]) {
+            assert_eq!(
+                invocations[0]["outcome"]["Ok"],
+                json!({"posted": 2}),
+                "{late:?}"
+            );
+            finished = true;
+            break;
+        }
+    }
+    assert!(
+        finished,
+        "resume took the invocation over after the lease expired"
+    );
+    assert_eq!(
+        bodies(&server),
+        vec!["POST /posts first", "POST /posts second"],
+        "each POST once"
+    );
+}
+
+#[test]
+fn a_frozen_host_resumed_after_a_takeover_records_and_sends_nothing_more() {
+    let env = Env::new();
+    let server = Recorder::start(Duration::ZERO);
+    let mut host = start_two_posts(&env, &server);
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let audit = env.run(&["--json", "audit", "show", "--action", "net.fetch"]);
+            audit.json()["result"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["decision"] == json!("allow")))
+        }),
+        "the first POST was recorded"
+    );
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &host.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    // The frozen host stops renewing its lease; once it expires, resume takes over and
+    // finishes the call.
+    let mut taken = false;
+    let start = Instant::now();
+    while !taken && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(500));
+        let resume = env.run(&["--json", "resume"]);
+        taken = resume.json()["result"]["invocations"] != json!([]);
+    }
+    assert!(taken, "resume took the frozen host's invocation over");
+    // Thawed, the old host wakes from its sleep and tries its second POST: the fence
+    // refuses its journal intent, so the effect is not sent again.
+    signal("-CONT");
+    let status = host.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the fenced host fails its call: {status:?}"
+    );
+    assert_eq!(
+        bodies(&server),
+        vec!["POST /posts first", "POST /posts second"],
+        "each POST once"
+    );
+}

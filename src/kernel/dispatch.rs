@@ -221,6 +221,7 @@ impl Kernel {
                 let mut batch = done.batch.audit(entry);
                 self.record_usage(pid, &mut batch);
                 if let Some(row) = journal_row(json!({"ok": done.value})) {
+                    self.fence_journal(&row.invocation_id, &mut batch);
                     batch = batch.journal(row);
                 }
                 if call.is_effect() || !batch.stmts.is_empty() || !scope.once.is_empty() {
@@ -274,6 +275,7 @@ impl Kernel {
                 );
                 if !retryable {
                     if let Some(row) = journal_row(json!({"err": err.to_wire()})) {
+                        self.fence_journal(&row.invocation_id, &mut batch);
                         batch = batch.journal(row);
                     }
                 }
@@ -322,6 +324,13 @@ impl Kernel {
         self.record_usage(pid, &mut batch);
         self.inner.store.submit(batch);
         result
+    }
+
+    /// Makes `batch` commit only while this host holds the lease of `invocation`.
+    fn fence_journal(&self, invocation: &str, batch: &mut WriteBatch) {
+        if let Some(epoch) = self.invocation_epoch(invocation) {
+            self.push_fence(invocation, epoch, batch);
+        }
     }
 
     /// Adds `pid`'s syscall count to `batch`, so usage is durable with the audit record (or
