@@ -1,6 +1,7 @@
 //! Exactly once through the real binary, killed with SIGKILL at the dangerous moment: a
 //! loopback HTTP server records every request it receives, and after a restart an effect
 //! has happened once or waits for a human decision — never twice.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod cli_support;
 

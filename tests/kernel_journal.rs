@@ -3,6 +3,8 @@
 //!
 //! A "crash" here is a whole tokio runtime dropped mid-flight with its kernel: every task of
 //! that host stops where it is, and only what reached the SQLite file survives.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

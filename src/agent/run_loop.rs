@@ -19,6 +19,7 @@ use super::model::{ChatModel, Message, Role, ToolCall, Usage};
 use super::tools::ToolTable;
 use super::transcript::{Transcript, TRANSCRIPT_TYPE};
 use super::AgentError;
+use crate::kernel::unwind::catch_panic_sync;
 use crate::kernel::{
     CapabilitySpec, Image, JitCall, Kernel, MemCall, Pid, ProcCall, Right, Signal, SpawnOptions,
     Status, Syscall, SyscallError,
@@ -304,7 +305,7 @@ impl Driver<'_> {
                 None => self.call_once(key, call, table).await,
             };
             let is_exit = matches!(
-                table.to_syscall(call),
+                catch_panic_sync(&call.name, || table.to_syscall(call)),
                 Ok(Syscall::Proc(ProcCall::Exit { .. }))
             );
             if is_exit && result.is_ok() {
@@ -332,7 +333,8 @@ impl Driver<'_> {
         call: &ToolCall,
         table: &mut ToolTable,
     ) -> Result<Value, SyscallError> {
-        let syscall = table.to_syscall(call)?;
+        // A panic while turning the model's call into a syscall fails that call only.
+        let syscall = catch_panic_sync(&call.name, || table.to_syscall(call))?;
         let is_register = matches!(syscall, Syscall::Tool(JitCall::Register { .. }));
         let result = self.kernel.syscall_once(self.pid, key, syscall).await;
         if is_register && result.is_ok() {

@@ -11,6 +11,7 @@ use super::scope::{Done, Scope};
 use super::syscall::{
     FsCall, IntentTiming, JitCall, MemCall, NetCall, Primitive, ProcCall, ShellCall, Syscall,
 };
+use super::unwind::catch_panic;
 use super::Kernel;
 use crate::audit::{AuditEntry, Decision};
 use crate::store::{JournalRow, WriteBatch};
@@ -54,7 +55,7 @@ impl Kernel {
         let primitive = call.name();
         let span = tracing::info_span!("syscall", pid, primitive, decision = tracing::field::Empty);
         let mut scope = scope;
-        async move {
+        let serve = async move {
             if let Err(e) = self.gate(pid, &call).await {
                 return self.finish(pid, &call, scope, Err(e), None).await;
             }
@@ -64,7 +65,7 @@ impl Kernel {
                     None => {}
                     Some(Err(e)) => return self.finish(pid, &call, scope, Err(e), None).await,
                     Some(Ok(Step::Replay(result))) => {
-                        return self.replayed(pid, &call, &inv, result)
+                        return self.replayed(pid, &call, &inv, result).await
                     }
                     Some(Ok(Step::Fresh {
                         seq,
@@ -93,11 +94,12 @@ impl Kernel {
                     }
                 }
             }
-            let result = self.dispatch(pid, &call, &mut scope).await;
+            // A panic in a handler or provider is this call's `Internal` error, audited.
+            let result = catch_panic(primitive, self.dispatch(pid, &call, &mut scope)).await;
             self.finish(pid, &call, scope, result, journal).await
-        }
-        .instrument(span)
-        .await
+        };
+        // Anywhere else (the gate, the journal, the audit record itself): still only this call.
+        catch_panic(primitive, serve.instrument(span)).await
     }
 
     /// Checks that `pid` may make a syscall now: it exists, is not terminal, is not
@@ -218,6 +220,7 @@ impl Kernel {
                     parent_seq: scope.parent_seq,
                     detail: json!({"request": call.audit_summary(), "result": done.detail}),
                 };
+                let on_commit = done.on_commit.take();
                 let mut batch = done.batch.audit(entry);
                 self.record_usage(pid, &mut batch);
                 if let Some(row) = journal_row(json!({"ok": done.value})) {
@@ -231,7 +234,14 @@ impl Kernel {
                         .await
                         .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
                 } else {
-                    self.inner.store.submit(batch);
+                    self.inner
+                        .store
+                        .submit(batch)
+                        .await
+                        .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+                }
+                if let Some(apply) = on_commit {
+                    apply();
                 }
                 Ok(done.value)
             }
@@ -279,7 +289,9 @@ impl Kernel {
                         batch = batch.journal(row);
                     }
                 }
-                self.inner.store.submit(batch);
+                if let Err(e) = self.inner.store.submit(batch).await {
+                    tracing::error!(%e, "the audit record of a failed call was not queued");
+                }
                 Err(err)
             }
         }
@@ -301,7 +313,7 @@ impl Kernel {
     }
 
     /// A syscall answered from the journal on replay: audited, not run.
-    fn replayed(
+    async fn replayed(
         &self,
         pid: Pid,
         call: &Syscall,
@@ -322,7 +334,11 @@ impl Kernel {
         };
         let mut batch = WriteBatch::default().audit(entry);
         self.record_usage(pid, &mut batch);
-        self.inner.store.submit(batch);
+        self.inner
+            .store
+            .submit(batch)
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
         result
     }
 

@@ -14,6 +14,10 @@ use super::syscall::{ClockCall, EventCall};
 use super::Kernel;
 use crate::store::WriteBatch;
 
+/// Most undelivered events one process's queue holds. A post beyond it fails with
+/// `LimitExceeded { limit: "events" }`; nothing queued is ever dropped.
+pub(crate) const MAX_QUEUED_EVENTS: usize = 1024;
+
 impl Kernel {
     /// Queues an event for `target` (durably) and wakes its waiters.
     pub(crate) async fn enqueue_event(
@@ -23,14 +27,24 @@ impl Kernel {
         payload: Value,
         source: &str,
     ) -> SysResult<i64> {
-        let id = self.new_event_id().await?;
-        let now = self.now();
         {
             let state = self.inner.state.lock();
             if state.process(target).is_none() {
                 return Err(SyscallError::NotFound(format!("process {target}")));
             }
+            let queued = state.events.get(&target).map_or(0, |q| q.len());
+            if queued >= MAX_QUEUED_EVENTS {
+                return Err(SyscallError::limit(
+                    "events",
+                    format!(
+                        "process {target} has {queued} undelivered events; it must take some \
+                         (event.wait) before more are posted"
+                    ),
+                ));
+            }
         }
+        let id = self.new_event_id().await?;
+        let now = self.now();
         let mut batch = WriteBatch::default();
         persist::insert_event(&mut batch, id, target, name, &payload, source, now);
         self.inner

@@ -280,8 +280,8 @@ impl Kernel {
             if let Err(e) = self.inner.store.commit(batch).await {
                 tracing::error!(%e, "recording a waiting invocation");
             }
-        } else {
-            self.inner.store.submit(batch);
+        } else if let Err(e) = self.inner.store.submit(batch).await {
+            tracing::error!(%e, "recording an invocation's outcome");
         }
     }
 
@@ -291,6 +291,11 @@ impl Kernel {
     /// `key`. The agent loop keys each model tool call by its place in the transcript, so a
     /// resumed conversation never repeats an effect. Keys are letters, digits, `_`, `-`, `.`.
     pub async fn syscall_once(&self, pid: Pid, key: &str, call: Syscall) -> SysResult<Value> {
+        let primitive = call.name();
+        super::unwind::catch_panic(primitive, self.syscall_once_unguarded(pid, key, call)).await
+    }
+
+    async fn syscall_once_unguarded(&self, pid: Pid, key: &str, call: Syscall) -> SysResult<Value> {
         let key_ok = !key.is_empty()
             && key.len() <= 128
             && key
@@ -392,7 +397,9 @@ impl Kernel {
             .syscall_correlated(pid, call, Some(key.to_string()))
             .await;
         if !batch.is_empty() {
-            self.inner.store.submit(batch);
+            if let Err(e) = self.inner.store.submit(batch).await {
+                tracing::error!(%e, "recording an invocation");
+            }
         }
         self.end_invocation(key, &result).await;
         result

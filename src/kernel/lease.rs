@@ -154,6 +154,8 @@ async fn heartbeat(inner: Weak<Inner>) {
                 ],
             );
         }
-        kernel.inner.store.submit(batch);
+        if let Err(e) = kernel.inner.store.submit(batch).await {
+            tracing::warn!(%e, "renewing invocation leases");
+        }
     }
 }

@@ -38,6 +38,7 @@ mod scope;
 mod shell_calls;
 mod state;
 mod tools;
+pub(crate) mod unwind;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
