@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 fn config(dir: &Path, mode: HumanMode) -> KernelConfig {
     let mut config = KernelConfig::new(dir.join("state.db"), dir.join("ws"));
+    // A crash here drops the first host's runtime: its leases are free at once.
+    config.lease_ttl = Duration::ZERO;
     config.human_mode = mode;
     config
 }

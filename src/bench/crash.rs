@@ -55,6 +55,9 @@ fn main() -> anyhow::Result<()> {
 async fn open(dir: &Path) -> anyhow::Result<Kernel> {
     std::fs::create_dir_all(dir.join("ws"))?;
     let mut config = KernelConfig::new(dir.join("state.db"), dir.join("ws"));
+    // One host at a time: the previous one was killed before this one starts, so its
+    // leases need not age.
+    config.lease_ttl = std::time::Duration::ZERO;
     config.human_mode = HumanMode::Wait;
     Ok(Kernel::open(config).await?)
 }

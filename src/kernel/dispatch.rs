@@ -136,8 +136,8 @@ impl Kernel {
                             ),
                         ));
                     }
-                    proc.usage.syscalls += 1;
-                    if proc.usage.syscalls > proc.budget.syscalls {
+                    // A refused call uses nothing, so the stored count never passes the budget.
+                    if proc.usage.syscalls >= proc.budget.syscalls {
                         return Err(SyscallError::limit(
                             "syscalls",
                             format!(
@@ -146,6 +146,7 @@ impl Kernel {
                             ),
                         ));
                     }
+                    proc.usage.syscalls += 1;
                     return Ok(());
                 }
                 state.changes_of(pid).subscribe()
@@ -221,7 +222,9 @@ impl Kernel {
                 };
                 let on_commit = done.on_commit.take();
                 let mut batch = done.batch.audit(entry);
+                self.record_usage(pid, &mut batch);
                 if let Some(row) = journal_row(json!({"ok": done.value})) {
+                    self.fence_journal(&row.invocation_id, &mut batch);
                     batch = batch.journal(row);
                 }
                 if call.is_effect() || !batch.stmts.is_empty() || !scope.once.is_empty() {
@@ -273,6 +276,7 @@ impl Kernel {
                     detail: json!({"request": call.audit_summary(), "error": err.to_wire()}),
                 };
                 let mut batch = WriteBatch::default().audit(entry);
+                self.record_usage(pid, &mut batch);
                 let retryable = matches!(
                     err,
                     SyscallError::HumanRequired { .. }
@@ -281,6 +285,7 @@ impl Kernel {
                 );
                 if !retryable {
                     if let Some(row) = journal_row(json!({"err": err.to_wire()})) {
+                        self.fence_journal(&row.invocation_id, &mut batch);
                         batch = batch.journal(row);
                     }
                 }
@@ -327,12 +332,36 @@ impl Kernel {
             parent_seq: None,
             detail: json!({"request": call.audit_summary(), "replayed": result.is_ok()}),
         };
+        let mut batch = WriteBatch::default().audit(entry);
+        self.record_usage(pid, &mut batch);
         self.inner
             .store
-            .submit(WriteBatch::default().audit(entry))
+            .submit(batch)
             .await
             .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
         result
+    }
+
+    /// Makes `batch` commit only while this host holds the lease of `invocation`.
+    fn fence_journal(&self, invocation: &str, batch: &mut WriteBatch) {
+        if let Some(epoch) = self.invocation_epoch(invocation) {
+            self.push_fence(invocation, epoch, batch);
+        }
+    }
+
+    /// Adds `pid`'s syscall count to `batch`, so usage is durable with the audit record (or
+    /// the journal intent) of the call that consumed it and a restart continues from it.
+    pub(crate) fn record_usage(&self, pid: Pid, batch: &mut WriteBatch) {
+        let used = self
+            .inner
+            .state
+            .lock()
+            .procs
+            .get(&pid)
+            .map(|p| p.usage.syscalls);
+        if let Some(used) = used {
+            super::persist::record_syscalls_used(batch, pid, used);
+        }
     }
 }
 

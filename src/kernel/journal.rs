@@ -46,6 +46,8 @@ pub(crate) struct Invocation {
     pub recorded: bool,
     /// Rows of an earlier run, by sequence number (empty for a first run).
     pub replay: HashMap<i64, Recorded>,
+    /// The epoch of this host's lease on the invocation (1 for a first run).
+    pub epoch: i64,
 }
 
 /// An invocation id chosen by the caller (an idempotency key), with what an earlier run of
@@ -55,6 +57,8 @@ pub(crate) struct Keyed {
     pub replay: HashMap<i64, Recorded>,
     pub recorded: bool,
     pub start_seed: Option<(i64, u64)>,
+    /// The epoch of this host's lease.
+    pub epoch: i64,
 }
 
 /// What the journal says about the next syscall of an invocation.
@@ -175,6 +179,17 @@ impl Kernel {
     ) -> SysResult<()> {
         let mut batch = WriteBatch::default();
         self.record_invocation(id, &mut batch);
+        let live = self
+            .inner
+            .invocations
+            .live
+            .lock()
+            .get(id)
+            .map(|inv| (inv.pid, inv.epoch));
+        if let Some((pid, epoch)) = live {
+            self.record_usage(pid, &mut batch);
+            self.push_fence(id, epoch, &mut batch);
+        }
         let batch = batch.journal(JournalRow {
             invocation_id: id.to_string(),
             seq,
@@ -183,11 +198,14 @@ impl Kernel {
             status: "intent",
             outcome: None,
         });
-        self.inner
-            .store
-            .commit(batch)
-            .await
-            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        self.inner.store.commit(batch).await.map_err(|e| {
+            let message = e.to_string();
+            if super::lease::is_stale(&message) {
+                super::lease::stale_error(id)
+            } else {
+                SyscallError::Internal(format!("store: {message}"))
+            }
+        })?;
         Ok(())
     }
 
@@ -201,7 +219,18 @@ impl Kernel {
         }
     }
 
+    /// The epoch of this host's lease on live invocation `id`.
+    pub(crate) fn invocation_epoch(&self, id: &str) -> Option<i64> {
+        self.inner
+            .invocations
+            .live
+            .lock()
+            .get(id)
+            .map(|inv| inv.epoch)
+    }
+
     fn push_invocation_row(&self, id: &str, inv: &Invocation, batch: &mut WriteBatch) {
+        self.push_lease(id, batch);
         batch.push(
             "INSERT INTO invocations (id, pid, tool, args, start_time, seed, status, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, 'running', ?) ON CONFLICT (id) DO NOTHING",
@@ -234,6 +263,7 @@ impl Kernel {
         if !inv.recorded {
             self.push_invocation_row(id, &inv, &mut batch);
         }
+        self.push_fence(id, inv.epoch, &mut batch);
         batch.push(
             "UPDATE invocations SET status = ?, outcome = ?, finished_at = ? WHERE id = ?",
             vec![
@@ -243,8 +273,10 @@ impl Kernel {
                 id.into(),
             ],
         );
-        // A waiting invocation must be findable by `resume` even if the host dies now.
+        // A waiting invocation must be findable by `resume` even if the host dies now, and
+        // no host runs it until a human answers: its lease is released.
         if status == "waiting_human" {
+            self.push_lease_release(id, inv.epoch, &mut batch);
             if let Err(e) = self.inner.store.commit(batch).await {
                 tracing::error!(%e, "recording a waiting invocation");
             }
@@ -279,12 +311,37 @@ impl Kernel {
                 "invocation {key} is already running"
             )));
         }
-        let row = sqlx::query(
-            "SELECT pid, status, outcome, start_time, seed FROM invocations WHERE id = ?",
-        )
-        .bind(key)
-        .fetch_optional(self.inner.store.pool())
-        .await?;
+        let mut epoch = 1;
+        let row = loop {
+            let row = sqlx::query(
+                "SELECT pid, status, outcome, start_time, seed FROM invocations WHERE id = ?",
+            )
+            .bind(key)
+            .fetch_optional(self.inner.store.pool())
+            .await?;
+            let open = match &row {
+                Some(row) => {
+                    let status: String = row.try_get("status")?;
+                    status != "done" && status != "failed"
+                }
+                None => false,
+            };
+            if !open {
+                break row;
+            }
+            // An unfinished invocation is taken over only once its owner's lease expired;
+            // meanwhile the owner may finish it.
+            match self.take_over(key).await? {
+                Some(taken) => {
+                    epoch = taken;
+                    break row;
+                }
+                None => {
+                    tokio::time::sleep(std::time::Duration::from_millis(super::lease::HEARTBEAT_MS))
+                        .await
+                }
+            }
+        };
         let mut start_seed = None;
         let recorded = row.is_some();
         if let Some(row) = row {
@@ -314,6 +371,7 @@ impl Kernel {
                 replay,
                 recorded,
                 start_seed,
+                epoch,
             };
             return self.syscall_keyed(pid, call, keyed).await;
         }
@@ -328,6 +386,7 @@ impl Kernel {
                 next_seq: 0,
                 recorded,
                 replay,
+                epoch,
             },
         );
         // Record the invocation with its outcome, so a retry finds it even for calls that
@@ -344,6 +403,20 @@ impl Kernel {
         }
         self.end_invocation(key, &result).await;
         result
+    }
+
+    /// Whether invocation `id` left anything in the store (its row, or an intent): a call
+    /// under that key is settled from the journal rather than run as new.
+    pub async fn invocation_recorded(&self, id: &str) -> SysResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM invocations WHERE id = ? \
+             UNION ALL SELECT 1 FROM journal WHERE invocation_id = ? LIMIT 1",
+        )
+        .bind(id)
+        .bind(id)
+        .fetch_optional(self.inner.store.pool())
+        .await?;
+        Ok(found.is_some())
     }
 
     /// Journal rows of an earlier run of `id`.

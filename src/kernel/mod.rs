@@ -29,6 +29,7 @@ mod fs_calls;
 mod host_calls;
 pub mod human;
 mod journal;
+mod lease;
 mod mem_calls;
 mod operator;
 mod persist;
@@ -97,6 +98,9 @@ pub struct KernelConfig {
     /// to it or one directory up (where cargo puts test binaries); see
     /// [`crate::providers::runtime_binary`].
     pub runtime_binary: Option<PathBuf>,
+    /// How long an invocation's lease outlives its owner's last heartbeat before another
+    /// host may take it over (default 5 s).
+    pub lease_ttl: std::time::Duration,
 }
 
 impl KernelConfig {
@@ -119,6 +123,7 @@ impl KernelConfig {
             isolates: crate::isolate::HostConfig::default(),
             sandbox: SandboxConfig::default(),
             runtime_binary: None,
+            lease_ttl: std::time::Duration::from_millis(lease::LEASE_TTL_MS as u64),
         }
     }
 
@@ -171,6 +176,8 @@ struct Inner {
     isolates: std::sync::OnceLock<crate::isolate::IsolateHost>,
     tools: tools::ToolTables,
     invocations: journal::Invocations,
+    /// This host's identity for invocation leases.
+    leases: lease::Leases,
     /// Latest version of each image read so far (images change only by registration).
     images: Mutex<HashMap<String, Image>>,
 }
@@ -203,7 +210,7 @@ impl Kernel {
             .await?,
             event: IdBlock::open(store.pool(), "seq.event", "SELECT MAX(id) FROM events").await?,
         };
-        Ok(Kernel {
+        let kernel = Kernel {
             inner: Arc::new(Inner {
                 store,
                 providers,
@@ -215,9 +222,12 @@ impl Kernel {
                 isolates: std::sync::OnceLock::new(),
                 tools: tools::ToolTables::default(),
                 invocations: journal::Invocations::default(),
+                leases: lease::Leases::default(),
                 images: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        kernel.start_heartbeat();
+        Ok(kernel)
     }
 
     pub fn store(&self) -> &Store {

@@ -555,7 +555,11 @@ impl Kernel {
                 let now = self.now();
                 (now, seed_from(&tool.module.hash, now))
             });
-        let (recorded, replay) = keyed.map(|k| (k.recorded, k.replay)).unwrap_or_default();
+        let (recorded, replay, epoch) = keyed.map(|k| (k.recorded, k.replay, k.epoch)).unwrap_or((
+            false,
+            Default::default(),
+            1,
+        ));
         let _live = self.begin_invocation(
             &invocation,
             Invocation {
@@ -567,6 +571,7 @@ impl Kernel {
                 next_seq: 0,
                 recorded,
                 replay,
+                epoch,
             },
         );
         let result = self
@@ -634,9 +639,16 @@ impl Kernel {
         .fetch_all(self.inner.store.pool())
         .await?;
         let mut pending = Vec::new();
+        let mut owned_elsewhere = Vec::new();
         for row in rows {
             let id: String = row.try_get("id")?;
             let pid: Pid = row.try_get("pid")?;
+            // Another host's live invocation (and its process) is left alone.
+            let Some(epoch) = self.take_over(&id).await? else {
+                tracing::info!(invocation = %id, pid, "leased by a live host; not resumed");
+                owned_elsewhere.push(pid);
+                continue;
+            };
             let args: String = row.try_get("args")?;
             let seed: String = row.try_get("seed")?;
             pending.push((
@@ -646,10 +658,14 @@ impl Kernel {
                 serde_json::from_str::<Value>(&args).unwrap_or(Value::Null),
                 row.try_get::<i64, _>("start_time")?,
                 seed.parse::<u64>().unwrap_or(0),
+                epoch,
             ));
         }
         let running_tasks: Vec<Pid> = self.inner.tasks.lock().keys().copied().collect();
         for p in self.processes() {
+            if owned_elsewhere.contains(&p.pid) {
+                continue;
+            }
             let has_invocation = pending.iter().any(|(_, pid, ..)| *pid == p.pid);
             let stale =
                 p.status == super::process::Status::Running && !running_tasks.contains(&p.pid);
@@ -660,11 +676,11 @@ impl Kernel {
             }
         }
         let mut runs = Vec::new();
-        for (id, pid, tool_name, args, start_time, seed) in pending {
+        for (id, pid, tool_name, args, start_time, seed, epoch) in pending {
             let kernel = self.clone();
             runs.push(async move {
                 let outcome = kernel
-                    .rerun(&id, pid, &tool_name, args, start_time, seed)
+                    .rerun(&id, pid, &tool_name, args, (start_time, seed), epoch)
                     .await;
                 ResumedInvocation {
                     id,
@@ -693,8 +709,8 @@ impl Kernel {
         pid: Pid,
         tool_name: &str,
         args: Value,
-        start_time: i64,
-        seed: u64,
+        (start_time, seed): (i64, u64),
+        epoch: i64,
     ) -> SysResult<Value> {
         let alive = self.process(pid).is_some_and(|p| !p.status.is_terminal());
         let tool = if alive {
@@ -714,6 +730,7 @@ impl Kernel {
                 next_seq: 0,
                 recorded: true,
                 replay,
+                epoch,
             },
         );
         let result = match tool {

@@ -21,6 +21,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqlitePool};
 
+pub use reads::AgentUsageRow;
 pub use writer::{CommitError, JournalRow, QueueError, SqlArg, Stmt, WriteBatch};
 
 /// How hard a commit tries to reach the disk.
