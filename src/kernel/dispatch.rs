@@ -222,12 +222,16 @@ impl Kernel {
                 };
                 let on_commit = done.on_commit.take();
                 let mut batch = done.batch.audit(entry);
-                self.record_usage(pid, &mut batch);
                 if let Some(row) = journal_row(json!({"ok": done.value})) {
                     self.fence_journal(&row.invocation_id, &mut batch);
                     batch = batch.journal(row);
                 }
-                if call.is_effect() || !batch.stmts.is_empty() || !scope.once.is_empty() {
+                let must_commit =
+                    call.is_effect() || !batch.stmts.is_empty() || !scope.once.is_empty();
+                // The count rides in the same transaction as the audit record; it does not
+                // by itself make a read wait for the commit.
+                self.record_usage(pid, &mut batch);
+                if must_commit {
                     self.inner
                         .store
                         .commit(batch)
