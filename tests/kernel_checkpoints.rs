@@ -134,7 +134,7 @@ async fn populated(h: &common::TestHost) -> (Pid, String, i64) {
 }
 
 #[tokio::test]
-async fn rollback_restores_objects_items_and_capabilities_and_lists_external_effects() {
+async fn rollback_restores_objects_and_items_revokes_new_capabilities_and_lists_external_effects() {
     let h = common::host().await;
     let k = &h.kernel;
     let (pid, log, granted) = populated(&h).await;
@@ -193,7 +193,7 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
     assert_eq!(report.pid, pid);
     assert_eq!(report.objects, 3);
     assert_eq!(report.objects_removed, 2);
-    assert_eq!(report.capabilities_restored, vec![granted]);
+    assert_eq!(report.capabilities_not_restored, vec![granted]);
     assert_eq!(report.capabilities_revoked, vec![gained]);
     // The file write is outside the runtime: listed, not undone.
     let effects: Vec<(&str, &str)> = report
@@ -211,10 +211,15 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
     let wire = serde_json::to_value(&report).unwrap();
     assert_eq!(wire["external_effects"][0]["action"], "fs.write_text");
 
-    // Memory and capabilities are exactly as they were.
+    // Memory is exactly as it was; capabilities are those of the checkpoint still live.
     assert_eq!(memory(k, pid, None).await, own_before);
     assert_eq!(memory(k, pid, Some("team".into())).await, team_before);
-    assert_eq!(caps(k, pid), caps_before);
+    let still_live: Vec<_> = caps_before
+        .iter()
+        .filter(|c| c.0 != granted)
+        .cloned()
+        .collect();
+    assert_eq!(caps(k, pid), still_live);
     assert_eq!(k.process(pid).unwrap().cwd, cwd_before);
     let err = k
         .syscall(
@@ -227,9 +232,9 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
         .await
         .unwrap_err();
     assert_eq!(err.kind(), "NotFound");
-    // The revoked grant works again in the kernel's memory; the new one is gone.
+    // The grant revoked since stays revoked; the new one is gone.
     let held = k.capabilities(pid);
-    assert!(held.iter().any(|c| c.id == granted));
+    assert!(!held.iter().any(|c| c.id == granted));
     assert!(!held.iter().any(|c| c.id == gained));
     // The process carries on: appends continue after the restored items, names are free.
     call(
@@ -253,6 +258,31 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
     let err = k.checkpoint_rollback("ckpt_nope").await.unwrap_err();
     assert!(matches!(err, SyscallError::NotFound(_)), "{err:?}");
     assert!(k.verify_audit().await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn rollback_does_not_rearm_a_consumed_grant() {
+    let h = common::host().await;
+    let k = &h.kernel;
+    std::fs::write(h.workspace().join("secret.txt"), "once").unwrap();
+    let pid = h.spawn(&["fs:secret.txt=read:allow_once"]).await;
+    let once = k
+        .capabilities(pid)
+        .into_iter()
+        .find(|c| c.resource == "fs:secret.txt")
+        .unwrap()
+        .id;
+    let ckpt = k.checkpoint_create(pid, "armed").await.unwrap();
+    let read = Syscall::Fs(FsCall::ReadText {
+        path: "secret.txt".into(),
+    });
+    assert_eq!(call(k, pid, read.clone()).await, json!("once"));
+    let report = k.checkpoint_rollback(&ckpt.id).await.unwrap();
+    assert_eq!(report.capabilities_not_restored, vec![once]);
+    for kernel in [k.clone(), h.reopen().await] {
+        let err = kernel.syscall(pid, read.clone()).await.unwrap_err();
+        assert_eq!(err.kind(), "PermissionDenied", "{err:?}");
+    }
 }
 
 #[tokio::test]

@@ -47,7 +47,7 @@ pub struct Cli {
 
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
-    /// The state database [default: .agent-libos/state.db]
+    /// The state database [default: state.db in $XDG_STATE_HOME/agent-libos/<workspace>-<hash>/, or ~/.local/state/…]
     #[arg(long, global = true, env = "AGENT_LIBOS_DB", value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// The workspace directory processes see as their root [default: current directory]
@@ -160,8 +160,8 @@ Examples:
   agent-libos tool run tools/post.ts --allow-net=api.example.org:443 --trace
   agent-libos tool run tools/save.ts --grant 'fs:out.txt=write:ask_each_time' --ask
 
-Nothing is allowed by default. The run uses the --db database (default
-.agent-libos/state.db), so `agent-libos ps` and `agent-libos audit show` work
+Nothing is allowed by default. The run uses the --db database (default: the
+workspace's state directory under ~/.local/state/agent-libos), so `agent-libos ps` and `agent-libos audit show` work
 afterwards. The CLI, as operator, also grants tool:<name>=create to the
 process so that it can register the tool it is loading.")]
     Run(ToolRunArgs),

@@ -200,13 +200,13 @@ fn ids(list: &[i64]) -> String {
 /// The human-readable rollback report: what was restored, then what was NOT undone.
 pub fn rollback_text(r: &RollbackReport) -> String {
     let mut out = format!(
-        "rolled back process {} to checkpoint {}\n  objects: {} (removed {} created since)\n  capabilities restored: {}; revoked: {}\n  tools: {}\n",
+        "rolled back process {} to checkpoint {}\n  objects: {} (removed {} created since)\n  capabilities revoked: {}; not restored (revoked or used since): {}\n  tools: {}\n",
         r.pid,
         r.checkpoint,
         r.objects,
         r.objects_removed,
-        ids(&r.capabilities_restored),
         ids(&r.capabilities_revoked),
+        ids(&r.capabilities_not_restored),
         r.tools
     );
     if !r.children_since.is_empty() {

@@ -150,6 +150,8 @@ pub struct Ctx {
     pub db: PathBuf,
     /// Whether `--db` (or `AGENT_LIBOS_DB`) was given.
     pub db_given: bool,
+    /// The default state directory, when `--db` was not given (reserved whole).
+    pub state_dir: Option<PathBuf>,
     pub workspace: PathBuf,
     pub json: bool,
 }
@@ -169,13 +171,29 @@ impl Ctx {
             }
             None => cwd.clone(),
         };
-        let (db, db_given) = match &global.db {
-            Some(d) => (cwd.join(d), true),
-            None => (cwd.join(".agent-libos").join("state.db"), false),
+        let (db, db_given, state_dir) = match &global.db {
+            Some(d) => (cwd.join(d), true, None),
+            None => {
+                let dir = crate::store::layout::default_state_dir(
+                    &workspace,
+                    std::env::var("XDG_STATE_HOME").ok().as_deref(),
+                    std::env::var("HOME").ok().as_deref(),
+                )
+                .ok_or_else(|| {
+                    Failure::new(
+                        "InvalidArgument",
+                        exit::INVALID,
+                        "cannot choose a state directory: neither XDG_STATE_HOME nor HOME is set",
+                    )
+                    .hint("pass --db PATH (or set AGENT_LIBOS_DB), or set HOME")
+                })?;
+                (dir.join("state.db"), false, Some(dir))
+            }
         };
         Ok(Ctx {
             db,
             db_given,
+            state_dir,
             workspace,
             json: global.json,
         })
@@ -184,6 +202,7 @@ impl Ctx {
     pub fn kernel_config(&self, mode: HumanMode) -> KernelConfig {
         let mut config = KernelConfig::new(&self.db, &self.workspace);
         config.human_mode = mode;
+        config.reserved.extend(self.state_dir.clone());
         config
     }
 

@@ -99,8 +99,9 @@ pub struct RollbackReport {
     pub objects: u64,
     /// Objects created after the checkpoint and deleted by the rollback.
     pub objects_removed: u64,
-    /// Capabilities revoked or consumed since the checkpoint and live again.
-    pub capabilities_restored: Vec<i64>,
+    /// Capabilities of the checkpoint revoked, used up or expired since: a rollback never
+    /// brings them back.
+    pub capabilities_not_restored: Vec<i64>,
     /// Capabilities gained since the checkpoint (and everything delegated from them),
     /// now revoked.
     pub capabilities_revoked: Vec<i64>,
@@ -345,32 +346,15 @@ impl Kernel {
     }
 
     /// Restores the runtime state of the checkpointed process in one transaction: the
-    /// object memory of its namespaces, its capabilities, its tool table and its process
-    /// fields (cwd, image, budget, usage). Effects outside the runtime are listed, not undone.
+    /// object memory of its namespaces, its tool table and its process fields (cwd, image,
+    /// budget, usage); capabilities gained since are revoked, and those revoked, used up or
+    /// expired since stay so (a rollback resurrects no authority). Effects outside the
+    /// runtime are listed, not undone.
     pub async fn checkpoint_rollback(&self, id: &str) -> SysResult<RollbackReport> {
         let (pid, audit_seq, snap) = self.load_snapshot_meta(id).await?;
         let now = self.now();
         let snap_cap_ids: HashSet<i64> = snap.caps.iter().map(|c| c.id).collect();
 
-        // Capabilities to bring back: revoked or consumed since, unless what they were
-        // delegated from is gone (a rollback never undoes someone else's revocation).
-        let restore: Vec<i64> = if snap_cap_ids.is_empty() {
-            Vec::new()
-        } else {
-            let ids: Vec<i64> = snap_cap_ids.iter().copied().collect();
-            sqlx::query_scalar(
-                "SELECT c.id FROM capabilities c \
-                 WHERE c.subject = ?1 AND c.id IN (SELECT value FROM json_each(?2)) \
-                   AND (c.revoked = 1 OR c.consumed = 1) \
-                   AND (c.parent IS NULL OR EXISTS (SELECT 1 FROM capabilities p \
-                        WHERE p.id = c.parent AND p.revoked = 0 AND p.consumed = 0)) \
-                 ORDER BY c.id",
-            )
-            .bind(pid)
-            .bind(persist::json(&ids))
-            .fetch_all(self.inner.store.pool())
-            .await?
-        };
         let objects_removed: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM objects o JOIN namespaces s ON s.name = o.namespace \
              WHERE s.owner = ?1 AND o.id NOT IN (SELECT value ->> 'id' FROM \
@@ -383,7 +367,7 @@ impl Kernel {
         let has_validations = self.ckpt_table_exists("tool_validations").await?;
 
         let mut batch = WriteBatch::default();
-        let (revoked, restored_process, children_since) = {
+        let (revoked, not_restored, restored_process, children_since) = {
             let mut state = self.inner.state.lock();
             let current = state
                 .process(pid)
@@ -395,6 +379,20 @@ impl Kernel {
                     current.status
                 )));
             }
+            // Capabilities of the checkpoint revoked, used up or expired since stay so: a
+            // rollback never brings a capability back.
+            let live: HashSet<i64> = state
+                .caps_of(pid)
+                .iter()
+                .filter(|c| c.is_live(now))
+                .map(|c| c.id)
+                .collect();
+            let mut not_restored: Vec<i64> = snap_cap_ids
+                .iter()
+                .copied()
+                .filter(|id| !live.contains(id))
+                .collect();
+            not_restored.sort_unstable();
             // Capabilities gained since the checkpoint go, with everything derived from them.
             let mut revoked: Vec<i64> = Vec::new();
             let gained: Vec<i64> = state
@@ -414,7 +412,14 @@ impl Kernel {
             // Fail closed: no authorization uses them from now on.
             let gone: HashSet<i64> = revoked.iter().copied().collect();
             for caps in state.caps.values_mut() {
-                caps.retain(|c| !gone.contains(&c.id));
+                caps.retain(|c| {
+                    if gone.contains(&c.id) {
+                        persist::revoke_cap(&mut batch, c, self.inner.store.sealer());
+                        false
+                    } else {
+                        true
+                    }
+                });
             }
             let mut process = current;
             process.image_id = snap.process.image_id.clone();
@@ -428,7 +433,7 @@ impl Kernel {
                 .map(|c| c.pid)
                 .filter(|p| !known.contains(p))
                 .collect();
-            (revoked, process, since)
+            (revoked, not_restored, process, since)
         };
 
         // The snapshot's objects and items, parsed once into temporary tables of the
@@ -532,19 +537,8 @@ impl Kernel {
                 Value::Array(snap.tools.clone()).to_string().into(),
             ],
         );
-        for cap in &revoked {
-            persist::revoke_cap(&mut batch, *cap);
-        }
-        if !restore.is_empty() {
-            batch.push(
-                "UPDATE capabilities SET revoked = 0, consumed = 0 \
-                 WHERE id IN (SELECT value FROM json_each(?))",
-                vec![persist::json(&restore).into()],
-            );
-        }
         persist::update_process(&mut batch, &restored_process, now);
-        let mut refs = revoked.clone();
-        refs.extend(&restore);
+        let refs = revoked.clone();
         let batch = batch.audit(AuditEntry {
             ts: now,
             actor: "operator".into(),
@@ -559,12 +553,13 @@ impl Kernel {
                 "audit_seq": audit_seq,
                 "objects_removed": objects_removed,
                 "revoked": revoked,
-                "restored": restore,
+                "not_restored": not_restored,
             }),
         });
         let committed = self.ckpt_commit(batch).await;
         // Whatever happened, memory follows the store for this process.
-        let caps = State::load_caps(self.inner.store.pool(), pid).await?;
+        let caps =
+            State::load_caps(self.inner.store.pool(), pid, self.inner.store.sealer()).await?;
         {
             let mut state = self.inner.state.lock();
             if committed.is_ok() {
@@ -619,7 +614,7 @@ impl Kernel {
             pid,
             objects: objects as u64,
             objects_removed: objects_removed as u64,
-            capabilities_restored: restore,
+            capabilities_not_restored: not_restored,
             capabilities_revoked: revoked,
             tools: snap.tools.len() as u64,
             external_effects,
@@ -947,7 +942,7 @@ impl Kernel {
             persist::insert_namespace(&mut batch, ns, Some(pid), now);
         }
         for cap in &caps {
-            persist::insert_cap(&mut batch, cap, now);
+            persist::insert_cap(&mut batch, cap, now, self.inner.store.sealer());
         }
         batch.push(
             "INSERT INTO objects (id, namespace, name, type, title, summary, tags, mime, payload, \
@@ -1046,15 +1041,14 @@ impl Kernel {
         if id == base.id && version == base.version {
             return Ok(Some(base));
         }
-        let manifest: Option<String> =
-            sqlx::query_scalar("SELECT manifest FROM images WHERE id = ? AND version = ?")
-                .bind(id)
-                .bind(version)
-                .fetch_optional(self.inner.store.pool())
-                .await?;
-        manifest
-            .map(|m| serde_json::from_str(&m).map_err(SyscallError::internal))
-            .transpose()
+        let row = sqlx::query(
+            "SELECT id, version, manifest, registered_by, mac FROM images WHERE id = ? AND version = ?",
+        )
+        .bind(id)
+        .bind(version)
+        .fetch_optional(self.inner.store.pool())
+        .await?;
+        Ok(row.and_then(|r| self.sealed_image(&r)))
     }
 
     async fn ckpt_table_exists(&self, name: &str) -> SysResult<bool> {

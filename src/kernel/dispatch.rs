@@ -201,9 +201,13 @@ impl Kernel {
                     for id in &scope.once {
                         state.reserved_once.remove(id);
                         if let Some(cap) = state.find_cap_mut(*id) {
+                            super::persist::consume_cap(
+                                &mut done.batch,
+                                cap,
+                                self.inner.store.sealer(),
+                            );
                             cap.consumed = true;
                         }
-                        super::persist::consume_cap(&mut done.batch, *id);
                     }
                 }
                 let entry = AuditEntry {

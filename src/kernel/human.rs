@@ -20,6 +20,7 @@ use super::scope::{Done, Scope};
 use super::syscall::{HumanCall, Primitive, Syscall};
 use super::{HumanMode, Kernel};
 use crate::audit::AuditEntry;
+use crate::store::sealed::RequestFields;
 use crate::store::WriteBatch;
 
 /// A human's answer to a request.
@@ -53,6 +54,17 @@ pub struct HumanRequest {
     pub answered_by: Option<String>,
     pub created_at: i64,
     pub answered_at: Option<i64>,
+}
+
+/// `SELECT <the columns every read of a request needs> FROM human_requests <rest>`.
+macro_rules! select_requests {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
+             created_at, answered_at, used, mac FROM human_requests ",
+            $rest
+        )
+    };
 }
 
 /// How often a parked call checks the database for an answer given by another runtime.
@@ -137,26 +149,37 @@ impl Kernel {
                     .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
             }
         }
-        let earlier = sqlx::query(
-            "SELECT id, status, answer FROM human_requests WHERE pid = ? AND kind = ? AND args_hash = ? \
-             AND used = 0 AND status IN ('pending', 'approved', 'rejected', 'answered') ORDER BY created_at, id LIMIT 1",
-        )
+        let rows = sqlx::query(select_requests!(
+            "WHERE pid = ? AND kind = ? AND args_hash = ? AND used = 0 \
+             AND status IN ('pending', 'approved', 'rejected', 'answered') ORDER BY created_at, id"
+        ))
         .bind(pid)
         .bind(kind)
         .bind(&args_hash)
-        .fetch_optional(self.inner.store.pool())
+        .fetch_all(self.inner.store.pool())
         .await?;
-        // A request another call of this runtime is already waiting on, or has claimed, is
-        // not shared: one approval serves one call.
-        let earlier = earlier.filter(|row| {
-            let id: String = row.try_get("id").unwrap_or_default();
-            !self.inner.human.map.lock().contains_key(&id)
-                && self.inner.human.claimed.lock().insert(id)
-        });
+        // Only a request the kernel wrote counts; one another call of this runtime is
+        // already waiting on, or has claimed, is not shared: one approval serves one call.
+        let mut earlier = None;
+        for row in &rows {
+            let stored = self.stored_request(row)?;
+            if stored.sealed
+                && !self.inner.human.map.lock().contains_key(&stored.request.id)
+                && self
+                    .inner
+                    .human
+                    .claimed
+                    .lock()
+                    .insert(stored.request.id.clone())
+            {
+                earlier = Some(stored.request);
+                break;
+            }
+        }
         let (id, answer) = match earlier {
-            Some(row) => {
-                let id: String = row.try_get("id")?;
-                let status: String = row.try_get("status")?;
+            Some(request) => {
+                let id = request.id.clone();
+                let status = request.status.clone();
                 let answer = if status == "pending" {
                     match self.wait_for_human(pid, &id).await {
                         Ok(answer) => answer,
@@ -168,11 +191,16 @@ impl Kernel {
                     }
                 } else {
                     // Answered while this runtime was away: apply any grant it made.
-                    let caps = super::state::State::load_caps(self.inner.store.pool(), pid).await?;
+                    let caps = super::state::State::load_caps(
+                        self.inner.store.pool(),
+                        pid,
+                        self.inner.store.sealer(),
+                    )
+                    .await?;
                     self.inner.state.lock().caps.insert(pid, caps);
-                    let answer: Option<String> = row.try_get("answer")?;
-                    answer
-                        .and_then(|a| serde_json::from_str(&a).ok())
+                    request
+                        .answer
+                        .and_then(|a| serde_json::from_value(a).ok())
                         .unwrap_or(HumanAnswer::Reject {
                             reason: format!("request {id} was {status}"),
                         })
@@ -204,15 +232,29 @@ impl Kernel {
             }
         };
         self.inner.human.claimed.lock().insert(id.clone());
+        self.mark_used(&id).await?;
+        Ok((id, answer))
+    }
+
+    /// Marks an answered request as used by the call it was answered for (with its seal).
+    async fn mark_used(&self, id: &str) -> SysResult<()> {
+        let stored = self
+            .load_request(id)
+            .await?
+            .filter(|s| s.sealed)
+            .ok_or_else(|| SyscallError::NotFound(format!("human request {id}")))?;
+        let seal = stored
+            .fields_with(None, true)
+            .seal(self.inner.store.sealer());
         self.inner
             .store
             .commit(WriteBatch::default().stmt(
-                "UPDATE human_requests SET used = 1 WHERE id = ?",
-                vec![id.clone().into()],
+                "UPDATE human_requests SET used = 1, mac = ? WHERE id = ?",
+                vec![seal.into(), id.into()],
             ))
             .await
             .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
-        Ok((id, answer))
+        Ok(())
     }
 
     /// Asks a human whether to repeat an effect whose outcome was lost in a crash (its intent
@@ -263,18 +305,8 @@ impl Kernel {
         let id = crate::util::new_id("hr");
         let now = self.now();
         let mut batch = WriteBatch::default();
-        batch.push(
-            "INSERT INTO human_requests (id, pid, kind, channel, payload, args_hash, status, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-            vec![
-                id.clone().into(),
-                pid.into(),
-                kind.into(),
-                channel.into(),
-                payload.to_string().into(),
-                args_hash.into(),
-                now.into(),
-            ],
+        self.insert_request(
+            &mut batch, &id, pid, kind, channel, &payload, &args_hash, "pending",
         );
         let batch = batch.audit(AuditEntry {
             ts: now,
@@ -366,7 +398,9 @@ impl Kernel {
             .unwrap_or(HumanAnswer::Reject {
                 reason: format!("request {id} was {}", request.status),
             });
-        let caps = super::state::State::load_caps(self.inner.store.pool(), pid).await?;
+        let caps =
+            super::state::State::load_caps(self.inner.store.pool(), pid, self.inner.store.sealer())
+                .await?;
         self.inner.state.lock().caps.insert(pid, caps);
         Ok(Some(answer))
     }
@@ -379,10 +413,16 @@ impl Kernel {
         answer: HumanAnswer,
         by: &str,
     ) -> SysResult<HumanRequest> {
-        let request = self
-            .human_request(id)
+        let stored = self
+            .load_request(id)
             .await?
             .ok_or_else(|| SyscallError::NotFound(format!("human request {id}")))?;
+        if !stored.sealed {
+            return Err(SyscallError::IllegalState(format!(
+                "request {id} was not written by the runtime (its seal does not verify); it cannot be answered"
+            )));
+        }
+        let request = stored.request.clone();
         if request.status != "pending" {
             return Err(SyscallError::IllegalState(format!(
                 "request {id} is already {}",
@@ -422,14 +462,19 @@ impl Kernel {
         };
         let now = self.now();
         let mut batch = WriteBatch::default();
+        let answer_json = persist::json(&answer);
+        let seal = stored
+            .fields_with(Some((status, &answer_json, by)), false)
+            .seal(self.inner.store.sealer());
         batch.push(
-            "UPDATE human_requests SET status = ?, answer = ?, answered_by = ?, answered_at = ? \
+            "UPDATE human_requests SET status = ?, answer = ?, answered_by = ?, answered_at = ?, mac = ? \
              WHERE id = ? AND status = 'pending'",
             vec![
                 status.into(),
-                persist::json(&answer).into(),
+                answer_json.clone().into(),
                 by.into(),
                 now.into(),
+                seal.into(),
                 id.into(),
             ],
         );
@@ -495,34 +540,102 @@ impl Kernel {
             revoked: false,
             consumed: false,
         };
-        persist::insert_cap(batch, &cap, now);
+        persist::insert_cap(batch, &cap, now, self.inner.store.sealer());
         state.caps.entry(request.pid).or_default().push(cap);
         Some(id)
     }
 
-    /// One request by id.
+    /// One request by id (only one the kernel wrote: a row whose seal does not verify is
+    /// refused).
     pub async fn human_request(&self, id: &str) -> SysResult<Option<HumanRequest>> {
-        let row = sqlx::query(
-            "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
-             created_at, answered_at FROM human_requests WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(self.inner.store.pool())
-        .await?;
-        row.map(|r| request_from_row(&r)).transpose()
+        Ok(self
+            .load_request(id)
+            .await?
+            .filter(|s| s.sealed)
+            .map(|s| s.request))
     }
 
-    /// Requests, oldest first; only pending ones unless `all`.
+    /// Requests, oldest first; only pending ones unless `all`. Rows the kernel did not
+    /// write are left out (and logged).
     pub async fn human_requests(&self, all: bool) -> SysResult<Vec<HumanRequest>> {
         let sql = if all {
-            "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
-             created_at, answered_at FROM human_requests ORDER BY created_at, id"
+            select_requests!("ORDER BY created_at, id")
         } else {
-            "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
-             created_at, answered_at FROM human_requests WHERE status = 'pending' ORDER BY created_at, id"
+            select_requests!("WHERE status = 'pending' ORDER BY created_at, id")
         };
         let rows = sqlx::query(sql).fetch_all(self.inner.store.pool()).await?;
-        rows.iter().map(request_from_row).collect()
+        let mut requests = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let stored = self.stored_request(row)?;
+            if stored.sealed {
+                requests.push(stored.request);
+            }
+        }
+        Ok(requests)
+    }
+
+    /// One request row, sealed or not.
+    async fn load_request(&self, id: &str) -> SysResult<Option<StoredRequest>> {
+        let row = sqlx::query(select_requests!("WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(self.inner.store.pool())
+            .await?;
+        row.map(|r| self.stored_request(&r)).transpose()
+    }
+
+    fn stored_request(&self, row: &sqlx::sqlite::SqliteRow) -> SysResult<StoredRequest> {
+        let stored = StoredRequest::from_row(row)?;
+        let sealed = stored
+            .fields_with(None, stored.used)
+            .verify(self.inner.store.sealer(), stored.mac.as_deref());
+        if !sealed {
+            crate::store::sealed::refused("human_requests", &stored.request.id);
+        }
+        Ok(StoredRequest { sealed, ..stored })
+    }
+
+    /// Adds a new request row, sealed, to `batch`.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_request(
+        &self,
+        batch: &mut WriteBatch,
+        id: &str,
+        pid: Pid,
+        kind: &str,
+        channel: &str,
+        payload: &Value,
+        args_hash: &str,
+        status: &str,
+    ) {
+        let payload = payload.to_string();
+        let seal = RequestFields {
+            id,
+            pid,
+            kind,
+            channel,
+            payload: &payload,
+            args_hash,
+            status,
+            answer: None,
+            answered_by: None,
+            used: false,
+        }
+        .seal(self.inner.store.sealer());
+        batch.push(
+            "INSERT INTO human_requests (id, pid, kind, channel, payload, args_hash, status, created_at, mac) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                id.into(),
+                pid.into(),
+                kind.into(),
+                channel.into(),
+                payload.into(),
+                args_hash.into(),
+                status.into(),
+                self.now().into(),
+                seal.into(),
+            ],
+        );
     }
 
     /// `human.output`, `human.ask`, `human.request_permission`.
@@ -537,19 +650,16 @@ impl Kernel {
                 self.authorize_one(pid, format!("human:{channel}"), Right::Write, call, scope)
                     .await?;
                 let id = crate::util::new_id("hr");
-                let now = self.now();
                 let mut batch = WriteBatch::default();
-                batch.push(
-                    "INSERT INTO human_requests (id, pid, kind, channel, payload, args_hash, status, created_at) \
-                     VALUES (?, ?, 'output', ?, ?, ?, 'delivered', ?)",
-                    vec![
-                        id.clone().into(),
-                        pid.into(),
-                        channel.clone().into(),
-                        json!({"message": message}).to_string().into(),
-                        call.args_hash().into(),
-                        now.into(),
-                    ],
+                self.insert_request(
+                    &mut batch,
+                    &id,
+                    pid,
+                    "output",
+                    channel,
+                    &json!({"message": message}),
+                    &call.args_hash(),
+                    "delivered",
                 );
                 Ok(Done::new(json!({"id": id}), format!("human:{channel}")).batch(batch))
             }
@@ -637,20 +747,72 @@ fn granted_policy(kind: &str, answer: &HumanAnswer) -> Option<Policy> {
     }
 }
 
-fn request_from_row(row: &sqlx::sqlite::SqliteRow) -> SysResult<HumanRequest> {
-    let payload: String = row.try_get("payload")?;
-    let answer: Option<String> = row.try_get("answer")?;
-    Ok(HumanRequest {
-        id: row.try_get("id")?,
-        pid: row.try_get("pid")?,
-        kind: row.try_get("kind")?,
-        channel: row.try_get("channel")?,
-        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
-        args_hash: row.try_get("args_hash")?,
-        status: row.try_get("status")?,
-        answer: answer.and_then(|a| serde_json::from_str(&a).ok()),
-        answered_by: row.try_get("answered_by")?,
-        created_at: row.try_get("created_at")?,
-        answered_at: row.try_get("answered_at")?,
-    })
+/// A request row as stored: the request, its raw sealed fields, and whether its seal
+/// verifies.
+#[derive(Clone)]
+struct StoredRequest {
+    request: HumanRequest,
+    payload_text: String,
+    answer_text: Option<String>,
+    used: bool,
+    mac: Option<String>,
+    sealed: bool,
+}
+
+impl StoredRequest {
+    fn from_row(row: &sqlx::sqlite::SqliteRow) -> SysResult<StoredRequest> {
+        let payload_text: String = row.try_get("payload")?;
+        let answer_text: Option<String> = row.try_get("answer")?;
+        Ok(StoredRequest {
+            request: HumanRequest {
+                id: row.try_get("id")?,
+                pid: row.try_get("pid")?,
+                kind: row.try_get("kind")?,
+                channel: row.try_get("channel")?,
+                payload: serde_json::from_str(&payload_text).unwrap_or(Value::Null),
+                args_hash: row.try_get("args_hash")?,
+                status: row.try_get("status")?,
+                answer: answer_text
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str(a).ok()),
+                answered_by: row.try_get("answered_by")?,
+                created_at: row.try_get("created_at")?,
+                answered_at: row.try_get("answered_at")?,
+            },
+            payload_text,
+            answer_text,
+            used: row.try_get::<i64, _>("used")? != 0,
+            mac: row.try_get("mac")?,
+            sealed: false,
+        })
+    }
+
+    /// The sealed fields, with a new answer (status, answer, by) and `used` if given.
+    fn fields_with<'a>(
+        &'a self,
+        answered: Option<(&'a str, &'a str, &'a str)>,
+        used: bool,
+    ) -> RequestFields<'a> {
+        let r = &self.request;
+        let (status, answer, answered_by) = match answered {
+            Some((status, answer, by)) => (status, Some(answer), Some(by)),
+            None => (
+                r.status.as_str(),
+                self.answer_text.as_deref(),
+                r.answered_by.as_deref(),
+            ),
+        };
+        RequestFields {
+            id: &r.id,
+            pid: r.pid,
+            kind: &r.kind,
+            channel: &r.channel,
+            payload: &self.payload_text,
+            args_hash: &r.args_hash,
+            status,
+            answer,
+            answered_by,
+            used,
+        }
+    }
 }

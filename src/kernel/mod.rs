@@ -81,6 +81,9 @@ pub struct KernelConfig {
     pub fetch_limits: FetchLimits,
     /// Sizes of the JIT tool isolate host (started on the first tool use).
     pub isolates: crate::isolate::HostConfig,
+    /// More paths of the runtime's own, reserved like its state files (e.g. the state
+    /// directory the CLI made for it). See [`KernelConfig::reserved_paths`].
+    pub reserved: Vec<PathBuf>,
 }
 
 impl KernelConfig {
@@ -100,7 +103,21 @@ impl KernelConfig {
                 max_response_bytes: 10 << 20,
             },
             isolates: crate::isolate::HostConfig::default(),
+            reserved: Vec::new(),
         }
+    }
+
+    /// The paths that hold the runtime's own state, absolute: the database, SQLite's files
+    /// beside it (which come and go), the key and the anchored audit head, and
+    /// [`KernelConfig::reserved`]. No primitive of any process reaches them, whatever it
+    /// holds (`fs:**` included): the filesystem provider refuses every path that names one
+    /// or resolves to the same file (a hard link, another spelling).
+    pub fn reserved_paths(&self) -> Vec<PathBuf> {
+        let mut paths = crate::store::StateFiles::new(&self.db_path).all();
+        for extra in &self.reserved {
+            paths.push(std::path::absolute(extra).unwrap_or_else(|_| extra.clone()));
+        }
+        paths
     }
 }
 
@@ -150,14 +167,17 @@ impl Kernel {
     /// registered process back into memory.
     pub async fn open(config: KernelConfig) -> Result<Kernel, OpenError> {
         let store = Store::open(&config.db_path, config.durability).await?;
-        let providers = match &config.providers {
-            Some(p) => p.clone(),
-            None => Providers::host(&config.workspace).map_err(|source| OpenError::Workspace {
-                path: config.workspace.clone(),
-                source,
-            })?,
-        };
-        let state = state::State::load(store.pool()).await?;
+        let providers =
+            match &config.providers {
+                Some(p) => p.clone(),
+                None => Providers::host(&config.workspace, &config.reserved_paths()).map_err(
+                    |source| OpenError::Workspace {
+                        path: config.workspace.clone(),
+                        source,
+                    },
+                )?,
+            };
+        let state = state::State::load(store.pool(), store.sealer()).await?;
         let ids = Ids {
             pid: IdBlock::open(store.pool(), "seq.pid", "SELECT MAX(pid) FROM processes").await?,
             cap: IdBlock::open(

@@ -99,8 +99,7 @@ impl Kernel {
         for _ in 0..new.grants.len() + 2 {
             fresh_ids.push(self.new_cap_id().await?);
         }
-        let (pid, cap_ids) = {
-            let mut state = self.inner.state.lock();
+        let (process, caps) = {
             let process = Process {
                 pid,
                 parent: new.parent,
@@ -165,17 +164,16 @@ impl Kernel {
                 },
             ];
             caps.extend(new.grants);
-            let mut ids = Vec::new();
+            let mut stored = Vec::with_capacity(caps.len());
             for (mut cap, id) in caps.into_iter().zip(fresh_ids) {
                 cap.id = id;
                 cap.subject = pid;
-                persist::insert_cap(&mut batch, &cap, now);
-                ids.push(cap.id);
-                state.caps.entry(pid).or_default().push(cap);
+                persist::insert_cap(&mut batch, &cap, now, self.inner.store.sealer());
+                stored.push(cap);
             }
-            state.procs.insert(pid, process);
-            (pid, ids)
+            (process, stored)
         };
+        let cap_ids: Vec<i64> = caps.iter().map(|c| c.id).collect();
         let batch = batch.audit(AuditEntry {
             ts: now,
             actor: actor.to_string(),
@@ -187,12 +185,15 @@ impl Kernel {
             parent_seq: None,
             detail: json!({"parent": new.parent, "image": new.image.id, "version": new.image.version}),
         });
-        if let Err(e) = self.inner.store.commit(batch).await {
-            let mut state = self.inner.state.lock();
-            state.procs.remove(&pid);
-            state.caps.remove(&pid);
-            return Err(SyscallError::Internal(format!("store: {e}")));
-        }
+        self.inner
+            .store
+            .commit(batch)
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        // The process and its grants exist in memory only once they are durable.
+        let mut state = self.inner.state.lock();
+        state.caps.insert(pid, caps);
+        state.procs.insert(pid, process);
         Ok(pid)
     }
 
@@ -418,7 +419,7 @@ impl Kernel {
         let mut batch = WriteBatch::default();
         cap.id = self.new_cap_id().await?;
         {
-            let mut state = self.inner.state.lock();
+            let state = self.inner.state.lock();
             match state.process(cap.subject) {
                 None => return Err(SyscallError::NotFound(format!("process {}", cap.subject))),
                 Some(p) if p.status.is_terminal() => {
@@ -429,8 +430,7 @@ impl Kernel {
                 }
                 _ => {}
             }
-            persist::insert_cap(&mut batch, &cap, now);
-            state.caps.entry(cap.subject).or_default().push(cap.clone());
+            persist::insert_cap(&mut batch, &cap, now, self.inner.store.sealer());
         }
         let batch = batch.audit(AuditEntry {
             ts: now,
@@ -448,6 +448,14 @@ impl Kernel {
             .commit(batch)
             .await
             .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        // A grant takes effect only once it is durable, and only for a live subject.
+        let mut state = self.inner.state.lock();
+        if state
+            .process(cap.subject)
+            .is_some_and(|p| !p.status.is_terminal())
+        {
+            state.caps.entry(cap.subject).or_default().push(cap.clone());
+        }
         Ok(cap.id)
     }
 
@@ -473,9 +481,10 @@ impl Kernel {
             let ids = state.derived_caps(cap_id);
             for id in &ids {
                 if let Some(c) = state.find_cap_mut(*id) {
+                    persist::revoke_cap(&mut batch, c, self.inner.store.sealer());
+                    // Revocation takes effect at once (fail closed), before its commit.
                     c.revoked = true;
                 }
-                persist::revoke_cap(&mut batch, *id);
             }
             for caps in state.caps.values_mut() {
                 caps.retain(|c| !c.revoked);
@@ -513,15 +522,25 @@ impl Kernel {
         actor: &str,
     ) -> SysResult<()> {
         let now = self.now();
+        let manifest = persist::json(image);
+        let seal = crate::store::sealed::image_seal(
+            self.inner.store.sealer(),
+            &image.id,
+            &image.version,
+            &manifest,
+            by,
+        );
         let batch = WriteBatch::default()
             .stmt(
-                "INSERT INTO images (id, version, manifest, registered_by, registered_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO images (id, version, manifest, registered_by, registered_at, mac) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
                 vec![
                     image.id.clone().into(),
                     image.version.clone().into(),
-                    persist::json(image).into(),
+                    manifest.into(),
                     by.into(),
                     now.into(),
+                    seal.into(),
                 ],
             )
             .audit(AuditEntry {
@@ -553,14 +572,17 @@ impl Kernel {
         if let Some(image) = self.inner.images.lock().get(id) {
             return Ok(image.clone());
         }
-        let manifest: Option<String> = sqlx::query_scalar(
-            "SELECT manifest FROM images WHERE id = ? ORDER BY registered_at DESC, version DESC LIMIT 1",
+        let rows = sqlx::query(
+            "SELECT id, version, manifest, registered_by, mac FROM images WHERE id = ? \
+             ORDER BY registered_at DESC, version DESC",
         )
         .bind(id)
-        .fetch_optional(self.inner.store.pool())
+        .fetch_all(self.inner.store.pool())
         .await?;
-        let manifest = manifest.ok_or_else(|| SyscallError::NotFound(format!("image {id}")))?;
-        let image: Image = serde_json::from_str(&manifest).map_err(SyscallError::internal)?;
+        let image = rows
+            .iter()
+            .find_map(|row| self.sealed_image(row))
+            .ok_or_else(|| SyscallError::NotFound(format!("image {id}")))?;
         self.inner
             .images
             .lock()
@@ -570,13 +592,34 @@ impl Kernel {
 
     /// Every registered image (latest first per id).
     pub async fn images(&self) -> SysResult<Vec<Image>> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT manifest FROM images ORDER BY id, registered_at")
-                .fetch_all(self.inner.store.pool())
-                .await?;
-        rows.iter()
-            .map(|m| serde_json::from_str(m).map_err(SyscallError::internal))
-            .collect()
+        let rows = sqlx::query(
+            "SELECT id, version, manifest, registered_by, mac FROM images ORDER BY id, registered_at",
+        )
+        .fetch_all(self.inner.store.pool())
+        .await?;
+        Ok(rows.iter().filter_map(|r| self.sealed_image(r)).collect())
+    }
+
+    /// The image of a stored row, if the kernel wrote it (its seal verifies) and it parses.
+    pub(crate) fn sealed_image(&self, row: &sqlx::sqlite::SqliteRow) -> Option<Image> {
+        use sqlx::Row;
+        let id: String = row.try_get("id").ok()?;
+        let version: String = row.try_get("version").ok()?;
+        let manifest: String = row.try_get("manifest").ok()?;
+        let by: Option<i64> = row.try_get("registered_by").ok()?;
+        let mac: Option<String> = row.try_get("mac").ok()?;
+        let expected = crate::store::sealed::image_seal(
+            self.inner.store.sealer(),
+            &id,
+            &version,
+            &manifest,
+            by,
+        );
+        if mac.as_deref() != Some(expected.as_str()) {
+            crate::store::sealed::refused("images", format!("{id} {version}"));
+            return None;
+        }
+        serde_json::from_str(&manifest).ok()
     }
 
     /// Posts an event to a process as the operator.

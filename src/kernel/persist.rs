@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use super::capability::Capability;
 use super::process::Process;
-use crate::store::WriteBatch;
+use crate::store::sealed::CapFields;
+use crate::store::{Sealer, WriteBatch};
 
 pub fn insert_process(batch: &mut WriteBatch, p: &Process, now: i64) {
     batch.push(
@@ -47,11 +48,12 @@ pub fn update_process(batch: &mut WriteBatch, p: &Process, now: i64) {
     );
 }
 
-pub fn insert_cap(batch: &mut WriteBatch, c: &Capability, now: i64) {
+/// Stores a capability with its seal.
+pub fn insert_cap(batch: &mut WriteBatch, c: &Capability, now: i64, sealer: &Sealer) {
     batch.push(
         "INSERT INTO capabilities (id, subject, resource, rights, policy, issuer, parent, \
-         expires_at, delegable, revocable, revoked, consumed, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         expires_at, delegable, revocable, revoked, consumed, created_at, mac) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             c.id.into(),
             c.subject.into(),
@@ -66,21 +68,32 @@ pub fn insert_cap(batch: &mut WriteBatch, c: &Capability, now: i64) {
             c.revoked.into(),
             c.consumed.into(),
             now.into(),
+            cap_seal(sealer, c).into(),
         ],
     );
 }
 
-pub fn revoke_cap(batch: &mut WriteBatch, id: i64) {
+/// Marks `c` revoked (with the seal of its revoked form).
+pub fn revoke_cap(batch: &mut WriteBatch, c: &Capability, sealer: &Sealer) {
+    let revoked = Capability {
+        revoked: true,
+        ..c.clone()
+    };
     batch.push(
-        "UPDATE capabilities SET revoked = 1 WHERE id = ?",
-        vec![id.into()],
+        "UPDATE capabilities SET revoked = 1, mac = ? WHERE id = ?",
+        vec![cap_seal(sealer, &revoked).into(), c.id.into()],
     );
 }
 
-pub fn consume_cap(batch: &mut WriteBatch, id: i64) {
+/// Marks the one-shot `c` used up (with the seal of its consumed form).
+pub fn consume_cap(batch: &mut WriteBatch, c: &Capability, sealer: &Sealer) {
+    let consumed = Capability {
+        consumed: true,
+        ..c.clone()
+    };
     batch.push(
-        "UPDATE capabilities SET consumed = 1 WHERE id = ?",
-        vec![id.into()],
+        "UPDATE capabilities SET consumed = 1, mac = ? WHERE id = ?",
+        vec![cap_seal(sealer, &consumed).into(), c.id.into()],
     );
 }
 
@@ -122,4 +135,24 @@ pub fn consume_event(batch: &mut WriteBatch, id: i64) {
 
 pub fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+/// The seal of `cap` as it is about to be stored.
+pub(crate) fn cap_seal(sealer: &Sealer, cap: &Capability) -> String {
+    let rights = json(&cap.rights);
+    CapFields {
+        id: cap.id,
+        subject: cap.subject,
+        resource: &cap.resource,
+        rights: &rights,
+        policy: cap.policy.as_str(),
+        issuer: cap.issuer,
+        parent: cap.parent,
+        expires_at: cap.expires_at,
+        delegable: cap.delegable,
+        revocable: cap.revocable,
+        revoked: cap.revoked,
+        consumed: cap.consumed,
+    }
+    .seal(sealer)
 }

@@ -13,6 +13,8 @@ use tokio::sync::watch;
 use super::capability::{Capability, Pid, Policy, Right};
 use super::process::Process;
 use super::syscall::Budget;
+use crate::store::sealed::{refused, CapFields};
+use crate::store::Sealer;
 
 /// An event queued for a process.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -96,8 +98,9 @@ impl State {
         out
     }
 
-    /// Loads processes, live capabilities and pending events from the store.
-    pub async fn load(pool: &SqlitePool) -> Result<State, sqlx::Error> {
+    /// Loads processes, live capabilities and pending events from the store. A capability
+    /// row whose seal does not verify is refused (logged, not loaded).
+    pub async fn load(pool: &SqlitePool, sealer: &Sealer) -> Result<State, sqlx::Error> {
         let mut state = State::default();
         let rows = sqlx::query(
             "SELECT pid, parent_pid, image_id, image_version, goal, status, cwd, budget, usage, \
@@ -137,12 +140,14 @@ impl State {
         }
         let rows = sqlx::query(
             "SELECT id, subject, resource, rights, policy, issuer, parent, expires_at, delegable, \
-             revocable FROM capabilities WHERE revoked = 0 AND consumed = 0",
+             revocable, revoked, consumed, mac FROM capabilities WHERE revoked = 0 AND consumed = 0",
         )
         .fetch_all(pool)
         .await?;
         for row in rows {
-            let cap = cap_from_row(&row)?;
+            let Some(cap) = cap_from_row(&row, sealer)? else {
+                continue;
+            };
             if state
                 .procs
                 .get(&cap.subject)
@@ -170,34 +175,75 @@ impl State {
         Ok(state)
     }
 
-    /// The live capabilities of one process, from the store.
-    pub async fn load_caps(pool: &SqlitePool, pid: Pid) -> Result<Vec<Capability>, sqlx::Error> {
+    /// The live capabilities of one process, from the store (sealed rows only).
+    pub async fn load_caps(
+        pool: &SqlitePool,
+        pid: Pid,
+        sealer: &Sealer,
+    ) -> Result<Vec<Capability>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT id, subject, resource, rights, policy, issuer, parent, expires_at, delegable, \
-             revocable FROM capabilities WHERE subject = ? AND revoked = 0 AND consumed = 0 ORDER BY id",
+             revocable, revoked, consumed, mac FROM capabilities \
+             WHERE subject = ? AND revoked = 0 AND consumed = 0 ORDER BY id",
         )
         .bind(pid)
         .fetch_all(pool)
         .await?;
-        rows.iter().map(cap_from_row).collect()
+        let mut caps = Vec::with_capacity(rows.len());
+        for row in &rows {
+            caps.extend(cap_from_row(row, sealer)?);
+        }
+        Ok(caps)
     }
 }
 
-fn cap_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Capability, sqlx::Error> {
+/// A capability row as the kernel wrote it, or `None` (logged) if its seal does not verify
+/// or it does not parse.
+pub(crate) fn cap_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+    sealer: &Sealer,
+) -> Result<Option<Capability>, sqlx::Error> {
+    let id: i64 = row.try_get("id")?;
     let rights: String = row.try_get("rights")?;
     let policy: String = row.try_get("policy")?;
-    Ok(Capability {
-        id: row.try_get("id")?,
+    let mac: Option<String> = row.try_get("mac")?;
+    let resource: String = row.try_get("resource")?;
+    let fields = CapFields {
+        id,
         subject: row.try_get("subject")?,
-        resource: row.try_get("resource")?,
-        rights: serde_json::from_str::<Vec<Right>>(&rights).unwrap_or_default(),
-        policy: policy.parse().unwrap_or(Policy::AlwaysDeny),
+        resource: &resource,
+        rights: &rights,
+        policy: &policy,
         issuer: row.try_get("issuer")?,
         parent: row.try_get("parent")?,
         expires_at: row.try_get("expires_at")?,
         delegable: row.try_get::<i64, _>("delegable")? != 0,
         revocable: row.try_get::<i64, _>("revocable")? != 0,
-        revoked: false,
-        consumed: false,
-    })
+        revoked: row.try_get::<i64, _>("revoked")? != 0,
+        consumed: row.try_get::<i64, _>("consumed")? != 0,
+    };
+    let parsed_rights = serde_json::from_str::<Vec<Right>>(&rights);
+    let parsed_policy = policy.parse::<Policy>();
+    let (true, Ok(rights), Ok(policy)) = (
+        fields.verify(sealer, mac.as_deref()),
+        parsed_rights,
+        parsed_policy,
+    ) else {
+        refused("capabilities", id);
+        return Ok(None);
+    };
+    Ok(Some(Capability {
+        id,
+        subject: fields.subject,
+        resource: resource.clone(),
+        rights,
+        policy,
+        issuer: fields.issuer,
+        parent: fields.parent,
+        expires_at: fields.expires_at,
+        delegable: fields.delegable,
+        revocable: fields.revocable,
+        revoked: fields.revoked,
+        consumed: fields.consumed,
+    }))
 }

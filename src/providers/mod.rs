@@ -27,11 +27,15 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// The real providers, with the filesystem confined to `workspace`.
-    pub fn host(workspace: &std::path::Path) -> std::io::Result<Providers> {
+    /// The real providers, with the filesystem confined to `workspace` and kept out of
+    /// `reserved` (the runtime's own state; see `KernelConfig::reserved_paths`).
+    pub fn host(
+        workspace: &std::path::Path,
+        reserved: &[std::path::PathBuf],
+    ) -> std::io::Result<Providers> {
         Ok(Providers {
             clock: Arc::new(SystemClock),
-            fs: Arc::new(CapFs::open(workspace)?),
+            fs: Arc::new(CapFs::open_reserving(workspace, reserved)?),
             shell: Arc::new(ProcessShell::new(workspace.to_path_buf())),
             net: Arc::new(HttpNet::new()),
         })

@@ -9,6 +9,9 @@
 //! the database.
 
 pub mod ids;
+pub mod layout;
+pub mod seal;
+pub(crate) mod sealed;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +21,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqlitePool};
 
+pub use layout::StateFiles;
+pub use seal::{Field, Sealer};
 pub use writer::{CommitError, JournalRow, SqlArg, Stmt, WriteBatch};
 
 /// How hard a commit tries to reach the disk.
@@ -57,6 +62,12 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Key(#[from] seal::KeyError),
+    #[error("the key file {path} is missing, but the database holds rows sealed with it; restore the key from a backup of the state directory (without it no grant or answer in this database is trusted)")]
+    KeyMissing { path: PathBuf },
+    #[error("sealing the rows of a database from before seals: {0}")]
+    Adopt(CommitError),
 }
 
 /// An open store.
@@ -65,6 +76,9 @@ pub struct Store {
     pool: SqlitePool,
     writer: writer::WriterHandle,
     path: PathBuf,
+    files: StateFiles,
+    sealer: Sealer,
+    key_created: bool,
 }
 
 impl Store {
@@ -72,10 +86,16 @@ impl Store {
     pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The store is the one place besides providers allowed to touch the host fs.
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            // Directories it creates are the user's own (0700): they hold the key.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StoreError::CreateDir {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -105,13 +125,42 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let files = StateFiles::new(path);
+        let key_path = files.key();
+        if !key_path.exists() && has_sealed_rows(&pool).await? {
+            return Err(StoreError::KeyMissing { path: key_path });
+        }
+        let (sealer, key_created) = Sealer::load_or_create(&key_path)?;
         let conn = options.connect().await.map_err(open_err)?;
         let writer = writer::WriterHandle::start(conn).await?;
-        Ok(Store {
+        let store = Store {
             pool,
             writer,
             path: path.to_path_buf(),
-        })
+            files,
+            sealer,
+            key_created,
+        };
+        if key_created {
+            sealed::adopt_unsealed_rows(&store).await?;
+        }
+        Ok(store)
+    }
+
+    /// The files of this runtime's state (database, SQLite's files, key, audit head).
+    pub fn files(&self) -> &StateFiles {
+        &self.files
+    }
+
+    /// The key that seals trusted rows.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Whether the key was created by this open (a new database, or one from before rows
+    /// were sealed).
+    pub fn key_created(&self) -> bool {
+        self.key_created
     }
 
     /// The read pool.
@@ -145,4 +194,15 @@ impl Store {
         let _ = self.flush().await;
         Ok(crate::audit::verify(&self.pool).await?)
     }
+}
+
+/// Whether any row of the database carries a seal (then its key must exist).
+async fn has_sealed_rows(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM capabilities WHERE mac IS NOT NULL) \
+         OR EXISTS (SELECT 1 FROM human_requests WHERE mac IS NOT NULL) \
+         OR EXISTS (SELECT 1 FROM images WHERE mac IS NOT NULL)",
+    )
+    .fetch_one(pool)
+    .await
 }
