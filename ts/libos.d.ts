@@ -57,7 +57,7 @@ export declare class HumanRejected extends LibosError {
 export declare class InvalidArgument extends LibosError {
   constructor(message: string, detail?: ErrorDetail);
 }
-/** Any other kind: IllegalState, AlreadyExists, Timeout, Cancelled, IoError, InternalError... */
+/** Any other kind: IllegalState, AlreadyExists, Timeout, Cancelled, IoError, Uncertain, InternalError... */
 export declare class SyscallError extends LibosError {
   constructor(kind: string, message: string, detail?: ErrorDetail);
 }

@@ -99,7 +99,7 @@
       super("InvalidArgument", message, detail);
     }
   }
-  /** Any other kind: `IllegalState`, `Timeout`, `Cancelled`, `IoError`, ... (see `.kind`). */
+  /** Any other kind: `IllegalState`, `Timeout`, `Cancelled`, `IoError`, `Uncertain`, ... (see `.kind`). */
   class SyscallError extends LibosError {
     constructor(kind: string, message: string, detail?: ErrorDetail) {
       super(kind, message, detail);

@@ -41,6 +41,10 @@ pub struct AuditRow {
     pub detail: String,
     pub prev_hash: String,
     pub hash: String,
+    /// The record's seal (see [`super::anchor::record_seal`]); `None` before seals.
+    #[sqlx(default)]
+    #[serde(skip)]
+    pub mac: Option<String>,
 }
 
 impl AuditRow {
@@ -60,6 +64,7 @@ impl AuditRow {
             detail: entry.detail.to_string(),
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
+            mac: None,
         };
         row.hash = row.compute_hash();
         row

@@ -196,19 +196,22 @@ impl Kernel {
         match result {
             Ok(mut done) => {
                 span.record("decision", "allow");
+                let mut consumed = WriteBatch::default();
                 if !scope.once.is_empty() {
                     let mut state = self.inner.state.lock();
                     for id in &scope.once {
                         state.reserved_once.remove(id);
                         if let Some(cap) = state.find_cap_mut(*id) {
                             super::persist::consume_cap(
-                                &mut done.batch,
+                                &mut consumed,
                                 cap,
                                 self.inner.store.sealer(),
                             );
+                            // Used up at once (fail closed), before the commit.
                             cap.consumed = true;
                         }
                     }
+                    done.batch.stmts.extend(consumed.stmts.iter().cloned());
                 }
                 let entry = AuditEntry {
                     ts: now,
@@ -221,18 +224,21 @@ impl Kernel {
                     parent_seq: scope.parent_seq,
                     detail: json!({"request": call.audit_summary(), "result": done.detail}),
                 };
-                let mut batch = done.batch.audit(entry);
+                let mut batch = done.batch.audit(entry.clone());
                 if let Some(row) = journal_row(json!({"ok": done.value})) {
                     batch = batch.journal(row);
                 }
-                if call.is_effect() || !batch.stmts.is_empty() || !scope.once.is_empty() {
-                    self.inner
-                        .store
-                        .commit(batch)
-                        .await
-                        .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
-                } else {
+                // Effects, state changes and one-shot grants are acknowledged only once
+                // durable; so is a read while the store is failing (it must not outrun its
+                // record).
+                let wait = call.is_effect()
+                    || !batch.stmts.is_empty()
+                    || !scope.once.is_empty()
+                    || !self.inner.store.healthy();
+                if !wait {
                     self.inner.store.submit(batch);
+                } else if let Err(e) = self.inner.store.commit(batch).await {
+                    return Err(self.commit_failed(call, entry, consumed, e));
                 }
                 Ok(done.value)
             }
@@ -286,6 +292,42 @@ impl Kernel {
 }
 
 impl Kernel {
+    /// A successful call whose final commit failed. What its batch changed in the store did
+    /// not happen; but an effect outside the runtime (a file written, a command run, a
+    /// request sent) or one committed in steps before (a process spawned, a grant) did: its
+    /// record is queued again (kept until the store takes it, with the one-shot grants it
+    /// used up) and the caller learns that the outcome is uncertain — never a success. Its
+    /// journal keeps the intent without an outcome, so a resumed invocation asks a human
+    /// before repeating it.
+    fn commit_failed(
+        &self,
+        call: &Syscall,
+        entry: AuditEntry,
+        consumed: WriteBatch,
+        err: crate::store::CommitError,
+    ) -> SyscallError {
+        let external = call.intent_timing() != IntentTiming::Never;
+        let mut entry = entry;
+        if !external {
+            entry.decision = "error".into();
+        }
+        entry.detail["commit"] = json!(format!("failed, recorded later: {err}"));
+        let record = if external {
+            consumed.audit(entry)
+        } else {
+            WriteBatch::default().audit(entry)
+        };
+        self.inner.store.submit(record);
+        if external {
+            SyscallError::Uncertain(format!(
+                "{} was carried out, but its record could not be committed ({err}); it is recorded when the store recovers — check its effect before repeating it",
+                call.name()
+            ))
+        } else {
+            SyscallError::Internal(format!("store: {err}; nothing was changed"))
+        }
+    }
+
     /// Called by handlers of external effects after every check and approval, right before
     /// the provider acts: makes the journal intent durable (once).
     pub(crate) async fn intent_point(

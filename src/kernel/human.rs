@@ -246,14 +246,19 @@ impl Kernel {
         let seal = stored
             .fields_with(None, true)
             .seal(self.inner.store.sealer());
-        self.inner
-            .store
-            .commit(WriteBatch::default().stmt(
-                "UPDATE human_requests SET used = 1, mac = ? WHERE id = ?",
-                vec![seal.into(), id.into()],
-            ))
-            .await
-            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        // Used at most once, even by calls of two runtimes on one database.
+        let mut batch = WriteBatch::default();
+        batch.push_guarded(
+            "UPDATE human_requests SET used = 1, mac = ? WHERE id = ? AND used = 0 AND mac = ?",
+            vec![seal.into(), id.into(), stored.mac.clone().into()],
+            1,
+        );
+        self.inner.store.commit(batch).await.map_err(|e| match e {
+            crate::store::CommitError::Conflict(_) => SyscallError::IllegalState(format!(
+                "the answer to request {id} was already used by another call"
+            )),
+            other => SyscallError::Internal(format!("store: {other}")),
+        })?;
         Ok(())
     }
 
@@ -466,9 +471,11 @@ impl Kernel {
         let seal = stored
             .fields_with(Some((status, &answer_json, by)), false)
             .seal(self.inner.store.sealer());
-        batch.push(
+        // Answered at most once: the update applies only to a request still pending with
+        // exactly the seal read above, or the whole answer (and its grant) is refused.
+        batch.push_guarded(
             "UPDATE human_requests SET status = ?, answer = ?, answered_by = ?, answered_at = ?, mac = ? \
-             WHERE id = ? AND status = 'pending'",
+             WHERE id = ? AND status = 'pending' AND mac = ?",
             vec![
                 status.into(),
                 answer_json.clone().into(),
@@ -476,7 +483,9 @@ impl Kernel {
                 now.into(),
                 seal.into(),
                 id.into(),
+                stored.mac.clone().into(),
             ],
+            1,
         );
         let mut granted = None;
         if let Some(policy) = granted_policy(&request.kind, &answer) {
@@ -489,23 +498,35 @@ impl Kernel {
             action: "human.respond".into(),
             target: format!("human_request:{id}"),
             decision: status.into(),
-            capability_refs: granted.iter().copied().collect(),
+            capability_refs: granted.iter().map(|c| c.id).collect(),
             correlation_id: Some(id.to_string()),
             parent_seq: None,
             detail: json!({"answer": answer, "pid": request.pid, "args_hash": request.args_hash}),
         });
-        self.inner
-            .store
-            .commit(batch)
-            .await
-            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        self.inner.store.commit(batch).await.map_err(|e| match e {
+            crate::store::CommitError::Conflict(_) => SyscallError::IllegalState(format!(
+                "request {id} was answered meanwhile (a request is answered at most once)"
+            )),
+            other => SyscallError::Internal(format!("store: {other}")),
+        })?;
+        // Only now, durable, does the answer take effect: the grant, then the waiting call.
+        if let Some(cap) = granted {
+            let mut state = self.inner.state.lock();
+            if state
+                .process(cap.subject)
+                .is_some_and(|p| !p.status.is_terminal())
+            {
+                state.caps.entry(cap.subject).or_default().push(cap);
+            }
+        }
         if let Some(waiter) = self.inner.human.map.lock().remove(id) {
             let _ = waiter.send(answer);
         }
         Ok(self.human_request(id).await?.unwrap_or(request))
     }
 
-    /// Stores the capability an approval grants (see [`granted_policy`]). Returns its id.
+    /// Adds the capability an approval grants (see [`granted_policy`]) to `batch`; returns
+    /// it (to be held once the batch is durable).
     fn grant_from_approval(
         &self,
         request: &HumanRequest,
@@ -513,14 +534,16 @@ impl Kernel {
         batch: &mut WriteBatch,
         now: i64,
         id: i64,
-    ) -> Option<i64> {
+    ) -> Option<Capability> {
         let resource = request.payload["resource"].as_str()?.to_string();
         let rights: Vec<Right> = match &request.payload["rights"] {
             Value::Array(_) => serde_json::from_value(request.payload["rights"].clone()).ok()?,
             _ => vec![serde_json::from_value(request.payload["right"].clone()).ok()?],
         };
-        let mut state = self.inner.state.lock();
-        if state
+        if self
+            .inner
+            .state
+            .lock()
             .process(request.pid)
             .is_none_or(|p| p.status.is_terminal())
         {
@@ -541,8 +564,7 @@ impl Kernel {
             consumed: false,
         };
         persist::insert_cap(batch, &cap, now, self.inner.store.sealer());
-        state.caps.entry(request.pid).or_default().push(cap);
-        Some(id)
+        Some(cap)
     }
 
     /// One request by id (only one the kernel wrote: a row whose seal does not verify is

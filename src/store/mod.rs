@@ -8,6 +8,7 @@
 //! **API Boundary:** the kernel calls only this module for persistence; nothing else opens
 //! the database.
 
+pub mod head;
 pub mod ids;
 pub mod layout;
 pub mod seal;
@@ -50,6 +51,11 @@ impl FromStr for Durability {
 pub enum StoreError {
     #[error("cannot create the directory for {path}: {source}")]
     CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the audit head anchor {path}: {source}")]
+    Anchor {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -131,8 +137,33 @@ impl Store {
             return Err(StoreError::KeyMissing { path: key_path });
         }
         let (sealer, key_created) = Sealer::load_or_create(&key_path)?;
+        if key_created {
+            // A new key starts the anchored chain where the log stands now.
+            let head: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&pool)
+                    .await?;
+            head::write(
+                &crate::audit::verify::initial_anchor(head),
+                &files.head(),
+                &sealer,
+                true,
+            )
+            .map_err(|source| StoreError::Anchor {
+                path: files.head(),
+                source,
+            })?;
+        }
         let conn = options.connect().await.map_err(open_err)?;
-        let writer = writer::WriterHandle::start(conn).await?;
+        let writer = writer::WriterHandle::start(
+            conn,
+            writer::AnchorConfig {
+                path: files.head(),
+                sealer: sealer.clone(),
+                sync: durability == Durability::Full,
+            },
+        )
+        .await?;
         let store = Store {
             pool,
             writer,
@@ -189,10 +220,18 @@ impl Store {
         self.writer.commit(WriteBatch::default()).await.map(|_| ())
     }
 
-    /// Verifies the audit chain (after flushing queued records).
+    /// Verifies the audit chain against its anchored head (after flushing queued records).
     pub async fn verify_audit(&self) -> Result<crate::audit::VerifyReport, StoreError> {
         let _ = self.flush().await;
-        Ok(crate::audit::verify(&self.pool).await?)
+        let anchor = head::read(&self.files.head(), &self.sealer);
+        Ok(crate::audit::verify(&self.pool, &anchor, &self.sealer).await?)
+    }
+
+    /// Whether the writer's last group committed. While it is not, records queued without
+    /// waiting are kept for the next group; callers that must not outrun their records
+    /// (reads) wait for their commit instead of queueing.
+    pub fn healthy(&self) -> bool {
+        self.writer.healthy()
     }
 }
 
