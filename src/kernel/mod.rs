@@ -178,6 +178,18 @@ impl Kernel {
                 )?,
             };
         let state = state::State::load(store.pool(), store.sealer()).await?;
+        // Events nobody will read: consumed ones and the queues of ended processes (left by
+        // older runtimes), and payloads beyond today's bound.
+        store.submit(crate::store::WriteBatch::default().stmt(
+            "DELETE FROM events WHERE consumed = 1 OR length(payload) > ? \
+             OR target NOT IN (SELECT pid FROM processes WHERE status NOT IN (?, ?, ?))",
+            vec![
+                (events::EVENT_PAYLOAD_MAX as i64).into(),
+                Status::Exited.as_str().into(),
+                Status::Failed.as_str().into(),
+                Status::Killed.as_str().into(),
+            ],
+        ));
         let ids = Ids {
             pid: IdBlock::open(store.pool(), "seq.pid", "SELECT MAX(pid) FROM processes").await?,
             cap: IdBlock::open(

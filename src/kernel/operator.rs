@@ -220,6 +220,9 @@ impl Kernel {
             persist::update_process(&mut batch, proc, now);
             if to.is_terminal() {
                 state.caps.remove(&pid);
+                // An ended process's events are dropped with it.
+                state.events.remove(&pid);
+                persist::drop_events(&mut batch, pid);
             }
             state.bump(pid);
             prev
@@ -268,7 +271,13 @@ impl Kernel {
         if let Some(parent) = parent {
             let payload = json!({"pid": pid, "status": status, "exit": payload});
             if let Err(e) = self
-                .enqueue_event(parent, "child.exit", payload, &format!("pid:{pid}"))
+                .enqueue_event(
+                    parent,
+                    "child.exit",
+                    payload,
+                    &format!("pid:{pid}"),
+                    super::events::Poster::Kernel,
+                )
                 .await
             {
                 tracing::warn!(pid, %e, "notifying the parent");
@@ -624,7 +633,14 @@ impl Kernel {
 
     /// Posts an event to a process as the operator.
     pub async fn post_event(&self, target: Pid, name: &str, payload: Value) -> SysResult<i64> {
-        self.enqueue_event(target, name, payload, "operator").await
+        self.enqueue_event(
+            target,
+            name,
+            payload,
+            "operator",
+            super::events::Poster::Kernel,
+        )
+        .await
     }
 
     /// Appends an operator action to the audit log.

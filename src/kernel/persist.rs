@@ -126,11 +126,14 @@ pub fn insert_event(
     );
 }
 
+/// A consumed event is deleted (nothing reads it again).
 pub fn consume_event(batch: &mut WriteBatch, id: i64) {
-    batch.push(
-        "UPDATE events SET consumed = 1 WHERE id = ?",
-        vec![id.into()],
-    );
+    batch.push("DELETE FROM events WHERE id = ?", vec![id.into()]);
+}
+
+/// Drops every event queued for `pid` (it ended).
+pub fn drop_events(batch: &mut WriteBatch, pid: i64) {
+    batch.push("DELETE FROM events WHERE target = ?", vec![pid.into()]);
 }
 
 pub fn json<T: serde::Serialize>(value: &T) -> String {

@@ -33,6 +33,8 @@ pub struct State {
     pub events: HashMap<Pid, VecDeque<Event>>,
     /// `allow_once` capabilities in use by an operation that has not finished yet.
     pub reserved_once: HashSet<i64>,
+    /// Places in event queues taken by posts not yet committed.
+    pub event_slots: HashMap<Pid, usize>,
     /// Per-process change counters: bumped on any status change or new event; waiters
     /// subscribe and re-check their condition.
     pub changes: HashMap<Pid, Arc<watch::Sender<u64>>>,
@@ -157,9 +159,21 @@ impl State {
             }
             state.caps.entry(cap.subject).or_default().push(cap);
         }
+        // Only live processes' queues, each at most EVENT_QUEUE_MAX long, with payloads
+        // within bounds: a backlog left by older runtimes is not loaded whole.
         let rows = sqlx::query(
-            "SELECT id, target, name, payload, source FROM events WHERE consumed = 0 ORDER BY id",
+            "SELECT id, target, name, payload, source FROM ( \
+               SELECT e.id, e.target, e.name, e.payload, e.source, \
+                 ROW_NUMBER() OVER (PARTITION BY e.target ORDER BY e.id) AS n \
+               FROM events e JOIN processes p ON p.pid = e.target \
+               WHERE e.consumed = 0 AND p.status NOT IN (?, ?, ?) AND length(e.payload) <= ?) \
+             WHERE n <= ? ORDER BY id",
         )
+        .bind(super::process::Status::Exited.as_str())
+        .bind(super::process::Status::Failed.as_str())
+        .bind(super::process::Status::Killed.as_str())
+        .bind(super::events::EVENT_PAYLOAD_MAX as i64)
+        .bind(super::events::EVENT_QUEUE_MAX as i64)
         .fetch_all(pool)
         .await?;
         for row in rows {
