@@ -381,10 +381,20 @@ Examples:
     /// Resume an exported checkpoint as a new root process in this database
     #[command(after_help = "\
 Examples:
-  agent-libos --db other/state.db checkpoint import ckpt.json")]
+  agent-libos --db other/state.db checkpoint import ckpt.json --grant 'fs:notes/**=read,write'
+  agent-libos checkpoint import ckpt.json --register-image
+
+A document grants nothing: the process gets its own namespace and exactly the --grant
+capabilities; the document's capabilities are listed, not granted.")]
     Import {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Grant the imported process RESOURCE=RIGHTS[:POLICY] (repeatable)
+        #[arg(long = "grant", value_name = "RESOURCE=RIGHTS[:POLICY]")]
+        grants: Vec<String>,
+        /// Register the document's image manifest if this database lacks the image
+        #[arg(long)]
+        register_image: bool,
     },
 }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::capability::{validate_resource, Capability, Pid, Policy, Right};
+use super::capability::{validate_resource, Capability, CapabilitySpec, Pid, Policy, Right};
 use super::error::{SysResult, SyscallError};
 use super::image::Image;
 use super::persist;
@@ -427,6 +427,7 @@ impl Kernel {
             process.cwd = snap.process.cwd.clone();
             process.budget = snap.process.budget;
             process.usage = snap.process.usage;
+            process.generation += 1;
             let known: HashSet<Pid> = snap.children.iter().map(|c| c.pid).collect();
             let since: Vec<Pid> = children_of(&state, pid)
                 .into_iter()
@@ -538,6 +539,21 @@ impl Kernel {
             ],
         );
         persist::update_process(&mut batch, &restored_process, now);
+        // Work in progress belongs to the timeline left behind: its invocations end, and
+        // their journals go, so nothing recorded before the rollback is handed out after it.
+        let abandoned = json!({"err": SyscallError::IllegalState(format!(
+            "process {pid} was rolled back to checkpoint {id}"
+        )).to_wire()});
+        batch.push(
+            "DELETE FROM journal WHERE invocation_id IN (SELECT id FROM invocations \
+             WHERE pid = ? AND status IN ('running', 'waiting_human'))",
+            vec![pid.into()],
+        );
+        batch.push(
+            "UPDATE invocations SET status = 'failed', outcome = ?, finished_at = ? \
+             WHERE pid = ? AND status IN ('running', 'waiting_human')",
+            vec![abandoned.to_string().into(), now.into(), pid.into()],
+        );
         let refs = revoked.clone();
         let batch = batch.audit(AuditEntry {
             ts: now,
@@ -569,6 +585,7 @@ impl Kernel {
                     p.cwd = restored_process.cwd.clone();
                     p.budget = restored_process.budget;
                     p.usage = restored_process.usage;
+                    p.generation = restored_process.generation;
                 }
             }
             if state.process(pid).is_some_and(|p| !p.status.is_terminal()) {
@@ -643,16 +660,35 @@ impl Kernel {
                     snap.process.image_id, snap.process.image_version
                 ))
             })?;
+        // Re-issued from the capability rows themselves (sealed, still live, the snapshot
+        // process's own), never from what the snapshot document says they were.
         let ids: Vec<i64> = snap.caps.iter().map(|c| c.id).collect();
-        let live: HashSet<i64> = sqlx::query_scalar(
-            "SELECT id FROM capabilities WHERE id IN (SELECT value FROM json_each(?)) \
-             AND revoked = 0 AND consumed = 0",
+        let rows = sqlx::query(
+            "SELECT id, subject, resource, rights, policy, issuer, parent, expires_at, delegable, \
+             revocable, revoked, consumed, mac FROM capabilities \
+             WHERE id IN (SELECT value FROM json_each(?)) AND revoked = 0 AND consumed = 0 \
+             ORDER BY id",
         )
         .bind(persist::json(&ids))
         .fetch_all(self.inner.store.pool())
-        .await?
-        .into_iter()
-        .collect();
+        .await?;
+        let now = self.now();
+        let mut issue = Vec::new();
+        for row in &rows {
+            let Some(cap) = super::state::cap_from_row(row, self.inner.store.sealer())? else {
+                continue;
+            };
+            if cap.subject == snap.process.pid && cap.is_live(now) {
+                issue.push(Issue {
+                    parent: Some(cap.id),
+                    resource: cap.resource,
+                    rights: cap.rights,
+                    policy: cap.policy,
+                    expires_at: cap.expires_at,
+                    delegable: cap.delegable,
+                });
+            }
+        }
         let parent = snap
             .process
             .parent
@@ -662,7 +698,7 @@ impl Kernel {
             objects,
             image: &image,
             parent,
-            cap_parent: |c: &SnapCap| live.contains(&c.id).then_some(Some(c.id)),
+            issue,
             action: "checkpoint.fork",
             detail: json!({"checkpoint": id, "from": snap.process.pid}),
         })
@@ -711,10 +747,17 @@ impl Kernel {
         }))
     }
 
-    /// Resumes an exported checkpoint here as a new root process (registering its image if
-    /// this database lacks it). Capabilities are re-issued by the operator with the same
-    /// resources, rights and policies; nothing links them to the exporting database.
-    pub async fn checkpoint_import(&self, doc: Value) -> SysResult<Pid> {
+    /// Resumes an exported checkpoint here as a new root process: its memory, tool table and
+    /// fields. A document is data: it grants nothing. The new process holds its own
+    /// namespace and exactly `options.grants` (the importing operator's, given again
+    /// explicitly); the document's capabilities are only listed in the report. Its image
+    /// must be registered here, or `options.register_image` registers the document's
+    /// manifest (whose capabilities every later spawn of that image would get).
+    pub async fn checkpoint_import(
+        &self,
+        doc: Value,
+        options: ImportOptions,
+    ) -> SysResult<ImportReport> {
         if doc.get("format").and_then(Value::as_str) != Some(CHECKPOINT_FORMAT) {
             return Err(SyscallError::invalid(format!(
                 "not a checkpoint document (format must be \"{CHECKPOINT_FORMAT}\")"
@@ -732,15 +775,31 @@ impl Kernel {
                 ))
             }
         };
-        for cap in &snap.caps {
-            validate_resource(&cap.resource).map_err(SyscallError::invalid)?;
-            cap.policy
-                .parse::<Policy>()
-                .map_err(SyscallError::invalid)?;
+        for spec in &options.grants {
+            validate_resource(&spec.resource).map_err(SyscallError::invalid)?;
         }
+        let listed: Vec<CapabilitySpec> = snap
+            .caps
+            .iter()
+            .filter(|c| !snap.names_owned_namespace(&c.resource))
+            .map(|c| CapabilitySpec {
+                resource: c.resource.clone(),
+                rights: c.rights.clone(),
+                policy: c.policy.parse().unwrap_or(Policy::AlwaysDeny),
+                delegable: c.delegable,
+                expires_at: c.expires_at,
+            })
+            .collect();
         let (image_id, version) = (&snap.process.image_id, &snap.process.image_version);
         let image = match self.ckpt_image(image_id, version).await? {
             Some(image) => image,
+            None if !options.register_image => {
+                return Err(SyscallError::NotFound(format!(
+                    "image {image_id} version {version} is not registered here; register it first \
+                     (`agent-libos image register`), or import with --register-image to register \
+                     the document's manifest (review it: its capabilities go to every spawn of it)"
+                )))
+            }
             None => {
                 let shipped: Image = doc
                     .get("image")
@@ -766,24 +825,46 @@ impl Kernel {
             }
         };
         let from = doc["checkpoint"]["id"].clone();
-        self.resume_snapshot(Resume {
-            snap: &snap,
-            objects,
-            image: &image,
-            parent: None,
-            cap_parent: |_: &SnapCap| Some(None),
-            action: "checkpoint.import",
-            detail: json!({"checkpoint": from, "from": snap.process.pid}),
+        let issue = options
+            .grants
+            .iter()
+            .map(|spec| Issue {
+                parent: None,
+                resource: spec.resource.clone(),
+                rights: spec.rights.clone(),
+                policy: spec.policy,
+                expires_at: spec.expires_at,
+                delegable: spec.delegable,
+            })
+            .collect();
+        let pid = self
+            .resume_snapshot(Resume {
+                snap: &snap,
+                objects,
+                image: &image,
+                parent: None,
+                issue,
+                action: "checkpoint.import",
+                detail: json!({"checkpoint": from, "from": snap.process.pid, "listed": listed.len()}),
+            })
+            .await?;
+        let own = format!("namespace:{}", own_namespace(pid));
+        let granted = self
+            .capabilities(pid)
+            .into_iter()
+            .filter(|c| c.resource != own && c.resource != format!("{own}/**"))
+            .map(|c| c.id)
+            .collect();
+        Ok(ImportReport {
+            pid,
+            granted,
+            not_granted: listed,
         })
-        .await
     }
 
     /// Creates the process a fork or import resumes, with its memory, capabilities and tool
     /// table, in one transaction.
-    async fn resume_snapshot<F>(&self, r: Resume<'_, F>) -> SysResult<Pid>
-    where
-        F: Fn(&SnapCap) -> Option<Option<i64>>,
-    {
+    async fn resume_snapshot(&self, r: Resume<'_>) -> SysResult<Pid> {
         let snap = r.snap;
         let now = self.now();
         let pid = self.new_pid().await?;
@@ -887,13 +968,10 @@ impl Kernel {
                 consumed: false,
             });
         }
-        for cap in &snap.caps {
+        for cap in r.issue {
             if snap.names_owned_namespace(&cap.resource) {
                 continue;
             }
-            let Some(parent) = (r.cap_parent)(cap) else {
-                continue;
-            };
             let resource = match cap
                 .resource
                 .strip_prefix("object:")
@@ -906,10 +984,10 @@ impl Kernel {
                 id: self.new_cap_id().await?,
                 subject: pid,
                 resource,
-                rights: cap.rights.clone(),
-                policy: cap.policy.parse().map_err(SyscallError::invalid)?,
+                rights: cap.rights,
+                policy: cap.policy,
                 issuer: None,
-                parent,
+                parent: cap.parent,
                 expires_at: cap.expires_at,
                 delegable: cap.delegable,
                 revocable: true,
@@ -932,6 +1010,7 @@ impl Kernel {
             exit_payload: None,
             started_at: now,
             cancel_requested: false,
+            generation: 0,
         };
         let mut batch = WriteBatch::default();
         persist::insert_process(&mut batch, &process, now);
@@ -1078,15 +1157,45 @@ impl Kernel {
 }
 
 /// How [`Kernel::resume_snapshot`] makes the new process.
-struct Resume<'a, F> {
+struct Resume<'a> {
     snap: &'a Snapshot,
     objects: Vec<Value>,
     image: &'a Image,
     parent: Option<Pid>,
-    /// For each snapshot capability: `None` to leave it out, `Some(parent)` to re-issue it.
-    cap_parent: F,
+    /// The capabilities to issue (besides its own namespace's).
+    issue: Vec<Issue>,
     action: &'static str,
     detail: Value,
+}
+
+/// A capability a fork or import issues to its new process.
+struct Issue {
+    /// What it derives from (revoking that reaches it); `None` for the operator's.
+    parent: Option<i64>,
+    resource: String,
+    rights: Vec<Right>,
+    policy: Policy,
+    expires_at: Option<i64>,
+    delegable: bool,
+}
+
+/// What an importing operator grants the imported process: only what it says here.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Capabilities for the new process, granted by the operator.
+    pub grants: Vec<CapabilitySpec>,
+    /// Register the document's image manifest if this database lacks the image.
+    pub register_image: bool,
+}
+
+/// What an import made.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportReport {
+    pub pid: Pid,
+    /// Capabilities granted by the importing operator (besides its own namespace's).
+    pub granted: Vec<i64>,
+    /// The capabilities the document listed: none of them was granted.
+    pub not_granted: Vec<CapabilitySpec>,
 }
 
 fn children_of(state: &State, pid: Pid) -> Vec<ChildState> {

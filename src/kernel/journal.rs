@@ -39,6 +39,8 @@ pub(crate) struct Invocation {
     pub pid: Pid,
     pub tool: String,
     pub args: Value,
+    /// SHA-256 of the call it runs (a `tool.call`'s, or a keyed call's).
+    pub args_hash: String,
     pub start_time: i64,
     pub seed: u64,
     pub next_seq: i64,
@@ -203,8 +205,8 @@ impl Kernel {
 
     fn push_invocation_row(&self, id: &str, inv: &Invocation, batch: &mut WriteBatch) {
         batch.push(
-            "INSERT INTO invocations (id, pid, tool, args, start_time, seed, status, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'running', ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO invocations (id, pid, tool, args, start_time, seed, status, created_at, args_hash) \
+             VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) ON CONFLICT (id) DO NOTHING",
             vec![
                 id.into(),
                 inv.pid.into(),
@@ -213,6 +215,7 @@ impl Kernel {
                 inv.start_time.into(),
                 inv.seed.to_string().into(),
                 self.now().into(),
+                inv.args_hash.clone().into(),
             ],
         );
     }
@@ -258,6 +261,11 @@ impl Kernel {
     /// runs again from its journal (like `resume`); otherwise it runs now, journaled under
     /// `key`. The agent loop keys each model tool call by its place in the transcript, so a
     /// resumed conversation never repeats an effect. Keys are letters, digits, `_`, `-`, `.`.
+    ///
+    /// A key names one call: reused for a call with other arguments it fails with
+    /// `NonDeterminism` instead of returning the first call's outcome. Keys are scoped to the
+    /// process's rollback generation: after a checkpoint rollback the same key is a new
+    /// call, so nothing recorded before the rollback is handed out.
     pub async fn syscall_once(&self, pid: Pid, key: &str, call: Syscall) -> SysResult<Value> {
         let key_ok = !key.is_empty()
             && key.len() <= 128
@@ -269,13 +277,25 @@ impl Kernel {
                 "invocation key '{key}' must be 1-128 letters, digits, '_', '-' or '.'"
             )));
         }
+        let generation = self
+            .process(pid)
+            .map(|p| p.generation)
+            .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+        // `@` is not a key character: a generation's ids cannot collide with a caller's key.
+        let id = if generation == 0 {
+            key.to_string()
+        } else {
+            format!("{key}@{generation}")
+        };
+        let key = id.as_str();
+        let args_hash = call.args_hash();
         if self.inner.invocations.live.lock().contains_key(key) {
             return Err(SyscallError::IllegalState(format!(
                 "invocation {key} is already running"
             )));
         }
         let row = sqlx::query(
-            "SELECT pid, status, outcome, start_time, seed FROM invocations WHERE id = ?",
+            "SELECT pid, status, outcome, start_time, seed, args_hash FROM invocations WHERE id = ?",
         )
         .bind(key)
         .fetch_optional(self.inner.store.pool())
@@ -290,6 +310,14 @@ impl Kernel {
                     super::capability::Right::Execute,
                     "the invocation belongs to another process",
                 ));
+            }
+            let recorded_hash: Option<String> = row.try_get("args_hash")?;
+            if recorded_hash.is_some_and(|h| h != args_hash) {
+                return Err(SyscallError::NonDeterminism(format!(
+                    "invocation key {key} was used for another call ({} with other arguments); \
+                     a key names one call",
+                    call.name()
+                )));
             }
             let status: String = row.try_get("status")?;
             let outcome: Option<String> = row.try_get("outcome")?;
@@ -318,6 +346,7 @@ impl Kernel {
                 pid,
                 tool: String::new(),
                 args: serde_json::to_value(&call).unwrap_or(Value::Null),
+                args_hash: args_hash.clone(),
                 start_time: self.now(),
                 seed: 0,
                 next_seq: 0,
@@ -336,6 +365,11 @@ impl Kernel {
             self.inner.store.submit(batch);
         }
         self.end_invocation(key, &result).await;
+        // The key's record is durable before the caller moves on, so the key cannot be
+        // reused (even for a read) before it names its call.
+        if let Err(e) = self.inner.store.flush().await {
+            return Err(SyscallError::Internal(format!("store: {e}")));
+        }
         result
     }
 

@@ -44,7 +44,8 @@ use crate::store::{Durability, Store, StoreError};
 
 pub use capability::{Capability, CapabilitySpec, Pid, Policy, Right};
 pub use checkpoint::{
-    Checkpoint, CheckpointInfo, ChildState, ExternalEffect, RollbackReport, CHECKPOINT_FORMAT,
+    Checkpoint, CheckpointInfo, ChildState, ExternalEffect, ImportOptions, ImportReport,
+    RollbackReport, CHECKPOINT_FORMAT,
 };
 pub use error::{SysResult, SyscallError, WireError};
 pub use human::{HumanAnswer, HumanRequest};

@@ -119,6 +119,7 @@ impl Kernel {
                 exit_payload: None,
                 started_at: now,
                 cancel_requested: false,
+                generation: 0,
             };
             persist::insert_process(&mut batch, &process, now);
             let ns = own_namespace(pid);

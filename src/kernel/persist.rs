@@ -10,8 +10,8 @@ use crate::store::{Sealer, WriteBatch};
 pub fn insert_process(batch: &mut WriteBatch, p: &Process, now: i64) {
     batch.push(
         "INSERT INTO processes (pid, parent_pid, image_id, image_version, goal, status, cwd, \
-         budget, usage, exit_payload, started_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         budget, usage, exit_payload, started_at, updated_at, generation) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         vec![
             p.pid.into(),
             p.parent.into(),
@@ -25,15 +25,17 @@ pub fn insert_process(batch: &mut WriteBatch, p: &Process, now: i64) {
             p.exit_payload.as_ref().map(Value::to_string).into(),
             p.started_at.into(),
             now.into(),
+            p.generation.into(),
         ],
     );
 }
 
-/// Writes the mutable fields of a process (status, cwd, image, budget, usage, exit payload).
+/// Writes the mutable fields of a process (status, cwd, image, budget, usage, exit payload,
+/// rollback generation).
 pub fn update_process(batch: &mut WriteBatch, p: &Process, now: i64) {
     batch.push(
         "UPDATE processes SET status = ?, cwd = ?, image_id = ?, image_version = ?, budget = ?, \
-         usage = ?, exit_payload = ?, updated_at = ? WHERE pid = ?",
+         usage = ?, exit_payload = ?, updated_at = ?, generation = ? WHERE pid = ?",
         vec![
             p.status.as_str().into(),
             p.cwd.clone().into(),
@@ -43,6 +45,7 @@ pub fn update_process(batch: &mut WriteBatch, p: &Process, now: i64) {
             json(&p.usage).into(),
             p.exit_payload.as_ref().map(Value::to_string).into(),
             now.into(),
+            p.generation.into(),
             p.pid.into(),
         ],
     );

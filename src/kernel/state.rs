@@ -106,7 +106,7 @@ impl State {
         let mut state = State::default();
         let rows = sqlx::query(
             "SELECT pid, parent_pid, image_id, image_version, goal, status, cwd, budget, usage, \
-             exit_payload, started_at FROM processes",
+             exit_payload, started_at, generation FROM processes",
         )
         .fetch_all(pool)
         .await?;
@@ -137,6 +137,7 @@ impl State {
                 exit_payload: exit.and_then(|e| serde_json::from_str(&e).ok()),
                 started_at: row.try_get("started_at")?,
                 cancel_requested: false,
+                generation: row.try_get("generation")?,
             };
             state.procs.insert(pid, process);
         }

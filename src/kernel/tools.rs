@@ -464,12 +464,18 @@ impl Kernel {
                 (now, seed_from(&tool.module.hash, now))
             });
         let (recorded, replay) = keyed.map(|k| (k.recorded, k.replay)).unwrap_or_default();
+        let args_hash = super::syscall::Syscall::Tool(super::syscall::JitCall::Call {
+            name: name.to_string(),
+            args: args.clone(),
+        })
+        .args_hash();
         let _live = self.begin_invocation(
             &invocation,
             Invocation {
                 pid,
                 tool: name.to_string(),
                 args: args.clone(),
+                args_hash,
                 start_time,
                 seed,
                 next_seq: 0,
@@ -617,6 +623,7 @@ impl Kernel {
                 pid,
                 tool: tool_name.to_string(),
                 args: args.clone(),
+                args_hash: String::new(),
                 start_time,
                 seed,
                 next_seq: 0,
