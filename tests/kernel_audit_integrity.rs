@@ -196,6 +196,7 @@ async fn two_concurrent_answers_to_one_request_grant_once() {
     let pid = k
         .spawn_root(SpawnOptions {
             goal: "ask".into(),
+            requestable: vec![CapabilitySpec::parse_grant("fs:**=write").unwrap()],
             ..Default::default()
         })
         .await
@@ -257,6 +258,7 @@ async fn an_answer_takes_effect_only_after_its_commit() {
         .spawn_root(SpawnOptions {
             goal: "ask".into(),
             grants: vec![CapabilitySpec::parse_grant("human:operator=write").unwrap()],
+            requestable: vec![CapabilitySpec::parse_grant("fs:**=read").unwrap()],
             ..Default::default()
         })
         .await

@@ -693,12 +693,22 @@ impl Kernel {
             .process
             .parent
             .filter(|p| self.inner.state.lock().process(*p).is_some());
+        // The sibling may ask for what the original may (nothing if it has ended).
+        let requestable = self
+            .inner
+            .state
+            .lock()
+            .requestable
+            .get(&snap.process.pid)
+            .cloned()
+            .unwrap_or_default();
         self.resume_snapshot(Resume {
             snap: &snap,
             objects,
             image: &image,
             parent,
             issue,
+            requestable,
             action: "checkpoint.fork",
             detail: json!({"checkpoint": id, "from": snap.process.pid}),
         })
@@ -844,6 +854,7 @@ impl Kernel {
                 image: &image,
                 parent: None,
                 issue,
+                requestable: Vec::new(),
                 action: "checkpoint.import",
                 detail: json!({"checkpoint": from, "from": snap.process.pid, "listed": listed.len()}),
             })
@@ -1023,6 +1034,7 @@ impl Kernel {
         for cap in &caps {
             persist::insert_cap(&mut batch, cap, now, self.inner.store.sealer());
         }
+        persist::insert_requestable(&mut batch, pid, &r.requestable, self.inner.store.sealer());
         batch.push(
             "INSERT INTO objects (id, namespace, name, type, title, summary, tags, mime, payload, \
                appendable, created_by, created_at) \
@@ -1081,6 +1093,7 @@ impl Kernel {
         self.ckpt_commit(batch).await?;
         let mut state = self.inner.state.lock();
         state.caps.insert(pid, caps);
+        state.requestable.insert(pid, r.requestable);
         state.procs.insert(pid, process);
         Ok(pid)
     }
@@ -1164,6 +1177,8 @@ struct Resume<'a> {
     parent: Option<Pid>,
     /// The capabilities to issue (besides its own namespace's).
     issue: Vec<Issue>,
+    /// What it may ask a human for.
+    requestable: Vec<CapabilitySpec>,
     action: &'static str,
     detail: Value,
 }

@@ -54,14 +54,19 @@ pub struct HumanRequest {
     pub answered_by: Option<String>,
     pub created_at: i64,
     pub answered_at: Option<i64>,
+    /// The tool invocation or keyed call that raised it (so its caller can name it).
+    pub invocation: Option<String>,
 }
+
+/// The most requests one process may have pending at once.
+pub const MAX_PENDING_REQUESTS: i64 = 8;
 
 /// `SELECT <the columns every read of a request needs> FROM human_requests <rest>`.
 macro_rules! select_requests {
     ($rest:literal) => {
         concat!(
             "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
-             created_at, answered_at, used, mac FROM human_requests ",
+             created_at, answered_at, used, mac, invocation FROM human_requests ",
             $rest
         )
     };
@@ -215,7 +220,14 @@ impl Kernel {
                     HumanMode::FailFast => None,
                 };
                 let raised = self
-                    .raise_request(pid, kind, channel, payload, args_hash)
+                    .raise_request(
+                        pid,
+                        kind,
+                        channel,
+                        payload,
+                        args_hash,
+                        scope.correlation.as_deref(),
+                    )
                     .await;
                 let answer = match raised {
                     Ok((id, seq)) => {
@@ -278,7 +290,10 @@ impl Kernel {
             "request": call.audit_summary(),
             "why": "the host stopped while this effect was running; it may or may not have happened",
         });
-        let mut scope = Scope::default();
+        let mut scope = Scope {
+            correlation: Some(invocation.to_string()),
+            ..Scope::default()
+        };
         let (id, answer) = self
             .request_answer(
                 pid,
@@ -306,12 +321,23 @@ impl Kernel {
         channel: &str,
         payload: Value,
         args_hash: String,
+        invocation: Option<&str>,
     ) -> SysResult<(String, i64)> {
         let id = crate::util::new_id("hr");
         let now = self.now();
         let mut batch = WriteBatch::default();
         self.insert_request(
-            &mut batch, &id, pid, kind, channel, &payload, &args_hash, "pending",
+            &mut batch,
+            NewRequest {
+                id: &id,
+                pid,
+                kind,
+                channel,
+                payload: &payload,
+                args_hash: &args_hash,
+                status: "pending",
+                invocation,
+            },
         );
         let batch = batch.audit(AuditEntry {
             ts: now,
@@ -324,12 +350,15 @@ impl Kernel {
             parent_seq: None,
             detail: payload,
         });
-        let seqs = self
-            .inner
-            .store
-            .commit(batch)
-            .await
-            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        let seqs = self.inner.store.commit(batch).await.map_err(|e| match e {
+            crate::store::CommitError::Conflict(_) => SyscallError::limit(
+                "human_requests",
+                format!(
+                    "process {pid} already has {MAX_PENDING_REQUESTS} requests waiting for a human"
+                ),
+            ),
+            other => SyscallError::Internal(format!("store: {other}")),
+        })?;
         Ok((id, seqs.first().copied().unwrap_or(0)))
     }
 
@@ -616,47 +645,46 @@ impl Kernel {
         Ok(StoredRequest { sealed, ..stored })
     }
 
-    /// Adds a new request row, sealed, to `batch`.
-    #[allow(clippy::too_many_arguments)]
-    fn insert_request(
-        &self,
-        batch: &mut WriteBatch,
-        id: &str,
-        pid: Pid,
-        kind: &str,
-        channel: &str,
-        payload: &Value,
-        args_hash: &str,
-        status: &str,
-    ) {
-        let payload = payload.to_string();
+    /// Adds a new request row, sealed, to `batch`. A pending one is inserted only while its
+    /// process has fewer than [`MAX_PENDING_REQUESTS`] pending (else the batch is refused
+    /// with a conflict).
+    fn insert_request(&self, batch: &mut WriteBatch, r: NewRequest<'_>) {
+        let payload = r.payload.to_string();
         let seal = RequestFields {
-            id,
-            pid,
-            kind,
-            channel,
+            id: r.id,
+            pid: r.pid,
+            kind: r.kind,
+            channel: r.channel,
             payload: &payload,
-            args_hash,
-            status,
+            args_hash: r.args_hash,
+            status: r.status,
             answer: None,
             answered_by: None,
             used: false,
+            invocation: r.invocation,
         }
         .seal(self.inner.store.sealer());
-        batch.push(
-            "INSERT INTO human_requests (id, pid, kind, channel, payload, args_hash, status, created_at, mac) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![
-                id.into(),
-                pid.into(),
-                kind.into(),
-                channel.into(),
-                payload.into(),
-                args_hash.into(),
-                status.into(),
-                self.now().into(),
-                seal.into(),
-            ],
+        let args = vec![
+            r.id.into(),
+            r.pid.into(),
+            r.kind.into(),
+            r.channel.into(),
+            payload.into(),
+            r.args_hash.into(),
+            r.status.into(),
+            self.now().into(),
+            seal.into(),
+            r.invocation.into(),
+            r.pid.into(),
+            MAX_PENDING_REQUESTS.into(),
+        ];
+        batch.push_guarded(
+            "INSERT INTO human_requests (id, pid, kind, channel, payload, args_hash, status, \
+             created_at, mac, invocation) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE (SELECT COUNT(*) FROM human_requests WHERE pid = ? AND status = 'pending') < ?",
+            args,
+            1,
         );
     }
 
@@ -675,13 +703,16 @@ impl Kernel {
                 let mut batch = WriteBatch::default();
                 self.insert_request(
                     &mut batch,
-                    &id,
-                    pid,
-                    "output",
-                    channel,
-                    &json!({"message": message}),
-                    &call.args_hash(),
-                    "delivered",
+                    NewRequest {
+                        id: &id,
+                        pid,
+                        kind: "output",
+                        channel,
+                        payload: &json!({"message": message}),
+                        args_hash: &call.args_hash(),
+                        status: "delivered",
+                        invocation: scope.correlation.as_deref(),
+                    },
                 );
                 Ok(Done::new(json!({"id": id}), format!("human:{channel}")).batch(batch))
             }
@@ -724,6 +755,7 @@ impl Kernel {
                 if rights.is_empty() {
                     return Err(SyscallError::invalid("rights must not be empty"));
                 }
+                self.within_requestable(pid, resource, rights)?;
                 let payload = json!({"resource": resource, "rights": rights, "reason": reason});
                 let (id, answer) = self
                     .request_answer(pid, "permission", channel, payload, call.args_hash(), scope)
@@ -755,6 +787,39 @@ impl Kernel {
                 }
             }
         }
+    }
+}
+
+impl Kernel {
+    /// Refuses a permission request beyond what the operator lets `pid` ask for: every
+    /// right must be covered by one spec of its requestable ceiling.
+    fn within_requestable(&self, pid: Pid, resource: &str, rights: &[Right]) -> SysResult<()> {
+        let ceiling = self
+            .inner
+            .state
+            .lock()
+            .requestable
+            .get(&pid)
+            .cloned()
+            .unwrap_or_default();
+        for right in rights {
+            let covered = ceiling.iter().any(|spec| {
+                (spec.rights.contains(right) || spec.rights.contains(&Right::Admin))
+                    && super::capability::pattern_within(&spec.resource, resource)
+            });
+            if !covered {
+                return Err(SyscallError::denied_because(
+                    resource,
+                    right,
+                    format!(
+                        "process {pid} may not ask a human for it: it lies outside the requestable \
+                         ceiling the operator set (--requestable, SpawnOptions::requestable, an \
+                         image's [[requestable]])"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -800,6 +865,7 @@ impl StoredRequest {
                 answered_by: row.try_get("answered_by")?,
                 created_at: row.try_get("created_at")?,
                 answered_at: row.try_get("answered_at")?,
+                invocation: row.try_get("invocation")?,
             },
             payload_text,
             answer_text,
@@ -835,6 +901,19 @@ impl StoredRequest {
             answer,
             answered_by,
             used,
+            invocation: r.invocation.as_deref(),
         }
     }
+}
+
+/// A request about to be stored.
+struct NewRequest<'a> {
+    id: &'a str,
+    pid: Pid,
+    kind: &'a str,
+    channel: &'a str,
+    payload: &'a Value,
+    args_hash: &'a str,
+    status: &'a str,
+    invocation: Option<&'a str>,
 }

@@ -27,6 +27,9 @@ pub struct SpawnOptions {
     pub budget: Option<Budget>,
     /// Workspace-relative working directory (default `.`).
     pub cwd: Option<String>,
+    /// What the process may ask a human for, on top of its image's `requestable`: the
+    /// ceiling of `human.request_permission` (its children inherit it).
+    pub requestable: Vec<CapabilitySpec>,
 }
 
 /// What a process body sees: its pid and the syscall door.
@@ -52,6 +55,8 @@ pub(crate) struct NewProcess {
     pub budget: Budget,
     pub cwd: String,
     pub grants: Vec<Capability>,
+    /// Its ceiling for `human.request_permission`.
+    pub requestable: Vec<CapabilitySpec>,
 }
 
 impl Kernel {
@@ -76,6 +81,11 @@ impl Kernel {
             None => ".".into(),
         };
         let budget = opts.budget.or(image.budget).unwrap_or_default();
+        let mut requestable = image.requestable.clone();
+        for spec in opts.requestable {
+            validate_resource(&spec.resource).map_err(SyscallError::invalid)?;
+            requestable.push(spec);
+        }
         self.create_process(
             NewProcess {
                 parent: None,
@@ -84,6 +94,7 @@ impl Kernel {
                 budget,
                 cwd,
                 grants,
+                requestable,
             },
             "operator",
         )
@@ -175,6 +186,7 @@ impl Kernel {
             (process, stored)
         };
         let cap_ids: Vec<i64> = caps.iter().map(|c| c.id).collect();
+        persist::insert_requestable(&mut batch, pid, &new.requestable, self.inner.store.sealer());
         let batch = batch.audit(AuditEntry {
             ts: now,
             actor: actor.to_string(),
@@ -194,6 +206,7 @@ impl Kernel {
         // The process and its grants exist in memory only once they are durable.
         let mut state = self.inner.state.lock();
         state.caps.insert(pid, caps);
+        state.requestable.insert(pid, new.requestable);
         state.procs.insert(pid, process);
         Ok(pid)
     }
@@ -221,6 +234,7 @@ impl Kernel {
             persist::update_process(&mut batch, proc, now);
             if to.is_terminal() {
                 state.caps.remove(&pid);
+                state.requestable.remove(&pid);
                 // An ended process's events are dropped with it.
                 state.events.remove(&pid);
                 persist::drop_events(&mut batch, pid);

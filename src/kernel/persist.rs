@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::capability::Capability;
+use super::capability::{Capability, CapabilitySpec};
 use super::process::Process;
 use crate::store::sealed::CapFields;
 use crate::store::{Sealer, WriteBatch};
@@ -161,4 +161,22 @@ pub(crate) fn cap_seal(sealer: &Sealer, cap: &Capability) -> String {
         consumed: cap.consumed,
     }
     .seal(sealer)
+}
+
+/// Stores a process's ceiling for `human.request_permission`, sealed (nothing if empty).
+pub fn insert_requestable(
+    batch: &mut WriteBatch,
+    pid: i64,
+    specs: &[CapabilitySpec],
+    sealer: &Sealer,
+) {
+    if specs.is_empty() {
+        return;
+    }
+    let text = json(&specs);
+    let seal = crate::store::sealed::requestable_seal(sealer, pid, &text);
+    batch.push(
+        "INSERT INTO requestable (pid, specs, mac) VALUES (?, ?, ?)",
+        vec![pid.into(), text.into(), seal.into()],
+    );
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::{Row, SqlitePool};
 use tokio::sync::watch;
 
-use super::capability::{Capability, Pid, Policy, Right};
+use super::capability::{Capability, CapabilitySpec, Pid, Policy, Right};
 use super::process::Process;
 use super::syscall::Budget;
 use crate::store::sealed::{refused, CapFields};
@@ -35,6 +35,8 @@ pub struct State {
     pub reserved_once: HashSet<i64>,
     /// Places in event queues taken by posts not yet committed.
     pub event_slots: HashMap<Pid, usize>,
+    /// What each live process may ask a human for (`human.request_permission`).
+    pub requestable: HashMap<Pid, Vec<CapabilitySpec>>,
     /// Per-process change counters: bumped on any status change or new event; waiters
     /// subscribe and re-check their condition.
     pub changes: HashMap<Pid, Arc<watch::Sender<u64>>>,
@@ -159,6 +161,25 @@ impl State {
                 continue;
             }
             state.caps.entry(cap.subject).or_default().push(cap);
+        }
+        let rows = sqlx::query("SELECT pid, specs, mac FROM requestable")
+            .fetch_all(pool)
+            .await?;
+        for row in rows {
+            let pid: i64 = row.try_get("pid")?;
+            let specs: String = row.try_get("specs")?;
+            let mac: Option<String> = row.try_get("mac")?;
+            if state.procs.get(&pid).is_none_or(|p| p.status.is_terminal()) {
+                continue;
+            }
+            let sealed = mac.as_deref()
+                == Some(crate::store::sealed::requestable_seal(sealer, pid, &specs).as_str());
+            match serde_json::from_str::<Vec<CapabilitySpec>>(&specs) {
+                Ok(specs) if sealed => {
+                    state.requestable.insert(pid, specs);
+                }
+                _ => refused("requestable", pid),
+            }
         }
         // Only live processes' queues, each at most EVENT_QUEUE_MAX long, with payloads
         // within bounds: a backlog left by older runtimes is not loaded whole.

@@ -63,6 +63,7 @@ pub(crate) struct RequestFields<'a> {
     pub answer: Option<&'a str>,
     pub answered_by: Option<&'a str>,
     pub used: bool,
+    pub invocation: Option<&'a str>,
 }
 
 impl RequestFields<'_> {
@@ -78,6 +79,7 @@ impl RequestFields<'_> {
             self.answer.into(),
             self.answered_by.into(),
             self.used.into(),
+            self.invocation.into(),
         ]
     }
 
@@ -88,6 +90,11 @@ impl RequestFields<'_> {
     pub fn verify(&self, sealer: &Sealer, mac: Option<&str>) -> bool {
         sealer.verify("human_request", &self.fields(), mac)
     }
+}
+
+/// The seal of a process's requestable ceiling.
+pub(crate) fn requestable_seal(sealer: &Sealer, pid: i64, specs: &str) -> String {
+    sealer.seal("requestable", &[pid.into(), specs.into()])
 }
 
 /// The seal of an image row.
@@ -159,8 +166,8 @@ pub(crate) async fn adopt_unsealed_rows(store: &super::Store) -> Result<(), supe
         );
     }
     let requests = sqlx::query(
-        "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, used \
-         FROM human_requests WHERE mac IS NULL",
+        "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, used, \
+         invocation FROM human_requests WHERE mac IS NULL",
     )
     .fetch_all(pool)
     .await?;
@@ -175,6 +182,7 @@ pub(crate) async fn adopt_unsealed_rows(store: &super::Store) -> Result<(), supe
         ];
         let answer: Option<String> = row.try_get("answer")?;
         let by: Option<String> = row.try_get("answered_by")?;
+        let invocation: Option<String> = row.try_get("invocation")?;
         let seal = RequestFields {
             id: &id,
             pid: row.try_get("pid")?,
@@ -186,6 +194,7 @@ pub(crate) async fn adopt_unsealed_rows(store: &super::Store) -> Result<(), supe
             answer: answer.as_deref(),
             answered_by: by.as_deref(),
             used: row.try_get::<i64, _>("used")? != 0,
+            invocation: invocation.as_deref(),
         }
         .seal(sealer);
         batch.push(

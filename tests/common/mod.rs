@@ -33,6 +33,24 @@ impl TestHost {
             .expect("spawn")
     }
 
+    /// Spawns a process that may also ask a human for `requestable`.
+    pub async fn spawn_requesting(&self, grants: &[&str], requestable: &[&str]) -> Pid {
+        let parse = |list: &[&str]| {
+            list.iter()
+                .map(|g| CapabilitySpec::parse_grant(g).expect("grant syntax"))
+                .collect()
+        };
+        self.kernel
+            .spawn_root(SpawnOptions {
+                goal: "test".into(),
+                grants: parse(grants),
+                requestable: parse(requestable),
+                ..SpawnOptions::default()
+            })
+            .await
+            .expect("spawn")
+    }
+
     /// Opens a second kernel on the same database and workspace (as after a restart).
     pub async fn reopen(&self) -> Kernel {
         Kernel::open(self.config()).await.expect("reopen")
