@@ -26,6 +26,17 @@ pub struct AuditEntry {
     pub detail: Value,
 }
 
+impl AuditEntry {
+    /// The entry as it may be stored: credentials redacted (length + SHA-256), long strings
+    /// and arrays shrunk, the detail and target bounded (see [`super::redact`]).
+    pub fn bounded(mut self) -> AuditEntry {
+        use super::redact::{bound_detail, redact, shrink};
+        self.detail = bound_detail(shrink(redact(self.detail)));
+        self.target = super::redact::bound_target(&self.target);
+        self
+    }
+}
+
 /// A record as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AuditRow {

@@ -93,6 +93,9 @@ impl Failure {
             SyscallError::HumanRequired { request_id, .. } => Some(format!(
                 "run again with --ask on a terminal to answer it there, answer it with `agent-libos human approve {request_id}` (or reject), or grant the capability up front with an --allow-* or --grant flag"
             )),
+            SyscallError::LimitExceeded { limit, .. } if limit == "fs_bytes" => Some(
+                "fs reads and writes are bounded per call and per process (`KernelConfig::fs_limits`); read or write in smaller parts".to_string()
+            ),
             SyscallError::LimitExceeded { limit, .. } => Some(format!(
                 "the {limit} limit is set by the tool's `limits` and its image; lower the work per call or raise the limit"
             )),

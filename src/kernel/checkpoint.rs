@@ -545,6 +545,15 @@ impl Kernel {
             "process {pid} was rolled back to checkpoint {id}"
         )).to_wire()});
         batch.push(
+            "DELETE FROM journal_blobs WHERE sha256 IN (SELECT j.blob FROM journal j \
+               JOIN invocations i ON i.id = j.invocation_id \
+               WHERE i.pid = ?1 AND i.status IN ('running', 'waiting_human')) \
+             AND NOT EXISTS (SELECT 1 FROM journal j JOIN invocations i ON i.id = j.invocation_id \
+               WHERE j.blob = journal_blobs.sha256 \
+               AND NOT (i.pid = ?1 AND i.status IN ('running', 'waiting_human')))",
+            vec![pid.into()],
+        );
+        batch.push(
             "DELETE FROM journal WHERE invocation_id IN (SELECT id FROM invocations \
              WHERE pid = ? AND status IN ('running', 'waiting_human'))",
             vec![pid.into()],
@@ -1022,6 +1031,7 @@ impl Kernel {
             started_at: now,
             cancel_requested: false,
             generation: 0,
+            fs_bytes: 0,
         };
         let mut batch = WriteBatch::default();
         persist::insert_process(&mut batch, &process, now);

@@ -183,13 +183,14 @@ impl Kernel {
     ) -> SysResult<Value> {
         let now = self.now();
         let journal_row = |outcome: Value| {
-            journal.as_ref().map(|(inv, seq, hash)| JournalRow {
-                invocation_id: inv.clone(),
-                seq: *seq,
-                primitive: call.name().to_string(),
-                args_hash: hash.clone(),
-                status: "done",
-                outcome: Some(outcome),
+            journal.as_ref().map(|(inv, seq, hash)| {
+                JournalRow::done(
+                    inv.clone(),
+                    *seq,
+                    call.name().to_string(),
+                    hash.clone(),
+                    outcome,
+                )
             })
         };
         let span = tracing::Span::current();

@@ -1,4 +1,9 @@
 //! Filesystem primitives: normalize the path, check the capability, call the provider.
+//!
+//! What they move is bounded ([`FsLimits`]): one call reads or writes at most
+//! `call_bytes`, one process at most `process_bytes` in all; past either the call fails with
+//! `LimitExceeded { limit: "fs_bytes" }` before anything is read into memory beyond the
+//! limit or written.
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -13,6 +18,24 @@ use super::Kernel;
 
 /// Characters of new content shown to a human deciding on a write.
 const PREVIEW_CHARS: usize = 400;
+
+/// How many bytes fs calls may move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsLimits {
+    /// The most one read or write may move.
+    pub call_bytes: u64,
+    /// The most one process's reads and writes may move in all, while the kernel is open.
+    pub process_bytes: u64,
+}
+
+impl Default for FsLimits {
+    fn default() -> Self {
+        FsLimits {
+            call_bytes: 64 << 20,
+            process_bytes: 1 << 30,
+        }
+    }
+}
 
 impl Kernel {
     /// Resolves `path` against `pid`'s cwd. An escape is a denial naming the path as given
@@ -49,6 +72,71 @@ impl Kernel {
         Ok(checked)
     }
 
+    /// Bytes `pid`'s fs calls have moved so far.
+    fn fs_used(&self, pid: Pid) -> SysResult<u64> {
+        self.inner
+            .state
+            .lock()
+            .process(pid)
+            .map(|p| p.fs_bytes)
+            .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))
+    }
+
+    /// The most `pid`'s next fs call may move: the per-call limit or what remains of the
+    /// process's, whichever is less.
+    fn fs_allowance(&self, pid: Pid) -> SysResult<u64> {
+        let limits = self.inner.config.fs_limits;
+        let used = self.fs_used(pid)?;
+        Ok(limits
+            .call_bytes
+            .min(limits.process_bytes.saturating_sub(used)))
+    }
+
+    /// Counts `bytes` moved by `pid`.
+    pub(crate) fn charge_fs(&self, pid: Pid, bytes: u64) {
+        if let Some(p) = self.inner.state.lock().procs.get_mut(&pid) {
+            p.fs_bytes = p.fs_bytes.saturating_add(bytes);
+        }
+    }
+
+    /// Whether a write of `bytes` fits `pid`'s allowance; fails naming the limit (before
+    /// anyone is asked to approve it). The bytes are counted once written.
+    pub(crate) fn check_fs_write(&self, pid: Pid, path: &str, bytes: usize) -> SysResult<()> {
+        let limits = self.inner.config.fs_limits;
+        let used = self.fs_used(pid)?;
+        let bytes = bytes as u64;
+        let remaining = limits.process_bytes.saturating_sub(used);
+        if bytes > limits.call_bytes {
+            return Err(SyscallError::limit(
+                "fs_bytes",
+                format!(
+                    "{path}: a write of {bytes} bytes is over the {} one call may write; \
+                     write it in parts",
+                    limits.call_bytes
+                ),
+            ));
+        }
+        if bytes > remaining {
+            return Err(SyscallError::limit(
+                "fs_bytes",
+                format!(
+                    "{path}: a write of {bytes} bytes is over the {remaining} left of the {} \
+                     process {pid} may move through fs",
+                    limits.process_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads `p` within `pid`'s allowance and counts what was read.
+    pub(crate) fn read_bounded(&self, pid: Pid, p: &CheckedPath) -> SysResult<Vec<u8>> {
+        let allowance = self.fs_allowance(pid)?;
+        let bytes = self.providers().fs.read(p, allowance)?;
+        self.charge_fs(pid, bytes.len() as u64);
+        Ok(bytes)
+    }
+
     pub(crate) async fn fs_call(
         &self,
         pid: Pid,
@@ -61,7 +149,7 @@ impl Kernel {
                 let p = self
                     .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
-                let bytes = fs.read(&p)?;
+                let bytes = self.read_bounded(pid, &p)?;
                 let size = bytes.len();
                 let text = String::from_utf8(bytes).map_err(|_| {
                     SyscallError::invalid(format!(
@@ -75,7 +163,7 @@ impl Kernel {
                 let p = self
                     .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
-                let bytes = fs.read(&p)?;
+                let bytes = self.read_bounded(pid, &p)?;
                 let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
                 Ok(Done::new(json!(encoded), p.resource()).detail(json!({"bytes": bytes.len()})))
             }
@@ -84,6 +172,7 @@ impl Kernel {
                 content,
                 overwrite,
             } => {
+                self.check_fs_write(pid, path, content.len())?;
                 let fs_ctx = fs.clone();
                 let p = self
                     .check_path(pid, path, Right::Write, call, scope, |p| {
@@ -92,6 +181,7 @@ impl Kernel {
                     .await?;
                 self.intent_point(call, scope).await?;
                 let replaced = fs.write(&p, content.as_bytes(), *overwrite)?;
+                self.charge_fs(pid, content.len() as u64);
                 let summary = json!({
                     "path": p.rel(),
                     "bytes": content.len(),
@@ -101,6 +191,7 @@ impl Kernel {
                 Ok(Done::new(summary.clone(), p.resource()).detail(summary))
             }
             FsCall::AppendText { path, content } => {
+                self.check_fs_write(pid, path, content.len())?;
                 let fs_ctx = fs.clone();
                 let p = self
                     .check_path(pid, path, Right::Write, call, scope, |p| {
@@ -114,6 +205,7 @@ impl Kernel {
                     .await?;
                 self.intent_point(call, scope).await?;
                 fs.append(&p, content.as_bytes())?;
+                self.charge_fs(pid, content.len() as u64);
                 let summary = json!({"path": p.rel(), "bytes": content.len()});
                 Ok(Done::new(summary.clone(), p.resource()).detail(summary))
             }

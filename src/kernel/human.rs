@@ -97,12 +97,13 @@ impl Kernel {
         context: Value,
         scope: &mut Scope,
     ) -> SysResult<()> {
+        // Kept as long as the request is: credentials in it only as length + SHA-256.
         let payload = json!({
             "primitive": call.name(),
             "resource": resource,
             "right": right,
             "capability": cap_id,
-            "context": context,
+            "context": crate::audit::redact::redact(context),
         });
         let (id, answer) = self
             .request_answer(

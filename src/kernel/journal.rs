@@ -101,6 +101,26 @@ pub(crate) fn outcome_result(outcome: &Value) -> SysResult<Value> {
     }
 }
 
+/// Retention: a finished invocation keeps its outcome (a keyed call's answer) but not its
+/// journal, nor its arguments; a blob goes with the last row that refers to it.
+pub(crate) fn forget_journal(batch: &mut WriteBatch, id: &str) {
+    batch.push(
+        "DELETE FROM journal_blobs WHERE sha256 IN \
+           (SELECT blob FROM journal WHERE invocation_id = ?1 AND blob IS NOT NULL) \
+         AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.blob = journal_blobs.sha256 \
+           AND j.invocation_id <> ?1)",
+        vec![id.into()],
+    );
+    batch.push(
+        "DELETE FROM journal WHERE invocation_id = ?",
+        vec![id.into()],
+    );
+    batch.push(
+        "UPDATE invocations SET args = 'null' WHERE id = ?",
+        vec![id.into()],
+    );
+}
+
 /// Forgets a live invocation if its caller is dropped mid-flight (the journal in the store
 /// is what a later retry or `resume` works from).
 pub(crate) struct LiveGuard {
@@ -155,6 +175,26 @@ impl Kernel {
                 rec.primitive,
                 call.name()
             ))),
+            // An outcome too large to journal: a read is made again (unjournaled); an
+            // effect is never repeated, and its outcome cannot be given.
+            Some(rec) if rec.done && rec.outcome.as_ref().is_some_and(|o| o["omitted"] == true) => {
+                if call.is_effect() {
+                    Ok(Step::Replay(Err(SyscallError::limit(
+                        "journal_bytes",
+                        format!(
+                            "invocation {id}, syscall #{seq}: its outcome was too large to journal \
+                             (over {} bytes), so a replay cannot return it; the effect is not repeated",
+                            crate::store::writer::JOURNAL_OUTCOME_MAX
+                        ),
+                    ))))
+                } else {
+                    Ok(Step::Fresh {
+                        seq,
+                        hash,
+                        journal: false,
+                    })
+                }
+            }
             Some(rec) if rec.done => Ok(Step::Replay(
                 rec.outcome
                     .as_ref()
@@ -184,6 +224,7 @@ impl Kernel {
             args_hash: hash.to_string(),
             status: "intent",
             outcome: None,
+            blob: None,
         });
         self.inner
             .store
@@ -246,6 +287,9 @@ impl Kernel {
                 id.into(),
             ],
         );
+        if status != "waiting_human" {
+            forget_journal(&mut batch, id);
+        }
         // A waiting invocation must be findable by `resume` even if the host dies now.
         if status == "waiting_human" {
             if let Err(e) = self.inner.store.commit(batch).await {
@@ -345,7 +389,8 @@ impl Kernel {
             Invocation {
                 pid,
                 tool: String::new(),
-                args: serde_json::to_value(&call).unwrap_or(Value::Null),
+                // Only what it was: the call itself (content, stdin, headers) is not kept.
+                args: json!({"primitive": call.name()}),
                 args_hash: args_hash.clone(),
                 start_time: self.now(),
                 seed: 0,
@@ -375,10 +420,13 @@ impl Kernel {
 
     /// Journal rows of an earlier run of `id`.
     pub(crate) async fn load_journal(&self, id: &str) -> SysResult<HashMap<i64, Recorded>> {
-        let rows = sqlx::query("SELECT seq, primitive, args_hash, status, outcome FROM journal WHERE invocation_id = ?")
-            .bind(id)
-            .fetch_all(self.inner.store.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT j.seq, j.primitive, j.args_hash, j.status, COALESCE(b.data, j.outcome) AS outcome \
+             FROM journal j LEFT JOIN journal_blobs b ON b.sha256 = j.blob WHERE j.invocation_id = ?",
+        )
+        .bind(id)
+        .fetch_all(self.inner.store.pool())
+        .await?;
         let mut out = HashMap::new();
         for row in rows {
             let outcome: Option<String> = row.try_get("outcome")?;

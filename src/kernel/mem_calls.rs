@@ -122,7 +122,7 @@ impl Kernel {
                 let p = self
                     .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
-                let bytes = self.providers().fs.read(&p)?;
+                let bytes = self.read_bounded(pid, &p)?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| SyscallError::invalid(format!("{} is not UTF-8 text", p.rel())))?;
                 let spec = ObjectSpec {
@@ -149,6 +149,7 @@ impl Kernel {
                     Value::String(s) => s.clone(),
                     other => serde_json::to_string_pretty(other).unwrap_or_default(),
                 };
+                self.check_fs_write(pid, path, content.len())?;
                 let fs = self.providers().fs.clone();
                 let p = self
                     .check_path(pid, path, Right::Write, call, scope, |p| {
@@ -157,6 +158,7 @@ impl Kernel {
                     .await?;
                 self.intent_point(call, scope).await?;
                 let replaced = fs.write(&p, content.as_bytes(), *overwrite)?;
+                self.charge_fs(pid, content.len() as u64);
                 Ok(Done::new(
                     json!({"path": p.rel(), "bytes": content.len(), "overwritten": replaced}),
                     p.resource(),

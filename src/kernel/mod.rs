@@ -48,6 +48,7 @@ pub use checkpoint::{
     RollbackReport, CHECKPOINT_FORMAT,
 };
 pub use error::{SysResult, SyscallError, WireError};
+pub use fs_calls::FsLimits;
 pub use human::{HumanAnswer, HumanRequest};
 pub use image::{Image, ToolLimits};
 pub use operator::{ProcessCtx, SpawnOptions};
@@ -80,6 +81,8 @@ pub struct KernelConfig {
     pub providers: Option<Providers>,
     pub shell_limits: ShellLimits,
     pub fetch_limits: FetchLimits,
+    /// How many bytes one fs call, and one process in all, may read or write.
+    pub fs_limits: FsLimits,
     /// Sizes of the JIT tool isolate host (started on the first tool use).
     pub isolates: crate::isolate::HostConfig,
     /// More paths of the runtime's own, reserved like its state files (e.g. the state
@@ -103,6 +106,7 @@ impl KernelConfig {
                 timeout_ms: 30_000,
                 max_response_bytes: 10 << 20,
             },
+            fs_limits: FsLimits::default(),
             isolates: crate::isolate::HostConfig::default(),
             reserved: Vec::new(),
         }

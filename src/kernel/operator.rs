@@ -131,6 +131,7 @@ impl Kernel {
                 started_at: now,
                 cancel_requested: false,
                 generation: 0,
+                fs_bytes: 0,
             };
             persist::insert_process(&mut batch, &process, now);
             let ns = own_namespace(pid);

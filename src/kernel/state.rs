@@ -140,6 +140,7 @@ impl State {
                 started_at: row.try_get("started_at")?,
                 cancel_requested: false,
                 generation: row.try_get("generation")?,
+                fs_bytes: 0,
             };
             state.procs.insert(pid, process);
         }

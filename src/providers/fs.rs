@@ -37,7 +37,9 @@ pub struct DirEntry {
 /// path through a symlink fails with `PermissionDenied`. Errors map to `NotFound`,
 /// `AlreadyExists`, `PermissionDenied` (escape), `InvalidArgument` or `Io`.
 pub trait FileSystem: Send + Sync {
-    fn read(&self, path: &CheckedPath) -> SysResult<Vec<u8>>;
+    /// Reads the whole file, or fails with `LimitExceeded { limit: "fs_bytes" }` without
+    /// reading further once it holds more than `max_bytes`.
+    fn read(&self, path: &CheckedPath, max_bytes: u64) -> SysResult<Vec<u8>>;
     /// Writes the whole file; fails with `AlreadyExists` when it exists and `!overwrite`.
     /// Returns whether an existing file was overwritten.
     fn write(&self, path: &CheckedPath, content: &[u8], overwrite: bool) -> SysResult<bool>;
@@ -317,11 +319,29 @@ impl CapFs {
 }
 
 impl FileSystem for CapFs {
-    fn read(&self, path: &CheckedPath) -> SysResult<Vec<u8>> {
-        let mut file = self.open_file(path, OpenOptions::new().read(true))?;
-        let mut content = Vec::new();
-        file.read_to_end(&mut content)
+    fn read(&self, path: &CheckedPath, max_bytes: u64) -> SysResult<Vec<u8>> {
+        let file = self.open_file(path, OpenOptions::new().read(true))?;
+        let too_large = |bytes: u64| {
+            SyscallError::limit(
+                "fs_bytes",
+                format!(
+                    "{} holds {bytes} bytes, over the {max_bytes} this read may take",
+                    path.rel()
+                ),
+            )
+        };
+        let size = file.metadata().map_err(|e| map_io(e, path))?.len();
+        if size > max_bytes {
+            return Err(too_large(size));
+        }
+        // The size can change after the look: never take more than the limit and one byte.
+        let mut content = Vec::with_capacity(size as usize);
+        file.take(max_bytes.saturating_add(1))
+            .read_to_end(&mut content)
             .map_err(|e| map_io(e, path))?;
+        if content.len() as u64 > max_bytes {
+            return Err(too_large(content.len() as u64));
+        }
         Ok(content)
     }
 
@@ -721,7 +741,10 @@ mod tests {
             .write(&path("a.txt", Right::Write), b"hello", false)
             .unwrap();
         assert!(!overwrote);
-        assert_eq!(fs.read(&path("a.txt", Right::Read)).unwrap(), b"hello");
+        assert_eq!(
+            fs.read(&path("a.txt", Right::Read), u64::MAX).unwrap(),
+            b"hello"
+        );
         assert_eq!(std::fs::read(ws.path().join("a.txt")).unwrap(), b"hello");
         no_temp_files_left(ws.path());
     }
@@ -785,18 +808,22 @@ mod tests {
     fn read_of_missing_file_and_directory() {
         let (ws, _out, fs) = setup();
         std::fs::create_dir(ws.path().join("d")).unwrap();
-        let err = fs.read(&path("nope.txt", Right::Read)).unwrap_err();
+        let err = fs
+            .read(&path("nope.txt", Right::Read), u64::MAX)
+            .unwrap_err();
         assert_eq!(err, SyscallError::NotFound("nope.txt".into()));
-        let err = fs.read(&path("d", Right::Read)).unwrap_err();
+        let err = fs.read(&path("d", Right::Read), u64::MAX).unwrap_err();
         assert_eq!(err.kind(), "InvalidArgument");
-        let err = fs.read(&path(".", Right::Read)).unwrap_err();
+        let err = fs.read(&path(".", Right::Read), u64::MAX).unwrap_err();
         assert_eq!(err.kind(), "InvalidArgument");
     }
 
     #[test]
     fn error_messages_never_name_the_host_path() {
         let (ws, _out, fs) = setup();
-        let err = fs.read(&path("a/b/c.txt", Right::Read)).unwrap_err();
+        let err = fs
+            .read(&path("a/b/c.txt", Right::Read), u64::MAX)
+            .unwrap_err();
         let host = ws.path().to_string_lossy().into_owned();
         assert!(!err.to_string().contains(&host), "{err}");
         assert!(err.to_string().contains("a/b/c.txt"), "{err}");
@@ -909,7 +936,7 @@ mod tests {
         let (ws, out, fs) = setup();
         std::fs::write(out.path().join("secret.txt"), "secret").unwrap();
         symlink(out.path().join("secret.txt"), ws.path().join("s.txt")).unwrap();
-        let err = fs.read(&path("s.txt", Right::Read)).unwrap_err();
+        let err = fs.read(&path("s.txt", Right::Read), u64::MAX).unwrap_err();
         assert_symlink_denied(err, "s.txt", Right::Read);
         let err = fs
             .write(&path("s.txt", Right::Write), b"x", true)
@@ -932,7 +959,9 @@ mod tests {
         symlink("real.txt", ws.path().join("alias.txt")).unwrap();
         std::fs::create_dir(ws.path().join("dir")).unwrap();
         symlink("dir", ws.path().join("dir_alias")).unwrap();
-        let err = fs.read(&path("alias.txt", Right::Read)).unwrap_err();
+        let err = fs
+            .read(&path("alias.txt", Right::Read), u64::MAX)
+            .unwrap_err();
         assert_symlink_denied(err, "alias.txt", Right::Read);
         let err = fs
             .write(&path("dir_alias/new.txt", Right::Write), b"x", false)
@@ -951,7 +980,7 @@ mod tests {
         let (ws, _out, fs) = setup();
         let fifo = std::ffi::CString::new(ws.path().join("pipe").to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
-        let err = fs.read(&path("pipe", Right::Read)).unwrap_err();
+        let err = fs.read(&path("pipe", Right::Read), u64::MAX).unwrap_err();
         assert_eq!(err.kind(), "InvalidArgument");
         assert!(err.to_string().contains("not a regular file"), "{err}");
     }
@@ -964,6 +993,26 @@ mod tests {
     }
 
     #[test]
+    fn a_read_never_takes_more_than_its_limit() {
+        let (ws, _out, fs) = setup();
+        std::fs::write(ws.path().join("big.bin"), vec![7u8; 10_000]).unwrap();
+        let err = fs.read(&path("big.bin", Right::Read), 9_999).unwrap_err();
+        match err {
+            SyscallError::LimitExceeded { limit, detail } => {
+                assert_eq!(limit, "fs_bytes");
+                assert!(detail.contains("10000 bytes"), "{detail}");
+            }
+            other => panic!("expected LimitExceeded, got {other:?}"),
+        }
+        assert_eq!(
+            fs.read(&path("big.bin", Right::Read), 10_000)
+                .unwrap()
+                .len(),
+            10_000
+        );
+    }
+
+    #[test]
     fn symlink_swap_after_check_cannot_read_outside() {
         let (ws, out, fs) = setup();
         std::fs::create_dir(ws.path().join("data")).unwrap();
@@ -971,7 +1020,7 @@ mod tests {
         std::fs::write(out.path().join("f.txt"), "outside secret").unwrap();
         let checked = path("data/f.txt", Right::Read);
         swap_data_for_symlink(ws.path(), out.path());
-        let err = fs.read(&checked).unwrap_err();
+        let err = fs.read(&checked, u64::MAX).unwrap_err();
         assert_symlink_denied(err, "data/f.txt", Right::Read);
     }
 

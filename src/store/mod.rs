@@ -24,7 +24,7 @@ use sqlx::{ConnectOptions, SqlitePool};
 
 pub use layout::StateFiles;
 pub use seal::{Field, Sealer};
-pub use writer::{CommitError, JournalRow, SqlArg, Stmt, WriteBatch};
+pub use writer::{Blob, CommitError, JournalRow, SqlArg, Stmt, WriteBatch};
 
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -91,13 +91,68 @@ pub struct JournalRow {
     /// `intent` or `done`.
     pub status: &'static str,
     pub outcome: Option<Value>,
+    /// A large outcome, stored once by hash; `outcome` then refers to it.
+    pub blob: Option<Blob>,
+}
+
+/// A journaled outcome stored by content: `(sha256, JSON text)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blob {
+    pub sha256: String,
+    pub data: String,
+}
+
+/// Outcomes up to this many bytes (as JSON) are stored in their journal row.
+pub const JOURNAL_INLINE_MAX: usize = 4 << 10;
+/// Outcomes beyond this many bytes are not stored at all: their row says so (with length
+/// and hash), and a replay re-reads (a read) or refuses (an effect) rather than answer.
+pub const JOURNAL_OUTCOME_MAX: usize = 16 << 20;
+
+impl JournalRow {
+    /// The `done` row of a call with `outcome`: inline if small, by hash if large, omitted
+    /// (length and hash only) if larger than [`JOURNAL_OUTCOME_MAX`].
+    pub fn done(
+        invocation_id: String,
+        seq: i64,
+        primitive: String,
+        args_hash: String,
+        outcome: Value,
+    ) -> JournalRow {
+        let text = outcome.to_string();
+        let (outcome, blob) = if text.len() <= JOURNAL_INLINE_MAX {
+            (outcome, None)
+        } else {
+            let sha256 = crate::util::sha256_hex(text.as_bytes());
+            if text.len() > JOURNAL_OUTCOME_MAX {
+                (
+                    json!({"omitted": true, "bytes": text.len(), "sha256": sha256}),
+                    None,
+                )
+            } else {
+                (
+                    json!({"blob": sha256, "bytes": text.len()}),
+                    Some(Blob { sha256, data: text }),
+                )
+            }
+        };
+        JournalRow {
+            invocation_id,
+            seq,
+            primitive,
+            args_hash,
+            status: "done",
+            outcome: Some(outcome),
+            blob,
+        }
+    }
 }
 
 /// What one caller wants written atomically.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     pub stmts: Vec<Stmt>,
-    pub audit: Vec<AuditEntry>,
+    /// Only through [`WriteBatch::audit`], which redacts and bounds every entry.
+    pub(crate) audit: Vec<AuditEntry>,
     /// Journal rows; a group writes all of its batches' rows with one statement.
     pub journal: Vec<JournalRow>,
 }
@@ -108,8 +163,9 @@ impl WriteBatch {
         self
     }
 
+    /// Adds an audit record, redacted and bounded ([`AuditEntry::bounded`]).
     pub fn audit(mut self, entry: AuditEntry) -> Self {
-        self.audit.push(entry);
+        self.audit.push(entry.bounded());
         self
     }
 
@@ -359,6 +415,7 @@ async fn commit_group(
     let mut results = Vec::with_capacity(group.len());
     let mut rows: Vec<Value> = Vec::new();
     let mut journal: Vec<Value> = Vec::new();
+    let mut blobs: Vec<Value> = Vec::new();
     let appended = group.iter().any(|q| !q.batch.audit.is_empty());
     for queued in group {
         match apply_batch(&mut tx, &queued.batch).await? {
@@ -370,8 +427,12 @@ async fn commit_group(
                         row.primitive,
                         row.args_hash,
                         row.status,
-                        row.outcome.as_ref().map(Value::to_string)
+                        row.outcome.as_ref().map(Value::to_string),
+                        row.blob.as_ref().map(|b| b.sha256.clone())
                     ]));
+                    if let Some(blob) = &row.blob {
+                        blobs.push(json!([blob.sha256, blob.data.len(), blob.data]));
+                    }
                 }
                 let mut seqs = Vec::with_capacity(queued.batch.audit.len());
                 for entry in &queued.batch.audit {
@@ -400,11 +461,23 @@ async fn commit_group(
             Err(err) => results.push(Err(err)),
         }
     }
+    if !blobs.is_empty() {
+        sqlx::query(
+            "INSERT INTO journal_blobs (sha256, bytes, data, created_at) \
+             SELECT value->>0, value->>1, value->>2, CAST(strftime('%s', 'now') AS INTEGER) * 1000 \
+             FROM json_each(?) WHERE 1 ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(Value::Array(blobs).to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
     if !journal.is_empty() {
         sqlx::query(
-            "INSERT INTO journal (invocation_id, seq, primitive, args_hash, status, outcome) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?) WHERE 1 \
-             ON CONFLICT (invocation_id, seq) DO UPDATE SET status = excluded.status, outcome = excluded.outcome",
+            "INSERT INTO journal (invocation_id, seq, primitive, args_hash, status, outcome, blob) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 \
+             FROM json_each(?) WHERE 1 \
+             ON CONFLICT (invocation_id, seq) DO UPDATE SET status = excluded.status, \
+             outcome = excluded.outcome, blob = excluded.blob",
         )
         .bind(Value::Array(journal).to_string())
         .execute(&mut *tx)
@@ -472,4 +545,44 @@ async fn apply_batch(
     }
     sqlx::query("RELEASE batch").execute(&mut **tx).await?;
     Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(outcome: Value) -> JournalRow {
+        JournalRow::done("inv".into(), 1, "fs.read_text".into(), "h".into(), outcome)
+    }
+
+    #[test]
+    fn a_small_outcome_is_kept_in_its_row() {
+        let row = done(json!({"ok": "short"}));
+        assert_eq!(row.outcome, Some(json!({"ok": "short"})));
+        assert_eq!(row.blob, None);
+    }
+
+    #[test]
+    fn a_large_outcome_is_stored_by_hash() {
+        let outcome = json!({"ok": "x".repeat(JOURNAL_INLINE_MAX)});
+        let text = outcome.to_string();
+        let row = done(outcome);
+        let blob = row.blob.expect("a blob");
+        assert_eq!(blob.sha256, crate::util::sha256_hex(text.as_bytes()));
+        assert_eq!(blob.data, text);
+        assert_eq!(
+            row.outcome,
+            Some(json!({"blob": blob.sha256, "bytes": text.len()}))
+        );
+    }
+
+    #[test]
+    fn an_outcome_over_the_cap_is_not_stored() {
+        let outcome = json!({"ok": "y".repeat(JOURNAL_OUTCOME_MAX)});
+        let row = done(outcome);
+        assert_eq!(row.blob, None);
+        let kept = row.outcome.unwrap();
+        assert_eq!(kept["omitted"], true);
+        assert!(kept.to_string().len() < 200, "{kept}");
+    }
 }

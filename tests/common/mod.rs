@@ -1,7 +1,11 @@
 //! Shared setup for integration tests: a real kernel on a real SQLite file and workspace.
 #![allow(dead_code)]
 
-use agent_libos::kernel::{CapabilitySpec, Kernel, KernelConfig, Pid, SpawnOptions};
+use std::time::Duration;
+
+use agent_libos::kernel::{
+    CapabilitySpec, JitCall, Kernel, KernelConfig, Pid, SpawnOptions, Syscall,
+};
 use tempfile::TempDir;
 
 pub struct TestHost {
@@ -19,18 +23,7 @@ impl TestHost {
     }
 
     pub async fn spawn(&self, grants: &[&str]) -> Pid {
-        let grants = grants
-            .iter()
-            .map(|g| CapabilitySpec::parse_grant(g).expect("grant syntax"))
-            .collect();
-        self.kernel
-            .spawn_root(SpawnOptions {
-                goal: "test".into(),
-                grants,
-                ..SpawnOptions::default()
-            })
-            .await
-            .expect("spawn")
+        spawn_on(&self.kernel, grants).await
     }
 
     /// Spawns a process that may also ask a human for `requestable`.
@@ -59,6 +52,22 @@ impl TestHost {
     pub fn config(&self) -> KernelConfig {
         KernelConfig::new(self.db_path(), self.workspace())
     }
+}
+
+/// Spawns a root process on `kernel` holding `grants` (grant syntax).
+pub async fn spawn_on(kernel: &Kernel, grants: &[&str]) -> Pid {
+    let grants = grants
+        .iter()
+        .map(|g| CapabilitySpec::parse_grant(g).expect("grant syntax"))
+        .collect();
+    kernel
+        .spawn_root(SpawnOptions {
+            goal: "test".into(),
+            grants,
+            ..SpawnOptions::default()
+        })
+        .await
+        .expect("spawn")
 }
 
 pub async fn host() -> TestHost {
@@ -91,3 +100,65 @@ export default async function run(args: { path: string }, libos: any) {
   return { lines: text.split("\n").length };
 }
 "#;
+
+/// A connection of its own to the state database, as anything with the path could open.
+pub async fn outside(db: &std::path::Path) -> sqlx::SqlitePool {
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(db)
+                .busy_timeout(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap()
+}
+
+/// The first pending human request, once one appears.
+pub async fn wait_pending(kernel: &Kernel) -> agent_libos::kernel::HumanRequest {
+    for _ in 0..2000 {
+        if let Some(r) = kernel
+            .human_requests(false)
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+        {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("no pending human request appeared");
+}
+
+/// The source of a tool `name` whose body is `body`.
+pub fn tool_source(name: &str, body: &str) -> String {
+    format!(
+        "import type {{ Libos }} from \"libos\";\nexport const tool = {{ name: \"{name}\", description: \"d\", input: {{ type: \"object\" }}, output: {{}} }};\nexport default async function run(args: any, libos: Libos) {{ {body} }}\n"
+    )
+}
+
+/// Proposes, validates and registers a tool as `pid`.
+pub async fn install(kernel: &Kernel, pid: Pid, source: &str) {
+    let id = kernel
+        .syscall(
+            pid,
+            Syscall::Tool(JitCall::Propose {
+                source: source.into(),
+            }),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let report = kernel
+        .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
+        .await
+        .unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    kernel
+        .syscall(pid, Syscall::Tool(JitCall::Register { id }))
+        .await
+        .unwrap();
+}
