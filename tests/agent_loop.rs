@@ -140,12 +140,15 @@ async fn scripted_run_uses_tools_and_exits() {
         ]
     );
     h.kernel.store().flush().await.unwrap();
-    let actions: Vec<String> =
-        sqlx::query_scalar("SELECT action FROM audit WHERE actor = ? ORDER BY seq")
-            .bind(format!("pid:{}", outcome.pid))
-            .fetch_all(h.kernel.store().pool())
-            .await
-            .unwrap();
+    let actions: Vec<String> = h
+        .kernel
+        .store()
+        .latest_audit_records(&[format!("pid:{}", outcome.pid)], 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
     for action in ["fs.write_text", "fs.read_text", "proc.exit"] {
         assert!(
             actions.iter().any(|a| a == action),

@@ -333,3 +333,56 @@ fn help_documents_examples_and_exit_codes() {
     let bad = env.run(&["nope"]);
     assert_eq!(bad.code, 2);
 }
+
+#[test]
+fn sandbox_check_reports_the_host_and_its_self_test_holds() {
+    let env = Env::new();
+    let out = env.run(&["sandbox", "check", "--json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let result = &out.json()["result"];
+    assert_eq!(result["usable"], true, "{result}");
+    assert!(result["support"]["landlock_abi"].as_u64().unwrap() >= 3);
+    let checks = result["self_test"].as_array().unwrap();
+    assert_eq!(checks.len(), 5, "{result}");
+    assert!(checks.iter().all(|c| c["passed"] == true), "{result}");
+    let text = env.run(&["sandbox", "check"]);
+    assert!(
+        text.stdout.contains("verdict       commands run sandboxed"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn unsandboxed_shell_is_the_operators_choice_and_is_audited() {
+    let env = Env::new();
+    env.write(
+        "t.ts",
+        r#"export const tool = { name: "t", description: "Runs echo.", input: { type: "object" }, output: {} };
+export default async function run(args: any, libos: any) { return await libos.shell.run(["echo", "hi"]); }
+"#,
+    );
+    for (flag, expected) in [
+        (None, "landlock-abi"),
+        (Some("--unsandboxed-shell"), "unsandboxed (operator opt-out"),
+    ] {
+        let mut args = vec!["tool", "run", "t.ts", "--args", "{}", "--allow-run=echo"];
+        args.extend(flag);
+        let out = env.run(&args);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        let audit = env.run(&[
+            "audit",
+            "show",
+            "--action",
+            "shell.run",
+            "--limit",
+            "1",
+            "--json",
+        ]);
+        assert!(
+            audit.stdout.contains(expected),
+            "{expected}: {}",
+            audit.stdout
+        );
+    }
+}

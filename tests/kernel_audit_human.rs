@@ -3,7 +3,8 @@
 mod common;
 
 use agent_libos::kernel::{
-    HumanAnswer, HumanCall, HumanMode, Kernel, MemCall, ObjectSpec, Status, Syscall, SyscallError,
+    HumanAnswer, HumanCall, HumanMode, Kernel, MemCall, ObjectSpec, RequestKind, RequestStatus,
+    Status, Syscall, SyscallError,
 };
 use serde_json::json;
 
@@ -29,9 +30,15 @@ async fn some_activity(h: &common::TestHost) {
     h.kernel.store().flush().await.unwrap();
 }
 
+/// A connection of its own to the database file, as anyone who can write the file has.
+async fn raw_database(h: &common::TestHost) -> sqlx::SqlitePool {
+    let url = format!("sqlite://{}", h.db_path().display());
+    sqlx::SqlitePool::connect(&url).await.unwrap()
+}
+
 async fn tamper(h: &common::TestHost, sql: &'static str) -> agent_libos::audit::VerifyReport {
-    let pool = h.kernel.store().pool();
-    sqlx::query(sql).execute(pool).await.unwrap();
+    let pool = raw_database(h).await;
+    sqlx::query(sql).execute(&pool).await.unwrap();
     h.kernel.verify_audit().await.unwrap()
 }
 
@@ -72,13 +79,13 @@ async fn reordered_records_are_found() {
     let h = common::host().await;
     some_activity(&h).await;
     // Swap the contents of records 2 and 3, keeping their sequence numbers.
-    let pool = h.kernel.store().pool();
+    let pool = raw_database(&h).await;
     sqlx::query("UPDATE audit SET seq = -2 WHERE seq = 2")
-        .execute(pool)
+        .execute(&pool)
         .await
         .unwrap();
     sqlx::query("UPDATE audit SET seq = 2 WHERE seq = 3")
-        .execute(pool)
+        .execute(&pool)
         .await
         .unwrap();
     let report = tamper(&h, "UPDATE audit SET seq = 3 WHERE seq = -2").await;
@@ -106,7 +113,7 @@ async fn a_permission_request_parks_the_process_until_a_human_answers() {
     });
     let pending = wait_pending(&h.kernel).await;
     assert_eq!(h.kernel.process(pid).unwrap().status, Status::WaitingHuman);
-    assert_eq!(pending.kind, "permission");
+    assert_eq!(pending.kind, RequestKind::Permission);
     assert_eq!(pending.payload["reason"], "to read the team notes");
     h.kernel
         .human_respond(&pending.id, HumanAnswer::ApproveOnce, "alice")
@@ -157,7 +164,7 @@ async fn an_ask_each_time_call_runs_only_after_approval_and_a_rejection_means_no
     let call = create.clone();
     let attempt = tokio::spawn(async move { kernel.syscall(pid, call).await });
     let pending = wait_pending(&h.kernel).await;
-    assert_eq!(pending.kind, "approval");
+    assert_eq!(pending.kind, RequestKind::Approval);
     assert_eq!(pending.payload["resource"], "namespace:team");
     assert_eq!(pending.args_hash.len(), 64);
     h.kernel
@@ -271,7 +278,7 @@ async fn without_a_human_the_request_fails_fast_and_stays_answerable() {
         )
         .await
         .unwrap();
-    assert_eq!(done.status, "answered");
+    assert_eq!(done.status, RequestStatus::Answered);
     assert_eq!(done.answered_by.as_deref(), Some("bob"));
 }
 

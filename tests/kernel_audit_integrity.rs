@@ -295,7 +295,7 @@ async fn an_answer_takes_effect_only_after_its_commit() {
     assert!(k.capabilities(pid).iter().all(|c| c.resource != "fs:**"));
     assert_eq!(
         k.human_request(&request_id).await.unwrap().unwrap().status,
-        "pending"
+        agent_libos::kernel::RequestStatus::Pending
     );
     sqlx::query("DROP TRIGGER no_grants")
         .execute(&db)

@@ -262,8 +262,7 @@ async fn nested_interpreters_are_treated_as_their_inner_command_or_denied() {
 async fn shell_timeouts_and_output_caps_hold() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("ws")).unwrap();
-    let mut config =
-        agent_libos::kernel::KernelConfig::new(dir.path().join("db"), dir.path().join("ws"));
+    let mut config = common::config(dir.path().join("db"), dir.path().join("ws"));
     config.shell_limits.timeout_ms = 300;
     config.shell_limits.max_output_bytes = 1000;
     let kernel = agent_libos::kernel::Kernel::open(config).await.unwrap();

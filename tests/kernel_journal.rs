@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use agent_libos::kernel::{
     CapabilitySpec, ClockCall, FsCall, HumanAnswer, HumanMode, JitCall, Kernel, KernelConfig,
-    MemCall, Pid, SpawnOptions, Syscall, SyscallError,
+    MemCall, Pid, RequestKind, SpawnOptions, Syscall, SyscallError,
 };
 use serde_json::{json, Value};
 
@@ -204,7 +204,7 @@ fn a_kill_while_waiting_for_approval_then_restart_then_approve_writes_exactly_on
             .await
         });
         let pending = wait_pending(&kernel).await;
-        assert_eq!(pending.kind, "approval");
+        assert_eq!(pending.kind, RequestKind::Approval);
         assert_eq!(pending.payload["context"]["bytes"], 5);
         assert_eq!(pending.payload["context"]["overwrites"], false);
         pid

@@ -223,7 +223,7 @@ async fn a_client_cannot_approve_its_own_pending_request() {
         assert_eq!(result.is_error, Some(true), "{tool} {args} was not refused");
     }
     let still = h.kernel.human_request(&request).await.unwrap().unwrap();
-    assert_eq!(still.status, "pending");
+    assert_eq!(still.status, agent_libos::kernel::RequestStatus::Pending);
     assert_eq!(h.kernel.process(pid).unwrap().status, Status::WaitingHuman);
 
     // Waiting without an answer times out and keeps the call parked.
@@ -411,7 +411,10 @@ async fn elicitation_is_off_by_default() {
     assert!(user.seen.lock().is_empty(), "the client was asked");
     let pending = h.kernel.human_requests(false).await.unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].status, "pending");
+    assert_eq!(
+        pending[0].status,
+        agent_libos::kernel::RequestStatus::Pending
+    );
     client.cancel().await.unwrap();
 }
 
@@ -486,7 +489,7 @@ async fn a_client_cannot_request_beyond_the_operator_ceiling() {
         json!({"name": "ask_for", "args": {"resource": "fs:docs/a.md", "right": "read"}}),
     )
     .await;
-    assert_eq!(asked.is_error, None, "{}", text(&asked));
+    assert_ne!(asked.is_error, Some(true), "{}", text(&asked));
     assert_eq!(user.seen.lock().len(), 1);
     client.cancel().await.unwrap();
 }

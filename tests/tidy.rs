@@ -102,3 +102,22 @@ fn only_the_filesystem_provider_mints_ambient_authority() {
         .collect();
     assert_eq!(minted, ["src/providers/fs.rs"]);
 }
+
+/// The database belongs to the kernel: the operator edges (CLI, MCP server, benchmarks) read
+/// it only through the store's named queries, never through its connection pool.
+#[test]
+fn only_the_kernel_and_the_store_use_the_connection_pool() {
+    let users: Vec<String> = sources()
+        .into_iter()
+        .filter(|(path, text)| {
+            !path.starts_with("src/kernel/")
+                && !path.starts_with("src/store/")
+                && text.contains(".pool()")
+        })
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        users.is_empty(),
+        "the store's pool used outside the kernel: {users:?}"
+    );
+}

@@ -18,6 +18,8 @@ export interface WireError {
   right?: string;
   limit?: string;
   request_id?: string;
+  /** Why, when the kernel said (the message without its kind's prefix). */
+  detail?: string;
 }
 
 export interface ErrorDetail {
@@ -25,6 +27,7 @@ export interface ErrorDetail {
   right?: string;
   limit?: string;
   requestId?: string;
+  reason?: string;
 }
 
 /** Base class of every error a syscall throws; `.kind` names it (`.name` equals `.kind`). */
@@ -35,6 +38,8 @@ export declare class LibosError extends Error {
   right?: string;
   limit?: string;
   requestId?: string;
+  /** Why, when the kernel said (the message without its kind's prefix). */
+  reason?: string;
   toWire(): WireError;
 }
 /** No capability allows `.right` on `.resource`, or a deny rule matched. */

@@ -27,6 +27,7 @@
     right?: string;
     limit?: string;
     request_id?: string;
+    detail?: string;
     stack?: string;
   }
 
@@ -35,6 +36,7 @@
     right?: string;
     limit?: string;
     requestId?: string;
+    reason?: string;
   }
 
   class LibosError extends Error {
@@ -43,6 +45,8 @@
     right?: string;
     limit?: string;
     requestId?: string;
+    /** Why, when the kernel said (the message without its kind's prefix). */
+    reason?: string;
     constructor(kind: string, message: string, detail?: ErrorDetail) {
       super(message);
       this.kind = kind;
@@ -51,6 +55,7 @@
         if (detail.right !== undefined) this.right = detail.right;
         if (detail.limit !== undefined) this.limit = detail.limit;
         if (detail.requestId !== undefined) this.requestId = detail.requestId;
+        if (detail.reason !== undefined) this.reason = detail.reason;
       }
     }
     get name(): string {
@@ -63,6 +68,7 @@
       if (this.right !== undefined) wire.right = this.right;
       if (this.limit !== undefined) wire.limit = this.limit;
       if (this.requestId !== undefined) wire.request_id = this.requestId;
+      if (this.reason !== undefined) wire.detail = this.reason;
       return wire;
     }
     // Read by the host when a libos error escapes a tool (deno_core copies these keys).
@@ -126,6 +132,7 @@
       right: w.right,
       limit: w.limit,
       requestId: w.request_id,
+      reason: typeof w.detail === "string" ? w.detail : undefined,
     };
     const Class = classes[kind];
     return Class ? new Class(message, detail) : new SyscallError(kind, message, detail);

@@ -7,6 +7,52 @@ use sha2::{Digest, Sha256};
 /// The `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// What became of the request an audit record is about. Stored as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The syscall ran.
+    Allow,
+    /// A capability denied the syscall.
+    Deny,
+    /// The syscall or request waits for a human.
+    Ask,
+    /// The syscall failed for another reason.
+    Error,
+    /// A human rejected it.
+    Rejected,
+    /// The syscall was answered from the journal without running again.
+    Replay,
+    /// A human approved a request.
+    Approved,
+    /// A human answered a question.
+    Answered,
+    /// An operator action was carried out.
+    Ok,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Ask => "ask",
+            Decision::Error => "error",
+            Decision::Rejected => "rejected",
+            Decision::Replay => "replay",
+            Decision::Approved => "approved",
+            Decision::Answered => "answered",
+            Decision::Ok => "ok",
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A record as the kernel produces it (the writer assigns seq and hashes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
@@ -17,8 +63,7 @@ pub struct AuditEntry {
     pub action: String,
     /// The resource acted on, e.g. `fs:notes.md`.
     pub target: String,
-    /// `allow`, `deny`, `ask`, `approved`, `rejected`, `error`, `ok`.
-    pub decision: String,
+    pub decision: Decision,
     pub capability_refs: Vec<i64>,
     pub correlation_id: Option<String>,
     pub parent_seq: Option<i64>,
@@ -67,7 +112,7 @@ impl AuditRow {
             actor: entry.actor.clone(),
             action: entry.action.clone(),
             target: entry.target.clone(),
-            decision: entry.decision.clone(),
+            decision: entry.decision.as_str().to_string(),
             capability_refs: serde_json::to_string(&entry.capability_refs)
                 .unwrap_or_else(|_| "[]".into()),
             correlation_id: entry.correlation_id.clone(),
@@ -121,7 +166,7 @@ mod tests {
             actor: "pid:1".into(),
             action: "fs.read_text".into(),
             target: "fs:a".into(),
-            decision: "allow".into(),
+            decision: Decision::Allow,
             capability_refs: vec![3],
             correlation_id: None,
             parent_seq: None,

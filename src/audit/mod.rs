@@ -14,5 +14,5 @@ pub mod chain;
 pub mod redact;
 pub mod verify;
 
-pub use chain::{AuditEntry, AuditRow, GENESIS_HASH};
+pub use chain::{AuditEntry, AuditRow, Decision, GENESIS_HASH};
 pub use verify::{verify, VerifyReport};

@@ -64,7 +64,7 @@ fn spawn_human(kernel: Kernel) {
         loop {
             if let Ok(pending) = kernel.human_requests(false).await {
                 for request in pending {
-                    let answer = if request.kind == "uncertain" {
+                    let answer = if request.kind == agent_libos::kernel::RequestKind::Uncertain {
                         HumanAnswer::Reject {
                             reason: "do not repeat".into(),
                         }

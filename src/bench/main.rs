@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use agent_libos::kernel::{
     CapabilitySpec, FsCall, JitCall, Kernel, KernelConfig, MemCall, ObjectSpec, Pid, ProcCall,
-    SpawnOptions, Syscall,
+    ShellCall, SpawnOptions, Syscall,
 };
 use serde_json::json;
 
@@ -42,6 +42,9 @@ fn main() -> anyhow::Result<()> {
         }
         if wants("restart") {
             restart_to_runnable().await?;
+        }
+        if wants("shell") {
+            shell_sandbox_cost().await?;
         }
         anyhow::Ok(())
     })
@@ -539,5 +542,59 @@ async fn restart_to_runnable() -> anyhow::Result<()> {
         "restart to RUNNABLE, 1,000 processes (open + resume)",
         samples,
     );
+    Ok(())
+}
+
+/// `shell.run(["true"])` through the kernel, sandboxed (the launcher builds namespaces,
+/// masks, Landlock and seccomp) and under the operator's opt-out, interleaved; then the
+/// sandboxed figure again with 1 GiB of touched heap in the runtime, which would show a
+/// regression from `posix_spawn` to `fork` (whose cost grows with the parent's memory).
+async fn shell_sandbox_cost() -> anyhow::Result<()> {
+    let sandboxed = bench_kernel().await?;
+    let dir = tempfile::tempdir()?;
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws)?;
+    let mut config = KernelConfig::new(dir.path().join("state.db"), ws);
+    config.sandbox.mode = agent_libos::providers::SandboxMode::Unsandboxed;
+    let unsandboxed = Kernel::open(config).await?;
+    let pid_sandboxed = spawn(&sandboxed.kernel, &["shell:true=execute"]).await?;
+    let pid_unsandboxed = spawn(&unsandboxed, &["shell:true=execute"]).await?;
+    let call = || {
+        Syscall::Shell(ShellCall::Run {
+            argv: vec!["true".into()],
+            timeout_ms: None,
+            stdin: None,
+        })
+    };
+    let time = |kernel: Kernel, pid: Pid| async move {
+        let start = Instant::now();
+        let out = kernel.syscall(pid, call()).await?;
+        anyhow::ensure!(out["exit_code"] == 0, "true failed: {out}");
+        anyhow::Ok(start.elapsed())
+    };
+    for _ in 0..20 {
+        time(sandboxed.kernel.clone(), pid_sandboxed).await?;
+        time(unsandboxed.clone(), pid_unsandboxed).await?;
+    }
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        with.push(time(sandboxed.kernel.clone(), pid_sandboxed).await?);
+        without.push(time(unsandboxed.clone(), pid_unsandboxed).await?);
+    }
+    report("shell.run([\"true\"]) sandboxed", with);
+    report(
+        "shell.run([\"true\"]) unsandboxed (--unsandboxed-shell)",
+        without,
+    );
+    let heap: Vec<u8> = vec![1u8; 1 << 30];
+    let mut big = Vec::new();
+    for _ in 0..100 {
+        big.push(time(sandboxed.kernel.clone(), pid_sandboxed).await?);
+    }
+    report(
+        "shell.run([\"true\"]) sandboxed, 1 GiB resident runtime",
+        big,
+    );
+    drop(std::hint::black_box(heap));
     Ok(())
 }

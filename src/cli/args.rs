@@ -62,6 +62,10 @@ pub struct GlobalArgs {
     /// Only errors on stderr
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Run shell commands WITHOUT the OS sandbox (with the runtime's own authority, confined
+    /// only by the argv policy); recorded in the audit record of every command
+    #[arg(long, global = true)]
+    pub unsandboxed_shell: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,12 +133,28 @@ Re-runs every tool invocation that was running or waiting for a human (recorded
 syscalls return their recorded outcomes; nothing journaled happens twice; an
 approval given meanwhile is used), then lists the non-terminal processes.")]
     Resume,
+    /// What this host offers the shell sandbox, and a self-test of it
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
     /// A short, offline story of the runtime at work
     #[command(after_help = "\
 Examples:
   agent-libos demo
   agent-libos demo --keep /tmp/demo && agent-libos --db /tmp/demo/state.db audit show")]
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Print the Landlock ABI, seccomp, namespaces and limits this host supports, then try
+    /// to break a sandbox: a read, a write, a connect and a background child that must fail
+    #[command(after_help = "\
+Examples:
+  agent-libos sandbox check
+  agent-libos sandbox check --json
+
+Exit 0 when commands run sandboxed and every self-test check held, 1 otherwise.")]
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,12 +38,7 @@ pub async fn open_store(ctx: &Ctx) -> Result<Store> {
 }
 
 async fn rows(store: &Store) -> Result<Vec<AuditRow>> {
-    Ok(sqlx::query_as(
-        "SELECT seq, ts, actor, action, target, decision, capability_refs, correlation_id, \
-         parent_seq, detail, prev_hash, hash FROM audit ORDER BY seq",
-    )
-    .fetch_all(store.pool())
-    .await?)
+    Ok(store.audit_records_after(0).await?)
 }
 
 /// A row as JSON, with its JSON columns decoded.

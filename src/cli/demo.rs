@@ -20,8 +20,8 @@ use super::tool::{self, LoadError};
 use super::{exit, Ctx, Failure};
 use crate::kernel::{
     CapabilitySpec, FsCall, HumanAnswer, HumanCall, HumanMode, Image, JitCall, Kernel,
-    KernelConfig, MemCall, Pid, Policy, ProcCall, ProcessCtx, Right, SpawnOptions, SysResult,
-    Syscall, SyscallError,
+    KernelConfig, MemCall, Pid, Policy, ProcCall, ProcessCtx, RequestKind, Right, SpawnOptions,
+    SysResult, Syscall, SyscallError,
 };
 
 const TOOL_SOURCE: &str = include_str!("../../fixtures/tools/extract_failures.ts");
@@ -230,7 +230,7 @@ fn write_workspace(ws: &Path) -> Result<()> {
 async fn scripted_human(kernel: Kernel, pid: Pid) {
     loop {
         for r in kernel.human_requests(false).await.unwrap_or_default() {
-            if r.pid == pid && r.kind == "permission" {
+            if r.pid == pid && r.kind == RequestKind::Permission {
                 let _ = kernel
                     .human_respond(&r.id, HumanAnswer::ApproveOnce, HUMAN)
                     .await;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::args::HumanCommand;
 use super::{exit, note, Ctx, Failure};
-use crate::kernel::{HumanAnswer, HumanRequest, Kernel, Pid};
+use crate::kernel::{HumanAnswer, HumanRequest, Kernel, Pid, RequestKind, RequestStatus};
 
 pub async fn run(ctx: &Ctx, cmd: HumanCommand) -> Result<i32> {
     let kernel = ctx.open_existing().await?;
@@ -105,7 +105,7 @@ async fn respond(
         let alive = kernel
             .process(request.pid)
             .is_some_and(|p| !p.status.is_terminal());
-        if !alive && request.kind == "approval" {
+        if !alive && request.kind == RequestKind::Approval {
             text.push_str(&format!(
                 "\nnote: process {} has ended; run the tool again (approve with --always to keep the permission, or grant it up front)",
                 request.pid
@@ -119,14 +119,14 @@ async fn respond(
 /// A one-line summary of what a request asks.
 pub fn summary(r: &HumanRequest) -> String {
     let p = &r.payload;
-    match r.kind.as_str() {
-        "approval" => format!(
+    match r.kind {
+        RequestKind::Approval => format!(
             "{} {} on {}",
             p["primitive"].as_str().unwrap_or("?"),
             p["right"].as_str().unwrap_or("?"),
             p["resource"].as_str().unwrap_or("?")
         ),
-        "permission" => format!(
+        RequestKind::Permission => format!(
             "{} on {}: {}",
             p["rights"]
                 .as_array()
@@ -139,15 +139,14 @@ pub fn summary(r: &HumanRequest) -> String {
             p["resource"].as_str().unwrap_or("?"),
             p["reason"].as_str().unwrap_or("")
         ),
-        "question" => p["question"].as_str().unwrap_or("?").to_string(),
-        "uncertain" => format!(
+        RequestKind::Question => p["question"].as_str().unwrap_or("?").to_string(),
+        RequestKind::Uncertain => format!(
             "repeat {} (invocation {} #{})? the host stopped during it; it may have happened",
             p["primitive"].as_str().unwrap_or("?"),
             p["invocation"].as_str().unwrap_or("?"),
             p["seq"]
         ),
-        "output" => p["message"].as_str().unwrap_or("").to_string(),
-        _ => p.to_string(),
+        RequestKind::Output => p["message"].as_str().unwrap_or("").to_string(),
     }
 }
 
@@ -161,8 +160,8 @@ pub fn describe(r: &HumanRequest) -> String {
         r.status,
         summary(r)
     );
-    let context = match r.kind.as_str() {
-        "approval" => r.payload.get("context"),
+    let context = match r.kind {
+        RequestKind::Approval => r.payload.get("context"),
         _ => None,
     };
     if let Some(Value::Object(map)) = context {
@@ -181,7 +180,7 @@ pub fn describe(r: &HumanRequest) -> String {
             }
         }
     }
-    if r.kind == "question" {
+    if r.kind == RequestKind::Question {
         if let Some(choices) = r.payload["choices"].as_array().filter(|c| !c.is_empty()) {
             let c: Vec<&str> = choices.iter().filter_map(Value::as_str).collect();
             out.push_str(&format!("  choices: {}\n", c.join(", ")));
@@ -193,7 +192,7 @@ pub fn describe(r: &HumanRequest) -> String {
             r.answer.clone().unwrap_or(Value::Null)
         ));
     }
-    if r.status == "pending" {
+    if r.status == RequestStatus::Pending {
         out.push_str(&format!(
             "  answer with: agent-libos human approve {0} [--always] | reject {0} | answer {0} TEXT\n",
             r.id
@@ -227,8 +226,8 @@ pub async fn prompt_loop(kernel: Kernel, root: Pid) {
             }
             seen.insert(r.id.clone());
             let text = describe(&r);
-            let kind = r.kind.clone();
-            let answer = tokio::task::spawn_blocking(move || ask_terminal(&text, &kind))
+            let kind = r.kind;
+            let answer = tokio::task::spawn_blocking(move || ask_terminal(&text, kind))
                 .await
                 .ok()
                 .flatten();
@@ -246,13 +245,13 @@ pub async fn prompt_loop(kernel: Kernel, root: Pid) {
     }
 }
 
-fn ask_terminal(text: &str, kind: &str) -> Option<HumanAnswer> {
+fn ask_terminal(text: &str, kind: RequestKind) -> Option<HumanAnswer> {
     let stdin = std::io::stdin();
     let mut stderr = std::io::stderr();
     let _ = write!(stderr, "\n{text}");
     loop {
         let prompt = match kind {
-            "question" => "  your answer (empty line rejects): ",
+            RequestKind::Question => "  your answer (empty line rejects): ",
             _ => "  allow? [y]es once / [a]lways / [n]o: ",
         };
         let _ = write!(stderr, "{prompt}");
@@ -262,7 +261,7 @@ fn ask_terminal(text: &str, kind: &str) -> Option<HumanAnswer> {
             return None;
         }
         let line = line.trim();
-        if kind == "question" {
+        if kind == RequestKind::Question {
             return Some(if line.is_empty() {
                 HumanAnswer::Reject {
                     reason: String::new(),

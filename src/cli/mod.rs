@@ -20,6 +20,7 @@ pub mod fixture;
 pub mod grants;
 pub mod human;
 pub mod replay;
+pub mod sandbox;
 pub mod serve;
 pub mod tool;
 
@@ -69,16 +70,7 @@ impl Failure {
     pub fn new(kind: &str, code: i32, message: impl Into<String>) -> Failure {
         Failure {
             code,
-            wire: WireError {
-                kind: kind.into(),
-                message: message.into(),
-                resource: None,
-                right: None,
-                limit: None,
-                request_id: None,
-                stack: None,
-                detail: None,
-            },
+            wire: WireError::new(kind, message),
             hint: None,
             extra: None,
         }
@@ -157,6 +149,8 @@ pub struct Ctx {
     pub state_dir: Option<PathBuf>,
     pub workspace: PathBuf,
     pub json: bool,
+    /// `--unsandboxed-shell`: the operator's opt-out of the shell sandbox.
+    pub unsandboxed_shell: bool,
 }
 
 impl Ctx {
@@ -199,6 +193,7 @@ impl Ctx {
             state_dir,
             workspace,
             json: global.json,
+            unsandboxed_shell: global.unsandboxed_shell,
         })
     }
 
@@ -206,6 +201,9 @@ impl Ctx {
         let mut config = KernelConfig::new(&self.db, &self.workspace);
         config.human_mode = mode;
         config.reserved.extend(self.state_dir.clone());
+        if self.unsandboxed_shell {
+            config.sandbox.mode = crate::providers::SandboxMode::Unsandboxed;
+        }
         config
     }
 
@@ -308,6 +306,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Mcp(args) => agent::mcp(ctx, args).await,
         Command::Image(cmd) => admin::image(ctx, cmd).await,
         Command::Resume => admin::resume(ctx).await,
+        Command::Sandbox(cmd) => sandbox::run(ctx, cmd).await,
         Command::Demo(args) => demo::run(ctx, args).await,
     }
 }

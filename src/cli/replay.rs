@@ -346,7 +346,6 @@ async fn execute(file: &File, case: &Case) -> Result<Actual> {
         ));
     }
     let _ = kernel.store().flush().await;
-    let pool = kernel.store().pool();
     let mut files = BTreeMap::new();
     if let Some(effects) = &case.effects {
         for path in effects.files.keys() {
@@ -367,25 +366,8 @@ async fn execute(file: &File, case: &Case) -> Result<Actual> {
         .as_ref()
         .and_then(|e| e.objects.as_ref())
         .and_then(|o| o.object_type.clone());
-    let objects: i64 = match &object_type {
-        Some(t) => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM objects WHERE type = ?")
-                .bind(t)
-                .fetch_one(pool)
-                .await?
-        }
-        None => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM objects")
-                .fetch_one(pool)
-                .await?
-        }
-    };
-    let audit: Vec<crate::audit::AuditRow> = sqlx::query_as(
-        "SELECT seq, ts, actor, action, target, decision, capability_refs, correlation_id, \
-         parent_seq, detail, prev_hash, hash FROM audit ORDER BY seq",
-    )
-    .fetch_all(pool)
-    .await?;
+    let objects = kernel.store().count_objects(object_type.as_deref()).await?;
+    let audit = kernel.store().audit_records_after(0).await?;
     let report = kernel.verify_audit().await?;
     let pending_human = kernel
         .human_requests(false)
@@ -486,7 +468,7 @@ async fn respond_loop(
                 Some(s) => {
                     *used.lock() += 1;
                     if let Some(kind) = &s.kind {
-                        if kind != &r.kind {
+                        if kind != r.kind.as_str() {
                             problems.lock().push(format!(
                                 "human answer #{}: expected a {kind} request, got {} ({})",
                                 next + 1,

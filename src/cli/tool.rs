@@ -378,10 +378,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         HumanMode::FailFast
     };
     let kernel = ctx.open(mode).await?;
-    let start_seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit")
-        .fetch_one(kernel.store().pool())
-        .await
-        .unwrap_or(0);
+    let start_seq = kernel.store().audit_head_seq().await.unwrap_or(0);
     let pid = kernel
         .spawn_root(SpawnOptions {
             goal: format!("{TOOL_RUN_GOAL}{}", file.display()),
@@ -517,14 +514,7 @@ async fn call_in_process(
 /// Prints the audit records written since `after` (this run's syscalls) to stderr.
 async fn print_trace(kernel: &Kernel, after: i64) {
     let _ = kernel.store().flush().await;
-    let rows: Vec<crate::audit::AuditRow> = match sqlx::query_as(
-        "SELECT seq, ts, actor, action, target, decision, capability_refs, correlation_id, \
-         parent_seq, detail, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq",
-    )
-    .bind(after)
-    .fetch_all(kernel.store().pool())
-    .await
-    {
+    let rows = match kernel.store().audit_records_after(after).await {
         Ok(rows) => rows,
         Err(e) => {
             note(format!("--trace: cannot read the audit log: {e}"));

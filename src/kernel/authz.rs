@@ -1,11 +1,21 @@
-//! Proofs of authorization: values only the kernel can make, that providers require.
+//! Proofs of authorization, and the authorization steps that mint them.
 //!
 //! A provider cannot be called on an unchecked request: its methods take a `Checked*` value,
-//! whose fields are private and whose constructors are visible only inside `kernel`. The
-//! compiler therefore enforces "capability check before effect". (Tests of providers use
-//! the `for_test` constructors, compiled only under `cfg(test)`.)
+//! whose fields are private and whose only constructors are the `Kernel::authorize_*` steps
+//! below, each of which runs [`Kernel::authorize`] first. The compiler therefore enforces
+//! "capability check before effect". A proof carries the right it was checked for, and a
+//! provider refuses a proof of another right ([`CheckedPath::require`]): a read proof cannot
+//! be spent on a write. (Tests of providers use the `for_test` constructors, compiled only
+//! under `cfg(test)`.)
 
-use super::capability::Right;
+use serde_json::Value;
+
+use super::capability::{Pid, Right};
+use super::error::{SysResult, SyscallError};
+use super::sandbox_policy::{SandboxInputs, SandboxPolicy};
+use super::scope::Scope;
+use super::syscall::Primitive;
+use super::Kernel;
 
 /// A workspace-relative path (normalized, no `..`, not absolute) the kernel authorized for
 /// `right`. `"."` is the workspace root.
@@ -17,10 +27,6 @@ pub struct CheckedPath {
 }
 
 impl CheckedPath {
-    pub(in crate::kernel) fn new(rel: String, right: Right) -> Self {
-        CheckedPath { rel, right }
-    }
-
     /// For provider unit tests only.
     #[cfg(test)]
     pub fn for_test(rel: &str, right: Right) -> Self {
@@ -35,6 +41,7 @@ impl CheckedPath {
         &self.rel
     }
 
+    /// The right this path was checked for.
     pub fn right(&self) -> Right {
         self.right
     }
@@ -42,6 +49,12 @@ impl CheckedPath {
     /// The resource string this path was checked as.
     pub fn resource(&self) -> String {
         format!("fs:{}", self.rel)
+    }
+
+    /// Fails unless this proof was checked for `needed`: what a provider calls before an
+    /// effect.
+    pub fn require(&self, needed: Right) -> SysResult<()> {
+        require(&self.resource(), self.right, needed)
     }
 }
 
@@ -52,18 +65,26 @@ impl CheckedPath {
 pub struct CheckedCommand {
     argv: Vec<String>,
     cwd_rel: String,
+    right: Right,
 }
 
 impl CheckedCommand {
-    pub(in crate::kernel) fn new(argv: Vec<String>, cwd_rel: String) -> Self {
-        CheckedCommand { argv, cwd_rel }
-    }
-
     #[cfg(test)]
     pub fn for_test(argv: &[&str], cwd_rel: &str) -> Self {
         CheckedCommand {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             cwd_rel: cwd_rel.to_string(),
+            right: Right::Execute,
+        }
+    }
+
+    /// A command proof checked for another right than `execute`, which no authorization
+    /// step makes: for tests that providers refuse it.
+    #[cfg(test)]
+    pub fn for_test_with_right(argv: &[&str], cwd_rel: &str, right: Right) -> Self {
+        CheckedCommand {
+            right,
+            ..CheckedCommand::for_test(argv, cwd_rel)
         }
     }
 
@@ -74,26 +95,44 @@ impl CheckedCommand {
     pub fn cwd_rel(&self) -> &str {
         &self.cwd_rel
     }
+
+    /// The right this command was checked for (`execute` for every command the kernel
+    /// authorizes).
+    pub fn right(&self) -> Right {
+        self.right
+    }
+
+    /// Fails unless this proof was checked for `needed`.
+    pub fn require(&self, needed: Right) -> SysResult<()> {
+        let program = self.argv.first().map(String::as_str).unwrap_or("");
+        require(&format!("shell:{program}"), self.right, needed)
+    }
 }
 
-/// A URL and method the kernel authorized (host and port on the allowlist).
+/// A URL and method the kernel authorized (host and port on the allowlist): `read` for
+/// `GET`/`HEAD`, `write` for any other method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "a checked request must be sent by the effect it was checked for"]
 pub struct CheckedRequest {
     url: String,
     method: String,
+    right: Right,
 }
 
 impl CheckedRequest {
-    pub(in crate::kernel) fn new(url: String, method: String) -> Self {
-        CheckedRequest { url, method }
-    }
-
     #[cfg(test)]
     pub fn for_test(url: &str, method: &str) -> Self {
+        Self::for_test_with_right(url, method, request_right(method))
+    }
+
+    /// A request proof checked for an arbitrary right: for tests that providers refuse a
+    /// method the proof's right does not cover.
+    #[cfg(test)]
+    pub fn for_test_with_right(url: &str, method: &str, right: Right) -> Self {
         CheckedRequest {
             url: url.into(),
             method: method.into(),
+            right,
         }
     }
 
@@ -103,5 +142,173 @@ impl CheckedRequest {
 
     pub fn method(&self) -> &str {
         &self.method
+    }
+
+    /// The right this request was checked for.
+    pub fn right(&self) -> Right {
+        self.right
+    }
+
+    /// Fails unless this proof was checked for the right its method needs.
+    pub fn require_method(&self) -> SysResult<()> {
+        require(
+            &format!("net:{}", self.url),
+            self.right,
+            request_right(&self.method),
+        )
+    }
+}
+
+/// The right an HTTP method needs: `read` for `GET` and `HEAD`, `write` for the others.
+pub fn request_right(method: &str) -> Right {
+    if method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") {
+        Right::Read
+    } else {
+        Right::Write
+    }
+}
+
+fn require(resource: &str, have: Right, needed: Right) -> SysResult<()> {
+    if have == needed {
+        return Ok(());
+    }
+    Err(SyscallError::denied_because(
+        resource,
+        needed,
+        format!("the kernel checked it for {have}, not {needed}"),
+    ))
+}
+
+impl Kernel {
+    /// Resolves `path` against `pid`'s cwd, authorizes `right` on it, and returns the proof
+    /// the filesystem provider needs. `context` (shown to a human under `ask_each_time`)
+    /// sees the proof the call gets if approved.
+    pub(crate) async fn authorize_path(
+        &self,
+        pid: Pid,
+        path: &str,
+        right: Right,
+        call: &dyn Primitive,
+        scope: &mut Scope,
+        context: impl FnOnce(&CheckedPath) -> SysResult<Value>,
+    ) -> SysResult<CheckedPath> {
+        let rel = self.resolve_path(pid, path, right)?;
+        let checked = CheckedPath { rel, right };
+        let preview = checked.clone();
+        self.authorize(pid, &[checked.resource()], right, call, scope, move || {
+            context(&preview)
+        })
+        .await?;
+        Ok(checked)
+    }
+
+    /// Authorizes `execute` on each of `commands` (the resources of every command `argv`
+    /// runs, nested ones included), and returns the proof to run `argv` in `pid`'s cwd.
+    pub(crate) async fn authorize_command(
+        &self,
+        pid: Pid,
+        argv: &[String],
+        commands: &[String],
+        call: &dyn Primitive,
+        scope: &mut Scope,
+        context: impl Fn() -> SysResult<Value>,
+    ) -> SysResult<CheckedCommand> {
+        for resource in commands {
+            self.authorize(
+                pid,
+                std::slice::from_ref(resource),
+                Right::Execute,
+                call,
+                scope,
+                &context,
+            )
+            .await?;
+        }
+        let cwd_rel = self
+            .inner
+            .state
+            .lock()
+            .process(pid)
+            .map(|p| p.cwd.clone())
+            .unwrap_or_else(|| ".".into());
+        Ok(CheckedCommand {
+            argv: argv.to_vec(),
+            cwd_rel,
+            right: Right::Execute,
+        })
+    }
+
+    /// Authorizes the right `method` needs on the first of `resources` a capability covers
+    /// (see [`Kernel::authorize`]), and returns the proof to send the request.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn authorize_request(
+        &self,
+        pid: Pid,
+        url: &str,
+        method: &str,
+        resources: &[String],
+        call: &dyn Primitive,
+        scope: &mut Scope,
+        context: impl FnOnce() -> SysResult<Value>,
+    ) -> SysResult<CheckedRequest> {
+        let right = request_right(method);
+        self.authorize(pid, resources, right, call, scope, context)
+            .await?;
+        Ok(CheckedRequest {
+            url: url.to_string(),
+            method: method.to_string(),
+            right,
+        })
+    }
+}
+
+/// The OS sandbox the kernel derived for one command from the calling process's
+/// capabilities. The shell provider builds the sandbox from it and from nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a checked sandbox must confine the command it was derived for"]
+pub struct CheckedSandbox {
+    policy: SandboxPolicy,
+}
+
+impl CheckedSandbox {
+    #[cfg(test)]
+    pub fn for_test(policy: SandboxPolicy) -> Self {
+        CheckedSandbox { policy }
+    }
+
+    pub fn policy(&self) -> &SandboxPolicy {
+        &self.policy
+    }
+}
+
+impl Kernel {
+    /// Derives the sandbox of one command from `pid`'s live capabilities, now: only
+    /// `always_allow` grants give access; denies become carve-outs; the runtime's reserved
+    /// paths and the analysis's inputs ride along.
+    pub(crate) fn authorize_sandbox(&self, pid: Pid, inputs: SandboxInputs<'_>) -> CheckedSandbox {
+        let state = self.inner.state.lock();
+        CheckedSandbox {
+            policy: SandboxPolicy::derive(state.caps_of(pid), self.now(), inputs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proof_of_one_right_does_not_serve_another() {
+        let read = CheckedPath::for_test("a.txt", Right::Read);
+        assert!(read.require(Right::Read).is_ok());
+        let err = read.require(Right::Write).unwrap_err();
+        assert_eq!(err.kind(), "PermissionDenied");
+        assert!(err.to_string().contains("fs:a.txt"), "{err}");
+        assert!(err.to_string().contains("checked it for read"), "{err}");
+        let get = CheckedRequest::for_test_with_right("http://h/x", "POST", Right::Read);
+        assert_eq!(get.require_method().unwrap_err().kind(), "PermissionDenied");
+        assert!(CheckedRequest::for_test("http://h/x", "head")
+            .require_method()
+            .is_ok());
     }
 }

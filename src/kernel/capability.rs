@@ -212,6 +212,31 @@ impl Capability {
         }
     }
 
+    /// What every process holds on its own namespace (`resource`): read, write, create,
+    /// append and delete, always allowed, delegable, and not revocable.
+    pub fn own_memory(subject: Pid, resource: String) -> Capability {
+        Capability {
+            id: 0,
+            subject,
+            resource,
+            rights: vec![
+                Right::Read,
+                Right::Write,
+                Right::Create,
+                Right::Append,
+                Right::Delete,
+            ],
+            policy: Policy::AlwaysAllow,
+            issuer: None,
+            parent: None,
+            expires_at: None,
+            delegable: true,
+            revocable: false,
+            revoked: false,
+            consumed: false,
+        }
+    }
+
     /// Whether this capability is live at `now_ms`.
     pub fn is_live(&self, now_ms: i64) -> bool {
         !self.revoked && !self.consumed && self.expires_at.is_none_or(|t| now_ms < t)

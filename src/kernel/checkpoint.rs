@@ -28,7 +28,7 @@ use super::process::{own_namespace, Process, Status};
 use super::state::State;
 use super::syscall::Budget;
 use super::Kernel;
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, Decision};
 use crate::store::WriteBatch;
 
 /// The `format` of an exported checkpoint document.
@@ -289,7 +289,7 @@ impl Kernel {
                 actor: "operator".into(),
                 action: "checkpoint.create".into(),
                 target: format!("process:{pid}"),
-                decision: "ok".into(),
+                decision: Decision::Ok,
                 capability_refs: vec![],
                 correlation_id: None,
                 parent_seq: None,
@@ -569,7 +569,7 @@ impl Kernel {
             actor: "operator".into(),
             action: "checkpoint.rollback".into(),
             target: format!("process:{pid}"),
-            decision: "ok".into(),
+            decision: Decision::Ok,
             capability_refs: refs,
             correlation_id: None,
             parent_seq: None,
@@ -964,29 +964,11 @@ impl Kernel {
 
         // Capabilities: the new own namespace's, then the snapshot's (not those naming the
         // old owned namespaces: the copies live under the new own namespace).
-        let own_rights = vec![
-            Right::Read,
-            Right::Write,
-            Right::Create,
-            Right::Append,
-            Right::Delete,
-        ];
         let mut caps = Vec::new();
         for resource in [format!("namespace:{own}"), format!("namespace:{own}/**")] {
-            caps.push(Capability {
-                id: self.new_cap_id().await?,
-                subject: pid,
-                resource,
-                rights: own_rights.clone(),
-                policy: Policy::AlwaysAllow,
-                issuer: None,
-                parent: None,
-                expires_at: None,
-                delegable: true,
-                revocable: false,
-                revoked: false,
-                consumed: false,
-            });
+            let mut cap = Capability::own_memory(pid, resource);
+            cap.id = self.new_cap_id().await?;
+            caps.push(cap);
         }
         for cap in r.issue {
             if snap.names_owned_namespace(&cap.resource) {
@@ -1083,7 +1065,7 @@ impl Kernel {
                 actor: "operator".into(),
                 action: "proc.create".into(),
                 target: format!("process:{pid}"),
-                decision: "ok".into(),
+                decision: Decision::Ok,
                 capability_refs: cap_ids.clone(),
                 correlation_id: None,
                 parent_seq: None,
@@ -1094,7 +1076,7 @@ impl Kernel {
                 actor: "operator".into(),
                 action: r.action.into(),
                 target: format!("process:{pid}"),
-                decision: "ok".into(),
+                decision: Decision::Ok,
                 capability_refs: cap_ids,
                 correlation_id: None,
                 parent_seq: None,

@@ -12,7 +12,7 @@ use super::syscall::{
     FsCall, IntentTiming, JitCall, MemCall, NetCall, Primitive, ProcCall, ShellCall, Syscall,
 };
 use super::Kernel;
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, Decision};
 use crate::store::{JournalRow, WriteBatch};
 
 impl Kernel {
@@ -196,7 +196,7 @@ impl Kernel {
         let span = tracing::Span::current();
         match result {
             Ok(mut done) => {
-                span.record("decision", "allow");
+                span.record("decision", Decision::Allow.as_str());
                 let mut consumed = WriteBatch::default();
                 if !scope.once.is_empty() {
                     let mut state = self.inner.state.lock();
@@ -219,7 +219,7 @@ impl Kernel {
                     actor: format!("pid:{pid}"),
                     action: call.name().to_string(),
                     target: done.target.clone(),
-                    decision: "allow".into(),
+                    decision: Decision::Allow,
                     capability_refs: scope.caps.clone(),
                     correlation_id: scope.correlation.clone(),
                     parent_seq: scope.parent_seq,
@@ -251,12 +251,12 @@ impl Kernel {
                     }
                 }
                 let decision = match &err {
-                    SyscallError::PermissionDenied { .. } => "deny",
-                    SyscallError::HumanRejected(_) => "rejected",
-                    SyscallError::HumanRequired { .. } => "ask",
-                    _ => "error",
+                    SyscallError::PermissionDenied { .. } => Decision::Deny,
+                    SyscallError::HumanRejected(_) => Decision::Rejected,
+                    SyscallError::HumanRequired { .. } => Decision::Ask,
+                    _ => Decision::Error,
                 };
-                span.record("decision", decision);
+                span.record("decision", decision.as_str());
                 tracing::debug!(%err, "syscall failed");
                 let target = match &err {
                     SyscallError::PermissionDenied { resource, .. } => resource.clone(),
@@ -267,7 +267,7 @@ impl Kernel {
                     actor: format!("pid:{pid}"),
                     action: call.name().to_string(),
                     target,
-                    decision: decision.into(),
+                    decision,
                     capability_refs: scope.caps,
                     correlation_id: scope.correlation,
                     parent_seq: scope.parent_seq,
@@ -310,7 +310,7 @@ impl Kernel {
         let external = call.intent_timing() != IntentTiming::Never;
         let mut entry = entry;
         if !external {
-            entry.decision = "error".into();
+            entry.decision = Decision::Error;
         }
         entry.detail["commit"] = json!(format!("failed, recorded later: {err}"));
         let record = if external {
@@ -350,13 +350,13 @@ impl Kernel {
         invocation: &str,
         result: SysResult<Value>,
     ) -> SysResult<Value> {
-        tracing::Span::current().record("decision", "replay");
+        tracing::Span::current().record("decision", Decision::Replay.as_str());
         let entry = AuditEntry {
             ts: self.now(),
             actor: format!("pid:{pid}"),
             action: call.name().to_string(),
             target: target_hint(call),
-            decision: "replay".into(),
+            decision: Decision::Replay,
             capability_refs: vec![],
             correlation_id: Some(invocation.to_string()),
             parent_seq: None,

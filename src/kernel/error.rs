@@ -118,19 +118,12 @@ impl SyscallError {
         }
     }
 
-    /// The wire form: `{"kind":..,"message":..,"resource"?:..,"right"?:..,"limit"?:..}`.
+    /// The wire form: `{"kind":..,"message":..,"detail"?:..,"resource"?:..,"right"?:..,
+    /// "limit"?:..}`. `detail` is the message without its kind's prefix (for a denial: why
+    /// it was denied), so that [`SyscallError::from_wire`] never parses `message`.
     pub fn to_wire(&self) -> WireError {
-        let mut wire = WireError {
-            kind: self.kind().to_string(),
-            message: self.to_string(),
-            resource: None,
-            right: None,
-            limit: None,
-            request_id: None,
-            stack: None,
-            detail: None,
-        };
-        match self {
+        let mut wire = WireError::new(self.kind(), self.to_string());
+        let text = match self {
             SyscallError::PermissionDenied {
                 resource,
                 right,
@@ -138,61 +131,79 @@ impl SyscallError {
             } => {
                 wire.resource = Some(resource.clone());
                 wire.right = Some(right.clone());
-                wire.detail = (!detail.is_empty()).then(|| detail.clone());
+                (!detail.is_empty()).then(|| detail.clone())
             }
-            SyscallError::LimitExceeded { limit, .. } => wire.limit = Some(limit.clone()),
-            SyscallError::HumanRequired { request_id, .. } => {
-                wire.request_id = Some(request_id.clone())
+            SyscallError::LimitExceeded { limit, detail } => {
+                wire.limit = Some(limit.clone());
+                Some(detail.clone())
             }
-            SyscallError::ToolError { stack, .. } if !stack.is_empty() => {
-                wire.stack = Some(stack.clone())
+            SyscallError::HumanRequired { request_id, detail } => {
+                wire.request_id = Some(request_id.clone());
+                Some(detail.clone())
             }
-            _ => {}
-        }
+            SyscallError::ToolError { message, stack } => {
+                wire.stack = (!stack.is_empty()).then(|| stack.clone());
+                Some(message.clone())
+            }
+            SyscallError::NotFound(text)
+            | SyscallError::InvalidArgument(text)
+            | SyscallError::HumanRejected(text)
+            | SyscallError::IllegalState(text)
+            | SyscallError::AlreadyExists(text)
+            | SyscallError::Timeout(text)
+            | SyscallError::Cancelled(text)
+            | SyscallError::NonDeterminism(text)
+            | SyscallError::Io(text)
+            | SyscallError::Uncertain(text)
+            | SyscallError::Internal(text) => Some(text.clone()),
+        };
+        wire.detail = text;
         wire
     }
 
-    /// Rebuilds an error from its wire form (used by journal replay and the isolate bridge).
+    /// Rebuilds an error from its wire form (used by journal replay and the isolate bridge)
+    /// from its structured fields. A record written before `detail` was on the wire falls
+    /// back to the message after its first `": "`.
     pub fn from_wire(wire: &WireError) -> Self {
-        let msg = strip_prefix(&wire.message);
+        let text = wire
+            .detail
+            .clone()
+            .unwrap_or_else(|| legacy_detail(&wire.message));
         match wire.kind.as_str() {
             "PermissionDenied" => SyscallError::PermissionDenied {
                 resource: wire.resource.clone().unwrap_or_default(),
                 right: wire.right.clone().unwrap_or_default(),
                 detail: wire.detail.clone().unwrap_or_default(),
             },
-            "NotFound" => SyscallError::NotFound(msg),
-            "InvalidArgument" => SyscallError::InvalidArgument(msg),
+            "NotFound" => SyscallError::NotFound(text),
+            "InvalidArgument" => SyscallError::InvalidArgument(text),
             "LimitExceeded" => SyscallError::LimitExceeded {
                 limit: wire.limit.clone().unwrap_or_default(),
-                detail: msg,
+                detail: text,
             },
-            "HumanRejected" => SyscallError::HumanRejected(msg),
-            "HumanRequired" => {
-                let request_id = wire.request_id.clone().unwrap_or_default();
-                let detail = msg
-                    .strip_prefix(&format!("request {request_id}: "))
-                    .map(str::to_string)
-                    .unwrap_or(msg);
-                SyscallError::HumanRequired { request_id, detail }
-            }
-            "IllegalState" => SyscallError::IllegalState(msg),
-            "AlreadyExists" => SyscallError::AlreadyExists(msg),
-            "Timeout" => SyscallError::Timeout(msg),
-            "Cancelled" => SyscallError::Cancelled(msg),
-            "NonDeterminism" => SyscallError::NonDeterminism(msg),
+            "HumanRejected" => SyscallError::HumanRejected(text),
+            "HumanRequired" => SyscallError::HumanRequired {
+                request_id: wire.request_id.clone().unwrap_or_default(),
+                detail: text,
+            },
+            "IllegalState" => SyscallError::IllegalState(text),
+            "AlreadyExists" => SyscallError::AlreadyExists(text),
+            "Timeout" => SyscallError::Timeout(text),
+            "Cancelled" => SyscallError::Cancelled(text),
+            "NonDeterminism" => SyscallError::NonDeterminism(text),
             "ToolError" => SyscallError::ToolError {
-                message: msg,
+                message: text,
                 stack: wire.stack.clone().unwrap_or_default(),
             },
-            "IoError" => SyscallError::Io(msg),
-            "Uncertain" => SyscallError::Uncertain(msg),
-            _ => SyscallError::Internal(msg),
+            "IoError" => SyscallError::Io(text),
+            "Uncertain" => SyscallError::Uncertain(text),
+            _ => SyscallError::Internal(text),
         }
     }
 }
 
-fn strip_prefix(message: &str) -> String {
+/// The detail of a wire error recorded before the wire form carried it.
+fn legacy_detail(message: &str) -> String {
     match message.split_once(": ") {
         Some((_, rest)) => rest.to_string(),
         None => message.to_string(),
@@ -215,9 +226,26 @@ pub struct WireError {
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub stack: Option<String>,
-    /// Why a permission was denied (e.g. "denied by capability #4").
+    /// The message without its kind's prefix; for a denial, why it was denied (e.g.
+    /// "denied by capability #4").
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub detail: Option<String>,
+}
+
+impl WireError {
+    /// A wire error of `kind` saying `message`, with no other field.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> WireError {
+        WireError {
+            kind: kind.into(),
+            message: message.into(),
+            resource: None,
+            right: None,
+            limit: None,
+            request_id: None,
+            stack: None,
+            detail: None,
+        }
+    }
 }
 
 impl From<sqlx::Error> for SyscallError {
@@ -241,6 +269,61 @@ mod tests {
             detail: "approve it".into(),
         };
         assert_eq!(SyscallError::from_wire(&err.to_wire()), err);
+    }
+
+    #[test]
+    fn every_kind_survives_the_wire_unchanged() {
+        let errors = [
+            SyscallError::limit("wall_time", "process 3 ran 10 ms of its 5 ms"),
+            SyscallError::NotFound("object 'a: b' in proc/1".into()),
+            SyscallError::invalid("path: x"),
+            SyscallError::HumanRejected("request hr_1 was rejected: no".into()),
+            SyscallError::HumanRequired {
+                request_id: "hr_2".into(),
+                detail: "request hr_9: nested".into(),
+            },
+            SyscallError::IllegalState("process 4 is exited".into()),
+            SyscallError::AlreadyExists("a.txt".into()),
+            SyscallError::Timeout("no event 'go' within 5 ms".into()),
+            SyscallError::Cancelled("process 2 was cancelled".into()),
+            SyscallError::NonDeterminism("syscall #2: other arguments".into()),
+            SyscallError::ToolError {
+                message: "Error: boom: bad".into(),
+                stack: "at f (tool.ts:1:1)".into(),
+            },
+            SyscallError::Io("disk: full".into()),
+            SyscallError::Internal("store: locked".into()),
+            SyscallError::denied("fs:x", "read"),
+        ];
+        for err in errors {
+            let wire = err.to_wire();
+            let back = SyscallError::from_wire(&wire);
+            assert_eq!(back, err, "{wire:?}");
+            assert_eq!(back.to_string(), err.to_string());
+            // Through JSON as well (journal outcomes, the isolate bridge).
+            let json = serde_json::to_value(&wire).unwrap();
+            let wire: WireError = serde_json::from_value(json).unwrap();
+            assert_eq!(SyscallError::from_wire(&wire), err);
+        }
+    }
+
+    #[test]
+    fn a_limit_read_back_from_the_wire_names_its_limit_once() {
+        let err = SyscallError::limit("syscalls", "process 1 used its budget of 5 syscalls");
+        let back = SyscallError::from_wire(&err.to_wire()).to_string();
+        assert_eq!(
+            back,
+            "limit exceeded: syscalls: process 1 used its budget of 5 syscalls"
+        );
+    }
+
+    #[test]
+    fn a_wire_error_recorded_without_detail_still_reads() {
+        let wire = WireError::new("NotFound", "not found: object obj_1");
+        assert_eq!(
+            SyscallError::from_wire(&wire),
+            SyscallError::NotFound("object obj_1".into())
+        );
     }
 
     #[test]

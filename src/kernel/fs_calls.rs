@@ -13,7 +13,7 @@ use super::capability::{Pid, Right};
 use super::error::{SysResult, SyscallError};
 use super::paths;
 use super::scope::{Done, Scope};
-use super::syscall::{FsCall, Primitive};
+use super::syscall::FsCall;
 use super::Kernel;
 
 /// Characters of new content shown to a human deciding on a write.
@@ -50,26 +50,6 @@ impl Kernel {
             .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
         paths::normalize(&cwd, path)
             .map_err(|e| SyscallError::denied_because(format!("fs:{path}"), right, e.to_string()))
-    }
-
-    /// Checks `right` on `path` and returns the proof the provider needs.
-    pub(crate) async fn check_path(
-        &self,
-        pid: Pid,
-        path: &str,
-        right: Right,
-        call: &dyn Primitive,
-        scope: &mut Scope,
-        context: impl FnOnce(&CheckedPath) -> SysResult<Value>,
-    ) -> SysResult<CheckedPath> {
-        let rel = self.resolve_path(pid, path, right)?;
-        let checked = CheckedPath::new(rel.clone(), right);
-        let preview = checked.clone();
-        self.authorize(pid, &[format!("fs:{rel}")], right, call, scope, move || {
-            context(&preview)
-        })
-        .await?;
-        Ok(checked)
     }
 
     /// Bytes `pid`'s fs calls have moved so far.
@@ -147,7 +127,7 @@ impl Kernel {
         match call {
             FsCall::ReadText { path } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let bytes = self.read_bounded(pid, &p)?;
                 let size = bytes.len();
@@ -161,7 +141,7 @@ impl Kernel {
             }
             FsCall::ReadBytes { path } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let bytes = self.read_bounded(pid, &p)?;
                 let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
@@ -175,7 +155,7 @@ impl Kernel {
                 self.check_fs_write(pid, path, content.len())?;
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         write_context(fs_ctx.as_ref(), p, content, *overwrite)
                     })
                     .await?;
@@ -194,7 +174,7 @@ impl Kernel {
                 self.check_fs_write(pid, path, content.len())?;
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         Ok(json!({
                             "path": p.rel(),
                             "appends_bytes": content.len(),
@@ -211,7 +191,7 @@ impl Kernel {
             }
             FsCall::List { path } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let entries = fs.list(&p)?;
                 let count = entries.len();
@@ -219,7 +199,7 @@ impl Kernel {
             }
             FsCall::Mkdir { path, recursive } => {
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         Ok(json!({"path": p.rel(), "recursive": recursive}))
                     })
                     .await?;
@@ -230,7 +210,7 @@ impl Kernel {
             FsCall::DeleteFile { path } => {
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Delete, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Delete, call, scope, |p| {
                         let size = fs_ctx
                             .file_size(p)?
                             .ok_or_else(|| SyscallError::NotFound(p.rel().to_string()))?;
@@ -244,7 +224,7 @@ impl Kernel {
             FsCall::DeleteDir { path, recursive } => {
                 let fs_ctx = fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Delete, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Delete, call, scope, |p| {
                         if !fs_ctx.is_dir(p)? {
                             return Err(SyscallError::NotFound(p.rel().to_string()));
                         }
@@ -275,12 +255,8 @@ fn write_context(
         )));
     }
     if let Some((parent, _)) = path.rel().rsplit_once('/') {
-        let parent = CheckedPath::new(parent.to_string(), path.right());
-        if !fs.is_dir(&parent)? {
-            return Err(SyscallError::NotFound(format!(
-                "directory {}",
-                parent.rel()
-            )));
+        if !fs.parent_is_dir(path)? {
+            return Err(SyscallError::NotFound(format!("directory {parent}")));
         }
     }
     Ok(json!({

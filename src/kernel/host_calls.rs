@@ -1,22 +1,17 @@
 //! Shell and network primitives.
 //!
-//! Shell: argv only, each command (including those nested in `bash -c`, `env`, `sudo`, …)
-//! authorized as `shell:<argv0>` execute, argv0 matched exactly as given; a script or inline
-//! interpreter code that cannot be analysed needs a capability on its exact form (e.g.
-//! `shell:python -c`), which is never implied. Network: `net:<host>:<port>` (or `net:<host>`
+//! Shell: see `shell_calls` (analysis, authorization, the sandbox policy). Network: `net:<host>:<port>` (or `net:<host>`
 //! for any port) read for GET/HEAD, write for other methods; redirects are not followed.
 
 use serde_json::json;
 
-use super::authz::{CheckedCommand, CheckedRequest};
-use super::capability::{Pid, Right};
+use super::capability::Pid;
 use super::error::{SysResult, SyscallError};
 use super::scope::{Done, Scope};
 use super::syscall::{NetCall, ShellCall};
 use super::Kernel;
 use crate::providers::net::url_resource;
-use crate::providers::shell::{analyze, CommandAnalysis};
-use crate::providers::{FetchLimits, ShellLimits};
+use crate::providers::FetchLimits;
 
 impl Kernel {
     /// `shell.run`.
@@ -32,68 +27,8 @@ impl Kernel {
                 timeout_ms,
                 stdin,
             } => {
-                let analysis = analyze(argv).map_err(SyscallError::invalid)?;
-                let commands: Vec<String> = match &analysis {
-                    CommandAnalysis::Commands(cmds) => cmds
-                        .iter()
-                        .map(|c| format!("shell:{}", c.first().map(String::as_str).unwrap_or("")))
-                        .collect(),
-                    CommandAnalysis::Opaque { resource, .. } => vec![resource.clone()],
-                };
-                for resource in &commands {
-                    let result = self
-                        .authorize(
-                            pid,
-                            std::slice::from_ref(resource),
-                            Right::Execute,
-                            call,
-                            scope,
-                            || Ok(json!({"argv": argv, "commands": commands})),
-                        )
-                        .await;
-                    if let (
-                        Err(SyscallError::PermissionDenied {
-                            resource, right, ..
-                        }),
-                        CommandAnalysis::Opaque { reason, .. },
-                    ) = (&result, &analysis)
-                    {
-                        return Err(SyscallError::denied_because(
-                            resource.clone(),
-                            right.clone(),
-                            reason.clone(),
-                        ));
-                    }
-                    result?;
-                }
-                let cwd = self
-                    .inner
-                    .state
-                    .lock()
-                    .process(pid)
-                    .map(|p| p.cwd.clone())
-                    .unwrap_or_else(|| ".".into());
-                let limits = ShellLimits {
-                    timeout_ms: timeout_ms
-                        .unwrap_or(self.inner.config.shell_limits.timeout_ms)
-                        .min(self.inner.config.shell_limits.timeout_ms),
-                    max_output_bytes: self.inner.config.shell_limits.max_output_bytes,
-                };
-                let checked = CheckedCommand::new(argv.clone(), cwd);
-                self.intent_point(call, scope).await?;
-                let out = self
-                    .providers()
-                    .shell
-                    .run(&checked, stdin.as_deref(), limits)
-                    .await?;
-                let detail = json!({
-                    "exit_code": out.exit_code,
-                    "timed_out": out.timed_out,
-                    "stdout_bytes": out.stdout.len(),
-                    "stderr_bytes": out.stderr.len(),
-                    "truncated": out.stdout_truncated || out.stderr_truncated,
-                });
-                Ok(Done::new(json!(out), commands.join(" ")).detail(detail))
+                self.shell_run(pid, call, argv, *timeout_ms, stdin.as_deref(), scope)
+                    .await
             }
         }
     }
@@ -115,20 +50,17 @@ impl Kernel {
             } => {
                 let (resource, host, _port) = url_resource(url).map_err(SyscallError::invalid)?;
                 let method = method.to_ascii_uppercase();
-                let right = if matches!(method.as_str(), "GET" | "HEAD") {
-                    Right::Read
-                } else {
-                    Right::Write
-                };
-                self.authorize(
-                    pid,
-                    &[resource.clone(), format!("net:{host}")],
-                    right,
-                    call,
-                    scope,
-                    || Ok(json!({"url": url, "method": method, "body_bytes": body.as_ref().map(String::len)})),
-                )
-                .await?;
+                let checked = self
+                    .authorize_request(
+                        pid,
+                        url,
+                        &method,
+                        &[resource.clone(), format!("net:{host}")],
+                        call,
+                        scope,
+                        || Ok(json!({"url": url, "method": method, "body_bytes": body.as_ref().map(String::len)})),
+                    )
+                    .await?;
                 let defaults = self.inner.config.fetch_limits;
                 let limits = FetchLimits {
                     timeout_ms: defaults.timeout_ms,
@@ -136,7 +68,6 @@ impl Kernel {
                         .unwrap_or(defaults.max_response_bytes)
                         .min(defaults.max_response_bytes),
                 };
-                let checked = CheckedRequest::new(url.clone(), method.clone());
                 self.intent_point(call, scope).await?;
                 let resp = self
                     .providers()

@@ -19,7 +19,7 @@ use super::process::Status;
 use super::scope::{Done, Scope};
 use super::syscall::{HumanCall, Primitive, Syscall};
 use super::{HumanMode, Kernel};
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, Decision};
 use crate::store::sealed::RequestFields;
 use crate::store::WriteBatch;
 
@@ -39,17 +39,116 @@ pub enum HumanAnswer {
     Answer { text: String },
 }
 
+/// What a request asks of a human. Stored (and serialized) as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// An `ask_each_time` call waiting for approval.
+    Approval,
+    /// `human.request_permission`: a capability to grant.
+    Permission,
+    /// `human.ask`.
+    Question,
+    /// `human.output`: delivered, never answered.
+    Output,
+    /// An effect whose outcome a crash lost: repeat it or not.
+    Uncertain,
+}
+
+impl RequestKind {
+    const ALL: [RequestKind; 5] = [
+        RequestKind::Approval,
+        RequestKind::Permission,
+        RequestKind::Question,
+        RequestKind::Output,
+        RequestKind::Uncertain,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Approval => "approval",
+            RequestKind::Permission => "permission",
+            RequestKind::Question => "question",
+            RequestKind::Output => "output",
+            RequestKind::Uncertain => "uncertain",
+        }
+    }
+}
+
+/// Where a request stands. Stored (and serialized) as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Answered,
+    /// An output, shown and done.
+    Delivered,
+}
+
+impl RequestStatus {
+    const ALL: [RequestStatus; 5] = [
+        RequestStatus::Pending,
+        RequestStatus::Approved,
+        RequestStatus::Rejected,
+        RequestStatus::Answered,
+        RequestStatus::Delivered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Approved => "approved",
+            RequestStatus::Rejected => "rejected",
+            RequestStatus::Answered => "answered",
+            RequestStatus::Delivered => "delivered",
+        }
+    }
+}
+
+impl std::str::FromStr for RequestKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RequestKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown human request kind '{s}'"))
+    }
+}
+
+impl std::str::FromStr for RequestStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RequestStatus::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown human request status '{s}'"))
+    }
+}
+
+impl std::fmt::Display for RequestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for RequestStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A request as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HumanRequest {
     pub id: String,
     pub pid: Pid,
-    /// `approval` (an `ask_each_time` call), `permission`, `question` or `output`.
-    pub kind: String,
+    pub kind: RequestKind,
     pub channel: String,
     pub payload: Value,
     pub args_hash: String,
-    pub status: String,
+    pub status: RequestStatus,
     pub answer: Option<Value>,
     pub answered_by: Option<String>,
     pub created_at: i64,
@@ -108,7 +207,7 @@ impl Kernel {
         let (id, answer) = self
             .request_answer(
                 pid,
-                "approval",
+                RequestKind::Approval,
                 "operator",
                 payload,
                 call.args_hash(),
@@ -137,7 +236,7 @@ impl Kernel {
     async fn request_answer(
         &self,
         pid: Pid,
-        kind: &str,
+        kind: RequestKind,
         channel: &str,
         payload: Value,
         args_hash: String,
@@ -160,7 +259,7 @@ impl Kernel {
              AND status IN ('pending', 'approved', 'rejected', 'answered') ORDER BY created_at, id"
         ))
         .bind(pid)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(&args_hash)
         .fetch_all(self.inner.store.pool())
         .await?;
@@ -185,8 +284,8 @@ impl Kernel {
         let (id, answer) = match earlier {
             Some(request) => {
                 let id = request.id.clone();
-                let status = request.status.clone();
-                let answer = if status == "pending" {
+                let status = request.status;
+                let answer = if status == RequestStatus::Pending {
                     match self.wait_for_human(pid, &id).await {
                         Ok(answer) => answer,
                         Err(e) => {
@@ -298,7 +397,7 @@ impl Kernel {
         let (id, answer) = self
             .request_answer(
                 pid,
-                "uncertain",
+                RequestKind::Uncertain,
                 "operator",
                 payload,
                 call.args_hash(),
@@ -318,7 +417,7 @@ impl Kernel {
     async fn raise_request(
         &self,
         pid: Pid,
-        kind: &str,
+        kind: RequestKind,
         channel: &str,
         payload: Value,
         args_hash: String,
@@ -336,7 +435,7 @@ impl Kernel {
                 channel,
                 payload: &payload,
                 args_hash: &args_hash,
-                status: "pending",
+                status: RequestStatus::Pending,
                 invocation,
             },
         );
@@ -345,7 +444,7 @@ impl Kernel {
             actor: format!("pid:{pid}"),
             action: format!("human.{kind}"),
             target: format!("human:{channel}"),
-            decision: "ask".into(),
+            decision: Decision::Ask,
             capability_refs: vec![],
             correlation_id: Some(id.clone()),
             parent_seq: None,
@@ -424,7 +523,7 @@ impl Kernel {
         let Some(request) = self.human_request(id).await? else {
             return Ok(None);
         };
-        if request.status == "pending" {
+        if request.status == RequestStatus::Pending {
             return Ok(None);
         }
         let answer = request
@@ -458,14 +557,15 @@ impl Kernel {
             )));
         }
         let request = stored.request.clone();
-        if request.status != "pending" {
+        if request.status != RequestStatus::Pending {
             return Err(SyscallError::IllegalState(format!(
                 "request {id} is already {}",
                 request.status
             )));
         }
-        let status = match (&request.kind[..], &answer) {
-            ("question", HumanAnswer::Answer { text }) => {
+        use RequestKind::{Approval, Permission, Question, Uncertain};
+        let status = match (request.kind, &answer) {
+            (Question, HumanAnswer::Answer { text }) => {
                 let choices: Vec<String> = request.payload["choices"]
                     .as_array()
                     .map(|a| {
@@ -480,14 +580,14 @@ impl Kernel {
                         choices.join(", ")
                     )));
                 }
-                "answered"
+                RequestStatus::Answered
             }
             (
-                "approval" | "permission" | "uncertain",
+                Approval | Permission | Uncertain,
                 HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways,
-            ) => "approved",
-            ("approval" | "permission" | "question" | "uncertain", HumanAnswer::Reject { .. }) => {
-                "rejected"
+            ) => RequestStatus::Approved,
+            (Approval | Permission | Question | Uncertain, HumanAnswer::Reject { .. }) => {
+                RequestStatus::Rejected
             }
             (kind, _) => {
                 return Err(SyscallError::invalid(format!(
@@ -507,7 +607,7 @@ impl Kernel {
             "UPDATE human_requests SET status = ?, answer = ?, answered_by = ?, answered_at = ?, mac = ? \
              WHERE id = ? AND status = 'pending' AND mac = ?",
             vec![
-                status.into(),
+                status.as_str().into(),
                 answer_json.clone().into(),
                 by.into(),
                 now.into(),
@@ -518,7 +618,7 @@ impl Kernel {
             1,
         );
         let mut granted = None;
-        if let Some(policy) = granted_policy(&request.kind, &answer) {
+        if let Some(policy) = granted_policy(request.kind, &answer) {
             let cap_id = self.new_cap_id().await?;
             granted = self.grant_from_approval(&request, policy, &mut batch, now, cap_id);
         }
@@ -527,7 +627,11 @@ impl Kernel {
             actor: format!("human:{by}"),
             action: "human.respond".into(),
             target: format!("human_request:{id}"),
-            decision: status.into(),
+            decision: match status {
+                RequestStatus::Answered => Decision::Answered,
+                RequestStatus::Approved => Decision::Approved,
+                _ => Decision::Rejected,
+            },
             capability_refs: granted.iter().map(|c| c.id).collect(),
             correlation_id: Some(id.to_string()),
             parent_seq: None,
@@ -654,11 +758,11 @@ impl Kernel {
         let seal = RequestFields {
             id: r.id,
             pid: r.pid,
-            kind: r.kind,
+            kind: r.kind.as_str(),
             channel: r.channel,
             payload: &payload,
             args_hash: r.args_hash,
-            status: r.status,
+            status: r.status.as_str(),
             answer: None,
             answered_by: None,
             used: false,
@@ -668,11 +772,11 @@ impl Kernel {
         let args = vec![
             r.id.into(),
             r.pid.into(),
-            r.kind.into(),
+            r.kind.as_str().into(),
             r.channel.into(),
             payload.into(),
             r.args_hash.into(),
-            r.status.into(),
+            r.status.as_str().into(),
             self.now().into(),
             seal.into(),
             r.invocation.into(),
@@ -707,11 +811,11 @@ impl Kernel {
                     NewRequest {
                         id: &id,
                         pid,
-                        kind: "output",
+                        kind: RequestKind::Output,
                         channel,
                         payload: &json!({"message": message}),
                         args_hash: &call.args_hash(),
-                        status: "delivered",
+                        status: RequestStatus::Delivered,
                         invocation: scope.correlation.as_deref(),
                     },
                 );
@@ -726,7 +830,14 @@ impl Kernel {
                     .await?;
                 let payload = json!({"question": question, "choices": choices});
                 let (id, answer) = self
-                    .request_answer(pid, "question", channel, payload, call.args_hash(), scope)
+                    .request_answer(
+                        pid,
+                        RequestKind::Question,
+                        channel,
+                        payload,
+                        call.args_hash(),
+                        scope,
+                    )
                     .await?;
                 match answer {
                     HumanAnswer::Answer { text } => Ok(Done::new(
@@ -759,7 +870,14 @@ impl Kernel {
                 self.within_requestable(pid, resource, rights)?;
                 let payload = json!({"resource": resource, "rights": rights, "reason": reason});
                 let (id, answer) = self
-                    .request_answer(pid, "permission", channel, payload, call.args_hash(), scope)
+                    .request_answer(
+                        pid,
+                        RequestKind::Permission,
+                        channel,
+                        payload,
+                        call.args_hash(),
+                        scope,
+                    )
                     .await?;
                 match answer {
                     HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => {
@@ -827,10 +945,12 @@ impl Kernel {
 /// The policy of the capability an answer grants: `approve_always` on an approval, and any
 /// approval of a permission request. An `approve_once` of an approval grants nothing: it
 /// lets that one pending call through.
-fn granted_policy(kind: &str, answer: &HumanAnswer) -> Option<Policy> {
+fn granted_policy(kind: RequestKind, answer: &HumanAnswer) -> Option<Policy> {
     match (kind, answer) {
-        ("approval" | "permission", HumanAnswer::ApproveAlways) => Some(Policy::AlwaysAllow),
-        ("permission", HumanAnswer::ApproveOnce) => Some(Policy::AllowOnce),
+        (RequestKind::Approval | RequestKind::Permission, HumanAnswer::ApproveAlways) => {
+            Some(Policy::AlwaysAllow)
+        }
+        (RequestKind::Permission, HumanAnswer::ApproveOnce) => Some(Policy::AllowOnce),
         _ => None,
     }
 }
@@ -855,11 +975,11 @@ impl StoredRequest {
             request: HumanRequest {
                 id: row.try_get("id")?,
                 pid: row.try_get("pid")?,
-                kind: row.try_get("kind")?,
+                kind: parse_column(row, "kind")?,
                 channel: row.try_get("channel")?,
                 payload: serde_json::from_str(&payload_text).unwrap_or(Value::Null),
                 args_hash: row.try_get("args_hash")?,
-                status: row.try_get("status")?,
+                status: parse_column(row, "status")?,
                 answer: answer_text
                     .as_deref()
                     .and_then(|a| serde_json::from_str(a).ok()),
@@ -879,12 +999,12 @@ impl StoredRequest {
     /// The sealed fields, with a new answer (status, answer, by) and `used` if given.
     fn fields_with<'a>(
         &'a self,
-        answered: Option<(&'a str, &'a str, &'a str)>,
+        answered: Option<(RequestStatus, &'a str, &'a str)>,
         used: bool,
     ) -> RequestFields<'a> {
         let r = &self.request;
         let (status, answer, answered_by) = match answered {
-            Some((status, answer, by)) => (status, Some(answer), Some(by)),
+            Some((status, answer, by)) => (status.as_str(), Some(answer), Some(by)),
             None => (
                 r.status.as_str(),
                 self.answer_text.as_deref(),
@@ -894,7 +1014,7 @@ impl StoredRequest {
         RequestFields {
             id: &r.id,
             pid: r.pid,
-            kind: &r.kind,
+            kind: r.kind.as_str(),
             channel: &r.channel,
             payload: &self.payload_text,
             args_hash: &r.args_hash,
@@ -911,10 +1031,39 @@ impl StoredRequest {
 struct NewRequest<'a> {
     id: &'a str,
     pid: Pid,
-    kind: &'a str,
+    kind: RequestKind,
     channel: &'a str,
     payload: &'a Value,
     args_hash: &'a str,
-    status: &'a str,
+    status: RequestStatus,
     invocation: Option<&'a str>,
+}
+
+/// Parses a text column into its enum, once, where the row is read.
+fn parse_column<T: std::str::FromStr<Err = String>>(
+    row: &sqlx::sqlite::SqliteRow,
+    column: &str,
+) -> SysResult<T> {
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|e: String| SyscallError::internal(format!("human_requests.{column}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_statuses_are_stored_and_serialized_by_one_name() {
+        for kind in RequestKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(kind.as_str().parse::<RequestKind>(), Ok(kind));
+        }
+        for status in RequestStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(status.as_str().parse::<RequestStatus>(), Ok(status));
+        }
+        let err = "approved_by_me".parse::<RequestStatus>().unwrap_err();
+        assert!(err.contains("unknown human request status"), "{err}");
+    }
 }

@@ -120,7 +120,7 @@ impl Kernel {
                 object_type,
             } => {
                 let p = self
-                    .check_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
+                    .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
                 let bytes = self.read_bounded(pid, &p)?;
                 let text = String::from_utf8(bytes)
@@ -152,7 +152,7 @@ impl Kernel {
                 self.check_fs_write(pid, path, content.len())?;
                 let fs = self.providers().fs.clone();
                 let p = self
-                    .check_path(pid, path, Right::Write, call, scope, |p| {
+                    .authorize_path(pid, path, Right::Write, call, scope, |p| {
                         Ok(json!({"path": p.rel(), "bytes": content.len(), "from_object": id, "overwrite": overwrite}))
                     })
                     .await?;

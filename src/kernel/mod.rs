@@ -9,10 +9,12 @@
 
 pub mod authz;
 pub mod capability;
+pub mod command;
 pub mod error;
 pub mod image;
 pub mod paths;
 pub mod process;
+pub mod sandbox_policy;
 pub mod syscall;
 
 mod authorize;
@@ -29,6 +31,7 @@ mod operator;
 mod persist;
 mod proc_calls;
 mod scope;
+mod shell_calls;
 mod state;
 mod tools;
 
@@ -38,7 +41,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::providers::{FetchLimits, Providers, ShellLimits};
+use crate::providers::{FetchLimits, Providers, SandboxConfig, ShellLimits};
 use crate::store::ids::IdBlock;
 use crate::store::{Durability, Store, StoreError};
 
@@ -49,7 +52,7 @@ pub use checkpoint::{
 };
 pub use error::{SysResult, SyscallError, WireError};
 pub use fs_calls::FsLimits;
-pub use human::{HumanAnswer, HumanRequest};
+pub use human::{HumanAnswer, HumanRequest, RequestKind, RequestStatus};
 pub use image::{Image, ToolLimits};
 pub use operator::{ProcessCtx, SpawnOptions};
 pub use process::{Process, Status};
@@ -88,6 +91,14 @@ pub struct KernelConfig {
     /// More paths of the runtime's own, reserved like its state files (e.g. the state
     /// directory the CLI made for it). See [`KernelConfig::reserved_paths`].
     pub reserved: Vec<PathBuf>,
+    /// The OS sandbox of shell commands: enforced by default, the operator's opt-out,
+    /// toolchain and cache directories, per-command limits.
+    pub sandbox: SandboxConfig,
+    /// The `agent-libos` binary whose hidden modes run helper processes (the sandbox
+    /// launcher). `None`: this program if it is `agent-libos`, else an `agent-libos` next
+    /// to it or one directory up (where cargo puts test binaries); see
+    /// [`crate::providers::runtime_binary`].
+    pub runtime_binary: Option<PathBuf>,
 }
 
 impl KernelConfig {
@@ -109,6 +120,8 @@ impl KernelConfig {
             fs_limits: FsLimits::default(),
             isolates: crate::isolate::HostConfig::default(),
             reserved: Vec::new(),
+            sandbox: SandboxConfig::default(),
+            runtime_binary: None,
         }
     }
 
@@ -122,6 +135,19 @@ impl KernelConfig {
         for extra in &self.reserved {
             paths.push(std::path::absolute(extra).unwrap_or_else(|_| extra.clone()));
         }
+        paths
+    }
+
+    /// What shell commands may not reach: [`KernelConfig::reserved_paths`] and the
+    /// directory of the database (where SQLite's files come and go), hidden inside anything
+    /// granted; a grant of one of them refuses the command.
+    pub fn sandbox_reserved_paths(&self) -> Vec<PathBuf> {
+        let dir = match self.db_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut paths = self.reserved_paths();
+        paths.push(std::path::absolute(&dir).unwrap_or(dir));
         paths
     }
 }
@@ -172,16 +198,19 @@ impl Kernel {
     /// registered process back into memory.
     pub async fn open(config: KernelConfig) -> Result<Kernel, OpenError> {
         let store = Store::open(&config.db_path, config.durability).await?;
-        let providers =
-            match &config.providers {
-                Some(p) => p.clone(),
-                None => Providers::host(&config.workspace, &config.reserved_paths()).map_err(
-                    |source| OpenError::Workspace {
-                        path: config.workspace.clone(),
-                        source,
-                    },
-                )?,
-            };
+        let providers = match &config.providers {
+            Some(p) => p.clone(),
+            None => Providers::host_with(
+                &config.workspace,
+                &config.reserved_paths(),
+                config.sandbox.clone(),
+                config.runtime_binary.clone(),
+            )
+            .map_err(|source| OpenError::Workspace {
+                path: config.workspace.clone(),
+                source,
+            })?,
+        };
         let state = state::State::load(store.pool(), store.sealer()).await?;
         // Events nobody will read: consumed ones and the queues of ended processes (left by
         // older runtimes), and payloads beyond today's bound.

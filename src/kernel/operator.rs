@@ -6,14 +6,14 @@ use std::pin::Pin;
 
 use serde_json::{json, Value};
 
-use super::capability::{validate_resource, Capability, CapabilitySpec, Pid, Policy, Right};
+use super::capability::{validate_resource, Capability, CapabilitySpec, Pid};
 use super::error::{SysResult, SyscallError};
 use super::image::Image;
 use super::persist;
 use super::process::{own_namespace, Process, Status};
 use super::syscall::{Budget, Signal, Syscall};
 use super::Kernel;
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, Decision};
 use crate::store::WriteBatch;
 
 /// How the operator creates a root process.
@@ -136,45 +136,9 @@ impl Kernel {
             persist::insert_process(&mut batch, &process, now);
             let ns = own_namespace(pid);
             persist::insert_namespace(&mut batch, &ns, Some(pid), now);
-            let own_rights = vec![
-                Right::Read,
-                Right::Write,
-                Right::Create,
-                Right::Append,
-                Right::Delete,
-            ];
             let mut caps = vec![
-                Capability {
-                    id: 0,
-                    subject: pid,
-                    resource: format!("namespace:{ns}"),
-                    rights: own_rights.clone(),
-                    policy: Policy::AlwaysAllow,
-                    issuer: None,
-                    parent: None,
-                    expires_at: None,
-                    delegable: true,
-                    revocable: false,
-                    revoked: false,
-                    consumed: false,
-                },
-                Capability {
-                    resource: format!("namespace:{ns}/**"),
-                    ..Capability {
-                        id: 0,
-                        subject: pid,
-                        resource: String::new(),
-                        rights: own_rights,
-                        policy: Policy::AlwaysAllow,
-                        issuer: None,
-                        parent: None,
-                        expires_at: None,
-                        delegable: true,
-                        revocable: false,
-                        revoked: false,
-                        consumed: false,
-                    }
-                },
+                Capability::own_memory(pid, format!("namespace:{ns}")),
+                Capability::own_memory(pid, format!("namespace:{ns}/**")),
             ];
             caps.extend(new.grants);
             let mut stored = Vec::with_capacity(caps.len());
@@ -193,7 +157,7 @@ impl Kernel {
             actor: actor.to_string(),
             action: "proc.create".into(),
             target: format!("process:{pid}"),
-            decision: "ok".into(),
+            decision: Decision::Ok,
             capability_refs: cap_ids,
             correlation_id: None,
             parent_seq: None,
@@ -462,7 +426,7 @@ impl Kernel {
             actor: actor.to_string(),
             action: "cap.grant".into(),
             target: cap.resource.clone(),
-            decision: "ok".into(),
+            decision: Decision::Ok,
             capability_refs: vec![cap.id],
             correlation_id: None,
             parent_seq: None,
@@ -521,7 +485,7 @@ impl Kernel {
             actor: actor.to_string(),
             action: "cap.revoke".into(),
             target: format!("capability:{cap_id}"),
-            decision: "ok".into(),
+            decision: Decision::Ok,
             capability_refs: ids.clone(),
             correlation_id: None,
             parent_seq: None,
@@ -573,7 +537,7 @@ impl Kernel {
                 actor: actor.into(),
                 action: "image.register".into(),
                 target: format!("image:{}", image.id),
-                decision: "ok".into(),
+                decision: Decision::Ok,
                 capability_refs: vec![],
                 correlation_id: None,
                 parent_seq: None,
@@ -672,7 +636,7 @@ impl Kernel {
             actor: actor.into(),
             action: action.into(),
             target: target.into(),
-            decision: "ok".into(),
+            decision: Decision::Ok,
             capability_refs: vec![],
             correlation_id: None,
             parent_seq: None,

@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 use super::capability::{pattern_within, Capability, CapabilitySpec, Pid, Policy, Right};
 use super::error::{SysResult, SyscallError};
 use super::operator::NewProcess;
-use super::paths;
 use super::persist;
 use super::process::{divide_budget, Process, Status};
 use super::scope::{Done, Scope};
@@ -163,13 +162,10 @@ impl Kernel {
         call: &dyn Primitive,
         scope: &mut Scope,
     ) -> SysResult<Done> {
-        let cwd = self.cwd_of(pid)?;
-        let rel = paths::normalize(&cwd, path).map_err(|e| {
-            SyscallError::denied_because(format!("fs:{path}"), Right::Read, e.to_string())
-        })?;
-        self.authorize_one(pid, format!("fs:{rel}"), Right::Read, call, scope)
+        let checked = self
+            .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
             .await?;
-        let checked = super::authz::CheckedPath::new(rel.clone(), Right::Read);
+        let rel = checked.rel().to_string();
         if !self.providers().fs.is_dir(&checked)? {
             return Err(SyscallError::NotFound(format!("directory {rel}")));
         }

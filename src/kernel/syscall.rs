@@ -579,215 +579,105 @@ impl Primitive for Syscall {
     }
 }
 
-impl Primitive for FsCall {
-    fn name(&self) -> &'static str {
-        match self {
-            FsCall::ReadText { .. } => "fs.read_text",
-            FsCall::ReadBytes { .. } => "fs.read_bytes",
-            FsCall::WriteText { .. } => "fs.write_text",
-            FsCall::AppendText { .. } => "fs.append_text",
-            FsCall::List { .. } => "fs.list",
-            FsCall::Mkdir { .. } => "fs.mkdir",
-            FsCall::DeleteFile { .. } => "fs.delete_file",
-            FsCall::DeleteDir { .. } => "fs.delete_dir",
+/// Implements [`Primitive`] for a family's enum (its wire names, one per variant) and
+/// `From` it for [`Syscall`].
+macro_rules! family {
+    ($variant:ident($family:ident) { $($call:pat => $name:literal,)* }) => {
+        impl Primitive for $family {
+            fn name(&self) -> &'static str {
+                match self {
+                    $($call => $name,)*
+                }
+            }
+            fn args_hash(&self) -> String {
+                wire_hash(self)
+            }
         }
-    }
-    fn args_hash(&self) -> String {
-        wire_hash(self)
-    }
+
+        impl From<$family> for Syscall {
+            fn from(call: $family) -> Self {
+                Syscall::$variant(call)
+            }
+        }
+    };
 }
 
-impl Primitive for ProcCall {
-    fn name(&self) -> &'static str {
-        match self {
-            ProcCall::GetCwd => "proc.getcwd",
-            ProcCall::Chdir { .. } => "proc.chdir",
-            ProcCall::SelfInfo => "proc.self",
-            ProcCall::Spawn { .. } => "proc.spawn",
-            ProcCall::Fork { .. } => "proc.fork",
-            ProcCall::Wait { .. } => "proc.wait",
-            ProcCall::Children => "proc.children",
-            ProcCall::Signal { .. } => "proc.signal",
-            ProcCall::Exit { .. } => "proc.exit",
-            ProcCall::Exec { .. } => "proc.exec",
-        }
-    }
-    fn args_hash(&self) -> String {
-        wire_hash(self)
-    }
-}
+family!(Fs(FsCall) {
+    FsCall::ReadText { .. } => "fs.read_text",
+    FsCall::ReadBytes { .. } => "fs.read_bytes",
+    FsCall::WriteText { .. } => "fs.write_text",
+    FsCall::AppendText { .. } => "fs.append_text",
+    FsCall::List { .. } => "fs.list",
+    FsCall::Mkdir { .. } => "fs.mkdir",
+    FsCall::DeleteFile { .. } => "fs.delete_file",
+    FsCall::DeleteDir { .. } => "fs.delete_dir",
+});
 
-impl Primitive for EventCall {
-    fn name(&self) -> &'static str {
-        match self {
-            EventCall::Wait { .. } => "event.wait",
-            EventCall::Post { .. } => "event.post",
-        }
-    }
-    fn args_hash(&self) -> String {
-        wire_hash(self)
-    }
-}
+family!(Proc(ProcCall) {
+    ProcCall::GetCwd => "proc.getcwd",
+    ProcCall::Chdir { .. } => "proc.chdir",
+    ProcCall::SelfInfo => "proc.self",
+    ProcCall::Spawn { .. } => "proc.spawn",
+    ProcCall::Fork { .. } => "proc.fork",
+    ProcCall::Wait { .. } => "proc.wait",
+    ProcCall::Children => "proc.children",
+    ProcCall::Signal { .. } => "proc.signal",
+    ProcCall::Exit { .. } => "proc.exit",
+    ProcCall::Exec { .. } => "proc.exec",
+});
 
-impl Primitive for MemCall {
-    fn name(&self) -> &'static str {
-        match self {
-            MemCall::CreateNamespace { .. } => "mem.create_namespace",
-            MemCall::List { .. } => "mem.list",
-            MemCall::Create(_) => "mem.create",
-            MemCall::Read { .. } => "mem.read",
-            MemCall::Find { .. } => "mem.find",
-            MemCall::Append { .. } => "mem.append",
-            MemCall::FromFile { .. } => "mem.from_file",
-            MemCall::ToFile { .. } => "mem.to_file",
-        }
-    }
-    fn args_hash(&self) -> String {
-        wire_hash(self)
-    }
-}
+family!(Event(EventCall) {
+    EventCall::Wait { .. } => "event.wait",
+    EventCall::Post { .. } => "event.post",
+});
 
-impl Primitive for ClockCall {
-    fn name(&self) -> &'static str {
-        match self {
-            ClockCall::Now => "clock.now",
-            ClockCall::Sleep { .. } => "clock.sleep",
-        }
-    }
-    fn args_hash(&self) -> String {
-        wire_hash(self)
-    }
-}
+family!(Mem(MemCall) {
+    MemCall::CreateNamespace { .. } => "mem.create_namespace",
+    MemCall::List { .. } => "mem.list",
+    MemCall::Create(_) => "mem.create",
+    MemCall::Read { .. } => "mem.read",
+    MemCall::Find { .. } => "mem.find",
+    MemCall::Append { .. } => "mem.append",
+    MemCall::FromFile { .. } => "mem.from_file",
+    MemCall::ToFile { .. } => "mem.to_file",
+});
 
-impl Primitive for ShellCall {
-    fn name(&self) -> &'static str {
-        match self {
-            ShellCall::Run { .. } => "shell.run",
-        }
-    }
-    fn args_hash(&self) -> String {
-        wire_hash(self)
-    }
-}
+family!(Clock(ClockCall) {
+    ClockCall::Now => "clock.now",
+    ClockCall::Sleep { .. } => "clock.sleep",
+});
 
-impl Primitive for NetCall {
-    fn name(&self) -> &'static str {
-        match self {
-            NetCall::Fetch { .. } => "net.fetch",
-        }
-    }
-    fn args_hash(&self) -> String {
-        wire_hash(self)
-    }
-}
+family!(Shell(ShellCall) {
+    ShellCall::Run { .. } => "shell.run",
+});
 
-impl Primitive for HumanCall {
-    fn name(&self) -> &'static str {
-        match self {
-            HumanCall::Output { .. } => "human.output",
-            HumanCall::Ask { .. } => "human.ask",
-            HumanCall::RequestPermission { .. } => "human.request_permission",
-        }
-    }
-    fn args_hash(&self) -> String {
-        wire_hash(self)
-    }
-}
+family!(Net(NetCall) {
+    NetCall::Fetch { .. } => "net.fetch",
+});
 
-impl Primitive for CapCall {
-    fn name(&self) -> &'static str {
-        match self {
-            CapCall::List => "cap.list",
-            CapCall::Grant { .. } => "cap.grant",
-            CapCall::Revoke { .. } => "cap.revoke",
-        }
-    }
-    fn args_hash(&self) -> String {
-        wire_hash(self)
-    }
-}
+family!(Human(HumanCall) {
+    HumanCall::Output { .. } => "human.output",
+    HumanCall::Ask { .. } => "human.ask",
+    HumanCall::RequestPermission { .. } => "human.request_permission",
+});
 
-impl Primitive for ImageCall {
-    fn name(&self) -> &'static str {
-        match self {
-            ImageCall::Register { .. } => "image.register",
-        }
-    }
-    fn args_hash(&self) -> String {
-        wire_hash(self)
-    }
-}
+family!(Cap(CapCall) {
+    CapCall::List => "cap.list",
+    CapCall::Grant { .. } => "cap.grant",
+    CapCall::Revoke { .. } => "cap.revoke",
+});
 
-impl Primitive for JitCall {
-    fn name(&self) -> &'static str {
-        match self {
-            JitCall::Propose { .. } => "tool.propose",
-            JitCall::Validate { .. } => "tool.validate",
-            JitCall::Register { .. } => "tool.register",
-            JitCall::List => "tool.list",
-            JitCall::Call { .. } => "tool.call",
-        }
-    }
-    fn args_hash(&self) -> String {
-        wire_hash(self)
-    }
-}
+family!(Image(ImageCall) {
+    ImageCall::Register { .. } => "image.register",
+});
 
-impl From<FsCall> for Syscall {
-    fn from(call: FsCall) -> Self {
-        Syscall::Fs(call)
-    }
-}
-impl From<ProcCall> for Syscall {
-    fn from(call: ProcCall) -> Self {
-        Syscall::Proc(call)
-    }
-}
-impl From<EventCall> for Syscall {
-    fn from(call: EventCall) -> Self {
-        Syscall::Event(call)
-    }
-}
-impl From<MemCall> for Syscall {
-    fn from(call: MemCall) -> Self {
-        Syscall::Mem(call)
-    }
-}
-impl From<ClockCall> for Syscall {
-    fn from(call: ClockCall) -> Self {
-        Syscall::Clock(call)
-    }
-}
-impl From<ShellCall> for Syscall {
-    fn from(call: ShellCall) -> Self {
-        Syscall::Shell(call)
-    }
-}
-impl From<NetCall> for Syscall {
-    fn from(call: NetCall) -> Self {
-        Syscall::Net(call)
-    }
-}
-impl From<HumanCall> for Syscall {
-    fn from(call: HumanCall) -> Self {
-        Syscall::Human(call)
-    }
-}
-impl From<CapCall> for Syscall {
-    fn from(call: CapCall) -> Self {
-        Syscall::Cap(call)
-    }
-}
-impl From<ImageCall> for Syscall {
-    fn from(call: ImageCall) -> Self {
-        Syscall::Image(call)
-    }
-}
-impl From<JitCall> for Syscall {
-    fn from(call: JitCall) -> Self {
-        Syscall::Tool(call)
-    }
-}
+family!(Tool(JitCall) {
+    JitCall::Propose { .. } => "tool.propose",
+    JitCall::Validate { .. } => "tool.validate",
+    JitCall::Register { .. } => "tool.register",
+    JitCall::List => "tool.list",
+    JitCall::Call { .. } => "tool.call",
+});
 
 #[cfg(test)]
 mod tests {

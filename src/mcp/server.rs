@@ -13,13 +13,12 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData, Peer, ServerHandler};
 use serde_json::{json, Value};
-use sqlx::Row;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
 use crate::kernel::{
-    Budget, CapabilitySpec, HumanAnswer, HumanRequest, JitCall, Kernel, MemCall, Pid, SpawnOptions,
-    Status, Syscall, SyscallError,
+    Budget, CapabilitySpec, HumanAnswer, HumanRequest, JitCall, Kernel, MemCall, Pid, RequestKind,
+    SpawnOptions, Status, Syscall, SyscallError,
 };
 
 /// Operator configuration of an MCP server.
@@ -499,7 +498,7 @@ impl Session {
         {
             return false;
         }
-        let question = request.kind == "question";
+        let question = request.kind == RequestKind::Question;
         let requested_schema = if question {
             ElicitationSchema::builder()
                 .required_string("answer")
@@ -598,42 +597,29 @@ impl Session {
             .await
             .map_err(|e| format!("InternalError: flushing the audit log: {e}"))?;
         let actors: Vec<String> = pids.iter().map(|p| format!("pid:{p}")).collect();
-        let placeholders = vec!["?"; actors.len()].join(", ");
-        let sql = format!(
-            "SELECT seq, ts, actor, action, target, decision, capability_refs, correlation_id, detail \
-             FROM audit WHERE actor IN ({placeholders}) ORDER BY seq DESC LIMIT ?"
-        );
-        // Only `?` placeholders are interpolated; every value is bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for actor in &actors {
-            query = query.bind(actor);
-        }
-        let rows = query
-            .bind(limit)
-            .fetch_all(self.kernel.store().pool())
+        let rows = self
+            .kernel
+            .store()
+            .latest_audit_records(&actors, limit)
             .await
             .map_err(|e| format!("InternalError: reading the audit log: {e}"))?;
-        let records: Result<Vec<Value>, sqlx::Error> = rows
+        let records: Vec<Value> = rows
             .iter()
             .map(|r| {
-                let refs: String = r.try_get("capability_refs")?;
-                let detail: String = r.try_get("detail")?;
-                Ok(json!({
-                    "seq": r.try_get::<i64, _>("seq")?,
-                    "ts": r.try_get::<i64, _>("ts")?,
-                    "actor": r.try_get::<String, _>("actor")?,
-                    "action": r.try_get::<String, _>("action")?,
-                    "target": r.try_get::<String, _>("target")?,
-                    "decision": r.try_get::<String, _>("decision")?,
-                    "capability_refs": serde_json::from_str::<Value>(&refs).unwrap_or(Value::Null),
-                    "correlation_id": r.try_get::<Option<String>, _>("correlation_id")?,
-                    "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
-                }))
+                json!({
+                    "seq": r.seq,
+                    "ts": r.ts,
+                    "actor": r.actor,
+                    "action": r.action,
+                    "target": r.target,
+                    "decision": r.decision,
+                    "capability_refs": serde_json::from_str::<Value>(&r.capability_refs).unwrap_or(Value::Null),
+                    "correlation_id": r.correlation_id,
+                    "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null),
+                })
             })
             .collect();
-        records
-            .map(|r| json!({"records": r}))
-            .map_err(|e| format!("InternalError: reading the audit log: {e}"))
+        Ok(json!({"records": records}))
     }
 }
 

@@ -21,6 +21,7 @@ use cap_std::fs::{Dir, File, Metadata, MetadataExt, OpenOptions, OpenOptionsExt}
 use serde::Serialize;
 
 use crate::kernel::authz::CheckedPath;
+use crate::kernel::capability::Right;
 use crate::kernel::error::{SysResult, SyscallError};
 
 /// One entry of a directory listing.
@@ -36,6 +37,11 @@ pub struct DirEntry {
 /// Filesystem effects on checked workspace-relative paths. Symlinks are never followed: a
 /// path through a symlink fails with `PermissionDenied`. Errors map to `NotFound`,
 /// `AlreadyExists`, `PermissionDenied` (escape), `InvalidArgument` or `Io`.
+///
+/// Each effect needs a proof of its own right — `read` and `list` a read proof; `write`,
+/// `append` and `mkdir` a write proof; the deletes a delete proof — and fails with
+/// `PermissionDenied` on a proof of another. The lookups (`file_size`, `is_dir`,
+/// `parent_is_dir`) take a proof of any right.
 pub trait FileSystem: Send + Sync {
     /// Reads the whole file, or fails with `LimitExceeded { limit: "fs_bytes" }` without
     /// reading further once it holds more than `max_bytes`.
@@ -52,6 +58,9 @@ pub trait FileSystem: Send + Sync {
     fn file_size(&self, path: &CheckedPath) -> SysResult<Option<u64>>;
     /// Whether `path` is an existing directory (for `chdir`).
     fn is_dir(&self, path: &CheckedPath) -> SysResult<bool>;
+    /// Whether the directory `path` would be created in exists (for approval context);
+    /// `false` for the root, which has none.
+    fn parent_is_dir(&self, path: &CheckedPath) -> SysResult<bool>;
 }
 
 /// The host filesystem, seen only through a handle on the workspace root.
@@ -320,6 +329,7 @@ impl CapFs {
 
 impl FileSystem for CapFs {
     fn read(&self, path: &CheckedPath, max_bytes: u64) -> SysResult<Vec<u8>> {
+        path.require(Right::Read)?;
         let file = self.open_file(path, OpenOptions::new().read(true))?;
         let too_large = |bytes: u64| {
             SyscallError::limit(
@@ -346,6 +356,7 @@ impl FileSystem for CapFs {
     }
 
     fn write(&self, path: &CheckedPath, content: &[u8], overwrite: bool) -> SysResult<bool> {
+        path.require(Right::Write)?;
         let entry = self.locate_entry(path)?;
         let existing = stat(&entry.parent, &entry.name, path)?;
         if let Some(meta) = &existing {
@@ -371,11 +382,13 @@ impl FileSystem for CapFs {
     }
 
     fn append(&self, path: &CheckedPath, content: &[u8]) -> SysResult<()> {
+        path.require(Right::Write)?;
         let mut file = self.open_file(path, OpenOptions::new().append(true).create(true))?;
         file.write_all(content).map_err(|e| map_io(e, path))
     }
 
     fn list(&self, path: &CheckedPath) -> SysResult<Vec<DirEntry>> {
+        path.require(Right::Read)?;
         let dir = self.open_dir(path)?;
         let dir_id = identity(&dir.dir_metadata().map_err(|e| map_io(e, path))?);
         let present = self.reserved.present();
@@ -404,6 +417,7 @@ impl FileSystem for CapFs {
     }
 
     fn mkdir(&self, path: &CheckedPath, recursive: bool) -> SysResult<()> {
+        path.require(Right::Write)?;
         if recursive {
             return self.mkdir_all(path);
         }
@@ -417,6 +431,7 @@ impl FileSystem for CapFs {
     }
 
     fn delete_file(&self, path: &CheckedPath) -> SysResult<()> {
+        path.require(Right::Delete)?;
         // Unlinking a symlink removes the link itself and follows nothing, so it is allowed.
         let entry = self.locate_entry(path)?;
         entry
@@ -426,6 +441,7 @@ impl FileSystem for CapFs {
     }
 
     fn delete_dir(&self, path: &CheckedPath, recursive: bool) -> SysResult<()> {
+        path.require(Right::Delete)?;
         let entry = self
             .locate(path)?
             .ok_or_else(|| SyscallError::invalid("refusing to delete the workspace root"))?;
@@ -475,6 +491,26 @@ impl FileSystem for CapFs {
             Err(err) => return Err(err),
         };
         match stat(&entry.parent, &entry.name, path)?.map(|m| Kind::of(&m)) {
+            Some(Kind::Dir) => Ok(true),
+            Some(Kind::Symlink) => Err(symlink_denied(path)),
+            _ => Ok(false),
+        }
+    }
+
+    fn parent_is_dir(&self, path: &CheckedPath) -> SysResult<bool> {
+        let components = Self::components(path)?;
+        let Some((_, parents)) = components.split_last() else {
+            return Ok(false);
+        };
+        let Some((name, above)) = parents.split_last() else {
+            return Ok(true);
+        };
+        let dir = match self.walk(path, above) {
+            Ok(dir) => dir,
+            Err(SyscallError::NotFound(_)) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        match stat(&dir, name, path)?.map(|m| Kind::of(&m)) {
             Some(Kind::Dir) => Ok(true),
             Some(Kind::Symlink) => Err(symlink_denied(path)),
             _ => Ok(false),
@@ -694,7 +730,6 @@ fn not_a_regular_file(path: &CheckedPath) -> SyscallError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::capability::Right;
     use std::os::unix::fs::symlink;
     use std::path::Path;
 
@@ -732,6 +767,52 @@ mod tests {
                 "temporary file left behind: {name:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_read_proof_cannot_write_and_no_proof_serves_another_right() {
+        let (ws, _out, fs) = setup();
+        std::fs::write(ws.path().join("a.txt"), "keep").unwrap();
+        let read = path("a.txt", Right::Read);
+        let refused = |err: SyscallError, needed: Right| match err {
+            SyscallError::PermissionDenied { right, detail, .. } => {
+                assert_eq!(right, needed.as_str());
+                assert!(detail.contains("checked it for"), "{detail}");
+            }
+            other => panic!("expected PermissionDenied, got {other:?}"),
+        };
+        refused(fs.write(&read, b"x", true).unwrap_err(), Right::Write);
+        refused(fs.append(&read, b"x").unwrap_err(), Right::Write);
+        refused(fs.delete_file(&read).unwrap_err(), Right::Delete);
+        refused(
+            fs.mkdir(&path("d", Right::Read), true).unwrap_err(),
+            Right::Write,
+        );
+        refused(
+            fs.delete_dir(&path(".", Right::Write), true).unwrap_err(),
+            Right::Delete,
+        );
+        let write = path("a.txt", Right::Write);
+        refused(fs.read(&write, u64::MAX).unwrap_err(), Right::Read);
+        refused(fs.list(&path(".", Right::Delete)).unwrap_err(), Right::Read);
+        assert_eq!(std::fs::read(ws.path().join("a.txt")).unwrap(), b"keep");
+        assert!(!ws.path().join("d").exists());
+        // Lookups serve approval context for any right.
+        assert_eq!(fs.file_size(&write).unwrap(), Some(4));
+        assert!(fs.parent_is_dir(&write).unwrap());
+    }
+
+    #[test]
+    fn parent_is_dir_reports_missing_and_file_parents() {
+        let (ws, _out, fs) = setup();
+        std::fs::create_dir(ws.path().join("d")).unwrap();
+        std::fs::write(ws.path().join("f"), "").unwrap();
+        let p = |rel| path(rel, Right::Write);
+        assert!(fs.parent_is_dir(&p("d/x")).unwrap());
+        assert!(!fs.parent_is_dir(&p("missing/x")).unwrap());
+        assert!(!fs.parent_is_dir(&p("missing/deeper/x")).unwrap());
+        assert!(!fs.parent_is_dir(&p("f/x")).unwrap());
+        assert!(!fs.parent_is_dir(&p(".")).unwrap());
     }
 
     #[test]
@@ -798,7 +879,7 @@ mod tests {
     #[test]
     fn append_creates_then_extends() {
         let (ws, _out, fs) = setup();
-        let p = path("log.txt", Right::Append);
+        let p = path("log.txt", Right::Write);
         fs.append(&p, b"a").unwrap();
         fs.append(&p, b"b").unwrap();
         assert_eq!(std::fs::read(ws.path().join("log.txt")).unwrap(), b"ab");
@@ -855,13 +936,13 @@ mod tests {
     #[test]
     fn mkdir_plain_and_recursive() {
         let (ws, _out, fs) = setup();
-        fs.mkdir(&path("a", Right::Create), false).unwrap();
-        let err = fs.mkdir(&path("a", Right::Create), false).unwrap_err();
+        fs.mkdir(&path("a", Right::Write), false).unwrap();
+        let err = fs.mkdir(&path("a", Right::Write), false).unwrap_err();
         assert_eq!(err, SyscallError::AlreadyExists("a".into()));
-        let err = fs.mkdir(&path("x/y", Right::Create), false).unwrap_err();
+        let err = fs.mkdir(&path("x/y", Right::Write), false).unwrap_err();
         assert_eq!(err, SyscallError::NotFound("x/y".into()));
-        fs.mkdir(&path("x/y/z", Right::Create), true).unwrap();
-        fs.mkdir(&path("x/y/z", Right::Create), true).unwrap();
+        fs.mkdir(&path("x/y/z", Right::Write), true).unwrap();
+        fs.mkdir(&path("x/y/z", Right::Write), true).unwrap();
         assert!(ws.path().join("x/y/z").is_dir());
         assert!(fs.is_dir(&path("x/y", Right::Read)).unwrap());
         assert!(fs.is_dir(&path(".", Right::Read)).unwrap());
@@ -872,10 +953,8 @@ mod tests {
     fn mkdir_recursive_refuses_a_symlink_on_the_way() {
         let (ws, out, fs) = setup();
         symlink(out.path(), ws.path().join("link")).unwrap();
-        let err = fs
-            .mkdir(&path("link/sub", Right::Create), true)
-            .unwrap_err();
-        assert_symlink_denied(err, "link/sub", Right::Create);
+        let err = fs.mkdir(&path("link/sub", Right::Write), true).unwrap_err();
+        assert_symlink_denied(err, "link/sub", Right::Write);
         assert!(!out.path().join("sub").exists());
     }
 
@@ -942,8 +1021,8 @@ mod tests {
             .write(&path("s.txt", Right::Write), b"x", true)
             .unwrap_err();
         assert_symlink_denied(err, "s.txt", Right::Write);
-        let err = fs.append(&path("s.txt", Right::Append), b"x").unwrap_err();
-        assert_symlink_denied(err, "s.txt", Right::Append);
+        let err = fs.append(&path("s.txt", Right::Write), b"x").unwrap_err();
+        assert_symlink_denied(err, "s.txt", Right::Write);
         let err = fs.file_size(&path("s.txt", Right::Write)).unwrap_err();
         assert_symlink_denied(err, "s.txt", Right::Write);
         assert_eq!(
@@ -1039,9 +1118,9 @@ mod tests {
         let err = fs.write(&new, b"pwned", false).unwrap_err();
         assert_symlink_denied(err, "data/g.txt", Right::Write);
         let err = fs
-            .append(&path("data/f.txt", Right::Append), b"pwned")
+            .append(&path("data/f.txt", Right::Write), b"pwned")
             .unwrap_err();
-        assert_symlink_denied(err, "data/f.txt", Right::Append);
+        assert_symlink_denied(err, "data/f.txt", Right::Write);
 
         assert_eq!(std::fs::read(out.path().join("f.txt")).unwrap(), b"outside");
         assert!(!out.path().join("g.txt").exists());

@@ -1,13 +1,15 @@
 //! The Resource Provider Substrate: the only code that touches the host for agents.
 //!
 //! **Architecture Invariant:** providers perform effects only on values the kernel checked
-//! (`CheckedPath`, `CheckedCommand`, `CheckedRequest`); they know nothing of capabilities,
+//! (`CheckedPath`, `CheckedCommand` with its `CheckedSandbox`, `CheckedRequest`); they know nothing of capabilities,
 //! policy, audit or processes. Each provider is a trait object so tests and other hosts can
 //! inject their own without touching the checks.
 
 pub mod clock;
 pub mod fs;
 pub mod net;
+pub mod runtime_binary;
+pub mod sandbox;
 pub mod shell;
 
 use std::sync::Arc;
@@ -15,7 +17,8 @@ use std::sync::Arc;
 pub use clock::{Clock, SystemClock};
 pub use fs::{CapFs, DirEntry, FileSystem};
 pub use net::{url_resource, FetchLimits, FetchResponse, HttpNet, Net};
-pub use shell::{analyze, CommandAnalysis, ProcessShell, Shell, ShellLimits, ShellOutput};
+pub use sandbox::{SandboxConfig, SandboxMode, SandboxSupport};
+pub use shell::{ProcessShell, Shell, ShellLimits, ShellOutput};
 
 /// The set of providers a kernel uses.
 #[derive(Clone)]
@@ -28,15 +31,30 @@ pub struct Providers {
 
 impl Providers {
     /// The real providers, with the filesystem confined to `workspace` and kept out of
-    /// `reserved` (the runtime's own state; see `KernelConfig::reserved_paths`).
+    /// `reserved` (the runtime's own state; see `KernelConfig::reserved_paths`), and commands
+    /// in the default sandbox.
     pub fn host(
         workspace: &std::path::Path,
         reserved: &[std::path::PathBuf],
     ) -> std::io::Result<Providers> {
+        Self::host_with(workspace, reserved, SandboxConfig::default(), None)
+    }
+
+    /// The real providers with the operator's sandbox configuration and runtime binary.
+    pub fn host_with(
+        workspace: &std::path::Path,
+        reserved: &[std::path::PathBuf],
+        sandbox: SandboxConfig,
+        runtime_binary: Option<std::path::PathBuf>,
+    ) -> std::io::Result<Providers> {
         Ok(Providers {
             clock: Arc::new(SystemClock),
             fs: Arc::new(CapFs::open_reserving(workspace, reserved)?),
-            shell: Arc::new(ProcessShell::new(workspace.to_path_buf())),
+            shell: Arc::new(ProcessShell::with_sandbox(
+                workspace.to_path_buf(),
+                sandbox,
+                runtime_binary,
+            )),
             net: Arc::new(HttpNet::new()),
         })
     }

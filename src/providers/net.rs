@@ -107,6 +107,7 @@ impl Net for HttpNet {
         body: Option<&str>,
         limits: FetchLimits,
     ) -> SysResult<FetchResponse> {
+        req.require_method()?;
         let client = self
             .client
             .as_ref()
@@ -258,6 +259,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
+    use crate::kernel::capability::Right;
+
     const LIMITS: FetchLimits = FetchLimits {
         timeout_ms: 5_000,
         max_response_bytes: 1 << 20,
@@ -370,6 +373,18 @@ mod tests {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test]
+    async fn a_read_proof_cannot_send_a_post() {
+        let base = serve().await;
+        let proof =
+            CheckedRequest::for_test_with_right(&format!("{base}/echo"), "POST", Right::Read);
+        let err = HttpNet::new()
+            .fetch(&proof, &[], Some("x"), LIMITS)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "PermissionDenied", "{err}");
     }
 
     #[tokio::test]

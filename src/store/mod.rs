@@ -11,6 +11,7 @@
 pub mod head;
 pub mod ids;
 pub mod layout;
+mod reads;
 pub mod seal;
 pub(crate) mod sealed;
 pub mod writer;
@@ -194,8 +195,9 @@ impl Store {
         self.key_created
     }
 
-    /// The read pool.
-    pub fn pool(&self) -> &SqlitePool {
+    /// The read pool, for the kernel and the store's own queries only: the operator edges
+    /// use the queries in `reads`.
+    pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 

@@ -234,7 +234,7 @@ pub(crate) async fn adopt_unsealed_rows(store: &super::Store) -> Result<(), supe
         actor: "operator".into(),
         action: "integrity.adopt".into(),
         target: "store".into(),
-        decision: "ok".into(),
+        decision: crate::audit::Decision::Ok,
         capability_refs: vec![],
         correlation_id: None,
         parent_seq: None,

@@ -50,7 +50,7 @@ impl TestHost {
     }
 
     pub fn config(&self) -> KernelConfig {
-        KernelConfig::new(self.db_path(), self.workspace())
+        config(self.db_path(), self.workspace())
     }
 }
 
@@ -70,15 +70,19 @@ pub async fn spawn_on(kernel: &Kernel, grants: &[&str]) -> Pid {
         .expect("spawn")
 }
 
+/// A kernel configuration whose commands run in the sandbox built by this build's binary.
+pub fn config(db: std::path::PathBuf, workspace: std::path::PathBuf) -> KernelConfig {
+    let mut config = KernelConfig::new(db, workspace);
+    config.runtime_binary = Some(env!("CARGO_BIN_EXE_agent-libos").into());
+    config
+}
+
 pub async fn host() -> TestHost {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("ws")).unwrap();
-    let kernel = Kernel::open(KernelConfig::new(
-        dir.path().join("state.db"),
-        dir.path().join("ws"),
-    ))
-    .await
-    .expect("open kernel");
+    let kernel = Kernel::open(config(dir.path().join("state.db"), dir.path().join("ws")))
+        .await
+        .expect("open kernel");
     TestHost { dir, kernel }
 }
 
