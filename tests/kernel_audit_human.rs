@@ -298,6 +298,149 @@ async fn wait_pending(kernel: &Kernel) -> agent_libos::kernel::HumanRequest {
     panic!("no pending human request appeared");
 }
 
+/// A kernel that fails fast on a human request, and a process holding `grants`.
+async fn fail_fast(h: &common::TestHost, grants: &[&str]) -> (Kernel, i64) {
+    let mut config = h.config();
+    config.human_mode = HumanMode::FailFast;
+    let kernel = Kernel::open(config).await.unwrap();
+    let grants = grants
+        .iter()
+        .map(|g| agent_libos::kernel::CapabilitySpec::parse_grant(g).unwrap())
+        .collect();
+    let pid = kernel
+        .spawn_root(agent_libos::kernel::SpawnOptions {
+            goal: "ask".into(),
+            grants,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (kernel, pid)
+}
+
+async fn chdir(kernel: &Kernel, pid: i64, path: &str) {
+    let call = agent_libos::kernel::ProcCall::Chdir { path: path.into() };
+    kernel.syscall(pid, Syscall::Proc(call)).await.unwrap();
+}
+
+fn request_of(err: SyscallError) -> String {
+    match err {
+        SyscallError::HumanRequired { request_id, .. } => request_id,
+        other => panic!("expected HumanRequired, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_approval_cannot_be_redirected_by_chdir() {
+    let h = common::host().await;
+    std::fs::create_dir(h.workspace().join("victim")).unwrap();
+    std::fs::write(h.workspace().join("victim/config.txt"), "original").unwrap();
+    let (kernel, pid) = fail_fast(&h, &["fs:**=read", "fs:**=write:ask"]).await;
+    let write = Syscall::Fs(agent_libos::kernel::FsCall::WriteText {
+        path: "config.txt".into(),
+        content: "new settings".into(),
+        overwrite: true,
+    });
+    let approved = request_of(kernel.syscall(pid, write.clone()).await.unwrap_err());
+    let request = kernel.human_request(&approved).await.unwrap().unwrap();
+    assert_eq!(request.payload["context"]["path"], "config.txt");
+    kernel
+        .human_respond(&approved, HumanAnswer::ApproveOnce, "alice")
+        .await
+        .unwrap();
+    // The same call, after a chdir, is another effect: it needs its own approval.
+    chdir(&kernel, pid, "victim").await;
+    let other = request_of(kernel.syscall(pid, write.clone()).await.unwrap_err());
+    assert_ne!(other, approved);
+    let request = kernel.human_request(&other).await.unwrap().unwrap();
+    assert_eq!(request.payload["resource"], "fs:victim/config.txt");
+    assert_eq!(
+        std::fs::read_to_string(h.workspace().join("victim/config.txt")).unwrap(),
+        "original"
+    );
+    // Back where it was approved, the approval applies, once.
+    chdir(&kernel, pid, "..").await;
+    kernel.syscall(pid, write.clone()).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(h.workspace().join("config.txt")).unwrap(),
+        "new settings"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.workspace().join("victim/config.txt")).unwrap(),
+        "original"
+    );
+}
+
+#[tokio::test]
+async fn a_command_approval_is_bound_to_its_directory() {
+    let h = common::host().await;
+    std::fs::create_dir(h.workspace().join("victim")).unwrap();
+    let (kernel, pid) = fail_fast(&h, &["fs:**=read", "shell:touch=execute:ask"]).await;
+    let touch = Syscall::Shell(agent_libos::kernel::ShellCall::Run {
+        argv: vec!["touch".into(), "marker".into()],
+        timeout_ms: None,
+        stdin: None,
+    });
+    let approved = request_of(kernel.syscall(pid, touch.clone()).await.unwrap_err());
+    let request = kernel.human_request(&approved).await.unwrap().unwrap();
+    assert_eq!(request.payload["context"]["cwd"], ".");
+    kernel
+        .human_respond(&approved, HumanAnswer::ApproveOnce, "alice")
+        .await
+        .unwrap();
+    chdir(&kernel, pid, "victim").await;
+    let other = request_of(kernel.syscall(pid, touch).await.unwrap_err());
+    assert_ne!(other, approved);
+    assert!(!h.workspace().join("victim/marker").exists());
+}
+
+#[tokio::test]
+async fn mem_to_file_approval_shows_hash_and_preview() {
+    let h = common::host().await;
+    let (kernel, pid) = fail_fast(&h, &["fs:**=write:ask"]).await;
+    let content = "line one\nline two\n";
+    let id = kernel
+        .syscall(
+            pid,
+            Syscall::Mem(MemCall::Create(ObjectSpec {
+                object_type: "text".into(),
+                payload: json!(content),
+                ..Default::default()
+            })),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = kernel
+        .syscall(
+            pid,
+            Syscall::Mem(MemCall::ToFile {
+                id: id.clone(),
+                path: "out.txt".into(),
+                overwrite: false,
+            }),
+        )
+        .await
+        .unwrap_err();
+    let request = kernel
+        .human_request(&request_of(err))
+        .await
+        .unwrap()
+        .unwrap();
+    let context = &request.payload["context"];
+    assert_eq!(context["path"], "out.txt");
+    assert_eq!(context["bytes"], content.len());
+    assert_eq!(
+        context["sha256"],
+        agent_libos::util::sha256_hex(content.as_bytes())
+    );
+    assert_eq!(context["preview"], content);
+    assert_eq!(context["overwrites"], false);
+    assert_eq!(context["from_object"], id.as_str());
+}
+
 #[tokio::test]
 async fn a_process_has_at_most_a_few_pending_requests() {
     let h = common::host().await;

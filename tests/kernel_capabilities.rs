@@ -463,3 +463,451 @@ async fn unknown_pid_and_bad_arguments_are_clear_errors() {
     let err = Syscall::from_wire(json!({"primitive": "mem.read", "id": 5})).unwrap_err();
     assert!(err.contains("invalid type"), "{err}");
 }
+
+/// A process spawned with the given operator specs (delegable ones marked with `+`).
+async fn spawn_with(h: &common::TestHost, grants: &[&str]) -> i64 {
+    let grants = grants
+        .iter()
+        .map(|g| match g.strip_prefix('+') {
+            Some(g) => CapabilitySpec::parse_grant(g).unwrap().delegable(),
+            None => CapabilitySpec::parse_grant(g).unwrap(),
+        })
+        .collect();
+    h.kernel
+        .spawn_root(agent_libos::kernel::SpawnOptions {
+            goal: "p".into(),
+            grants,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn fork_with(
+    h: &common::TestHost,
+    parent: i64,
+    inherit: &[&str],
+) -> Result<i64, SyscallError> {
+    let inherit = inherit
+        .iter()
+        .map(|g| CapabilitySpec::parse_grant(g).unwrap())
+        .collect();
+    h.kernel
+        .syscall(
+            parent,
+            Syscall::Proc(ProcCall::Fork {
+                goal: None,
+                inherit,
+                budget: None,
+            }),
+        )
+        .await
+        .map(|v| v["pid"].as_i64().unwrap())
+}
+
+/// `from` grants `spec` to its descendant `to` by `cap.grant`.
+async fn cap_grant(
+    h: &common::TestHost,
+    from: i64,
+    to: i64,
+    spec: CapabilitySpec,
+) -> Result<serde_json::Value, SyscallError> {
+    h.kernel
+        .syscall(
+            from,
+            Syscall::Cap(agent_libos::kernel::CapCall::Grant { to, spec }),
+        )
+        .await
+}
+
+fn read_file(path: &str) -> Syscall {
+    Syscall::Fs(agent_libos::kernel::FsCall::ReadText { path: path.into() })
+}
+
+#[tokio::test]
+async fn fork_carries_the_parents_deny() {
+    let h = common::host().await;
+    std::fs::write(h.workspace().join("secret.txt"), "s3cret").unwrap();
+    std::fs::write(h.workspace().join("notes.txt"), "notes").unwrap();
+    let parent = spawn_with(&h, &["+fs:**=read", "fs:secret.txt=read:always_deny"]).await;
+    assert_denied(
+        h.kernel.syscall(parent, read_file("secret.txt")).await,
+        "fs:secret.txt",
+        "read",
+    );
+    let child = fork_with(&h, parent, &["fs:**=read"]).await.unwrap();
+    assert_eq!(
+        h.kernel
+            .syscall(child, read_file("notes.txt"))
+            .await
+            .unwrap(),
+        "notes"
+    );
+    assert_denied(
+        h.kernel.syscall(child, read_file("secret.txt")).await,
+        "fs:secret.txt",
+        "read",
+    );
+    // The parent cannot lift the copied deny: it did not issue it.
+    let copy = h
+        .kernel
+        .capabilities(child)
+        .into_iter()
+        .find(|c| c.policy == Policy::AlwaysDeny)
+        .unwrap();
+    let err = h
+        .kernel
+        .syscall(
+            parent,
+            Syscall::Cap(agent_libos::kernel::CapCall::Revoke { id: copy.id }),
+        )
+        .await;
+    assert_denied(err, &format!("capability:{}", copy.id), "revoke");
+    // Nor can it pass the file on by `cap.grant` to a descendant.
+    let secret = CapabilitySpec::new("fs:secret.txt", &[Right::Read], Policy::AlwaysAllow);
+    cap_grant(&h, parent, child, secret).await.unwrap();
+    assert_denied(
+        h.kernel.syscall(child, read_file("secret.txt")).await,
+        "fs:secret.txt",
+        "read",
+    );
+    // A grandchild inherits the restriction again.
+    let grandchild = fork_with(&h, child, &[]).await.unwrap();
+    let all = CapabilitySpec::new("fs:**", &[Right::Read], Policy::AlwaysAllow);
+    cap_grant(&h, parent, grandchild, all).await.unwrap();
+    assert_denied(
+        h.kernel.syscall(grandchild, read_file("secret.txt")).await,
+        "fs:secret.txt",
+        "read",
+    );
+}
+
+#[tokio::test]
+async fn fork_carries_the_parents_need_to_ask() {
+    let h = common::host().await;
+    std::fs::create_dir(h.workspace().join("keys")).unwrap();
+    std::fs::write(h.workspace().join("keys/id"), "key").unwrap();
+    let parent = spawn_with(&h, &["+fs:**=read", "fs:keys/*=read:ask"]).await;
+    // Whether the child asks for all of `fs:**` or exactly the file, it must ask too.
+    for inherit in ["fs:**=read", "fs:keys/id=read"] {
+        let child = fork_with(&h, parent, &[inherit]).await.unwrap();
+        let err = h.kernel.syscall(child, read_file("keys/id"));
+        let err = tokio::time::timeout(std::time::Duration::from_millis(500), err).await;
+        assert!(
+            err.is_err(),
+            "{inherit}: the child read keys/id without a human"
+        );
+        let pending = h.kernel.human_requests(false).await.unwrap();
+        assert!(
+            pending
+                .iter()
+                .any(|r| r.pid == child && r.payload["resource"] == "fs:keys/id"),
+            "{inherit}: {pending:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn fs_star_does_not_delegate_fs_double_star() {
+    let h = common::host().await;
+    std::fs::create_dir(h.workspace().join("deep")).unwrap();
+    std::fs::write(h.workspace().join("deep/x.txt"), "x").unwrap();
+    let parent = spawn_with(&h, &["+fs:*=read"]).await;
+    for wider in ["fs:**", "fs:deep/*", "fs:deep/x.txt"] {
+        let forked = fork_with(&h, parent, &[&format!("{wider}=read")]).await;
+        assert_denied(forked.map(serde_json::Value::from), wider, "read");
+    }
+    let child = fork_with(&h, parent, &["fs:deep=read"]).await.unwrap();
+    assert_denied(
+        h.kernel.syscall(child, read_file("deep/x.txt")).await,
+        "fs:deep/x.txt",
+        "read",
+    );
+}
+
+#[tokio::test]
+async fn spawn_needs_execute_on_the_image() {
+    let h = common::host().await;
+    let spawn = |image: &str| {
+        Syscall::Proc(ProcCall::Spawn {
+            image: image.into(),
+            goal: "child".into(),
+            budget: None,
+        })
+    };
+    let nobody = h.spawn(&[]).await;
+    assert_denied(
+        h.kernel.syscall(nobody, spawn("base")).await,
+        "image:base",
+        "execute",
+    );
+    let allowed = h.spawn(&["image:base=execute"]).await;
+    h.kernel.syscall(allowed, spawn("base")).await.unwrap();
+    assert_denied(
+        h.kernel.syscall(allowed, spawn("other")).await,
+        "image:other",
+        "execute",
+    );
+}
+
+#[tokio::test]
+async fn unsupported_patterns_are_refused_wherever_a_capability_is_made() {
+    let h = common::host().await;
+    for bad in [
+        "fs:*.env",
+        "fs:a*b",
+        "fs:src/**/x",
+        "fs:{a,b}",
+        "fs:a?",
+        "net:*.example.org",
+        "shell:g[i]t",
+    ] {
+        let spec = CapabilitySpec::new(bad, &[Right::Read], Policy::AlwaysDeny);
+        // Operator grants, at spawn and later.
+        let err = h
+            .kernel
+            .spawn_root(agent_libos::kernel::SpawnOptions {
+                goal: "p".into(),
+                grants: vec![spec.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument", "{bad}: {err}");
+        let pid = spawn_with(
+            &h,
+            &[
+                "+fs:**=read",
+                "+shell:**=read",
+                "+net:**=read",
+                "human:operator=write",
+            ],
+        )
+        .await;
+        assert_eq!(
+            h.kernel.grant(pid, spec.clone()).await.unwrap_err().kind(),
+            "InvalidArgument"
+        );
+        // The `--grant` syntax.
+        assert!(
+            CapabilitySpec::parse_grant(&format!("{bad}=read")).is_err(),
+            "{bad}"
+        );
+        // Delegation by fork and cap.grant.
+        let err = h
+            .kernel
+            .syscall(
+                pid,
+                Syscall::Proc(ProcCall::Fork {
+                    goal: None,
+                    inherit: vec![spec.clone()],
+                    budget: None,
+                }),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument", "{bad}: {err}");
+        let child = fork_with(&h, pid, &[]).await.unwrap();
+        let err = cap_grant(&h, pid, child, spec.clone()).await.unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument", "{bad}: {err}");
+        // A permission request.
+        let err = h
+            .kernel
+            .syscall(
+                pid,
+                Syscall::Human(agent_libos::kernel::HumanCall::RequestPermission {
+                    resource: bad.into(),
+                    rights: vec![Right::Read],
+                    reason: "r".into(),
+                    channel: "operator".into(),
+                }),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument", "{bad}: {err}");
+        // An image manifest.
+        let manifest = format!(
+            "id = \"img\"\nversion = \"1\"\n[[capabilities]]\nresource = \"{bad}\"\nrights = [\"read\"]\n"
+        );
+        assert!(
+            agent_libos::kernel::Image::from_toml(&manifest).is_err(),
+            "{bad}"
+        );
+        let manifest =
+            format!("id = \"img\"\nversion = \"1\"\nrequired_capabilities = [\"{bad}=read\"]\n");
+        assert!(
+            agent_libos::kernel::Image::from_toml(&manifest).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_literal_star_name_never_becomes_a_pattern() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ws")).unwrap();
+    std::fs::write(dir.path().join("ws/**"), "a file named **").unwrap();
+    std::fs::write(dir.path().join("ws/*"), "a file named *").unwrap();
+    std::fs::write(dir.path().join("ws/secret.txt"), "secret").unwrap();
+    let mut config =
+        agent_libos::kernel::KernelConfig::new(dir.path().join("state.db"), dir.path().join("ws"));
+    config.human_mode = agent_libos::kernel::HumanMode::FailFast;
+    let kernel = agent_libos::kernel::Kernel::open(config).await.unwrap();
+    let pid = kernel
+        .spawn_root(agent_libos::kernel::SpawnOptions {
+            goal: "p".into(),
+            grants: vec![CapabilitySpec::parse_grant("fs:**=read:ask").unwrap()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for name in ["**", "*"] {
+        let err = kernel.syscall(pid, read_file(name)).await.unwrap_err();
+        let SyscallError::HumanRequired { request_id, .. } = err else {
+            panic!("{err:?}")
+        };
+        let request = kernel.human_request(&request_id).await.unwrap().unwrap();
+        let shown = format!("fs:{}", name.replace('*', "\\*"));
+        assert_eq!(request.payload["resource"], shown.as_str());
+        kernel
+            .human_respond(
+                &request_id,
+                agent_libos::kernel::HumanAnswer::ApproveAlways,
+                "tester",
+            )
+            .await
+            .unwrap();
+        assert!(kernel.syscall(pid, read_file(name)).await.is_ok());
+        let stored = kernel
+            .capabilities(pid)
+            .into_iter()
+            .any(|c| c.resource == shown);
+        assert!(stored, "the approval is stored as the exact name {shown}");
+    }
+    // Neither approval reaches any other file.
+    let err = kernel
+        .syscall(pid, read_file("secret.txt"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "HumanRequired", "{err:?}");
+}
+
+#[tokio::test]
+async fn mem_find_respects_object_denies() {
+    let h = common::host().await;
+    let admin = h.spawn(&["namespace:team=create,read"]).await;
+    let team = MemCall::CreateNamespace {
+        name: "team".into(),
+    };
+    h.kernel.syscall(admin, Syscall::Mem(team)).await.unwrap();
+    let id = h
+        .kernel
+        .syscall(admin, create(Some("team"), Some("plan")))
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.kernel
+        .syscall(admin, create(Some("team"), Some("public")))
+        .await
+        .unwrap();
+    let reader = h
+        .spawn(&[
+            "namespace:team=read",
+            &format!("object:{id}=read:always_deny"),
+        ])
+        .await;
+    let find = |name: &str| {
+        Syscall::Mem(MemCall::Find {
+            namespace: Some("team".into()),
+            name: name.into(),
+        })
+    };
+    assert_denied(
+        h.kernel
+            .syscall(reader, Syscall::Mem(MemCall::Read { id: id.clone() }))
+            .await,
+        &format!("object:{id}"),
+        "read",
+    );
+    assert_denied(
+        h.kernel.syscall(reader, find("plan")).await,
+        &format!("object:{id}"),
+        "read",
+    );
+    assert_eq!(
+        h.kernel.syscall(reader, find("public")).await.unwrap()["name"],
+        "public"
+    );
+    // The listing does not show the denied object's header either.
+    let list = h
+        .kernel
+        .syscall(
+            reader,
+            Syscall::Mem(MemCall::List {
+                namespace: Some("team".into()),
+            }),
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["public"]);
+    // Without read on the namespace, finding by name reveals nothing about the object.
+    let outsider = h.spawn(&[]).await;
+    assert_denied(
+        h.kernel.syscall(outsider, find("plan")).await,
+        "namespace:team",
+        "read",
+    );
+}
+
+#[tokio::test]
+async fn the_highest_image_version_runs_whatever_the_registration_order() {
+    let h = common::host().await;
+    for version in ["1.10.0", "1.9.0", "1.2.0"] {
+        let manifest = format!("id = \"coder\"\nversion = \"{version}\"\n");
+        h.kernel
+            .register_image(&agent_libos::kernel::Image::from_toml(&manifest).unwrap())
+            .await
+            .unwrap();
+    }
+    assert_eq!(h.kernel.image("coder").await.unwrap().version, "1.10.0");
+    let pid = h.spawn(&["image:coder=execute"]).await;
+    let out = h
+        .kernel
+        .syscall(
+            pid,
+            Syscall::Proc(ProcCall::Exec {
+                image: "coder".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["version"], "1.10.0");
+    let child = h
+        .kernel
+        .syscall(
+            pid,
+            Syscall::Proc(ProcCall::Spawn {
+                image: "coder".into(),
+                goal: "c".into(),
+                budget: None,
+            }),
+        )
+        .await
+        .unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(h.kernel.process(child).unwrap().image_version, "1.10.0");
+    // A fresh runtime on the same database agrees.
+    assert_eq!(
+        h.reopen().await.image("coder").await.unwrap().version,
+        "1.10.0"
+    );
+}

@@ -289,7 +289,7 @@ async fn rollback_does_not_rearm_a_consumed_grant() {
 async fn rollback_revokes_what_was_delegated_from_capabilities_gained_since() {
     let h = common::host().await;
     let k = &h.kernel;
-    let pid = h.spawn(&[]).await;
+    let pid = h.spawn(&["image:base=execute"]).await;
     let ckpt = k.checkpoint_create(pid, "empty").await.unwrap();
     let gained = k
         .grant(

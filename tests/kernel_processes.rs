@@ -51,7 +51,7 @@ async fn sleeping_processes_interleave_deterministically_under_a_paused_clock() 
 #[tokio::test]
 async fn a_parent_waiting_on_a_child_wakes_when_it_ends_and_gets_an_exit_event() {
     let h = common::host().await;
-    let parent = h.spawn(&[]).await;
+    let parent = h.spawn(&["image:base=execute"]).await;
     let child = h
         .kernel
         .syscall(
@@ -263,6 +263,9 @@ async fn budgets_are_divided_among_children_and_enforced() {
                 syscalls: 100,
                 wall_time_ms: 60_000,
             }),
+            grants: vec![
+                agent_libos::kernel::CapabilitySpec::parse_grant("image:base=execute").unwrap(),
+            ],
             ..Default::default()
         })
         .await
@@ -300,7 +303,9 @@ async fn budgets_are_divided_among_children_and_enforced() {
 #[tokio::test]
 async fn every_state_change_survives_reopening_the_database() {
     let h = common::host().await;
-    let pid = h.spawn(&["namespace:shared=create,read,append"]).await;
+    let pid = h
+        .spawn(&["namespace:shared=create,read,append", "image:base=execute"])
+        .await;
     h.kernel
         .syscall(
             pid,

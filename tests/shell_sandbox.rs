@@ -889,6 +889,41 @@ async fn granted_hosts_are_reached_through_the_proxy_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn a_net_deny_holds_for_every_spelling_of_the_destination_through_the_proxy() {
+    let port = http_server();
+    let h = common::host().await;
+    let fetch = attempt(&format!(
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/', timeout=5).read())"
+    ));
+    // Allowed by the literal address, denied by another name of the same machine: the deny
+    // wins, whichever spelling each rule uses.
+    for deny in [
+        "net:localhost=write:deny",
+        "net:loopback=write:deny",
+        "net:[::1]=write:deny",
+    ] {
+        let pid = h
+            .spawn(&[
+                "shell:python3 -c=execute",
+                &format!("net:127.0.0.1:{port}=write"),
+                deny,
+            ])
+            .await;
+        let (_, out) = py(&h.kernel, pid, &fetch).await;
+        assert!(
+            out.contains("HTTPError") && !out.contains("b'hello'"),
+            "{deny}: {out}"
+        );
+        let detail = last_shell_audit(&h).await;
+        let reason = detail["result"]["connections"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(reason.contains("denies"), "{deny}: {detail}");
+    }
+}
+
+#[tokio::test]
 async fn common_tools_work_inside_the_sandbox() {
     let h = common::host().await;
     std::fs::create_dir_all(h.workspace().join("proj")).unwrap();

@@ -87,14 +87,19 @@ export interface Budget {
 }
 
 export interface FsApi {
+  /** Reads and writes move at most 16 MiB per call and 1 GiB per process by default
+   * (`LimitExceeded` with limit `fs_bytes`); a larger file is refused, not truncated. */
   readText(path: string): Promise<string>;
   /** The kernel's base64 answer decoded to bytes. */
   readBytes(path: string): Promise<Uint8Array>;
   writeText(path: string, content: string, options?: { overwrite?: boolean }): Promise<unknown>;
   appendText(path: string, content: string): Promise<unknown>;
+  /** Only the entries the process may read are listed. */
   list(path?: string): Promise<unknown>;
   mkdir(path: string, options?: { recursive?: boolean }): Promise<unknown>;
   deleteFile(path: string): Promise<unknown>;
+  /** Recursive: needs delete on the directory and on every entry inside; one entry the
+   * process may not delete refuses the whole call before anything is removed. */
   deleteDir(path: string, options?: { recursive?: boolean }): Promise<unknown>;
 }
 

@@ -10,64 +10,76 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::args::ToolRunArgs;
-use crate::kernel::capability::{CapabilitySpec, Policy, Right};
+use crate::kernel::capability::{validate_resource, CapabilitySpec, Policy, Right};
 use crate::kernel::paths;
 
 /// The capabilities `args` ask for, in flag order (allows, then denies, then `--grant`s).
+/// A value the capability matcher does not support (`*.env`, `a*b`, `{a,b}`, …) is an error
+/// naming the flag, never a rule that silently matches nothing.
 pub fn from_flags(args: &ToolRunArgs, workspace: &Path) -> Result<Vec<CapabilitySpec>> {
     let mut out = Vec::new();
     let allow = Policy::AlwaysAllow;
     let deny = Policy::AlwaysDeny;
-    for (values, right, policy) in [
-        (&args.allow_read, Right::Read, allow),
-        (&args.allow_write, Right::Write, allow),
-        (&args.deny_read, Right::Read, deny),
-        (&args.deny_write, Right::Write, deny),
+    for (flag, values, right, policy) in [
+        ("--allow-read", &args.allow_read, Right::Read, allow),
+        ("--allow-write", &args.allow_write, Right::Write, allow),
+        ("--deny-read", &args.deny_read, Right::Read, deny),
+        ("--deny-write", &args.deny_write, Right::Write, deny),
     ] {
         for value in values {
-            for resource in fs_resources(value, workspace)? {
-                out.push(CapabilitySpec::new(resource, &[right], policy));
+            for resource in
+                fs_resources(value, workspace).with_context(|| format!("{flag}={value}"))?
+            {
+                push(&mut out, flag, resource, &[right], policy)?;
             }
         }
     }
     for cmd in &args.allow_run {
-        if cmd.trim().is_empty() {
+        if matches!(cmd.trim(), "" | "*" | "**") {
             bail!(
                 "--allow-run needs the commands to allow, e.g. --allow-run=git,cargo (a blanket shell allow is not offered)"
             );
         }
-        out.push(CapabilitySpec::new(
+        push(
+            &mut out,
+            "--allow-run",
             format!("shell:{cmd}"),
             &[Right::Execute],
             allow,
-        ));
+        )?;
     }
     for cmd in &args.deny_run {
-        out.push(CapabilitySpec::new(
+        push(
+            &mut out,
+            "--deny-run",
             format!("shell:{cmd}"),
             &[Right::Execute],
             deny,
-        ));
+        )?;
     }
-    for (values, policy) in [(&args.allow_net, allow), (&args.deny_net, deny)] {
+    for (flag, values, policy) in [
+        ("--allow-net", &args.allow_net, allow),
+        ("--deny-net", &args.deny_net, deny),
+    ] {
         for host in values {
             if host.contains("://") || host.contains('/') {
                 bail!("--allow-net/--deny-net take HOST or HOST:PORT, not a URL: '{host}' (e.g. --allow-net=example.org:443)");
             }
-            out.push(CapabilitySpec::new(
+            push(
+                &mut out,
+                flag,
                 format!("net:{host}"),
                 &[Right::Read, Right::Write],
                 policy,
-            ));
+            )?;
         }
     }
-    for (values, policy) in [(&args.allow_env, allow), (&args.deny_env, deny)] {
+    for (flag, values, policy) in [
+        ("--allow-env", &args.allow_env, allow),
+        ("--deny-env", &args.deny_env, deny),
+    ] {
         for var in values {
-            out.push(CapabilitySpec::new(
-                format!("env:{var}"),
-                &[Right::Read],
-                policy,
-            ));
+            push(&mut out, flag, format!("env:{var}"), &[Right::Read], policy)?;
         }
     }
     for grant in &args.grant {
@@ -78,7 +90,21 @@ pub fn from_flags(args: &ToolRunArgs, workspace: &Path) -> Result<Vec<Capability
     Ok(out)
 }
 
-/// `fs:` resources for one path flag value.
+/// Adds one flag's capability after checking its resource.
+fn push(
+    out: &mut Vec<CapabilitySpec>,
+    flag: &str,
+    resource: String,
+    rights: &[Right],
+    policy: Policy,
+) -> Result<()> {
+    validate_resource(&resource).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    out.push(CapabilitySpec::new(resource, rights, policy));
+    Ok(())
+}
+
+/// `fs:` resources for one path flag value: a path (a directory covers its tree), or a
+/// pattern (`dir/*`, `dir/**`, `**`; `\*` for a literal `*`), checked by the caller.
 fn fs_resources(value: &str, workspace: &Path) -> Result<Vec<String>> {
     let value = value.trim();
     if value.is_empty() || value == "**" || value == "." || value == "./" {
@@ -101,7 +127,7 @@ fn fs_resources(value: &str, workspace: &Path) -> Result<Vec<String>> {
     if rel.is_empty() {
         return Ok(vec!["fs:**".into()]);
     }
-    if rel.contains('*') {
+    if rel.contains(['*', '?', '[', ']', '{', '}', '\\']) {
         return Ok(vec![format!("fs:{rel}")]);
     }
     let norm = paths::normalize(".", rel).map_err(|e| anyhow::anyhow!("path '{value}': {e}"))?;
@@ -189,11 +215,69 @@ mod tests {
     }
 
     #[test]
-    fn blanket_run_is_refused() {
+    fn unsupported_patterns_are_refused_naming_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        for (set, value) in [
+            (0, "*.env"),
+            (0, "src/**/x"),
+            (1, "a?b"),
+            (2, "*.example.org"),
+            (2, "127.1"),
+            (3, "[ab]"),
+        ] {
+            let mut args = run_args();
+            let field = match set {
+                0 => &mut args.deny_read,
+                1 => &mut args.allow_write,
+                2 => &mut args.deny_net,
+                _ => &mut args.allow_read,
+            };
+            field.push(value.into());
+            let err = format!("{:#}", from_flags(&args, dir.path()).unwrap_err());
+            assert!(err.contains("--"), "{value}: {err}");
+            assert!(err.contains(value), "{value}: {err}");
+        }
+        // A literal star is written escaped, and names only that file.
         let mut args = run_args();
-        args.allow_run = vec![String::new()];
-        let err = from_flags(&args, Path::new(".")).unwrap_err().to_string();
-        assert!(err.contains("--allow-run=git"), "{err}");
+        args.allow_read = vec![r"notes/\*".into()];
+        let specs = from_flags(&args, dir.path()).unwrap();
+        assert_eq!(specs[0].resource, r"fs:notes/\*");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// No flag value makes the CLI's grant parsing panic, and every capability it
+        /// accepts has a valid resource.
+        #[test]
+        fn flag_values_never_panic(value in "\\PC{0,24}", flag in 0usize..6) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut args = run_args();
+            let field = match flag {
+                0 => &mut args.allow_read,
+                1 => &mut args.deny_write,
+                2 => &mut args.allow_run,
+                3 => &mut args.deny_net,
+                4 => &mut args.allow_env,
+                _ => &mut args.grant,
+            };
+            field.push(value);
+            if let Ok(specs) = from_flags(&args, dir.path()) {
+                for spec in specs {
+                    proptest::prop_assert!(validate_resource(&spec.resource).is_ok(), "{}", spec.resource);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blanket_run_is_refused() {
+        for blanket in ["", "*", "**"] {
+            let mut args = run_args();
+            args.allow_run = vec![blanket.into()];
+            let err = from_flags(&args, Path::new(".")).unwrap_err().to_string();
+            assert!(err.contains("--allow-run=git"), "{err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! be spent on a write. (Tests of providers use the `for_test` constructors, compiled only
 //! under `cfg(test)`.)
 
+// `core::net`: address values only; the kernel performs no network I/O.
+use core::net::SocketAddr;
+
 use serde_json::Value;
 
 use super::capability::{Pid, Right};
@@ -46,9 +49,9 @@ impl CheckedPath {
         self.right
     }
 
-    /// The resource string this path was checked as.
+    /// The resource string this path was checked as (special characters escaped).
     pub fn resource(&self) -> String {
-        format!("fs:{}", self.rel)
+        super::resource::exact("fs", &self.rel)
     }
 
     /// Fails unless this proof was checked for `needed`: what a provider calls before an
@@ -105,24 +108,34 @@ impl CheckedCommand {
     /// Fails unless this proof was checked for `needed`.
     pub fn require(&self, needed: Right) -> SysResult<()> {
         let program = self.argv.first().map(String::as_str).unwrap_or("");
-        require(&format!("shell:{program}"), self.right, needed)
+        require(
+            &super::resource::exact("shell", program),
+            self.right,
+            needed,
+        )
     }
 }
 
-/// A URL and method the kernel authorized (host and port on the allowlist): `read` for
-/// `GET`/`HEAD`, `write` for any other method.
+/// A URL and method the kernel authorized (every identity of its destination checked):
+/// `read` for `GET`/`HEAD`, `write` for any other method; with the addresses its host
+/// resolved to when it was checked — the provider connects to those, never resolving the
+/// name again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "a checked request must be sent by the effect it was checked for"]
 pub struct CheckedRequest {
     url: String,
     method: String,
     right: Right,
+    addrs: Vec<SocketAddr>,
 }
 
 impl CheckedRequest {
     #[cfg(test)]
-    pub fn for_test(url: &str, method: &str) -> Self {
-        Self::for_test_with_right(url, method, request_right(method))
+    pub fn for_test(url: &str, method: &str, addrs: &[SocketAddr]) -> Self {
+        CheckedRequest {
+            addrs: addrs.to_vec(),
+            ..Self::for_test_with_right(url, method, request_right(method))
+        }
     }
 
     /// A request proof checked for an arbitrary right: for tests that providers refuse a
@@ -133,6 +146,7 @@ impl CheckedRequest {
             url: url.into(),
             method: method.into(),
             right,
+            addrs: Vec::new(),
         }
     }
 
@@ -147,6 +161,11 @@ impl CheckedRequest {
     /// The right this request was checked for.
     pub fn right(&self) -> Right {
         self.right
+    }
+
+    /// The addresses the host resolved to when it was checked (for an address, itself).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Fails unless this proof was checked for the right its method needs.
@@ -203,7 +222,9 @@ impl Kernel {
     }
 
     /// Authorizes `execute` on each of `commands` (the resources of every command `argv`
-    /// runs, nested ones included), and returns the proof to run `argv` in `pid`'s cwd.
+    /// runs, nested ones included), and returns the proof to run `argv` in `pid`'s cwd. The
+    /// directory is fixed before any approval and shown to it (`context` receives it): the
+    /// command runs where it was approved to run, whatever the process does meanwhile.
     pub(crate) async fn authorize_command(
         &self,
         pid: Pid,
@@ -211,19 +232,8 @@ impl Kernel {
         commands: &[String],
         call: &dyn Primitive,
         scope: &mut Scope,
-        context: impl Fn() -> SysResult<Value>,
+        context: impl Fn(&str) -> SysResult<Value>,
     ) -> SysResult<CheckedCommand> {
-        for resource in commands {
-            self.authorize(
-                pid,
-                std::slice::from_ref(resource),
-                Right::Execute,
-                call,
-                scope,
-                &context,
-            )
-            .await?;
-        }
         let cwd_rel = self
             .inner
             .state
@@ -231,6 +241,17 @@ impl Kernel {
             .process(pid)
             .map(|p| p.cwd.clone())
             .unwrap_or_else(|| ".".into());
+        for resource in commands {
+            self.authorize(
+                pid,
+                std::slice::from_ref(resource),
+                Right::Execute,
+                call,
+                scope,
+                || context(&cwd_rel),
+            )
+            .await?;
+        }
         Ok(CheckedCommand {
             argv: argv.to_vec(),
             cwd_rel,
@@ -238,8 +259,9 @@ impl Kernel {
         })
     }
 
-    /// Authorizes the right `method` needs on the first of `resources` a capability covers
-    /// (see [`Kernel::authorize`]), and returns the proof to send the request.
+    /// Authorizes the right `method` needs on `resources`, every identity of the
+    /// destination resolved to `addrs` (see [`Kernel::authorize`]: a deny on any wins), and
+    /// returns the proof to send the request to those addresses.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn authorize_request(
         &self,
@@ -247,6 +269,7 @@ impl Kernel {
         url: &str,
         method: &str,
         resources: &[String],
+        addrs: Vec<SocketAddr>,
         call: &dyn Primitive,
         scope: &mut Scope,
         context: impl FnOnce() -> SysResult<Value>,
@@ -258,7 +281,22 @@ impl Kernel {
             url: url.to_string(),
             method: method.to_string(),
             right,
+            addrs,
         })
+    }
+
+    /// Authorizes `right` on one entry below a directory the call already authorized,
+    /// without asking anyone (see [`Kernel::authorize_entry`]), and returns its proof.
+    pub(crate) fn authorize_tree_entry(
+        &self,
+        pid: Pid,
+        rel: String,
+        right: Right,
+        scope: &mut Scope,
+    ) -> SysResult<CheckedPath> {
+        let checked = CheckedPath { rel, right };
+        self.authorize_entry(pid, &checked.resource(), right, scope)?;
+        Ok(checked)
     }
 }
 
@@ -307,7 +345,7 @@ mod tests {
         assert!(err.to_string().contains("checked it for read"), "{err}");
         let get = CheckedRequest::for_test_with_right("http://h/x", "POST", Right::Read);
         assert_eq!(get.require_method().unwrap_err().kind(), "PermissionDenied");
-        assert!(CheckedRequest::for_test("http://h/x", "head")
+        assert!(CheckedRequest::for_test("http://h/x", "head", &[])
             .require_method()
             .is_ok());
     }

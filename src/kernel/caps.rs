@@ -2,7 +2,8 @@
 
 use serde_json::json;
 
-use super::capability::{validate_resource, Pid, Right};
+use super::capability::{Capability, Pid, Right};
+use super::delegation::delegate;
 use super::error::{SysResult, SyscallError};
 use super::image::Image;
 use super::scope::{Done, Scope};
@@ -22,10 +23,6 @@ impl Kernel {
                 Ok(Done::new(json!(caps), format!("process:{pid}")))
             }
             CapCall::Grant { to, spec } => {
-                validate_resource(&spec.resource).map_err(SyscallError::invalid)?;
-                if spec.rights.is_empty() {
-                    return Err(SyscallError::invalid("rights must not be empty"));
-                }
                 let descendant = self.inner.state.lock().is_ancestor(pid, *to);
                 if !descendant {
                     return Err(SyscallError::denied_because(
@@ -34,17 +31,25 @@ impl Kernel {
                         "a process may grant only to its descendants",
                     ));
                 }
-                let cap = {
+                let caps = {
                     let state = self.inner.state.lock();
-                    super::proc_calls::attenuate(state.caps_of(pid), spec, self.now())?
+                    delegate(state.caps_of(pid), spec, self.now())?
                 };
-                scope.caps.extend(cap.parent);
-                let cap = super::capability::Capability {
-                    subject: *to,
-                    ..cap
-                };
-                let id = self.insert_capability(cap, &format!("pid:{pid}")).await?;
-                Ok(Done::new(json!({"id": id}), spec.resource.clone()))
+                scope.caps.extend(caps.iter().filter_map(|c| c.parent));
+                let caps = caps
+                    .into_iter()
+                    .map(|cap| Capability {
+                        subject: *to,
+                        ..cap
+                    })
+                    .collect();
+                let ids = self
+                    .insert_capabilities(caps, &format!("pid:{pid}"))
+                    .await?;
+                Ok(Done::new(
+                    json!({"id": ids.first(), "restrictions": ids.get(1..)}),
+                    spec.resource.clone(),
+                ))
             }
             CapCall::Revoke { id } => {
                 let issuer = {
@@ -85,7 +90,7 @@ impl Kernel {
         let image = Image::from_toml(manifest).map_err(SyscallError::invalid)?;
         self.authorize_one(
             pid,
-            format!("image:{}", image.id),
+            super::resource::exact("image", &image.id),
             Right::Write,
             call,
             scope,

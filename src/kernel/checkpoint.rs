@@ -1013,7 +1013,6 @@ impl Kernel {
             started_at: now,
             cancel_requested: false,
             generation: 0,
-            fs_bytes: 0,
         };
         let mut batch = WriteBatch::default();
         persist::insert_process(&mut batch, &process, now);

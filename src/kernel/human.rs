@@ -3,7 +3,10 @@
 //!
 //! Only the operator API ([`Kernel::human_respond`]) answers a request; no syscall can, so an
 //! agent can never approve its own request. An approval of an `ask_each_time` call applies
-//! to that pending call only (its request id and the SHA-256 of its exact arguments).
+//! to that pending call only: its request id, and the SHA-256 of its exact arguments together
+//! with the resolved target and what the human was shown (the path after the working
+//! directory, the command's directory, the addresses a URL resolved to, the content's hash).
+//! An approval granted `always` is stored as the exact resource that was shown.
 
 use std::collections::HashMap;
 
@@ -196,6 +199,14 @@ impl Kernel {
         context: Value,
         scope: &mut Scope,
     ) -> SysResult<()> {
+        // Bound to the effect as resolved, not the call as written: the same arguments after
+        // a `chdir`, or a name that now resolves elsewhere, are another effect and need their
+        // own approval.
+        let binding = crate::util::sha256_hex(
+            json!([call.args_hash(), resource, right, context])
+                .to_string()
+                .as_bytes(),
+        );
         // Kept as long as the request is: credentials in it only as length + SHA-256.
         let payload = json!({
             "primitive": call.name(),
@@ -210,7 +221,7 @@ impl Kernel {
                 RequestKind::Approval,
                 "operator",
                 payload,
-                call.args_hash(),
+                binding,
                 scope,
             )
             .await?;
@@ -802,8 +813,14 @@ impl Kernel {
     ) -> SysResult<Done> {
         match call {
             HumanCall::Output { message, channel } => {
-                self.authorize_one(pid, format!("human:{channel}"), Right::Write, call, scope)
-                    .await?;
+                self.authorize_one(
+                    pid,
+                    super::resource::exact("human", channel),
+                    Right::Write,
+                    call,
+                    scope,
+                )
+                .await?;
                 let id = crate::util::new_id("hr");
                 let mut batch = WriteBatch::default();
                 self.insert_request(
@@ -826,8 +843,14 @@ impl Kernel {
                 choices,
                 channel,
             } => {
-                self.authorize_one(pid, format!("human:{channel}"), Right::Write, call, scope)
-                    .await?;
+                self.authorize_one(
+                    pid,
+                    super::resource::exact("human", channel),
+                    Right::Write,
+                    call,
+                    scope,
+                )
+                .await?;
                 let payload = json!({"question": question, "choices": choices});
                 let (id, answer) = self
                     .request_answer(

@@ -129,6 +129,42 @@ impl Image {
     }
 }
 
+/// Orders image versions: dot-separated parts compared numerically when both are numbers
+/// (`1.10` > `1.9`), as text otherwise; a version with a `-` suffix (a pre-release, `2.0-rc1`)
+/// comes before the same version without it; more parts beat fewer (`1.0.1` > `1.0`).
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let split = |v: &str| -> (String, Option<String>) {
+        let v = v.trim().trim_start_matches(['v', 'V']);
+        let v = v.split_once('+').map_or(v, |(core, _build)| core);
+        match v.split_once('-') {
+            Some((core, pre)) => (core.to_string(), Some(pre.to_string())),
+            None => (v.to_string(), None),
+        }
+    };
+    let parts = |v: &str| -> Vec<String> { v.split('.').map(str::to_string).collect() };
+    let part_cmp = |x: &str, y: &str| match (x.parse::<u64>(), y.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        (Ok(_), Err(_)) => Ordering::Less,
+        (Err(_), Ok(_)) => Ordering::Greater,
+        (Err(_), Err(_)) => x.cmp(y),
+    };
+    let list_cmp = |xs: &[String], ys: &[String]| {
+        xs.iter()
+            .zip(ys)
+            .map(|(x, y)| part_cmp(x, y))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| xs.len().cmp(&ys.len()))
+    };
+    let ((a_core, a_pre), (b_core, b_pre)) = (split(a), split(b));
+    list_cmp(&parts(&a_core), &parts(&b_core)).then_with(|| match (a_pre, b_pre) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(x), Some(y)) => list_cmp(&parts(&x), &parts(&y)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +188,24 @@ rights = ["read"]
         assert_eq!(image.limits.cpu_ms, 500);
         assert_eq!(image.limits.heap_mb, 64);
         assert_eq!(image.capabilities.len(), 1);
+    }
+
+    #[test]
+    fn versions_order_by_number_not_by_text() {
+        use std::cmp::Ordering::*;
+        for (a, b, want) in [
+            ("1.10", "1.9", Greater),
+            ("2", "10", Less),
+            ("1.0.1", "1.0", Greater),
+            ("1.0", "1.0", Equal),
+            ("2.0-rc1", "2.0", Less),
+            ("2.0-rc.2", "2.0-rc.10", Less),
+            ("v1.2", "1.3", Less),
+            ("1.0+build5", "1.0", Equal),
+        ] {
+            assert_eq!(compare_versions(a, b), want, "{a} vs {b}");
+            assert_eq!(compare_versions(b, a), want.reverse(), "{b} vs {a}");
+        }
     }
 
     #[test]

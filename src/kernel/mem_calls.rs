@@ -6,10 +6,12 @@
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::capability::{Pid, Right};
+use super::capability::{Decision, Pid, Right};
 use super::error::{SysResult, SyscallError};
+use super::fs_calls::write_context;
 use super::persist;
 use super::process::own_namespace;
+use super::resource;
 use super::scope::{Done, Scope};
 use super::syscall::{MemCall, ObjectSpec, Primitive};
 use super::Kernel;
@@ -28,8 +30,14 @@ impl Kernel {
         match call {
             MemCall::CreateNamespace { name } => {
                 check_namespace_name(name)?;
-                self.authorize_one(pid, format!("namespace:{name}"), Right::Create, call, scope)
-                    .await?;
+                self.authorize_one(
+                    pid,
+                    resource::exact("namespace", name),
+                    Right::Create,
+                    call,
+                    scope,
+                )
+                .await?;
                 let mut batch = WriteBatch::default();
                 persist::insert_namespace(&mut batch, name, Some(pid), self.now());
                 if self.namespace_exists(name).await? {
@@ -39,8 +47,14 @@ impl Kernel {
             }
             MemCall::List { namespace } => {
                 let ns = namespace.clone().unwrap_or_else(|| own_namespace(pid));
-                self.authorize_one(pid, format!("namespace:{ns}"), Right::Read, call, scope)
-                    .await?;
+                self.authorize_one(
+                    pid,
+                    resource::exact("namespace", &ns),
+                    Right::Read,
+                    call,
+                    scope,
+                )
+                .await?;
                 let rows = sqlx::query(
                     "SELECT id, name, type, title, summary, tags, mime, appendable, created_by, created_at \
                      FROM objects WHERE namespace = ? ORDER BY created_at, id",
@@ -48,10 +62,19 @@ impl Kernel {
                 .bind(&ns)
                 .fetch_all(self.inner.store.pool())
                 .await?;
-                let list: Vec<Value> = rows
-                    .iter()
-                    .map(|r| header_json(r, &ns))
-                    .collect::<SysResult<_>>()?;
+                let mut list = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    // A header (title, summary, tags) is the object's own: it shows only if
+                    // the caller may read that object.
+                    let id: String = row.try_get("id")?;
+                    let names = [
+                        resource::exact("object", &id),
+                        resource::exact("namespace", &ns),
+                    ];
+                    if self.visible(pid, &names, Right::Read, scope) {
+                        list.push(header_json(row, &ns)?);
+                    }
+                }
                 let count = list.len();
                 Ok(Done::new(json!(list), format!("namespace:{ns}"))
                     .detail(json!({"objects": count})))
@@ -66,16 +89,34 @@ impl Kernel {
             }
             MemCall::Find { namespace, name } => {
                 let ns = namespace.clone().unwrap_or_else(|| own_namespace(pid));
-                self.authorize_one(pid, format!("namespace:{ns}"), Right::Read, call, scope)
-                    .await?;
+                let ns_resource = resource::exact("namespace", &ns);
                 let id: Option<String> =
                     sqlx::query_scalar("SELECT id FROM objects WHERE namespace = ? AND name = ?")
                         .bind(&ns)
                         .bind(name)
                         .fetch_optional(self.inner.store.pool())
                         .await?;
-                let id =
-                    id.ok_or_else(|| SyscallError::NotFound(format!("object '{name}' in {ns}")))?;
+                let may_list = matches!(
+                    self.peek(pid, std::slice::from_ref(&ns_resource), Right::Read),
+                    Decision::Matched(_)
+                );
+                let Some(id) = id.filter(|_| may_list) else {
+                    // Without read on the namespace the name reveals nothing, found or not.
+                    self.authorize_one(pid, ns_resource, Right::Read, call, scope)
+                        .await?;
+                    return Err(SyscallError::NotFound(format!("object '{name}' in {ns}")));
+                };
+                // Finding by name is reading: the object's own capability decides, as for
+                // `mem.read`.
+                self.authorize(
+                    pid,
+                    &[resource::exact("object", &id), ns_resource],
+                    Right::Read,
+                    call,
+                    scope,
+                    || Ok(json!({"object": id, "name": name})),
+                )
+                .await?;
                 let object = self.load_object(&id, &ns).await?;
                 Ok(Done::new(object, format!("object:{id}")))
             }
@@ -122,7 +163,7 @@ impl Kernel {
                 let p = self
                     .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
-                let bytes = self.read_bounded(pid, &p)?;
+                let bytes = self.read_file(pid, &p).await?;
                 let text = String::from_utf8(bytes)
                     .map_err(|_| SyscallError::invalid(format!("{} is not UTF-8 text", p.rel())))?;
                 let spec = ObjectSpec {
@@ -149,18 +190,28 @@ impl Kernel {
                     Value::String(s) => s.clone(),
                     other => serde_json::to_string_pretty(other).unwrap_or_default(),
                 };
-                self.check_fs_write(pid, path, content.len())?;
+                self.check_fs_bytes(pid, "the object's content", content.len() as u64)?;
                 let fs = self.providers().fs.clone();
                 let p = self
                     .authorize_path(pid, path, Right::Write, call, scope, |p| {
-                        Ok(json!({"path": p.rel(), "bytes": content.len(), "from_object": id, "overwrite": overwrite}))
+                        write_context(
+                            fs.as_ref(),
+                            p,
+                            &content,
+                            *overwrite,
+                            json!({"from_object": id}),
+                        )
                     })
                     .await?;
                 self.intent_point(call, scope).await?;
-                let replaced = fs.write(&p, content.as_bytes(), *overwrite)?;
-                self.charge_fs(pid, content.len() as u64);
+                let replaced = self.write_file(pid, &p, &content, *overwrite).await?;
                 Ok(Done::new(
-                    json!({"path": p.rel(), "bytes": content.len(), "overwritten": replaced}),
+                    json!({
+                        "path": p.rel(),
+                        "bytes": content.len(),
+                        "sha256": crate::util::sha256_hex(content.as_bytes()),
+                        "overwritten": replaced,
+                    }),
                     p.resource(),
                 ))
             }
@@ -175,8 +226,14 @@ impl Kernel {
         scope: &mut Scope,
     ) -> SysResult<Done> {
         let ns = spec.namespace.clone().unwrap_or_else(|| own_namespace(pid));
-        self.authorize_one(pid, format!("namespace:{ns}"), Right::Create, call, scope)
-            .await?;
+        self.authorize_one(
+            pid,
+            resource::exact("namespace", &ns),
+            Right::Create,
+            call,
+            scope,
+        )
+        .await?;
         if spec.object_type.is_empty() {
             return Err(SyscallError::invalid("object type must not be empty"));
         }
@@ -249,13 +306,16 @@ impl Kernel {
             .fetch_optional(self.inner.store.pool())
             .await?;
         let Some(ns) = ns else {
-            self.authorize_one(pid, format!("object:{id}"), right, call, scope)
+            self.authorize_one(pid, resource::exact("object", id), right, call, scope)
                 .await?;
             return Err(SyscallError::NotFound(format!("object {id}")));
         };
         self.authorize(
             pid,
-            &[format!("object:{id}"), format!("namespace:{ns}")],
+            &[
+                resource::exact("object", id),
+                resource::exact("namespace", &ns),
+            ],
             right,
             call,
             scope,

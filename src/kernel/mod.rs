@@ -12,14 +12,17 @@ pub mod capability;
 pub mod command;
 pub mod error;
 pub mod image;
+pub mod netid;
 pub mod paths;
 pub mod process;
+pub mod resource;
 pub mod sandbox_policy;
 pub mod syscall;
 
 mod authorize;
 mod caps;
 mod checkpoint;
+mod delegation;
 mod dispatch;
 mod events;
 mod fs_calls;
@@ -41,7 +44,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::providers::{FetchLimits, Providers, SandboxConfig, ShellLimits};
+use crate::providers::{FetchLimits, FsLimits, Providers, SandboxConfig, ShellLimits};
 use crate::store::ids::IdBlock;
 use crate::store::{Durability, Store, StoreError};
 
@@ -51,7 +54,6 @@ pub use checkpoint::{
     RollbackReport, CHECKPOINT_FORMAT,
 };
 pub use error::{SysResult, SyscallError, WireError};
-pub use fs_calls::FsLimits;
 pub use human::{HumanAnswer, HumanRequest, RequestKind, RequestStatus};
 pub use image::{Image, ToolLimits};
 pub use operator::{ProcessCtx, SpawnOptions};

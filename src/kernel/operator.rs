@@ -19,7 +19,7 @@ use crate::store::WriteBatch;
 /// How the operator creates a root process.
 #[derive(Debug, Clone, Default)]
 pub struct SpawnOptions {
-    /// Image id (latest registered version); `None` for the built-in `base` image.
+    /// Image id (its highest registered version); `None` for the built-in `base` image.
     pub image: Option<String>,
     pub goal: String,
     /// Capabilities granted on top of the image's initial ones.
@@ -131,7 +131,6 @@ impl Kernel {
                 started_at: now,
                 cancel_requested: false,
                 generation: 0,
-                fs_bytes: 0,
             };
             persist::insert_process(&mut batch, &process, now);
             let ns = own_namespace(pid);
@@ -399,39 +398,56 @@ impl Kernel {
     }
 
     /// Stores a capability for its subject (which must be live); returns its id.
-    pub(crate) async fn insert_capability(
+    pub(crate) async fn insert_capability(&self, cap: Capability, actor: &str) -> SysResult<i64> {
+        let ids = self.insert_capabilities(vec![cap], actor).await?;
+        Ok(ids[0])
+    }
+
+    /// Stores capabilities for their subjects (which must be live) in one commit, one audit
+    /// record each; returns their ids.
+    pub(crate) async fn insert_capabilities(
         &self,
-        mut cap: Capability,
+        caps: Vec<Capability>,
         actor: &str,
-    ) -> SysResult<i64> {
+    ) -> SysResult<Vec<i64>> {
         let now = self.now();
         let mut batch = WriteBatch::default();
-        cap.id = self.new_cap_id().await?;
+        let mut stored = Vec::with_capacity(caps.len());
+        for mut cap in caps {
+            cap.id = self.new_cap_id().await?;
+            stored.push(cap);
+        }
         {
             let state = self.inner.state.lock();
-            match state.process(cap.subject) {
-                None => return Err(SyscallError::NotFound(format!("process {}", cap.subject))),
-                Some(p) if p.status.is_terminal() => {
-                    return Err(SyscallError::IllegalState(format!(
-                        "process {} is {}",
-                        cap.subject, p.status
-                    )))
+            for cap in &stored {
+                match state.process(cap.subject) {
+                    None => return Err(SyscallError::NotFound(format!("process {}", cap.subject))),
+                    Some(p) if p.status.is_terminal() => {
+                        return Err(SyscallError::IllegalState(format!(
+                            "process {} is {}",
+                            cap.subject, p.status
+                        )))
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
-            persist::insert_cap(&mut batch, &cap, now, self.inner.store.sealer());
+            for cap in &stored {
+                persist::insert_cap(&mut batch, cap, now, self.inner.store.sealer());
+            }
         }
-        let batch = batch.audit(AuditEntry {
-            ts: now,
-            actor: actor.to_string(),
-            action: "cap.grant".into(),
-            target: cap.resource.clone(),
-            decision: Decision::Ok,
-            capability_refs: vec![cap.id],
-            correlation_id: None,
-            parent_seq: None,
-            detail: json!({"subject": cap.subject, "rights": cap.rights, "policy": cap.policy, "parent": cap.parent}),
-        });
+        for cap in &stored {
+            batch = batch.audit(AuditEntry {
+                ts: now,
+                actor: actor.to_string(),
+                action: "cap.grant".into(),
+                target: cap.resource.clone(),
+                decision: Decision::Ok,
+                capability_refs: vec![cap.id],
+                correlation_id: None,
+                parent_seq: None,
+                detail: json!({"subject": cap.subject, "rights": cap.rights, "policy": cap.policy, "parent": cap.parent}),
+            });
+        }
         self.inner
             .store
             .commit(batch)
@@ -439,13 +455,15 @@ impl Kernel {
             .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
         // A grant takes effect only once it is durable, and only for a live subject.
         let mut state = self.inner.state.lock();
-        if state
-            .process(cap.subject)
-            .is_some_and(|p| !p.status.is_terminal())
-        {
-            state.caps.entry(cap.subject).or_default().push(cap.clone());
+        for cap in &stored {
+            if state
+                .process(cap.subject)
+                .is_some_and(|p| !p.status.is_terminal())
+            {
+                state.caps.entry(cap.subject).or_default().push(cap.clone());
+            }
         }
-        Ok(cap.id)
+        Ok(stored.iter().map(|c| c.id).collect())
     }
 
     /// Revokes a capability and everything derived from it, as the operator.
@@ -553,7 +571,8 @@ impl Kernel {
         Ok(())
     }
 
-    /// The latest registered version of an image.
+    /// The highest registered version of an image (see [`super::image::compare_versions`]),
+    /// whatever order the versions were registered in.
     pub async fn image(&self, id: &str) -> SysResult<Image> {
         if id == "base" {
             return Ok(Image::base());
@@ -562,16 +581,22 @@ impl Kernel {
             return Ok(image.clone());
         }
         let rows = sqlx::query(
-            "SELECT id, version, manifest, registered_by, mac FROM images WHERE id = ? \
-             ORDER BY registered_at DESC, version DESC",
+            "SELECT id, version, manifest, registered_by, mac FROM images WHERE id = ?",
         )
         .bind(id)
         .fetch_all(self.inner.store.pool())
         .await?;
-        let image = rows
-            .iter()
-            .find_map(|row| self.sealed_image(row))
-            .ok_or_else(|| SyscallError::NotFound(format!("image {id}")))?;
+        // Only rows the kernel wrote count; of those, the highest version.
+        let mut highest: Option<Image> = None;
+        for image in rows.iter().filter_map(|row| self.sealed_image(row)) {
+            let higher = highest
+                .as_ref()
+                .is_none_or(|h| super::image::compare_versions(&image.version, &h.version).is_gt());
+            if higher {
+                highest = Some(image);
+            }
+        }
+        let image = highest.ok_or_else(|| SyscallError::NotFound(format!("image {id}")))?;
         self.inner
             .images
             .lock()

@@ -2,11 +2,13 @@
 
 use serde_json::{json, Value};
 
-use super::capability::{pattern_within, Capability, CapabilitySpec, Pid, Policy, Right};
+use super::capability::{pattern_within, Capability, CapabilitySpec, Pid, Right};
+use super::delegation::delegate;
 use super::error::{SysResult, SyscallError};
 use super::operator::NewProcess;
 use super::persist;
 use super::process::{divide_budget, Process, Status};
+use super::resource;
 use super::scope::{Done, Scope};
 use super::syscall::{Budget, Primitive, ProcCall};
 use super::Kernel;
@@ -49,6 +51,7 @@ impl Kernel {
                 goal,
                 budget,
             } => {
+                self.authorize_image(pid, image, call, scope).await?;
                 let image = self.image(image).await?;
                 let child = self
                     .new_child(pid, image, goal.clone(), budget.as_ref(), Vec::new())
@@ -102,8 +105,7 @@ impl Kernel {
                 ))
             }
             ProcCall::Exec { image } => {
-                self.authorize_one(pid, format!("image:{image}"), Right::Execute, call, scope)
-                    .await?;
+                self.authorize_image(pid, image, call, scope).await?;
                 let image = self.image(image).await?;
                 let now = self.now();
                 let mut batch = WriteBatch::default();
@@ -146,6 +148,19 @@ impl Kernel {
         }
     }
 
+    /// `spawn` and `exec` start code from an image: both need `image:<id>=execute`.
+    async fn authorize_image(
+        &self,
+        pid: Pid,
+        image: &str,
+        call: &dyn Primitive,
+        scope: &mut Scope,
+    ) -> SysResult<()> {
+        let resource = resource::exact("image", image);
+        self.authorize_one(pid, resource, Right::Execute, call, scope)
+            .await
+    }
+
     fn cwd_of(&self, pid: Pid) -> SysResult<String> {
         self.inner
             .state
@@ -166,7 +181,7 @@ impl Kernel {
             .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
             .await?;
         let rel = checked.rel().to_string();
-        if !self.providers().fs.is_dir(&checked)? {
+        if !self.fs_blocking(move |fs| fs.is_dir(&checked)).await? {
             return Err(SyscallError::NotFound(format!("directory {rel}")));
         }
         let now = self.now();
@@ -180,7 +195,7 @@ impl Kernel {
             p.cwd = rel.clone();
             persist::update_process(&mut batch, p, now);
         }
-        Ok(Done::new(json!(rel), format!("fs:{rel}")).batch(batch))
+        Ok(Done::new(json!(rel), resource::exact("fs", &rel)).batch(batch))
     }
 
     /// A child may be waited on (or read) only by its ancestors.
@@ -282,7 +297,7 @@ impl Kernel {
             let held = state.caps_of(pid);
             let mut grants = Vec::new();
             for spec in inherit {
-                grants.push(attenuate(held, spec, now)?);
+                grants.extend(delegate(held, spec, now)?);
             }
             (parent, grants)
         };
@@ -300,59 +315,6 @@ impl Kernel {
         );
         Ok(Done::new(json!({"pid": child}), format!("process:{child}")).batch(batch))
     }
-}
-
-/// The capability a child gets for `spec`: it must be covered (resource and every right) by
-/// one delegable, live capability of the parent; the policy is the stricter of the two, the
-/// expiry the earlier. A child never holds a right its parent lacked.
-pub(crate) fn attenuate(
-    held: &[Capability],
-    spec: &CapabilitySpec,
-    now: i64,
-) -> SysResult<Capability> {
-    let missing_right = spec.rights.first().copied().unwrap_or(Right::Read);
-    let source = held.iter().find(|c| {
-        c.is_live(now)
-            && c.delegable
-            && !matches!(c.policy, Policy::AlwaysDeny | Policy::AllowOnce)
-            && spec.rights.iter().all(|r| c.has_right(*r))
-            && pattern_within(&c.resource, &spec.resource)
-    });
-    let Some(source) = source else {
-        let right = spec
-            .rights
-            .iter()
-            .copied()
-            .find(|r| {
-                !held.iter().any(|c| {
-                    c.is_live(now) && c.has_right(*r) && pattern_within(&c.resource, &spec.resource)
-                })
-            })
-            .unwrap_or(missing_right);
-        return Err(SyscallError::denied_because(
-            spec.resource.clone(),
-            right,
-            "the parent holds no delegable capability covering it",
-        ));
-    };
-    let expires_at = match (source.expires_at, spec.expires_at) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    Ok(Capability {
-        id: 0,
-        subject: 0,
-        resource: spec.resource.clone(),
-        rights: spec.rights.clone(),
-        policy: source.policy.stricter(spec.policy),
-        issuer: Some(source.subject),
-        parent: Some(source.id),
-        expires_at,
-        delegable: spec.delegable && source.delegable,
-        revocable: true,
-        revoked: false,
-        consumed: false,
-    })
 }
 
 pub(crate) fn process_json(p: &Process) -> Value {

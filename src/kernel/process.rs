@@ -140,10 +140,6 @@ pub struct Process {
     /// (`Kernel::syscall_once`) are keyed within a generation, so nothing journaled before
     /// a rollback is replayed after it.
     pub generation: i64,
-    /// Bytes this process's fs calls have read and written since the kernel opened
-    /// (bounded by [`super::FsLimits::process_bytes`]).
-    #[serde(skip)]
-    pub fs_bytes: u64,
 }
 
 impl Process {

@@ -137,6 +137,13 @@ impl NetworkPolicy {
         !matches(&self.deny) && matches(&self.allow)
     }
 
+    /// Whether a deny rule matches `resource` (one identity of a destination).
+    pub fn denies(&self, resource: &str) -> bool {
+        self.deny
+            .iter()
+            .any(|p| match_resource(p, resource).is_some())
+    }
+
     pub fn is_open(&self) -> bool {
         !self.allow.is_empty()
     }
@@ -378,7 +385,13 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                let mut cap = Capability::from_operator(1, CapabilitySpec::parse_grant(g).unwrap());
+                // Parse the rights and policy from a valid name, then set the name as given:
+                // rows not minted by the grammar (`fs:../x`, `fs:/etc`) must grant nothing.
+                let (resource, rest) = g.split_once('=').unwrap();
+                let kind = resource.split_once(':').unwrap().0;
+                let spec = CapabilitySpec::parse_grant(&format!("{kind}:x={rest}")).unwrap();
+                let mut cap = Capability::from_operator(1, spec);
+                cap.resource = resource.to_string();
                 cap.id = i as i64 + 1;
                 cap
             })

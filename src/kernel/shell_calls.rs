@@ -56,8 +56,8 @@ impl Kernel {
         }
         let resources = analysis.resources();
         let checked = self
-            .authorize_command(pid, argv, &resources, call, scope, || {
-                Ok(json!({"argv": argv, "commands": resources}))
+            .authorize_command(pid, argv, &resources, call, scope, |cwd| {
+                Ok(json!({"argv": argv, "cwd": cwd, "commands": resources}))
             })
             .await
             .map_err(|err| match err {

@@ -31,6 +31,8 @@ pub struct State {
     pub procs: HashMap<Pid, Process>,
     pub caps: HashMap<Pid, Vec<Capability>>,
     pub events: HashMap<Pid, VecDeque<Event>>,
+    /// Bytes each process moved through the filesystem primitives since the kernel opened.
+    pub fs_bytes: HashMap<Pid, u64>,
     /// `allow_once` capabilities in use by an operation that has not finished yet.
     pub reserved_once: HashSet<i64>,
     /// Places in event queues taken by posts not yet committed.
@@ -140,7 +142,6 @@ impl State {
                 started_at: row.try_get("started_at")?,
                 cancel_requested: false,
                 generation: row.try_get("generation")?,
-                fs_bytes: 0,
             };
             state.procs.insert(pid, process);
         }

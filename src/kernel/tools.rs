@@ -293,8 +293,14 @@ impl Kernel {
         }
         let loaded = self.load_tool(&source, &hash)?;
         let name = loaded.meta.name.clone();
-        self.authorize_one(pid, format!("tool:{name}"), Right::Create, call, scope)
-            .await?;
+        self.authorize_one(
+            pid,
+            super::resource::exact("tool", &name),
+            Right::Create,
+            call,
+            scope,
+        )
+        .await?;
         let table = self.tool_table(pid).await?;
         let image_tools = {
             let image_id = self.process(pid).map(|p| p.image_id).unwrap_or_default();

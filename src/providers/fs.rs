@@ -24,6 +24,23 @@ use crate::kernel::authz::CheckedPath;
 use crate::kernel::capability::Right;
 use crate::kernel::error::{SysResult, SyscallError};
 
+/// How many bytes the filesystem primitives may move: per call (a read, a write, an append,
+/// an object loaded from or written to a file) and per process over its life in this runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsLimits {
+    pub call_bytes: u64,
+    pub process_bytes: u64,
+}
+
+impl Default for FsLimits {
+    fn default() -> Self {
+        FsLimits {
+            call_bytes: 16 << 20,
+            process_bytes: 1 << 30,
+        }
+    }
+}
+
 /// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DirEntry {
@@ -43,8 +60,8 @@ pub struct DirEntry {
 /// `PermissionDenied` on a proof of another. The lookups (`file_size`, `is_dir`,
 /// `parent_is_dir`) take a proof of any right.
 pub trait FileSystem: Send + Sync {
-    /// Reads the whole file, or fails with `LimitExceeded { limit: "fs_bytes" }` without
-    /// reading further once it holds more than `max_bytes`.
+    /// Reads the whole file if it holds at most `max_bytes`; a larger file is
+    /// `LimitExceeded { limit: "fs_bytes" }`, found out without reading it.
     fn read(&self, path: &CheckedPath, max_bytes: u64) -> SysResult<Vec<u8>>;
     /// Writes the whole file; fails with `AlreadyExists` when it exists and `!overwrite`.
     /// Returns whether an existing file was overwritten.
@@ -53,7 +70,14 @@ pub trait FileSystem: Send + Sync {
     fn list(&self, path: &CheckedPath) -> SysResult<Vec<DirEntry>>;
     fn mkdir(&self, path: &CheckedPath, recursive: bool) -> SysResult<()>;
     fn delete_file(&self, path: &CheckedPath) -> SysResult<()>;
-    fn delete_dir(&self, path: &CheckedPath, recursive: bool) -> SysResult<()>;
+    /// What deleting the directory `path` (a proof for delete) would remove: every entry
+    /// below it as a workspace-relative path, parents before their children, never entering
+    /// a symlink. More than `max_entries` is `LimitExceeded { limit: "fs_entries" }`.
+    fn walk_tree(&self, path: &CheckedPath, max_entries: usize) -> SysResult<Vec<String>>;
+    /// Removes `contents` (entries below the directory, as `walk_tree` listed them, each checked
+    /// for delete), children first, then the directory itself. Anything else inside — an
+    /// entry created since — makes it fail with "directory not empty".
+    fn delete_dir(&self, path: &CheckedPath, contents: &[CheckedPath]) -> SysResult<()>;
     /// `Some(size)` if a regular file is there, `None` if nothing is (for approval context).
     fn file_size(&self, path: &CheckedPath) -> SysResult<Option<u64>>;
     /// Whether `path` is an existing directory (for `chdir`).
@@ -331,26 +355,23 @@ impl FileSystem for CapFs {
     fn read(&self, path: &CheckedPath, max_bytes: u64) -> SysResult<Vec<u8>> {
         path.require(Right::Read)?;
         let file = self.open_file(path, OpenOptions::new().read(true))?;
-        let too_large = |bytes: u64| {
+        let size = file.metadata().map_err(|e| map_io(e, path))?.len();
+        let too_large = || {
             SyscallError::limit(
                 "fs_bytes",
-                format!(
-                    "{} holds {bytes} bytes, over the {max_bytes} this read may take",
-                    path.rel()
-                ),
+                format!("{} holds more than {max_bytes} bytes", path.rel()),
             )
         };
-        let size = file.metadata().map_err(|e| map_io(e, path))?.len();
         if size > max_bytes {
-            return Err(too_large(size));
+            return Err(too_large());
         }
-        // The size can change after the look: never take more than the limit and one byte.
-        let mut content = Vec::with_capacity(size as usize);
+        // The file may grow after the size was read: never take more than the limit.
+        let mut content = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         file.take(max_bytes.saturating_add(1))
             .read_to_end(&mut content)
             .map_err(|e| map_io(e, path))?;
         if content.len() as u64 > max_bytes {
-            return Err(too_large(content.len() as u64));
+            return Err(too_large());
         }
         Ok(content)
     }
@@ -440,8 +461,52 @@ impl FileSystem for CapFs {
             .map_err(|e| map_io(e, path))
     }
 
-    fn delete_dir(&self, path: &CheckedPath, recursive: bool) -> SysResult<()> {
+    fn walk_tree(&self, path: &CheckedPath, max_entries: usize) -> SysResult<Vec<String>> {
         path.require(Right::Delete)?;
+        let mut out = Vec::new();
+        let mut pending = vec![(self.open_dir(path)?, path.rel().to_string())];
+        while let Some((dir, rel)) = pending.pop() {
+            let mut names = Vec::new();
+            for entry in dir.entries().map_err(|e| map_io(e, path))? {
+                let name = entry.map_err(|e| map_io(e, path))?.file_name();
+                let name = name.into_string().map_err(|name| {
+                    SyscallError::invalid(format!(
+                        "{rel}: the entry {name:?} has a name that is not UTF-8"
+                    ))
+                })?;
+                names.push(name);
+            }
+            names.sort();
+            for name in names {
+                let child = if rel == "." {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                // An entry removed while walking is simply not listed.
+                let Ok(meta) = dir.symlink_metadata(&name) else {
+                    continue;
+                };
+                out.push(child.clone());
+                if out.len() > max_entries {
+                    return Err(SyscallError::limit(
+                        "fs_entries",
+                        format!("{} holds more than {max_entries} entries", path.rel()),
+                    ));
+                }
+                if Kind::of(&meta) == Kind::Dir {
+                    pending.push((open_subdir(&dir, &name, path)?, child));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_dir(&self, path: &CheckedPath, contents: &[CheckedPath]) -> SysResult<()> {
+        path.require(Right::Delete)?;
+        for item in contents {
+            item.require(Right::Delete)?;
+        }
         let entry = self
             .locate(path)?
             .ok_or_else(|| SyscallError::invalid("refusing to delete the workspace root"))?;
@@ -452,14 +517,37 @@ impl FileSystem for CapFs {
             Kind::Symlink => return Err(symlink_denied(path)),
             _ => return Err(not_a_directory(path)),
         }
-        if recursive {
+        // A reserved file anywhere below refuses the whole delete, before anything goes.
+        if !contents.is_empty() && !self.reserved.entries.is_empty() {
             let dir = open_subdir(&entry.parent, &entry.name, path)?;
-            if !self.reserved.entries.is_empty()
-                && holds_reserved(&dir, &self.reserved.present()).map_err(|e| map_io(e, path))?
-            {
+            if holds_reserved(&dir, &self.reserved.present()).map_err(|e| map_io(e, path))? {
                 return Err(reserved_denied(path));
             }
-            empty_dir(&dir).map_err(|e| map_io(e, path))?;
+        }
+        let below = format!("{}/", path.rel());
+        if let Some(stray) = contents.iter().find(|c| !c.rel().starts_with(&below)) {
+            return Err(SyscallError::invalid(format!(
+                "{} is not inside {}",
+                stray.rel(),
+                path.rel()
+            )));
+        }
+        for item in contents.iter().rev() {
+            let Some(found) = self.locate(item)? else {
+                continue;
+            };
+            match stat(&found.parent, &found.name, item)?.map(|m| Kind::of(&m)) {
+                None => {}
+                Some(Kind::Dir) => found
+                    .parent
+                    .remove_dir(&found.name)
+                    .map_err(|e| map_io(e, item))?,
+                // Unlinking a symlink removes the link and follows nothing.
+                Some(_) => found
+                    .parent
+                    .remove_file(&found.name)
+                    .map_err(|e| map_io(e, item))?,
+            }
         }
         entry
             .parent
@@ -569,26 +657,6 @@ fn holds_reserved(dir: &Dir, reserved: &[Identity]) -> io::Result<bool> {
         }
     }
     Ok(false)
-}
-
-/// Removes everything inside `dir`, descending without following symlinks (a symlink is
-/// unlinked, never entered).
-fn empty_dir(dir: &Dir) -> io::Result<()> {
-    for entry in dir.entries()? {
-        let name = entry?.file_name();
-        let meta = match dir.symlink_metadata(&name) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if meta.file_type().is_dir() {
-            empty_dir(&dir.open_dir_nofollow(&name)?)?;
-            dir.remove_dir(&name)?;
-        } else {
-            dir.remove_file(&name)?;
-        }
-    }
-    Ok(())
 }
 
 /// A temporary file beside the target, removed on drop unless it was moved into place.
@@ -744,6 +812,17 @@ mod tests {
         CheckedPath::for_test(rel, right)
     }
 
+    /// A recursive delete as the kernel does it: walk, then remove what was listed.
+    fn delete_all(fs: &CapFs, rel: &str) -> SysResult<()> {
+        let dir = path(rel, Right::Delete);
+        let contents: Vec<CheckedPath> = fs
+            .walk_tree(&dir, 1000)?
+            .iter()
+            .map(|p| path(p, Right::Delete))
+            .collect();
+        fs.delete_dir(&dir, &contents)
+    }
+
     fn assert_symlink_denied(err: SyscallError, rel: &str, right: Right) {
         match err {
             SyscallError::PermissionDenied {
@@ -789,7 +868,16 @@ mod tests {
             Right::Write,
         );
         refused(
-            fs.delete_dir(&path(".", Right::Write), true).unwrap_err(),
+            fs.delete_dir(&path(".", Right::Write), &[]).unwrap_err(),
+            Right::Delete,
+        );
+        refused(
+            fs.delete_dir(&path("d", Right::Delete), &[path("d/x", Right::Write)])
+                .unwrap_err(),
+            Right::Delete,
+        );
+        refused(
+            fs.walk_tree(&path(".", Right::Read), 10).unwrap_err(),
             Right::Delete,
         );
         let write = path("a.txt", Right::Write);
@@ -968,14 +1056,14 @@ mod tests {
         assert!(!ws.path().join("g.txt").exists());
         let err = fs.delete_file(&path("d", Right::Delete)).unwrap_err();
         assert_eq!(err.kind(), "InvalidArgument");
-        let err = fs.delete_dir(&path("d", Right::Delete), false).unwrap_err();
+        let err = fs.delete_dir(&path("d", Right::Delete), &[]).unwrap_err();
         assert_eq!(err.kind(), "InvalidArgument");
         assert!(err.to_string().contains("directory not empty"), "{err}");
-        fs.delete_dir(&path("d", Right::Delete), true).unwrap();
+        delete_all(&fs, "d").unwrap();
         assert!(!ws.path().join("d").exists());
-        let err = fs.delete_dir(&path(".", Right::Delete), true).unwrap_err();
+        let err = delete_all(&fs, ".").unwrap_err();
         assert_eq!(err.kind(), "InvalidArgument");
-        let err = fs.delete_dir(&path("d", Right::Delete), false).unwrap_err();
+        let err = fs.delete_dir(&path("d", Right::Delete), &[]).unwrap_err();
         assert_eq!(err, SyscallError::NotFound("d".into()));
     }
 
@@ -985,7 +1073,7 @@ mod tests {
         std::fs::write(out.path().join("keep.txt"), "keep").unwrap();
         std::fs::create_dir(ws.path().join("d")).unwrap();
         symlink(out.path(), ws.path().join("d/link")).unwrap();
-        fs.delete_dir(&path("d", Right::Delete), true).unwrap();
+        delete_all(&fs, "d").unwrap();
         assert!(!ws.path().join("d").exists());
         assert_eq!(std::fs::read(out.path().join("keep.txt")).unwrap(), b"keep");
     }
@@ -995,10 +1083,77 @@ mod tests {
         let (ws, out, fs) = setup();
         symlink(out.path(), ws.path().join("link")).unwrap();
         let err = fs
-            .delete_dir(&path("link", Right::Delete), true)
+            .delete_dir(&path("link", Right::Delete), &[])
             .unwrap_err();
         assert_symlink_denied(err, "link", Right::Delete);
         assert!(out.path().exists());
+    }
+
+    #[test]
+    fn walk_tree_lists_every_entry_parents_first() {
+        let (ws, out, fs) = setup();
+        std::fs::create_dir_all(ws.path().join("d/e/f")).unwrap();
+        std::fs::write(ws.path().join("d/a.txt"), "x").unwrap();
+        std::fs::write(ws.path().join("d/e/f/g.txt"), "x").unwrap();
+        symlink(out.path(), ws.path().join("d/link")).unwrap();
+        std::fs::write(out.path().join("outside.txt"), "x").unwrap();
+        let listed = fs.walk_tree(&path("d", Right::Delete), 100).unwrap();
+        let mut sorted = listed.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["d/a.txt", "d/e", "d/e/f", "d/e/f/g.txt", "d/link"]);
+        let pos = |p: &str| listed.iter().position(|l| l == p).unwrap();
+        assert!(pos("d/e") < pos("d/e/f") && pos("d/e/f") < pos("d/e/f/g.txt"));
+        let err = fs.walk_tree(&path("d", Right::Delete), 3).unwrap_err();
+        assert!(
+            matches!(&err, SyscallError::LimitExceeded { limit, .. } if limit == "fs_entries"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn delete_dir_removes_only_what_was_listed() {
+        let (ws, _out, fs) = setup();
+        std::fs::create_dir_all(ws.path().join("d/e")).unwrap();
+        std::fs::write(ws.path().join("d/e/f.txt"), "x").unwrap();
+        let dir = path("d", Right::Delete);
+        let listed: Vec<CheckedPath> = fs
+            .walk_tree(&dir, 100)
+            .unwrap()
+            .iter()
+            .map(|p| path(p, Right::Delete))
+            .collect();
+        // Something created after the walk was never checked: the delete stops at it.
+        std::fs::write(ws.path().join("d/late.txt"), "x").unwrap();
+        let err = fs.delete_dir(&dir, &listed).unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+        assert!(ws.path().join("d/late.txt").exists());
+        // An entry outside the directory is refused outright.
+        std::fs::write(ws.path().join("other.txt"), "x").unwrap();
+        let err = fs
+            .delete_dir(&dir, &[path("other.txt", Right::Delete)])
+            .unwrap_err();
+        assert_eq!(err.kind(), "InvalidArgument");
+        assert!(ws.path().join("other.txt").exists());
+    }
+
+    #[test]
+    fn a_read_over_its_limit_is_refused_without_reading() {
+        let (ws, _out, fs) = setup();
+        // 1.5 GB, sparse: reading it whole would take that much memory.
+        let big = std::fs::File::create(ws.path().join("big.bin")).unwrap();
+        big.set_len(1_500_000_000).unwrap();
+        let err = fs.read(&path("big.bin", Right::Read), 1 << 20).unwrap_err();
+        assert!(
+            matches!(&err, SyscallError::LimitExceeded { limit, .. } if limit == "fs_bytes"),
+            "{err:?}"
+        );
+        std::fs::write(ws.path().join("small.txt"), "12345").unwrap();
+        assert_eq!(
+            fs.read(&path("small.txt", Right::Read), 5).unwrap(),
+            b"12345"
+        );
+        let err = fs.read(&path("small.txt", Right::Read), 4).unwrap_err();
+        assert_eq!(err.kind(), "LimitExceeded");
     }
 
     #[test]
@@ -1069,26 +1224,6 @@ mod tests {
     fn swap_data_for_symlink(ws: &Path, outside: &Path) {
         std::fs::remove_dir_all(ws.join("data")).unwrap();
         symlink(outside, ws.join("data")).unwrap();
-    }
-
-    #[test]
-    fn a_read_never_takes_more_than_its_limit() {
-        let (ws, _out, fs) = setup();
-        std::fs::write(ws.path().join("big.bin"), vec![7u8; 10_000]).unwrap();
-        let err = fs.read(&path("big.bin", Right::Read), 9_999).unwrap_err();
-        match err {
-            SyscallError::LimitExceeded { limit, detail } => {
-                assert_eq!(limit, "fs_bytes");
-                assert!(detail.contains("10000 bytes"), "{detail}");
-            }
-            other => panic!("expected LimitExceeded, got {other:?}"),
-        }
-        assert_eq!(
-            fs.read(&path("big.bin", Right::Read), 10_000)
-                .unwrap()
-                .len(),
-            10_000
-        );
     }
 
     #[test]

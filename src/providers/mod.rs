@@ -15,7 +15,7 @@ pub mod shell;
 use std::sync::Arc;
 
 pub use clock::{Clock, SystemClock};
-pub use fs::{CapFs, DirEntry, FileSystem};
+pub use fs::{CapFs, DirEntry, FileSystem, FsLimits};
 pub use net::{url_resource, FetchLimits, FetchResponse, HttpNet, Net};
 pub use sandbox::{SandboxConfig, SandboxMode, SandboxSupport};
 pub use shell::{ProcessShell, Shell, ShellLimits, ShellOutput};

@@ -1,10 +1,13 @@
 //! Network provider: one HTTP request to a URL the kernel allowed, and nothing more.
 //!
-//! The kernel checks the URL's host and port against the allowlist ([`url_resource`] names
-//! the resource it checks); this module makes sure the request cannot wander off it: redirects
-//! are returned instead of followed, no proxy is taken from the environment, the `Host`
-//! header cannot be overridden, and the response is cut at a byte cap and a deadline.
+//! The kernel checks every identity of the destination — the host as written, the addresses
+//! it resolves to ([`Net::resolve`]) and their classes — against the allowlist; this module
+//! makes sure the request cannot wander off it: it connects only to the addresses that were
+//! checked (the name is not resolved again), redirects are returned instead of followed, no
+//! proxy is taken from the environment, the `Host` header cannot be overridden, and the
+//! response is cut at a byte cap and a deadline.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +16,7 @@ use serde::Serialize;
 
 use crate::kernel::authz::CheckedRequest;
 use crate::kernel::error::{SysResult, SyscallError};
+use crate::kernel::netid::LocalHost;
 
 #[derive(Debug, Clone, Copy)]
 pub struct FetchLimits {
@@ -30,6 +34,13 @@ pub struct FetchResponse {
 
 #[async_trait]
 pub trait Net: Send + Sync {
+    /// The addresses `host` resolves to (an address literal, bracketed for IPv6, is itself),
+    /// within `timeout_ms`.
+    async fn resolve(&self, host: &str, port: u16, timeout_ms: u64) -> SysResult<Vec<IpAddr>>;
+    /// This machine's host name and interface addresses: destinations that reach it are
+    /// `loopback`, whatever they are called.
+    fn local_host(&self) -> LocalHost;
+    /// Sends the request to the addresses it was checked with.
     async fn fetch(
         &self,
         req: &CheckedRequest,
@@ -41,9 +52,10 @@ pub trait Net: Send + Sync {
 
 /// The allowlist resource of a URL: `("net:<host>:<port>", host, port)`.
 ///
-/// Accepts only `http` and `https` URLs with a host and no credentials; the host is
-/// lowercased without a trailing dot (IPv6 hosts keep their brackets, `[::1]`) and the port
-/// is explicit or the scheme's default.
+/// Accepts only `http` and `https` URLs with a host and no credentials; the host is a DNS
+/// name (letters, digits, `-`, `_`) or an address, lowercased without a trailing dot (IPv6
+/// hosts keep their brackets, `[::1]`; numeric IPv4 spellings such as `127.1` or `2130706433`
+/// are already normalized by URL parsing), and the port is explicit or the scheme's default.
 pub fn url_resource(url: &str) -> Result<(String, String, u16), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL '{url}': {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -63,6 +75,14 @@ pub fn url_resource(url: &str) -> Result<(String, String, u16), String> {
     if host.is_empty() {
         return Err(format!("URL '{url}' has no host"));
     }
+    let plain = host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !plain && !host.starts_with('[') {
+        return Err(format!(
+            "URL '{url}': host '{host}' is not a DNS name or an address"
+        ));
+    }
     let port = parsed
         .port_or_known_default()
         .ok_or_else(|| format!("URL '{url}' has no port"))?;
@@ -73,33 +93,72 @@ pub fn url_resource(url: &str) -> Result<(String, String, u16), String> {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// HTTP(S) over reqwest with rustls.
-pub struct HttpNet {
-    /// The client, or why it could not be built (reported by each fetch).
-    client: Result<reqwest::Client, String>,
-}
+#[derive(Default)]
+pub struct HttpNet;
 
 impl HttpNet {
     pub fn new() -> Self {
-        let client = reqwest::Client::builder()
+        HttpNet
+    }
+
+    /// A client for one checked request: the URL's host name resolves only to the addresses
+    /// that were checked, and nothing is pooled for a later request to reuse.
+    fn client_for(req: &CheckedRequest, url: &reqwest::Url) -> SysResult<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
             // A redirect to another host would bypass the allowlist: return the 3xx as is.
             .redirect(reqwest::redirect::Policy::none())
             // Proxies from the environment would route requests the kernel did not check.
             .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(domain) = url.domain() {
+            if req.addrs().is_empty() {
+                return Err(SyscallError::internal(format!(
+                    "{} was checked without its addresses",
+                    req.url()
+                )));
+            }
+            builder = builder.resolve_to_addrs(domain, req.addrs());
+        }
+        builder
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"));
-        HttpNet { client }
-    }
-}
-
-impl Default for HttpNet {
-    fn default() -> Self {
-        HttpNet::new()
+            .map_err(|e| SyscallError::Io(format!("cannot build the HTTP client: {e}")))
     }
 }
 
 #[async_trait]
 impl Net for HttpNet {
+    async fn resolve(&self, host: &str, port: u16, timeout_ms: u64) -> SysResult<Vec<IpAddr>> {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let lookup = tokio::net::lookup_host((bare, port));
+        let found = tokio::time::timeout(Duration::from_millis(timeout_ms), lookup)
+            .await
+            .map_err(|_| {
+                SyscallError::Timeout(format!("resolving {host} took over {timeout_ms} ms"))
+            })?
+            .map_err(|e| SyscallError::Io(format!("cannot resolve {host}: {e}")))?;
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        for addr in found {
+            if !addrs.contains(&addr.ip()) {
+                addrs.push(addr.ip());
+            }
+        }
+        if addrs.is_empty() {
+            return Err(SyscallError::Io(format!("{host} resolves to no address")));
+        }
+        Ok(addrs)
+    }
+
+    fn local_host(&self) -> LocalHost {
+        this_machine()
+    }
+
     async fn fetch(
         &self,
         req: &CheckedRequest,
@@ -108,18 +167,15 @@ impl Net for HttpNet {
         limits: FetchLimits,
     ) -> SysResult<FetchResponse> {
         req.require_method()?;
-        let client = self
-            .client
-            .as_ref()
-            .map_err(|e| SyscallError::Io(e.clone()))?;
         let url = parse_url(req.url())?;
+        let client = Self::client_for(req, &url)?;
         let mut request = client
             .request(parse_method(req.method())?, url)
             .headers(header_map(headers)?);
         if let Some(body) = body {
             request = request.body(body.to_string());
         }
-        tracing::debug!(method = req.method(), url = req.url(), "net fetch");
+        tracing::debug!(method = req.method(), url = req.url(), addrs = ?req.addrs(), "net fetch");
         let deadline = Duration::from_millis(limits.timeout_ms);
         let exchange = async {
             let response = request.send().await.map_err(|e| request_error(e, req))?;
@@ -129,6 +185,60 @@ impl Net for HttpNet {
             .await
             .map_err(|_| timed_out(req, limits))?
     }
+}
+
+/// This machine's host name and interface addresses.
+pub(crate) fn this_machine() -> LocalHost {
+    LocalHost {
+        name: host_name(),
+        addrs: interface_addrs(),
+    }
+}
+
+/// This machine's host name, if it has one.
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// The addresses of this machine's network interfaces.
+fn interface_addrs() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list we free below with freeifaddrs; each
+    // node's address is read according to the family it declares.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut node = list;
+        while !node.is_null() {
+            let addr = (*node).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(addr as *const libc::sockaddr_in);
+                        out.push(IpAddr::from(v4.sin_addr.s_addr.to_ne_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(addr as *const libc::sockaddr_in6);
+                        out.push(IpAddr::from(v6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            node = (*node).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out
 }
 
 fn parse_url(url: &str) -> SysResult<reqwest::Url> {
@@ -256,6 +366,7 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -359,7 +470,7 @@ mod tests {
         let headers = vec![("X-Agent".to_string(), "libos".to_string())];
         HttpNet::new()
             .fetch(
-                &CheckedRequest::for_test(url, method),
+                &CheckedRequest::for_test(url, method, &[]),
                 &headers,
                 body,
                 limits,
@@ -397,6 +508,61 @@ mod tests {
         assert_eq!(response.body, "hello");
         assert!(!response.truncated);
         assert_eq!(header(&response, "x-test"), Some("yes"));
+    }
+
+    #[tokio::test]
+    async fn connects_only_to_the_checked_addresses() {
+        let base = serve().await;
+        let port = base.rsplit(':').next().unwrap();
+        // A name that never resolves reaches the server through the checked address.
+        let url = format!("http://checked.invalid:{port}/hello");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let response = HttpNet::new()
+            .fetch(
+                &CheckedRequest::for_test(&url, "GET", &[addr]),
+                &[],
+                None,
+                LIMITS,
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.body, "hello");
+        // `localhost` is not resolved again: the checked (other) address is what is dialed.
+        let url = format!("http://localhost:{port}/hello");
+        let elsewhere: SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+        let err = HttpNet::new()
+            .fetch(
+                &CheckedRequest::for_test(&url, "GET", &[elsewhere]),
+                &[],
+                None,
+                LIMITS,
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot connect"), "{err}");
+        // A name checked without addresses is refused rather than resolved.
+        let err = HttpNet::new()
+            .fetch(
+                &CheckedRequest::for_test(&url, "GET", &[]),
+                &[],
+                None,
+                LIMITS,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "InternalError", "{err}");
+    }
+
+    #[tokio::test]
+    async fn resolve_returns_addresses_and_literals() {
+        let net = HttpNet::new();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(net.resolve("127.0.0.1", 80, 1000).await.unwrap(), vec![ip]);
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(net.resolve("[::1]", 80, 1000).await.unwrap(), vec![v6]);
+        let local = net.resolve("localhost", 80, 5000).await.unwrap();
+        assert!(local.iter().all(|a| a.is_loopback()), "{local:?}");
+        assert!(net.local_host().addrs.contains(&ip));
     }
 
     #[tokio::test]
@@ -470,7 +636,7 @@ mod tests {
         assert_eq!(err.kind(), "InvalidArgument");
         let err = HttpNet::new()
             .fetch(
-                &CheckedRequest::for_test(&format!("{base}/hello"), "GET"),
+                &CheckedRequest::for_test(&format!("{base}/hello"), "GET", &[]),
                 &[("Host".to_string(), "other.example".to_string())],
                 None,
                 LIMITS,
@@ -507,10 +673,23 @@ mod tests {
             "net:[::1]:9000"
         );
         // WHATWG parsing normalizes numeric hosts, so the allowlist sees the real address.
-        assert_eq!(
-            url_resource("http://2130706433/").unwrap().0,
-            "net:127.0.0.1:80"
-        );
+        for numeric in ["http://2130706433/", "http://0x7f000001/", "http://127.1/"] {
+            assert_eq!(url_resource(numeric).unwrap().0, "net:127.0.0.1:80");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// No URL makes parsing panic; an accepted one names a host of plain characters.
+        #[test]
+        fn url_parsing_never_panics(tail in "\\PC{0,40}", scheme in "(http|https|ftp|)") {
+            let url = format!("{scheme}://{tail}");
+            if let Ok((resource, host, _)) = url_resource(&url) {
+                proptest::prop_assert!(resource.starts_with("net:"));
+                proptest::prop_assert!(!host.contains(['*', '?', '{', '}', '\\', '/']), "{}", host);
+            }
+        }
     }
 
     #[test]
@@ -523,6 +702,8 @@ mod tests {
             "not a url",
             "http://",
             "data:text/plain,hi",
+            "http://*.example.org/",
+            "http://a{b}.example.org/",
         ] {
             assert!(url_resource(url).is_err(), "{url}");
         }

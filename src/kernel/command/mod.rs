@@ -44,6 +44,18 @@ pub struct Opaque {
     pub reason: String,
 }
 
+impl Opaque {
+    /// The resource as a capability names it: the form's program and flags escaped, so it
+    /// matches only that exact form.
+    pub fn escaped_resource(&self) -> String {
+        let form = self
+            .resource
+            .strip_prefix("shell:")
+            .unwrap_or(&self.resource);
+        crate::kernel::resource::exact("shell", form)
+    }
+}
+
 impl CommandAnalysis {
     /// The `shell:` resources that must each be authorized for execute, commands first.
     pub fn resources(&self) -> Vec<String> {
@@ -51,8 +63,8 @@ impl CommandAnalysis {
             .commands
             .iter()
             .filter_map(|argv| argv.first())
-            .map(|program| format!("shell:{program}"))
-            .chain(self.opaque.iter().map(|o| o.resource.clone()))
+            .map(|program| crate::kernel::resource::exact("shell", program))
+            .chain(self.opaque.iter().map(Opaque::escaped_resource))
             .collect();
         let mut seen = std::collections::HashSet::new();
         resources.retain(|r| seen.insert(r.clone()));
@@ -63,7 +75,7 @@ impl CommandAnalysis {
     pub fn reason_for(&self, resource: &str) -> Option<&str> {
         self.opaque
             .iter()
-            .find(|o| o.resource == resource)
+            .find(|o| o.escaped_resource() == resource)
             .map(|o| o.reason.as_str())
     }
 }

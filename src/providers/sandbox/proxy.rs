@@ -3,8 +3,9 @@
 //! on it here. Each connection asks for one `host:port` (`CONNECT`, or an absolute-form
 //! HTTP request); the proxy checks it against the policy's `net:` resources, resolves the
 //! name itself, refuses loopback, private, link-local and similar addresses unless a
-//! capability names that literal address, connects to an address it checked, records the
-//! decision, then relays bytes.
+//! capability names that literal address, refuses a destination any of whose identities
+//! (name, addresses, their classes) a deny rule matches, connects to an address it checked,
+//! records the decision, then relays bytes.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::kernel::netid;
 use crate::kernel::sandbox_policy::NetworkPolicy;
 
 /// One connection the command asked for, and what the proxy decided.
@@ -189,6 +191,21 @@ async fn decide(
     target: &Target,
     policy: &NetworkPolicy,
 ) -> Result<Vec<std::net::SocketAddr>, String> {
+    let local = crate::providers::net::this_machine();
+    let denied_identity = |ips: &[IpAddr]| {
+        netid::request_resources(&target.host, target.port, ips, &local)
+            .into_iter()
+            .find(|id| policy.denies(id))
+            .map(|denied| {
+                format!(
+                    "{}:{} is {denied}, which a capability denies",
+                    target.host, target.port
+                )
+            })
+    };
+    if let Some(reason) = denied_identity(&[]) {
+        return Err(reason);
+    }
     if !policy.permits(&target.host, target.port) {
         return Err(format!(
             "no net: capability allows {}:{}",
@@ -201,6 +218,12 @@ async fn decide(
         .collect();
     if addrs.is_empty() {
         return Err(format!("{} has no address", target.host));
+    }
+    // A deny holds for every identity of the destination, as for `net.fetch`: the name as
+    // written, the addresses it resolved to, their classes (`net:loopback`, `net:private`…).
+    let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
+    if let Some(reason) = denied_identity(&ips) {
+        return Err(reason);
     }
     if !names_literal(policy, &target.host, target.port) {
         if let Some(internal) = addrs.iter().find(|a| is_internal(a.ip())) {
