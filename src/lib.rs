@@ -22,3 +22,6 @@ pub mod mcp;
 pub mod providers;
 pub mod store;
 pub mod util;
+
+#[cfg(test)]
+mod proptest_support;

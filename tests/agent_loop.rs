@@ -1,6 +1,8 @@
 //! The agent loop driven by the scripted model: tool calls through the kernel, denials fed
 //! back, budgets, human waits, transcripts and resumption after a restart, and a JIT tool
 //! written, registered and called by the model.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 
@@ -417,4 +419,25 @@ async fn the_model_writes_registers_and_calls_a_tool() {
     let seen = model.seen();
     assert!(seen[3].tools.iter().any(|t| t.name == "count_lines"));
     assert!(!seen[0].tools.iter().any(|t| t.name == "count_lines"));
+}
+
+#[tokio::test]
+async fn a_panic_while_serving_a_model_call_fails_that_call_and_the_run_goes_on() {
+    let h = common::host_with_panicking_clock().await;
+    let model = ScriptedModel::new(vec![
+        ScriptedReply::call("clock_sleep", json!({"ms": common::PANIC_SLEEP_MS})),
+        ScriptedReply::call("clock_sleep", json!({"ms": 1})),
+        ScriptedReply::call("proc_exit", json!({"payload": {"done": true}})),
+    ]);
+    let outcome = run_agent(&h.kernel, opts("sleep", &[]), &model)
+        .await
+        .unwrap();
+    assert_eq!(outcome.stop, StopReason::Exited);
+    assert_eq!(outcome.exit, Some(json!({"done": true})));
+    let results = tool_results(&model);
+    assert!(
+        results[0].contains("Internal") && results[0].contains("injected provider bug"),
+        "{results:?}"
+    );
+    assert!(!results[1].contains("Internal"), "{results:?}");
 }

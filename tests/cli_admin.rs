@@ -1,4 +1,6 @@
 //! `ps`, `resume`, `human`, `audit`, `image`, `checkpoint` and help through the real binary.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod cli_support;
 

@@ -1,5 +1,7 @@
 //! `agent-libos run` with a scripted model and `agent-libos mcp` over stdio, through the
 //! real binary.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod cli_support;
 

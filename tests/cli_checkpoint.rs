@@ -1,5 +1,7 @@
 //! `agent-libos checkpoint …` through the real binary: create → change → rollback (with the
 //! effects it did not undo), fork, and export → import into another database.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod cli_support;
 

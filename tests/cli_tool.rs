@@ -1,4 +1,6 @@
 //! `agent-libos tool check|test|run` through the real binary.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod cli_support;
 
@@ -382,4 +384,39 @@ fn resume_leaves_a_still_pending_call_waiting() {
         env.run(&["--json", "resume"]).json()["result"]["invocations"],
         json!([])
     );
+}
+
+/// A valid tool whose `tool` literal nests `depth` arrays: 5000 levels overflowed the parser.
+fn deeply_nested_tool(depth: usize) -> String {
+    format!(
+        "export const tool = {{ name: \"deep\", description: \"d\", input: {{ type: \"object\" }}, \
+         output: {{}}, tests: [] }};\nconst x = {}1{};\nexport default async function run() {{ return x; }}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    )
+}
+
+#[test]
+fn deeply_nested_source_is_rejected_not_fatal_by_tool_check() {
+    let env = Env::new();
+    let file = env.write("deep.ts", &deeply_nested_tool(5000));
+    let out = env.run(&["--json", "tool", "check", file.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    let v = out.json();
+    assert_eq!(v["error"]["kind"], json!("ValidationFailed"), "{v}");
+    assert_eq!(v["error"]["findings"][0]["rule"], json!("limits"), "{v}");
+    assert_eq!(v["error"]["findings"][0]["line"], json!(2), "{v}");
+}
+
+#[test]
+fn deeply_nested_source_is_rejected_not_fatal_by_tool_run() {
+    let env = Env::new();
+    let file = env.write("deep.ts", &deeply_nested_tool(5000));
+    let out = env.run(&["tool", "run", file.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stdout.contains("limits") || out.stderr.contains("limits"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("nested more than"), "{out:?}");
 }

@@ -2,6 +2,8 @@
 //! answered at most once, taking effect only once durable.
 //!
 //! The attacker edits the database file directly (as anything with a path to it could).
+// Tests edit the state files on the host, as an attacker with their path would.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Checkpoints through the kernel API: rollback, fork, export/import into another database.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Events are bounded: payload size, queue length, who may post, and what outlives a process.
+// Tests build their fixtures on the host.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //!
 //! The attacker here is a tool-like actor: something with a path to the database (an
 //! allowed interpreter, a second program) that writes SQLite directly, bypassing the kernel.
+// Tests write the state files on the host, as an attacker with their path would.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Processes: scheduling under a paused clock, signals, wait, events, budgets, exit.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 

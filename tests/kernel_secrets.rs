@@ -5,6 +5,8 @@
 //!
 //! The attacker here is a tool or a model that puts secrets into calls, and reads whatever
 //! the state files keep.
+// Tests build their fixtures on the host and read the state files as an attacker would.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 
@@ -267,7 +269,8 @@ async fn a_large_outcome_is_journaled_once_and_forgotten_when_the_call_ends() {
              return { ok: true };",
         ),
     )
-    .await;
+    .await
+    .unwrap();
     let k = h.kernel.clone();
     let call = tokio::spawn(async move {
         k.syscall(
@@ -351,7 +354,8 @@ async fn an_outcome_too_large_to_journal_is_read_again_on_replay() {
              return { ok: true };",
         ),
     )
-    .await;
+    .await
+    .unwrap();
     let err = kernel
         .syscall(
             pid,

@@ -1,48 +1,12 @@
 //! JIT TypeScript tools through the kernel: lifecycle, isolation, authority, limits.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 
-use agent_libos::kernel::{JitCall, Kernel, Pid, ProcCall, Syscall, SyscallError};
-use serde_json::{json, Value};
-
-async fn propose(kernel: &Kernel, pid: Pid, source: &str) -> String {
-    kernel
-        .syscall(
-            pid,
-            Syscall::Tool(JitCall::Propose {
-                source: source.into(),
-            }),
-        )
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-async fn install(kernel: &Kernel, pid: Pid, source: &str) -> Result<String, SyscallError> {
-    let id = propose(kernel, pid, source).await;
-    let report = kernel
-        .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
-        .await?;
-    assert_eq!(report["ok"], true, "validation: {report}");
-    let reg = kernel
-        .syscall(pid, Syscall::Tool(JitCall::Register { id }))
-        .await?;
-    Ok(reg["name"].as_str().unwrap().to_string())
-}
-
-async fn call(kernel: &Kernel, pid: Pid, name: &str, args: Value) -> Result<Value, SyscallError> {
-    kernel
-        .syscall(
-            pid,
-            Syscall::Tool(JitCall::Call {
-                name: name.into(),
-                args,
-            }),
-        )
-        .await
-}
+use agent_libos::kernel::{JitCall, ProcCall, Syscall, SyscallError};
+use common::{call, install, propose};
+use serde_json::json;
 
 const READ_FILE: &str = r#"
 import type { Libos } from "libos";

@@ -1,6 +1,8 @@
 //! The MCP server with the official `rmcp` client over an in-memory duplex: initialize, list
 //! tools, spawn with operator grants only, see a denial, read the session's own audit, and
 //! the refusal of every way a client might answer its own pending request.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 
@@ -553,5 +555,38 @@ async fn a_parked_call_names_its_own_request() {
         .unwrap();
     let done = value(&call(&client, "await_call", json!({"call_id": second_call})).await);
     assert_eq!(done["payload"], "a");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panic_while_serving_an_mcp_call_fails_that_call_and_the_session_goes_on() {
+    let h = common::host_with_panicking_clock().await;
+    let config = McpConfig {
+        grants: grants(&["tool:sleeper=create"]),
+        ..McpConfig::default()
+    };
+    let client = connect(h.kernel.clone(), config, ()).await;
+    let proposed = value(&call(&client, "propose_tool", json!({"source": common::SLEEPER})).await);
+    let id = proposed["id"].as_str().unwrap().to_string();
+    let validated = value(&call(&client, "validate_tool", json!({"id": id})).await);
+    assert_eq!(validated["ok"], true, "{validated}");
+    value(&call(&client, "register_tool", json!({"id": id})).await);
+    let failed = call(
+        &client,
+        "call_tool",
+        json!({"name": "sleeper", "args": {"ms": common::PANIC_SLEEP_MS}}),
+    )
+    .await;
+    assert_eq!(failed.is_error, Some(true));
+    assert!(text(&failed).contains("Internal"), "{}", text(&failed));
+    let slept = value(
+        &call(
+            &client,
+            "call_tool",
+            json!({"name": "sleeper", "args": {"ms": 1}}),
+        )
+        .await,
+    );
+    assert_eq!(slept, json!({"slept": 1}));
     client.cancel().await.unwrap();
 }

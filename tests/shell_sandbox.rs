@@ -1,6 +1,8 @@
 //! The OS sandbox of shell commands, attacked with real programs and real kernel features on
 //! this machine: what a command can read, write, connect to, signal, run and leave behind is
 //! what its process's capabilities say, whatever program runs.
+// Tests build their fixtures on the host and drive the real binary.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 

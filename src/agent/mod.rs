@@ -7,6 +7,7 @@
 //! Every tool call is a [`crate::kernel::Kernel::syscall`] of the process, so capabilities,
 //! approvals and audit records are the same as for any other host.
 
+mod counters;
 pub mod model;
 pub mod run_loop;
 pub mod tools;

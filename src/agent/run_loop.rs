@@ -9,15 +9,17 @@
 //! appended to the process's `agent.transcript` object as it is produced, so
 //! [`resume_agent`] can continue after a host restart.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::counters::Counters;
 use super::model::{ChatModel, Message, Role, ToolCall, Usage};
 use super::tools::ToolTable;
 use super::transcript::{Transcript, TRANSCRIPT_TYPE};
 use super::AgentError;
+use crate::kernel::unwind::catch_panic_sync;
 use crate::kernel::{
     CapabilitySpec, Image, JitCall, Kernel, MemCall, Pid, ProcCall, Right, Signal, SpawnOptions,
     Status, Syscall, SyscallError,
@@ -86,7 +88,7 @@ pub struct RunOutcome {
     pub status: Status,
     pub exit: Option<Value>,
     pub stop: StopReason,
-    /// Model calls made by this invocation.
+    /// Model calls made by the run, across restarts and resumes.
     pub steps: u32,
     pub usage: Usage,
 }
@@ -127,9 +129,7 @@ pub async fn run_agent(
         transcript,
         model,
         limits: opts.limits,
-        steps: 0,
-        usage: Usage::default(),
-        started: Instant::now(),
+        counters: Counters::new(),
     };
     driver.drive(&mut messages).await
 }
@@ -169,26 +169,21 @@ pub async fn resume_agent(
         transcript,
         model,
         limits,
-        steps: 0,
-        usage: Usage::default(),
-        started: Instant::now(),
+        counters: Counters::load(kernel, pid).await?,
     };
-    // Finish the last step if the host stopped between a model reply and its results.
+    // Finish the last step if the host stopped between a model reply and its results: each
+    // call keeps the key of its place in that reply, so a call the journal knows is settled
+    // from the journal (replayed, or parked on a human decision), never run as new.
     if let Some(last) = messages.iter().rposition(|m| m.role == Role::Assistant) {
         let answered: Vec<String> = messages[last + 1..]
             .iter()
             .filter_map(|m| m.tool_call_id.clone())
             .collect();
-        let pending: Vec<ToolCall> = messages[last]
-            .tool_calls
-            .iter()
-            .filter(|c| !answered.contains(&c.id))
-            .cloned()
-            .collect();
-        if !pending.is_empty() {
+        let calls = messages[last].tool_calls.clone();
+        if calls.iter().any(|c| !answered.contains(&c.id)) {
             let mut table = ToolTable::load(kernel, pid, &driver.image).await;
             if let Some(outcome) = driver
-                .run_calls(&pending, &mut table, &mut messages)
+                .run_calls(&calls, &answered, &mut table, &mut messages)
                 .await?
             {
                 return Ok(outcome);
@@ -205,9 +200,8 @@ struct Driver<'a> {
     transcript: Transcript,
     model: &'a dyn ChatModel,
     limits: RunLimits,
-    steps: u32,
-    usage: Usage,
-    started: Instant,
+    /// Durable: a resumed run continues from the stored counters.
+    counters: Counters,
 }
 
 impl Driver<'_> {
@@ -217,23 +211,23 @@ impl Driver<'_> {
             if let Some(outcome) = self.check_alive().await? {
                 return Ok(outcome);
             }
-            if self.steps >= self.limits.max_steps {
+            if self.counters.steps >= self.limits.max_steps {
                 return self
-                    .stop_for_budget("steps", format!("{} model calls", self.steps))
+                    .stop_for_budget("steps", format!("{} model calls", self.counters.steps))
                     .await;
             }
             if let Some(max) = self.limits.max_tokens {
-                if self.usage.total_tokens >= max {
+                if self.counters.usage.total_tokens >= max {
                     return self
                         .stop_for_budget(
                             "tokens",
-                            format!("{} of {max} tokens used", self.usage.total_tokens),
+                            format!("{} of {max} tokens used", self.counters.usage.total_tokens),
                         )
                         .await;
                 }
             }
             let remaining = match self.limits.wall_time {
-                Some(limit) => match limit.checked_sub(self.started.elapsed()) {
+                Some(limit) => match limit.checked_sub(self.counters.elapsed()) {
                     Some(r) if !r.is_zero() => Some(r),
                     _ => return self.stop_wall_time().await,
                 },
@@ -249,8 +243,10 @@ impl Driver<'_> {
                 }
                 None => self.model.complete(messages, &table.specs).await,
             }?;
-            self.steps += 1;
-            self.usage.add(reply.usage);
+            self.counters.steps += 1;
+            self.counters.usage.add(reply.usage);
+            // Counted before anything acts on the reply: a restart never gets this call free.
+            self.counters.save(self.kernel, self.pid).await?;
             let mut message = reply.message;
             message.role = Role::Assistant;
             message.tool_call_id = None;
@@ -262,7 +258,7 @@ impl Driver<'_> {
                 return self.exit(payload, StopReason::Finished).await;
             }
             if let Some(outcome) = self
-                .run_calls(&message.tool_calls, &mut table, messages)
+                .run_calls(&message.tool_calls, &[], &mut table, messages)
                 .await?
             {
                 return Ok(outcome);
@@ -270,32 +266,51 @@ impl Driver<'_> {
         }
     }
 
-    /// Runs tool calls in order, appending each result. Returns an outcome if the process
-    /// ended.
+    /// Runs the tool calls of the newest assistant reply in order, except those whose id is
+    /// in `answered`, appending each result. Returns an outcome if the process ended.
+    ///
+    /// Each call is keyed by its identity in the transcript (reply position, index within
+    /// the reply, call id, argument hash), so running it again after a restart reaches the
+    /// same journal. Calls the journal already knows (an intent or an outcome under their
+    /// key) are settled first, before any call of the reply runs as new.
     async fn run_calls(
         &mut self,
         calls: &[ToolCall],
+        answered: &[String],
         table: &mut ToolTable,
         messages: &mut Vec<Message>,
     ) -> Result<Option<RunOutcome>, AgentError> {
-        // Each call is keyed by its place in the transcript, so a resumed conversation that
-        // issues it again gets the recorded outcome instead of a second effect.
         let step = messages
             .iter()
             .rposition(|m| m.role == Role::Assistant)
             .unwrap_or(0);
-        for (index, call) in calls.iter().enumerate() {
-            let key = invocation_key(self.pid, step, index, &call.id);
-            let syscall = table.to_syscall(call);
-            let (is_exit, is_register) = match &syscall {
-                Ok(Syscall::Proc(ProcCall::Exit { .. })) => (true, false),
-                Ok(Syscall::Tool(JitCall::Register { .. })) => (false, true),
-                _ => (false, false),
+        let pending: Vec<(String, &ToolCall)> = calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !answered.contains(&c.id))
+            .map(|(index, c)| (invocation_key(self.pid, step, index, c), c))
+            .collect();
+        let mut settled: Vec<Option<Result<Value, SyscallError>>> = Vec::new();
+        for (key, call) in &pending {
+            let journaled = self
+                .kernel
+                .invocation_recorded(key)
+                .await
+                .map_err(AgentError::Kernel)?;
+            settled.push(match journaled {
+                true => Some(self.call_once(key, call, table).await),
+                false => None,
+            });
+        }
+        for ((key, call), settled) in pending.iter().zip(settled) {
+            let result = match settled {
+                Some(result) => result,
+                None => self.call_once(key, call, table).await,
             };
-            let result = match syscall {
-                Ok(s) => self.kernel.syscall_once(self.pid, &key, s).await,
-                Err(e) => Err(e),
-            };
+            let is_exit = matches!(
+                catch_panic_sync(&call.name, || table.to_syscall(call)),
+                Ok(Syscall::Proc(ProcCall::Exit { .. }))
+            );
             if is_exit && result.is_ok() {
                 return Ok(Some(self.outcome(StopReason::Exited)));
             }
@@ -305,14 +320,30 @@ impl Driver<'_> {
                     return Ok(Some(self.outcome(StopReason::Ended)));
                 }
             }
-            if is_register && result.is_ok() {
-                *table = ToolTable::load(self.kernel, self.pid, &self.image).await;
-            }
             let reply = Message::tool(call.id.clone(), tool_result_text(&result));
             self.transcript.append(self.kernel, &reply).await?;
             messages.push(reply);
+            self.counters.save(self.kernel, self.pid).await?;
         }
         Ok(None)
+    }
+
+    /// Runs one tool call at most once under `key`; reloads the tool table after a
+    /// successful `tool_register`.
+    async fn call_once(
+        &self,
+        key: &str,
+        call: &ToolCall,
+        table: &mut ToolTable,
+    ) -> Result<Value, SyscallError> {
+        // A panic while turning the model's call into a syscall fails that call only.
+        let syscall = catch_panic_sync(&call.name, || table.to_syscall(call))?;
+        let is_register = matches!(syscall, Syscall::Tool(JitCall::Register { .. }));
+        let result = self.kernel.syscall_once(self.pid, key, syscall).await;
+        if is_register && result.is_ok() {
+            *table = ToolTable::load(self.kernel, self.pid, &self.image).await;
+        }
+        result
     }
 
     fn is_gone(&self) -> bool {
@@ -389,8 +420,8 @@ impl Driver<'_> {
             status: process.as_ref().map(|p| p.status).unwrap_or(Status::Failed),
             exit: process.and_then(|p| p.exit_payload),
             stop,
-            steps: self.steps,
-            usage: self.usage,
+            steps: self.counters.steps,
+            usage: self.counters.usage,
         }
     }
 }
@@ -484,12 +515,16 @@ async fn memory_overview(kernel: &Kernel, pid: Pid) -> Vec<String> {
     lines
 }
 
-/// The idempotency key of the `index`-th tool call of the assistant message at `step`.
-fn invocation_key(pid: Pid, step: usize, index: usize, call_id: &str) -> String {
-    let id: String = call_id
+/// The idempotency key of the `index`-th tool call of the assistant message at `step`: the
+/// call's identity in the transcript (position of the reply, index within it, the model's
+/// call id, and a hash of its arguments), stable across restarts and `--resume`.
+fn invocation_key(pid: Pid, step: usize, index: usize, call: &ToolCall) -> String {
+    let id: String = call
+        .id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || "_-.".contains(*c))
-        .take(64)
+        .take(48)
         .collect();
-    format!("agent-{pid}-{step}-{index}-{id}")
+    let args = crate::util::sha256_hex(call.arguments.to_string().as_bytes());
+    format!("agent-{pid}-{step}-{index}-{id}-{}", &args[..16])
 }

@@ -393,7 +393,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
     let slot = Arc::new(Mutex::new(RunSlot::default()));
     let body_slot = slot.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    kernel
+    let task = kernel
         .run(pid, move |pcx: ProcessCtx| async move {
             let result = call_in_process(pcx, source, call_args, body_slot).await;
             let waiting = matches!(result, Err(SyscallError::HumanRequired { .. }));
@@ -412,6 +412,11 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
             "the process task ended without a result",
         ))
     });
+    // The process ends (EXITED or FAILED) before this host does, unless it waits for a
+    // human.
+    if !matches!(outcome, Err(SyscallError::HumanRequired { .. })) {
+        let _ = task.await;
+    }
     if let Some(p) = prompter {
         p.abort();
     }

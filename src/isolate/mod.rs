@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 pub use agent_libos_ops::{CallContext, SyscallPort};
 pub use limits::CallLimits;
@@ -50,6 +50,9 @@ pub struct HostConfig {
     /// Heap limit of pooled isolates (default: `CallLimits::default().heap_bytes`). A call
     /// whose `heap_bytes` differs gets an isolate made for it instead.
     pub heap_bytes: usize,
+    /// Most commands queued or running on one worker thread (default 1024); the next caller
+    /// waits for one to finish, so a flood of calls slows its callers and is never dropped.
+    pub max_queued: usize,
 }
 
 impl Default for HostConfig {
@@ -58,6 +61,7 @@ impl Default for HostConfig {
             threads: 2,
             pool_size: 4,
             heap_bytes: CallLimits::default().heap_bytes,
+            max_queued: 1024,
         }
     }
 }
@@ -160,6 +164,9 @@ pub struct IsolateHost {
 
 struct HostInner {
     workers: Vec<mpsc::UnboundedSender<Command>>,
+    /// One per worker: a permit per command queued or running there, held until it answers.
+    room: Vec<Arc<Semaphore>>,
+    max_queued: usize,
     /// pid → worker index.
     placement: Mutex<HashMap<i64, usize>>,
     next_ephemeral: AtomicUsize,
@@ -173,8 +180,13 @@ impl IsolateHost {
         let workers = (0..threads)
             .map(|i| worker::spawn(i, &config, watchdog.clone()))
             .collect();
+        let max_queued = config.max_queued.max(1);
         IsolateHost {
             inner: Arc::new(HostInner {
+                room: (0..threads)
+                    .map(|_| Arc::new(Semaphore::new(max_queued)))
+                    .collect(),
+                max_queued,
                 workers,
                 placement: Mutex::new(HashMap::new()),
                 next_ephemeral: AtomicUsize::new(0),
@@ -186,6 +198,7 @@ impl IsolateHost {
     pub async fn attach(&self, pid: i64) -> Result<(), IsolateError> {
         let worker = self.place(pid);
         let (reply, answer) = oneshot::channel();
+        let _room = self.room(worker).await.ok_or(IsolateError::Closed)?;
         self.send(worker, Command::Attach { pid, reply })
             .map_err(|_| IsolateError::Closed)?;
         answer.await.map_err(|_| IsolateError::Closed)?
@@ -196,6 +209,9 @@ impl IsolateHost {
         let worker = self.lock_placement().remove(&pid);
         if let Some(worker) = worker {
             let (reply, answer) = oneshot::channel();
+            let Some(_room) = self.room(worker).await else {
+                return;
+            };
             if self.send(worker, Command::Detach { pid, reply }).is_ok() {
                 let _ = answer.await;
             }
@@ -212,8 +228,17 @@ impl IsolateHost {
         }
         let worker = self.place(pid);
         let (reply, answer) = oneshot::channel();
-        self.send(worker, Command::Call { pid, req, reply })
-            .map_err(|_| CallError::Internal("the isolate host has shut down".into()))?;
+        let room = self.room(worker).await.ok_or_else(shut_down)?;
+        self.send(
+            worker,
+            Command::Call {
+                pid,
+                req,
+                reply,
+                room,
+            },
+        )
+        .map_err(|_| shut_down())?;
         answer
             .await
             .map_err(|_| CallError::Internal("the isolate's worker stopped".into()))?
@@ -224,8 +249,9 @@ impl IsolateHost {
         let n = self.inner.workers.len();
         let worker = self.inner.next_ephemeral.fetch_add(1, Ordering::Relaxed) % n;
         let (reply, answer) = oneshot::channel();
-        self.send(worker, Command::Ephemeral { req, reply })
-            .map_err(|_| CallError::Internal("the isolate host has shut down".into()))?;
+        let room = self.room(worker).await.ok_or_else(shut_down)?;
+        self.send(worker, Command::Ephemeral { req, reply, room })
+            .map_err(|_| shut_down())?;
         answer
             .await
             .map_err(|_| CallError::Internal("the isolate's worker stopped".into()))?
@@ -253,7 +279,25 @@ impl IsolateHost {
         worker
     }
 
+    /// Waits for room on `worker`; `None` once the host shut down.
+    async fn room(&self, worker: usize) -> Option<OwnedSemaphorePermit> {
+        self.inner.room[worker].clone().acquire_owned().await.ok()
+    }
+
+    /// Commands queued or running on all workers now (never more than `max_queued` each).
+    pub fn queued(&self) -> usize {
+        self.inner
+            .room
+            .iter()
+            .map(|room| self.inner.max_queued - room.available_permits())
+            .sum()
+    }
+
     fn send(&self, worker: usize, command: Command) -> Result<(), ()> {
         self.inner.workers[worker].send(command).map_err(|_| ())
     }
+}
+
+fn shut_down() -> CallError {
+    CallError::Internal("the isolate host has shut down".into())
 }

@@ -391,7 +391,8 @@ async fn a_huge_result_hits_the_result_size_limit() {
         "wide",
         "export default { run() { return 'é'.repeat(600 * 1024); } };",
     );
-    let req = request(2, &m, json!({}), TestPort::ok());
+    let mut req = request(2, &m, json!({}), TestPort::ok());
+    req.limits.cpu_ms = 20_000;
     assert_eq!(limit_of(host.call(2, req).await), "result_size");
 }
 
@@ -496,6 +497,63 @@ async fn an_ephemeral_call_runs_in_a_fresh_isolate() {
         .run_ephemeral(request(1, &g, json!({}), TestPort::ok()))
         .await;
     assert_eq!(out.unwrap(), json!("undefined"));
+}
+
+#[tokio::test]
+async fn a_flood_of_calls_waits_for_room_and_none_is_dropped() {
+    let host = IsolateHost::start(HostConfig {
+        threads: 1,
+        pool_size: 1,
+        max_queued: 3,
+        ..HostConfig::default()
+    });
+    let busy = module(
+        "busy",
+        "export default { run(args: { n: number }) { let x = 0; for (let i = 0; i < 20000; i++) { x += i % 7; } return { n: args.n, x }; } };",
+    );
+    let calls: Vec<_> = (1..=24)
+        .map(|pid| {
+            let (host, busy) = (host.clone(), busy.clone());
+            tokio::spawn(async move {
+                let req = request(pid, &busy, json!({"n": pid}), TestPort::ok());
+                host.call(pid, req).await
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while calls.iter().any(|call| !call.is_finished()) {
+        most = most.max(host.queued());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(most <= 3, "{most} commands queued on a worker bounded at 3");
+    assert!(most >= 2, "the flood never queued: {most}");
+    for (pid, call) in (1..=24).zip(calls) {
+        assert_eq!(call.await.unwrap().unwrap()["n"], json!(pid));
+    }
+    assert_eq!(host.queued(), 0);
+}
+
+#[tokio::test]
+async fn a_call_its_caller_gave_up_on_keeps_its_place_until_it_ends() {
+    let host = IsolateHost::start(HostConfig {
+        threads: 1,
+        pool_size: 1,
+        max_queued: 1,
+        ..HostConfig::default()
+    });
+    let spin = module("spin", "export default { run() { while (true) {} } };");
+    let mut req = request(1, &spin, json!({}), TestPort::ok());
+    req.limits.cpu_ms = 300;
+    let gave_up = tokio::time::timeout(Duration::from_millis(20), host.call(1, req)).await;
+    assert!(gave_up.is_err(), "the spin returned: {gave_up:?}");
+    // The spin still runs on the worker: it still holds the only place.
+    assert_eq!(host.queued(), 1);
+    // The next call waits for it, then runs.
+    assert_eq!(
+        run(&host, 2, TRIVIAL, json!({"n": 4})).await.unwrap(),
+        json!({"twice": 8})
+    );
+    assert_eq!(host.queued(), 0);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, OwnedSemaphorePermit};
 
 use super::limits::Watchdog;
 use super::pool::Pool;
@@ -35,10 +35,14 @@ pub(crate) enum Command {
         pid: i64,
         req: CallRequest,
         reply: oneshot::Sender<Result<Value, CallError>>,
+        /// The call's place in the worker's queue, given back when the call ends here
+        /// (not when its caller stops waiting), before its answer is sent.
+        room: OwnedSemaphorePermit,
     },
     Ephemeral {
         req: CallRequest,
         reply: oneshot::Sender<Result<Value, CallError>>,
+        room: OwnedSemaphorePermit,
     },
 }
 
@@ -91,7 +95,12 @@ async fn serve(
                 procs.remove(&pid);
                 let _ = reply.send(());
             }
-            Command::Call { pid, req, reply } => {
+            Command::Call {
+                pid,
+                req,
+                reply,
+                room,
+            } => {
                 let slot = procs
                     .entry(pid)
                     .or_insert_with(|| Rc::new(Mutex::new(None)))
@@ -99,14 +108,18 @@ async fn serve(
                 let (pool, watchdog) = (pool.clone(), watchdog.clone());
                 tokio::task::spawn_local(async move {
                     let mut isolate = slot.lock().await;
-                    let _ = reply.send(call(&mut isolate, &pool, &watchdog, req).await);
+                    let result = call(&mut isolate, &pool, &watchdog, req).await;
+                    drop(room);
+                    let _ = reply.send(result);
                 });
             }
-            Command::Ephemeral { req, reply } => {
+            Command::Ephemeral { req, reply, room } => {
                 let (pool, watchdog) = (pool.clone(), watchdog.clone());
                 tokio::task::spawn_local(async move {
                     let mut isolate = None;
-                    let _ = reply.send(call(&mut isolate, &pool, &watchdog, req).await);
+                    let result = call(&mut isolate, &pool, &watchdog, req).await;
+                    drop(room);
+                    let _ = reply.send(result);
                 });
             }
         }

@@ -29,6 +29,8 @@ pub mod rule {
     pub const SCHEMA: &str = "schema";
     /// A declared test does not fit the tool's schemas.
     pub const TOOL_TEST: &str = "tool-test";
+    /// The source is too large or too deeply nested to analyze.
+    pub const LIMITS: &str = "limits";
 }
 
 /// One problem found in a tool's source. Lines and columns are 1-based, in the TS source.

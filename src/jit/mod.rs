@@ -8,6 +8,7 @@
 
 pub mod exports;
 pub mod finding;
+pub mod guard;
 pub mod literal;
 pub mod rules;
 pub mod schema;
@@ -15,13 +16,15 @@ pub mod tool;
 pub mod transpile;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tool_tests;
 
 pub use finding::{rule, Finding};
 pub use rules::DEFAULT_ALLOWED_IMPORTS;
 pub use schema::{check_schema, validate};
 pub use tool::{
-    analyze, is_valid_tool_name, AnalyzeOptions, AnalyzedTool, DeclaredTest, MockSyscall,
-    ToolLimits, ToolMeta,
+    analyze, analyze_async, is_valid_tool_name, AnalyzeOptions, AnalyzedTool, DeclaredTest,
+    MockSyscall, ToolLimits, ToolMeta,
 };
 pub use transpile::{transpile, Diagnostic, TranspileCache, Transpiled};

@@ -11,8 +11,11 @@ use deno_ast::{ProgramRef, SourceTextInfo};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use super::exports::{check_default_export, find_tool, ToolExport};
 use super::finding::{rule, Finding};
+use super::guard;
 use super::literal::{to_json, unwrap_type_wrappers};
 use super::rules::{self, DEFAULT_ALLOWED_IMPORTS};
 use super::schema::{check_schema, validate};
@@ -164,7 +167,34 @@ pub fn is_valid_tool_name(name: &str) -> bool {
 }
 
 /// Statically validates a tool source and transpiles it. Returns every finding on failure.
+///
+/// Refuses sources too large or too deeply nested before parsing, and parses on a thread
+/// of its own with a large stack (see [`guard`](super::guard)); the caller's thread waits.
 pub fn analyze(
+    specifier: &str,
+    source: &str,
+    opts: &AnalyzeOptions,
+) -> Result<AnalyzedTool, Vec<Finding>> {
+    guard::check(source).map_err(|f| vec![f])?;
+    guard::on_front_end_thread(|| analyze_here(specifier, source, opts))
+        .unwrap_or_else(|e| Err(vec![Finding::new(rule::LIMITS, e, 1, 1)]))
+}
+
+/// [`analyze`] for async callers: the caller's thread is not blocked while it runs.
+pub async fn analyze_async(
+    specifier: String,
+    source: Arc<str>,
+    opts: AnalyzeOptions,
+) -> Result<AnalyzedTool, Vec<Finding>> {
+    guard::check(&source).map_err(|f| vec![f])?;
+    guard::on_front_end_thread_async(move || analyze_here(&specifier, &source, &opts))
+        .await
+        .unwrap_or_else(|e| Err(vec![Finding::new(rule::LIMITS, e, 1, 1)]))
+}
+
+/// The analysis itself, on the current thread: only for sources [`guard::check`] accepted,
+/// on a thread with [`guard::FRONT_END_STACK`] bytes of stack.
+fn analyze_here(
     specifier: &str,
     source: &str,
     opts: &AnalyzeOptions,

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::finding::Finding;
 use super::tool::{analyze, is_valid_tool_name, AnalyzeOptions, AnalyzedTool};
 
-const GOOD: &str = r#"import type { Libos } from "libos";
+pub(super) const GOOD: &str = r#"import type { Libos } from "libos";
 
 export const tool = {
   name: "count_lines",

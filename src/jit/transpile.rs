@@ -131,10 +131,25 @@ fn transpile_error(specifier: &str, err: TranspileError) -> Diagnostic {
 }
 
 /// Transpiles a TypeScript ES module to a JavaScript ES module with a separate source map.
+/// Like `analyze`, refuses a source too large or too deeply nested before parsing it, and
+/// parses on the front end's own thread.
 pub fn transpile(specifier: &str, source: &str) -> Result<Transpiled, Diagnostic> {
-    let hash = source_hash(source);
-    let parsed = parse(specifier, source)?;
-    emit_parsed(specifier, parsed, hash)
+    let refused = |message: String| Diagnostic {
+        specifier: specifier.to_string(),
+        message,
+        line: 1,
+        column: 1,
+    };
+    super::guard::check(source).map_err(|f| Diagnostic {
+        line: f.line,
+        column: f.column,
+        ..refused(f.message)
+    })?;
+    super::guard::on_front_end_thread(|| {
+        let parsed = parse(specifier, source)?;
+        emit_parsed(specifier, parsed, source_hash(source))
+    })
+    .unwrap_or_else(|e| Err(refused(e)))
 }
 
 type CacheKey = (String, String);
@@ -192,8 +207,7 @@ impl TranspileCache {
             return Ok(hit.clone());
         }
         // Transpile outside the lock; a racing duplicate is harmless.
-        let parsed = parse(specifier, source)?;
-        let out = Arc::new(emit_parsed(specifier, parsed, key.1.clone())?);
+        let out = Arc::new(transpile(specifier, source)?);
         Ok(self.insert(key, out))
     }
 

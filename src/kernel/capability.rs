@@ -449,3 +449,96 @@ mod tests {
         assert!(CapabilitySpec::parse_grant("fs:x=fly").is_err());
     }
 }
+
+/// Property tests: no grant text, resource or pattern makes parsing or matching panic; an
+/// explicit deny always beats a match; containment implies matching for concrete names.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::proptest_support::{config, tricky_string};
+    use proptest::prelude::*;
+
+    /// A name built from segments that are wildcards, empty, dots or anything at all.
+    fn name() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            Just("*".to_string()),
+            Just("**".to_string()),
+            Just(String::new()),
+            Just("..".to_string()),
+            "[a-z]{1,2}",
+            tricky_string(),
+        ];
+        prop::collection::vec(segment, 1..5).prop_map(|segments| segments.join("/"))
+    }
+
+    /// A resource or pattern: a known kind, or any text before the colon.
+    fn resource() -> impl Strategy<Value = String> {
+        let kind = prop_oneof![
+            3 => prop::sample::select(vec!["fs", "shell", "net", "object"]).prop_map(str::to_string),
+            1 => tricky_string(),
+        ];
+        (kind, name()).prop_map(|(kind, name)| format!("{kind}:{name}"))
+    }
+
+    fn capability(resource: String, policy: Policy) -> Capability {
+        Capability {
+            id: 1,
+            subject: 1,
+            resource,
+            rights: vec![Right::Read],
+            policy,
+            issuer: None,
+            parent: None,
+            expires_at: None,
+            delegable: false,
+            revocable: true,
+            revoked: false,
+            consumed: false,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(2048))]
+
+        #[test]
+        fn any_grant_text_is_parsed_or_refused(text in tricky_string(), resource in resource()) {
+            let _ = CapabilitySpec::parse_grant(&text);
+            let _ = parse_rights(&text);
+            let _ = text.parse::<Policy>();
+            for grant in [format!("{resource}={text}"), format!("{resource}=read:{text}")] {
+                if let Ok(spec) = CapabilitySpec::parse_grant(&grant) {
+                    prop_assert!(validate_resource(&spec.resource).is_ok(), "{grant:?}");
+                    prop_assert!(!spec.rights.is_empty(), "{grant:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn matching_never_panics_and_never_crosses_kinds(pattern in resource(), name in resource()) {
+            let _ = validate_resource(&pattern);
+            if match_resource(&pattern, &name).is_some() {
+                prop_assert_eq!(pattern.split_once(':').map(|p| p.0), name.split_once(':').map(|n| n.0));
+            }
+            if pattern_within(&pattern, &name) {
+                prop_assert_eq!(pattern.split_once(':').map(|p| p.0), name.split_once(':').map(|n| n.0));
+            }
+            if pattern.contains(':') {
+                prop_assert!(match_resource(&pattern, &pattern).is_some(), "{pattern:?}");
+            }
+        }
+
+        #[test]
+        fn a_matching_deny_always_wins(deny in resource(), allow in resource(), name in resource()) {
+            let caps = [
+                capability(allow, Policy::AlwaysAllow),
+                capability(deny.clone(), Policy::AlwaysDeny),
+            ];
+            let decision = decide(&caps, &name, Right::Read, 0);
+            if match_resource(&deny, &name).is_some() {
+                prop_assert!(matches!(decision, Decision::Denied(_)), "{decision:?}");
+            } else {
+                prop_assert!(!matches!(decision, Decision::Denied(_)), "{decision:?}");
+            }
+        }
+    }
+}

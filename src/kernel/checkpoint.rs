@@ -300,10 +300,14 @@ impl Kernel {
         // The SQL could only see the chain head before this group; record the exact seq
         // (queued: readers of checkpoints flush first, and the stored value until then is a
         // lower bound, which can only make a rollback list more effects, never fewer).
-        self.inner.store.submit(WriteBatch::default().stmt(
-            "UPDATE checkpoints SET audit_seq = ? WHERE id = ?",
-            vec![audit_seq.into(), id.clone().into()],
-        ));
+        self.inner
+            .store
+            .submit(WriteBatch::default().stmt(
+                "UPDATE checkpoints SET audit_seq = ? WHERE id = ?",
+                vec![audit_seq.into(), id.clone().into()],
+            ))
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
         let row = sqlx::query("SELECT objects, capabilities, tools FROM checkpoints WHERE id = ?")
             .bind(&id)
             .fetch_one(self.inner.store.pool())

@@ -11,6 +11,7 @@ use super::scope::{Done, Scope};
 use super::syscall::{
     FsCall, IntentTiming, JitCall, MemCall, NetCall, Primitive, ProcCall, ShellCall, Syscall,
 };
+use super::unwind::catch_panic;
 use super::Kernel;
 use crate::audit::{AuditEntry, Decision};
 use crate::store::{JournalRow, WriteBatch};
@@ -54,7 +55,7 @@ impl Kernel {
         let primitive = call.name();
         let span = tracing::info_span!("syscall", pid, primitive, decision = tracing::field::Empty);
         let mut scope = scope;
-        async move {
+        let serve = async move {
             if let Err(e) = self.gate(pid, &call).await {
                 return self.finish(pid, &call, scope, Err(e), None).await;
             }
@@ -64,7 +65,7 @@ impl Kernel {
                     None => {}
                     Some(Err(e)) => return self.finish(pid, &call, scope, Err(e), None).await,
                     Some(Ok(Step::Replay(result))) => {
-                        return self.replayed(pid, &call, &inv, result)
+                        return self.replayed(pid, &call, &inv, result).await
                     }
                     Some(Ok(Step::Fresh {
                         seq,
@@ -93,11 +94,12 @@ impl Kernel {
                     }
                 }
             }
-            let result = self.dispatch(pid, &call, &mut scope).await;
+            // A panic in a handler or provider is this call's `Internal` error, audited.
+            let result = catch_panic(primitive, self.dispatch(pid, &call, &mut scope)).await;
             self.finish(pid, &call, scope, result, journal).await
-        }
-        .instrument(span)
-        .await
+        };
+        // Anywhere else (the gate, the journal, the audit record itself): still only this call.
+        catch_panic(primitive, serve.instrument(span)).await
     }
 
     /// Checks that `pid` may make a syscall now: it exists, is not terminal, is not
@@ -134,8 +136,8 @@ impl Kernel {
                             ),
                         ));
                     }
-                    proc.usage.syscalls += 1;
-                    if proc.usage.syscalls > proc.budget.syscalls {
+                    // A refused call uses nothing, so the stored count never passes the budget.
+                    if proc.usage.syscalls >= proc.budget.syscalls {
                         return Err(SyscallError::limit(
                             "syscalls",
                             format!(
@@ -144,6 +146,7 @@ impl Kernel {
                             ),
                         ));
                     }
+                    proc.usage.syscalls += 1;
                     return Ok(());
                 }
                 state.changes_of(pid).subscribe()
@@ -225,8 +228,11 @@ impl Kernel {
                     parent_seq: scope.parent_seq,
                     detail: json!({"request": call.audit_summary(), "result": done.detail}),
                 };
+                let on_commit = done.on_commit.take();
                 let mut batch = done.batch.audit(entry.clone());
+                self.record_usage(pid, &mut batch);
                 if let Some(row) = journal_row(json!({"ok": done.value})) {
+                    self.fence_journal(&row.invocation_id, &mut batch);
                     batch = batch.journal(row);
                 }
                 // Effects, state changes and one-shot grants are acknowledged only once
@@ -237,9 +243,17 @@ impl Kernel {
                     || !scope.once.is_empty()
                     || !self.inner.store.healthy();
                 if !wait {
-                    self.inner.store.submit(batch);
+                    self.inner
+                        .store
+                        .submit(batch)
+                        .await
+                        .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
                 } else if let Err(e) = self.inner.store.commit(batch).await {
-                    return Err(self.commit_failed(call, entry, consumed, e));
+                    return Err(self.commit_failed(call, entry, consumed, e).await);
+                }
+                // In-memory effects of the call (a published tool) follow its commit.
+                if let Some(apply) = on_commit {
+                    apply();
                 }
                 Ok(done.value)
             }
@@ -274,6 +288,7 @@ impl Kernel {
                     detail: json!({"request": call.audit_summary(), "error": err.to_wire()}),
                 };
                 let mut batch = WriteBatch::default().audit(entry);
+                self.record_usage(pid, &mut batch);
                 let retryable = matches!(
                     err,
                     SyscallError::HumanRequired { .. }
@@ -282,10 +297,13 @@ impl Kernel {
                 );
                 if !retryable {
                     if let Some(row) = journal_row(json!({"err": err.to_wire()})) {
+                        self.fence_journal(&row.invocation_id, &mut batch);
                         batch = batch.journal(row);
                     }
                 }
-                self.inner.store.submit(batch);
+                if let Err(e) = self.inner.store.submit(batch).await {
+                    tracing::error!(%e, "the audit record of a failed call was not queued");
+                }
                 Err(err)
             }
         }
@@ -300,7 +318,7 @@ impl Kernel {
     /// used up) and the caller learns that the outcome is uncertain — never a success. Its
     /// journal keeps the intent without an outcome, so a resumed invocation asks a human
     /// before repeating it.
-    fn commit_failed(
+    async fn commit_failed(
         &self,
         call: &Syscall,
         entry: AuditEntry,
@@ -318,7 +336,9 @@ impl Kernel {
         } else {
             WriteBatch::default().audit(entry)
         };
-        self.inner.store.submit(record);
+        if let Err(e) = self.inner.store.submit(record).await {
+            tracing::error!(%e, "queueing the record of a call whose commit failed");
+        }
         if external {
             SyscallError::Uncertain(format!(
                 "{} was carried out, but its record could not be committed ({err}); it is recorded when the store recovers — check its effect before repeating it",
@@ -343,7 +363,7 @@ impl Kernel {
     }
 
     /// A syscall answered from the journal on replay: audited, not run.
-    fn replayed(
+    async fn replayed(
         &self,
         pid: Pid,
         call: &Syscall,
@@ -362,8 +382,36 @@ impl Kernel {
             parent_seq: None,
             detail: json!({"request": call.audit_summary(), "replayed": result.is_ok()}),
         };
-        self.inner.store.submit(WriteBatch::default().audit(entry));
+        let mut batch = WriteBatch::default().audit(entry);
+        self.record_usage(pid, &mut batch);
+        self.inner
+            .store
+            .submit(batch)
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
         result
+    }
+
+    /// Makes `batch` commit only while this host holds the lease of `invocation`.
+    fn fence_journal(&self, invocation: &str, batch: &mut WriteBatch) {
+        if let Some(epoch) = self.invocation_epoch(invocation) {
+            self.push_fence(invocation, epoch, batch);
+        }
+    }
+
+    /// Adds `pid`'s syscall count to `batch`, so usage is durable with the audit record (or
+    /// the journal intent) of the call that consumed it and a restart continues from it.
+    pub(crate) fn record_usage(&self, pid: Pid, batch: &mut WriteBatch) {
+        let used = self
+            .inner
+            .state
+            .lock()
+            .procs
+            .get(&pid)
+            .map(|p| p.usage.syscalls);
+        if let Some(used) = used {
+            super::persist::record_syscalls_used(batch, pid, used);
+        }
     }
 }
 

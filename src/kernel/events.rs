@@ -25,7 +25,8 @@ use crate::store::WriteBatch;
 pub(crate) const EVENT_PAYLOAD_MAX: usize = 64 << 10;
 /// The longest event name.
 pub(crate) const EVENT_NAME_MAX: usize = 128;
-/// The most events queued for one process.
+/// The most undelivered events one process's queue holds. A process's post beyond it fails
+/// with `LimitExceeded { limit: "events" }`; nothing queued is ever dropped.
 pub(crate) const EVENT_QUEUE_MAX: usize = 1024;
 
 /// Who posts an event: a process (bounded by the target's queue) or the kernel itself
@@ -75,7 +76,11 @@ impl Kernel {
             if poster == Poster::Process && queued >= EVENT_QUEUE_MAX {
                 return Err(SyscallError::limit(
                     "events",
-                    format!("process {target} has {queued} events queued, the most it may hold"),
+                    format!(
+                        "process {target} has {queued} undelivered events, the most it may \
+                         hold ({EVENT_QUEUE_MAX}); it must take some (event.wait) before more \
+                         are posted"
+                    ),
                 ));
             }
             *state.event_slots.entry(target).or_default() += 1;

@@ -177,12 +177,57 @@ macro_rules! select_requests {
 /// How often a parked call checks the database for an answer given by another runtime.
 const HUMAN_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Most calls of one process parked on humans at once: a call beyond it fails with
+/// `LimitExceeded { limit: "human_waits" }` before raising a request, instead of growing the
+/// waiters without limit. Each parked call waits on a request of its own, so this is the
+/// bound on pending requests ([`MAX_PENDING_REQUESTS`], kept durably) seen from memory.
+pub(crate) const MAX_PARKED_PER_PROCESS: usize = MAX_PENDING_REQUESTS as usize;
+
 /// Calls parked until a human answers, by request id.
 #[derive(Default)]
 pub(crate) struct Waiters {
     map: parking_lot::Mutex<HashMap<String, oneshot::Sender<HumanAnswer>>>,
+    /// How many calls of each process hold a [`ParkSlot`].
+    parked: parking_lot::Mutex<HashMap<Pid, usize>>,
     /// Requests whose answer a call of this runtime has taken.
     claimed: parking_lot::Mutex<std::collections::HashSet<String>>,
+}
+
+/// One of a process's [`MAX_PARKED_PER_PROCESS`] places to wait for a human; given back
+/// when dropped.
+struct ParkSlot<'a> {
+    waiters: &'a Waiters,
+    pid: Pid,
+}
+
+impl Waiters {
+    fn park_slot(&self, pid: Pid) -> SysResult<ParkSlot<'_>> {
+        let mut parked = self.parked.lock();
+        let count = parked.entry(pid).or_default();
+        if *count >= MAX_PARKED_PER_PROCESS {
+            return Err(SyscallError::limit(
+                "human_waits",
+                format!(
+                    "process {pid} already has {count} calls waiting for a human; wait for \
+                     their answers before asking more"
+                ),
+            ));
+        }
+        *count += 1;
+        Ok(ParkSlot { waiters: self, pid })
+    }
+}
+
+impl Drop for ParkSlot<'_> {
+    fn drop(&mut self) {
+        let mut parked = self.waiters.parked.lock();
+        if let Some(count) = parked.get_mut(&self.pid) {
+            *count -= 1;
+            if *count == 0 {
+                parked.remove(&self.pid);
+            }
+        }
+    }
 }
 
 impl Kernel {
@@ -253,6 +298,11 @@ impl Kernel {
         args_hash: String,
         scope: &mut Scope,
     ) -> SysResult<(String, HumanAnswer)> {
+        // Only calls that will park take a place; one that fails fast never waits.
+        let _slot = match self.inner.config.human_mode {
+            HumanMode::Wait => Some(self.inner.human.park_slot(pid)?),
+            HumanMode::FailFast => None,
+        };
         // A tool invocation parked on a human must be findable by `resume` after a crash.
         if let Some(invocation) = scope.correlation.clone() {
             let mut batch = WriteBatch::default();

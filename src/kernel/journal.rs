@@ -48,6 +48,8 @@ pub(crate) struct Invocation {
     pub recorded: bool,
     /// Rows of an earlier run, by sequence number (empty for a first run).
     pub replay: HashMap<i64, Recorded>,
+    /// The epoch of this host's lease on the invocation (1 for a first run).
+    pub epoch: i64,
 }
 
 /// An invocation id chosen by the caller (an idempotency key), with what an earlier run of
@@ -57,6 +59,8 @@ pub(crate) struct Keyed {
     pub replay: HashMap<i64, Recorded>,
     pub recorded: bool,
     pub start_seed: Option<(i64, u64)>,
+    /// The epoch of this host's lease.
+    pub epoch: i64,
 }
 
 /// What the journal says about the next syscall of an invocation.
@@ -217,6 +221,17 @@ impl Kernel {
     ) -> SysResult<()> {
         let mut batch = WriteBatch::default();
         self.record_invocation(id, &mut batch);
+        let live = self
+            .inner
+            .invocations
+            .live
+            .lock()
+            .get(id)
+            .map(|inv| (inv.pid, inv.epoch));
+        if let Some((pid, epoch)) = live {
+            self.record_usage(pid, &mut batch);
+            self.push_fence(id, epoch, &mut batch);
+        }
         let batch = batch.journal(JournalRow {
             invocation_id: id.to_string(),
             seq,
@@ -226,11 +241,14 @@ impl Kernel {
             outcome: None,
             blob: None,
         });
-        self.inner
-            .store
-            .commit(batch)
-            .await
-            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        self.inner.store.commit(batch).await.map_err(|e| {
+            let message = e.to_string();
+            if super::lease::is_stale(&message) {
+                super::lease::stale_error(id)
+            } else {
+                SyscallError::Internal(format!("store: {message}"))
+            }
+        })?;
         Ok(())
     }
 
@@ -244,7 +262,18 @@ impl Kernel {
         }
     }
 
+    /// The epoch of this host's lease on live invocation `id`.
+    pub(crate) fn invocation_epoch(&self, id: &str) -> Option<i64> {
+        self.inner
+            .invocations
+            .live
+            .lock()
+            .get(id)
+            .map(|inv| inv.epoch)
+    }
+
     fn push_invocation_row(&self, id: &str, inv: &Invocation, batch: &mut WriteBatch) {
+        self.push_lease(id, batch);
         batch.push(
             "INSERT INTO invocations (id, pid, tool, args, start_time, seed, status, created_at, args_hash) \
              VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -278,6 +307,7 @@ impl Kernel {
         if !inv.recorded {
             self.push_invocation_row(id, &inv, &mut batch);
         }
+        self.push_fence(id, inv.epoch, &mut batch);
         batch.push(
             "UPDATE invocations SET status = ?, outcome = ?, finished_at = ? WHERE id = ?",
             vec![
@@ -287,16 +317,19 @@ impl Kernel {
                 id.into(),
             ],
         );
+        // Behind the fence: a host that lost the lease deletes nothing either.
         if status != "waiting_human" {
             forget_journal(&mut batch, id);
         }
-        // A waiting invocation must be findable by `resume` even if the host dies now.
+        // A waiting invocation must be findable by `resume` even if the host dies now, and
+        // no host runs it until a human answers: its lease is released.
         if status == "waiting_human" {
+            self.push_lease_release(id, inv.epoch, &mut batch);
             if let Err(e) = self.inner.store.commit(batch).await {
                 tracing::error!(%e, "recording a waiting invocation");
             }
-        } else {
-            self.inner.store.submit(batch);
+        } else if let Err(e) = self.inner.store.submit(batch).await {
+            tracing::error!(%e, "recording an invocation's outcome");
         }
     }
 
@@ -311,6 +344,11 @@ impl Kernel {
     /// process's rollback generation: after a checkpoint rollback the same key is a new
     /// call, so nothing recorded before the rollback is handed out.
     pub async fn syscall_once(&self, pid: Pid, key: &str, call: Syscall) -> SysResult<Value> {
+        let primitive = call.name();
+        super::unwind::catch_panic(primitive, self.syscall_once_unguarded(pid, key, call)).await
+    }
+
+    async fn syscall_once_unguarded(&self, pid: Pid, key: &str, call: Syscall) -> SysResult<Value> {
         let key_ok = !key.is_empty()
             && key.len() <= 128
             && key
@@ -338,12 +376,37 @@ impl Kernel {
                 "invocation {key} is already running"
             )));
         }
-        let row = sqlx::query(
-            "SELECT pid, status, outcome, start_time, seed, args_hash FROM invocations WHERE id = ?",
-        )
-        .bind(key)
-        .fetch_optional(self.inner.store.pool())
-        .await?;
+        let mut epoch = 1;
+        let row = loop {
+            let row = sqlx::query(
+                "SELECT pid, status, outcome, start_time, seed, args_hash FROM invocations WHERE id = ?",
+            )
+            .bind(key)
+            .fetch_optional(self.inner.store.pool())
+            .await?;
+            let open = match &row {
+                Some(row) => {
+                    let status: String = row.try_get("status")?;
+                    status != "done" && status != "failed"
+                }
+                None => false,
+            };
+            if !open {
+                break row;
+            }
+            // An unfinished invocation is taken over only once its owner's lease expired;
+            // meanwhile the owner may finish it.
+            match self.take_over(key).await? {
+                Some(taken) => {
+                    epoch = taken;
+                    break row;
+                }
+                None => {
+                    tokio::time::sleep(std::time::Duration::from_millis(super::lease::HEARTBEAT_MS))
+                        .await
+                }
+            }
+        };
         let mut start_seed = None;
         let recorded = row.is_some();
         if let Some(row) = row {
@@ -381,6 +444,7 @@ impl Kernel {
                 replay,
                 recorded,
                 start_seed,
+                epoch,
             };
             return self.syscall_keyed(pid, call, keyed).await;
         }
@@ -397,6 +461,7 @@ impl Kernel {
                 next_seq: 0,
                 recorded,
                 replay,
+                epoch,
             },
         );
         // Record the invocation with its outcome, so a retry finds it even for calls that
@@ -407,7 +472,9 @@ impl Kernel {
             .syscall_correlated(pid, call, Some(key.to_string()))
             .await;
         if !batch.is_empty() {
-            self.inner.store.submit(batch);
+            if let Err(e) = self.inner.store.submit(batch).await {
+                tracing::error!(%e, "recording an invocation");
+            }
         }
         self.end_invocation(key, &result).await;
         // The key's record is durable before the caller moves on, so the key cannot be
@@ -416,6 +483,20 @@ impl Kernel {
             return Err(SyscallError::Internal(format!("store: {e}")));
         }
         result
+    }
+
+    /// Whether invocation `id` left anything in the store (its row, or an intent): a call
+    /// under that key is settled from the journal rather than run as new.
+    pub async fn invocation_recorded(&self, id: &str) -> SysResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM invocations WHERE id = ? \
+             UNION ALL SELECT 1 FROM journal WHERE invocation_id = ? LIMIT 1",
+        )
+        .bind(id)
+        .bind(id)
+        .fetch_optional(self.inner.store.pool())
+        .await?;
+        Ok(found.is_some())
     }
 
     /// Journal rows of an earlier run of `id`.

@@ -79,7 +79,10 @@ impl Kernel {
                 Ok(Done::new(json!(list), format!("namespace:{ns}"))
                     .detail(json!({"objects": count})))
             }
-            MemCall::Create(spec) => self.create_object(pid, spec, call, scope).await,
+            MemCall::Create(spec) => {
+                refuse_reserved_type(&spec.object_type)?;
+                self.create_object(pid, spec, call, scope).await
+            }
             MemCall::Read { id } => {
                 let ns = self
                     .object_namespace(pid, id, Right::Read, call, scope)
@@ -160,6 +163,7 @@ impl Kernel {
                 name,
                 object_type,
             } => {
+                refuse_reserved_type(object_type)?;
                 let p = self
                     .authorize_path(pid, path, Right::Read, call, scope, |_| Ok(Value::Null))
                     .await?;
@@ -218,7 +222,9 @@ impl Kernel {
         }
     }
 
-    async fn create_object(
+    /// Creates an object of any type, reserved ones included: `mem.create` and
+    /// `mem.from_file` check the type first, and the kernel's own objects come through here.
+    pub(super) async fn create_object(
         &self,
         pid: Pid,
         spec: &ObjectSpec,
@@ -379,6 +385,18 @@ fn header_json(row: &sqlx::sqlite::SqliteRow, ns: &str) -> SysResult<Value> {
         "created_by": row.try_get::<Option<i64>, _>("created_by")?,
         "created_at": row.try_get::<i64, _>("created_at")?,
     }))
+}
+
+/// Object types only the kernel creates: a `tool.candidate` is what `tool.propose` stored.
+const RESERVED_TYPES: &[&str] = &["tool.candidate"];
+
+fn refuse_reserved_type(object_type: &str) -> SysResult<()> {
+    if RESERVED_TYPES.contains(&object_type) {
+        return Err(SyscallError::invalid(format!(
+            "object type {object_type} is reserved for the kernel; propose a tool with tool.propose"
+        )));
+    }
+    Ok(())
 }
 
 fn check_namespace_name(name: &str) -> SysResult<()> {

@@ -29,6 +29,7 @@ mod fs_calls;
 mod host_calls;
 pub mod human;
 mod journal;
+mod lease;
 mod mem_calls;
 mod operator;
 mod persist;
@@ -37,6 +38,7 @@ mod scope;
 mod shell_calls;
 mod state;
 mod tools;
+pub(crate) mod unwind;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -101,6 +103,9 @@ pub struct KernelConfig {
     /// to it or one directory up (where cargo puts test binaries); see
     /// [`crate::providers::runtime_binary`].
     pub runtime_binary: Option<PathBuf>,
+    /// How long an invocation's lease outlives its owner's last heartbeat before another
+    /// host may take it over (default 5 s).
+    pub lease_ttl: std::time::Duration,
 }
 
 impl KernelConfig {
@@ -124,6 +129,7 @@ impl KernelConfig {
             reserved: Vec::new(),
             sandbox: SandboxConfig::default(),
             runtime_binary: None,
+            lease_ttl: std::time::Duration::from_millis(lease::LEASE_TTL_MS as u64),
         }
     }
 
@@ -191,6 +197,8 @@ struct Inner {
     isolates: std::sync::OnceLock<crate::isolate::IsolateHost>,
     tools: tools::ToolTables,
     invocations: journal::Invocations,
+    /// This host's identity for invocation leases.
+    leases: lease::Leases,
     /// Latest version of each image read so far (images change only by registration).
     images: Mutex<HashMap<String, Image>>,
 }
@@ -216,7 +224,7 @@ impl Kernel {
         let state = state::State::load(store.pool(), store.sealer()).await?;
         // Events nobody will read: consumed ones and the queues of ended processes (left by
         // older runtimes), and payloads beyond today's bound.
-        store.submit(crate::store::WriteBatch::default().stmt(
+        let stale = crate::store::WriteBatch::default().stmt(
             "DELETE FROM events WHERE consumed = 1 OR length(payload) > ? \
              OR target NOT IN (SELECT pid FROM processes WHERE status NOT IN (?, ?, ?))",
             vec![
@@ -225,7 +233,10 @@ impl Kernel {
                 Status::Failed.as_str().into(),
                 Status::Killed.as_str().into(),
             ],
-        ));
+        );
+        if let Err(e) = store.submit(stale).await {
+            tracing::warn!(%e, "queueing the removal of stale events");
+        }
         let ids = Ids {
             pid: IdBlock::open(store.pool(), "seq.pid", "SELECT MAX(pid) FROM processes").await?,
             cap: IdBlock::open(
@@ -236,7 +247,7 @@ impl Kernel {
             .await?,
             event: IdBlock::open(store.pool(), "seq.event", "SELECT MAX(id) FROM events").await?,
         };
-        Ok(Kernel {
+        let kernel = Kernel {
             inner: Arc::new(Inner {
                 store,
                 providers,
@@ -248,9 +259,12 @@ impl Kernel {
                 isolates: std::sync::OnceLock::new(),
                 tools: tools::ToolTables::default(),
                 invocations: journal::Invocations::default(),
+                leases: lease::Leases::default(),
                 images: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        kernel.start_heartbeat();
+        Ok(kernel)
     }
 
     pub fn store(&self) -> &Store {

@@ -80,3 +80,49 @@ mod tests {
         assert_eq!(normalize(".", ""), Err(PathEscape::Empty));
     }
 }
+
+/// No path panics the normalizer, and what it returns stays inside the workspace: relative,
+/// without `.`/`..`/empty segments, and a fixed point.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::proptest_support::{config, tricky_string};
+    use proptest::prelude::*;
+
+    fn path_like() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            Just(String::new()),
+            Just(".".to_string()),
+            Just("..".to_string()),
+            "[a-z]{1,3}",
+            tricky_string(),
+        ];
+        prop::collection::vec(segment, 0..8).prop_map(|segments| segments.join("/"))
+    }
+
+    proptest! {
+        #![proptest_config(config(2048))]
+
+        #[test]
+        fn normalized_paths_stay_in_the_workspace(cwd in path_like(), path in path_like()) {
+            let cwd = normalize(".", &cwd).unwrap_or_else(|_| ".".into());
+            if let Ok(out) = normalize(&cwd, &path) {
+                prop_assert!(!out.is_empty());
+                prop_assert!(!out.starts_with('/'), "{out}");
+                prop_assert!(!out.contains('\0') && !out.contains('\\'), "{out:?}");
+                if out != "." {
+                    prop_assert!(
+                        out.split('/').all(|s| !s.is_empty() && s != "." && s != ".."),
+                        "{out:?}"
+                    );
+                }
+                prop_assert_eq!(normalize(".", &out), Ok(out.clone()));
+            }
+        }
+
+        #[test]
+        fn any_string_is_normalized_or_refused(cwd in tricky_string(), path in tricky_string()) {
+            let _ = normalize(&cwd, &path);
+        }
+    }
+}

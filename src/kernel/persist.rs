@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::capability::{Capability, CapabilitySpec};
+use super::capability::{Capability, CapabilitySpec, Pid};
 use super::process::Process;
 use crate::store::sealed::CapFields;
 use crate::store::{Sealer, WriteBatch};
@@ -48,6 +48,16 @@ pub fn update_process(batch: &mut WriteBatch, p: &Process, now: i64) {
             p.generation.into(),
             p.pid.into(),
         ],
+    );
+}
+
+/// Raises the stored syscall count of `pid` to `used` (never lowers it: batches of
+/// concurrent calls may commit out of order).
+pub fn record_syscalls_used(batch: &mut WriteBatch, pid: Pid, used: u64) {
+    batch.push(
+        "UPDATE processes SET usage = json_set(usage, '$.syscalls', \
+         MAX(COALESCE(json_extract(usage, '$.syscalls'), 0), ?)) WHERE pid = ?",
+        vec![(used as i64).into(), pid.into()],
     );
 }
 

@@ -34,6 +34,9 @@ pub(crate) struct Done {
     pub detail: Value,
     /// State changes committed together with the audit record.
     pub batch: WriteBatch,
+    /// The in-memory change that mirrors `batch`: applied only once the commit succeeded,
+    /// dropped (undone) if it failed.
+    pub on_commit: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Done {
@@ -43,6 +46,7 @@ impl Done {
             target: target.into(),
             detail: Value::Null,
             batch: WriteBatch::default(),
+            on_commit: None,
         }
     }
 
@@ -53,6 +57,11 @@ impl Done {
 
     pub fn batch(mut self, batch: WriteBatch) -> Done {
         self.batch = batch;
+        self
+    }
+
+    pub fn on_commit(mut self, apply: impl FnOnce() + Send + 'static) -> Done {
+        self.on_commit = Some(Box::new(apply));
         self
     }
 }

@@ -757,7 +757,7 @@ mod wire_contract {
     }
 
     /// One call per primitive (defaulted fields left out, so defaults are pinned too).
-    fn samples() -> Vec<(Value, &'static str)> {
+    pub(super) fn samples() -> Vec<(Value, &'static str)> {
         vec![
             (
                 json!({"primitive": "fs.read_text", "path": "notes.md"}),
@@ -952,5 +952,151 @@ mod wire_contract {
                 "dad198088a936e2145703b875edc0fb5500d235d1a5999355ccf3fc3ded3e27e",
             ),
         ]
+    }
+}
+
+/// No wire input panics the decoder, and whatever decodes means what it says: it round-trips,
+/// and its name, hash and audit summary are computed without a panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::proptest_support::{config, json_with_keys, tricky_string};
+    use proptest::prelude::*;
+
+    const FIELDS: &[&str] = &[
+        "primitive",
+        "argv",
+        "body",
+        "budget",
+        "channel",
+        "choices",
+        "content",
+        "goal",
+        "headers",
+        "id",
+        "image",
+        "inherit",
+        "manifest",
+        "max_bytes",
+        "message",
+        "method",
+        "name",
+        "namespace",
+        "type",
+        "overwrite",
+        "path",
+        "payload",
+        "pid",
+        "question",
+        "reason",
+        "recursive",
+        "resource",
+        "rights",
+        "stdin",
+        "target",
+        "timeout_ms",
+        "url",
+        "ms",
+        "item",
+        "tags",
+        "appendable",
+        "source",
+        "args",
+        "signal",
+        "tool_calls",
+        "children",
+        "syscalls",
+        "wall_time_ms",
+        "right",
+        "policy",
+        "delegable",
+    ];
+
+    fn primitive_names() -> Vec<String> {
+        let mut names: Vec<String> = wire_contract::samples()
+            .iter()
+            .map(|(call, _)| call["primitive"].as_str().unwrap_or_default().to_string())
+            .collect();
+        names.extend(["fs.", ".read_text", "fs", "", "fs.read_text.x", "é.é"].map(String::from));
+        names
+    }
+
+    /// A call shaped like the wire form: a known (or near-known) primitive and random fields.
+    fn call_like() -> impl Strategy<Value = Value> {
+        (
+            prop::sample::select(primitive_names()),
+            prop::collection::vec((prop::sample::select(FIELDS), json_with_keys(FIELDS)), 0..6),
+        )
+            .prop_map(|(primitive, fields)| {
+                let mut map: serde_json::Map<String, Value> = fields
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                map.insert("primitive".into(), Value::String(primitive));
+                Value::Object(map)
+            })
+    }
+
+    /// A valid call of some primitive with one field replaced, added or removed.
+    fn mutated_sample() -> impl Strategy<Value = Value> {
+        let samples: Vec<Value> = wire_contract::samples()
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        (
+            prop::sample::select(samples),
+            prop::sample::select(FIELDS),
+            prop::option::of(json_with_keys(FIELDS)),
+        )
+            .prop_map(|(mut call, field, value)| {
+                if let Value::Object(map) = &mut call {
+                    match value {
+                        Some(v) => map.insert(field.to_string(), v),
+                        None => map.remove(field),
+                    };
+                }
+                call
+            })
+    }
+
+    fn check(input: Value) -> Result<(), TestCaseError> {
+        let Ok(call) = Syscall::from_wire(input.clone()) else {
+            return Ok(());
+        };
+        prop_assert_eq!(Some(call.name()), input["primitive"].as_str());
+        let _ = (
+            call.args_hash(),
+            call.audit_summary(),
+            call.intent_timing(),
+            call.is_effect(),
+        );
+        let wire = serde_json::to_value(&call).expect("a decoded call serializes");
+        let back = Syscall::from_wire(wire.clone());
+        prop_assert_eq!(back.as_ref(), Ok(&call), "{} does not round-trip", wire);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config(512))]
+
+        #[test]
+        fn any_json_decodes_or_is_refused(input in json_with_keys(FIELDS)) {
+            check(input)?;
+        }
+
+        #[test]
+        fn call_shaped_json_decodes_or_is_refused(input in call_like()) {
+            check(input)?;
+        }
+
+        #[test]
+        fn mutated_calls_decode_or_are_refused(input in mutated_sample()) {
+            check(input)?;
+        }
+
+        #[test]
+        fn any_primitive_name_decodes_or_is_refused(name in tricky_string()) {
+            check(serde_json::json!({"primitive": name, "path": "a"}))?;
+        }
     }
 }

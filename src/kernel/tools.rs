@@ -9,8 +9,10 @@
 //! checked here like any other: the tool table grants nothing.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -22,13 +24,14 @@ use super::journal::Invocation;
 use super::process::own_namespace;
 use super::scope::{Done, Scope};
 use super::syscall::{JitCall, MemCall, ObjectSpec, Syscall};
+use super::unwind::{catch_panic_sync, panicked};
 use super::Kernel;
 use crate::isolate::{CallContext, CallLimits, CallRequest, IsolateHost, SyscallPort, ToolModule};
 use crate::jit::{self, AnalyzeOptions, DeclaredTest, ToolMeta};
 use crate::store::WriteBatch;
 
-/// Largest tool source accepted by `tool.propose`.
-const MAX_SOURCE_BYTES: usize = 256 << 10;
+/// Largest tool source accepted by `tool.propose`: the most the front end reads.
+const MAX_SOURCE_BYTES: usize = jit::guard::MAX_SOURCE_BYTES;
 
 /// What `resume` did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -61,7 +64,27 @@ pub(crate) type ToolTable = HashMap<String, Arc<LoadedTool>>;
 #[derive(Default)]
 pub(crate) struct ToolTables {
     tables: Mutex<HashMap<Pid, Arc<ToolTable>>>,
+    /// Names a registration has claimed and not yet committed (or given up).
+    registering: Mutex<std::collections::HashSet<(Pid, String)>>,
     transpiled: jit::TranspileCache,
+}
+
+/// A tool name claimed by one registration until its commit; released when dropped.
+struct NameClaim {
+    kernel: Kernel,
+    pid: Pid,
+    name: String,
+}
+
+impl Drop for NameClaim {
+    fn drop(&mut self) {
+        self.kernel
+            .inner
+            .tools
+            .registering
+            .lock()
+            .remove(&(self.pid, std::mem::take(&mut self.name)));
+    }
 }
 
 impl Kernel {
@@ -129,7 +152,10 @@ impl Kernel {
             mime: Some("text/typescript".into()),
             ..ObjectSpec::default()
         };
-        let mut done = self.mem_call(pid, &MemCall::Create(spec), scope).await?;
+        // Created here, not through `mem.create`, which refuses this type: a candidate is
+        // what `tool.propose` stored, never an object a process shaped like one.
+        let create = MemCall::Create(spec.clone());
+        let mut done = self.create_object(pid, &spec, &create, scope).await?;
         let id = done.value["id"].clone();
         done.value = json!({"id": id, "hash": hash});
         done.detail = json!({"id": id, "hash": hash, "bytes": source.len()});
@@ -156,17 +182,17 @@ impl Kernel {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let hash = object["payload"]["hash"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        // Computed, never read from the object: the hash names the code that runs.
+        let hash = crate::util::sha256_hex(source.as_bytes());
         Ok((source, hash))
     }
 
     async fn validate(&self, pid: Pid, id: &str, scope: &mut Scope) -> SysResult<Done> {
         let (source, hash) = self.candidate_source(pid, id, scope).await?;
         let specifier = specifier_for(&hash);
-        let (report, ok) = match jit::analyze(&specifier, &source, &AnalyzeOptions::default()) {
+        let analyzed =
+            jit::analyze_async(specifier.clone(), source.into(), AnalyzeOptions::default()).await;
+        let (report, ok) = match analyzed {
             Err(findings) => (
                 json!({"id": id, "name": Value::Null, "ok": false, "findings": findings, "tests": []}),
                 false,
@@ -291,7 +317,7 @@ impl Kernel {
                 "tool candidate {id} has not passed validation; call tool.validate first and fix its findings"
             )));
         }
-        let loaded = self.load_tool(&source, &hash)?;
+        let loaded = self.load_tool(source, &hash).await?;
         let name = loaded.meta.name.clone();
         self.authorize_one(
             pid,
@@ -301,7 +327,7 @@ impl Kernel {
             scope,
         )
         .await?;
-        let table = self.tool_table(pid).await?;
+        self.tool_table(pid).await?;
         let image_tools = {
             let image_id = self.process(pid).map(|p| p.image_id).unwrap_or_default();
             self.image(&image_id)
@@ -309,11 +335,29 @@ impl Kernel {
                 .map(|i| i.default_tools)
                 .unwrap_or_default()
         };
-        if table.contains_key(&name) || image_tools.contains(&name) {
-            return Err(SyscallError::AlreadyExists(format!(
+        let taken = || {
+            SyscallError::AlreadyExists(format!(
                 "tool {name} is already in process {pid}'s tool table (tools are never shadowed)"
-            )));
+            ))
+        };
+        if image_tools.contains(&name) {
+            return Err(taken());
         }
+        // Claim the name against the current table and every registration in flight, so two
+        // concurrent registrations of one name cannot both reach the commit.
+        let claim = {
+            let tables = self.inner.tools.tables.lock();
+            let mut registering = self.inner.tools.registering.lock();
+            let in_table = tables.get(&pid).is_some_and(|t| t.contains_key(&name));
+            if in_table || !registering.insert((pid, name.clone())) {
+                return Err(taken());
+            }
+            NameClaim {
+                kernel: self.clone(),
+                pid,
+                name: name.clone(),
+            }
+        };
         let batch = WriteBatch::default().stmt(
             "INSERT INTO tools (pid, name, object_id, source_hash, meta, registered_at) VALUES (?, ?, ?, ?, ?, ?)",
             vec![
@@ -325,35 +369,45 @@ impl Kernel {
                 self.now().into(),
             ],
         );
-        self.inner
-            .tools
-            .tables
-            .lock()
-            .entry(pid)
-            .and_modify(|table| {
-                Arc::make_mut(table).insert(name.clone(), Arc::new(loaded));
-            });
+        // The table changes only once the registration (and its audit record) is durable.
+        let kernel = self.clone();
+        let registered = name.clone();
+        let publish = move || {
+            kernel
+                .inner
+                .tools
+                .tables
+                .lock()
+                .entry(pid)
+                .and_modify(|table| {
+                    Arc::make_mut(table).insert(registered, Arc::new(loaded));
+                });
+            drop(claim);
+        };
         Ok(Done::new(
             json!({"name": name, "id": id, "hash": hash}),
             format!("tool:{name}"),
         )
-        .batch(batch))
+        .batch(batch)
+        .on_commit(publish))
     }
 
-    /// Analyzes (cached by hash) and wraps a tool's source.
-    fn load_tool(&self, source: &str, hash: &str) -> SysResult<LoadedTool> {
+    /// Analyzes (off the async threads) and wraps a tool's source; `hash` is its SHA-256.
+    async fn load_tool(&self, source: String, hash: &str) -> SysResult<LoadedTool> {
         let specifier = specifier_for(hash);
         let analyzed =
-            jit::analyze(&specifier, source, &AnalyzeOptions::default()).map_err(|findings| {
-                SyscallError::invalid(format!(
-                    "tool source no longer validates: {}",
-                    findings
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ))
-            })?;
+            jit::analyze_async(specifier.clone(), source.into(), AnalyzeOptions::default())
+                .await
+                .map_err(|findings| {
+                    SyscallError::invalid(format!(
+                        "tool source no longer validates: {}",
+                        findings
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ))
+                })?;
         let transpiled = self
             .inner
             .tools
@@ -376,7 +430,7 @@ impl Kernel {
             return Ok(table.clone());
         }
         let rows = sqlx::query(
-            "SELECT t.name, t.source_hash, o.payload FROM tools t JOIN objects o ON o.id = t.object_id WHERE t.pid = ?",
+            "SELECT t.name, o.payload FROM tools t JOIN objects o ON o.id = t.object_id WHERE t.pid = ?",
         )
         .bind(pid)
         .fetch_all(self.inner.store.pool())
@@ -384,11 +438,12 @@ impl Kernel {
         let mut table = HashMap::new();
         for row in rows {
             let name: String = row.try_get("name")?;
-            let hash: String = row.try_get("source_hash")?;
             let payload: String = row.try_get("payload")?;
             let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
-            let source = payload["source"].as_str().unwrap_or_default();
-            table.insert(name, Arc::new(self.load_tool(source, &hash)?));
+            let source = payload["source"].as_str().unwrap_or_default().to_string();
+            // The stored hash is a record of what was registered; the code is what is hashed.
+            let hash = crate::util::sha256_hex(source.as_bytes());
+            table.insert(name, Arc::new(self.load_tool(source, &hash).await?));
         }
         let table = self
             .inner
@@ -469,7 +524,11 @@ impl Kernel {
                 let now = self.now();
                 (now, seed_from(&tool.module.hash, now))
             });
-        let (recorded, replay) = keyed.map(|k| (k.recorded, k.replay)).unwrap_or_default();
+        let (recorded, replay, epoch) = keyed.map(|k| (k.recorded, k.replay, k.epoch)).unwrap_or((
+            false,
+            Default::default(),
+            1,
+        ));
         let args_hash = super::syscall::Syscall::Tool(super::syscall::JitCall::Call {
             name: name.to_string(),
             args: args.clone(),
@@ -487,6 +546,7 @@ impl Kernel {
                 next_seq: 0,
                 recorded,
                 replay,
+                epoch,
             },
         );
         let result = self
@@ -554,9 +614,16 @@ impl Kernel {
         .fetch_all(self.inner.store.pool())
         .await?;
         let mut pending = Vec::new();
+        let mut owned_elsewhere = Vec::new();
         for row in rows {
             let id: String = row.try_get("id")?;
             let pid: Pid = row.try_get("pid")?;
+            // Another host's live invocation (and its process) is left alone.
+            let Some(epoch) = self.take_over(&id).await? else {
+                tracing::info!(invocation = %id, pid, "leased by a live host; not resumed");
+                owned_elsewhere.push(pid);
+                continue;
+            };
             let args: String = row.try_get("args")?;
             let seed: String = row.try_get("seed")?;
             pending.push((
@@ -566,10 +633,14 @@ impl Kernel {
                 serde_json::from_str::<Value>(&args).unwrap_or(Value::Null),
                 row.try_get::<i64, _>("start_time")?,
                 seed.parse::<u64>().unwrap_or(0),
+                epoch,
             ));
         }
         let running_tasks: Vec<Pid> = self.inner.tasks.lock().keys().copied().collect();
         for p in self.processes() {
+            if owned_elsewhere.contains(&p.pid) {
+                continue;
+            }
             let has_invocation = pending.iter().any(|(_, pid, ..)| *pid == p.pid);
             let stale =
                 p.status == super::process::Status::Running && !running_tasks.contains(&p.pid);
@@ -580,11 +651,11 @@ impl Kernel {
             }
         }
         let mut runs = Vec::new();
-        for (id, pid, tool_name, args, start_time, seed) in pending {
+        for (id, pid, tool_name, args, start_time, seed, epoch) in pending {
             let kernel = self.clone();
             runs.push(async move {
                 let outcome = kernel
-                    .rerun(&id, pid, &tool_name, args, start_time, seed)
+                    .rerun(&id, pid, &tool_name, args, (start_time, seed), epoch)
                     .await;
                 ResumedInvocation {
                     id,
@@ -613,8 +684,8 @@ impl Kernel {
         pid: Pid,
         tool_name: &str,
         args: Value,
-        start_time: i64,
-        seed: u64,
+        (start_time, seed): (i64, u64),
+        epoch: i64,
     ) -> SysResult<Value> {
         let alive = self.process(pid).is_some_and(|p| !p.status.is_terminal());
         let tool = if alive {
@@ -635,6 +706,7 @@ impl Kernel {
                 next_seq: 0,
                 recorded: true,
                 replay,
+                epoch,
             },
         );
         let result = match tool {
@@ -662,7 +734,11 @@ impl Kernel {
                 self.now().into(),
             ],
         );
-        self.inner.store.submit(batch);
+        // Called from the engine's console op, which cannot wait: a full queue drops this
+        // line (never an audit record) and says so.
+        if let Err(e) = self.inner.store.try_submit(batch) {
+            tracing::warn!(pid, invocation, %e, "console output was not recorded");
+        }
     }
 
     /// The console output of a process, oldest first: (invocation, level, text).
@@ -742,7 +818,10 @@ impl SyscallPort for KernelPort {
         let kernel = self.kernel.clone();
         let handle = self.handle.clone();
         let ctx = ctx.clone();
-        Box::pin(async move {
+        // The engine polls this future inside a callback that cannot unwind: a panic must
+        // stop here, as this call's `Internal` error.
+        let primitive = call["primitive"].as_str().unwrap_or("syscall").to_string();
+        let serve = async move {
             let call = match Syscall::from_wire(call) {
                 Ok(call) => call,
                 Err(e) => return Err(wire(&SyscallError::invalid(e))),
@@ -763,12 +842,24 @@ impl SyscallPort for KernelPort {
                 None => run.await,
             };
             result.map_err(|err| wire(&err))
+        };
+        Box::pin(async move {
+            match AssertUnwindSafe(serve).catch_unwind().await {
+                Ok(result) => result,
+                Err(payload) => Err(wire(&panicked(&primitive, payload.as_ref()))),
+            }
         })
     }
 
     fn console(&self, ctx: &CallContext, level: &str, text: &str) {
-        self.kernel
-            .log_console(ctx.pid, &ctx.invocation_id, level, text);
+        let logged = catch_panic_sync("console", || {
+            self.kernel
+                .log_console(ctx.pid, &ctx.invocation_id, level, text);
+            Ok(())
+        });
+        if let Err(err) = logged {
+            tracing::error!(pid = ctx.pid, %err, "console output was not recorded");
+        }
     }
 }
 
@@ -809,6 +900,18 @@ impl SyscallPort for MockPort {
         _ctx: &CallContext,
         call: Value,
     ) -> agent_libos_ops::BoxFuture<'static, Result<Value, Value>> {
+        // Answered synchronously, but polled inside the engine all the same.
+        let outcome = catch_panic_sync("declared test", || Ok(self.answer(call)))
+            .unwrap_or_else(|err| Err(wire(&err)));
+        Box::pin(async move { outcome })
+    }
+
+    fn console(&self, _ctx: &CallContext, _level: &str, _text: &str) {}
+}
+
+impl MockPort {
+    /// The scripted outcome of `call`, or why the script does not match it.
+    fn answer(&self, call: Value) -> Result<Value, Value> {
         let primitive = call["primitive"].as_str().unwrap_or("?").to_string();
         let step = {
             let mut next = self.next.lock();
@@ -843,10 +946,8 @@ impl SyscallPort for MockPort {
                 _ => Ok(step.result.clone().unwrap_or(Value::Null)),
             },
         };
-        Box::pin(async move { outcome })
+        outcome
     }
-
-    fn console(&self, _ctx: &CallContext, _level: &str, _text: &str) {}
 }
 
 /// Whether every field of `want` appears with the same value in `have`.

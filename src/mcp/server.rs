@@ -1,9 +1,11 @@
 //! The `rmcp` server handler and its tools.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use parking_lot::Mutex;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequestParams,
@@ -16,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 
+use crate::kernel::unwind::panicked;
 use crate::kernel::{
     Budget, CapabilitySpec, HumanAnswer, HumanRequest, JitCall, Kernel, MemCall, Pid, RequestKind,
     SpawnOptions, Status, Syscall, SyscallError,
@@ -231,10 +234,15 @@ impl ServerHandler for LibosServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let reply = self
-            .session
-            .dispatch(&request.name, &args, &context.peer)
-            .await;
+        // A panic while serving this request fails this request only; the session goes on.
+        let reply =
+            match AssertUnwindSafe(self.session.dispatch(&request.name, &args, &context.peer))
+                .catch_unwind()
+                .await
+            {
+                Ok(reply) => reply,
+                Err(payload) => Reply::Err(error_text(&panicked(&request.name, payload.as_ref()))),
+            };
         Ok(CallToolResponse::Complete(match reply {
             Reply::Ok(value) => {
                 let text = serde_json::to_string_pretty(&value).unwrap_or_default();

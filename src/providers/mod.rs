@@ -4,6 +4,8 @@
 //! (`CheckedPath`, `CheckedCommand` with its `CheckedSandbox`, `CheckedRequest`); they know nothing of capabilities,
 //! policy, audit or processes. Each provider is a trait object so tests and other hosts can
 //! inject their own without touching the checks.
+// The providers are the one place agents' effects touch the host, on checked proofs.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod clock;
 pub mod fs;

@@ -71,9 +71,26 @@ pub fn url_resource(url: &str) -> Result<(String, String, u16), String> {
         .host_str()
         .filter(|host| !host.is_empty())
         .ok_or_else(|| format!("URL '{url}' has no host"))?;
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    // One trailing dot is the DNS root (`example.org.`); more, or an empty label, name no
+    // host, and trimming them would name another (`0..` would become the address `0`).
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     if host.is_empty() {
         return Err(format!("URL '{url}' has no host"));
+    }
+    if host.ends_with('.') || host.starts_with('.') || host.contains("..") {
+        return Err(format!(
+            "URL '{url}' has an empty label in its host '{host}': remove the extra dots"
+        ));
+    }
+    // The resource must name the host the request goes to: spelled as it reads, the host
+    // parses back to itself.
+    let again = reqwest::Url::parse(&format!("http://{host}/"))
+        .ok()
+        .and_then(|again| again.host_str().map(str::to_ascii_lowercase));
+    if again.as_deref() != Some(host.as_str()) {
+        return Err(format!(
+            "URL '{url}' has a host '{host}' that does not name itself: write it plainly"
+        ));
     }
     let plain = host
         .chars()
@@ -83,6 +100,9 @@ pub fn url_resource(url: &str) -> Result<(String, String, u16), String> {
             "URL '{url}': host '{host}' is not a DNS name or an address"
         ));
     }
+    // The host must be a name a capability can hold (`-.0a` parses as a URL host, but no
+    // grant could name it exactly).
+    crate::kernel::netid::validate_name(&host).map_err(|why| format!("URL '{url}': {why}"))?;
     let port = parsed
         .port_or_known_default()
         .ok_or_else(|| format!("URL '{url}' has no port"))?;
@@ -702,10 +722,93 @@ mod tests {
             "not a url",
             "http://",
             "data:text/plain,hi",
+            "http://0../",
+            "http://example.org../",
+            "http://a..b/",
+            "http://-.0a/",
             "http://*.example.org/",
             "http://a{b}.example.org/",
         ] {
             assert!(url_resource(url).is_err(), "{url}");
+        }
+    }
+}
+
+/// Property tests: no URL makes the allowlist resource panic, and every accepted URL names
+/// one canonical host, the one its own resource parses back to.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::kernel::capability::validate_resource;
+    use crate::proptest_support::{config, tricky_string};
+    use proptest::prelude::*;
+
+    fn host() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "localhost",
+                "LOCALHOST.",
+                "127.0.0.1",
+                "0x7f.1",
+                "2130706433",
+                "[::1]",
+                "[::ffff:127.0.0.1]",
+                "[0:0:0:0:0:0:0:1]",
+                "0.0.0.0",
+                "Example.ORG..",
+                "xn--bcher-kva.de",
+                "bücher.de",
+                "%31%32%37.0.0.1",
+                "a..b",
+                "[",
+                "]",
+                "@",
+                "",
+            ])
+            .prop_map(str::to_string),
+            "[a-zA-Z0-9.-]{1,12}",
+            tricky_string(),
+        ]
+    }
+
+    fn url_like() -> impl Strategy<Value = String> {
+        let scheme = prop_oneof![
+            Just("http://"),
+            Just("https://"),
+            Just("HTTP://"),
+            Just("ftp://"),
+            Just("http:"),
+            Just(""),
+        ];
+        let userinfo = prop_oneof![3 => Just(String::new()), 1 => tricky_string().prop_map(|u| format!("{u}@"))];
+        let port = prop_oneof![
+            2 => Just(String::new()),
+            1 => any::<u32>().prop_map(|p| format!(":{p}")),
+            1 => tricky_string().prop_map(|p| format!(":{p}")),
+        ];
+        (scheme, userinfo, host(), port, tricky_string()).prop_map(
+            |(scheme, userinfo, host, port, path)| format!("{scheme}{userinfo}{host}{port}/{path}"),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(config(2048))]
+
+        #[test]
+        fn any_url_names_one_canonical_host_or_is_refused(url in url_like(), raw in tricky_string()) {
+            let _ = url_resource(&raw);
+            let _ = parse_url(&raw);
+            if let Ok((resource, host, port)) = url_resource(&url) {
+                prop_assert_eq!(&resource, &format!("net:{host}:{port}"));
+                prop_assert!(validate_resource(&resource).is_ok(), "{resource}");
+                prop_assert!(!host.is_empty() && !host.ends_with('.'), "{url:?} -> {host:?}");
+                prop_assert_eq!(host.to_ascii_lowercase(), host.clone());
+                prop_assert!(!host.contains(['@', '/', '?', '#', ' ']), "{url:?} -> {host:?}");
+                // The canonical form is a fixed point: spelled as it was resolved, it names
+                // the same resource.
+                let again = url_resource(&format!("http://{host}:{port}/"));
+                prop_assert_eq!(again.map(|r| r.0), Ok(resource));
+            }
         }
     }
 }

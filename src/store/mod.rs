@@ -7,6 +7,8 @@
 //!
 //! **API Boundary:** the kernel calls only this module for persistence; nothing else opens
 //! the database.
+// The store owns the database file (and its directory).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod head;
 pub mod ids;
@@ -24,8 +26,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, SqlitePool};
 
 pub use layout::StateFiles;
+pub use reads::AgentUsageRow;
 pub use seal::{Field, Sealer};
-pub use writer::{Blob, CommitError, JournalRow, SqlArg, Stmt, WriteBatch};
+pub use writer::{Blob, CommitError, JournalRow, QueueError, SqlArg, Stmt, WriteBatch};
 
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,6 +94,15 @@ pub struct Store {
 impl Store {
     /// Opens (creating if missing) the database at `path` and applies migrations.
     pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+        Store::open_with_queue(path, durability, writer::MAX_QUEUED).await
+    }
+
+    /// [`Store::open`] with at most `max_queued` batches queued for the writer at once.
+    pub(crate) async fn open_with_queue(
+        path: &Path,
+        durability: Durability,
+        max_queued: usize,
+    ) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The store is the one place besides providers allowed to touch the host fs.
             // Directories it creates are the user's own (0700): they hold the key.
@@ -163,6 +175,7 @@ impl Store {
                 sealer: sealer.clone(),
                 sync: durability == Durability::Full,
             },
+            max_queued,
         )
         .await?;
         let store = Store {
@@ -211,10 +224,16 @@ impl Store {
         self.writer.commit(batch).await
     }
 
-    /// Queues `batch` for the next group commit without waiting. Ordering is kept: any later
-    /// commit is durable only after this one.
-    pub fn submit(&self, batch: WriteBatch) {
-        self.writer.submit(batch)
+    /// Queues `batch` for the next group commit without waiting for it to be written (only,
+    /// when the queue is full, for room in it). Ordering is kept: any later commit is durable
+    /// only after this one. Fails only if the store is closed.
+    pub async fn submit(&self, batch: WriteBatch) -> Result<(), CommitError> {
+        self.writer.submit(batch).await
+    }
+
+    /// Queues `batch` if the queue has room now, for callers that cannot wait.
+    pub fn try_submit(&self, batch: WriteBatch) -> Result<(), QueueError> {
+        self.writer.try_submit(batch)
     }
 
     /// Waits until everything queued so far is durable.

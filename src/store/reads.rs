@@ -3,9 +3,30 @@
 
 use crate::audit::AuditRow;
 
+/// What the agent loop of a process has used so far (`agent_usage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct AgentUsageRow {
+    pub steps: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub wall_ms: i64,
+}
+
 use super::{Store, StoreError};
 
 impl Store {
+    /// The stored usage of `pid`'s agent loop, if it ever made a model call.
+    pub async fn agent_usage(&self, pid: i64) -> Result<Option<AgentUsageRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT steps, prompt_tokens, completion_tokens, total_tokens, wall_ms \
+             FROM agent_usage WHERE pid = ?",
+        )
+        .bind(pid)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Audit records with a sequence number above `after` (0 for all), oldest first.
     pub async fn audit_records_after(&self, after: i64) -> Result<Vec<AuditRow>, StoreError> {
         Ok(sqlx::query_as(

@@ -13,6 +13,11 @@
 //! head outside the database (see [`crate::audit::anchor`]); a log that no longer extends the
 //! anchored head (its last records were cut or rewritten) is never re-anchored, so
 //! `audit verify` keeps reporting it.
+//!
+//! The queue is bounded: a batch holds one of [`MAX_QUEUED`] places from the moment it is
+//! queued until it is written (a batch kept from a failed group keeps its place), and a
+//! caller waits for a place. A writer that falls behind slows its callers; nothing queues
+//! without limit and nothing is dropped.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +26,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::{Connection, Row, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use super::seal::Sealer;
 use crate::audit::anchor::{record_seal, Anchor, AnchorRead};
@@ -209,6 +215,8 @@ pub enum CommitError {
 struct Queued {
     batch: WriteBatch,
     ack: Option<oneshot::Sender<Result<Vec<i64>, CommitError>>>,
+    /// A place in the bounded queue, given back when the batch's group has been written.
+    _room: OwnedSemaphorePermit,
 }
 
 /// Where and how the writer anchors the audit head.
@@ -223,6 +231,10 @@ pub(super) struct AnchorConfig {
 pub(super) struct WriterHandle {
     tx: mpsc::UnboundedSender<Queued>,
     healthy: Arc<AtomicBool>,
+    /// Places in the queue: a caller waits for one, so a writer that falls behind slows its
+    /// callers instead of queueing without limit.
+    room: Arc<Semaphore>,
+    max_queued: usize,
 }
 
 /// Most batches drained into one transaction.
@@ -230,15 +242,34 @@ const MAX_GROUP: usize = 512;
 /// Longest wait before retrying batches kept from a failed group.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
+/// Most batches queued or being written at once (the default).
+pub(super) const MAX_QUEUED: usize = 4096;
+
+/// Why a batch could not be queued without waiting.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum QueueError {
+    #[error("the store's write queue is full ({0} batches): the writer is behind")]
+    Full(usize),
+    #[error("the store is closed")]
+    Closed,
+}
+
 impl WriterHandle {
     pub(super) async fn start(
         conn: SqliteConnection,
         anchor: AnchorConfig,
+        max_queued: usize,
     ) -> Result<WriterHandle, sqlx::Error> {
         let (tx, rx) = mpsc::unbounded_channel();
         let healthy = Arc::new(AtomicBool::new(true));
         tokio::spawn(run(conn, rx, anchor, healthy.clone()));
-        Ok(WriterHandle { tx, healthy })
+        let max_queued = max_queued.max(1);
+        Ok(WriterHandle {
+            tx,
+            healthy,
+            room: Arc::new(Semaphore::new(max_queued)),
+            max_queued,
+        })
     }
 
     /// Whether the last group committed (no batch is waiting to be written again).
@@ -246,21 +277,53 @@ impl WriterHandle {
         self.healthy.load(Ordering::Acquire)
     }
 
+    /// Waits for a place in the queue.
+    async fn room(&self) -> Result<OwnedSemaphorePermit, CommitError> {
+        self.room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| CommitError::Closed)
+    }
+
     pub(super) async fn commit(&self, batch: WriteBatch) -> Result<Vec<i64>, CommitError> {
         let (ack, done) = oneshot::channel();
+        let _room = self.room().await?;
         self.tx
             .send(Queued {
                 batch,
                 ack: Some(ack),
+                _room,
             })
             .map_err(|_| CommitError::Closed)?;
         done.await.map_err(|_| CommitError::Closed)?
     }
 
-    pub(super) fn submit(&self, batch: WriteBatch) {
-        if self.tx.send(Queued { batch, ack: None }).is_err() {
-            tracing::error!("store closed: a queued write was dropped");
-        }
+    /// Queues `batch` once there is room, without waiting for it to be written.
+    pub(super) async fn submit(&self, batch: WriteBatch) -> Result<(), CommitError> {
+        let _room = self.room().await?;
+        self.tx
+            .send(Queued {
+                batch,
+                ack: None,
+                _room,
+            })
+            .map_err(|_| CommitError::Closed)
+    }
+
+    /// Queues `batch` if there is room now; never waits (for callers that cannot).
+    pub(super) fn try_submit(&self, batch: WriteBatch) -> Result<(), QueueError> {
+        let _room = self.room.clone().try_acquire_owned().map_err(|e| match e {
+            TryAcquireError::NoPermits => QueueError::Full(self.max_queued),
+            TryAcquireError::Closed => QueueError::Closed,
+        })?;
+        self.tx
+            .send(Queued {
+                batch,
+                ack: None,
+                _room,
+            })
+            .map_err(|_| QueueError::Closed)
     }
 }
 
@@ -584,5 +647,79 @@ mod tests {
         let kept = row.outcome.unwrap();
         assert_eq!(kept["omitted"], true);
         assert!(kept.to_string().len() < 200, "{kept}");
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::ConnectOptions;
+
+    use super::*;
+    use crate::audit::Decision;
+    use crate::store::{Durability, Store};
+
+    fn entry(i: usize) -> AuditEntry {
+        AuditEntry {
+            ts: i as i64,
+            actor: "pid:1".into(),
+            action: "clock.now".into(),
+            target: "clock".into(),
+            decision: Decision::Allow,
+            capability_refs: vec![],
+            correlation_id: None,
+            parent_seq: None,
+            detail: json!({"n": i}),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_write_queue_slows_the_caller_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open_with_queue(&path, Durability::Normal, 4)
+            .await
+            .unwrap();
+        // Another connection holds SQLite's write lock: the writer stalls in BEGIN IMMEDIATE.
+        let mut blocker = SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let submitter = {
+            let (store, queued) = (store.clone(), queued.clone());
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    store
+                        .submit(WriteBatch::default().audit(entry(i)))
+                        .await
+                        .unwrap();
+                    queued.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stalled = queued.load(Ordering::SeqCst);
+        assert!(stalled <= 4, "{stalled} batches queued past a bound of 4");
+        assert!(!submitter.is_finished(), "the caller waits for room");
+        assert_eq!(
+            store.try_submit(WriteBatch::default()),
+            Err(QueueError::Full(4)),
+            "a caller that cannot wait is told the queue is full"
+        );
+        sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+        submitter.await.unwrap();
+        store.flush().await.unwrap();
+        let rows = store.audit_records_after(0).await.unwrap();
+        assert_eq!(rows.len(), 20, "every queued audit record is written");
+        assert!(store.verify_audit().await.unwrap().is_ok());
     }
 }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use agent_libos::kernel::{
-    CapabilitySpec, JitCall, Kernel, KernelConfig, Pid, SpawnOptions, Syscall,
+    CapabilitySpec, JitCall, Kernel, KernelConfig, Pid, SpawnOptions, Syscall, SyscallError,
 };
+use serde_json::Value;
 use tempfile::TempDir;
 
 pub struct TestHost {
@@ -142,9 +143,59 @@ pub fn tool_source(name: &str, body: &str) -> String {
     )
 }
 
-/// Proposes, validates and registers a tool as `pid`.
-pub async fn install(kernel: &Kernel, pid: Pid, source: &str) {
-    let id = kernel
+/// `clock.sleep` of exactly this many milliseconds panics in [`PanickingClock`].
+pub const PANIC_SLEEP_MS: u64 = 13;
+
+/// A clock provider with one bug: sleeping [`PANIC_SLEEP_MS`] panics. Everything else is the
+/// host's clock. It stands for any panic reached while serving a call.
+pub struct PanickingClock;
+
+#[async_trait::async_trait]
+impl agent_libos::providers::Clock for PanickingClock {
+    fn now_ms(&self) -> i64 {
+        agent_libos::providers::SystemClock.now_ms()
+    }
+
+    async fn sleep(&self, ms: u64) {
+        if ms == PANIC_SLEEP_MS {
+            panic!("injected provider bug: sleep({ms})");
+        }
+        agent_libos::providers::SystemClock.sleep(ms).await
+    }
+}
+
+/// A real kernel whose clock provider panics on `clock.sleep(PANIC_SLEEP_MS)`.
+pub async fn host_with_panicking_clock() -> TestHost {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let mut config = config(dir.path().join("state.db"), ws.clone());
+    let mut providers =
+        agent_libos::providers::Providers::host(&ws, &config.reserved_paths()).expect("providers");
+    providers.clock = std::sync::Arc::new(PanickingClock);
+    config.providers = Some(providers);
+    let kernel = Kernel::open(config).await.expect("open kernel");
+    TestHost { dir, kernel }
+}
+
+/// A tool that sleeps `args.ms` and returns it: with [`host_with_panicking_clock`], the
+/// panic happens inside the tool's syscall, under the engine.
+pub const SLEEPER: &str = r#"export const tool = {
+  name: "sleeper",
+  description: "Sleeps a while",
+  input: { type: "object", properties: { ms: { type: "integer" } }, required: ["ms"] },
+  output: { type: "object", properties: { slept: { type: "integer" } }, required: ["slept"] },
+};
+
+export default async function run(args: { ms: number }, libos: any) {
+  await libos.clock.sleep(args.ms);
+  return { slept: args.ms };
+}
+"#;
+
+/// Proposes `source` as `pid`; the kernel's answer (`id`, `hash`).
+pub async fn propose_report(kernel: &Kernel, pid: Pid, source: &str) -> Value {
+    kernel
         .syscall(
             pid,
             Syscall::Tool(JitCall::Propose {
@@ -152,17 +203,44 @@ pub async fn install(kernel: &Kernel, pid: Pid, source: &str) {
             }),
         )
         .await
-        .unwrap()["id"]
+        .unwrap()
+}
+
+/// Proposes `source` as `pid`; the candidate's id.
+pub async fn propose(kernel: &Kernel, pid: Pid, source: &str) -> String {
+    propose_report(kernel, pid, source).await["id"]
         .as_str()
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+/// Proposes, validates (which must pass) and registers `source` as `pid`; the tool's name.
+pub async fn install(kernel: &Kernel, pid: Pid, source: &str) -> Result<String, SyscallError> {
+    let id = propose(kernel, pid, source).await;
     let report = kernel
         .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
-        .await
-        .unwrap();
-    assert_eq!(report["ok"], true, "{report}");
-    kernel
+        .await?;
+    assert_eq!(report["ok"], true, "validation: {report}");
+    let reg = kernel
         .syscall(pid, Syscall::Tool(JitCall::Register { id }))
+        .await?;
+    Ok(reg["name"].as_str().unwrap().to_string())
+}
+
+/// Calls `pid`'s tool `name` with `args`.
+pub async fn call(
+    kernel: &Kernel,
+    pid: Pid,
+    name: &str,
+    args: Value,
+) -> Result<Value, SyscallError> {
+    kernel
+        .syscall(
+            pid,
+            Syscall::Tool(JitCall::Call {
+                name: name.into(),
+                args,
+            }),
+        )
         .await
-        .unwrap();
 }
