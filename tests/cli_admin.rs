@@ -7,7 +7,7 @@ mod cli_support;
 use agent_libos::kernel::{
     CapabilitySpec, FsCall, HumanMode, Kernel, KernelConfig, SpawnOptions, Syscall, SyscallError,
 };
-use cli_support::{run_in, Env};
+use cli_support::Env;
 use serde_json::json;
 
 const IMAGE: &str = r#"
@@ -250,15 +250,49 @@ fn a_missing_database_says_how_to_fix_it() {
 }
 
 #[test]
-fn the_default_database_lives_in_the_current_directory() {
+fn the_default_state_lives_outside_the_workspace() {
+    use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
     let manifest = env.write("coder.toml", IMAGE);
-    let out = run_in(
-        &env.ws(),
-        &["image", "register", manifest.to_str().unwrap()],
-    );
+    let state_home = env.dir.path().join("state-home");
+    let run = || {
+        let output = std::process::Command::new(cli_support::bin())
+            .args(["--json", "image", "register", manifest.to_str().unwrap()])
+            .current_dir(env.ws())
+            .env_remove("AGENT_LIBOS_DB")
+            .env("XDG_STATE_HOME", &state_home)
+            .output()
+            .unwrap();
+        cli_support::Out::from(output)
+    };
+    let out = run();
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(env.ws().join(".agent-libos/state.db").exists());
+    // Nothing of the runtime's state is in the workspace.
+    let in_ws: Vec<_> = std::fs::read_dir(env.ws())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(in_ws, ["coder.toml"], "{in_ws:?}");
+    // One directory per workspace under the per-user state home, private to the user.
+    let dirs: Vec<_> = std::fs::read_dir(state_home.join("agent-libos"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let dir = &dirs[0];
+    assert!(dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("ws-"));
+    assert!(dir.join("state.db").exists());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir), 0o700);
+    assert_eq!(mode(&dir.join("state.db.key")), 0o600);
+    // The same workspace finds the same state again.
+    let again = run();
+    assert_eq!(again.code, 2, "registered twice: {again:?}");
+    assert!(again.stdout.contains("AlreadyExists"), "{again:?}");
 }
 
 #[test]

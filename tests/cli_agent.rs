@@ -218,7 +218,13 @@ async fn mcp_over_stdio_initializes_and_lists_tools() {
         .arg(env.db())
         .arg("--workspace")
         .arg(env.ws())
-        .args(["mcp", "--grant", "fs:**=read", "--no-elicitation"])
+        .args([
+            "mcp",
+            "--grant",
+            "fs:**=read",
+            "--requestable",
+            "fs:docs/**=write",
+        ])
         .current_dir(env.ws())
         .env_remove("AGENT_LIBOS_DB")
         .env_remove("RUST_LOG")

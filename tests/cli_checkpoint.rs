@@ -189,9 +189,38 @@ fn export_then_import_into_another_database() {
     assert_eq!(to_stdout.json()["checkpoint"]["id"], json!(id));
 
     let other = Env::new();
-    let imported = other.run(&["--json", "checkpoint", "import", file.to_str().unwrap()]);
+    // The document's capabilities are listed, never granted; --grant grants.
+    let plain = other.run(&["checkpoint", "import", file.to_str().unwrap()]);
+    assert_eq!(plain.code, 0, "{plain:?}");
+    assert!(plain.stdout.contains("NOT granted"), "{plain:?}");
+    assert!(plain.stdout.contains("fs:out.txt=write"), "{plain:?}");
+    let imported = other.run(&[
+        "--json",
+        "checkpoint",
+        "import",
+        file.to_str().unwrap(),
+        "--grant",
+        "fs:out.txt=write",
+    ]);
     assert_eq!(imported.code, 0, "{imported:?}");
-    let new_pid: Pid = imported.json()["result"]["pid"].as_i64().unwrap();
+    let result = &imported.json()["result"];
+    assert_eq!(result["granted"].as_array().unwrap().len(), 1, "{result}");
+    let new_pid: Pid = result["pid"].as_i64().unwrap();
+    let caps: Vec<String> = {
+        let mut config = KernelConfig::new(other.db(), other.ws());
+        config.human_mode = HumanMode::FailFast;
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            Kernel::open(config)
+                .await
+                .unwrap()
+                .capabilities(new_pid)
+                .into_iter()
+                .map(|c| c.resource)
+                .collect()
+        })
+    };
+    assert!(caps.contains(&"fs:out.txt".to_string()), "{caps:?}");
     assert_eq!(object_titles(&other, new_pid), vec!["before"]);
     let ps = other.run(&["--json", "ps"]);
     assert_eq!(ps.json()["result"][0]["goal"], json!("keep notes"));

@@ -98,7 +98,7 @@ async fn reordered_records_are_found() {
 #[tokio::test]
 async fn a_permission_request_parks_the_process_until_a_human_answers() {
     let h = common::host().await;
-    let pid = h.spawn(&[]).await;
+    let pid = h.spawn_requesting(&[], &["namespace:team=read"]).await;
     let kernel = h.kernel.clone();
     let request = tokio::spawn(async move {
         kernel
@@ -441,4 +441,54 @@ async fn mem_to_file_approval_shows_hash_and_preview() {
     assert_eq!(context["preview"], content);
     assert_eq!(context["overwrites"], false);
     assert_eq!(context["from_object"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_process_has_at_most_a_few_pending_requests() {
+    let h = common::host().await;
+    let mut config = h.config();
+    config.human_mode = HumanMode::FailFast;
+    let kernel = Kernel::open(config).await.unwrap();
+    let pid = kernel
+        .spawn_root(agent_libos::kernel::SpawnOptions {
+            goal: "flood".into(),
+            requestable: vec![
+                agent_libos::kernel::CapabilitySpec::parse_grant("fs:**=read").unwrap(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ask = |n: usize| {
+        Syscall::Human(HumanCall::RequestPermission {
+            resource: format!("fs:file{n}.txt"),
+            rights: vec![agent_libos::kernel::Right::Read],
+            reason: "r".into(),
+            channel: "operator".into(),
+        })
+    };
+    for n in 0..agent_libos::kernel::human::MAX_PENDING_REQUESTS as usize {
+        let err = kernel.syscall(pid, ask(n)).await.unwrap_err();
+        assert_eq!(err.kind(), "HumanRequired", "{err:?}");
+    }
+    let err = kernel.syscall(pid, ask(100)).await.unwrap_err();
+    match err {
+        SyscallError::LimitExceeded { limit, .. } => assert_eq!(limit, "human_requests"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(kernel.human_requests(false).await.unwrap().len(), 8);
+    // Answering one makes room for one.
+    let first = kernel.human_requests(false).await.unwrap()[0].id.clone();
+    kernel
+        .human_respond(
+            &first,
+            HumanAnswer::Reject {
+                reason: "no".into(),
+            },
+            "op",
+        )
+        .await
+        .unwrap();
+    let err = kernel.syscall(pid, ask(101)).await.unwrap_err();
+    assert_eq!(err.kind(), "HumanRequired", "{err:?}");
 }

@@ -50,7 +50,8 @@ async fn a_full_event_queue_refuses_posts_and_drops_nothing() {
 async fn a_process_parks_a_bounded_number_of_calls_on_humans() {
     let h = common::host().await;
     let pid = h.spawn(&["human:operator=write"]).await;
-    let asks: Vec<_> = (0..17)
+    let bound = agent_libos::kernel::human::MAX_PENDING_REQUESTS as usize;
+    let asks: Vec<_> = (0..=bound)
         .map(|i| {
             let kernel = h.kernel.clone();
             tokio::spawn(async move {
@@ -67,7 +68,8 @@ async fn a_process_parks_a_bounded_number_of_calls_on_humans() {
             })
         })
         .collect();
-    // Sixteen park; the seventeenth is refused at once, with no request raised for it.
+    // As many as a process may have pending park; the next is refused at once, with no
+    // request raised for it.
     let mut refused = None;
     for _ in 0..100 {
         if let Some(done) = asks.iter().position(|a| a.is_finished()) {
@@ -79,7 +81,7 @@ async fn a_process_parks_a_bounded_number_of_calls_on_humans() {
     let refused = refused.expect("one call is refused");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pending = h.kernel.human_requests(false).await.unwrap();
-    assert_eq!(pending.len(), 16, "{pending:?}");
+    assert_eq!(pending.len(), bound, "{pending:?}");
     assert_eq!(asks.iter().filter(|a| a.is_finished()).count(), 1);
     // Answering releases the parked calls.
     for request in pending {

@@ -5,8 +5,8 @@
 mod common;
 
 use agent_libos::kernel::{
-    CapCall, CapabilitySpec, ClockCall, FsCall, Image, Kernel, MemCall, ObjectSpec, Pid, ProcCall,
-    Signal, SpawnOptions, Syscall, SyscallError, CHECKPOINT_FORMAT,
+    CapCall, CapabilitySpec, ClockCall, FsCall, Image, ImportOptions, Kernel, MemCall, ObjectSpec,
+    Pid, ProcCall, Signal, SpawnOptions, Syscall, SyscallError, CHECKPOINT_FORMAT,
 };
 use serde_json::{json, Value};
 
@@ -136,7 +136,7 @@ async fn populated(h: &common::TestHost) -> (Pid, String, i64) {
 }
 
 #[tokio::test]
-async fn rollback_restores_objects_items_and_capabilities_and_lists_external_effects() {
+async fn rollback_restores_objects_and_items_revokes_new_capabilities_and_lists_external_effects() {
     let h = common::host().await;
     let k = &h.kernel;
     let (pid, log, granted) = populated(&h).await;
@@ -195,7 +195,7 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
     assert_eq!(report.pid, pid);
     assert_eq!(report.objects, 3);
     assert_eq!(report.objects_removed, 2);
-    assert_eq!(report.capabilities_restored, vec![granted]);
+    assert_eq!(report.capabilities_not_restored, vec![granted]);
     assert_eq!(report.capabilities_revoked, vec![gained]);
     // The file write is outside the runtime: listed, not undone.
     let effects: Vec<(&str, &str)> = report
@@ -213,10 +213,15 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
     let wire = serde_json::to_value(&report).unwrap();
     assert_eq!(wire["external_effects"][0]["action"], "fs.write_text");
 
-    // Memory and capabilities are exactly as they were.
+    // Memory is exactly as it was; capabilities are those of the checkpoint still live.
     assert_eq!(memory(k, pid, None).await, own_before);
     assert_eq!(memory(k, pid, Some("team".into())).await, team_before);
-    assert_eq!(caps(k, pid), caps_before);
+    let still_live: Vec<_> = caps_before
+        .iter()
+        .filter(|c| c.0 != granted)
+        .cloned()
+        .collect();
+    assert_eq!(caps(k, pid), still_live);
     assert_eq!(k.process(pid).unwrap().cwd, cwd_before);
     let err = k
         .syscall(
@@ -229,9 +234,9 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
         .await
         .unwrap_err();
     assert_eq!(err.kind(), "NotFound");
-    // The revoked grant works again in the kernel's memory; the new one is gone.
+    // The grant revoked since stays revoked; the new one is gone.
     let held = k.capabilities(pid);
-    assert!(held.iter().any(|c| c.id == granted));
+    assert!(!held.iter().any(|c| c.id == granted));
     assert!(!held.iter().any(|c| c.id == gained));
     // The process carries on: appends continue after the restored items, names are free.
     call(
@@ -255,6 +260,31 @@ async fn rollback_restores_objects_items_and_capabilities_and_lists_external_eff
     let err = k.checkpoint_rollback("ckpt_nope").await.unwrap_err();
     assert!(matches!(err, SyscallError::NotFound(_)), "{err:?}");
     assert!(k.verify_audit().await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn rollback_does_not_rearm_a_consumed_grant() {
+    let h = common::host().await;
+    let k = &h.kernel;
+    std::fs::write(h.workspace().join("secret.txt"), "once").unwrap();
+    let pid = h.spawn(&["fs:secret.txt=read:allow_once"]).await;
+    let once = k
+        .capabilities(pid)
+        .into_iter()
+        .find(|c| c.resource == "fs:secret.txt")
+        .unwrap()
+        .id;
+    let ckpt = k.checkpoint_create(pid, "armed").await.unwrap();
+    let read = Syscall::Fs(FsCall::ReadText {
+        path: "secret.txt".into(),
+    });
+    assert_eq!(call(k, pid, read.clone()).await, json!("once"));
+    let report = k.checkpoint_rollback(&ckpt.id).await.unwrap();
+    assert_eq!(report.capabilities_not_restored, vec![once]);
+    for kernel in [k.clone(), h.reopen().await] {
+        let err = kernel.syscall(pid, read.clone()).await.unwrap_err();
+        assert_eq!(err.kind(), "PermissionDenied", "{err:?}");
+    }
 }
 
 #[tokio::test]
@@ -427,8 +457,34 @@ rights = ["read", "write"]
     let b = common::host().await;
     std::fs::create_dir_all(b.workspace().join("notes")).unwrap();
     let other = b.spawn(&[]).await;
-    let moved = b.kernel.checkpoint_import(doc.clone()).await.unwrap();
     let kb = &b.kernel;
+    // The document's image is not registered here: the operator must say so.
+    let err = kb
+        .checkpoint_import(doc.clone(), ImportOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "NotFound", "{err:?}");
+    assert!(err.to_string().contains("--register-image"), "{err}");
+    // The document grants nothing; the importing operator grants again what it means to.
+    let operator = ImportOptions {
+        grants: vec![
+            grant("fs:notes/**=read,write"),
+            grant("namespace:team=create"),
+        ],
+        register_image: true,
+    };
+    let report = kb
+        .checkpoint_import(doc.clone(), operator.clone())
+        .await
+        .unwrap();
+    let listed: Vec<&str> = report
+        .not_granted
+        .iter()
+        .map(|c| c.resource.as_str())
+        .collect();
+    assert_eq!(listed, ["fs:notes/**", "namespace:team"]);
+    assert_eq!(report.granted.len(), 2);
+    let moved = report.pid;
     assert_eq!(kb.image("writer").await.unwrap(), image);
     let process = kb.process(moved).unwrap();
     assert_eq!(process.image_id, "writer");
@@ -483,12 +539,15 @@ rights = ["read", "write"]
     )
     .await;
     // Importing twice gives two independent processes (the image is registered once).
-    let again = kb.checkpoint_import(doc).await.unwrap();
-    assert_ne!(again, moved);
+    let again = kb.checkpoint_import(doc, operator).await.unwrap();
+    assert_ne!(again.pid, moved);
     assert_eq!(kb.images().await.unwrap().len(), 1);
 
     let err = kb
-        .checkpoint_import(json!({"format": "something-else"}))
+        .checkpoint_import(
+            json!({"format": "something-else"}),
+            ImportOptions::default(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), "InvalidArgument");
@@ -513,4 +572,81 @@ async fn a_terminal_process_cannot_be_rolled_back() {
         Err(SyscallError::NotFound(_))
     ));
     assert!(k.verify_audit().await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn an_imported_document_grants_nothing_by_itself() {
+    let a = common::host().await;
+    let pid = a.spawn(&["fs:notes.txt=read"]).await;
+    let ckpt = a.kernel.checkpoint_create(pid, "x").await.unwrap();
+    let mut doc = a.kernel.checkpoint_export(&ckpt.id).await.unwrap();
+    // Whoever holds the file can write anything into it.
+    doc["data"]["capabilities"].as_array_mut().unwrap().push(
+        json!({"id": 1, "resource": "fs:**", "rights": ["admin"], "policy": "always_allow",
+                     "expires_at": null, "delegable": true}),
+    );
+    let b = common::host().await;
+    std::fs::write(b.workspace().join("secret.txt"), "s").unwrap();
+    let report = b
+        .kernel
+        .checkpoint_import(doc, ImportOptions::default())
+        .await
+        .unwrap();
+    assert!(report.granted.is_empty());
+    assert!(report.not_granted.iter().any(|c| c.resource == "fs:**"));
+    let held: Vec<String> = b
+        .kernel
+        .capabilities(report.pid)
+        .into_iter()
+        .map(|c| c.resource)
+        .collect();
+    assert!(held.iter().all(|r| r.starts_with("namespace:")), "{held:?}");
+    let err = b
+        .kernel
+        .syscall(
+            report.pid,
+            Syscall::Fs(FsCall::ReadText {
+                path: "secret.txt".into(),
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "PermissionDenied");
+}
+
+#[tokio::test]
+async fn a_fork_reissues_capabilities_from_their_rows_not_the_snapshot() {
+    let h = common::host().await;
+    let k = &h.kernel;
+    let pid = h.spawn(&["fs:notes.txt=read"]).await;
+    let ckpt = k.checkpoint_create(pid, "x").await.unwrap();
+    k.store().flush().await.unwrap();
+    // The stored snapshot is edited to widen what the capability was.
+    let db = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(h.db_path()))
+        .await
+        .unwrap();
+    let data: String = sqlx::query_scalar("SELECT data FROM checkpoints WHERE id = ?")
+        .bind(&ckpt.id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let widened = data
+        .replace("fs:notes.txt", "fs:**")
+        .replace("[\"read\"]", "[\"admin\"]");
+    assert_ne!(widened, data);
+    sqlx::query("UPDATE checkpoints SET data = ? WHERE id = ?")
+        .bind(widened)
+        .bind(&ckpt.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let fork = k.checkpoint_fork(&ckpt.id).await.unwrap();
+    let held: Vec<(String, String)> = k
+        .capabilities(fork)
+        .into_iter()
+        .filter(|c| c.resource.starts_with("fs:"))
+        .map(|c| (c.resource, format!("{:?}", c.rights)))
+        .collect();
+    assert_eq!(held, [("fs:notes.txt".to_string(), "[Read]".to_string())]);
 }

@@ -678,7 +678,7 @@ async fn filesystem_effects_run_off_the_async_thread() {
         inner: agent_libos::providers::CapFs::open(&ws).unwrap(),
         threads: std::sync::Mutex::new(Vec::new()),
     });
-    let mut providers = agent_libos::providers::Providers::host(&ws).unwrap();
+    let mut providers = agent_libos::providers::Providers::host(&ws, &[]).unwrap();
     providers.fs = recorder.clone();
     let mut config = agent_libos::kernel::KernelConfig::new(dir.path().join("state.db"), &ws);
     config.providers = Some(providers);

@@ -442,3 +442,73 @@ fn a_keyed_call_runs_at_most_once_per_key() {
         );
     });
 }
+
+#[test]
+fn a_reused_key_with_other_arguments_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ws")).unwrap();
+    std::fs::write(dir.path().join("ws/a.txt"), "A").unwrap();
+    std::fs::write(dir.path().join("ws/b.txt"), "B").unwrap();
+    runtime().block_on(async {
+        let kernel = Kernel::open(config(dir.path(), HumanMode::Wait))
+            .await
+            .unwrap();
+        let pid = spawn(&kernel, &["fs:*=read"]).await;
+        let read = |path: &str| Syscall::Fs(FsCall::ReadText { path: path.into() });
+        let a = kernel.syscall_once(pid, "k", read("a.txt")).await.unwrap();
+        assert_eq!(a, "A");
+        // The same key for another call is not answered with the first call's outcome.
+        let err = kernel
+            .syscall_once(pid, "k", read("b.txt"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "NonDeterminism", "{err:?}");
+        assert_eq!(
+            kernel.syscall_once(pid, "k", read("a.txt")).await.unwrap(),
+            "A"
+        );
+    });
+}
+
+#[test]
+fn after_a_rollback_a_keyed_call_is_not_answered_from_before() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ws")).unwrap();
+    std::fs::write(dir.path().join("ws/secret.txt"), "the secret").unwrap();
+    runtime().block_on(async {
+        let kernel = Kernel::open(config(dir.path(), HumanMode::Wait))
+            .await
+            .unwrap();
+        let pid = spawn(&kernel, &[]).await;
+        let ckpt = kernel.checkpoint_create(pid, "start").await.unwrap();
+        let grant = kernel
+            .grant(
+                pid,
+                CapabilitySpec::parse_grant("fs:secret.txt=read").unwrap(),
+            )
+            .await
+            .unwrap();
+        let read = Syscall::Fs(FsCall::ReadText {
+            path: "secret.txt".into(),
+        });
+        let first = kernel.syscall_once(pid, "turn-1", read.clone()).await;
+        assert_eq!(first.unwrap(), "the secret");
+        // The operator takes the grant back and rolls the process (its transcript) back.
+        kernel.revoke(grant).await.unwrap();
+        kernel.checkpoint_rollback(&ckpt.id).await.unwrap();
+        assert_eq!(kernel.process(pid).unwrap().generation, 1);
+        // The resumed conversation issues the same call at the same place: it is a new call.
+        for k in [
+            kernel.clone(),
+            Kernel::open(config(dir.path(), HumanMode::Wait))
+                .await
+                .unwrap(),
+        ] {
+            let err = k
+                .syscall_once(pid, "turn-1", read.clone())
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), "PermissionDenied", "{err:?}");
+        }
+    });
+}

@@ -567,6 +567,174 @@ async fn many_runtime_creations_through_mcp_do_not_break_the_host() {
 }
 
 #[tokio::test]
+async fn elicitation_is_off_by_default() {
+    let h = common::host().await;
+    let (helper, object) = helper_object(&h).await;
+    let config = McpConfig {
+        grants: grants(&[&format!("namespace:proc/{helper}=read:ask")]),
+        ..McpConfig::default()
+    };
+    // A client that would approve anything it is shown.
+    let user = ApprovingUser {
+        seen: Default::default(),
+    };
+    let client = connect(h.kernel.clone(), config, user.clone()).await;
+    let parked = call(&client, "read_object", json!({"id": object})).await;
+    assert_eq!(parked.is_error, Some(true));
+    assert!(
+        text(&parked).starts_with("HumanRequired"),
+        "{}",
+        text(&parked)
+    );
+    assert!(user.seen.lock().is_empty(), "the client was asked");
+    let pending = h.kernel.human_requests(false).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].status,
+        agent_libos::kernel::RequestStatus::Pending
+    );
+    client.cancel().await.unwrap();
+}
+
+/// A tool that asks a human for whatever permission its arguments name.
+const ASK_TOOL: &str = r#"export const tool = {
+  name: "ask_for",
+  description: "Asks a human for a permission",
+  input: { type: "object", properties: { resource: { type: "string" }, right: { type: "string" } },
+           required: ["resource", "right"] },
+  output: {},
+};
+
+export default async function run(args: { resource: string, right: string }, libos: any) {
+  await libos.human.requestPermission(args.resource, args.right, "I need it");
+  return {};
+}
+"#;
+
+async fn register_ask_tool<C: ClientHandler>(client: &RunningService<RoleClient, C>) {
+    let proposed = value(&call(client, "propose_tool", json!({"source": ASK_TOOL})).await);
+    let id = proposed["id"].as_str().unwrap().to_string();
+    let validated = value(&call(client, "validate_tool", json!({"id": id})).await);
+    assert_eq!(validated["ok"], true, "{validated}");
+    value(&call(client, "register_tool", json!({"id": id})).await);
+}
+
+#[tokio::test]
+async fn a_client_cannot_request_beyond_the_operator_ceiling() {
+    let h = common::host().await;
+    let config = McpConfig {
+        grants: grants(&["tool:ask_for=create"]),
+        requestable: grants(&["fs:docs/**=read"]),
+        // Even a client that approves everything it is shown.
+        elicitation: true,
+        ..McpConfig::default()
+    };
+    let user = ApprovingUser {
+        seen: Default::default(),
+    };
+    let client = connect(h.kernel.clone(), config, user.clone()).await;
+    let pid = value(&call(&client, "spawn_process", json!({"goal": "ask"})).await)["pid"]
+        .as_i64()
+        .unwrap();
+    register_ask_tool(&client).await;
+    for (resource, right) in [
+        ("fs:**", "admin"),
+        ("fs:docs/**", "write"),
+        ("fs:src/a.rs", "read"),
+    ] {
+        let refused = call(
+            &client,
+            "call_tool",
+            json!({"name": "ask_for", "args": {"resource": resource, "right": right}}),
+        )
+        .await;
+        assert_eq!(refused.is_error, Some(true));
+        let message = text(&refused);
+        assert!(message.contains("PermissionDenied"), "{message}");
+        assert!(message.contains("requestable"), "{message}");
+    }
+    assert!(user.seen.lock().is_empty(), "nothing was shown");
+    assert!(h.kernel.human_requests(true).await.unwrap().is_empty());
+    assert!(h
+        .kernel
+        .capabilities(pid)
+        .iter()
+        .all(|c| !c.resource.starts_with("fs:")));
+    // Within the ceiling, the request reaches the human.
+    let asked = call(
+        &client,
+        "call_tool",
+        json!({"name": "ask_for", "args": {"resource": "fs:docs/a.md", "right": "read"}}),
+    )
+    .await;
+    assert_ne!(asked.is_error, Some(true), "{}", text(&asked));
+    assert_eq!(user.seen.lock().len(), 1);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_parked_call_names_its_own_request() {
+    let h = common::host().await;
+    let helper = h.spawn(&[]).await;
+    let mut objects = Vec::new();
+    for n in ["a", "b"] {
+        let created = h
+            .kernel
+            .syscall(
+                helper,
+                Syscall::Mem(MemCall::Create(ObjectSpec {
+                    object_type: "note".into(),
+                    payload: json!(n),
+                    ..ObjectSpec::default()
+                })),
+            )
+            .await
+            .unwrap();
+        objects.push(created["id"].as_str().unwrap().to_string());
+    }
+    let config = McpConfig {
+        grants: grants(&[&format!("namespace:proc/{helper}=read:ask")]),
+        ..McpConfig::default()
+    };
+    let client = connect(h.kernel.clone(), config, ()).await;
+    let request_of = |message: &str| -> (String, String) {
+        let wire: Value = serde_json::from_str(message.lines().last().unwrap()).unwrap();
+        (
+            wire["request_id"].as_str().unwrap().to_string(),
+            wire["call_id"].as_str().unwrap().to_string(),
+        )
+    };
+    // The second call is parked while the first one's request is still pending.
+    let first = text(&call(&client, "read_object", json!({"id": objects[1]})).await);
+    let (first_request, _) = request_of(&first);
+    let second = text(&call(&client, "read_object", json!({"id": objects[0]})).await);
+    let (second_request, second_call) = request_of(&second);
+    assert_ne!(second_request, first_request, "{second}");
+    let request = h
+        .kernel
+        .human_request(&second_request)
+        .await
+        .unwrap()
+        .unwrap();
+    // Bound to its own call (the binding covers the call's arguments), not the first one's.
+    let first = h
+        .kernel
+        .human_request(&first_request)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(request.args_hash, first.args_hash);
+    // Approving it completes exactly that call.
+    h.kernel
+        .human_respond(&second_request, HumanAnswer::ApproveOnce, "operator")
+        .await
+        .unwrap();
+    let done = value(&call(&client, "await_call", json!({"call_id": second_call})).await);
+    assert_eq!(done["payload"], "a");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_panic_while_serving_an_mcp_call_fails_that_call_and_the_session_goes_on() {
     let h = common::host_with_panicking_clock().await;
     let config = McpConfig {

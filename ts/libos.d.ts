@@ -18,6 +18,8 @@ export interface WireError {
   right?: string;
   limit?: string;
   request_id?: string;
+  /** Why, when the kernel said (the message without its kind's prefix). */
+  detail?: string;
 }
 
 export interface ErrorDetail {
@@ -25,6 +27,7 @@ export interface ErrorDetail {
   right?: string;
   limit?: string;
   requestId?: string;
+  reason?: string;
 }
 
 /**
@@ -40,6 +43,8 @@ export declare class LibosError extends Error {
   right?: string;
   limit?: string;
   requestId?: string;
+  /** Why, when the kernel said (the message without its kind's prefix). */
+  reason?: string;
   toWire(): WireError;
 }
 /** No capability allows `.right` on `.resource`, or a deny rule matched. */
@@ -62,7 +67,7 @@ export declare class HumanRejected extends LibosError {
 export declare class InvalidArgument extends LibosError {
   constructor(message: string, detail?: ErrorDetail);
 }
-/** Any other kind: IllegalState, AlreadyExists, Timeout, Cancelled, IoError, InternalError... */
+/** Any other kind: IllegalState, AlreadyExists, Timeout, Cancelled, IoError, Uncertain, InternalError... */
 export declare class SyscallError extends LibosError {
   constructor(kind: string, message: string, detail?: ErrorDetail);
 }

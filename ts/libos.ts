@@ -99,6 +99,7 @@
     right?: string;
     limit?: string;
     request_id?: string;
+    detail?: string;
   }
 
   interface ErrorDetail {
@@ -106,6 +107,7 @@
     right?: string;
     limit?: string;
     requestId?: string;
+    reason?: string;
   }
 
   class LibosError extends Error {
@@ -114,6 +116,8 @@
     right?: string;
     limit?: string;
     requestId?: string;
+    /** Why, when the kernel said (the message without its kind's prefix). */
+    reason?: string;
     constructor(kind: string, message: string, detail?: ErrorDetail) {
       super(message);
       this.kind = kind;
@@ -125,6 +129,8 @@
       if (right !== undefined) this.right = right;
       if (limit !== undefined) this.limit = limit;
       if (requestId !== undefined) this.requestId = requestId;
+      const reason = own(detail, "reason", undefined);
+      if (typeof reason === "string") this.reason = reason;
     }
     get name(): string {
       return this.kind;
@@ -136,6 +142,7 @@
       if (this.right !== undefined) wire.right = this.right;
       if (this.limit !== undefined) wire.limit = this.limit;
       if (this.requestId !== undefined) wire.request_id = this.requestId;
+      if (this.reason !== undefined) wire.detail = this.reason;
       return wire;
     }
   }
@@ -165,7 +172,7 @@
       super("InvalidArgument", message, detail);
     }
   }
-  /** Any other kind: `IllegalState`, `Timeout`, `Cancelled`, `IoError`, ... (see `.kind`). */
+  /** Any other kind: `IllegalState`, `Timeout`, `Cancelled`, `IoError`, `Uncertain`, ... (see `.kind`). */
   class SyscallError extends LibosError {
     constructor(kind: string, message: string, detail?: ErrorDetail) {
       super(kind, message, detail);
@@ -180,6 +187,7 @@
       right: own(wire, "right", undefined),
       limit: own(wire, "limit", undefined),
       requestId: own(wire, "request_id", undefined),
+      reason: typeof own(wire, "detail", undefined) === "string" ? own(wire, "detail", undefined) : undefined,
     };
     switch (kind) {
       case "PermissionDenied":

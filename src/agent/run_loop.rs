@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub goal: String,
     /// Operator grants on top of the image's capabilities.
     pub grants: Vec<CapabilitySpec>,
+    /// What the process may ask a human for, on top of the image's `requestable`.
+    pub requestable: Vec<CapabilitySpec>,
     /// Workspace-relative working directory (default `.`).
     pub cwd: Option<String>,
     pub limits: RunLimits,
@@ -106,6 +108,7 @@ pub async fn run_agent(
             grants: opts.grants.clone(),
             budget: None,
             cwd: opts.cwd.clone(),
+            requestable: opts.requestable.clone(),
         })
         .await
         .map_err(AgentError::Spawn)?;

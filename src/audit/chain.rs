@@ -71,6 +71,17 @@ pub struct AuditEntry {
     pub detail: Value,
 }
 
+impl AuditEntry {
+    /// The entry as it may be stored: credentials redacted (length + SHA-256), long strings
+    /// and arrays shrunk, the detail and target bounded (see [`super::redact`]).
+    pub fn bounded(mut self) -> AuditEntry {
+        use super::redact::{bound_detail, redact, shrink};
+        self.detail = bound_detail(shrink(redact(self.detail)));
+        self.target = super::redact::bound_target(&self.target);
+        self
+    }
+}
+
 /// A record as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AuditRow {
@@ -86,6 +97,10 @@ pub struct AuditRow {
     pub detail: String,
     pub prev_hash: String,
     pub hash: String,
+    /// The record's seal (see [`super::anchor::record_seal`]); `None` before seals.
+    #[sqlx(default)]
+    #[serde(skip)]
+    pub mac: Option<String>,
 }
 
 impl AuditRow {
@@ -105,6 +120,7 @@ impl AuditRow {
             detail: entry.detail.to_string(),
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
+            mac: None,
         };
         row.hash = row.compute_hash();
         row

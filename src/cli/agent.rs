@@ -154,6 +154,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
         wall_time,
     };
     let grants = parse_grants(&args.grant)?;
+    let requestable = parse_grants(&args.requestable)?;
     let model = model_from(&args)?;
     let kernel = ctx.open(HumanMode::Wait).await?;
     let before: Vec<i64> = kernel.processes().iter().map(|p| p.pid).collect();
@@ -165,6 +166,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<i32> {
                 image,
                 goal: args.goal.clone().unwrap_or_default(),
                 grants,
+                requestable,
                 cwd: args.cwd.clone(),
                 limits,
             };
@@ -251,13 +253,15 @@ fn outcome_text(o: &RunOutcome) -> String {
 
 pub async fn mcp(ctx: &Ctx, args: McpArgs) -> Result<i32> {
     let grants = parse_grants(&args.grant)?;
+    let requestable = parse_grants(&args.requestable)?;
     let kernel = ctx.open(HumanMode::Wait).await?;
     let image = resolve_image(&kernel, &args.image).await?;
     let config = crate::mcp::McpConfig {
         image: (image != "base").then_some(image),
         grants,
+        requestable,
         budget: None,
-        elicitation: !args.no_elicitation,
+        elicitation: args.elicitation,
     };
     tracing::info!(db = %ctx.db.display(), "serving MCP on stdio");
     crate::mcp::serve_mcp_stdio(kernel.clone(), config)

@@ -47,7 +47,7 @@ pub struct Cli {
 
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
-    /// The state database [default: .agent-libos/state.db]
+    /// The state database [default: state.db in $XDG_STATE_HOME/agent-libos/<workspace>-<hash>/, or ~/.local/state/…]
     #[arg(long, global = true, env = "AGENT_LIBOS_DB", value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// The workspace directory processes see as their root [default: current directory]
@@ -114,11 +114,14 @@ stopped it, 2 on a model error (the process stays resumable with --resume).")]
     /// Serve libOS to an MCP client over stdio (stdout is the protocol; logs on stderr)
     #[command(after_help = "\
 Examples:
-  agent-libos mcp --db ~/.agent-libos/state.db --workspace ~/project \\
-      --image coder --grant 'fs:**=read' --grant 'tool:*=create'
+  agent-libos mcp --workspace ~/project \\
+      --image coder --grant 'fs:**=read' --grant 'tool:*=create' \\
+      --requestable 'fs:src/**=write'
 
-Each session process starts from --image with exactly the --grant capabilities.
-No MCP tool grants capabilities or answers human requests.")]
+Each session process starts from --image with exactly the --grant capabilities and
+may ask a human only for what --requestable allows. No MCP tool grants capabilities
+or answers human requests; with --elicitation the client's UI shows them to its user,
+and the client's answer counts as the human's.")]
     Mcp(McpArgs),
     /// Finish interrupted tool calls from their journals; list the live processes
     #[command(after_help = "\
@@ -180,8 +183,8 @@ Examples:
   agent-libos tool run tools/post.ts --allow-net=api.example.org:443 --trace
   agent-libos tool run tools/save.ts --grant 'fs:out.txt=write:ask_each_time' --ask
 
-Nothing is allowed by default. The run uses the --db database (default
-.agent-libos/state.db), so `agent-libos ps` and `agent-libos audit show` work
+Nothing is allowed by default. The run uses the --db database (default: the
+workspace's state directory under ~/.local/state/agent-libos), so `agent-libos ps` and `agent-libos audit show` work
 afterwards. The CLI, as operator, also grants tool:<name>=create to the
 process so that it can register the tool it is loading.")]
     Run(ToolRunArgs),
@@ -235,6 +238,9 @@ pub struct ToolRunArgs {
     /// A capability RESOURCE=RIGHTS[:POLICY], e.g. object:obj_1=read or fs:out.txt=write:ask
     #[arg(long, value_name = "RESOURCE=RIGHTS[:POLICY]")]
     pub grant: Vec<String>,
+    /// A capability RESOURCE=RIGHTS the tool may ask a human for (repeatable)
+    #[arg(long, value_name = "RESOURCE=RIGHTS")]
+    pub requestable: Vec<String>,
     /// Prompt on this terminal for ask_each_time approvals (y once / a always / n reject)
     #[arg(long)]
     pub ask: bool,
@@ -401,10 +407,20 @@ Examples:
     /// Resume an exported checkpoint as a new root process in this database
     #[command(after_help = "\
 Examples:
-  agent-libos --db other/state.db checkpoint import ckpt.json")]
+  agent-libos --db other/state.db checkpoint import ckpt.json --grant 'fs:notes/**=read,write'
+  agent-libos checkpoint import ckpt.json --register-image
+
+A document grants nothing: the process gets its own namespace and exactly the --grant
+capabilities; the document's capabilities are listed, not granted.")]
     Import {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Grant the imported process RESOURCE=RIGHTS[:POLICY] (repeatable)
+        #[arg(long = "grant", value_name = "RESOURCE=RIGHTS[:POLICY]")]
+        grants: Vec<String>,
+        /// Register the document's image manifest if this database lacks the image
+        #[arg(long)]
+        register_image: bool,
     },
 }
 
@@ -417,7 +433,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "TEXT", required_unless_present = "resume")]
     pub goal: Option<String>,
     /// Continue process PID after a restart, from its stored transcript
-    #[arg(long, value_name = "PID", conflicts_with_all = ["image", "goal", "grant", "cwd"])]
+    #[arg(long, value_name = "PID", conflicts_with_all = ["image", "goal", "grant", "requestable", "cwd"])]
     pub resume: Option<i64>,
     /// OpenAI-compatible base URL (`/chat/completions` is appended)
     #[arg(long, value_name = "URL", default_value = "https://api.openai.com/v1")]
@@ -434,6 +450,9 @@ pub struct RunArgs {
     /// A capability RESOURCE=RIGHTS[:POLICY] for the process (repeatable)
     #[arg(long, value_name = "RESOURCE=RIGHTS[:POLICY]")]
     pub grant: Vec<String>,
+    /// A capability RESOURCE=RIGHTS the process may ask a human for (repeatable)
+    #[arg(long, value_name = "RESOURCE=RIGHTS")]
+    pub requestable: Vec<String>,
     /// Workspace-relative working directory of the process
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<String>,
@@ -463,10 +482,15 @@ pub struct McpArgs {
     /// ceiling of what a client can do
     #[arg(long, value_name = "RESOURCE=RIGHTS[:POLICY]")]
     pub grant: Vec<String>,
-    /// Never show approvals through the client (MCP elicitation); answer them with
-    /// `agent-libos human approve`
+    /// A capability RESOURCE=RIGHTS a session process may ask a human for (repeatable;
+    /// human.request_permission beyond these is refused without asking)
+    #[arg(long, value_name = "RESOURCE=RIGHTS")]
+    pub requestable: Vec<String>,
+    /// Show pending human requests to the user through the client (MCP elicitation). This
+    /// trusts the client's UI: whatever the client answers counts as the human's answer.
+    /// Off by default: requests are answered with `agent-libos human approve`
     #[arg(long)]
-    pub no_elicitation: bool,
+    pub elicitation: bool,
 }
 
 #[derive(Debug, Subcommand)]

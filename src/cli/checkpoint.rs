@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::args::CheckpointCommand;
 use super::{exit, Ctx, Failure};
-use crate::kernel::{HumanMode, RollbackReport};
+use crate::kernel::{CapabilitySpec, HumanMode, ImportOptions, RollbackReport};
 
 pub async fn run(ctx: &Ctx, cmd: CheckpointCommand) -> Result<i32> {
     match cmd {
@@ -136,7 +136,23 @@ pub async fn run(ctx: &Ctx, cmd: CheckpointCommand) -> Result<i32> {
                 format!("exported checkpoint {id} to {}", out.display())
             });
         }
-        CheckpointCommand::Import { file } => {
+        CheckpointCommand::Import {
+            file,
+            grants,
+            register_image,
+        } => {
+            let mut specs = Vec::with_capacity(grants.len());
+            for g in &grants {
+                let spec = CapabilitySpec::parse_grant(g).map_err(|e| {
+                    Failure::new(
+                        "InvalidArgument",
+                        exit::INVALID,
+                        format!("--grant {g}: {e}"),
+                    )
+                })?;
+                specs.push(spec);
+            }
+            let grants = specs;
             let text = std::fs::read_to_string(&file).map_err(|e| {
                 Failure::new(
                     "InvalidArgument",
@@ -154,13 +170,41 @@ pub async fn run(ctx: &Ctx, cmd: CheckpointCommand) -> Result<i32> {
             })?;
             let from = doc["checkpoint"]["id"].clone();
             let kernel = ctx.open(HumanMode::FailFast).await?;
-            let pid = kernel.checkpoint_import(doc).await.map_err(Failure::from)?;
-            let _ = kernel.store().flush().await;
-            ctx.print(&json!({"checkpoint": from, "pid": pid}), || {
-                format!(
-                    "imported checkpoint {} as process {pid}",
-                    from.as_str().unwrap_or("?")
+            let report = kernel
+                .checkpoint_import(
+                    doc,
+                    ImportOptions {
+                        grants,
+                        register_image,
+                    },
                 )
+                .await
+                .map_err(Failure::from)?;
+            let _ = kernel.store().flush().await;
+            let mut result = serde_json::to_value(&report).unwrap_or(Value::Null);
+            result["checkpoint"] = from.clone();
+            ctx.print(&result, || {
+                let mut text = format!(
+                    "imported checkpoint {} as process {} (granted: {})",
+                    from.as_str().unwrap_or("?"),
+                    report.pid,
+                    ids(&report.granted)
+                );
+                if !report.not_granted.is_empty() {
+                    let listed: Vec<String> = report
+                        .not_granted
+                        .iter()
+                        .map(|c| {
+                            let rights: Vec<&str> = c.rights.iter().map(|r| r.as_str()).collect();
+                            format!("{}={}", c.resource, rights.join(","))
+                        })
+                        .collect();
+                    text.push_str(&format!(
+                        "\nthe document listed, NOT granted (grant with --grant): {}",
+                        listed.join(" ")
+                    ));
+                }
+                text
             });
         }
     }
@@ -198,13 +242,13 @@ fn ids(list: &[i64]) -> String {
 /// The human-readable rollback report: what was restored, then what was NOT undone.
 pub fn rollback_text(r: &RollbackReport) -> String {
     let mut out = format!(
-        "rolled back process {} to checkpoint {}\n  objects: {} (removed {} created since)\n  capabilities restored: {}; revoked: {}\n  tools: {}\n",
+        "rolled back process {} to checkpoint {}\n  objects: {} (removed {} created since)\n  capabilities revoked: {}; not restored (revoked or used since): {}\n  tools: {}\n",
         r.pid,
         r.checkpoint,
         r.objects,
         r.objects_removed,
-        ids(&r.capabilities_restored),
         ids(&r.capabilities_revoked),
+        ids(&r.capabilities_not_restored),
         r.tools
     );
     if !r.children_since.is_empty() {

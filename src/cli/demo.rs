@@ -41,6 +41,10 @@ delegable = true
 resource = "tool:extract_failures"
 rights = ["create"]
 delegable = true
+
+[[requestable]]
+resource = "fs:REPORT.md"
+rights = ["write"]
 "#;
 
 const TEST_LOG: &str = "\

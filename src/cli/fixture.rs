@@ -93,6 +93,9 @@ pub struct Case {
     pub skip: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<Grant>,
+    /// What the case's process may ask a human for (`human.request_permission`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requestable: Vec<Grant>,
     /// `wait` (default: requests are answered by `human`) or `fail_fast`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub human_mode: Option<HumanModeName>,

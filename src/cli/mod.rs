@@ -88,6 +88,9 @@ impl Failure {
             SyscallError::HumanRequired { request_id, .. } => Some(format!(
                 "run again with --ask on a terminal to answer it there, answer it with `agent-libos human approve {request_id}` (or reject), or grant the capability up front with an --allow-* or --grant flag"
             )),
+            SyscallError::LimitExceeded { limit, .. } if limit == "fs_bytes" => Some(
+                "fs reads and writes are bounded per call and per process (`KernelConfig::fs_limits`); read or write in smaller parts".to_string()
+            ),
             SyscallError::LimitExceeded { limit, .. } => Some(format!(
                 "the {limit} limit is set by the tool's `limits` and its image; lower the work per call or raise the limit"
             )),
@@ -145,6 +148,8 @@ pub struct Ctx {
     pub db: PathBuf,
     /// Whether `--db` (or `AGENT_LIBOS_DB`) was given.
     pub db_given: bool,
+    /// The default state directory, when `--db` was not given (reserved whole).
+    pub state_dir: Option<PathBuf>,
     pub workspace: PathBuf,
     pub json: bool,
     /// `--unsandboxed-shell`: the operator's opt-out of the shell sandbox.
@@ -166,13 +171,29 @@ impl Ctx {
             }
             None => cwd.clone(),
         };
-        let (db, db_given) = match &global.db {
-            Some(d) => (cwd.join(d), true),
-            None => (cwd.join(".agent-libos").join("state.db"), false),
+        let (db, db_given, state_dir) = match &global.db {
+            Some(d) => (cwd.join(d), true, None),
+            None => {
+                let dir = crate::store::layout::default_state_dir(
+                    &workspace,
+                    std::env::var("XDG_STATE_HOME").ok().as_deref(),
+                    std::env::var("HOME").ok().as_deref(),
+                )
+                .ok_or_else(|| {
+                    Failure::new(
+                        "InvalidArgument",
+                        exit::INVALID,
+                        "cannot choose a state directory: neither XDG_STATE_HOME nor HOME is set",
+                    )
+                    .hint("pass --db PATH (or set AGENT_LIBOS_DB), or set HOME")
+                })?;
+                (dir.join("state.db"), false, Some(dir))
+            }
         };
         Ok(Ctx {
             db,
             db_given,
+            state_dir,
             workspace,
             json: global.json,
             unsandboxed_shell: global.unsandboxed_shell,
@@ -182,6 +203,7 @@ impl Ctx {
     pub fn kernel_config(&self, mode: HumanMode) -> KernelConfig {
         let mut config = KernelConfig::new(&self.db, &self.workspace);
         config.human_mode = mode;
+        config.reserved.extend(self.state_dir.clone());
         if self.unsandboxed_shell {
             config.sandbox.mode = crate::providers::SandboxMode::Unsandboxed;
         }

@@ -291,11 +291,16 @@ async fn execute(file: &File, case: &Case) -> Result<Actual> {
             Policy::AlwaysAllow,
         ));
     }
+    let mut requestable = Vec::new();
+    for g in &case.requestable {
+        requestable.push(g.spec()?);
+    }
     let pid = kernel
         .spawn_root(SpawnOptions {
             goal: format!("replay {}", case.name),
             grants,
             budget: case.budget.map(|b| b.budget()),
+            requestable,
             ..SpawnOptions::default()
         })
         .await

@@ -356,6 +356,17 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         &[Right::Create],
         Policy::AlwaysAllow,
     ));
+    let mut requestable = Vec::new();
+    for g in &args.requestable {
+        let spec = CapabilitySpec::parse_grant(g).map_err(|e| {
+            Failure::new(
+                "InvalidArgument",
+                exit::INVALID,
+                format!("--requestable {g}: {e}"),
+            )
+        })?;
+        requestable.push(spec);
+    }
     let interactive = args.ask && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     if args.ask && !interactive {
         note("--ask needs a terminal on stdin and stderr; requests for a human will fail fast");
@@ -371,6 +382,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         .spawn_root(SpawnOptions {
             goal: format!("{TOOL_RUN_GOAL}{}", file.display()),
             grants: specs.clone(),
+            requestable,
             ..SpawnOptions::default()
         })
         .await

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::capability::{validate_resource, Capability, Pid, Policy, Right};
+use super::capability::{validate_resource, Capability, CapabilitySpec, Pid, Policy, Right};
 use super::error::{SysResult, SyscallError};
 use super::image::Image;
 use super::persist;
@@ -99,8 +99,9 @@ pub struct RollbackReport {
     pub objects: u64,
     /// Objects created after the checkpoint and deleted by the rollback.
     pub objects_removed: u64,
-    /// Capabilities revoked or consumed since the checkpoint and live again.
-    pub capabilities_restored: Vec<i64>,
+    /// Capabilities of the checkpoint revoked, used up or expired since: a rollback never
+    /// brings them back.
+    pub capabilities_not_restored: Vec<i64>,
     /// Capabilities gained since the checkpoint (and everything delegated from them),
     /// now revoked.
     pub capabilities_revoked: Vec<i64>,
@@ -349,32 +350,15 @@ impl Kernel {
     }
 
     /// Restores the runtime state of the checkpointed process in one transaction: the
-    /// object memory of its namespaces, its capabilities, its tool table and its process
-    /// fields (cwd, image, budget, usage). Effects outside the runtime are listed, not undone.
+    /// object memory of its namespaces, its tool table and its process fields (cwd, image,
+    /// budget, usage); capabilities gained since are revoked, and those revoked, used up or
+    /// expired since stay so (a rollback resurrects no authority). Effects outside the
+    /// runtime are listed, not undone.
     pub async fn checkpoint_rollback(&self, id: &str) -> SysResult<RollbackReport> {
         let (pid, audit_seq, snap) = self.load_snapshot_meta(id).await?;
         let now = self.now();
         let snap_cap_ids: HashSet<i64> = snap.caps.iter().map(|c| c.id).collect();
 
-        // Capabilities to bring back: revoked or consumed since, unless what they were
-        // delegated from is gone (a rollback never undoes someone else's revocation).
-        let restore: Vec<i64> = if snap_cap_ids.is_empty() {
-            Vec::new()
-        } else {
-            let ids: Vec<i64> = snap_cap_ids.iter().copied().collect();
-            sqlx::query_scalar(
-                "SELECT c.id FROM capabilities c \
-                 WHERE c.subject = ?1 AND c.id IN (SELECT value FROM json_each(?2)) \
-                   AND (c.revoked = 1 OR c.consumed = 1) \
-                   AND (c.parent IS NULL OR EXISTS (SELECT 1 FROM capabilities p \
-                        WHERE p.id = c.parent AND p.revoked = 0 AND p.consumed = 0)) \
-                 ORDER BY c.id",
-            )
-            .bind(pid)
-            .bind(persist::json(&ids))
-            .fetch_all(self.inner.store.pool())
-            .await?
-        };
         let objects_removed: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM objects o JOIN namespaces s ON s.name = o.namespace \
              WHERE s.owner = ?1 AND o.id NOT IN (SELECT value ->> 'id' FROM \
@@ -387,7 +371,7 @@ impl Kernel {
         let has_validations = self.ckpt_table_exists("tool_validations").await?;
 
         let mut batch = WriteBatch::default();
-        let (revoked, restored_process, children_since) = {
+        let (revoked, not_restored, restored_process, children_since) = {
             let mut state = self.inner.state.lock();
             let current = state
                 .process(pid)
@@ -399,6 +383,20 @@ impl Kernel {
                     current.status
                 )));
             }
+            // Capabilities of the checkpoint revoked, used up or expired since stay so: a
+            // rollback never brings a capability back.
+            let live: HashSet<i64> = state
+                .caps_of(pid)
+                .iter()
+                .filter(|c| c.is_live(now))
+                .map(|c| c.id)
+                .collect();
+            let mut not_restored: Vec<i64> = snap_cap_ids
+                .iter()
+                .copied()
+                .filter(|id| !live.contains(id))
+                .collect();
+            not_restored.sort_unstable();
             // Capabilities gained since the checkpoint go, with everything derived from them.
             let mut revoked: Vec<i64> = Vec::new();
             let gained: Vec<i64> = state
@@ -418,7 +416,14 @@ impl Kernel {
             // Fail closed: no authorization uses them from now on.
             let gone: HashSet<i64> = revoked.iter().copied().collect();
             for caps in state.caps.values_mut() {
-                caps.retain(|c| !gone.contains(&c.id));
+                caps.retain(|c| {
+                    if gone.contains(&c.id) {
+                        persist::revoke_cap(&mut batch, c, self.inner.store.sealer());
+                        false
+                    } else {
+                        true
+                    }
+                });
             }
             let mut process = current;
             process.image_id = snap.process.image_id.clone();
@@ -426,13 +431,14 @@ impl Kernel {
             process.cwd = snap.process.cwd.clone();
             process.budget = snap.process.budget;
             process.usage = snap.process.usage;
+            process.generation += 1;
             let known: HashSet<Pid> = snap.children.iter().map(|c| c.pid).collect();
             let since: Vec<Pid> = children_of(&state, pid)
                 .into_iter()
                 .map(|c| c.pid)
                 .filter(|p| !known.contains(p))
                 .collect();
-            (revoked, process, since)
+            (revoked, not_restored, process, since)
         };
 
         // The snapshot's objects and items, parsed once into temporary tables of the
@@ -536,19 +542,32 @@ impl Kernel {
                 Value::Array(snap.tools.clone()).to_string().into(),
             ],
         );
-        for cap in &revoked {
-            persist::revoke_cap(&mut batch, *cap);
-        }
-        if !restore.is_empty() {
-            batch.push(
-                "UPDATE capabilities SET revoked = 0, consumed = 0 \
-                 WHERE id IN (SELECT value FROM json_each(?))",
-                vec![persist::json(&restore).into()],
-            );
-        }
         persist::update_process(&mut batch, &restored_process, now);
-        let mut refs = revoked.clone();
-        refs.extend(&restore);
+        // Work in progress belongs to the timeline left behind: its invocations end, and
+        // their journals go, so nothing recorded before the rollback is handed out after it.
+        let abandoned = json!({"err": SyscallError::IllegalState(format!(
+            "process {pid} was rolled back to checkpoint {id}"
+        )).to_wire()});
+        batch.push(
+            "DELETE FROM journal_blobs WHERE sha256 IN (SELECT j.blob FROM journal j \
+               JOIN invocations i ON i.id = j.invocation_id \
+               WHERE i.pid = ?1 AND i.status IN ('running', 'waiting_human')) \
+             AND NOT EXISTS (SELECT 1 FROM journal j JOIN invocations i ON i.id = j.invocation_id \
+               WHERE j.blob = journal_blobs.sha256 \
+               AND NOT (i.pid = ?1 AND i.status IN ('running', 'waiting_human')))",
+            vec![pid.into()],
+        );
+        batch.push(
+            "DELETE FROM journal WHERE invocation_id IN (SELECT id FROM invocations \
+             WHERE pid = ? AND status IN ('running', 'waiting_human'))",
+            vec![pid.into()],
+        );
+        batch.push(
+            "UPDATE invocations SET status = 'failed', outcome = ?, finished_at = ? \
+             WHERE pid = ? AND status IN ('running', 'waiting_human')",
+            vec![abandoned.to_string().into(), now.into(), pid.into()],
+        );
+        let refs = revoked.clone();
         let batch = batch.audit(AuditEntry {
             ts: now,
             actor: "operator".into(),
@@ -563,12 +582,13 @@ impl Kernel {
                 "audit_seq": audit_seq,
                 "objects_removed": objects_removed,
                 "revoked": revoked,
-                "restored": restore,
+                "not_restored": not_restored,
             }),
         });
         let committed = self.ckpt_commit(batch).await;
         // Whatever happened, memory follows the store for this process.
-        let caps = State::load_caps(self.inner.store.pool(), pid).await?;
+        let caps =
+            State::load_caps(self.inner.store.pool(), pid, self.inner.store.sealer()).await?;
         {
             let mut state = self.inner.state.lock();
             if committed.is_ok() {
@@ -578,6 +598,7 @@ impl Kernel {
                     p.cwd = restored_process.cwd.clone();
                     p.budget = restored_process.budget;
                     p.usage = restored_process.usage;
+                    p.generation = restored_process.generation;
                 }
             }
             if state.process(pid).is_some_and(|p| !p.status.is_terminal()) {
@@ -623,7 +644,7 @@ impl Kernel {
             pid,
             objects: objects as u64,
             objects_removed: objects_removed as u64,
-            capabilities_restored: restore,
+            capabilities_not_restored: not_restored,
             capabilities_revoked: revoked,
             tools: snap.tools.len() as u64,
             external_effects,
@@ -652,26 +673,55 @@ impl Kernel {
                     snap.process.image_id, snap.process.image_version
                 ))
             })?;
+        // Re-issued from the capability rows themselves (sealed, still live, the snapshot
+        // process's own), never from what the snapshot document says they were.
         let ids: Vec<i64> = snap.caps.iter().map(|c| c.id).collect();
-        let live: HashSet<i64> = sqlx::query_scalar(
-            "SELECT id FROM capabilities WHERE id IN (SELECT value FROM json_each(?)) \
-             AND revoked = 0 AND consumed = 0",
+        let rows = sqlx::query(
+            "SELECT id, subject, resource, rights, policy, issuer, parent, expires_at, delegable, \
+             revocable, revoked, consumed, mac FROM capabilities \
+             WHERE id IN (SELECT value FROM json_each(?)) AND revoked = 0 AND consumed = 0 \
+             ORDER BY id",
         )
         .bind(persist::json(&ids))
         .fetch_all(self.inner.store.pool())
-        .await?
-        .into_iter()
-        .collect();
+        .await?;
+        let now = self.now();
+        let mut issue = Vec::new();
+        for row in &rows {
+            let Some(cap) = super::state::cap_from_row(row, self.inner.store.sealer())? else {
+                continue;
+            };
+            if cap.subject == snap.process.pid && cap.is_live(now) {
+                issue.push(Issue {
+                    parent: Some(cap.id),
+                    resource: cap.resource,
+                    rights: cap.rights,
+                    policy: cap.policy,
+                    expires_at: cap.expires_at,
+                    delegable: cap.delegable,
+                });
+            }
+        }
         let parent = snap
             .process
             .parent
             .filter(|p| self.inner.state.lock().process(*p).is_some());
+        // The sibling may ask for what the original may (nothing if it has ended).
+        let requestable = self
+            .inner
+            .state
+            .lock()
+            .requestable
+            .get(&snap.process.pid)
+            .cloned()
+            .unwrap_or_default();
         self.resume_snapshot(Resume {
             snap: &snap,
             objects,
             image: &image,
             parent,
-            cap_parent: |c: &SnapCap| live.contains(&c.id).then_some(Some(c.id)),
+            issue,
+            requestable,
             action: "checkpoint.fork",
             detail: json!({"checkpoint": id, "from": snap.process.pid}),
         })
@@ -720,10 +770,17 @@ impl Kernel {
         }))
     }
 
-    /// Resumes an exported checkpoint here as a new root process (registering its image if
-    /// this database lacks it). Capabilities are re-issued by the operator with the same
-    /// resources, rights and policies; nothing links them to the exporting database.
-    pub async fn checkpoint_import(&self, doc: Value) -> SysResult<Pid> {
+    /// Resumes an exported checkpoint here as a new root process: its memory, tool table and
+    /// fields. A document is data: it grants nothing. The new process holds its own
+    /// namespace and exactly `options.grants` (the importing operator's, given again
+    /// explicitly); the document's capabilities are only listed in the report. Its image
+    /// must be registered here, or `options.register_image` registers the document's
+    /// manifest (whose capabilities every later spawn of that image would get).
+    pub async fn checkpoint_import(
+        &self,
+        doc: Value,
+        options: ImportOptions,
+    ) -> SysResult<ImportReport> {
         if doc.get("format").and_then(Value::as_str) != Some(CHECKPOINT_FORMAT) {
             return Err(SyscallError::invalid(format!(
                 "not a checkpoint document (format must be \"{CHECKPOINT_FORMAT}\")"
@@ -741,15 +798,31 @@ impl Kernel {
                 ))
             }
         };
-        for cap in &snap.caps {
-            validate_resource(&cap.resource).map_err(SyscallError::invalid)?;
-            cap.policy
-                .parse::<Policy>()
-                .map_err(SyscallError::invalid)?;
+        for spec in &options.grants {
+            validate_resource(&spec.resource).map_err(SyscallError::invalid)?;
         }
+        let listed: Vec<CapabilitySpec> = snap
+            .caps
+            .iter()
+            .filter(|c| !snap.names_owned_namespace(&c.resource))
+            .map(|c| CapabilitySpec {
+                resource: c.resource.clone(),
+                rights: c.rights.clone(),
+                policy: c.policy.parse().unwrap_or(Policy::AlwaysDeny),
+                delegable: c.delegable,
+                expires_at: c.expires_at,
+            })
+            .collect();
         let (image_id, version) = (&snap.process.image_id, &snap.process.image_version);
         let image = match self.ckpt_image(image_id, version).await? {
             Some(image) => image,
+            None if !options.register_image => {
+                return Err(SyscallError::NotFound(format!(
+                    "image {image_id} version {version} is not registered here; register it first \
+                     (`agent-libos image register`), or import with --register-image to register \
+                     the document's manifest (review it: its capabilities go to every spawn of it)"
+                )))
+            }
             None => {
                 let shipped: Image = doc
                     .get("image")
@@ -775,24 +848,47 @@ impl Kernel {
             }
         };
         let from = doc["checkpoint"]["id"].clone();
-        self.resume_snapshot(Resume {
-            snap: &snap,
-            objects,
-            image: &image,
-            parent: None,
-            cap_parent: |_: &SnapCap| Some(None),
-            action: "checkpoint.import",
-            detail: json!({"checkpoint": from, "from": snap.process.pid}),
+        let issue = options
+            .grants
+            .iter()
+            .map(|spec| Issue {
+                parent: None,
+                resource: spec.resource.clone(),
+                rights: spec.rights.clone(),
+                policy: spec.policy,
+                expires_at: spec.expires_at,
+                delegable: spec.delegable,
+            })
+            .collect();
+        let pid = self
+            .resume_snapshot(Resume {
+                snap: &snap,
+                objects,
+                image: &image,
+                parent: None,
+                issue,
+                requestable: Vec::new(),
+                action: "checkpoint.import",
+                detail: json!({"checkpoint": from, "from": snap.process.pid, "listed": listed.len()}),
+            })
+            .await?;
+        let own = format!("namespace:{}", own_namespace(pid));
+        let granted = self
+            .capabilities(pid)
+            .into_iter()
+            .filter(|c| c.resource != own && c.resource != format!("{own}/**"))
+            .map(|c| c.id)
+            .collect();
+        Ok(ImportReport {
+            pid,
+            granted,
+            not_granted: listed,
         })
-        .await
     }
 
     /// Creates the process a fork or import resumes, with its memory, capabilities and tool
     /// table, in one transaction.
-    async fn resume_snapshot<F>(&self, r: Resume<'_, F>) -> SysResult<Pid>
-    where
-        F: Fn(&SnapCap) -> Option<Option<i64>>,
-    {
+    async fn resume_snapshot(&self, r: Resume<'_>) -> SysResult<Pid> {
         let snap = r.snap;
         let now = self.now();
         let pid = self.new_pid().await?;
@@ -878,13 +974,10 @@ impl Kernel {
             cap.id = self.new_cap_id().await?;
             caps.push(cap);
         }
-        for cap in &snap.caps {
+        for cap in r.issue {
             if snap.names_owned_namespace(&cap.resource) {
                 continue;
             }
-            let Some(parent) = (r.cap_parent)(cap) else {
-                continue;
-            };
             let resource = match cap
                 .resource
                 .strip_prefix("object:")
@@ -897,10 +990,10 @@ impl Kernel {
                 id: self.new_cap_id().await?,
                 subject: pid,
                 resource,
-                rights: cap.rights.clone(),
-                policy: cap.policy.parse().map_err(SyscallError::invalid)?,
+                rights: cap.rights,
+                policy: cap.policy,
                 issuer: None,
-                parent,
+                parent: cap.parent,
                 expires_at: cap.expires_at,
                 delegable: cap.delegable,
                 revocable: true,
@@ -923,6 +1016,7 @@ impl Kernel {
             exit_payload: None,
             started_at: now,
             cancel_requested: false,
+            generation: 0,
         };
         let mut batch = WriteBatch::default();
         persist::insert_process(&mut batch, &process, now);
@@ -933,8 +1027,9 @@ impl Kernel {
             persist::insert_namespace(&mut batch, ns, Some(pid), now);
         }
         for cap in &caps {
-            persist::insert_cap(&mut batch, cap, now);
+            persist::insert_cap(&mut batch, cap, now, self.inner.store.sealer());
         }
+        persist::insert_requestable(&mut batch, pid, &r.requestable, self.inner.store.sealer());
         batch.push(
             "INSERT INTO objects (id, namespace, name, type, title, summary, tags, mime, payload, \
                appendable, created_by, created_at) \
@@ -993,6 +1088,7 @@ impl Kernel {
         self.ckpt_commit(batch).await?;
         let mut state = self.inner.state.lock();
         state.caps.insert(pid, caps);
+        state.requestable.insert(pid, r.requestable);
         state.procs.insert(pid, process);
         Ok(pid)
     }
@@ -1032,15 +1128,14 @@ impl Kernel {
         if id == base.id && version == base.version {
             return Ok(Some(base));
         }
-        let manifest: Option<String> =
-            sqlx::query_scalar("SELECT manifest FROM images WHERE id = ? AND version = ?")
-                .bind(id)
-                .bind(version)
-                .fetch_optional(self.inner.store.pool())
-                .await?;
-        manifest
-            .map(|m| serde_json::from_str(&m).map_err(SyscallError::internal))
-            .transpose()
+        let row = sqlx::query(
+            "SELECT id, version, manifest, registered_by, mac FROM images WHERE id = ? AND version = ?",
+        )
+        .bind(id)
+        .bind(version)
+        .fetch_optional(self.inner.store.pool())
+        .await?;
+        Ok(row.and_then(|r| self.sealed_image(&r)))
     }
 
     async fn ckpt_table_exists(&self, name: &str) -> SysResult<bool> {
@@ -1070,15 +1165,47 @@ impl Kernel {
 }
 
 /// How [`Kernel::resume_snapshot`] makes the new process.
-struct Resume<'a, F> {
+struct Resume<'a> {
     snap: &'a Snapshot,
     objects: Vec<Value>,
     image: &'a Image,
     parent: Option<Pid>,
-    /// For each snapshot capability: `None` to leave it out, `Some(parent)` to re-issue it.
-    cap_parent: F,
+    /// The capabilities to issue (besides its own namespace's).
+    issue: Vec<Issue>,
+    /// What it may ask a human for.
+    requestable: Vec<CapabilitySpec>,
     action: &'static str,
     detail: Value,
+}
+
+/// A capability a fork or import issues to its new process.
+struct Issue {
+    /// What it derives from (revoking that reaches it); `None` for the operator's.
+    parent: Option<i64>,
+    resource: String,
+    rights: Vec<Right>,
+    policy: Policy,
+    expires_at: Option<i64>,
+    delegable: bool,
+}
+
+/// What an importing operator grants the imported process: only what it says here.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Capabilities for the new process, granted by the operator.
+    pub grants: Vec<CapabilitySpec>,
+    /// Register the document's image manifest if this database lacks the image.
+    pub register_image: bool,
+}
+
+/// What an import made.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportReport {
+    pub pid: Pid,
+    /// Capabilities granted by the importing operator (besides its own namespace's).
+    pub granted: Vec<i64>,
+    /// The capabilities the document listed: none of them was granted.
+    pub not_granted: Vec<CapabilitySpec>,
 }
 
 fn children_of(state: &State, pid: Pid) -> Vec<ChildState> {

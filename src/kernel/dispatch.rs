@@ -186,28 +186,36 @@ impl Kernel {
     ) -> SysResult<Value> {
         let now = self.now();
         let journal_row = |outcome: Value| {
-            journal.as_ref().map(|(inv, seq, hash)| JournalRow {
-                invocation_id: inv.clone(),
-                seq: *seq,
-                primitive: call.name().to_string(),
-                args_hash: hash.clone(),
-                status: "done",
-                outcome: Some(outcome),
+            journal.as_ref().map(|(inv, seq, hash)| {
+                JournalRow::done(
+                    inv.clone(),
+                    *seq,
+                    call.name().to_string(),
+                    hash.clone(),
+                    outcome,
+                )
             })
         };
         let span = tracing::Span::current();
         match result {
             Ok(mut done) => {
                 span.record("decision", Decision::Allow.as_str());
+                let mut consumed = WriteBatch::default();
                 if !scope.once.is_empty() {
                     let mut state = self.inner.state.lock();
                     for id in &scope.once {
                         state.reserved_once.remove(id);
                         if let Some(cap) = state.find_cap_mut(*id) {
+                            super::persist::consume_cap(
+                                &mut consumed,
+                                cap,
+                                self.inner.store.sealer(),
+                            );
+                            // Used up at once (fail closed), before the commit.
                             cap.consumed = true;
                         }
-                        super::persist::consume_cap(&mut done.batch, *id);
                     }
+                    done.batch.stmts.extend(consumed.stmts.iter().cloned());
                 }
                 let entry = AuditEntry {
                     ts: now,
@@ -221,29 +229,31 @@ impl Kernel {
                     detail: json!({"request": call.audit_summary(), "result": done.detail}),
                 };
                 let on_commit = done.on_commit.take();
-                let mut batch = done.batch.audit(entry);
+                let mut batch = done.batch.audit(entry.clone());
                 if let Some(row) = journal_row(json!({"ok": done.value})) {
                     self.fence_journal(&row.invocation_id, &mut batch);
                     batch = batch.journal(row);
                 }
-                let must_commit =
-                    call.is_effect() || !batch.stmts.is_empty() || !scope.once.is_empty();
+                // Effects, state changes and one-shot grants are acknowledged only once
+                // durable; so is a read while the store is failing (it must not outrun its
+                // record).
+                let wait = call.is_effect()
+                    || !batch.stmts.is_empty()
+                    || !scope.once.is_empty()
+                    || !self.inner.store.healthy();
                 // The count rides in the same transaction as the audit record; it does not
                 // by itself make a read wait for the commit.
                 self.record_usage(pid, &mut batch);
-                if must_commit {
-                    self.inner
-                        .store
-                        .commit(batch)
-                        .await
-                        .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
-                } else {
+                if !wait {
                     self.inner
                         .store
                         .submit(batch)
                         .await
                         .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+                } else if let Err(e) = self.inner.store.commit(batch).await {
+                    return Err(self.commit_failed(call, entry, consumed, e).await);
                 }
+                // In-memory effects of the call (a published tool) follow its commit.
                 if let Some(apply) = on_commit {
                     apply();
                 }
@@ -303,6 +313,44 @@ impl Kernel {
 }
 
 impl Kernel {
+    /// A successful call whose final commit failed. What its batch changed in the store did
+    /// not happen; but an effect outside the runtime (a file written, a command run, a
+    /// request sent) or one committed in steps before (a process spawned, a grant) did: its
+    /// record is queued again (kept until the store takes it, with the one-shot grants it
+    /// used up) and the caller learns that the outcome is uncertain — never a success. Its
+    /// journal keeps the intent without an outcome, so a resumed invocation asks a human
+    /// before repeating it.
+    async fn commit_failed(
+        &self,
+        call: &Syscall,
+        entry: AuditEntry,
+        consumed: WriteBatch,
+        err: crate::store::CommitError,
+    ) -> SyscallError {
+        let external = call.intent_timing() != IntentTiming::Never;
+        let mut entry = entry;
+        if !external {
+            entry.decision = Decision::Error;
+        }
+        entry.detail["commit"] = json!(format!("failed, recorded later: {err}"));
+        let record = if external {
+            consumed.audit(entry)
+        } else {
+            WriteBatch::default().audit(entry)
+        };
+        if let Err(e) = self.inner.store.submit(record).await {
+            tracing::error!(%e, "queueing the record of a call whose commit failed");
+        }
+        if external {
+            SyscallError::Uncertain(format!(
+                "{} was carried out, but its record could not be committed ({err}); it is recorded when the store recovers — check its effect before repeating it",
+                call.name()
+            ))
+        } else {
+            SyscallError::Internal(format!("store: {err}; nothing was changed"))
+        }
+    }
+
     /// Called by handlers of external effects after every check and approval, right before
     /// the provider acts: makes the journal intent durable (once).
     pub(crate) async fn intent_point(

@@ -43,6 +43,10 @@ pub enum SyscallError {
     ToolError { message: String, stack: String },
     #[error("i/o error: {0}")]
     Io(String),
+    /// An effect outside the runtime was carried out, but its record could not be
+    /// committed: do not take the call as failed (nor as done) without checking.
+    #[error("outcome uncertain: {0}")]
+    Uncertain(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -109,6 +113,7 @@ impl SyscallError {
             SyscallError::NonDeterminism(_) => "NonDeterminism",
             SyscallError::ToolError { .. } => "ToolError",
             SyscallError::Io(_) => "IoError",
+            SyscallError::Uncertain(_) => "Uncertain",
             SyscallError::Internal(_) => "InternalError",
         }
     }
@@ -149,6 +154,7 @@ impl SyscallError {
             | SyscallError::Cancelled(text)
             | SyscallError::NonDeterminism(text)
             | SyscallError::Io(text)
+            | SyscallError::Uncertain(text)
             | SyscallError::Internal(text) => Some(text.clone()),
         };
         wire.detail = text;
@@ -190,6 +196,7 @@ impl SyscallError {
                 stack: wire.stack.clone().unwrap_or_default(),
             },
             "IoError" => SyscallError::Io(text),
+            "Uncertain" => SyscallError::Uncertain(text),
             _ => SyscallError::Internal(text),
         }
     }

@@ -1,4 +1,11 @@
 //! Events and sleeps: a waiting process holds no thread, only a watch subscription.
+//!
+//! Events are bounded: a payload of at most [`EVENT_PAYLOAD_MAX`] bytes (as JSON), a name of
+//! at most [`EVENT_NAME_MAX`], at most [`EVENT_QUEUE_MAX`] queued per process (a post to a
+//! full queue fails with `LimitExceeded { limit: "events" }`). A process may post to its own
+//! queue and to its descendants' (as it may signal them) with no capability; any other
+//! target needs `process:<target>=signal`. A process that ends loses its queue, and a
+//! consumed event is deleted.
 
 use std::time::Duration;
 
@@ -14,9 +21,21 @@ use super::syscall::{ClockCall, EventCall};
 use super::Kernel;
 use crate::store::WriteBatch;
 
-/// Most undelivered events one process's queue holds. A post beyond it fails with
-/// `LimitExceeded { limit: "events" }`; nothing queued is ever dropped.
-pub(crate) const MAX_QUEUED_EVENTS: usize = 1024;
+/// The largest event payload, as JSON.
+pub(crate) const EVENT_PAYLOAD_MAX: usize = 64 << 10;
+/// The longest event name.
+pub(crate) const EVENT_NAME_MAX: usize = 128;
+/// The most undelivered events one process's queue holds. A process's post beyond it fails
+/// with `LimitExceeded { limit: "events" }`; nothing queued is ever dropped.
+pub(crate) const EVENT_QUEUE_MAX: usize = 1024;
+
+/// Who posts an event: a process (bounded by the target's queue) or the kernel itself
+/// (`child.exit`, the operator), which a full queue does not stop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Poster {
+    Process,
+    Kernel,
+}
 
 impl Kernel {
     /// Queues an event for `target` (durably) and wakes its waiters.
@@ -26,40 +45,83 @@ impl Kernel {
         name: &str,
         payload: Value,
         source: &str,
+        poster: Poster,
     ) -> SysResult<i64> {
+        if name.is_empty() || name.len() > EVENT_NAME_MAX {
+            return Err(SyscallError::invalid(format!(
+                "an event name must be 1-{EVENT_NAME_MAX} bytes"
+            )));
+        }
+        let bytes = payload.to_string().len();
+        if bytes > EVENT_PAYLOAD_MAX {
+            return Err(SyscallError::limit(
+                "event_bytes",
+                format!("an event payload may take {EVENT_PAYLOAD_MAX} bytes as JSON; this one takes {bytes}"),
+            ));
+        }
         {
-            let state = self.inner.state.lock();
-            if state.process(target).is_none() {
+            // Take a place in the queue now, so concurrent posts cannot overfill it.
+            let mut state = self.inner.state.lock();
+            let Some(p) = state.process(target) else {
                 return Err(SyscallError::NotFound(format!("process {target}")));
+            };
+            if p.status.is_terminal() {
+                return Err(SyscallError::IllegalState(format!(
+                    "process {target} is {}: it takes no events",
+                    p.status
+                )));
             }
-            let queued = state.events.get(&target).map_or(0, |q| q.len());
-            if queued >= MAX_QUEUED_EVENTS {
+            let queued = state.events.get(&target).map_or(0, |q| q.len())
+                + state.event_slots.get(&target).copied().unwrap_or(0);
+            if poster == Poster::Process && queued >= EVENT_QUEUE_MAX {
                 return Err(SyscallError::limit(
                     "events",
                     format!(
-                        "process {target} has {queued} undelivered events; it must take some \
-                         (event.wait) before more are posted"
+                        "process {target} has {queued} undelivered events, the most it may \
+                         hold ({EVENT_QUEUE_MAX}); it must take some (event.wait) before more \
+                         are posted"
                     ),
                 ));
             }
+            *state.event_slots.entry(target).or_default() += 1;
         }
+        let committed = self.commit_event(target, name, &payload, source).await;
+        let mut state = self.inner.state.lock();
+        if let Some(slots) = state.event_slots.get_mut(&target) {
+            *slots = slots.saturating_sub(1);
+        }
+        let id = committed?;
+        // A target that ended meanwhile has dropped its queue: the event goes with it.
+        if state
+            .process(target)
+            .is_some_and(|p| !p.status.is_terminal())
+        {
+            state.events.entry(target).or_default().push_back(Event {
+                id,
+                name: name.to_string(),
+                payload,
+                source: source.to_string(),
+            });
+            state.bump(target);
+        }
+        Ok(id)
+    }
+
+    async fn commit_event(
+        &self,
+        target: Pid,
+        name: &str,
+        payload: &Value,
+        source: &str,
+    ) -> SysResult<i64> {
         let id = self.new_event_id().await?;
-        let now = self.now();
         let mut batch = WriteBatch::default();
-        persist::insert_event(&mut batch, id, target, name, &payload, source, now);
+        persist::insert_event(&mut batch, id, target, name, payload, source, self.now());
         self.inner
             .store
             .commit(batch)
             .await
             .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
-        let mut state = self.inner.state.lock();
-        state.events.entry(target).or_default().push_back(Event {
-            id,
-            name: name.to_string(),
-            payload,
-            source: source.to_string(),
-        });
-        state.bump(target);
         Ok(id)
     }
 
@@ -85,24 +147,27 @@ impl Kernel {
                 target,
             } => {
                 let target = target.unwrap_or(pid);
-                if target != pid {
-                    let related = {
-                        let state = self.inner.state.lock();
-                        state.is_ancestor(pid, target) || state.is_ancestor(target, pid)
-                    };
-                    if !related {
-                        self.authorize_one(
-                            pid,
-                            format!("process:{target}"),
-                            Right::Signal,
-                            call,
-                            scope,
-                        )
-                        .await?;
-                    }
+                // Its own queue and its descendants' are the poster's to fill (within the
+                // bounds); anything else is signalling another process.
+                let own = target == pid || self.inner.state.lock().is_ancestor(pid, target);
+                if !own {
+                    self.authorize_one(
+                        pid,
+                        format!("process:{target}"),
+                        Right::Signal,
+                        call,
+                        scope,
+                    )
+                    .await?;
                 }
                 let id = self
-                    .enqueue_event(target, name, payload.clone(), &format!("pid:{pid}"))
+                    .enqueue_event(
+                        target,
+                        name,
+                        payload.clone(),
+                        &format!("pid:{pid}"),
+                        Poster::Process,
+                    )
                     .await?;
                 Ok(Done::new(json!({"id": id}), format!("process:{target}")))
             }

@@ -23,6 +23,7 @@ use super::scope::{Done, Scope};
 use super::syscall::{HumanCall, Primitive, Syscall};
 use super::{HumanMode, Kernel};
 use crate::audit::{AuditEntry, Decision};
+use crate::store::sealed::RequestFields;
 use crate::store::WriteBatch;
 
 /// A human's answer to a request.
@@ -155,14 +156,32 @@ pub struct HumanRequest {
     pub answered_by: Option<String>,
     pub created_at: i64,
     pub answered_at: Option<i64>,
+    /// The tool invocation or keyed call that raised it (so its caller can name it).
+    pub invocation: Option<String>,
+}
+
+/// The most requests one process may have pending at once.
+pub const MAX_PENDING_REQUESTS: i64 = 8;
+
+/// `SELECT <the columns every read of a request needs> FROM human_requests <rest>`.
+macro_rules! select_requests {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
+             created_at, answered_at, used, mac, invocation FROM human_requests ",
+            $rest
+        )
+    };
 }
 
 /// How often a parked call checks the database for an answer given by another runtime.
 const HUMAN_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Most calls of one process parked on humans at once: a call beyond it fails with
-/// `LimitExceeded { limit: "human_waits" }` instead of growing the waiters without limit.
-pub(crate) const MAX_PARKED_PER_PROCESS: usize = 16;
+/// `LimitExceeded { limit: "human_waits" }` before raising a request, instead of growing the
+/// waiters without limit. Each parked call waits on a request of its own, so this is the
+/// bound on pending requests ([`MAX_PENDING_REQUESTS`], kept durably) seen from memory.
+pub(crate) const MAX_PARKED_PER_PROCESS: usize = MAX_PENDING_REQUESTS as usize;
 
 /// Calls parked until a human answers, by request id.
 #[derive(Default)]
@@ -233,12 +252,13 @@ impl Kernel {
                 .to_string()
                 .as_bytes(),
         );
+        // Kept as long as the request is: credentials in it only as length + SHA-256.
         let payload = json!({
             "primitive": call.name(),
             "resource": resource,
             "right": right,
             "capability": cap_id,
-            "context": context,
+            "context": crate::audit::redact::redact(context),
         });
         let (id, answer) = self
             .request_answer(
@@ -295,26 +315,37 @@ impl Kernel {
                     .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
             }
         }
-        let earlier = sqlx::query(
-            "SELECT id, status, answer FROM human_requests WHERE pid = ? AND kind = ? AND args_hash = ? \
-             AND used = 0 AND status IN ('pending', 'approved', 'rejected', 'answered') ORDER BY created_at, id LIMIT 1",
-        )
+        let rows = sqlx::query(select_requests!(
+            "WHERE pid = ? AND kind = ? AND args_hash = ? AND used = 0 \
+             AND status IN ('pending', 'approved', 'rejected', 'answered') ORDER BY created_at, id"
+        ))
         .bind(pid)
         .bind(kind.as_str())
         .bind(&args_hash)
-        .fetch_optional(self.inner.store.pool())
+        .fetch_all(self.inner.store.pool())
         .await?;
-        // A request another call of this runtime is already waiting on, or has claimed, is
-        // not shared: one approval serves one call.
-        let earlier = earlier.filter(|row| {
-            let id: String = row.try_get("id").unwrap_or_default();
-            !self.inner.human.map.lock().contains_key(&id)
-                && self.inner.human.claimed.lock().insert(id)
-        });
+        // Only a request the kernel wrote counts; one another call of this runtime is
+        // already waiting on, or has claimed, is not shared: one approval serves one call.
+        let mut earlier = None;
+        for row in &rows {
+            let stored = self.stored_request(row)?;
+            if stored.sealed
+                && !self.inner.human.map.lock().contains_key(&stored.request.id)
+                && self
+                    .inner
+                    .human
+                    .claimed
+                    .lock()
+                    .insert(stored.request.id.clone())
+            {
+                earlier = Some(stored.request);
+                break;
+            }
+        }
         let (id, answer) = match earlier {
-            Some(row) => {
-                let id: String = row.try_get("id")?;
-                let status: RequestStatus = parse_column(&row, "status")?;
+            Some(request) => {
+                let id = request.id.clone();
+                let status = request.status;
                 let answer = if status == RequestStatus::Pending {
                     match self.wait_for_human(pid, &id).await {
                         Ok(answer) => answer,
@@ -326,11 +357,16 @@ impl Kernel {
                     }
                 } else {
                     // Answered while this runtime was away: apply any grant it made.
-                    let caps = super::state::State::load_caps(self.inner.store.pool(), pid).await?;
+                    let caps = super::state::State::load_caps(
+                        self.inner.store.pool(),
+                        pid,
+                        self.inner.store.sealer(),
+                    )
+                    .await?;
                     self.inner.state.lock().caps.insert(pid, caps);
-                    let answer: Option<String> = row.try_get("answer")?;
-                    answer
-                        .and_then(|a| serde_json::from_str(&a).ok())
+                    request
+                        .answer
+                        .and_then(|a| serde_json::from_value(a).ok())
                         .unwrap_or(HumanAnswer::Reject {
                             reason: format!("request {id} was {status}"),
                         })
@@ -345,7 +381,14 @@ impl Kernel {
                     HumanMode::FailFast => None,
                 };
                 let raised = self
-                    .raise_request(pid, kind, channel, payload, args_hash)
+                    .raise_request(
+                        pid,
+                        kind,
+                        channel,
+                        payload,
+                        args_hash,
+                        scope.correlation.as_deref(),
+                    )
                     .await;
                 let answer = match raised {
                     Ok((id, seq)) => {
@@ -362,15 +405,34 @@ impl Kernel {
             }
         };
         self.inner.human.claimed.lock().insert(id.clone());
-        self.inner
-            .store
-            .commit(WriteBatch::default().stmt(
-                "UPDATE human_requests SET used = 1 WHERE id = ?",
-                vec![id.clone().into()],
-            ))
-            .await
-            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        self.mark_used(&id).await?;
         Ok((id, answer))
+    }
+
+    /// Marks an answered request as used by the call it was answered for (with its seal).
+    async fn mark_used(&self, id: &str) -> SysResult<()> {
+        let stored = self
+            .load_request(id)
+            .await?
+            .filter(|s| s.sealed)
+            .ok_or_else(|| SyscallError::NotFound(format!("human request {id}")))?;
+        let seal = stored
+            .fields_with(None, true)
+            .seal(self.inner.store.sealer());
+        // Used at most once, even by calls of two runtimes on one database.
+        let mut batch = WriteBatch::default();
+        batch.push_guarded(
+            "UPDATE human_requests SET used = 1, mac = ? WHERE id = ? AND used = 0 AND mac = ?",
+            vec![seal.into(), id.into(), stored.mac.clone().into()],
+            1,
+        );
+        self.inner.store.commit(batch).await.map_err(|e| match e {
+            crate::store::CommitError::Conflict(_) => SyscallError::IllegalState(format!(
+                "the answer to request {id} was already used by another call"
+            )),
+            other => SyscallError::Internal(format!("store: {other}")),
+        })?;
+        Ok(())
     }
 
     /// Asks a human whether to repeat an effect whose outcome was lost in a crash (its intent
@@ -389,7 +451,10 @@ impl Kernel {
             "request": call.audit_summary(),
             "why": "the host stopped while this effect was running; it may or may not have happened",
         });
-        let mut scope = Scope::default();
+        let mut scope = Scope {
+            correlation: Some(invocation.to_string()),
+            ..Scope::default()
+        };
         let (id, answer) = self
             .request_answer(
                 pid,
@@ -417,22 +482,23 @@ impl Kernel {
         channel: &str,
         payload: Value,
         args_hash: String,
+        invocation: Option<&str>,
     ) -> SysResult<(String, i64)> {
         let id = crate::util::new_id("hr");
         let now = self.now();
         let mut batch = WriteBatch::default();
-        batch.push(
-            "INSERT INTO human_requests (id, pid, kind, channel, payload, args_hash, status, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
-            vec![
-                id.clone().into(),
-                pid.into(),
-                kind.as_str().into(),
-                channel.into(),
-                payload.to_string().into(),
-                args_hash.into(),
-                now.into(),
-            ],
+        self.insert_request(
+            &mut batch,
+            NewRequest {
+                id: &id,
+                pid,
+                kind,
+                channel,
+                payload: &payload,
+                args_hash: &args_hash,
+                status: RequestStatus::Pending,
+                invocation,
+            },
         );
         let batch = batch.audit(AuditEntry {
             ts: now,
@@ -445,12 +511,15 @@ impl Kernel {
             parent_seq: None,
             detail: payload,
         });
-        let seqs = self
-            .inner
-            .store
-            .commit(batch)
-            .await
-            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        let seqs = self.inner.store.commit(batch).await.map_err(|e| match e {
+            crate::store::CommitError::Conflict(_) => SyscallError::limit(
+                "human_requests",
+                format!(
+                    "process {pid} already has {MAX_PENDING_REQUESTS} requests waiting for a human"
+                ),
+            ),
+            other => SyscallError::Internal(format!("store: {other}")),
+        })?;
         Ok((id, seqs.first().copied().unwrap_or(0)))
     }
 
@@ -524,7 +593,9 @@ impl Kernel {
             .unwrap_or(HumanAnswer::Reject {
                 reason: format!("request {id} was {}", request.status),
             });
-        let caps = super::state::State::load_caps(self.inner.store.pool(), pid).await?;
+        let caps =
+            super::state::State::load_caps(self.inner.store.pool(), pid, self.inner.store.sealer())
+                .await?;
         self.inner.state.lock().caps.insert(pid, caps);
         Ok(Some(answer))
     }
@@ -537,10 +608,16 @@ impl Kernel {
         answer: HumanAnswer,
         by: &str,
     ) -> SysResult<HumanRequest> {
-        let request = self
-            .human_request(id)
+        let stored = self
+            .load_request(id)
             .await?
             .ok_or_else(|| SyscallError::NotFound(format!("human request {id}")))?;
+        if !stored.sealed {
+            return Err(SyscallError::IllegalState(format!(
+                "request {id} was not written by the runtime (its seal does not verify); it cannot be answered"
+            )));
+        }
+        let request = stored.request.clone();
         if request.status != RequestStatus::Pending {
             return Err(SyscallError::IllegalState(format!(
                 "request {id} is already {}",
@@ -581,16 +658,25 @@ impl Kernel {
         };
         let now = self.now();
         let mut batch = WriteBatch::default();
-        batch.push(
-            "UPDATE human_requests SET status = ?, answer = ?, answered_by = ?, answered_at = ? \
-             WHERE id = ? AND status = 'pending'",
+        let answer_json = persist::json(&answer);
+        let seal = stored
+            .fields_with(Some((status, &answer_json, by)), false)
+            .seal(self.inner.store.sealer());
+        // Answered at most once: the update applies only to a request still pending with
+        // exactly the seal read above, or the whole answer (and its grant) is refused.
+        batch.push_guarded(
+            "UPDATE human_requests SET status = ?, answer = ?, answered_by = ?, answered_at = ?, mac = ? \
+             WHERE id = ? AND status = 'pending' AND mac = ?",
             vec![
                 status.as_str().into(),
-                persist::json(&answer).into(),
+                answer_json.clone().into(),
                 by.into(),
                 now.into(),
+                seal.into(),
                 id.into(),
+                stored.mac.clone().into(),
             ],
+            1,
         );
         let mut granted = None;
         if let Some(policy) = granted_policy(request.kind, &answer) {
@@ -607,23 +693,35 @@ impl Kernel {
                 RequestStatus::Approved => Decision::Approved,
                 _ => Decision::Rejected,
             },
-            capability_refs: granted.iter().copied().collect(),
+            capability_refs: granted.iter().map(|c| c.id).collect(),
             correlation_id: Some(id.to_string()),
             parent_seq: None,
             detail: json!({"answer": answer, "pid": request.pid, "args_hash": request.args_hash}),
         });
-        self.inner
-            .store
-            .commit(batch)
-            .await
-            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        self.inner.store.commit(batch).await.map_err(|e| match e {
+            crate::store::CommitError::Conflict(_) => SyscallError::IllegalState(format!(
+                "request {id} was answered meanwhile (a request is answered at most once)"
+            )),
+            other => SyscallError::Internal(format!("store: {other}")),
+        })?;
+        // Only now, durable, does the answer take effect: the grant, then the waiting call.
+        if let Some(cap) = granted {
+            let mut state = self.inner.state.lock();
+            if state
+                .process(cap.subject)
+                .is_some_and(|p| !p.status.is_terminal())
+            {
+                state.caps.entry(cap.subject).or_default().push(cap);
+            }
+        }
         if let Some(waiter) = self.inner.human.map.lock().remove(id) {
             let _ = waiter.send(answer);
         }
         Ok(self.human_request(id).await?.unwrap_or(request))
     }
 
-    /// Stores the capability an approval grants (see [`granted_policy`]). Returns its id.
+    /// Adds the capability an approval grants (see [`granted_policy`]) to `batch`; returns
+    /// it (to be held once the batch is durable).
     fn grant_from_approval(
         &self,
         request: &HumanRequest,
@@ -631,14 +729,16 @@ impl Kernel {
         batch: &mut WriteBatch,
         now: i64,
         id: i64,
-    ) -> Option<i64> {
+    ) -> Option<Capability> {
         let resource = request.payload["resource"].as_str()?.to_string();
         let rights: Vec<Right> = match &request.payload["rights"] {
             Value::Array(_) => serde_json::from_value(request.payload["rights"].clone()).ok()?,
             _ => vec![serde_json::from_value(request.payload["right"].clone()).ok()?],
         };
-        let mut state = self.inner.state.lock();
-        if state
+        if self
+            .inner
+            .state
+            .lock()
             .process(request.pid)
             .is_none_or(|p| p.status.is_terminal())
         {
@@ -658,34 +758,100 @@ impl Kernel {
             revoked: false,
             consumed: false,
         };
-        persist::insert_cap(batch, &cap, now);
-        state.caps.entry(request.pid).or_default().push(cap);
-        Some(id)
+        persist::insert_cap(batch, &cap, now, self.inner.store.sealer());
+        Some(cap)
     }
 
-    /// One request by id.
+    /// One request by id (only one the kernel wrote: a row whose seal does not verify is
+    /// refused).
     pub async fn human_request(&self, id: &str) -> SysResult<Option<HumanRequest>> {
-        let row = sqlx::query(
-            "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
-             created_at, answered_at FROM human_requests WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(self.inner.store.pool())
-        .await?;
-        row.map(|r| request_from_row(&r)).transpose()
+        Ok(self
+            .load_request(id)
+            .await?
+            .filter(|s| s.sealed)
+            .map(|s| s.request))
     }
 
-    /// Requests, oldest first; only pending ones unless `all`.
+    /// Requests, oldest first; only pending ones unless `all`. Rows the kernel did not
+    /// write are left out (and logged).
     pub async fn human_requests(&self, all: bool) -> SysResult<Vec<HumanRequest>> {
         let sql = if all {
-            "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
-             created_at, answered_at FROM human_requests ORDER BY created_at, id"
+            select_requests!("ORDER BY created_at, id")
         } else {
-            "SELECT id, pid, kind, channel, payload, args_hash, status, answer, answered_by, \
-             created_at, answered_at FROM human_requests WHERE status = 'pending' ORDER BY created_at, id"
+            select_requests!("WHERE status = 'pending' ORDER BY created_at, id")
         };
         let rows = sqlx::query(sql).fetch_all(self.inner.store.pool()).await?;
-        rows.iter().map(request_from_row).collect()
+        let mut requests = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let stored = self.stored_request(row)?;
+            if stored.sealed {
+                requests.push(stored.request);
+            }
+        }
+        Ok(requests)
+    }
+
+    /// One request row, sealed or not.
+    async fn load_request(&self, id: &str) -> SysResult<Option<StoredRequest>> {
+        let row = sqlx::query(select_requests!("WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(self.inner.store.pool())
+            .await?;
+        row.map(|r| self.stored_request(&r)).transpose()
+    }
+
+    fn stored_request(&self, row: &sqlx::sqlite::SqliteRow) -> SysResult<StoredRequest> {
+        let stored = StoredRequest::from_row(row)?;
+        let sealed = stored
+            .fields_with(None, stored.used)
+            .verify(self.inner.store.sealer(), stored.mac.as_deref());
+        if !sealed {
+            crate::store::sealed::refused("human_requests", &stored.request.id);
+        }
+        Ok(StoredRequest { sealed, ..stored })
+    }
+
+    /// Adds a new request row, sealed, to `batch`. A pending one is inserted only while its
+    /// process has fewer than [`MAX_PENDING_REQUESTS`] pending (else the batch is refused
+    /// with a conflict).
+    fn insert_request(&self, batch: &mut WriteBatch, r: NewRequest<'_>) {
+        let payload = r.payload.to_string();
+        let seal = RequestFields {
+            id: r.id,
+            pid: r.pid,
+            kind: r.kind.as_str(),
+            channel: r.channel,
+            payload: &payload,
+            args_hash: r.args_hash,
+            status: r.status.as_str(),
+            answer: None,
+            answered_by: None,
+            used: false,
+            invocation: r.invocation,
+        }
+        .seal(self.inner.store.sealer());
+        let args = vec![
+            r.id.into(),
+            r.pid.into(),
+            r.kind.as_str().into(),
+            r.channel.into(),
+            payload.into(),
+            r.args_hash.into(),
+            r.status.as_str().into(),
+            self.now().into(),
+            seal.into(),
+            r.invocation.into(),
+            r.pid.into(),
+            MAX_PENDING_REQUESTS.into(),
+        ];
+        batch.push_guarded(
+            "INSERT INTO human_requests (id, pid, kind, channel, payload, args_hash, status, \
+             created_at, mac, invocation) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE (SELECT COUNT(*) FROM human_requests WHERE pid = ? AND status = 'pending') < ?",
+            args,
+            1,
+        );
     }
 
     /// `human.output`, `human.ask`, `human.request_permission`.
@@ -706,19 +872,19 @@ impl Kernel {
                 )
                 .await?;
                 let id = crate::util::new_id("hr");
-                let now = self.now();
                 let mut batch = WriteBatch::default();
-                batch.push(
-                    "INSERT INTO human_requests (id, pid, kind, channel, payload, args_hash, status, created_at) \
-                     VALUES (?, ?, 'output', ?, ?, ?, 'delivered', ?)",
-                    vec![
-                        id.clone().into(),
-                        pid.into(),
-                        channel.clone().into(),
-                        json!({"message": message}).to_string().into(),
-                        call.args_hash().into(),
-                        now.into(),
-                    ],
+                self.insert_request(
+                    &mut batch,
+                    NewRequest {
+                        id: &id,
+                        pid,
+                        kind: RequestKind::Output,
+                        channel,
+                        payload: &json!({"message": message}),
+                        args_hash: &call.args_hash(),
+                        status: RequestStatus::Delivered,
+                        invocation: scope.correlation.as_deref(),
+                    },
                 );
                 Ok(Done::new(json!({"id": id}), format!("human:{channel}")).batch(batch))
             }
@@ -774,6 +940,7 @@ impl Kernel {
                 if rights.is_empty() {
                     return Err(SyscallError::invalid("rights must not be empty"));
                 }
+                self.within_requestable(pid, resource, rights)?;
                 let payload = json!({"resource": resource, "rights": rights, "reason": reason});
                 let (id, answer) = self
                     .request_answer(
@@ -815,6 +982,39 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// Refuses a permission request beyond what the operator lets `pid` ask for: every
+    /// right must be covered by one spec of its requestable ceiling.
+    fn within_requestable(&self, pid: Pid, resource: &str, rights: &[Right]) -> SysResult<()> {
+        let ceiling = self
+            .inner
+            .state
+            .lock()
+            .requestable
+            .get(&pid)
+            .cloned()
+            .unwrap_or_default();
+        for right in rights {
+            let covered = ceiling.iter().any(|spec| {
+                (spec.rights.contains(right) || spec.rights.contains(&Right::Admin))
+                    && super::capability::pattern_within(&spec.resource, resource)
+            });
+            if !covered {
+                return Err(SyscallError::denied_because(
+                    resource,
+                    right,
+                    format!(
+                        "process {pid} may not ask a human for it: it lies outside the requestable \
+                         ceiling the operator set (--requestable, SpawnOptions::requestable, an \
+                         image's [[requestable]])"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The policy of the capability an answer grants: `approve_always` on an approval, and any
 /// approval of a permission request. An `approve_once` of an approval grants nothing: it
 /// lets that one pending call through.
@@ -828,22 +1028,88 @@ fn granted_policy(kind: RequestKind, answer: &HumanAnswer) -> Option<Policy> {
     }
 }
 
-fn request_from_row(row: &sqlx::sqlite::SqliteRow) -> SysResult<HumanRequest> {
-    let payload: String = row.try_get("payload")?;
-    let answer: Option<String> = row.try_get("answer")?;
-    Ok(HumanRequest {
-        id: row.try_get("id")?,
-        pid: row.try_get("pid")?,
-        kind: parse_column(row, "kind")?,
-        channel: row.try_get("channel")?,
-        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
-        args_hash: row.try_get("args_hash")?,
-        status: parse_column(row, "status")?,
-        answer: answer.and_then(|a| serde_json::from_str(&a).ok()),
-        answered_by: row.try_get("answered_by")?,
-        created_at: row.try_get("created_at")?,
-        answered_at: row.try_get("answered_at")?,
-    })
+/// A request row as stored: the request, its raw sealed fields, and whether its seal
+/// verifies.
+#[derive(Clone)]
+struct StoredRequest {
+    request: HumanRequest,
+    payload_text: String,
+    answer_text: Option<String>,
+    used: bool,
+    mac: Option<String>,
+    sealed: bool,
+}
+
+impl StoredRequest {
+    fn from_row(row: &sqlx::sqlite::SqliteRow) -> SysResult<StoredRequest> {
+        let payload_text: String = row.try_get("payload")?;
+        let answer_text: Option<String> = row.try_get("answer")?;
+        Ok(StoredRequest {
+            request: HumanRequest {
+                id: row.try_get("id")?,
+                pid: row.try_get("pid")?,
+                kind: parse_column(row, "kind")?,
+                channel: row.try_get("channel")?,
+                payload: serde_json::from_str(&payload_text).unwrap_or(Value::Null),
+                args_hash: row.try_get("args_hash")?,
+                status: parse_column(row, "status")?,
+                answer: answer_text
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str(a).ok()),
+                answered_by: row.try_get("answered_by")?,
+                created_at: row.try_get("created_at")?,
+                answered_at: row.try_get("answered_at")?,
+                invocation: row.try_get("invocation")?,
+            },
+            payload_text,
+            answer_text,
+            used: row.try_get::<i64, _>("used")? != 0,
+            mac: row.try_get("mac")?,
+            sealed: false,
+        })
+    }
+
+    /// The sealed fields, with a new answer (status, answer, by) and `used` if given.
+    fn fields_with<'a>(
+        &'a self,
+        answered: Option<(RequestStatus, &'a str, &'a str)>,
+        used: bool,
+    ) -> RequestFields<'a> {
+        let r = &self.request;
+        let (status, answer, answered_by) = match answered {
+            Some((status, answer, by)) => (status.as_str(), Some(answer), Some(by)),
+            None => (
+                r.status.as_str(),
+                self.answer_text.as_deref(),
+                r.answered_by.as_deref(),
+            ),
+        };
+        RequestFields {
+            id: &r.id,
+            pid: r.pid,
+            kind: r.kind.as_str(),
+            channel: &r.channel,
+            payload: &self.payload_text,
+            args_hash: &r.args_hash,
+            status,
+            answer,
+            answered_by,
+            used,
+            invocation: r.invocation.as_deref(),
+        }
+    }
+}
+
+/// A request about to be stored.
+struct NewRequest<'a> {
+    id: &'a str,
+    pid: Pid,
+    kind: RequestKind,
+    channel: &'a str,
+    payload: &'a Value,
+    args_hash: &'a str,
+    status: RequestStatus,
+    invocation: Option<&'a str>,
 }
 
 /// Parses a text column into its enum, once, where the row is read.

@@ -17,6 +17,10 @@
 //! resource = "fs:**"
 //! rights = ["read"]
 //! policy = "always_allow"
+//!
+//! [[requestable]]            # what its processes may ask a human for
+//! resource = "fs:src/**"
+//! rights = ["write"]
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -88,6 +92,10 @@ pub struct Image {
     /// `RESOURCE=RIGHTS` strings the image needs to do its job; never granted implicitly.
     #[serde(default)]
     pub required_capabilities: Vec<String>,
+    /// What a process the operator spawns from this image may ask a human for
+    /// (`human.request_permission`); nothing beyond it can even be asked.
+    #[serde(default)]
+    pub requestable: Vec<CapabilitySpec>,
     #[serde(default)]
     pub budget: Option<Budget>,
     #[serde(default)]
@@ -120,7 +128,7 @@ impl Image {
         if self.version.is_empty() {
             return Err("manifest: version must not be empty".into());
         }
-        for cap in &self.capabilities {
+        for cap in self.capabilities.iter().chain(&self.requestable) {
             validate_resource(&cap.resource).map_err(|e| format!("manifest: {e}"))?;
         }
         for req in &self.required_capabilities {
@@ -138,6 +146,7 @@ impl Image {
             default_tools: Vec::new(),
             capabilities: Vec::new(),
             required_capabilities: Vec::new(),
+            requestable: Vec::new(),
             budget: None,
             limits: ToolLimits::default(),
             metadata: Default::default(),

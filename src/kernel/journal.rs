@@ -39,6 +39,8 @@ pub(crate) struct Invocation {
     pub pid: Pid,
     pub tool: String,
     pub args: Value,
+    /// SHA-256 of the call it runs (a `tool.call`'s, or a keyed call's).
+    pub args_hash: String,
     pub start_time: i64,
     pub seed: u64,
     pub next_seq: i64,
@@ -103,6 +105,26 @@ pub(crate) fn outcome_result(outcome: &Value) -> SysResult<Value> {
     }
 }
 
+/// Retention: a finished invocation keeps its outcome (a keyed call's answer) but not its
+/// journal, nor its arguments; a blob goes with the last row that refers to it.
+pub(crate) fn forget_journal(batch: &mut WriteBatch, id: &str) {
+    batch.push(
+        "DELETE FROM journal_blobs WHERE sha256 IN \
+           (SELECT blob FROM journal WHERE invocation_id = ?1 AND blob IS NOT NULL) \
+         AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.blob = journal_blobs.sha256 \
+           AND j.invocation_id <> ?1)",
+        vec![id.into()],
+    );
+    batch.push(
+        "DELETE FROM journal WHERE invocation_id = ?",
+        vec![id.into()],
+    );
+    batch.push(
+        "UPDATE invocations SET args = 'null' WHERE id = ?",
+        vec![id.into()],
+    );
+}
+
 /// Forgets a live invocation if its caller is dropped mid-flight (the journal in the store
 /// is what a later retry or `resume` works from).
 pub(crate) struct LiveGuard {
@@ -157,6 +179,26 @@ impl Kernel {
                 rec.primitive,
                 call.name()
             ))),
+            // An outcome too large to journal: a read is made again (unjournaled); an
+            // effect is never repeated, and its outcome cannot be given.
+            Some(rec) if rec.done && rec.outcome.as_ref().is_some_and(|o| o["omitted"] == true) => {
+                if call.is_effect() {
+                    Ok(Step::Replay(Err(SyscallError::limit(
+                        "journal_bytes",
+                        format!(
+                            "invocation {id}, syscall #{seq}: its outcome was too large to journal \
+                             (over {} bytes), so a replay cannot return it; the effect is not repeated",
+                            crate::store::writer::JOURNAL_OUTCOME_MAX
+                        ),
+                    ))))
+                } else {
+                    Ok(Step::Fresh {
+                        seq,
+                        hash,
+                        journal: false,
+                    })
+                }
+            }
             Some(rec) if rec.done => Ok(Step::Replay(
                 rec.outcome
                     .as_ref()
@@ -197,6 +239,7 @@ impl Kernel {
             args_hash: hash.to_string(),
             status: "intent",
             outcome: None,
+            blob: None,
         });
         self.inner.store.commit(batch).await.map_err(|e| {
             let message = e.to_string();
@@ -232,8 +275,8 @@ impl Kernel {
     fn push_invocation_row(&self, id: &str, inv: &Invocation, batch: &mut WriteBatch) {
         self.push_lease(id, batch);
         batch.push(
-            "INSERT INTO invocations (id, pid, tool, args, start_time, seed, status, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'running', ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO invocations (id, pid, tool, args, start_time, seed, status, created_at, args_hash) \
+             VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) ON CONFLICT (id) DO NOTHING",
             vec![
                 id.into(),
                 inv.pid.into(),
@@ -242,6 +285,7 @@ impl Kernel {
                 inv.start_time.into(),
                 inv.seed.to_string().into(),
                 self.now().into(),
+                inv.args_hash.clone().into(),
             ],
         );
     }
@@ -273,6 +317,10 @@ impl Kernel {
                 id.into(),
             ],
         );
+        // Behind the fence: a host that lost the lease deletes nothing either.
+        if status != "waiting_human" {
+            forget_journal(&mut batch, id);
+        }
         // A waiting invocation must be findable by `resume` even if the host dies now, and
         // no host runs it until a human answers: its lease is released.
         if status == "waiting_human" {
@@ -290,6 +338,11 @@ impl Kernel {
     /// runs again from its journal (like `resume`); otherwise it runs now, journaled under
     /// `key`. The agent loop keys each model tool call by its place in the transcript, so a
     /// resumed conversation never repeats an effect. Keys are letters, digits, `_`, `-`, `.`.
+    ///
+    /// A key names one call: reused for a call with other arguments it fails with
+    /// `NonDeterminism` instead of returning the first call's outcome. Keys are scoped to the
+    /// process's rollback generation: after a checkpoint rollback the same key is a new
+    /// call, so nothing recorded before the rollback is handed out.
     pub async fn syscall_once(&self, pid: Pid, key: &str, call: Syscall) -> SysResult<Value> {
         let primitive = call.name();
         super::unwind::catch_panic(primitive, self.syscall_once_unguarded(pid, key, call)).await
@@ -306,6 +359,18 @@ impl Kernel {
                 "invocation key '{key}' must be 1-128 letters, digits, '_', '-' or '.'"
             )));
         }
+        let generation = self
+            .process(pid)
+            .map(|p| p.generation)
+            .ok_or_else(|| SyscallError::NotFound(format!("process {pid}")))?;
+        // `@` is not a key character: a generation's ids cannot collide with a caller's key.
+        let id = if generation == 0 {
+            key.to_string()
+        } else {
+            format!("{key}@{generation}")
+        };
+        let key = id.as_str();
+        let args_hash = call.args_hash();
         if self.inner.invocations.live.lock().contains_key(key) {
             return Err(SyscallError::IllegalState(format!(
                 "invocation {key} is already running"
@@ -314,7 +379,7 @@ impl Kernel {
         let mut epoch = 1;
         let row = loop {
             let row = sqlx::query(
-                "SELECT pid, status, outcome, start_time, seed FROM invocations WHERE id = ?",
+                "SELECT pid, status, outcome, start_time, seed, args_hash FROM invocations WHERE id = ?",
             )
             .bind(key)
             .fetch_optional(self.inner.store.pool())
@@ -353,6 +418,14 @@ impl Kernel {
                     "the invocation belongs to another process",
                 ));
             }
+            let recorded_hash: Option<String> = row.try_get("args_hash")?;
+            if recorded_hash.is_some_and(|h| h != args_hash) {
+                return Err(SyscallError::NonDeterminism(format!(
+                    "invocation key {key} was used for another call ({} with other arguments); \
+                     a key names one call",
+                    call.name()
+                )));
+            }
             let status: String = row.try_get("status")?;
             let outcome: Option<String> = row.try_get("outcome")?;
             if status == "done" || status == "failed" {
@@ -380,7 +453,9 @@ impl Kernel {
             Invocation {
                 pid,
                 tool: String::new(),
-                args: serde_json::to_value(&call).unwrap_or(Value::Null),
+                // Only what it was: the call itself (content, stdin, headers) is not kept.
+                args: json!({"primitive": call.name()}),
+                args_hash: args_hash.clone(),
                 start_time: self.now(),
                 seed: 0,
                 next_seq: 0,
@@ -402,6 +477,11 @@ impl Kernel {
             }
         }
         self.end_invocation(key, &result).await;
+        // The key's record is durable before the caller moves on, so the key cannot be
+        // reused (even for a read) before it names its call.
+        if let Err(e) = self.inner.store.flush().await {
+            return Err(SyscallError::Internal(format!("store: {e}")));
+        }
         result
     }
 
@@ -421,10 +501,13 @@ impl Kernel {
 
     /// Journal rows of an earlier run of `id`.
     pub(crate) async fn load_journal(&self, id: &str) -> SysResult<HashMap<i64, Recorded>> {
-        let rows = sqlx::query("SELECT seq, primitive, args_hash, status, outcome FROM journal WHERE invocation_id = ?")
-            .bind(id)
-            .fetch_all(self.inner.store.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT j.seq, j.primitive, j.args_hash, j.status, COALESCE(b.data, j.outcome) AS outcome \
+             FROM journal j LEFT JOIN journal_blobs b ON b.sha256 = j.blob WHERE j.invocation_id = ?",
+        )
+        .bind(id)
+        .fetch_all(self.inner.store.pool())
+        .await?;
         let mut out = HashMap::new();
         for row in rows {
             let outcome: Option<String> = row.try_get("outcome")?;

@@ -52,7 +52,8 @@ use crate::store::{Durability, Store, StoreError};
 
 pub use capability::{Capability, CapabilitySpec, Pid, Policy, Right};
 pub use checkpoint::{
-    Checkpoint, CheckpointInfo, ChildState, ExternalEffect, RollbackReport, CHECKPOINT_FORMAT,
+    Checkpoint, CheckpointInfo, ChildState, ExternalEffect, ImportOptions, ImportReport,
+    RollbackReport, CHECKPOINT_FORMAT,
 };
 pub use error::{SysResult, SyscallError, WireError};
 pub use human::{HumanAnswer, HumanRequest, RequestKind, RequestStatus};
@@ -87,9 +88,13 @@ pub struct KernelConfig {
     pub providers: Option<Providers>,
     pub shell_limits: ShellLimits,
     pub fetch_limits: FetchLimits,
+    /// How many bytes one fs call, and one process in all, may read or write.
     pub fs_limits: FsLimits,
     /// Sizes of the JIT tool isolate host (started on the first tool use).
     pub isolates: crate::isolate::HostConfig,
+    /// More paths of the runtime's own, reserved like its state files (e.g. the state
+    /// directory the CLI made for it). See [`KernelConfig::reserved_paths`].
+    pub reserved: Vec<PathBuf>,
     /// The OS sandbox of shell commands: enforced by default, the operator's opt-out,
     /// toolchain and cache directories, per-command limits.
     pub sandbox: SandboxConfig,
@@ -121,21 +126,37 @@ impl KernelConfig {
             },
             fs_limits: FsLimits::default(),
             isolates: crate::isolate::HostConfig::default(),
+            reserved: Vec::new(),
             sandbox: SandboxConfig::default(),
             runtime_binary: None,
             lease_ttl: std::time::Duration::from_millis(lease::LEASE_TTL_MS as u64),
         }
     }
 
-    /// Paths that hold the runtime's own state: no command may reach them, whatever the
-    /// process holds. Today the directory of the database (its WAL and SHM files live
-    /// beside it).
+    /// The paths that hold the runtime's own state, absolute: the database, SQLite's files
+    /// beside it (which come and go), the key and the anchored audit head, and
+    /// [`KernelConfig::reserved`]. No primitive of any process reaches them, whatever it
+    /// holds (`fs:**` included): the filesystem provider refuses every path that names one
+    /// or resolves to the same file (a hard link, another spelling).
     pub fn reserved_paths(&self) -> Vec<PathBuf> {
+        let mut paths = crate::store::StateFiles::new(&self.db_path).all();
+        for extra in &self.reserved {
+            paths.push(std::path::absolute(extra).unwrap_or_else(|_| extra.clone()));
+        }
+        paths
+    }
+
+    /// What shell commands may not reach: [`KernelConfig::reserved_paths`] and the
+    /// directory of the database (where SQLite's files come and go), hidden inside anything
+    /// granted; a grant of one of them refuses the command.
+    pub fn sandbox_reserved_paths(&self) -> Vec<PathBuf> {
         let dir = match self.db_path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        vec![dir]
+        let mut paths = self.reserved_paths();
+        paths.push(std::path::absolute(&dir).unwrap_or(dir));
+        paths
     }
 }
 
@@ -191,6 +212,7 @@ impl Kernel {
             Some(p) => p.clone(),
             None => Providers::host_with(
                 &config.workspace,
+                &config.reserved_paths(),
                 config.sandbox.clone(),
                 config.runtime_binary.clone(),
             )
@@ -199,7 +221,22 @@ impl Kernel {
                 source,
             })?,
         };
-        let state = state::State::load(store.pool()).await?;
+        let state = state::State::load(store.pool(), store.sealer()).await?;
+        // Events nobody will read: consumed ones and the queues of ended processes (left by
+        // older runtimes), and payloads beyond today's bound.
+        let stale = crate::store::WriteBatch::default().stmt(
+            "DELETE FROM events WHERE consumed = 1 OR length(payload) > ? \
+             OR target NOT IN (SELECT pid FROM processes WHERE status NOT IN (?, ?, ?))",
+            vec![
+                (events::EVENT_PAYLOAD_MAX as i64).into(),
+                Status::Exited.as_str().into(),
+                Status::Failed.as_str().into(),
+                Status::Killed.as_str().into(),
+            ],
+        );
+        if let Err(e) = store.submit(stale).await {
+            tracing::warn!(%e, "queueing the removal of stale events");
+        }
         let ids = Ids {
             pid: IdBlock::open(store.pool(), "seq.pid", "SELECT MAX(pid) FROM processes").await?,
             cap: IdBlock::open(

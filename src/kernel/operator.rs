@@ -27,6 +27,9 @@ pub struct SpawnOptions {
     pub budget: Option<Budget>,
     /// Workspace-relative working directory (default `.`).
     pub cwd: Option<String>,
+    /// What the process may ask a human for, on top of its image's `requestable`: the
+    /// ceiling of `human.request_permission` (its children inherit it).
+    pub requestable: Vec<CapabilitySpec>,
 }
 
 /// What a process body sees: its pid and the syscall door.
@@ -52,6 +55,8 @@ pub(crate) struct NewProcess {
     pub budget: Budget,
     pub cwd: String,
     pub grants: Vec<Capability>,
+    /// Its ceiling for `human.request_permission`.
+    pub requestable: Vec<CapabilitySpec>,
 }
 
 impl Kernel {
@@ -76,6 +81,11 @@ impl Kernel {
             None => ".".into(),
         };
         let budget = opts.budget.or(image.budget).unwrap_or_default();
+        let mut requestable = image.requestable.clone();
+        for spec in opts.requestable {
+            validate_resource(&spec.resource).map_err(SyscallError::invalid)?;
+            requestable.push(spec);
+        }
         self.create_process(
             NewProcess {
                 parent: None,
@@ -84,6 +94,7 @@ impl Kernel {
                 budget,
                 cwd,
                 grants,
+                requestable,
             },
             "operator",
         )
@@ -99,8 +110,7 @@ impl Kernel {
         for _ in 0..new.grants.len() + 2 {
             fresh_ids.push(self.new_cap_id().await?);
         }
-        let (pid, cap_ids) = {
-            let mut state = self.inner.state.lock();
+        let (process, caps) = {
             let process = Process {
                 pid,
                 parent: new.parent,
@@ -120,6 +130,7 @@ impl Kernel {
                 exit_payload: None,
                 started_at: now,
                 cancel_requested: false,
+                generation: 0,
             };
             persist::insert_process(&mut batch, &process, now);
             let ns = own_namespace(pid);
@@ -129,17 +140,17 @@ impl Kernel {
                 Capability::own_memory(pid, format!("namespace:{ns}/**")),
             ];
             caps.extend(new.grants);
-            let mut ids = Vec::new();
+            let mut stored = Vec::with_capacity(caps.len());
             for (mut cap, id) in caps.into_iter().zip(fresh_ids) {
                 cap.id = id;
                 cap.subject = pid;
-                persist::insert_cap(&mut batch, &cap, now);
-                ids.push(cap.id);
-                state.caps.entry(pid).or_default().push(cap);
+                persist::insert_cap(&mut batch, &cap, now, self.inner.store.sealer());
+                stored.push(cap);
             }
-            state.procs.insert(pid, process);
-            (pid, ids)
+            (process, stored)
         };
+        let cap_ids: Vec<i64> = caps.iter().map(|c| c.id).collect();
+        persist::insert_requestable(&mut batch, pid, &new.requestable, self.inner.store.sealer());
         let batch = batch.audit(AuditEntry {
             ts: now,
             actor: actor.to_string(),
@@ -151,12 +162,16 @@ impl Kernel {
             parent_seq: None,
             detail: json!({"parent": new.parent, "image": new.image.id, "version": new.image.version}),
         });
-        if let Err(e) = self.inner.store.commit(batch).await {
-            let mut state = self.inner.state.lock();
-            state.procs.remove(&pid);
-            state.caps.remove(&pid);
-            return Err(SyscallError::Internal(format!("store: {e}")));
-        }
+        self.inner
+            .store
+            .commit(batch)
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        // The process and its grants exist in memory only once they are durable.
+        let mut state = self.inner.state.lock();
+        state.caps.insert(pid, caps);
+        state.requestable.insert(pid, new.requestable);
+        state.procs.insert(pid, process);
         Ok(pid)
     }
 
@@ -183,6 +198,10 @@ impl Kernel {
             persist::update_process(&mut batch, proc, now);
             if to.is_terminal() {
                 state.caps.remove(&pid);
+                state.requestable.remove(&pid);
+                // An ended process's events are dropped with it.
+                state.events.remove(&pid);
+                persist::drop_events(&mut batch, pid);
             }
             state.bump(pid);
             prev
@@ -231,7 +250,13 @@ impl Kernel {
         if let Some(parent) = parent {
             let payload = json!({"pid": pid, "status": status, "exit": payload});
             if let Err(e) = self
-                .enqueue_event(parent, "child.exit", payload, &format!("pid:{pid}"))
+                .enqueue_event(
+                    parent,
+                    "child.exit",
+                    payload,
+                    &format!("pid:{pid}"),
+                    super::events::Poster::Kernel,
+                )
                 .await
             {
                 tracing::warn!(pid, %e, "notifying the parent");
@@ -395,7 +420,7 @@ impl Kernel {
             stored.push(cap);
         }
         {
-            let mut state = self.inner.state.lock();
+            let state = self.inner.state.lock();
             for cap in &stored {
                 match state.process(cap.subject) {
                     None => return Err(SyscallError::NotFound(format!("process {}", cap.subject))),
@@ -409,8 +434,7 @@ impl Kernel {
                 }
             }
             for cap in &stored {
-                persist::insert_cap(&mut batch, cap, now);
-                state.caps.entry(cap.subject).or_default().push(cap.clone());
+                persist::insert_cap(&mut batch, cap, now, self.inner.store.sealer());
             }
         }
         for cap in &stored {
@@ -431,6 +455,16 @@ impl Kernel {
             .commit(batch)
             .await
             .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        // A grant takes effect only once it is durable, and only for a live subject.
+        let mut state = self.inner.state.lock();
+        for cap in &stored {
+            if state
+                .process(cap.subject)
+                .is_some_and(|p| !p.status.is_terminal())
+            {
+                state.caps.entry(cap.subject).or_default().push(cap.clone());
+            }
+        }
         Ok(stored.iter().map(|c| c.id).collect())
     }
 
@@ -456,9 +490,10 @@ impl Kernel {
             let ids = state.derived_caps(cap_id);
             for id in &ids {
                 if let Some(c) = state.find_cap_mut(*id) {
+                    persist::revoke_cap(&mut batch, c, self.inner.store.sealer());
+                    // Revocation takes effect at once (fail closed), before its commit.
                     c.revoked = true;
                 }
-                persist::revoke_cap(&mut batch, *id);
             }
             for caps in state.caps.values_mut() {
                 caps.retain(|c| !c.revoked);
@@ -496,15 +531,25 @@ impl Kernel {
         actor: &str,
     ) -> SysResult<()> {
         let now = self.now();
+        let manifest = persist::json(image);
+        let seal = crate::store::sealed::image_seal(
+            self.inner.store.sealer(),
+            &image.id,
+            &image.version,
+            &manifest,
+            by,
+        );
         let batch = WriteBatch::default()
             .stmt(
-                "INSERT INTO images (id, version, manifest, registered_by, registered_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO images (id, version, manifest, registered_by, registered_at, mac) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
                 vec![
                     image.id.clone().into(),
                     image.version.clone().into(),
-                    persist::json(image).into(),
+                    manifest.into(),
                     by.into(),
                     now.into(),
+                    seal.into(),
                 ],
             )
             .audit(AuditEntry {
@@ -537,13 +582,15 @@ impl Kernel {
         if let Some(image) = self.inner.images.lock().get(id) {
             return Ok(image.clone());
         }
-        let manifests: Vec<String> = sqlx::query_scalar("SELECT manifest FROM images WHERE id = ?")
-            .bind(id)
-            .fetch_all(self.inner.store.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, version, manifest, registered_by, mac FROM images WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_all(self.inner.store.pool())
+        .await?;
+        // Only rows the kernel wrote count; of those, the highest version.
         let mut highest: Option<Image> = None;
-        for manifest in manifests {
-            let image: Image = serde_json::from_str(&manifest).map_err(SyscallError::internal)?;
+        for image in rows.iter().filter_map(|row| self.sealed_image(row)) {
             let higher = highest
                 .as_ref()
                 .is_none_or(|h| super::image::compare_versions(&image.version, &h.version).is_gt());
@@ -561,18 +608,46 @@ impl Kernel {
 
     /// Every registered image (latest first per id).
     pub async fn images(&self) -> SysResult<Vec<Image>> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT manifest FROM images ORDER BY id, registered_at")
-                .fetch_all(self.inner.store.pool())
-                .await?;
-        rows.iter()
-            .map(|m| serde_json::from_str(m).map_err(SyscallError::internal))
-            .collect()
+        let rows = sqlx::query(
+            "SELECT id, version, manifest, registered_by, mac FROM images ORDER BY id, registered_at",
+        )
+        .fetch_all(self.inner.store.pool())
+        .await?;
+        Ok(rows.iter().filter_map(|r| self.sealed_image(r)).collect())
+    }
+
+    /// The image of a stored row, if the kernel wrote it (its seal verifies) and it parses.
+    pub(crate) fn sealed_image(&self, row: &sqlx::sqlite::SqliteRow) -> Option<Image> {
+        use sqlx::Row;
+        let id: String = row.try_get("id").ok()?;
+        let version: String = row.try_get("version").ok()?;
+        let manifest: String = row.try_get("manifest").ok()?;
+        let by: Option<i64> = row.try_get("registered_by").ok()?;
+        let mac: Option<String> = row.try_get("mac").ok()?;
+        let expected = crate::store::sealed::image_seal(
+            self.inner.store.sealer(),
+            &id,
+            &version,
+            &manifest,
+            by,
+        );
+        if mac.as_deref() != Some(expected.as_str()) {
+            crate::store::sealed::refused("images", format!("{id} {version}"));
+            return None;
+        }
+        serde_json::from_str(&manifest).ok()
     }
 
     /// Posts an event to a process as the operator.
     pub async fn post_event(&self, target: Pid, name: &str, payload: Value) -> SysResult<i64> {
-        self.enqueue_event(target, name, payload, "operator").await
+        self.enqueue_event(
+            target,
+            name,
+            payload,
+            "operator",
+            super::events::Poster::Kernel,
+        )
+        .await
     }
 
     /// Appends an operator action to the audit log.

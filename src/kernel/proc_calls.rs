@@ -222,8 +222,10 @@ impl Kernel {
         grants: Vec<Capability>,
     ) -> SysResult<Pid> {
         let now = self.now();
-        let (budget, cwd) = {
+        let (budget, cwd, requestable) = {
             let mut state = self.inner.state.lock();
+            // A child may ask for what its parent may (never what its image declares).
+            let requestable = state.requestable.get(&pid).cloned().unwrap_or_default();
             let p = state
                 .procs
                 .get_mut(&pid)
@@ -248,7 +250,7 @@ impl Kernel {
                     .min(p.budget.wall_time_ms.saturating_sub(elapsed)),
                 ..share
             };
-            (budget, p.cwd.clone())
+            (budget, p.cwd.clone(), requestable)
         };
         let child = self
             .create_process(
@@ -259,6 +261,7 @@ impl Kernel {
                     budget,
                     cwd,
                     grants,
+                    requestable,
                 },
                 &format!("pid:{pid}"),
             )

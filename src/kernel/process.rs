@@ -136,6 +136,10 @@ pub struct Process {
     /// Set by a `cancel` signal: the next syscall fails with `Cancelled`.
     #[serde(skip)]
     pub cancel_requested: bool,
+    /// How many times the process was rolled back to a checkpoint. Keyed calls
+    /// (`Kernel::syscall_once`) are keyed within a generation, so nothing journaled before
+    /// a rollback is replayed after it.
+    pub generation: i64,
 }
 
 impl Process {

@@ -84,7 +84,7 @@ impl Kernel {
                 cwd: checked.cwd_rel(),
                 code_files: analysis.code_files.clone(),
                 denied_programs: identity::denied_program_names(&denies),
-                reserved: config.reserved_paths(),
+                reserved: config.sandbox_reserved_paths(),
                 limits: SandboxLimits {
                     cpu_seconds: limits.timeout_ms.div_ceil(1000).max(1),
                     ..config.sandbox.limits

@@ -10,9 +10,11 @@ use serde_json::Value;
 use sqlx::{Row, SqlitePool};
 use tokio::sync::watch;
 
-use super::capability::{Capability, Pid, Policy, Right};
+use super::capability::{Capability, CapabilitySpec, Pid, Policy, Right};
 use super::process::Process;
 use super::syscall::Budget;
+use crate::store::sealed::{refused, CapFields};
+use crate::store::Sealer;
 
 /// An event queued for a process.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,6 +35,10 @@ pub struct State {
     pub fs_bytes: HashMap<Pid, u64>,
     /// `allow_once` capabilities in use by an operation that has not finished yet.
     pub reserved_once: HashSet<i64>,
+    /// Places in event queues taken by posts not yet committed.
+    pub event_slots: HashMap<Pid, usize>,
+    /// What each live process may ask a human for (`human.request_permission`).
+    pub requestable: HashMap<Pid, Vec<CapabilitySpec>>,
     /// Per-process change counters: bumped on any status change or new event; waiters
     /// subscribe and re-check their condition.
     pub changes: HashMap<Pid, Arc<watch::Sender<u64>>>,
@@ -98,12 +104,13 @@ impl State {
         out
     }
 
-    /// Loads processes, live capabilities and pending events from the store.
-    pub async fn load(pool: &SqlitePool) -> Result<State, sqlx::Error> {
+    /// Loads processes, live capabilities and pending events from the store. A capability
+    /// row whose seal does not verify is refused (logged, not loaded).
+    pub async fn load(pool: &SqlitePool, sealer: &Sealer) -> Result<State, sqlx::Error> {
         let mut state = State::default();
         let rows = sqlx::query(
             "SELECT pid, parent_pid, image_id, image_version, goal, status, cwd, budget, usage, \
-             exit_payload, started_at FROM processes",
+             exit_payload, started_at, generation FROM processes",
         )
         .fetch_all(pool)
         .await?;
@@ -134,17 +141,20 @@ impl State {
                 exit_payload: exit.and_then(|e| serde_json::from_str(&e).ok()),
                 started_at: row.try_get("started_at")?,
                 cancel_requested: false,
+                generation: row.try_get("generation")?,
             };
             state.procs.insert(pid, process);
         }
         let rows = sqlx::query(
             "SELECT id, subject, resource, rights, policy, issuer, parent, expires_at, delegable, \
-             revocable FROM capabilities WHERE revoked = 0 AND consumed = 0",
+             revocable, revoked, consumed, mac FROM capabilities WHERE revoked = 0 AND consumed = 0",
         )
         .fetch_all(pool)
         .await?;
         for row in rows {
-            let cap = cap_from_row(&row)?;
+            let Some(cap) = cap_from_row(&row, sealer)? else {
+                continue;
+            };
             if state
                 .procs
                 .get(&cap.subject)
@@ -154,9 +164,40 @@ impl State {
             }
             state.caps.entry(cap.subject).or_default().push(cap);
         }
+        let rows = sqlx::query("SELECT pid, specs, mac FROM requestable")
+            .fetch_all(pool)
+            .await?;
+        for row in rows {
+            let pid: i64 = row.try_get("pid")?;
+            let specs: String = row.try_get("specs")?;
+            let mac: Option<String> = row.try_get("mac")?;
+            if state.procs.get(&pid).is_none_or(|p| p.status.is_terminal()) {
+                continue;
+            }
+            let sealed = mac.as_deref()
+                == Some(crate::store::sealed::requestable_seal(sealer, pid, &specs).as_str());
+            match serde_json::from_str::<Vec<CapabilitySpec>>(&specs) {
+                Ok(specs) if sealed => {
+                    state.requestable.insert(pid, specs);
+                }
+                _ => refused("requestable", pid),
+            }
+        }
+        // Only live processes' queues, each at most EVENT_QUEUE_MAX long, with payloads
+        // within bounds: a backlog left by older runtimes is not loaded whole.
         let rows = sqlx::query(
-            "SELECT id, target, name, payload, source FROM events WHERE consumed = 0 ORDER BY id",
+            "SELECT id, target, name, payload, source FROM ( \
+               SELECT e.id, e.target, e.name, e.payload, e.source, \
+                 ROW_NUMBER() OVER (PARTITION BY e.target ORDER BY e.id) AS n \
+               FROM events e JOIN processes p ON p.pid = e.target \
+               WHERE e.consumed = 0 AND p.status NOT IN (?, ?, ?) AND length(e.payload) <= ?) \
+             WHERE n <= ? ORDER BY id",
         )
+        .bind(super::process::Status::Exited.as_str())
+        .bind(super::process::Status::Failed.as_str())
+        .bind(super::process::Status::Killed.as_str())
+        .bind(super::events::EVENT_PAYLOAD_MAX as i64)
+        .bind(super::events::EVENT_QUEUE_MAX as i64)
         .fetch_all(pool)
         .await?;
         for row in rows {
@@ -172,34 +213,75 @@ impl State {
         Ok(state)
     }
 
-    /// The live capabilities of one process, from the store.
-    pub async fn load_caps(pool: &SqlitePool, pid: Pid) -> Result<Vec<Capability>, sqlx::Error> {
+    /// The live capabilities of one process, from the store (sealed rows only).
+    pub async fn load_caps(
+        pool: &SqlitePool,
+        pid: Pid,
+        sealer: &Sealer,
+    ) -> Result<Vec<Capability>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT id, subject, resource, rights, policy, issuer, parent, expires_at, delegable, \
-             revocable FROM capabilities WHERE subject = ? AND revoked = 0 AND consumed = 0 ORDER BY id",
+             revocable, revoked, consumed, mac FROM capabilities \
+             WHERE subject = ? AND revoked = 0 AND consumed = 0 ORDER BY id",
         )
         .bind(pid)
         .fetch_all(pool)
         .await?;
-        rows.iter().map(cap_from_row).collect()
+        let mut caps = Vec::with_capacity(rows.len());
+        for row in &rows {
+            caps.extend(cap_from_row(row, sealer)?);
+        }
+        Ok(caps)
     }
 }
 
-fn cap_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Capability, sqlx::Error> {
+/// A capability row as the kernel wrote it, or `None` (logged) if its seal does not verify
+/// or it does not parse.
+pub(crate) fn cap_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+    sealer: &Sealer,
+) -> Result<Option<Capability>, sqlx::Error> {
+    let id: i64 = row.try_get("id")?;
     let rights: String = row.try_get("rights")?;
     let policy: String = row.try_get("policy")?;
-    Ok(Capability {
-        id: row.try_get("id")?,
+    let mac: Option<String> = row.try_get("mac")?;
+    let resource: String = row.try_get("resource")?;
+    let fields = CapFields {
+        id,
         subject: row.try_get("subject")?,
-        resource: row.try_get("resource")?,
-        rights: serde_json::from_str::<Vec<Right>>(&rights).unwrap_or_default(),
-        policy: policy.parse().unwrap_or(Policy::AlwaysDeny),
+        resource: &resource,
+        rights: &rights,
+        policy: &policy,
         issuer: row.try_get("issuer")?,
         parent: row.try_get("parent")?,
         expires_at: row.try_get("expires_at")?,
         delegable: row.try_get::<i64, _>("delegable")? != 0,
         revocable: row.try_get::<i64, _>("revocable")? != 0,
-        revoked: false,
-        consumed: false,
-    })
+        revoked: row.try_get::<i64, _>("revoked")? != 0,
+        consumed: row.try_get::<i64, _>("consumed")? != 0,
+    };
+    let parsed_rights = serde_json::from_str::<Vec<Right>>(&rights);
+    let parsed_policy = policy.parse::<Policy>();
+    let (true, Ok(rights), Ok(policy)) = (
+        fields.verify(sealer, mac.as_deref()),
+        parsed_rights,
+        parsed_policy,
+    ) else {
+        refused("capabilities", id);
+        return Ok(None);
+    };
+    Ok(Some(Capability {
+        id,
+        subject: fields.subject,
+        resource: resource.clone(),
+        rights,
+        policy,
+        issuer: fields.issuer,
+        parent: fields.parent,
+        expires_at: fields.expires_at,
+        delegable: fields.delegable,
+        revocable: fields.revocable,
+        revoked: fields.revoked,
+        consumed: fields.consumed,
+    }))
 }

@@ -561,28 +561,14 @@ impl Syscall {
         }
     }
 
-    /// The request as recorded in the audit log: strings longer than
-    /// [`AUDIT_INLINE_LIMIT`] become length + hash.
+    /// The request as recorded in the audit log: credentials redacted to length + SHA-256,
+    /// strings longer than 256 bytes to length + hash (see [`crate::audit::redact`]).
     pub(crate) fn audit_summary(&self) -> Value {
-        fn shrink(value: Value) -> Value {
-            match value {
-                Value::String(s) if s.len() > AUDIT_INLINE_LIMIT => serde_json::json!({
-                    "bytes": s.len(),
-                    "sha256": crate::util::sha256_hex(s.as_bytes()),
-                }),
-                Value::Array(items) => Value::Array(items.into_iter().map(shrink).collect()),
-                Value::Object(map) => {
-                    Value::Object(map.into_iter().map(|(k, v)| (k, shrink(v))).collect())
-                }
-                other => other,
-            }
-        }
-        shrink(serde_json::to_value(self).unwrap_or(Value::Null))
+        crate::audit::redact::shrink(crate::audit::redact::redact(
+            serde_json::to_value(self).unwrap_or(Value::Null),
+        ))
     }
 }
-
-/// Strings longer than this are summarized (length and hash) in audit records.
-const AUDIT_INLINE_LIMIT: usize = 256;
 
 impl Primitive for Syscall {
     fn name(&self) -> &'static str {

@@ -560,12 +560,18 @@ impl Kernel {
             Default::default(),
             1,
         ));
+        let args_hash = super::syscall::Syscall::Tool(super::syscall::JitCall::Call {
+            name: name.to_string(),
+            args: args.clone(),
+        })
+        .args_hash();
         let _live = self.begin_invocation(
             &invocation,
             Invocation {
                 pid,
                 tool: name.to_string(),
                 args: args.clone(),
+                args_hash,
                 start_time,
                 seed,
                 next_seq: 0,
@@ -725,6 +731,7 @@ impl Kernel {
                 pid,
                 tool: tool_name.to_string(),
                 args: args.clone(),
+                args_hash: String::new(),
                 start_time,
                 seed,
                 next_seq: 0,

@@ -7,11 +7,13 @@
 //! registering and calling JIT tools, reading objects, reading its own audit records.
 //! A denied syscall is an MCP tool error (`isError: true`) naming the resource and right.
 //!
-//! **Invariant:** no MCP tool grants capabilities or answers a human request. A call that
-//! needs a human is shown to the human through MCP elicitation when the client supports it
-//! (and the operator allowed it); otherwise the tool returns an error telling the user to
-//! run `agent-libos human approve <id>`, and the parked call's result can be collected with
-//! `await_call`.
+//! **Invariant:** no MCP tool grants capabilities or answers a human request, and a session
+//! process can ask a human only for what the operator made requestable. A call that needs a
+//! human returns an error naming its own request and telling the user to run
+//! `agent-libos human approve <id>`; the parked call's result is collected with
+//! `await_call`. Only if the operator turns on elicitation (`--elicitation`) is the request
+//! shown through the client — which trusts the client's UI: its answer is taken as the
+//! human's.
 
 mod server;
 

@@ -31,10 +31,15 @@ pub struct McpConfig {
     pub image: Option<String>,
     /// Capabilities each spawned process receives: the ceiling of what a session can do.
     pub grants: Vec<CapabilitySpec>,
+    /// What a session process may ask a human for (`human.request_permission`), on top of
+    /// the image's `requestable`; anything else is refused without asking.
+    pub requestable: Vec<CapabilitySpec>,
     /// Budget of each spawned process (`None`: the image's, or the default).
     pub budget: Option<Budget>,
     /// Whether to show pending human requests to the user through MCP elicitation when the
-    /// client supports it. When `false` (or unsupported) the user must answer with
+    /// client supports it. Off by default. Turning it on trusts the client's UI: whatever
+    /// the client answers is recorded as the human's answer, so a client that answers by
+    /// itself approves its own requests. When off (or unsupported) the user answers with
     /// `agent-libos human approve <id>`.
     pub elicitation: bool,
 }
@@ -390,6 +395,7 @@ impl Session {
                 grants: self.config.grants.clone(),
                 budget: self.config.budget,
                 cwd: None,
+                requestable: self.config.requestable.clone(),
             })
             .await
             .map_err(|e| error_text(&e))?;
@@ -429,7 +435,9 @@ impl Session {
         }
     }
 
-    /// Runs a syscall as a session process, watching for a human request it waits on.
+    /// Runs a syscall as a session process, watching for a human request it waits on. The
+    /// call runs keyed (`Kernel::syscall_once`) by its own call id, which every request it
+    /// raises carries: a parked call names its own request, never another call's.
     async fn call(
         &self,
         args: &Value,
@@ -438,7 +446,9 @@ impl Session {
     ) -> Result<Value, String> {
         let pid = self.resolve_pid(args).await?;
         let kernel = self.kernel.clone();
-        let mut handle = tokio::spawn(async move { kernel.syscall(pid, call).await });
+        let call_id = crate::util::new_id("call");
+        let key = call_id.clone();
+        let mut handle = tokio::spawn(async move { kernel.syscall_once(pid, &key, call).await });
         let mut handled: Vec<String> = Vec::new();
         loop {
             tokio::select! {
@@ -455,7 +465,14 @@ impl Session {
                         continue;
                     }
                     let pending = match self.kernel.human_requests(false).await {
-                        Ok(all) => all.into_iter().filter(|r| r.pid == pid && !handled.contains(&r.id)).collect::<Vec<_>>(),
+                        Ok(all) => all
+                            .into_iter()
+                            .filter(|r| {
+                                r.pid == pid
+                                    && r.invocation.as_deref() == Some(call_id.as_str())
+                                    && !handled.contains(&r.id)
+                            })
+                            .collect::<Vec<_>>(),
                         Err(e) => return Err(error_text(&e)),
                     };
                     for request in pending {
@@ -463,7 +480,6 @@ impl Session {
                         if self.elicit(peer, &request).await {
                             continue;
                         }
-                        let call_id = crate::util::new_id("call");
                         self.parked.lock().insert(call_id.clone(), handle);
                         return Err(format!(
                             "HumanRequired: this call is waiting for a human to answer request {id} ({summary}).\n\

@@ -6,12 +6,18 @@
 //! on the last component relative to its parent handle without following it. A symlink at any
 //! component is therefore refused, even one planted (or swapped in for a directory) after the
 //! kernel checked the path: there is no window in which a name is resolved twice.
+//!
+//! The runtime's own state (database, its WAL and SHM, key, audit head; see
+//! `KernelConfig::reserved_paths`) is reserved: whatever the capability, every operation
+//! refuses a path that names a reserved file (by its directory's identity and its name, so
+//! a file SQLite has not created yet is covered too) or resolves to one (by device and
+//! inode, so a hard link or another spelling is caught), and listings leave them out.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
-use cap_std::fs::{Dir, File, Metadata, OpenOptions, OpenOptionsExt};
+use cap_std::fs::{Dir, File, Metadata, MetadataExt, OpenOptions, OpenOptionsExt};
 use serde::Serialize;
 
 use crate::kernel::authz::CheckedPath;
@@ -84,15 +90,113 @@ pub trait FileSystem: Send + Sync {
 /// The host filesystem, seen only through a handle on the workspace root.
 pub struct CapFs {
     root: Dir,
+    reserved: Reserved,
 }
 
 impl CapFs {
-    /// Opens the workspace root. This is the one place the filesystem provider uses ambient
-    /// authority: everything afterwards is relative to the returned handle.
+    /// Opens the workspace root. This and [`CapFs::open_reserving`] are the one place the
+    /// filesystem provider uses ambient authority: everything afterwards is relative to the
+    /// returned handles.
     pub fn open(root: &std::path::Path) -> io::Result<CapFs> {
-        let root = Dir::open_ambient_dir(root, cap_std::ambient_authority())?;
-        Ok(CapFs { root })
+        CapFs::open_reserving(root, &[])
     }
+
+    /// Opens the workspace root, reserving `reserved` (absolute paths of the runtime's own
+    /// files and directories): no operation reaches them.
+    pub fn open_reserving(
+        root: &std::path::Path,
+        reserved: &[std::path::PathBuf],
+    ) -> io::Result<CapFs> {
+        let root = Dir::open_ambient_dir(root, cap_std::ambient_authority())?;
+        Ok(CapFs {
+            root,
+            reserved: Reserved::open(reserved),
+        })
+    }
+}
+
+/// A file's identity: device and inode.
+type Identity = (u64, u64);
+
+fn identity(meta: &Metadata) -> Identity {
+    (meta.dev(), meta.ino())
+}
+
+/// The reserved paths, each held as a handle on its directory and its name.
+struct Reserved {
+    entries: Vec<ReservedEntry>,
+    /// Identities of the reserved paths that are directories (stable: a directory is not
+    /// replaced the way SQLite replaces its files).
+    dirs: Vec<Identity>,
+}
+
+struct ReservedEntry {
+    dir: Dir,
+    dir_id: Identity,
+    name: std::ffi::OsString,
+}
+
+impl Reserved {
+    /// Opens the directory of each reserved path (those whose directory does not exist
+    /// cannot be reached through it and are skipped).
+    fn open(paths: &[std::path::PathBuf]) -> Reserved {
+        let mut entries = Vec::new();
+        let mut dirs = Vec::new();
+        for path in paths {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            let Ok(dir) = Dir::open_ambient_dir(parent, cap_std::ambient_authority()) else {
+                continue;
+            };
+            let Ok(meta) = dir.dir_metadata() else {
+                continue;
+            };
+            if let Ok(own) = dir.symlink_metadata(name) {
+                if own.is_dir() {
+                    dirs.push(identity(&own));
+                }
+            }
+            entries.push(ReservedEntry {
+                dir,
+                dir_id: identity(&meta),
+                name: name.to_os_string(),
+            });
+        }
+        Reserved { entries, dirs }
+    }
+
+    /// The identities of the reserved paths that exist now (files come and go).
+    fn present(&self) -> Vec<Identity> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.dir.symlink_metadata(&e.name).ok())
+            .map(|m| identity(&m))
+            .collect()
+    }
+
+    /// Whether `name` in the directory `dir_id` is a reserved path, or `meta` (what is
+    /// there, if anything) is a reserved file under any name.
+    fn covers(&self, dir_id: Identity, name: &str, meta: Option<&Metadata>) -> bool {
+        !self.entries.is_empty()
+            && (self.names(dir_id, name)
+                || meta.is_some_and(|m| self.present().contains(&identity(m))))
+    }
+
+    fn names(&self, dir_id: Identity, name: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.dir_id == dir_id && e.name == name)
+    }
+}
+
+/// The refusal of a path into the runtime's own state.
+fn reserved_denied(path: &CheckedPath) -> SyscallError {
+    SyscallError::denied_because(
+        path.resource(),
+        path.right(),
+        "the path is reserved for the runtime's own state",
+    )
 }
 
 /// What a name inside a directory currently is (looked at without following it).
@@ -158,9 +262,44 @@ impl CapFs {
     fn walk(&self, path: &CheckedPath, components: &[&str]) -> SysResult<Dir> {
         let mut dir = self.root.try_clone().map_err(|e| map_io(e, path))?;
         for name in components {
-            dir = open_subdir(&dir, name, path)?;
+            let next = open_subdir(&dir, name, path)?;
+            if !self.reserved.entries.is_empty() {
+                let dir_id = identity(&dir.dir_metadata().map_err(|e| map_io(e, path))?);
+                let next_id = identity(&next.dir_metadata().map_err(|e| map_io(e, path))?);
+                if self.reserved.names(dir_id, name) || self.reserved.dirs.contains(&next_id) {
+                    return Err(reserved_denied(path));
+                }
+            }
+            dir = next;
         }
         Ok(dir)
+    }
+
+    /// Refuses `name` in `dir` if it is reserved (by name, or by the identity of `meta`).
+    fn refuse_reserved(
+        &self,
+        dir: &Dir,
+        name: &str,
+        meta: Option<&Metadata>,
+        path: &CheckedPath,
+    ) -> SysResult<()> {
+        if self.reserved.entries.is_empty() {
+            return Ok(());
+        }
+        let dir_id = dir.dir_metadata().map_err(|e| map_io(e, path))?;
+        if self.reserved.covers(identity(&dir_id), name, meta) {
+            return Err(reserved_denied(path));
+        }
+        Ok(())
+    }
+
+    /// Refuses the last component of a located path if it is reserved (whatever is there).
+    fn refuse_reserved_entry(&self, entry: &Entry, path: &CheckedPath) -> SysResult<()> {
+        if self.reserved.entries.is_empty() {
+            return Ok(());
+        }
+        let meta = stat(&entry.parent, &entry.name, path)?;
+        self.refuse_reserved(&entry.parent, &entry.name, meta.as_ref(), path)
     }
 
     /// Resolves a path to its parent and last name; `None` for the workspace root.
@@ -170,10 +309,12 @@ impl CapFs {
             return Ok(None);
         };
         let parent = self.walk(path, parents)?;
-        Ok(Some(Entry {
+        let entry = Entry {
             parent,
             name: (*last).to_string(),
-        }))
+        };
+        self.refuse_reserved_entry(&entry, path)?;
+        Ok(Some(entry))
     }
 
     /// Like `locate`, for operations on which the root is a directory and therefore invalid.
@@ -200,6 +341,8 @@ impl CapFs {
             .open_with(&entry.name, options)
             .map_err(|e| component_error(&entry.parent, &entry.name, e, path))?;
         let meta = file.metadata().map_err(|e| map_io(e, path))?;
+        // What was opened, not only what was looked at: a link swapped in meanwhile.
+        self.refuse_reserved(&entry.parent, &entry.name, Some(&meta), path)?;
         match Kind::of(&meta) {
             Kind::File => Ok(file),
             Kind::Dir => Err(is_a_directory(path)),
@@ -268,6 +411,8 @@ impl FileSystem for CapFs {
     fn list(&self, path: &CheckedPath) -> SysResult<Vec<DirEntry>> {
         path.require(Right::Read)?;
         let dir = self.open_dir(path)?;
+        let dir_id = identity(&dir.dir_metadata().map_err(|e| map_io(e, path))?);
+        let present = self.reserved.present();
         let mut entries = Vec::new();
         for entry in dir.entries().map_err(|e| map_io(e, path))? {
             let file_name = entry.map_err(|e| map_io(e, path))?.file_name();
@@ -275,6 +420,12 @@ impl FileSystem for CapFs {
             let Ok(meta) = dir.symlink_metadata(&file_name) else {
                 continue;
             };
+            // Nor is the runtime's own state.
+            if self.reserved.names(dir_id, &file_name.to_string_lossy())
+                || present.contains(&identity(&meta))
+            {
+                continue;
+            }
             let kind = Kind::of(&meta);
             entries.push(DirEntry {
                 name: file_name.to_string_lossy().into_owned(),
@@ -366,6 +517,13 @@ impl FileSystem for CapFs {
             Kind::Symlink => return Err(symlink_denied(path)),
             _ => return Err(not_a_directory(path)),
         }
+        // A reserved file anywhere below refuses the whole delete, before anything goes.
+        if !contents.is_empty() && !self.reserved.entries.is_empty() {
+            let dir = open_subdir(&entry.parent, &entry.name, path)?;
+            if holds_reserved(&dir, &self.reserved.present()).map_err(|e| map_io(e, path))? {
+                return Err(reserved_denied(path));
+            }
+        }
         let below = format!("{}/", path.rel());
         if let Some(stray) = contents.iter().find(|c| !c.rel().starts_with(&below)) {
             return Err(SyscallError::invalid(format!(
@@ -453,6 +611,8 @@ impl CapFs {
     fn mkdir_all(&self, path: &CheckedPath) -> SysResult<()> {
         let mut dir = self.root.try_clone().map_err(|e| map_io(e, path))?;
         for name in Self::components(path)? {
+            let existing = stat(&dir, name, path)?;
+            self.refuse_reserved(&dir, name, existing.as_ref(), path)?;
             match dir.create_dir(name) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -477,6 +637,26 @@ fn stat(dir: &Dir, name: &str, path: &CheckedPath) -> SysResult<Option<Metadata>
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(map_io(e, path)),
     }
+}
+
+/// Whether anything under `dir` (not following symlinks) is one of the `reserved` files.
+fn holds_reserved(dir: &Dir, reserved: &[Identity]) -> io::Result<bool> {
+    if reserved.is_empty() {
+        return Ok(false);
+    }
+    for entry in dir.entries()? {
+        let name = entry?.file_name();
+        let Ok(meta) = dir.symlink_metadata(&name) else {
+            continue;
+        };
+        if reserved.contains(&identity(&meta)) {
+            return Ok(true);
+        }
+        if meta.file_type().is_dir() && holds_reserved(&dir.open_dir_nofollow(&name)?, reserved)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// A temporary file beside the target, removed on drop unless it was moved into place.

@@ -32,21 +32,26 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// The real providers, with the filesystem confined to `workspace` and commands in the
-    /// default sandbox.
-    pub fn host(workspace: &std::path::Path) -> std::io::Result<Providers> {
-        Self::host_with(workspace, SandboxConfig::default(), None)
+    /// The real providers, with the filesystem confined to `workspace` and kept out of
+    /// `reserved` (the runtime's own state; see `KernelConfig::reserved_paths`), and commands
+    /// in the default sandbox.
+    pub fn host(
+        workspace: &std::path::Path,
+        reserved: &[std::path::PathBuf],
+    ) -> std::io::Result<Providers> {
+        Self::host_with(workspace, reserved, SandboxConfig::default(), None)
     }
 
     /// The real providers with the operator's sandbox configuration and runtime binary.
     pub fn host_with(
         workspace: &std::path::Path,
+        reserved: &[std::path::PathBuf],
         sandbox: SandboxConfig,
         runtime_binary: Option<std::path::PathBuf>,
     ) -> std::io::Result<Providers> {
         Ok(Providers {
             clock: Arc::new(SystemClock),
-            fs: Arc::new(CapFs::open(workspace)?),
+            fs: Arc::new(CapFs::open_reserving(workspace, reserved)?),
             shell: Arc::new(ProcessShell::with_sandbox(
                 workspace.to_path_buf(),
                 sandbox,

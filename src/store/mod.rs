@@ -10,8 +10,12 @@
 // The store owns the database file (and its directory).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod head;
 pub mod ids;
+pub mod layout;
 mod reads;
+pub mod seal;
+pub(crate) mod sealed;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -21,8 +25,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqlitePool};
 
+pub use layout::StateFiles;
 pub use reads::AgentUsageRow;
-pub use writer::{CommitError, JournalRow, QueueError, SqlArg, Stmt, WriteBatch};
+pub use seal::{Field, Sealer};
+pub use writer::{Blob, CommitError, JournalRow, QueueError, SqlArg, Stmt, WriteBatch};
 
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +58,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write the audit head anchor {path}: {source}")]
+    Anchor {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open database {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
     #[error("cannot migrate database {path}: {source}")]
@@ -61,6 +72,12 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Key(#[from] seal::KeyError),
+    #[error("the key file {path} is missing, but the database holds rows sealed with it; restore the key from a backup of the state directory (without it no grant or answer in this database is trusted)")]
+    KeyMissing { path: PathBuf },
+    #[error("sealing the rows of a database from before seals: {0}")]
+    Adopt(CommitError),
 }
 
 /// An open store.
@@ -69,6 +86,9 @@ pub struct Store {
     pool: SqlitePool,
     writer: writer::WriterHandle,
     path: PathBuf,
+    files: StateFiles,
+    sealer: Sealer,
+    key_created: bool,
 }
 
 impl Store {
@@ -85,10 +105,16 @@ impl Store {
     ) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // The store is the one place besides providers allowed to touch the host fs.
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            // Directories it creates are the user's own (0700): they hold the key.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StoreError::CreateDir {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -118,13 +144,68 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let files = StateFiles::new(path);
+        let key_path = files.key();
+        if !key_path.exists() && has_sealed_rows(&pool).await? {
+            return Err(StoreError::KeyMissing { path: key_path });
+        }
+        let (sealer, key_created) = Sealer::load_or_create(&key_path)?;
+        if key_created {
+            // A new key starts the anchored chain where the log stands now.
+            let head: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&pool)
+                    .await?;
+            head::write(
+                &crate::audit::verify::initial_anchor(head),
+                &files.head(),
+                &sealer,
+                true,
+            )
+            .map_err(|source| StoreError::Anchor {
+                path: files.head(),
+                source,
+            })?;
+        }
         let conn = options.connect().await.map_err(open_err)?;
-        let writer = writer::WriterHandle::start(conn, max_queued).await?;
-        Ok(Store {
+        let writer = writer::WriterHandle::start(
+            conn,
+            writer::AnchorConfig {
+                path: files.head(),
+                sealer: sealer.clone(),
+                sync: durability == Durability::Full,
+            },
+            max_queued,
+        )
+        .await?;
+        let store = Store {
             pool,
             writer,
             path: path.to_path_buf(),
-        })
+            files,
+            sealer,
+            key_created,
+        };
+        if key_created {
+            sealed::adopt_unsealed_rows(&store).await?;
+        }
+        Ok(store)
+    }
+
+    /// The files of this runtime's state (database, SQLite's files, key, audit head).
+    pub fn files(&self) -> &StateFiles {
+        &self.files
+    }
+
+    /// The key that seals trusted rows.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Whether the key was created by this open (a new database, or one from before rows
+    /// were sealed).
+    pub fn key_created(&self) -> bool {
+        self.key_created
     }
 
     /// The read pool, for the kernel and the store's own queries only: the operator edges
@@ -160,9 +241,28 @@ impl Store {
         self.writer.commit(WriteBatch::default()).await.map(|_| ())
     }
 
-    /// Verifies the audit chain (after flushing queued records).
+    /// Verifies the audit chain against its anchored head (after flushing queued records).
     pub async fn verify_audit(&self) -> Result<crate::audit::VerifyReport, StoreError> {
         let _ = self.flush().await;
-        Ok(crate::audit::verify(&self.pool).await?)
+        let anchor = head::read(&self.files.head(), &self.sealer);
+        Ok(crate::audit::verify(&self.pool, &anchor, &self.sealer).await?)
     }
+
+    /// Whether the writer's last group committed. While it is not, records queued without
+    /// waiting are kept for the next group; callers that must not outrun their records
+    /// (reads) wait for their commit instead of queueing.
+    pub fn healthy(&self) -> bool {
+        self.writer.healthy()
+    }
+}
+
+/// Whether any row of the database carries a seal (then its key must exist).
+async fn has_sealed_rows(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM capabilities WHERE mac IS NOT NULL) \
+         OR EXISTS (SELECT 1 FROM human_requests WHERE mac IS NOT NULL) \
+         OR EXISTS (SELECT 1 FROM images WHERE mac IS NOT NULL)",
+    )
+    .fetch_one(pool)
+    .await
 }

@@ -6,17 +6,31 @@
 //! multi-row statement, commits once, and then acknowledges every batch. A caller that is
 //! acknowledged knows its writes and audit records are durable.
 //!
+//! When a group's commit fails, every caller waiting on it gets the error, and the batches
+//! queued without a waiter (the audit records of reads and failed calls) are kept and
+//! written first by the next group: no record is dropped, and any later acknowledgement
+//! still implies they are durable. Each commit that appends records re-anchors the chain's
+//! head outside the database (see [`crate::audit::anchor`]); a log that no longer extends the
+//! anchored head (its last records were cut or rewritten) is never re-anchored, so
+//! `audit verify` keeps reporting it.
+//!
 //! The queue is bounded: a batch holds one of [`MAX_QUEUED`] places from the moment it is
-//! queued until its group is written, and a caller waits for a place. A writer that falls
-//! behind slows its callers; nothing queues without limit and nothing is dropped.
+//! queued until it is written (a batch kept from a failed group keeps its place), and a
+//! caller waits for a place. A writer that falls behind slows its callers; nothing queues
+//! without limit and nothing is dropped.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::{Connection, Row, SqliteConnection};
 
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+use super::seal::Sealer;
+use crate::audit::anchor::{record_seal, Anchor, AnchorRead};
 use crate::audit::{AuditEntry, AuditRow, GENESIS_HASH};
 
 /// A value bound to a statement.
@@ -58,11 +72,18 @@ impl<T: Into<SqlArg>> From<Option<T>> for SqlArg {
 pub struct Stmt {
     pub sql: &'static str,
     pub args: Vec<SqlArg>,
+    /// The number of rows it must change; otherwise its whole batch is refused with
+    /// [`CommitError::Conflict`] (a compare-and-set: e.g. answer a request only if pending).
+    pub expect_rows: Option<u64>,
 }
 
 impl Stmt {
     pub fn new(sql: &'static str, args: Vec<SqlArg>) -> Stmt {
-        Stmt { sql, args }
+        Stmt {
+            sql,
+            args,
+            expect_rows: None,
+        }
     }
 }
 
@@ -76,13 +97,68 @@ pub struct JournalRow {
     /// `intent` or `done`.
     pub status: &'static str,
     pub outcome: Option<Value>,
+    /// A large outcome, stored once by hash; `outcome` then refers to it.
+    pub blob: Option<Blob>,
+}
+
+/// A journaled outcome stored by content: `(sha256, JSON text)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blob {
+    pub sha256: String,
+    pub data: String,
+}
+
+/// Outcomes up to this many bytes (as JSON) are stored in their journal row.
+pub const JOURNAL_INLINE_MAX: usize = 4 << 10;
+/// Outcomes beyond this many bytes are not stored at all: their row says so (with length
+/// and hash), and a replay re-reads (a read) or refuses (an effect) rather than answer.
+pub const JOURNAL_OUTCOME_MAX: usize = 16 << 20;
+
+impl JournalRow {
+    /// The `done` row of a call with `outcome`: inline if small, by hash if large, omitted
+    /// (length and hash only) if larger than [`JOURNAL_OUTCOME_MAX`].
+    pub fn done(
+        invocation_id: String,
+        seq: i64,
+        primitive: String,
+        args_hash: String,
+        outcome: Value,
+    ) -> JournalRow {
+        let text = outcome.to_string();
+        let (outcome, blob) = if text.len() <= JOURNAL_INLINE_MAX {
+            (outcome, None)
+        } else {
+            let sha256 = crate::util::sha256_hex(text.as_bytes());
+            if text.len() > JOURNAL_OUTCOME_MAX {
+                (
+                    json!({"omitted": true, "bytes": text.len(), "sha256": sha256}),
+                    None,
+                )
+            } else {
+                (
+                    json!({"blob": sha256, "bytes": text.len()}),
+                    Some(Blob { sha256, data: text }),
+                )
+            }
+        };
+        JournalRow {
+            invocation_id,
+            seq,
+            primitive,
+            args_hash,
+            status: "done",
+            outcome: Some(outcome),
+            blob,
+        }
+    }
 }
 
 /// What one caller wants written atomically.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     pub stmts: Vec<Stmt>,
-    pub audit: Vec<AuditEntry>,
+    /// Only through [`WriteBatch::audit`], which redacts and bounds every entry.
+    pub(crate) audit: Vec<AuditEntry>,
     /// Journal rows; a group writes all of its batches' rows with one statement.
     pub journal: Vec<JournalRow>,
 }
@@ -93,13 +169,23 @@ impl WriteBatch {
         self
     }
 
+    /// Adds an audit record, redacted and bounded ([`AuditEntry::bounded`]).
     pub fn audit(mut self, entry: AuditEntry) -> Self {
-        self.audit.push(entry);
+        self.audit.push(entry.bounded());
         self
     }
 
     pub fn push(&mut self, sql: &'static str, args: Vec<SqlArg>) {
         self.stmts.push(Stmt::new(sql, args));
+    }
+
+    /// Adds a statement that must change exactly `rows` rows, or the batch is refused with
+    /// [`CommitError::Conflict`] and nothing of it is written.
+    pub fn push_guarded(&mut self, sql: &'static str, args: Vec<SqlArg>, rows: u64) {
+        self.stmts.push(Stmt {
+            expect_rows: Some(rows),
+            ..Stmt::new(sql, args)
+        });
     }
 
     pub fn journal(mut self, row: JournalRow) -> Self {
@@ -116,6 +202,10 @@ impl WriteBatch {
 pub enum CommitError {
     #[error("write rejected: {0}")]
     Rejected(String),
+    /// A guarded statement changed another number of rows than required (someone else
+    /// changed the row first); nothing of the batch was written.
+    #[error("write conflict: {0}")]
+    Conflict(String),
     #[error("commit failed: {0}")]
     Failed(String),
     #[error("the store is closed")]
@@ -129,9 +219,18 @@ struct Queued {
     _room: OwnedSemaphorePermit,
 }
 
+/// Where and how the writer anchors the audit head.
+pub(super) struct AnchorConfig {
+    pub path: PathBuf,
+    pub sealer: Sealer,
+    /// Sync the anchor to disk with each write (`Durability::Full`).
+    pub sync: bool,
+}
+
 #[derive(Clone)]
 pub(super) struct WriterHandle {
     tx: mpsc::UnboundedSender<Queued>,
+    healthy: Arc<AtomicBool>,
     /// Places in the queue: a caller waits for one, so a writer that falls behind slows its
     /// callers instead of queueing without limit.
     room: Arc<Semaphore>,
@@ -140,6 +239,8 @@ pub(super) struct WriterHandle {
 
 /// Most batches drained into one transaction.
 const MAX_GROUP: usize = 512;
+/// Longest wait before retrying batches kept from a failed group.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// Most batches queued or being written at once (the default).
 pub(super) const MAX_QUEUED: usize = 4096;
@@ -156,16 +257,24 @@ pub enum QueueError {
 impl WriterHandle {
     pub(super) async fn start(
         conn: SqliteConnection,
+        anchor: AnchorConfig,
         max_queued: usize,
     ) -> Result<WriterHandle, sqlx::Error> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(conn, rx));
+        let healthy = Arc::new(AtomicBool::new(true));
+        tokio::spawn(run(conn, rx, anchor, healthy.clone()));
         let max_queued = max_queued.max(1);
         Ok(WriterHandle {
             tx,
+            healthy,
             room: Arc::new(Semaphore::new(max_queued)),
             max_queued,
         })
+    }
+
+    /// Whether the last group committed (no batch is waiting to be written again).
+    pub(super) fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
     }
 
     /// Waits for a place in the queue.
@@ -218,18 +327,60 @@ impl WriterHandle {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Queued>) {
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
+async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    anchor: AnchorConfig,
+    healthy: Arc<AtomicBool>,
+) {
+    // Batches without a waiter from groups that failed: written first by the next group.
+    let mut kept: Vec<Queued> = Vec::new();
+    let mut delay = Duration::from_millis(50);
+    let mut open = true;
+    let mut broken_reported = false;
+    while open || !kept.is_empty() {
+        let mut group = std::mem::take(&mut kept);
+        if group.is_empty() {
+            match rx.recv().await {
+                Some(first) => group.push(first),
+                None => break,
+            }
+        } else if open {
+            // Retry after a pause, sooner if new work arrives.
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(next) => group.push(next),
+                    None => open = false,
+                },
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(next) => group.push(next),
                 Err(_) => break,
             }
         }
-        let outcome = commit_group(&mut conn, &group).await;
-        match outcome {
-            Ok(results) => {
+        match commit_group(&mut conn, &group, &anchor).await {
+            Ok((results, head)) => {
+                healthy.store(true, Ordering::Release);
+                delay = Duration::from_millis(50);
+                match head {
+                    HeadCheck::Extends(Some(new_head)) => {
+                        if let Err(err) =
+                            super::head::write(&new_head, &anchor.path, &anchor.sealer, anchor.sync)
+                        {
+                            tracing::error!(%err, path = %anchor.path.display(), "anchoring the audit head");
+                        }
+                    }
+                    HeadCheck::Extends(None) => {}
+                    HeadCheck::Broken(reason) => {
+                        if !broken_reported {
+                            broken_reported = true;
+                            tracing::error!(%reason, "the audit log does not extend its anchored head; the anchor is kept as evidence (run `agent-libos audit verify`)");
+                        }
+                    }
+                }
                 for (queued, result) in group.into_iter().zip(results) {
                     if let Some(ack) = queued.ack {
                         let _ = ack.send(result);
@@ -239,12 +390,17 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Queued>
                 }
             }
             Err(err) => {
-                tracing::error!(%err, "group commit failed");
+                healthy.store(false, Ordering::Release);
+                tracing::error!(%err, kept = group.iter().filter(|q| q.ack.is_none()).count(), "group commit failed; its queued records are kept and written again");
                 for queued in group {
-                    if let Some(ack) = queued.ack {
-                        let _ = ack.send(Err(CommitError::Failed(err.to_string())));
+                    match queued.ack {
+                        Some(ack) => {
+                            let _ = ack.send(Err(CommitError::Failed(err.to_string())));
+                        }
+                        None => kept.push(queued),
                     }
                 }
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
         }
     }
@@ -252,12 +408,64 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Queued>
 
 type GroupResult = Vec<Result<Vec<i64>, CommitError>>;
 
+/// How the log stands against its anchored head.
+enum HeadCheck {
+    /// It extends the anchor; `Some` is the new head to anchor after the commit.
+    Extends(Option<Anchor>),
+    /// Its last records were cut or rewritten, or the anchor is missing or forged.
+    Broken(String),
+}
+
+/// Checks the log's head `(seq, hash)` against the anchor file.
+async fn check_head(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    anchor: &AnchorConfig,
+    seq: i64,
+    hash: &str,
+) -> Result<Result<i64, String>, sqlx::Error> {
+    let anchored = match super::head::read(&anchor.path, &anchor.sealer) {
+        AnchorRead::Valid(a) => a,
+        AnchorRead::Missing => return Ok(Err("the audit head anchor is missing".into())),
+        AnchorRead::Forged => {
+            return Ok(Err(
+                "the audit head anchor does not verify (edited, or another key)".into(),
+            ))
+        }
+    };
+    if seq == anchored.seq && hash == anchored.hash {
+        return Ok(Ok(anchored.sealed_from));
+    }
+    if seq < anchored.seq {
+        return Ok(Err(format!(
+            "the log ends at record {seq} but its anchored head is record {}",
+            anchored.seq
+        )));
+    }
+    if anchored.seq == 0 {
+        return Ok(Ok(anchored.sealed_from));
+    }
+    let at: Option<String> = sqlx::query_scalar("SELECT hash FROM audit WHERE seq = ?")
+        .bind(anchored.seq)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if at.as_deref() == Some(anchored.hash.as_str()) {
+        Ok(Ok(anchored.sealed_from))
+    } else {
+        Ok(Err(format!(
+            "record {} does not match the anchored head (the log was rewritten)",
+            anchored.seq
+        )))
+    }
+}
+
 /// Commits one group. `BEGIN IMMEDIATE` takes SQLite's write lock first, so the chain head
-/// read inside the transaction is current even if another runtime shares the database.
+/// read inside the transaction is current even if another runtime shares the database,
+/// and the anchor it is checked against is the one the last writer left.
 async fn commit_group(
     conn: &mut SqliteConnection,
     group: &[Queued],
-) -> Result<GroupResult, sqlx::Error> {
+    anchor: &AnchorConfig,
+) -> Result<(GroupResult, HeadCheck), sqlx::Error> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *tx)
@@ -266,11 +474,14 @@ async fn commit_group(
         Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?),
         None => (0, GENESIS_HASH.to_string()),
     };
+    let checked = check_head(&mut tx, anchor, seq, &prev).await?;
     let mut results = Vec::with_capacity(group.len());
     let mut rows: Vec<Value> = Vec::new();
     let mut journal: Vec<Value> = Vec::new();
+    let mut blobs: Vec<Value> = Vec::new();
+    let appended = group.iter().any(|q| !q.batch.audit.is_empty());
     for queued in group {
-        match apply_batch(&mut tx, &queued.batch).await {
+        match apply_batch(&mut tx, &queued.batch).await? {
             Ok(()) => {
                 for row in &queued.batch.journal {
                     journal.push(json!([
@@ -279,8 +490,12 @@ async fn commit_group(
                         row.primitive,
                         row.args_hash,
                         row.status,
-                        row.outcome.as_ref().map(Value::to_string)
+                        row.outcome.as_ref().map(Value::to_string),
+                        row.blob.as_ref().map(|b| b.sha256.clone())
                     ]));
+                    if let Some(blob) = &row.blob {
+                        blobs.push(json!([blob.sha256, blob.data.len(), blob.data]));
+                    }
                 }
                 let mut seqs = Vec::with_capacity(queued.batch.audit.len());
                 for entry in &queued.batch.audit {
@@ -300,19 +515,32 @@ async fn commit_group(
                         row.parent_seq,
                         row.detail,
                         row.prev_hash,
-                        row.hash
+                        row.hash,
+                        record_seal(&anchor.sealer, &row.hash)
                     ]));
                 }
                 results.push(Ok(seqs));
             }
-            Err(err) => results.push(Err(CommitError::Rejected(err.to_string()))),
+            Err(err) => results.push(Err(err)),
         }
+    }
+    if !blobs.is_empty() {
+        sqlx::query(
+            "INSERT INTO journal_blobs (sha256, bytes, data, created_at) \
+             SELECT value->>0, value->>1, value->>2, CAST(strftime('%s', 'now') AS INTEGER) * 1000 \
+             FROM json_each(?) WHERE 1 ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(Value::Array(blobs).to_string())
+        .execute(&mut *tx)
+        .await?;
     }
     if !journal.is_empty() {
         sqlx::query(
-            "INSERT INTO journal (invocation_id, seq, primitive, args_hash, status, outcome) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?) WHERE 1 \
-             ON CONFLICT (invocation_id, seq) DO UPDATE SET status = excluded.status, outcome = excluded.outcome",
+            "INSERT INTO journal (invocation_id, seq, primitive, args_hash, status, outcome, blob) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 \
+             FROM json_each(?) WHERE 1 \
+             ON CONFLICT (invocation_id, seq) DO UPDATE SET status = excluded.status, \
+             outcome = excluded.outcome, blob = excluded.blob",
         )
         .bind(Value::Array(journal).to_string())
         .execute(&mut *tx)
@@ -321,9 +549,9 @@ async fn commit_group(
     if !rows.is_empty() {
         sqlx::query(
             "INSERT INTO audit (seq, ts, actor, action, target, decision, capability_refs, \
-             correlation_id, parent_seq, detail, prev_hash, hash) \
+             correlation_id, parent_seq, detail, prev_hash, hash, mac) \
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-             value->>6, value->>7, value->>8, value->>9, value->>10, value->>11 \
+             value->>6, value->>7, value->>8, value->>9, value->>10, value->>11, value->>12 \
              FROM json_each(?)",
         )
         .bind(Value::Array(rows).to_string())
@@ -331,15 +559,26 @@ async fn commit_group(
         .await?;
     }
     tx.commit().await?;
-    Ok(results)
+    let head = match checked {
+        Ok(sealed_from) if appended => HeadCheck::Extends(Some(Anchor {
+            seq,
+            hash: prev,
+            sealed_from,
+        })),
+        Ok(_) => HeadCheck::Extends(None),
+        Err(reason) => HeadCheck::Broken(reason),
+    };
+    Ok((results, head))
 }
 
+/// Runs one batch's statements under a savepoint. `Err(Ok(_))` is a refusal of this batch
+/// alone (rolled back to the savepoint); `Err(Err(_))` fails the whole group.
 async fn apply_batch(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     batch: &WriteBatch,
-) -> Result<(), sqlx::Error> {
+) -> Result<Result<(), CommitError>, sqlx::Error> {
     if batch.stmts.is_empty() {
-        return Ok(());
+        return Ok(Ok(()));
     }
     sqlx::query("SAVEPOINT batch").execute(&mut **tx).await?;
     for stmt in &batch.stmts {
@@ -351,18 +590,68 @@ async fn apply_batch(
                 SqlArg::Null => query.bind(None::<i64>),
             };
         }
-        if let Err(err) = query.execute(&mut **tx).await {
+        let refusal = match query.execute(&mut **tx).await {
+            Ok(done) => match stmt.expect_rows {
+                Some(want) if done.rows_affected() != want => Some(CommitError::Conflict(format!(
+                    "changed {} rows, not {want}",
+                    done.rows_affected()
+                ))),
+                _ => None,
+            },
+            Err(err) => Some(CommitError::Rejected(err.to_string())),
+        };
+        if let Some(refusal) = refusal {
             sqlx::query("ROLLBACK TO batch").execute(&mut **tx).await?;
             sqlx::query("RELEASE batch").execute(&mut **tx).await?;
-            return Err(err);
+            return Ok(Err(refusal));
         }
     }
     sqlx::query("RELEASE batch").execute(&mut **tx).await?;
-    Ok(())
+    Ok(Ok(()))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn done(outcome: Value) -> JournalRow {
+        JournalRow::done("inv".into(), 1, "fs.read_text".into(), "h".into(), outcome)
+    }
+
+    #[test]
+    fn a_small_outcome_is_kept_in_its_row() {
+        let row = done(json!({"ok": "short"}));
+        assert_eq!(row.outcome, Some(json!({"ok": "short"})));
+        assert_eq!(row.blob, None);
+    }
+
+    #[test]
+    fn a_large_outcome_is_stored_by_hash() {
+        let outcome = json!({"ok": "x".repeat(JOURNAL_INLINE_MAX)});
+        let text = outcome.to_string();
+        let row = done(outcome);
+        let blob = row.blob.expect("a blob");
+        assert_eq!(blob.sha256, crate::util::sha256_hex(text.as_bytes()));
+        assert_eq!(blob.data, text);
+        assert_eq!(
+            row.outcome,
+            Some(json!({"blob": blob.sha256, "bytes": text.len()}))
+        );
+    }
+
+    #[test]
+    fn an_outcome_over_the_cap_is_not_stored() {
+        let outcome = json!({"ok": "y".repeat(JOURNAL_OUTCOME_MAX)});
+        let row = done(outcome);
+        assert_eq!(row.blob, None);
+        let kept = row.outcome.unwrap();
+        assert_eq!(kept["omitted"], true);
+        assert!(kept.to_string().len() < 200, "{kept}");
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 

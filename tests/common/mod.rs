@@ -1,6 +1,8 @@
 //! Shared setup for integration tests: a real kernel on a real SQLite file and workspace.
 #![allow(dead_code)]
 
+use std::time::Duration;
+
 use agent_libos::kernel::{
     CapabilitySpec, JitCall, Kernel, KernelConfig, Pid, SpawnOptions, Syscall, SyscallError,
 };
@@ -22,14 +24,21 @@ impl TestHost {
     }
 
     pub async fn spawn(&self, grants: &[&str]) -> Pid {
-        let grants = grants
-            .iter()
-            .map(|g| CapabilitySpec::parse_grant(g).expect("grant syntax"))
-            .collect();
+        spawn_on(&self.kernel, grants).await
+    }
+
+    /// Spawns a process that may also ask a human for `requestable`.
+    pub async fn spawn_requesting(&self, grants: &[&str], requestable: &[&str]) -> Pid {
+        let parse = |list: &[&str]| {
+            list.iter()
+                .map(|g| CapabilitySpec::parse_grant(g).expect("grant syntax"))
+                .collect()
+        };
         self.kernel
             .spawn_root(SpawnOptions {
                 goal: "test".into(),
-                grants,
+                grants: parse(grants),
+                requestable: parse(requestable),
                 ..SpawnOptions::default()
             })
             .await
@@ -44,6 +53,22 @@ impl TestHost {
     pub fn config(&self) -> KernelConfig {
         config(self.db_path(), self.workspace())
     }
+}
+
+/// Spawns a root process on `kernel` holding `grants` (grant syntax).
+pub async fn spawn_on(kernel: &Kernel, grants: &[&str]) -> Pid {
+    let grants = grants
+        .iter()
+        .map(|g| CapabilitySpec::parse_grant(g).expect("grant syntax"))
+        .collect();
+    kernel
+        .spawn_root(SpawnOptions {
+            goal: "test".into(),
+            grants,
+            ..SpawnOptions::default()
+        })
+        .await
+        .expect("spawn")
 }
 
 /// A kernel configuration whose commands run in the sandbox built by this build's binary.
@@ -81,6 +106,43 @@ export default async function run(args: { path: string }, libos: any) {
 }
 "#;
 
+/// A connection of its own to the state database, as anything with the path could open.
+pub async fn outside(db: &std::path::Path) -> sqlx::SqlitePool {
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(db)
+                .busy_timeout(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap()
+}
+
+/// The first pending human request, once one appears.
+pub async fn wait_pending(kernel: &Kernel) -> agent_libos::kernel::HumanRequest {
+    for _ in 0..2000 {
+        if let Some(r) = kernel
+            .human_requests(false)
+            .await
+            .unwrap()
+            .into_iter()
+            .next()
+        {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("no pending human request appeared");
+}
+
+/// The source of a tool `name` whose body is `body`.
+pub fn tool_source(name: &str, body: &str) -> String {
+    format!(
+        "import type {{ Libos }} from \"libos\";\nexport const tool = {{ name: \"{name}\", description: \"d\", input: {{ type: \"object\" }}, output: {{}} }};\nexport default async function run(args: any, libos: Libos) {{ {body} }}\n"
+    )
+}
+
 /// `clock.sleep` of exactly this many milliseconds panics in [`PanickingClock`].
 pub const PANIC_SLEEP_MS: u64 = 13;
 
@@ -107,9 +169,10 @@ pub async fn host_with_panicking_clock() -> TestHost {
     let dir = tempfile::tempdir().expect("tempdir");
     let ws = dir.path().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
-    let mut providers = agent_libos::providers::Providers::host(&ws).expect("providers");
+    let mut config = config(dir.path().join("state.db"), ws.clone());
+    let mut providers =
+        agent_libos::providers::Providers::host(&ws, &config.reserved_paths()).expect("providers");
     providers.clock = std::sync::Arc::new(PanickingClock);
-    let mut config = KernelConfig::new(dir.path().join("state.db"), &ws);
     config.providers = Some(providers);
     let kernel = Kernel::open(config).await.expect("open kernel");
     TestHost { dir, kernel }
