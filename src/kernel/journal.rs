@@ -345,7 +345,9 @@ impl Kernel {
     /// call, so nothing recorded before the rollback is handed out.
     pub async fn syscall_once(&self, pid: Pid, key: &str, call: Syscall) -> SysResult<Value> {
         let primitive = call.name();
-        super::unwind::catch_panic(primitive, self.syscall_once_unguarded(pid, key, call)).await
+        // On the heap: the call's future is large, and callers await it inside their own.
+        let call = Box::pin(self.syscall_once_unguarded(pid, key, call));
+        super::unwind::catch_panic(primitive, call).await
     }
 
     async fn syscall_once_unguarded(&self, pid: Pid, key: &str, call: Syscall) -> SysResult<Value> {
