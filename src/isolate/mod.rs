@@ -185,6 +185,16 @@ struct HostInner {
     retired: AtomicUsize,
 }
 
+/// Why a command could not be run on a process's lane.
+enum LaneError {
+    /// The host has shut down.
+    ShutDown,
+    /// The worker thread stopped while the command was on it.
+    WorkerStopped,
+    /// Every attempt went to a worker that could not do it; the last reason.
+    NoWorker(String),
+}
+
 /// How waiting for a worker's answer ended.
 enum Waited<T> {
     Done(T),
@@ -238,36 +248,49 @@ impl IsolateHost {
 
     /// Binds a pre-created isolate to `pid` (a no-op if it has one).
     pub async fn attach(&self, pid: i64) -> Result<(), IsolateError> {
+        let sent = self
+            .on_lane(pid, |claim, reply| Command::Attach { pid, claim, reply })
+            .await;
+        match sent {
+            Ok(result) => result,
+            Err(LaneError::ShutDown | LaneError::WorkerStopped) => Err(IsolateError::Closed),
+            Err(LaneError::NoWorker(why)) => Err(IsolateError::Create(why)),
+        }
+    }
+
+    /// Sends the command `make` builds to `pid`'s lane and waits for its answer; moves `pid`
+    /// to another lane when its thread is stalled, and tries again (up to `MAX_ATTEMPTS`
+    /// times) when a worker could not do it.
+    async fn on_lane<T>(
+        &self,
+        pid: i64,
+        make: impl Fn(Claim, oneshot::Sender<Answer<T>>) -> Command,
+    ) -> Result<T, LaneError> {
         let mut why = String::new();
         let mut attempts = 0;
         while attempts < MAX_ATTEMPTS {
             let (lane, worker) = self.lane_of(pid);
             let claim = Claim::default();
             let (reply, answer) = oneshot::channel();
-            let command = Command::Attach {
-                pid,
-                claim: claim.clone(),
-                reply,
-            };
-            match worker.send(command, STALL_LIMIT).await {
+            match worker.send(make(claim.clone(), reply), STALL_LIMIT).await {
                 Sent::Queued => {}
                 Sent::Busy => {
                     self.move_pid(pid, lane);
                     continue;
                 }
-                Sent::Gone => return Err(IsolateError::Closed),
+                Sent::Gone => return Err(LaneError::ShutDown),
             }
             match wait(&worker, &claim, answer, true).await {
-                Waited::Done(result) => return result,
+                Waited::Done(result) => return Ok(result),
                 Waited::Stalled => self.move_pid(pid, lane),
                 Waited::Elsewhere(reason) => {
                     why = reason;
                     attempts += 1;
                 }
-                Waited::Gone => return Err(IsolateError::Closed),
+                Waited::Gone => return Err(LaneError::WorkerStopped),
             }
         }
-        Err(IsolateError::Create(why))
+        Err(LaneError::NoWorker(why))
     }
 
     /// Drops `pid`'s isolate (after its running call, if any, ends).
@@ -306,43 +329,26 @@ impl IsolateHost {
         let serial = lock(&self.inner.serial).entry(pid).or_default().clone();
         let _one_at_a_time = serial.lock().await;
         let req = Arc::new(req);
-        let mut why = String::new();
-        let mut attempts = 0;
-        while attempts < MAX_ATTEMPTS {
-            let (lane, worker) = self.lane_of(pid);
-            let claim = Claim::default();
-            let (reply, answer) = oneshot::channel();
-            let command = Command::Call {
+        let sent = self
+            .on_lane(pid, |claim, reply| Command::Call {
                 pid,
                 req: req.clone(),
-                claim: claim.clone(),
+                claim,
                 reply,
-            };
-            match worker.send(command, STALL_LIMIT).await {
-                Sent::Queued => {}
-                Sent::Busy => {
-                    self.move_pid(pid, lane);
-                    continue;
-                }
-                Sent::Gone => {
-                    return Err(CallError::Internal("the isolate host has shut down".into()))
-                }
+            })
+            .await;
+        match sent {
+            Ok(result) => result,
+            Err(LaneError::ShutDown) => {
+                Err(CallError::Internal("the isolate host has shut down".into()))
             }
-            match wait(&worker, &claim, answer, true).await {
-                Waited::Done(result) => return result,
-                Waited::Stalled => self.move_pid(pid, lane),
-                Waited::Elsewhere(reason) => {
-                    why = reason;
-                    attempts += 1;
-                }
-                Waited::Gone => {
-                    return Err(CallError::Internal("the isolate's worker stopped".into()))
-                }
+            Err(LaneError::WorkerStopped) => {
+                Err(CallError::Internal("the isolate's worker stopped".into()))
             }
+            Err(LaneError::NoWorker(why)) => Err(CallError::Internal(format!(
+                "no worker thread could run the call: {why}"
+            ))),
         }
-        Err(CallError::Internal(format!(
-            "no worker thread could run the call: {why}"
-        )))
     }
 
     /// Runs a call in a fresh isolate that is dropped afterwards (declared tests, mock
