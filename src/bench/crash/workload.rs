@@ -1,15 +1,13 @@
-//! Crash workload and checker: `agent-libos-crash work DIR` runs processes that append to
-//! files and objects through a JIT tool (one of them under `ask_each_time`, answered by a
-//! scripted human through the real queue) until it is killed; `agent-libos-crash check DIR`
+//! Shape "journaled steps", in-process: after [`setup`], `agent-libos-crash work DIR` runs processes that
+//! append to files and objects through a JIT tool (one of them under `ask_each_time`,
+//! answered by a scripted human through the real queue) until it is killed; [`check`]
 //! reopens the runtime, resumes it, and verifies that the audit chain holds, that every
 //! acknowledged write is present, that no journaled effect happened twice, and that every
-//! process is resumable. `scripts/crash-test` kills `work` with SIGKILL at random points.
-// An operator tool: the crash workload drives and kills real host processes.
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+//! process is resumable.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use agent_libos::kernel::{
@@ -17,6 +15,8 @@ use agent_libos::kernel::{
     Pid, SpawnOptions, Syscall,
 };
 use anyhow::{bail, Context};
+
+use super::tally::Tally;
 use serde_json::json;
 
 const PROCESSES: usize = 3;
@@ -35,22 +35,6 @@ export default async function run(args: { n: number; file: string; log: string }
   return { n: args.n };
 }
 "#;
-
-fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let (Some(mode), Some(dir)) = (args.get(1), args.get(2)) else {
-        bail!("usage: agent-libos-crash work|check DIR");
-    };
-    let dir = PathBuf::from(dir);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    match mode.as_str() {
-        "work" => rt.block_on(work(&dir)),
-        "check" => rt.block_on(check(&dir)),
-        other => bail!("unknown mode {other} (work or check)"),
-    }
-}
 
 async fn open(dir: &Path) -> anyhow::Result<Kernel> {
     std::fs::create_dir_all(dir.join("ws"))?;
@@ -178,7 +162,16 @@ fn lines_of(path: &Path) -> Vec<i64> {
         .collect()
 }
 
-async fn work(dir: &Path) -> anyhow::Result<()> {
+/// Creates the workload's processes, their grants, log objects and tool, then returns:
+/// run once before the first kill, so a kill never interrupts the setup itself.
+pub async fn setup(dir: &Path) -> anyhow::Result<()> {
+    let kernel = open(dir).await?;
+    processes(&kernel).await?;
+    kernel.store().flush().await?;
+    Ok(())
+}
+
+pub async fn work(dir: &Path) -> anyhow::Result<()> {
     let kernel = open(dir).await?;
     spawn_human(kernel.clone());
     kernel.resume().await?;
@@ -227,7 +220,7 @@ async fn work(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn check(dir: &Path) -> anyhow::Result<()> {
+pub async fn check(dir: &Path) -> anyhow::Result<Tally> {
     let kernel = open(dir).await?;
     spawn_human(kernel.clone());
     let resumed = tokio::time::timeout(Duration::from_secs(60), kernel.resume())
@@ -288,14 +281,24 @@ async fn check(dir: &Path) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("process {pid} is not resumable"))?;
     }
-    println!(
-        "crash check: audit records {} chain {} | acknowledged {acked_total} | file lines {lines_total} | object items {items_total} | missing {missing} | duplicated {dups} | resumed invocations {} ({failed_resumes} ended with an error)",
+    eprintln!(
+        "journaled steps: audit records {} chain {} | acknowledged {acked_total} | file lines {lines_total} | object items {items_total} | missing {missing} | duplicated {dups} | resumed invocations {} ({failed_resumes} ended with an error)",
         audit.records,
         if audit.is_ok() { "ok" } else { "BROKEN" },
         resumed.invocations.len()
     );
-    if !audit.is_ok() || missing > 0 || dups > 0 {
-        bail!("crash check failed: {:?}", audit.broken);
+    if !audit.is_ok() {
+        eprintln!(
+            "journaled steps: the audit chain is broken: {:?}",
+            audit.broken
+        );
     }
-    Ok(())
+    Ok(Tally {
+        acknowledged: acked_total,
+        lost: missing,
+        repeated: dups,
+        pending: kernel.human_requests(false).await?.len(),
+        broken: usize::from(!audit.is_ok()),
+        ..Tally::default()
+    })
 }
