@@ -93,16 +93,6 @@ impl AgentChain {
         self.site.spawn(&refs)
     }
 
-    /// The pid of the process whose goal is `token`.
-    fn pid_of(&self, token: &str) -> anyhow::Result<Option<i64>> {
-        Ok(self
-            .site
-            .processes()?
-            .iter()
-            .find(|p| p["goal"] == token)
-            .and_then(|p| p["pid"].as_i64()))
-    }
-
     /// The pid of the process this chain drives now, if it was created.
     pub fn current_pid(&mut self) -> anyhow::Result<Option<i64>> {
         let Some((token, pid)) = self.current.clone() else {
@@ -111,7 +101,7 @@ impl AgentChain {
         if pid.is_some() {
             return Ok(pid);
         }
-        let pid = self.pid_of(&token)?;
+        let pid = pid_of(&self.site, &token)?;
         self.current = Some((token, pid));
         Ok(pid)
     }
@@ -130,6 +120,12 @@ impl AgentChain {
         let start = Instant::now();
         let mut last_check = start;
         let mut parked = false;
+        let token = self
+            .current
+            .as_ref()
+            .map(|(t, _)| t.clone())
+            .unwrap_or_default();
+        let mut pid = self.current.as_ref().and_then(|(_, p)| *p);
         let site = &self.site;
         let recorder = &self.recorder;
         let outcome = host.wait_or_kill(ROUND_LIMIT, || {
@@ -142,10 +138,10 @@ impl AgentChain {
             }
             if elapsed >= PARK_CHECK_AFTER && last_check.elapsed() >= Duration::from_millis(300) {
                 last_check = Instant::now();
-                parked = site
-                    .pending_requests()
-                    .map(|r| !r.is_empty())
-                    .unwrap_or(false);
+                if pid.is_none() {
+                    pid = pid_of(site, &token).ok().flatten();
+                }
+                parked = is_parked(site, pid).unwrap_or(false);
                 return parked;
             }
             false
@@ -173,23 +169,13 @@ impl AgentChain {
             None => {
                 // A process killed before it was created, or parked on a human decision
                 // as it was killed, gives way to a new one.
-                if pid.is_none() || self.parked(pid)? {
+                if pid.is_none() || is_parked(&self.site, pid)? {
                     self.current = None;
                 }
                 Round::Killed
             }
         };
         Ok(result)
-    }
-
-    /// Whether process `pid` waits on a human decision.
-    fn parked(&self, pid: Option<i64>) -> anyhow::Result<bool> {
-        let Some(pid) = pid else { return Ok(false) };
-        Ok(self
-            .site
-            .pending_requests()?
-            .iter()
-            .any(|r| r["pid"].as_i64() == Some(pid)))
     }
 
     /// Effects counted at the end: a POST path received twice is a repeat; a POST the
@@ -205,6 +191,24 @@ impl AgentChain {
         );
         effects(&self.model, &self.recorder, &self.site)
     }
+}
+
+/// The pid of the process of `site` whose goal is `token`.
+fn pid_of(site: &Site, token: &str) -> anyhow::Result<Option<i64>> {
+    Ok(site
+        .processes()?
+        .iter()
+        .find(|p| p["goal"] == token)
+        .and_then(|p| p["pid"].as_i64()))
+}
+
+/// Whether process `pid` of `site` waits on a human decision.
+fn is_parked(site: &Site, pid: Option<i64>) -> anyhow::Result<bool> {
+    let Some(pid) = pid else { return Ok(false) };
+    Ok(site
+        .pending_requests()?
+        .iter()
+        .any(|r| r["pid"].as_i64() == Some(pid)))
 }
 
 /// The path part of a loopback URL.
@@ -236,10 +240,7 @@ pub fn effects(model: &ModelServer, recorder: &Recorder, site: &Site) -> anyhow:
             }
         }
     }
-    let mut received: BTreeMap<String, usize> = BTreeMap::new();
-    for post in recorder.posts() {
-        *received.entry(post.path).or_default() += 1;
-    }
+    let received = recorder.received();
     tally.acknowledged = acknowledged.len();
     tally.nondeterministic = stopped.len();
     tally.lost = acknowledged

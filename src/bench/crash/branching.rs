@@ -1,7 +1,7 @@
 //! Shape "a tool that branches on its inputs": the model registers a JIT tool and calls it
 //! step after step in one process. Before its POST the tool reads `clock.now()` (early
-//! before a deadline in its arguments), lists the workspace (a marker file the loop drops
-//! after each kill), and counts its calls in a module global (carried between calls of its
+//! before a deadline in its arguments), lists the workspace (a marker file the loop may drop
+//! after a kill), and counts its calls in a module global (carried between calls of its
 //! process, gone in a fresh host); each input takes it down a path with a different number
 //! of reads. A resumed call sees a later clock, a changed listing and a fresh global, so
 //! replay must match its journaled effect by identity or stop for a human.
@@ -43,10 +43,11 @@ export default async function run(args: { url: string; deadline: number; marker:
   const early = now < args.deadline;
   const marked = listing.includes(args.marker);
   const warm = calls > 1;
-  // 1, 2 and 4 extra reads: every mix of inputs puts the POST at its own position.
-  if (early) await libos.clock.now();
+  // 4, 2 and 1 extra reads: every mix of inputs puts the POST at its own position, and a
+  // resumed call (late, cold, perhaps marked) reaches it sooner than the call it replays.
+  if (early) { for (let i = 0; i < 4; i++) await libos.clock.now(); }
   if (warm) { await libos.clock.now(); await libos.clock.now(); }
-  if (marked) { for (let i = 0; i < 4; i++) await libos.fs.list("."); }
+  if (marked) await libos.fs.list(".");
   await libos.net.fetch(args.url, { method: "POST", body: `early=${early} marked=${marked} warm=${warm}` });
   return { early, marked, warm };
 }
@@ -141,13 +142,15 @@ pub fn run(bin: &Path, dir: &Path, kills: usize, rng: &mut Rng) -> anyhow::Resul
     let mut tally = Tally::default();
     while tally.kills < kills {
         let dangerous = rng.one_in(2);
-        let window = (Duration::from_millis(100), Duration::from_millis(2500));
+        let window = (Duration::from_millis(200), Duration::from_millis(3000));
         if let Round::Killed = chain.round(rng, window, dangerous)? {
             tally.kills += 1;
             // The world moves on while the host is down: the listing the resumed call
-            // sees differs from the one the killed call saw.
-            for marker in markers.lock().unwrap().iter() {
-                std::fs::write(ws.join(marker), "")?;
+            // sees may differ from the one the killed call saw.
+            if rng.one_in(2) {
+                for marker in markers.lock().unwrap().iter() {
+                    std::fs::write(ws.join(marker), "")?;
+                }
             }
         }
     }

@@ -96,10 +96,7 @@ pub fn run(bin: &Path, dir: &Path, kills: usize, rng: &mut Rng) -> anyhow::Resul
     }
     settle(&mut waiting, &mut tally, &mut acknowledged, true)?;
     // Every round's POSTs: each path at most once.
-    let mut received = std::collections::BTreeMap::<String, usize>::new();
-    for post in recorder.posts() {
-        *received.entry(post.path).or_default() += 1;
-    }
+    let received = recorder.received();
     tally.repeated = received.values().map(|n| n.saturating_sub(1)).sum();
     tally.acknowledged = 2 * acknowledged.len();
     for round in acknowledged {

@@ -2,6 +2,7 @@
 //! logs every HTTP request it receives (the external world whose effects are counted), and
 //! an OpenAI-compatible model server whose replies a shape computes from the conversation.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -111,6 +112,24 @@ impl Recorder {
             .iter()
             .filter(|r| r.method == "POST" && r.path == path)
             .count()
+    }
+
+    /// How many POSTs reached each path; prints every repeated one with its bodies.
+    pub fn received(&self) -> BTreeMap<String, usize> {
+        let posts = self.posts();
+        let mut received: BTreeMap<String, usize> = BTreeMap::new();
+        for post in &posts {
+            *received.entry(post.path.clone()).or_default() += 1;
+        }
+        for (path, n) in received.iter().filter(|(_, n)| **n > 1) {
+            let bodies: Vec<&str> = posts
+                .iter()
+                .filter(|p| &p.path == path)
+                .map(|p| p.body.as_str())
+                .collect();
+            eprintln!("REPEATED: POST {path} received {n} times, bodies {bodies:?}");
+        }
+        received
     }
 
     /// Every POST received so far, in arrival order.

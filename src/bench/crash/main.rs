@@ -149,11 +149,27 @@ fn steps(_bin: &Path, dir: &Path, kills: usize, rng: &mut Rng) -> anyhow::Result
             .stderr(Stdio::null())
             .spawn()
             .context("starting the workload")?;
-        std::thread::sleep(rng.between(Duration::from_millis(100), Duration::from_millis(1000)));
+        // One kill in three at a random moment from the start (opening, resuming); the
+        // others at a random moment once the workload acknowledges steps again.
+        if !rng.one_in(3) {
+            let acks = dir.join("acks.log");
+            let before = acknowledged_steps(&acks);
+            host::wait_for(Duration::from_secs(30), || {
+                acknowledged_steps(&acks) > before
+            });
+        }
+        std::thread::sleep(rng.between(Duration::from_millis(50), Duration::from_millis(1500)));
         let _ = child.kill();
         let _ = child.wait();
     }
     let mut tally = runtime()?.block_on(workload::check(dir))?;
     tally.kills = kills;
     Ok(tally)
+}
+
+/// How many steps the workload has acknowledged so far.
+fn acknowledged_steps(acks: &Path) -> usize {
+    std::fs::read_to_string(acks)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
 }

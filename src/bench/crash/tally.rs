@@ -61,7 +61,7 @@ impl fmt::Display for Tally {
 }
 
 /// A small xorshift generator: kill moments differ between runs, and the seed printed at
-/// the start reproduces them.
+/// the start fixes the random choices (not the timing of the hosts they race).
 pub struct Rng(u64);
 
 impl Rng {

@@ -44,8 +44,8 @@ pub fn run(bin: &Path, dir: &Path, kills: usize, rng: &mut Rng) -> anyhow::Resul
     );
     let mut tally = Tally::default();
     while tally.kills < kills {
-        let dangerous = rng.one_in(2);
-        let window = (Duration::from_millis(100), Duration::from_millis(1000));
+        let dangerous = rng.one_in(3);
+        let window = (Duration::from_millis(200), Duration::from_millis(2000));
         if let Round::Killed = chain.round(rng, window, dangerous)? {
             tally.kills += 1;
         }
