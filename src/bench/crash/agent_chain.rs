@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use super::host::{Host, Site};
 use super::loopback::{answered_calls, ModelServer, Recorder};
 use super::tally::{Rng, Tally};
-use anyhow::Context;
 
 /// Longest a round waits for its host before giving up on it.
 const ROUND_LIMIT: Duration = Duration::from_secs(30);
@@ -76,8 +77,7 @@ impl AgentChain {
     fn start_host(&mut self) -> anyhow::Result<Host> {
         let mut args: Vec<String> = Vec::new();
         match &self.current {
-            Some((token, Some(pid))) => {
-                let _ = token;
+            Some((_, Some(pid))) => {
                 args.extend(["run".into(), "--resume".into(), pid.to_string()]);
             }
             _ => {
@@ -147,6 +147,12 @@ impl AgentChain {
             false
         });
         let pid = self.current_pid()?;
+        if start.elapsed() >= ROUND_LIMIT {
+            eprintln!(
+                "{}: process {pid:?}: the host did nothing for {ROUND_LIMIT:?}; killed it",
+                self.prefix
+            );
+        }
         if std::env::var_os("CRASH_VERBOSE").is_some() {
             eprintln!(
                 "{}: pid {pid:?} {} after {:?} ({}): {outcome:?} parked {parked}",
