@@ -310,7 +310,7 @@ fn preconditions_are_checked_before_prompting() {
 }
 
 #[test]
-fn a_replay_that_makes_different_calls_is_detected_as_nondeterministic() {
+fn a_replay_reads_what_the_first_run_read_even_if_the_input_changed() {
     let (dir, ws) = setup();
     std::fs::write(ws.join("in.txt"), "first").unwrap();
     let pid = crash_after(dir.path(), HumanMode::Wait, |kernel| async move {
@@ -339,7 +339,8 @@ fn a_replay_that_makes_different_calls_is_detected_as_nondeterministic() {
         wait_pending(&kernel).await;
         pid
     });
-    // The input changes while the host is down: the replayed append would differ.
+    // The input changes while the host is down: the read before the append is journaled,
+    // so the replay sees "first" again and the append matches its journal.
     std::fs::write(ws.join("in.txt"), "second").unwrap();
     let rt = runtime();
     rt.block_on(async {
@@ -349,7 +350,10 @@ fn a_replay_that_makes_different_calls_is_detected_as_nondeterministic() {
         let report = kernel.resume().await.unwrap();
         let outcome = &report.invocations[0].outcome;
         let err: &Value = &serde_json::to_value(outcome.as_ref().unwrap_err()).unwrap();
-        assert_eq!(err["kind"], "NonDeterminism", "{err}");
+        assert_eq!(
+            err["kind"], "HumanRequired",
+            "the replay waits on its question: {err}"
+        );
         assert_eq!(
             std::fs::read_to_string(ws.join("out.txt")).unwrap(),
             "first",
