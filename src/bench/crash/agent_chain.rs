@@ -254,9 +254,16 @@ pub fn effects(model: &ModelServer, recorder: &Recorder, site: &Site) -> anyhow:
         .filter(|p| !received.contains_key(*p))
         .count();
     tally.repeated = received.values().map(|n| n.saturating_sub(1)).sum();
-    tally.pending = site
+    let pending = site
         .pending_requests()
-        .context("listing pending human requests")?
-        .len();
+        .context("listing pending human requests")?;
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for request in &pending {
+        *kinds
+            .entry(request["kind"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    eprintln!("pending human requests by kind: {kinds:?}");
+    tally.pending = pending.len();
     Ok(tally)
 }

@@ -46,19 +46,20 @@ async fn open(dir: &Path) -> anyhow::Result<Kernel> {
     Ok(Kernel::open(config).await?)
 }
 
-/// The scripted human: approves pending write approvals after a short delay; refuses to
-/// repeat an effect whose outcome was lost (`uncertain`), so nothing is ever done twice.
+/// The scripted human: approves pending write approvals after a short delay; refuses
+/// everything else — to repeat an effect whose outcome was lost (`uncertain`), to run a
+/// diverged replay again (`diverged`) — so nothing is ever done twice.
 fn spawn_human(kernel: Kernel) {
     tokio::spawn(async move {
         loop {
             if let Ok(pending) = kernel.human_requests(false).await {
                 for request in pending {
-                    let answer = if request.kind == agent_libos::kernel::RequestKind::Uncertain {
+                    let answer = if request.kind == agent_libos::kernel::RequestKind::Approval {
+                        HumanAnswer::ApproveOnce
+                    } else {
                         HumanAnswer::Reject {
                             reason: "do not repeat".into(),
                         }
-                    } else {
-                        HumanAnswer::ApproveOnce
                     };
                     let _ = kernel
                         .human_respond(&request.id, answer, "crash-test")
