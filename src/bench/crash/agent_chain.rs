@@ -114,7 +114,7 @@ impl AgentChain {
         window: (Duration, Duration),
         dangerous: bool,
     ) -> anyhow::Result<Round> {
-        let host = self.start_host()?;
+        let mut host = self.start_host()?;
         let before = self.recorder.posts().len();
         let at = rng.between(window.0, window.1);
         let start = Instant::now();
@@ -164,6 +164,14 @@ impl AgentChain {
         }
         let result = match outcome {
             Some(code) => {
+                if code != 0 {
+                    let errors = host.errors();
+                    let last = errors.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                    eprintln!(
+                        "{}: process {pid:?}: run exited with {code}: {last}",
+                        self.prefix
+                    );
+                }
                 *self.exits.entry(code).or_default() += 1;
                 self.current = None;
                 Round::Exited

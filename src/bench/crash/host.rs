@@ -54,16 +54,18 @@ impl Site {
         command
     }
 
-    /// Starts a host running `args`; its output is discarded.
+    /// Starts a host running `args`; its stdout is discarded, its stderr kept for
+    /// [`Host::errors`].
     pub fn spawn(&self, args: &[&str]) -> anyhow::Result<Host> {
+        let stderr = tempfile::tempfile().context("creating a file for the host's stderr")?;
         let child = self
             .command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr.try_clone()?)
             .spawn()
             .context("starting agent-libos")?;
-        Ok(Host { child })
+        Ok(Host { child, stderr })
     }
 
     /// Runs `--json ARGS` to completion; returns its exit code and parsed stdout.
@@ -104,6 +106,7 @@ impl Site {
 /// A running `agent-libos` host.
 pub struct Host {
     child: Child,
+    stderr: std::fs::File,
 }
 
 impl Host {
@@ -122,16 +125,30 @@ impl Host {
             .map(|s| s.code().unwrap_or(-1))
     }
 
+    /// What the host wrote to stderr so far.
+    pub fn errors(&mut self) -> String {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        let _ = self.stderr.rewind();
+        let _ = self.stderr.read_to_string(&mut text);
+        text
+    }
+
     /// Waits until the host exits or `until` says stop (then kills it). Returns the exit
     /// code, or `None` if it was killed.
-    pub fn wait_or_kill(mut self, limit: Duration, mut until: impl FnMut() -> bool) -> Option<i32> {
+    pub fn wait_or_kill(
+        &mut self,
+        limit: Duration,
+        mut until: impl FnMut() -> bool,
+    ) -> Option<i32> {
         let start = Instant::now();
         loop {
             if let Some(code) = self.exited() {
                 return Some(code);
             }
             if until() || start.elapsed() > limit {
-                self.kill();
+                let _ = self.child.kill();
+                let _ = self.child.wait();
                 return None;
             }
             std::thread::sleep(Duration::from_millis(10));
