@@ -5,7 +5,8 @@
 //! servers that record every effect, then prints per shape and in total the kills, the
 //! acknowledged effects, the lost and repeated ones, the pending human decisions and the
 //! budget overruns. It exits non-zero if anything was lost, repeated, overrun or broken.
-//! (`agent-libos-crash work DIR` is the in-process workload the first shape kills.)
+//! (`agent-libos-crash work DIR` is the in-process workload the first shape kills, and
+//! `agent-libos-crash check DIR` checks what it left.)
 // An operator tool: the crash loop starts, kills and inspects real host processes.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -30,11 +31,19 @@ use tally::{Rng, Tally};
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(mode), Some(dir)) = (args.get(1), args.get(2)) else {
-        bail!("usage: agent-libos-crash loop DIR KILLS [--seed N] [--only SHAPE] | work DIR");
+        bail!("usage: agent-libos-crash loop DIR KILLS [--seed N] [--only SHAPE] | work DIR | check DIR");
     };
     let dir = PathBuf::from(dir);
     match mode.as_str() {
         "work" => runtime()?.block_on(workload::work(&dir)),
+        "check" => {
+            let (tally, line) = runtime()?.block_on(workload::check(&dir))?;
+            println!("{line}");
+            if tally.failed() {
+                bail!("crash check failed: {tally}");
+            }
+            Ok(())
+        }
         "loop" => {
             let kills: usize = args
                 .get(3)
@@ -60,7 +69,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        other => bail!("unknown mode {other} (loop or work)"),
+        other => bail!("unknown mode {other} (loop, work or check)"),
     }
 }
 
@@ -162,7 +171,8 @@ fn steps(_bin: &Path, dir: &Path, kills: usize, rng: &mut Rng) -> anyhow::Result
         let _ = child.kill();
         let _ = child.wait();
     }
-    let mut tally = runtime()?.block_on(workload::check(dir))?;
+    let (mut tally, line) = runtime()?.block_on(workload::check(dir))?;
+    eprintln!("{line}");
     tally.kills = kills;
     Ok(tally)
 }

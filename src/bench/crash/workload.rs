@@ -221,7 +221,8 @@ pub async fn work(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn check(dir: &Path) -> anyhow::Result<Tally> {
+/// Returns the counts and a line describing them.
+pub async fn check(dir: &Path) -> anyhow::Result<(Tally, String)> {
     let kernel = open(dir).await?;
     spawn_human(kernel.clone());
     let resumed = tokio::time::timeout(Duration::from_secs(60), kernel.resume())
@@ -282,7 +283,7 @@ pub async fn check(dir: &Path) -> anyhow::Result<Tally> {
             .await
             .with_context(|| format!("process {pid} is not resumable"))?;
     }
-    eprintln!(
+    let line = format!(
         "journaled steps: audit records {} chain {} | acknowledged {acked_total} | file lines {lines_total} | object items {items_total} | missing {missing} | duplicated {dups} | resumed invocations {} ({failed_resumes} ended with an error)",
         audit.records,
         if audit.is_ok() { "ok" } else { "BROKEN" },
@@ -294,12 +295,13 @@ pub async fn check(dir: &Path) -> anyhow::Result<Tally> {
             audit.broken
         );
     }
-    Ok(Tally {
+    let tally = Tally {
         acknowledged: acked_total,
         lost: missing,
         repeated: dups,
         pending: kernel.human_requests(false).await?.len(),
         broken: usize::from(!audit.is_ok()),
         ..Tally::default()
-    })
+    };
+    Ok((tally, line))
 }
