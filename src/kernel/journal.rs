@@ -504,11 +504,14 @@ impl Kernel {
         let mut result = result;
         // (c) Parked on a human or stopped, a replay has not ended; otherwise every effect
         // the journal records must have been reached.
+        let alive = self
+            .process(inv.pid)
+            .is_some_and(|p| !p.status.is_terminal());
         let settled = !matches!(
             result,
             Err(SyscallError::HumanRequired { .. } | SyscallError::Cancelled(_))
         );
-        if settled && inv.diverged.is_none() {
+        if alive && settled && inv.diverged.is_none() {
             let unreached = inv
                 .replay
                 .range(inv.next_seq..)
@@ -527,11 +530,12 @@ impl Kernel {
                 });
             }
         }
-        if let Some(divergence) = inv.diverged.clone() {
+        // A process that ended has no one to resume it: the invocation just fails.
+        if let (true, Some(divergence)) = (alive, inv.diverged.clone()) {
             result = Err(self.park_divergence(id, &inv, &divergence).await);
         }
         let status = match &result {
-            _ if inv.diverged.is_some() => "waiting_human",
+            _ if alive && inv.diverged.is_some() => "waiting_human",
             Ok(_) => "done",
             Err(SyscallError::HumanRequired { .. }) => "waiting_human",
             Err(_) => "failed",
@@ -620,6 +624,14 @@ impl Kernel {
         }
     }
 
+    /// Live invocation `id` will not run: there is no end of a replay to hold against its
+    /// journal (which stays in the store).
+    pub(crate) fn not_replayed(&self, id: &str) {
+        if let Some(inv) = self.inner.invocations.live.lock().get_mut(id) {
+            inv.replay.clear();
+        }
+    }
+
     /// Before a replay of invocation `id`: if an earlier replay diverged, gets the human's
     /// decision. Approved, the journal is discarded (in the store and in the live
     /// invocation) and the invocation runs from the start; rejected, it fails.
@@ -628,10 +640,7 @@ impl Kernel {
             Ok(Some(request)) => request,
             Ok(None) => return Ok(()),
             Err(e) => {
-                // Not run: there is no end of a replay to hold against the journal.
-                if let Some(inv) = self.inner.invocations.live.lock().get_mut(id) {
-                    inv.replay.clear();
-                }
+                self.not_replayed(id);
                 return Err(e);
             }
         };

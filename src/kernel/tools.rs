@@ -767,9 +767,12 @@ impl Kernel {
                 }
                 Err(e) => Err(e),
             },
-            None => Err(SyscallError::IllegalState(format!(
-                "invocation {id} cannot resume: process {pid} or its tool {tool_name} is gone"
-            ))),
+            None => {
+                self.not_replayed(id);
+                Err(SyscallError::IllegalState(format!(
+                    "invocation {id} cannot resume: process {pid} or its tool {tool_name} is gone"
+                )))
+            }
         };
         self.end_invocation(id, result).await
     }
