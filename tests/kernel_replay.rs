@@ -391,3 +391,58 @@ async fn the_reads_before_the_first_effect_are_written_when_the_invocation_is_re
         .unwrap();
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn an_in_host_retry_of_a_keyed_call_replays_in_a_fresh_isolate() {
+    let h = common::host().await;
+    let mut config = h.config();
+    config.human_mode = HumanMode::FailFast;
+    let kernel = Kernel::open(config).await.unwrap();
+    let pid = common::spawn_on(&kernel, &["tool:*=create", "fs:out.txt=write:ask"]).await;
+    common::install(
+        &kernel,
+        pid,
+        &carried_tool("await libos.fs.writeText(\"out.txt\", \"x\"); return { calls };"),
+    )
+    .await
+    .unwrap();
+    kernel
+        .syscall(pid, call(json!({"warmup": true})))
+        .await
+        .unwrap();
+    // The keyed call's first run (the isolate's second call) waits for its approval.
+    let err = kernel
+        .syscall_once(pid, "turn-1", call(json!({})))
+        .await
+        .unwrap_err();
+    let agent_libos::kernel::SyscallError::HumanRequired { request_id, .. } = err else {
+        panic!("expected HumanRequired, got {err:?}")
+    };
+    // The process's isolate serves another call meanwhile: its global moves on.
+    kernel
+        .syscall(pid, call(json!({"warmup": true})))
+        .await
+        .unwrap();
+    kernel
+        .human_respond(&request_id, HumanAnswer::ApproveOnce, "alice")
+        .await
+        .unwrap();
+    // The retry replays from the journal in a fresh isolate: it sees none of the globals
+    // the process's isolate kept (a warm isolate would have counted 4).
+    let out = kernel
+        .syscall_once(pid, "turn-1", call(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(out, json!({"calls": 1}));
+    assert_eq!(
+        std::fs::read_to_string(h.workspace().join("out.txt")).unwrap(),
+        "x"
+    );
+    kernel.store().flush().await.unwrap();
+    let db = common::outside(&h.db_path()).await;
+    let carried: i64 = sqlx::query_scalar("SELECT carried FROM invocations WHERE id = 'turn-1'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(carried, 1, "its first run started in a warm isolate");
+}

@@ -504,24 +504,27 @@ export default async function run(args: { id: string; n: number }, libos: Libos)
     Ok(())
 }
 
-/// A tool making `n` reads (`fs.read_text`) with its one effect (`mem.append`) before them,
-/// after them, or none at all.
+/// A tool making `n` reads (`clock.now` or `fs.read_text`) with its one effect
+/// (`mem.append`) before them, after them, or none at all.
 const READER_TOOL: &str = r#"
 import type { Libos } from "libos";
 export const tool = { name: "reader", description: "reads n times around one append", input: { type: "object" }, output: { type: "object" }, limits: { syscalls: 1000 } };
-export default async function run(args: { id: string; n: number; effect: string }, libos: Libos) {
+export default async function run(args: { id: string; n: number; effect: string; read: string }, libos: Libos) {
   if (args.effect === "first") { await libos.memory.append(args.id, 0); }
-  let bytes = 0;
-  for (let i = 0; i < args.n; i++) { bytes += (await libos.fs.readText("notes.md")).length; }
+  let seen = 0;
+  for (let i = 0; i < args.n; i++) {
+    if (args.read === "clock") { seen += await libos.clock.now(); } else { seen += (await libos.fs.readText("notes.md")).length; }
+  }
   if (args.effect === "last") { await libos.memory.append(args.id, 0); }
-  return { bytes };
+  return { seen };
 }
 "#;
 
-/// The added cost of a read inside an invocation, by where it falls: before the tool's
-/// first effect (reads whose results can steer the effect, journaled so a replay sees the
-/// same inputs), after it, or in a tool that makes no effect. Each figure is one call's
-/// time less the same call without its reads, divided by the reads.
+/// The added cost of a read (`clock.now`, `fs.read_text`) inside an invocation, by where it
+/// falls: before the tool's first effect (journaled, its rows held in memory until the
+/// effect's intent writes them), after it (queued to the writer), or in a tool that makes
+/// no effect (nothing written). Each figure is one call's time less the same call without
+/// its reads, divided by the reads.
 async fn journaled_reads() -> anyhow::Result<()> {
     const READS: u32 = 50;
     let b = bench_kernel().await?;
@@ -541,51 +544,57 @@ async fn journaled_reads() -> anyhow::Result<()> {
         .unwrap_or_default()
         .to_string();
     let name = register(&b.kernel, pid, READER_TOOL).await?;
-    let mut p50 = std::collections::BTreeMap::new();
-    for (effect, n, label) in [
-        ("last", 0, "tool.call: one effect, no reads"),
-        ("last", READS, "tool.call: 50 reads, then one effect"),
-        ("first", READS, "tool.call: one effect, then 50 reads"),
-        ("none", 0, "tool.call: read-only, no reads"),
-        ("none", READS, "tool.call: read-only, 50 reads"),
-    ] {
-        let mut samples = Vec::new();
-        for i in 0..120 {
-            let t = Instant::now();
-            b.kernel
-                .syscall(
-                    pid,
-                    Syscall::Tool(JitCall::Call {
-                        name: name.clone(),
-                        args: json!({"id": log, "n": n, "effect": effect}),
-                    }),
-                )
-                .await?;
-            if i >= 20 {
-                samples.push(t.elapsed());
+    for (read, primitive) in [("clock", "clock.now"), ("fs", "fs.read_text")] {
+        let mut p50 = std::collections::BTreeMap::new();
+        for (effect, n, shape) in [
+            ("last", 0, "one effect, no reads"),
+            ("last", READS, "50 reads, then one effect"),
+            ("first", READS, "one effect, then 50 reads"),
+            ("none", 0, "read-only, no reads"),
+            ("none", READS, "read-only, 50 reads"),
+        ] {
+            let mut samples = Vec::new();
+            for i in 0..120 {
+                let t = Instant::now();
+                b.kernel
+                    .syscall(
+                        pid,
+                        Syscall::Tool(JitCall::Call {
+                            name: name.clone(),
+                            args: json!({"id": log, "n": n, "effect": effect, "read": read}),
+                        }),
+                    )
+                    .await?;
+                if i >= 20 {
+                    samples.push(t.elapsed());
+                }
             }
+            samples.sort();
+            p50.insert((effect, n), samples[samples.len() / 2]);
+            report(&format!("tool.call {primitive}: {shape}"), samples);
         }
-        samples.sort();
-        p50.insert((effect, n), samples[samples.len() / 2]);
-        report(label, samples);
-    }
-    let per_read =
-        |with: (&str, u32), without: (&str, u32)| p50[&with].saturating_sub(p50[&without]) / READS;
-    for (label, cost) in [
-        (
-            "per read before the first effect",
-            per_read(("last", READS), ("last", 0)),
-        ),
-        (
-            "per read after the first effect",
-            per_read(("first", READS), ("last", 0)),
-        ),
-        (
-            "per read in a read-only tool",
-            per_read(("none", READS), ("none", 0)),
-        ),
-    ] {
-        println!("{label:<58} {cost:>9.1?} per read (p50 difference)");
+        let per_read = |with: (&str, u32), without: (&str, u32)| {
+            p50[&with].saturating_sub(p50[&without]) / READS
+        };
+        for (place, cost) in [
+            (
+                "before the first effect",
+                per_read(("last", READS), ("last", 0)),
+            ),
+            (
+                "after the first effect",
+                per_read(("first", READS), ("last", 0)),
+            ),
+            (
+                "in a read-only tool",
+                per_read(("none", READS), ("none", 0)),
+            ),
+        ] {
+            println!(
+                "{:<58} {cost:>9.1?} per read (p50 difference)",
+                format!("{primitive}, {place}")
+            );
+        }
     }
     Ok(())
 }

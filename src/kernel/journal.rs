@@ -207,6 +207,26 @@ pub(crate) fn discard_journal(batch: &mut WriteBatch, id: &str) {
     );
 }
 
+/// A journal row still held in memory, as a replay reads it.
+fn recorded_from(row: &JournalRow) -> Recorded {
+    let kind = match row.status {
+        "read" => RowKind::Read,
+        "retry" => RowKind::Retry,
+        "intent" => RowKind::Intent,
+        _ => RowKind::Effect,
+    };
+    let outcome = match &row.blob {
+        Some(blob) => serde_json::from_str(&blob.data).ok(),
+        None => row.outcome.clone(),
+    };
+    Recorded {
+        primitive: row.primitive.clone(),
+        args_hash: row.args_hash.clone(),
+        kind,
+        outcome,
+    }
+}
+
 /// Marks `inv` as having left its journal and returns the error its syscall gets.
 fn diverge(inv: &mut Invocation, id: &str, divergence: Divergence) -> SyscallError {
     let error = SyscallError::NonDeterminism {
@@ -484,11 +504,14 @@ impl Kernel {
         let mut result = result;
         // (c) Parked on a human or stopped, a replay has not ended; otherwise every effect
         // the journal records must have been reached.
+        let alive = self
+            .process(inv.pid)
+            .is_some_and(|p| !p.status.is_terminal());
         let settled = !matches!(
             result,
             Err(SyscallError::HumanRequired { .. } | SyscallError::Cancelled(_))
         );
-        if settled && inv.diverged.is_none() {
+        if alive && settled && inv.diverged.is_none() {
             let unreached = inv
                 .replay
                 .range(inv.next_seq..)
@@ -507,11 +530,12 @@ impl Kernel {
                 });
             }
         }
-        if let Some(divergence) = inv.diverged.clone() {
+        // A process that ended has no one to resume it: the invocation just fails.
+        if let (true, Some(divergence)) = (alive, inv.diverged.clone()) {
             result = Err(self.park_divergence(id, &inv, &divergence).await);
         }
         let status = match &result {
-            _ if inv.diverged.is_some() => "waiting_human",
+            _ if alive && inv.diverged.is_some() => "waiting_human",
             Ok(_) => "done",
             Err(SyscallError::HumanRequired { .. }) => "waiting_human",
             Err(_) => "failed",
@@ -600,6 +624,14 @@ impl Kernel {
         }
     }
 
+    /// Live invocation `id` will not run: there is no end of a replay to hold against its
+    /// journal (which stays in the store).
+    pub(crate) fn not_replayed(&self, id: &str) {
+        if let Some(inv) = self.inner.invocations.live.lock().get_mut(id) {
+            inv.replay.clear();
+        }
+    }
+
     /// Before a replay of invocation `id`: if an earlier replay diverged, gets the human's
     /// decision. Approved, the journal is discarded (in the store and in the live
     /// invocation) and the invocation runs from the start; rejected, it fails.
@@ -608,10 +640,7 @@ impl Kernel {
             Ok(Some(request)) => request,
             Ok(None) => return Ok(()),
             Err(e) => {
-                // Not run: there is no end of a replay to hold against the journal.
-                if let Some(inv) = self.inner.invocations.live.lock().get_mut(id) {
-                    inv.replay.clear();
-                }
+                self.not_replayed(id);
                 return Err(e);
             }
         };
@@ -816,6 +845,39 @@ impl Kernel {
         Ok(found.is_some())
     }
 
+    /// Rewinds live invocation `id` to run again from the start *in this host* (e.g. after
+    /// the worker running it died): the journal a replay matches becomes what the store
+    /// holds (after a flush) plus the read rows still held in memory, and the next syscall
+    /// is ordinal 0 again. Run it again in a fresh isolate (`run_invocation` with
+    /// `replay: true`, or `Kernel::retry_invocation`). An invocation that already left its
+    /// journal is not rewound.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn rewind_invocation(&self, id: &str) -> SysResult<()> {
+        self.inner
+            .store
+            .flush()
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        let mut replay = self.load_journal(id).await?;
+        let mut live = self.inner.invocations.live.lock();
+        let inv = live
+            .get_mut(id)
+            .ok_or_else(|| SyscallError::NotFound(format!("live invocation {id}")))?;
+        if let Some(divergence) = &inv.diverged {
+            return Err(SyscallError::IllegalState(format!(
+                "invocation {id} left its journal at syscall #{}; it is not run again without \
+                 a human's decision",
+                divergence.seq
+            )));
+        }
+        for row in &inv.pending {
+            replay.insert(row.seq, recorded_from(row));
+        }
+        inv.replay = replay;
+        inv.next_seq = 0;
+        Ok(())
+    }
+
     /// Journal rows of an earlier run of `id`.
     pub(crate) async fn load_journal(&self, id: &str) -> SysResult<BTreeMap<i64, Recorded>> {
         let rows = sqlx::query(
@@ -846,5 +908,65 @@ impl Kernel {
             );
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use crate::kernel::{CapabilitySpec, FsCall, KernelConfig, SpawnOptions};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rewound_invocation_replays_what_its_first_run_saw_and_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::write(ws.join("a.txt"), "first").unwrap();
+        let kernel = Kernel::open(KernelConfig::new(dir.path().join("state.db"), ws.clone()))
+            .await
+            .unwrap();
+        let pid = kernel
+            .spawn_root(SpawnOptions {
+                goal: "rewind".into(),
+                grants: vec![CapabilitySpec::parse_grant("fs:**=read,write").unwrap()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let read = || {
+            Syscall::Fs(FsCall::ReadText {
+                path: "a.txt".into(),
+            })
+        };
+        let append = Syscall::Fs(FsCall::AppendText {
+            path: "log.txt".into(),
+            content: "x".into(),
+        });
+        let run = |call: Syscall| kernel.syscall_correlated(pid, call, Some("inv_r".into()));
+        let _live = kernel.begin_invocation(
+            "inv_r",
+            Invocation::new(pid, "t", Value::Null, String::new()),
+        );
+        // A first run: a read held in memory; rewound before anything was written.
+        assert_eq!(run(read()).await.unwrap(), "first");
+        std::fs::write(ws.join("a.txt"), "second").unwrap();
+        kernel.rewind_invocation("inv_r").await.unwrap();
+        assert_eq!(run(read()).await.unwrap(), "first", "replayed from memory");
+        // Then an effect (it writes the journal) and a read; rewound again.
+        run(append.clone()).await.unwrap();
+        assert_eq!(run(read()).await.unwrap(), "second");
+        std::fs::write(ws.join("a.txt"), "third").unwrap();
+        kernel.rewind_invocation("inv_r").await.unwrap();
+        assert_eq!(run(read()).await.unwrap(), "first");
+        run(append.clone()).await.unwrap();
+        assert_eq!(run(read()).await.unwrap(), "second");
+        assert_eq!(
+            std::fs::read_to_string(ws.join("log.txt")).unwrap(),
+            "x",
+            "the effect was not repeated"
+        );
+        // Past the journal, calls run fresh.
+        assert_eq!(run(read()).await.unwrap(), "third");
     }
 }

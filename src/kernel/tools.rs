@@ -595,6 +595,24 @@ impl Kernel {
         self.end_invocation(&invocation, result).await
     }
 
+    /// Runs live invocation `id` of `tool` again from the start in this host, from its
+    /// journal and in a fresh isolate (e.g. after the worker running it died): what the
+    /// first run did is replayed, never repeated (see `Kernel::rewind_invocation`). For
+    /// hosts whose isolates live in processes that can die under a call.
+    #[allow(dead_code)]
+    pub(crate) async fn retry_invocation(
+        &self,
+        pid: Pid,
+        tool: &LoadedTool,
+        id: &str,
+        args: Value,
+        start_seed: (i64, u64),
+    ) -> SysResult<Value> {
+        self.rewind_invocation(id).await?;
+        self.run_invocation(pid, tool, id, args, start_seed, true)
+            .await
+    }
+
     /// Whether `pid`'s isolate has served a call since it was last made fresh.
     fn isolate_warm(&self, pid: Pid) -> bool {
         self.inner.tools.warm.lock().contains(&pid)
@@ -749,9 +767,12 @@ impl Kernel {
                 }
                 Err(e) => Err(e),
             },
-            None => Err(SyscallError::IllegalState(format!(
-                "invocation {id} cannot resume: process {pid} or its tool {tool_name} is gone"
-            ))),
+            None => {
+                self.not_replayed(id);
+                Err(SyscallError::IllegalState(format!(
+                    "invocation {id} cannot resume: process {pid} or its tool {tool_name} is gone"
+                )))
+            }
         };
         self.end_invocation(id, result).await
     }
