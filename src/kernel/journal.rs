@@ -448,7 +448,12 @@ impl Kernel {
                 start_seed,
                 epoch,
             };
-            return self.syscall_keyed(pid, call, keyed).await;
+            let result = self.syscall_keyed(pid, call, keyed).await;
+            // As below: the key's final record is durable before the caller moves on.
+            if let Err(e) = self.inner.store.flush().await {
+                return Err(SyscallError::Internal(format!("store: {e}")));
+            }
+            return result;
         }
         let _live = self.begin_invocation(
             key,
