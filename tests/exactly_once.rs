@@ -843,3 +843,70 @@ async fn a_tool_branching_on_a_global_killed_through_mcp_is_never_sent_again_on_
     assert_eq!(diverged[0]["payload"]["called"], "net.fetch");
     assert_eq!(diverged[0]["payload"]["carried"], true);
 }
+
+#[test]
+fn a_journal_without_the_reads_before_the_first_effect_still_never_repeats_the_post() {
+    let env = Env::new();
+    let server = Recorder::start(Duration::from_secs(30));
+    let tool = env.write("order.ts", CLOCK_BRANCH);
+    let deadline = now_ms() + 12_000;
+    let args = json!({"url": server.url("/orders"), "deadline": deadline}).to_string();
+    let net = format!("--allow-net=127.0.0.1:{}", server.port);
+    let host = spawn(
+        &env,
+        &["tool", "run", tool.to_str().unwrap(), "--args", &args, &net],
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || server.posts() == 1),
+        "the tool sent its POST"
+    );
+    kill(host);
+    assert_eq!(bodies(&server), vec!["POST /orders early"]);
+    // The journal as hosts that did not journal reads before the first effect left it: the
+    // two clock reads took ordinals 0 and 1 but have no rows.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", env.db().display()))
+            .await
+            .unwrap();
+        let removed = sqlx::query("DELETE FROM journal WHERE primitive = 'clock.now'")
+            .execute(&db)
+            .await
+            .unwrap();
+        assert_eq!(removed.rows_affected(), 2);
+        db.close().await;
+    });
+    while now_ms() <= deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Late now, the replay skips the second read and reaches its POST at ordinal 1, where
+    // the journal has nothing but records the POST at 2: it stops on a human request.
+    let result = resume_after_lease_expiry(&env);
+    let outcome = &result["invocations"][0]["outcome"]["Err"];
+    assert_eq!(outcome["kind"], "NonDeterminism", "{result}");
+    let request = outcome["request_id"]
+        .as_str()
+        .expect("a request")
+        .to_string();
+    assert_eq!(
+        result["ended"],
+        json!([]),
+        "the tool run's process waits: {result}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.posts(), 1, "{:?}", server.seen.lock().unwrap());
+    // Rejected, the call fails and its process ends; nothing was sent again.
+    let rejected = env.run(&["human", "reject", &request]);
+    assert_eq!(rejected.code, 0, "{rejected:?}");
+    let resumed = env.run(&["--json", "resume"]);
+    let result = resumed.json()["result"].clone();
+    assert_eq!(
+        result["invocations"][0]["outcome"]["Err"]["kind"], "HumanRejected",
+        "{result}"
+    );
+    assert_eq!(
+        result["ended"].as_array().map(Vec::len),
+        Some(1),
+        "{result}"
+    );
+    assert_eq!(server.posts(), 1, "{:?}", server.seen.lock().unwrap());
+}

@@ -447,6 +447,51 @@ fn a_keyed_call_runs_at_most_once_per_key() {
     });
 }
 
+/// A keyed call asked again right after it finished — while its final record is still on
+/// its way to the store, and with leases that expire at once — returns its outcome: a
+/// finished invocation is never taken over and run again.
+#[test]
+fn a_finished_keyed_call_is_never_taken_over_and_run_again() {
+    let (dir, ws) = setup();
+    let rt = runtime();
+    rt.block_on(async {
+        let kernel = Kernel::open(config(dir.path(), HumanMode::FailFast))
+            .await
+            .unwrap();
+        let pid = spawn(&kernel, &["tool:*=create", "fs:log.txt=write"]).await;
+        install(
+            &kernel,
+            pid,
+            &tool(
+                "note",
+                "await libos.fs.appendText(\"log.txt\", `${args.n}\\n`); return { n: args.n };",
+            ),
+        )
+        .await;
+        let rounds = 60;
+        for n in 0..rounds {
+            let key = format!("k-{n}");
+            for _ in 0..2 {
+                let out = kernel
+                    .syscall_once(
+                        pid,
+                        &key,
+                        Syscall::Tool(JitCall::Call {
+                            name: "note".into(),
+                            args: json!({ "n": n }),
+                        }),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(out, json!({ "n": n }));
+            }
+        }
+        let written = std::fs::read_to_string(ws.join("log.txt")).unwrap();
+        let expected: String = (0..rounds).map(|n| format!("{n}\n")).collect();
+        assert_eq!(written, expected, "a keyed call ran more than once");
+    });
+}
+
 #[test]
 fn a_reused_key_with_other_arguments_is_refused() {
     let dir = tempfile::tempdir().unwrap();
