@@ -182,6 +182,84 @@ fn a_crash_after_an_append_does_not_repeat_it_on_resume() {
     });
 }
 
+/// A process that spent its whole syscall budget before the crash is resumed: the calls its
+/// journal recorded were charged when they ran, so their replay is neither refused by the
+/// budget nor taken for a divergence, and nothing is charged twice.
+#[test]
+fn a_replay_is_not_refused_by_a_budget_its_first_run_spent() {
+    let (dir, ws) = setup();
+    // Six calls before the crash; the question, interrupted before the journal recorded its
+    // answer, is asked again on resume and charged again: one more.
+    let budget = 7;
+    let pid = crash_after(dir.path(), HumanMode::Wait, |kernel| async move {
+        let pid = kernel
+            .spawn_root(SpawnOptions {
+                goal: "journal".into(),
+                grants: ["tool:*=create", "fs:log.txt=write", "human:operator=write"]
+                    .iter()
+                    .map(|g| CapabilitySpec::parse_grant(g).unwrap())
+                    .collect(),
+                budget: Some(agent_libos::kernel::Budget {
+                    syscalls: budget,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        install(&kernel, pid, &tool("step", "await libos.fs.appendText(\"log.txt\", \"x\"); const a = await libos.human.ask(\"continue?\"); return { answer: a.answer };")).await;
+        let k = kernel.clone();
+        tokio::spawn(async move {
+            k.syscall(
+                pid,
+                Syscall::Tool(JitCall::Call {
+                    name: "step".into(),
+                    args: json!({}),
+                }),
+            )
+            .await
+        });
+        wait_pending(&kernel).await;
+        // Propose, validate, register, the call, its append and its question.
+        assert_eq!(kernel.process(pid).unwrap().usage.syscalls, budget - 1);
+        pid
+    });
+    let rt = runtime();
+    rt.block_on(async {
+        let kernel = Kernel::open(config(dir.path(), HumanMode::Wait))
+            .await
+            .unwrap();
+        let pending = kernel.human_requests(false).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        let k = kernel.clone();
+        let resumed = tokio::spawn(async move { k.resume().await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        kernel
+            .human_respond(
+                &pending[0].id,
+                HumanAnswer::Answer { text: "yes".into() },
+                "alice",
+            )
+            .await
+            .unwrap();
+        let report = resumed.await.unwrap().unwrap();
+        assert_eq!(report.invocations.len(), 1);
+        assert_eq!(
+            report.invocations[0].outcome.as_ref().unwrap(),
+            &json!({"answer": "yes"}),
+            "{report:?}"
+        );
+        assert_eq!(std::fs::read_to_string(ws.join("log.txt")).unwrap(), "x");
+        assert_eq!(kernel.process(pid).unwrap().usage.syscalls, budget);
+        // The budget still holds for anything new.
+        let err = kernel
+            .syscall(pid, Syscall::Clock(ClockCall::Now))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "LimitExceeded", "{err}");
+    });
+}
+
 #[test]
 fn a_kill_while_waiting_for_approval_then_restart_then_approve_writes_exactly_once() {
     let (dir, ws) = setup();

@@ -66,7 +66,13 @@ impl Kernel {
         let span = tracing::info_span!("syscall", pid, primitive, decision = tracing::field::Empty);
         let mut scope = scope;
         let serve = async move {
-            if let Err(e) = self.gate(pid, &call).await {
+            // A call the journal recorded was charged when it first ran: its replay is
+            // neither refused by the budget nor charged again.
+            let recorded = scope
+                .correlation
+                .as_deref()
+                .is_some_and(|inv| self.journal_recorded(pid, inv, &call));
+            if let Err(e) = self.gate(pid, &call, recorded).await {
                 return self.finish(pid, &call, scope, Err(e), None).await;
             }
             let mut journal = None;
@@ -140,7 +146,7 @@ impl Kernel {
 
     /// Checks that `pid` may make a syscall now: it exists, is not terminal, is not
     /// cancelled, and has budget left. Waits while it is paused.
-    async fn gate(&self, pid: Pid, call: &Syscall) -> SysResult<()> {
+    async fn gate(&self, pid: Pid, call: &Syscall, recorded: bool) -> SysResult<()> {
         loop {
             let mut rx = {
                 let mut state = self.inner.state.lock();
@@ -160,6 +166,9 @@ impl Kernel {
                     )));
                 }
                 if !matches!(proc.status, Status::Paused | Status::Suspended) {
+                    if recorded {
+                        return Ok(());
+                    }
                     let elapsed = now.saturating_sub(proc.started_at) as u64;
                     if elapsed > proc.budget.wall_time_ms
                         && !matches!(call, Syscall::Proc(ProcCall::Exit { .. }))

@@ -271,6 +271,20 @@ impl Kernel {
 
     /// The step for the next syscall of invocation `id`, or `None` if `id` is not a live
     /// invocation of `pid`. The call is matched by its ordinal, primitive and arguments hash.
+    /// Whether the next syscall of live invocation `id` of `pid` is `call` exactly as the
+    /// journal recorded it at that ordinal (it will be answered from the journal, or settled
+    /// by a human if only its intent was recorded).
+    pub(crate) fn journal_recorded(&self, pid: Pid, id: &str, call: &Syscall) -> bool {
+        let live = self.inner.invocations.live.lock();
+        let Some(inv) = live.get(id).filter(|inv| inv.pid == pid) else {
+            return false;
+        };
+        inv.diverged.is_none()
+            && inv.replay.get(&inv.next_seq).is_some_and(|rec| {
+                rec.primitive == call.name() && rec.args_hash == call.args_hash()
+            })
+    }
+
     pub(crate) fn journal_step(
         &self,
         pid: Pid,
