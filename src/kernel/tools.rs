@@ -27,7 +27,8 @@ use super::syscall::{JitCall, MemCall, ObjectSpec, Syscall};
 use super::unwind::{catch_panic_sync, panicked};
 use super::Kernel;
 use crate::isolate::{
-    CallContext, CallError, CallLimits, CallRequest, IsolateHost, SyscallPort, ToolModule,
+    CallContext, CallError, CallLimits, CallRequest, HostStats, SyscallPort, ToolModule,
+    WorkerHost,
 };
 use crate::jit::{self, AnalyzeOptions, DeclaredTest, ToolMeta};
 use crate::store::WriteBatch;
@@ -93,11 +94,24 @@ impl Drop for NameClaim {
 }
 
 impl Kernel {
-    /// The isolate host, started on first use.
-    pub(crate) fn isolates(&self) -> &IsolateHost {
+    /// The isolate host (worker processes of the runtime binary), started on first use.
+    pub(crate) fn isolates(&self) -> &WorkerHost {
+        self.inner.isolates.get_or_init(|| {
+            let binary = crate::providers::runtime_binary::locate(
+                self.inner.config.runtime_binary.as_deref(),
+            );
+            WorkerHost::start(self.inner.config.isolates.clone(), binary)
+        })
+    }
+
+    /// Counters of the isolate workers: started, replaced, lost, runtimes created, largest
+    /// resident memory seen.
+    pub fn isolate_stats(&self) -> HostStats {
         self.inner
             .isolates
-            .get_or_init(|| IsolateHost::start(self.inner.config.isolates.clone()))
+            .get()
+            .map(WorkerHost::stats)
+            .unwrap_or_default()
     }
 
     pub(crate) async fn tool_call(
