@@ -449,3 +449,7 @@ async fn read_loop(conn: Arc<Conn>, mut reader: OwnedReadHalf) {
     };
     conn.kill(&why);
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

@@ -181,6 +181,8 @@ pub struct HostStats {
     pub workers_replaced: usize,
     /// Worker processes that died or were killed.
     pub workers_lost: usize,
+    /// Worker processes running now (the current ones and those draining).
+    pub workers_live: usize,
     /// Runtimes the worker processes created.
     pub runtimes_created: u64,
     /// The largest resident memory of a worker process seen, in bytes.

@@ -70,6 +70,8 @@ struct Inner {
     placement: Mutex<HashMap<i64, Arc<Conn>>>,
     serial: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     cancelled: Mutex<HashSet<i64>>,
+    /// Numbers given to workers (one per attempt to start one).
+    numbers: AtomicU64,
     started: AtomicUsize,
     replaced: AtomicUsize,
     lost: AtomicUsize,
@@ -125,6 +127,7 @@ impl WorkerHost {
                 placement: Mutex::new(HashMap::new()),
                 serial: Mutex::new(HashMap::new()),
                 cancelled: Mutex::new(HashSet::new()),
+                numbers: AtomicU64::new(0),
                 started: AtomicUsize::new(0),
                 replaced: AtomicUsize::new(0),
                 lost: AtomicUsize::new(0),
@@ -241,6 +244,7 @@ impl WorkerHost {
             workers_started: self.inner.started.load(Ordering::Relaxed),
             workers_replaced: self.inner.replaced.load(Ordering::Relaxed),
             workers_lost: self.inner.lost.load(Ordering::Relaxed),
+            workers_live: live.len(),
             runtimes_created: created + self.inner.created_before.load(Ordering::Relaxed),
             max_worker_rss_bytes: self.inner.max_rss.load(Ordering::Relaxed),
         }
@@ -300,8 +304,9 @@ impl WorkerHost {
             if conn.ended().is_none() && !conn.is_draining() {
                 return Ok(conn.clone());
             }
+            self.forget_worker(conn);
         }
-        let number = self.inner.started.fetch_add(1, Ordering::Relaxed) as u64;
+        let number = self.inner.numbers.fetch_add(1, Ordering::Relaxed);
         let config = &self.inner.config;
         let sizes = match kind {
             Kind::Processes => WorkerSizes {
@@ -334,6 +339,7 @@ impl WorkerHost {
                 )
             })?;
         tracing::info!(worker = number, ?kind, pid = conn.os_pid, "isolate worker started");
+        self.inner.started.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.live).push(conn.clone());
         *slot = Some(conn.clone());
         Ok(conn)
