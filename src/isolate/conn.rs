@@ -302,14 +302,17 @@ impl Conn {
                     Some(CallEvent::Syscall { seq, request }) => {
                         let served = req.port.syscall(&req.ctx, request);
                         let out = self.out.clone();
-                        syscalls.push(async move {
+                        // A task of its own: the kernel's syscall futures are deep, and this
+                        // one is polled at the top of the caller's runtime, not under the
+                        // caller's stack. It finishes even if the caller goes away.
+                        syscalls.push(tokio::spawn(async move {
                             let outcome = served.await;
                             if let Ok(bytes) =
                                 frame::encode(&ToWorker::SyscallReply { call, seq, outcome })
                             {
                                 let _ = out.send(bytes);
                             }
-                        });
+                        }));
                     }
                     Some(CallEvent::Console { level, text }) => {
                         req.port.console(&req.ctx, &level, &text);
@@ -318,7 +321,7 @@ impl Conn {
                     Some(CallEvent::Lost(why)) => break Err(lost(self.number, &why)),
                     None => break Err(lost(self.number, "the connection ended")),
                 },
-                Some(()) = syscalls.next(), if !syscalls.is_empty() => {}
+                Some(_) = syscalls.next(), if !syscalls.is_empty() => {}
             }
         };
         while syscalls.next().await.is_some() {}

@@ -181,6 +181,11 @@ impl WorkerHost {
 
     /// Runs a tool call in `pid`'s isolate, attaching one first if needed.
     pub async fn call(&self, pid: i64, req: CallRequest) -> Result<Value, CallError> {
+        // On the heap: this future is awaited deep inside the kernel's own.
+        Box::pin(self.call_inner(pid, req)).await
+    }
+
+    async fn call_inner(&self, pid: i64, req: CallRequest) -> Result<Value, CallError> {
         if req.ctx.pid != pid {
             return Err(CallError::Internal(format!(
                 "a call for pid {pid} carries the context of pid {}",
@@ -208,6 +213,10 @@ impl WorkerHost {
     /// Runs a call in a fresh isolate that is dropped afterwards (declared tests, mock
     /// ports), on the test worker.
     pub async fn run_ephemeral(&self, req: CallRequest) -> Result<Value, CallError> {
+        Box::pin(self.run_ephemeral_inner(req)).await
+    }
+
+    async fn run_ephemeral_inner(&self, req: CallRequest) -> Result<Value, CallError> {
         let pid = req.ctx.pid;
         for _ in 0..MAX_ATTEMPTS {
             self.refuse_cancelled(pid)?;
