@@ -17,6 +17,13 @@ use serde_json::Value;
 
 use super::{CallError, CallLimits, IsolateError};
 
+/// The largest frame the kernel reads from a worker: above any result or syscall request a
+/// call's limits allow, and a bound on what a compromised worker can make it allocate.
+pub const MAX_FROM_WORKER: usize = 256 << 20;
+/// The largest frame a worker reads from the kernel (a syscall's answer can be as large as
+/// the operator's fs and fetch limits allow; the kernel is trusted).
+pub const MAX_TO_WORKER: usize = u32::MAX as usize;
+
 /// The hidden argument that makes the runtime binary an isolate worker.
 pub const WORKER_MODE: &str = "__isolate-worker";
 

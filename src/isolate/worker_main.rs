@@ -24,10 +24,11 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::wire::{FromWorker, ToWorker, WorkerUsage, WORKER_MODE};
+use super::wire::{FromWorker, ToWorker, WorkerUsage, MAX_TO_WORKER, WORKER_MODE};
 use super::{
     slots, BoxFuture, CallContext, CallRequest, HostConfig, IsolateHost, SyscallPort, ToolModule,
 };
+use crate::providers::worker_process;
 use crate::util::frame;
 
 /// Runs the worker if the process was started as one; returns its exit code.
@@ -88,13 +89,9 @@ type Pending = Arc<Mutex<HashMap<(u64, u64), oneshot::Sender<Result<Value, Value
 
 async fn serve(control: OwnedFd) -> i32 {
     let stream = std::os::unix::net::UnixStream::from(control);
-    if stream.set_nonblocking(true).is_err() {
-        return 2;
-    }
-    let Ok(stream) = tokio::net::UnixStream::from_std(stream) else {
+    let Ok((mut reader, mut writer)) = worker_process::split(stream) else {
         return 2;
     };
-    let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
@@ -105,7 +102,7 @@ async fn serve(control: OwnedFd) -> i32 {
         }
     });
     let out = Outbox(tx);
-    let sizes = match frame::read::<ToWorker>(&mut reader, frame::MAX_FRAME).await {
+    let sizes = match frame::read::<ToWorker>(&mut reader, MAX_TO_WORKER).await {
         Ok(Some(ToWorker::Start { sizes })) => sizes,
         _ => return 2,
     };
@@ -119,7 +116,7 @@ async fn serve(control: OwnedFd) -> i32 {
     let pending: Pending = Arc::default();
     let mut modules: HashMap<String, Arc<ToolModule>> = HashMap::new();
     loop {
-        let message = match frame::read::<ToWorker>(&mut reader, frame::MAX_FRAME).await {
+        let message = match frame::read::<ToWorker>(&mut reader, MAX_TO_WORKER).await {
             Ok(Some(message)) => message,
             // The kernel closed the socket, or its frames cannot be trusted: stop.
             Ok(None) | Err(_) => return 0,

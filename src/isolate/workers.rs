@@ -110,10 +110,7 @@ impl WorkerHost {
         let runtime = handle_rx
             .recv()
             .expect("the isolate workers' thread starts its runtime");
-        let env = WORKER_ENV
-            .iter()
-            .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
-            .collect();
+        let env = crate::providers::worker_process::passthrough_env(WORKER_ENV);
         WorkerHost {
             inner: Arc::new(Inner {
                 config,

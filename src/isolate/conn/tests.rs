@@ -5,12 +5,19 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
 
 use crate::isolate::wire::{FromWorker, ToWorker, WorkerUsage};
 use super::*;
 use crate::isolate::{BoxFuture, CallContext, CallLimits, CallRequest, SyscallPort, ToolModule};
+use crate::isolate::wire::MAX_FROM_WORKER;
+use crate::providers::worker_process::{self, Reader, Writer};
 use crate::util::frame;
+
+/// The test's end of a worker socket.
+struct UnixStream {
+    reader: Reader,
+    writer: Writer,
+}
 
 /// Records the context and request of every syscall it serves.
 #[derive(Default)]
@@ -53,13 +60,13 @@ fn request(pid: i64, port: Arc<RecordingPort>) -> CallRequest {
 /// A connection whose other end the test plays.
 fn pair(number: u64) -> (Arc<Conn>, UnixStream) {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    theirs.set_nonblocking(true).unwrap();
     let conn = Conn::over(ours, number, None, None).unwrap();
-    (conn, UnixStream::from_std(theirs).unwrap())
+    let (reader, writer) = worker_process::split(theirs).unwrap();
+    (conn, UnixStream { reader, writer })
 }
 
 async fn next(worker: &mut UnixStream) -> ToWorker {
-    frame::read(worker, frame::MAX_FRAME)
+    frame::read(&mut worker.reader, frame::MAX_FRAME)
         .await
         .unwrap()
         .expect("a frame")
@@ -75,7 +82,7 @@ async fn call_id(worker: &mut UnixStream) -> u64 {
 }
 
 async fn say(worker: &mut UnixStream, message: &FromWorker) {
-    frame::write(worker, &frame::encode(message).unwrap())
+    frame::write(&mut worker.writer, &frame::encode(message).unwrap())
         .await
         .unwrap();
 }
@@ -184,7 +191,7 @@ async fn a_worker_that_sends_garbage_oversized_frames_or_dies_fails_only_its_own
         bytes.extend_from_slice(b"{{{{{");
         bytes
     };
-    let oversized = ((frame::MAX_FRAME + 1) as u32).to_le_bytes().to_vec();
+    let oversized = ((MAX_FROM_WORKER + 1) as u32).to_le_bytes().to_vec();
     let unknown = frame::encode(&json!({"op": "take_over", "pid": 1})).unwrap();
     for (case, bytes) in [
         ("garbage", Some(garbage)),
@@ -202,7 +209,7 @@ async fn a_worker_that_sends_garbage_oversized_frames_or_dies_fails_only_its_own
         call_id(&mut broken_worker).await;
         let fine_id = call_id(&mut healthy_worker).await;
         match bytes {
-            Some(bytes) => broken_worker.write_all(&bytes).await.unwrap(),
+            Some(bytes) => broken_worker.writer.write_all(&bytes).await.unwrap(),
             None => drop(broken_worker),
         }
         for running in [doomed, other] {

@@ -14,18 +14,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 
-use super::wire::{FromWorker, ToWorker, WorkerSizes, WorkerUsage, WORKER_MODE};
+use super::wire::{FromWorker, ToWorker, WorkerSizes, WorkerUsage, MAX_FROM_WORKER, WORKER_MODE};
 use super::{CallError, CallRequest, IsolateError};
+use crate::providers::worker_process::{self, Reader};
 use crate::util::frame;
 
 /// Call ids, unique in the kernel process.
@@ -85,17 +84,8 @@ impl Conn {
         sizes: WorkerSizes,
         env: &[(String, String)],
     ) -> std::io::Result<Arc<Conn>> {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        let child = tokio::process::Command::new(binary)
-            .arg(WORKER_MODE)
-            .arg(std::process::id().to_string())
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()?;
+        let args = [WORKER_MODE.to_string(), std::process::id().to_string()];
+        let (child, ours) = worker_process::spawn(binary, &args, env)?;
         let os_pid = child.id();
         let conn = Conn::over(ours, number, os_pid, Some(child))?;
         conn.send(&ToWorker::Start { sizes });
@@ -109,8 +99,7 @@ impl Conn {
         os_pid: Option<u32>,
         child: Option<tokio::process::Child>,
     ) -> std::io::Result<Arc<Conn>> {
-        socket.set_nonblocking(true)?;
-        let (reader, mut writer) = tokio::net::UnixStream::from_std(socket)?.into_split();
+        let (reader, mut writer) = worker_process::split(socket)?;
         let (out, mut frames) = mpsc::unbounded_channel::<Vec<u8>>();
         let conn = Arc::new(Conn {
             number,
@@ -187,11 +176,7 @@ impl Conn {
 
     /// The worker's resident memory, read by the kernel from `/proc/<pid>/statm`.
     pub(crate) fn rss_bytes(&self) -> Option<u64> {
-        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.os_pid?)).ok()?;
-        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-        // SAFETY: a plain query.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        Some(pages * page.max(1) as u64)
+        worker_process::rss_bytes(self.os_pid?)
     }
 
     pub(crate) fn interrupt(&self, pid: i64) {
@@ -442,9 +427,9 @@ fn not_running(call: u64) -> Value {
     })
 }
 
-async fn read_loop(conn: Arc<Conn>, mut reader: OwnedReadHalf) {
+async fn read_loop(conn: Arc<Conn>, mut reader: Reader) {
     let why = loop {
-        match frame::read::<FromWorker>(&mut reader, frame::MAX_FRAME).await {
+        match frame::read::<FromWorker>(&mut reader, MAX_FROM_WORKER).await {
             Ok(Some(message)) => conn.dispatch(message),
             Ok(None) => break "the worker closed its socket".to_string(),
             Err(e) => break format!("the worker sent an unreadable frame: {e}"),
@@ -454,5 +439,4 @@ async fn read_loop(conn: Arc<Conn>, mut reader: OwnedReadHalf) {
 }
 
 #[cfg(test)]
-#[path = "conn_tests.rs"]
 mod tests;
