@@ -188,6 +188,9 @@ const REFUSED_BY_SECCOMP: &[(&str, &str)] = &[
     ("fork", "fork"),
     ("raise_address_space", "setrlimit"),
     ("signal_parent", "kill"),
+    ("map_executable", "mmap"),
+    ("disarm_parent_death_signal", "prctl"),
+    ("limit_parent", "prlimit"),
 ];
 
 #[test]
@@ -226,8 +229,19 @@ fn a_confined_worker_runs_the_engine_and_reaches_nothing() {
     for caps in ["CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"] {
         assert_eq!(status_field(pid, caps), "0000000000000000", "{caps}");
     }
-    let peak = kib(&status_field(pid, "VmPeak")) * 1024;
+    // Resource limits, soft and hard: no core file, few descriptors, the address-space cap.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let cap = report["confined"]["address_space_bytes"].as_u64().unwrap();
+    for (name, value) in [
+        ("Max core file size", "0".to_string()),
+        ("Max open files", "64".to_string()),
+        ("Max address space", cap.to_string()),
+    ] {
+        let line = limits.lines().find(|l| l.starts_with(name)).unwrap();
+        let fields: Vec<&str> = line[name.len()..].split_whitespace().collect();
+        assert_eq!(&fields[..2], [value.as_str(), value.as_str()], "{line}");
+    }
+    let peak = kib(&status_field(pid, "VmPeak")) * 1024;
     assert!(peak <= cap, "VmPeak {peak} above the cap {cap}");
     let (status, rest) = worker.finish();
     assert_eq!(status.code(), Some(0), "{status:?} {rest}");
@@ -272,6 +286,26 @@ fn landlock_alone_denies_files_tcp_signals_and_abstract_sockets() {
     assert!(targets.tcp.accept().is_err());
     assert!(targets.abstract_socket.accept().is_err());
     assert!(!targets.workspace.path().join("created.txt").exists());
+}
+
+#[test]
+fn seccomp_alone_refuses_files_network_processes_and_signals() {
+    // What a worker keeps on a host without Landlock, when the operator allowed that.
+    let targets = Targets::new();
+    let mut worker = start(&targets.probe(json!({ "without_landlock": true })));
+    let report = worker.report();
+    assert_engine_worked(&report);
+    assert_eq!(report["confined"]["landlock_abi"], Value::Null, "{report}");
+    for (name, step) in REFUSED_BY_SECCOMP {
+        assert_eq!(
+            attempt(&report, name),
+            (EPERM, step.to_string()),
+            "{name}: {report}"
+        );
+    }
+    let (status, rest) = worker.finish();
+    assert_eq!(status.code(), Some(0), "{status:?} {rest}");
+    targets.assert_untouched();
 }
 
 #[test]

@@ -134,6 +134,16 @@ fn step(step: &'static str) -> impl FnOnce(io::Error) -> ConfineError {
 /// thread. Every descriptor the worker will use must already be open (the control socket
 /// on 0); none can be opened afterwards. On error the worker must exit without running
 /// anything.
+///
+/// **Spawning side:** the parent-death signal follows the *thread* that spawned the
+/// worker, not the runtime: spawn workers from a thread that lives as long as they should
+/// (not tokio's blocking pool, whose idle threads exit), and create the control socket pair
+/// in the runtime process (its creator is the expected parent when
+/// [`WorkerConfinement::parent`] is `None`).
+///
+/// **Inside:** tokio (any runtime with I/O: its signal driver makes a socket pair), std
+/// threads and the isolate host work; `/etc/localtime` cannot be read, so local time is
+/// UTC; `available_parallelism` falls back to the affinity mask (no cgroup files).
 pub fn confine_worker(limits: &WorkerConfinement) -> Result<Confined, ConfineError> {
     confine_with(limits, Layers::ALL)
 }

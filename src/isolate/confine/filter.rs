@@ -40,7 +40,6 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_getppid,
     libc::SYS_sched_yield,
     libc::SYS_sched_getaffinity,
-    libc::SYS_membarrier,
     libc::SYS_exit,
     libc::SYS_exit_group,
     // clone3 passes here and is answered ENOSYS by the third filter.
@@ -64,9 +63,7 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_epoll_create1,
     libc::SYS_epoll_ctl,
     libc::SYS_epoll_pwait,
-    libc::SYS_epoll_pwait2,
     libc::SYS_eventfd2,
-    libc::SYS_ppoll,
     // I/O on descriptors the worker already holds (the control socket, stdio).
     libc::SYS_read,
     libc::SYS_write,
@@ -78,18 +75,11 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_shutdown,
     libc::SYS_getsockopt,
     libc::SYS_close,
-    libc::SYS_fstat,
-    // Reading its own state: limits, capabilities (for reports).
+    // Reading its own capabilities (reports).
     libc::SYS_capget,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_getrlimit,
-    // x86-64 only spellings of the calls above.
+    // The x86-64 only spelling of epoll_pwait.
     #[cfg(target_arch = "x86_64")]
     libc::SYS_epoll_wait,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_poll,
-    #[cfg(target_arch = "x86_64")]
-    libc::SYS_time,
 ];
 
 /// Calls that no engine, runtime or allocator makes: a worker that tries one is running an

@@ -6,8 +6,8 @@
 //! [`Report`] of what each attempt got. It then waits for the control socket to close and
 //! ends with the attempt named by `finale` (a call on the kill list), if any.
 //!
-//! The probe (one JSON argument) may leave the seccomp layer out, so that the test can show
-//! what Landlock alone stops; workers never do.
+//! The probe (one JSON argument) may leave the seccomp layer or Landlock out, so that the
+//! test can show what each stops alone; workers never do.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -48,6 +48,9 @@ struct Probe {
     /// Leave the seccomp layer out (to observe Landlock alone).
     #[serde(default)]
     without_seccomp: bool,
+    /// Leave Landlock out (to observe seccomp alone, as on a host without Landlock).
+    #[serde(default)]
+    without_landlock: bool,
     /// Start a thread before confining (the confinement must refuse).
     #[serde(default)]
     thread_first: bool,
@@ -104,7 +107,7 @@ fn run(probe: Probe) -> i32 {
         .thread_first
         .then(|| std::thread::spawn(std::thread::park));
     let layers = Layers {
-        landlock: true,
+        landlock: !probe.without_landlock,
         seccomp: !probe.without_seccomp,
     };
     let confined = match confine_with(&limits, layers) {
@@ -529,7 +532,40 @@ fn attack(probe: &Probe, address_space: u64) -> BTreeMap<&'static str, Attempt> 
         "raise_address_space",
         outcome(done("setrlimit", raised as libc::c_long).map(|_| ())),
     );
-    attempts.insert("map_beyond_address_space", map(address_space));
+    // Another process's limits (the runtime's: same user) are out of reach. Harmless if it
+    // succeeded: no core files for the test process.
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit struct; no old-value pointer.
+    let limited = unsafe {
+        libc::prlimit(
+            libc::getppid(),
+            libc::RLIMIT_CORE,
+            &no_core,
+            std::ptr::null_mut(),
+        )
+    };
+    attempts.insert(
+        "limit_parent",
+        outcome(done("prlimit", limited as libc::c_long).map(|_| ())),
+    );
+    attempts.insert(
+        "map_beyond_address_space",
+        map(address_space, libc::PROT_NONE),
+    );
+    attempts.insert(
+        "map_executable",
+        map(4096, libc::PROT_READ | libc::PROT_EXEC),
+    );
+    // A worker that could disarm its parent-death signal would outlive the runtime.
+    // SAFETY: plain prctl.
+    let disarmed = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    attempts.insert(
+        "disarm_parent_death_signal",
+        outcome(done("prctl", disarmed as libc::c_long).map(|_| ())),
+    );
     attempts.insert("fork", fork_child(None));
     if probe.without_seccomp {
         // With seccomp, exec kills the worker: that is the finale's job.
@@ -538,14 +574,14 @@ fn attack(probe: &Probe, address_space: u64) -> BTreeMap<&'static str, Attempt> 
     attempts
 }
 
-/// Reserves `bytes` of address space (no memory: `PROT_NONE`, `MAP_NORESERVE`).
-fn map(bytes: u64) -> Attempt {
+/// Maps `bytes` of anonymous memory with `prot` (`MAP_NORESERVE`: no memory is committed).
+fn map(bytes: u64, prot: i32) -> Attempt {
     // SAFETY: an anonymous reservation, unmapped at once if it succeeds.
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             bytes as usize,
-            libc::PROT_NONE,
+            prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
