@@ -86,7 +86,14 @@ async fn tools_run_in_worker_processes_and_their_syscalls_in_the_kernel() {
     let stats = h.kernel.isolate_stats();
     assert!(stats.workers_started >= 2, "{stats:?}");
     assert!(stats.runtimes_created >= 2, "{stats:?}");
-    assert!(!worker_pids().is_empty());
+    // Every worker runs confined: no new privileges, a seccomp filter.
+    let workers = worker_pids();
+    assert!(!workers.is_empty());
+    for pid in workers {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+        assert!(status.contains("Seccomp:\t2"), "{status}");
+    }
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@
 //! Nothing under `src/isolate` refers to the kernel; `kernel::tools` maps [`CallError`]s to
 //! syscall errors.
 
+pub mod confine;
 mod conn;
 mod engine_env;
 mod limits;

@@ -7,6 +7,9 @@
 //! console line goes to the kernel under the kernel's call id, and the kernel serves it with
 //! its own record of that call. The worker holds no authority of its own.
 //!
+//! Before anything else the worker confines itself (`confine.rs`: no filesystem, no TCP, a
+//! seccomp allowlist, no new privileges, an address-space limit, parent-death signal).
+//!
 //! Lifeline: the worker exits when the kernel's side of the socket closes, when a frame from
 //! the kernel cannot be read, and (parent-death signal) when the thread that started it
 //! ends.
@@ -42,15 +45,15 @@ pub fn run_hidden_mode() -> Option<i32> {
 }
 
 fn main(parent: Option<i32>) -> i32 {
-    // SAFETY: plain process-attribute calls, made while the process has one thread.
-    unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-            return 2;
-        }
-        // The parent may have died before the signal was armed.
-        if parent.is_some_and(|p| libc::getppid() != p) {
-            return 2;
-        }
+    // First, while the process has one thread: the OS confinement (parent-death signal
+    // included; see `confine.rs`).
+    let confinement = super::confine::WorkerConfinement {
+        parent,
+        ..Default::default()
+    };
+    if let Err(e) = super::confine::confine_worker(&confinement) {
+        eprintln!("isolate worker: cannot confine itself: {e}");
+        return 2;
     }
     // SAFETY: duplicating our own stdin to a close-on-exec descriptor above the stdio range.
     let raw = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 10) };

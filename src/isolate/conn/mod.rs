@@ -27,6 +27,11 @@ use super::{CallError, CallRequest, IsolateError};
 use crate::providers::worker_process::{self, Reader};
 use crate::util::frame;
 
+/// How long past its wall-clock limit a call may go unanswered before the kernel kills its
+/// worker. The worker's own watchdog answers a stopped call within a few seconds even when
+/// the engine cannot interrupt it; past this, the worker itself is stuck.
+pub(crate) const HANG_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Call ids, unique in the kernel process.
 static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 
@@ -281,8 +286,22 @@ impl Conn {
         // Removes the record however this future ends (the caller may drop it).
         let _running = Unlist { conn: self, call };
         let mut syscalls = FuturesUnordered::new();
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(req.limits.wall_ms)
+            + HANG_GRACE;
         let outcome = loop {
             tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.kill(&format!("call {call} did not end within its wall-clock limit"));
+                    break Err(CallError::Limit {
+                        limit: "cpu_time".into(),
+                        detail: format!(
+                            "the call did not stop within its wall-clock limit of {} ms and {} s more; the isolate worker running it was killed",
+                            req.limits.wall_ms,
+                            HANG_GRACE.as_secs()
+                        ),
+                    });
+                }
                 event = rx.recv() => match event {
                     Some(CallEvent::Syscall { seq, request }) => {
                         let served = req.port.syscall(&req.ctx, request);

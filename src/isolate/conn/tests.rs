@@ -279,3 +279,31 @@ async fn a_syscall_in_flight_when_the_worker_dies_is_finished_before_the_call_re
     ));
     assert!(started.elapsed() >= std::time::Duration::from_millis(150));
 }
+
+#[tokio::test]
+async fn a_call_its_worker_never_answers_is_ended_by_killing_the_worker() {
+    let (conn, mut worker) = pair(1);
+    let port = Arc::<RecordingPort>::default();
+    let mut hung = request(7, port.clone());
+    hung.limits.wall_ms = 50;
+    let hung = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(7, &hung, false).await })
+    };
+    let bystander = start_call(&conn, 9, port);
+    call_id(&mut worker).await;
+    call_id(&mut worker).await;
+    let started = std::time::Instant::now();
+    match hung.await.unwrap() {
+        Some(Err(CallError::Limit { limit, .. })) => assert_eq!(limit, "cpu_time"),
+        other => panic!("expected cpu_time, got {other:?}"),
+    }
+    assert!(started.elapsed() >= HANG_GRACE);
+    assert!(conn.ended().is_some());
+    match bystander.await.unwrap() {
+        Some(Err(CallError::Internal(message))) => {
+            assert!(message.contains("stopped while the call ran"), "{message}")
+        }
+        other => panic!("expected the worker's death, got {other:?}"),
+    }
+}
