@@ -196,7 +196,9 @@ async fn a_worker_killed_mid_call_fails_only_its_calls_and_is_replaced() {
         .spawn_root(agent_libos::kernel::SpawnOptions {
             image: Some("patient".into()),
             goal: "spin".into(),
-            grants: vec![agent_libos::kernel::CapabilitySpec::parse_grant("tool:*=create").unwrap()],
+            grants: vec![
+                agent_libos::kernel::CapabilitySpec::parse_grant("tool:*=create").unwrap(),
+            ],
             ..Default::default()
         })
         .await

@@ -284,7 +284,10 @@ async fn worker_costs() -> anyhow::Result<()> {
         anyhow::ensure!(report["ok"] == true, "validation failed: {report}");
         samples.push(t.elapsed());
     }
-    report("tool.validate, one declared test (a fresh runtime)", samples);
+    report(
+        "tool.validate, one declared test (a fresh runtime)",
+        samples,
+    );
     let stats = b.kernel.isolate_stats();
     println!(
         "{:<58} {:.1} ({} replaced, {} runtimes created, largest worker {} MiB)",

@@ -41,7 +41,9 @@ pub struct WorkerSizes {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ToWorker {
     /// The first frame.
-    Start { sizes: WorkerSizes },
+    Start {
+        sizes: WorkerSizes,
+    },
     /// A tool module, sent once per hash before the first call that needs it.
     Module {
         hash: String,
@@ -66,9 +68,16 @@ pub enum ToWorker {
         seq: u64,
         outcome: Result<Value, Value>,
     },
-    Attach { id: u64, pid: i64 },
-    Detach { pid: i64 },
-    Interrupt { pid: i64 },
+    Attach {
+        id: u64,
+        pid: i64,
+    },
+    Detach {
+        pid: i64,
+    },
+    Interrupt {
+        pid: i64,
+    },
     Shutdown,
 }
 

@@ -244,7 +244,11 @@ struct IpcPort {
 }
 
 impl SyscallPort for IpcPort {
-    fn syscall(&self, _ctx: &CallContext, request: Value) -> BoxFuture<'static, Result<Value, Value>> {
+    fn syscall(
+        &self,
+        _ctx: &CallContext,
+        request: Value,
+    ) -> BoxFuture<'static, Result<Value, Value>> {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending

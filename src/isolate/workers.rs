@@ -344,7 +344,12 @@ impl WorkerHost {
                     binary.display()
                 )
             })?;
-        tracing::info!(worker = number, ?kind, pid = conn.os_pid, "isolate worker started");
+        tracing::info!(
+            worker = number,
+            ?kind,
+            pid = conn.os_pid,
+            "isolate worker started"
+        );
         self.inner.started.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.live).push(conn.clone());
         *slot = Some(conn.clone());

@@ -27,8 +27,7 @@ use super::syscall::{JitCall, MemCall, ObjectSpec, Syscall};
 use super::unwind::{catch_panic_sync, panicked};
 use super::Kernel;
 use crate::isolate::{
-    CallContext, CallError, CallLimits, CallRequest, HostStats, SyscallPort, ToolModule,
-    WorkerHost,
+    CallContext, CallError, CallLimits, CallRequest, HostStats, SyscallPort, ToolModule, WorkerHost,
 };
 use crate::jit::{self, AnalyzeOptions, DeclaredTest, ToolMeta};
 use crate::store::WriteBatch;

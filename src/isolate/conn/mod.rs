@@ -37,8 +37,14 @@ static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 
 /// What the reader hands to a waiting call.
 enum CallEvent {
-    Syscall { seq: u64, request: Value },
-    Console { level: String, text: String },
+    Syscall {
+        seq: u64,
+        request: Value,
+    },
+    Console {
+        level: String,
+        text: String,
+    },
     Done(Result<Value, CallError>),
     /// The worker is gone.
     Lost(String),
@@ -286,6 +292,7 @@ impl Conn {
         // Removes the record however this future ends (the caller may drop it).
         let _running = Unlist { conn: self, call };
         let mut syscalls = FuturesUnordered::new();
+        let (mut served, mut console_bytes) = (0u64, 0usize);
         let deadline = tokio::time::Instant::now()
             + std::time::Duration::from_millis(req.limits.wall_ms)
             + HANG_GRACE;
@@ -304,13 +311,25 @@ impl Conn {
                 }
                 event = rx.recv() => match event {
                     Some(CallEvent::Syscall { seq, request }) => {
-                        let served = req.port.syscall(&req.ctx, request);
+                        // The worker counts too; this count holds against a worker that
+                        // does not.
+                        if served >= req.limits.max_syscalls {
+                            tracing::warn!(worker = self.number, call, "refused a syscall past the call's limit");
+                            self.send(&ToWorker::SyscallReply {
+                                call,
+                                seq,
+                                outcome: Err(too_many_syscalls(req.limits.max_syscalls)),
+                            });
+                            continue;
+                        }
+                        served += 1;
+                        let answer = req.port.syscall(&req.ctx, request);
                         let out = self.out.clone();
                         // A task of its own: the kernel's syscall futures are deep, and this
                         // one is polled at the top of the caller's runtime, not under the
                         // caller's stack. It finishes even if the caller goes away.
                         syscalls.push(tokio::spawn(async move {
-                            let outcome = served.await;
+                            let outcome = answer.await;
                             if let Ok(bytes) =
                                 frame::encode(&ToWorker::SyscallReply { call, seq, outcome })
                             {
@@ -319,7 +338,10 @@ impl Conn {
                         }));
                     }
                     Some(CallEvent::Console { level, text }) => {
-                        req.port.console(&req.ctx, &level, &text);
+                        console_bytes = console_bytes.saturating_add(text.len());
+                        if console_bytes <= req.limits.max_console_bytes {
+                            req.port.console(&req.ctx, &level, &text);
+                        }
                     }
                     Some(CallEvent::Done(outcome)) => break outcome,
                     Some(CallEvent::Lost(why)) => break Err(lost(self.number, &why)),
@@ -432,6 +454,15 @@ fn lost(worker: u64, why: &str) -> CallError {
     CallError::Internal(format!(
         "isolate worker {worker} stopped while the call ran ({why}); the process's next call gets a fresh isolate"
     ))
+}
+
+/// The refusal of a syscall past the call's `max_syscalls` (the ops' own wording).
+fn too_many_syscalls(max: u64) -> Value {
+    json!({
+        "kind": "LimitExceeded",
+        "message": format!("limit exceeded: syscalls: a tool call may make at most {max} syscalls"),
+        "limit": "syscalls",
+    })
 }
 
 /// The denial of a syscall attributed to a call that is not running on the worker.

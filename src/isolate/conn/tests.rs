@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::isolate::wire::{FromWorker, ToWorker, WorkerUsage};
 use super::*;
-use crate::isolate::{BoxFuture, CallContext, CallLimits, CallRequest, SyscallPort, ToolModule};
 use crate::isolate::wire::MAX_FROM_WORKER;
+use crate::isolate::wire::{FromWorker, ToWorker, WorkerUsage};
+use crate::isolate::{BoxFuture, CallContext, CallLimits, CallRequest, SyscallPort, ToolModule};
 use crate::providers::worker_process::{self, Reader, Writer};
 use crate::util::frame;
 
@@ -144,7 +144,9 @@ async fn the_kernel_refuses_a_syscall_attributed_to_a_call_not_running_on_that_w
     )
     .await;
     match next(&mut worker_a).await {
-        ToWorker::SyscallReply { seq: 2, outcome, .. } => {
+        ToWorker::SyscallReply {
+            seq: 2, outcome, ..
+        } => {
             assert_eq!(outcome, Ok(json!("served")))
         }
         other => panic!("expected the reply, got {other:?}"),
@@ -179,7 +181,11 @@ async fn the_kernel_refuses_a_syscall_attributed_to_a_call_not_running_on_that_w
     .await;
     assert!(matches!(
         next(&mut worker_a).await,
-        ToWorker::SyscallReply { seq: 3, outcome: Err(_), .. }
+        ToWorker::SyscallReply {
+            seq: 3,
+            outcome: Err(_),
+            ..
+        }
     ));
     assert_eq!(port_a.served.lock().unwrap().len(), 1);
 }
@@ -215,14 +221,20 @@ async fn a_worker_that_sends_garbage_oversized_frames_or_dies_fails_only_its_own
         for running in [doomed, other] {
             match running.await.unwrap() {
                 Some(Err(CallError::Internal(message))) => {
-                    assert!(message.contains("isolate worker 1 stopped"), "{case}: {message}")
+                    assert!(
+                        message.contains("isolate worker 1 stopped"),
+                        "{case}: {message}"
+                    )
                 }
                 got => panic!("{case}: expected the call to fail, got {got:?}"),
             }
         }
         assert!(broken.ended().is_some(), "{case}");
         // The broken worker takes no more work; the other one is untouched.
-        assert!(broken.call(7, &request(7, port.clone()), false).await.is_none());
+        assert!(broken
+            .call(7, &request(7, port.clone()), false)
+            .await
+            .is_none());
         say(
             &mut healthy_worker,
             &FromWorker::Done {
@@ -306,4 +318,70 @@ async fn a_call_its_worker_never_answers_is_ended_by_killing_the_worker() {
         }
         other => panic!("expected the worker's death, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_worker_cannot_make_more_syscalls_or_console_output_than_the_call_allows() {
+    struct Counting(Mutex<(usize, usize)>);
+    impl SyscallPort for Counting {
+        fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+            self.0.lock().unwrap().0 += 1;
+            Box::pin(async { Ok(json!("served")) })
+        }
+        fn console(&self, _: &CallContext, _: &str, text: &str) {
+            self.0.lock().unwrap().1 += text.len();
+        }
+    }
+    let (conn, mut worker) = pair(1);
+    let port = Arc::new(Counting(Mutex::default()));
+    let mut req = request(7, Arc::default());
+    req.port = port.clone();
+    req.limits.max_syscalls = 3;
+    req.limits.max_console_bytes = 10;
+    let running = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(7, &req, false).await })
+    };
+    let call = call_id(&mut worker).await;
+    for seq in 0..5 {
+        say(
+            &mut worker,
+            &FromWorker::Console {
+                call,
+                level: "log".into(),
+                text: "12345".into(),
+            },
+        )
+        .await;
+        say(
+            &mut worker,
+            &FromWorker::Syscall {
+                call,
+                seq,
+                request: json!({"primitive": "fs.write_text"}),
+            },
+        )
+        .await;
+        match next(&mut worker).await {
+            ToWorker::SyscallReply { outcome, .. } if seq < 3 => {
+                assert_eq!(outcome, Ok(json!("served")))
+            }
+            ToWorker::SyscallReply {
+                outcome: Err(error),
+                ..
+            } => assert_eq!(error["limit"], "syscalls"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    say(
+        &mut worker,
+        &FromWorker::Done {
+            call,
+            outcome: Ok(json!(1)),
+            usage: WorkerUsage::default(),
+        },
+    )
+    .await;
+    assert_eq!(running.await.unwrap(), Some(Ok(json!(1))));
+    assert_eq!(*port.0.lock().unwrap(), (3, 10));
 }
