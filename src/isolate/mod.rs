@@ -158,6 +158,11 @@ pub enum CallError {
     Cancelled(String),
     #[error("isolate host: {0}")]
     Internal(String),
+    /// The worker process running the call stopped (it died, or was killed because another
+    /// call on it hung) before the call ended; every syscall the kernel was serving for it
+    /// has finished. Running the call again from its journal is safe.
+    #[error("isolate worker: {0}")]
+    Retry(String),
 }
 
 /// Errors of attaching an isolate.

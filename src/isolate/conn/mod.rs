@@ -451,7 +451,7 @@ impl Drop for Unlist<'_> {
 }
 
 fn lost(worker: u64, why: &str) -> CallError {
-    CallError::Internal(format!(
+    CallError::Retry(format!(
         "isolate worker {worker} stopped while the call ran ({why}); the process's next call gets a fresh isolate"
     ))
 }

@@ -287,7 +287,7 @@ async fn a_syscall_in_flight_when_the_worker_dies_is_finished_before_the_call_re
     let started = std::time::Instant::now();
     assert!(matches!(
         running.await.unwrap(),
-        Some(Err(CallError::Internal(_)))
+        Some(Err(CallError::Retry(_)))
     ));
     assert!(started.elapsed() >= std::time::Duration::from_millis(150));
 }
@@ -313,7 +313,7 @@ async fn a_call_its_worker_never_answers_is_ended_by_killing_the_worker() {
     assert!(started.elapsed() >= HANG_GRACE);
     assert!(conn.ended().is_some());
     match bystander.await.unwrap() {
-        Some(Err(CallError::Internal(message))) => {
+        Some(Err(CallError::Retry(message))) => {
             assert!(message.contains("stopped while the call ran"), "{message}")
         }
         other => panic!("expected the worker's death, got {other:?}"),
