@@ -269,6 +269,15 @@ impl Kernel {
         }
     }
 
+    /// Starts live invocation `id` over from its first syscall, answering from `replay`
+    /// (the rows its interrupted run journaled).
+    pub(crate) fn restart_invocation(&self, id: &str, replay: BTreeMap<i64, Recorded>) {
+        if let Some(inv) = self.inner.invocations.live.lock().get_mut(id) {
+            inv.next_seq = 0;
+            inv.replay = replay;
+        }
+    }
+
     /// The step for the next syscall of invocation `id`, or `None` if `id` is not a live
     /// invocation of `pid`. The call is matched by its ordinal, primitive and arguments hash.
     /// Whether the next syscall of live invocation `id` of `pid` is `call` exactly as the
@@ -732,6 +741,13 @@ impl Kernel {
                 "invocation {key} is already running"
             )));
         }
+        // Read what this host already decided: an earlier run's outcome may still be queued
+        // in the writer (its journal rows are deleted in the same batch).
+        self.inner
+            .store
+            .flush()
+            .await
+            .map_err(|e| SyscallError::Internal(e.to_string()))?;
         let mut epoch = 1;
         let row = loop {
             let row = sqlx::query(

@@ -15,7 +15,7 @@ pub(crate) mod protocol;
 pub mod proxy;
 mod seccomp;
 pub mod support;
-mod sys;
+pub(crate) mod sys;
 
 use std::path::PathBuf;
 
