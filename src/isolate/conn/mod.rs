@@ -304,6 +304,15 @@ impl Conn {
         }
         // Removes the record however this future ends (the caller may drop it).
         let _running = Unlist { conn: self, call };
+        // If the caller drops this future, the call's syscalls still in flight are stopped
+        // and answered as cancelled, so the worker's call ends instead of waiting forever
+        // (holding its process's isolate) for answers that will never come.
+        let mut abandon = Abandon {
+            out: self.out.clone(),
+            call,
+            in_flight: Vec::new(),
+            settled: false,
+        };
         let mut syscalls = FuturesUnordered::new();
         let (mut served, mut console_bytes) = (0u64, 0usize);
         let deadline = tokio::time::Instant::now()
@@ -341,14 +350,17 @@ impl Conn {
                         // A task of its own: the kernel's syscall futures are deep, and this
                         // one is polled at the top of the caller's runtime, not under the
                         // caller's stack. It finishes even if the caller goes away.
-                        syscalls.push(tokio::spawn(async move {
+                        let task = tokio::spawn(async move {
                             let outcome = answer.await;
                             if let Ok(bytes) =
                                 frame::encode(&ToWorker::SyscallReply { call, seq, outcome })
                             {
                                 let _ = out.send(bytes);
                             }
-                        }));
+                        });
+                        abandon.in_flight.retain(|(_, task)| !task.is_finished());
+                        abandon.in_flight.push((seq, task.abort_handle()));
+                        syscalls.push(task);
                     }
                     Some(CallEvent::Console { level, text }) => {
                         console_bytes = console_bytes.saturating_add(text.len());
@@ -364,6 +376,7 @@ impl Conn {
             }
         };
         while syscalls.next().await.is_some() {}
+        abandon.settled = true;
         Some(outcome)
     }
 
@@ -460,6 +473,41 @@ struct Unlist<'a> {
 impl Drop for Unlist<'_> {
     fn drop(&mut self) {
         lock(&self.conn.table).calls.remove(&self.call);
+    }
+}
+
+/// The syscalls in flight of a call whose caller went away.
+struct Abandon {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    call: u64,
+    in_flight: Vec<(u64, tokio::task::AbortHandle)>,
+    /// The call ended and every syscall it made was answered.
+    settled: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        for (seq, task) in &self.in_flight {
+            if task.is_finished() {
+                continue;
+            }
+            task.abort();
+            let outcome = Err(json!({
+                "kind": "Cancelled",
+                "message": "cancelled: the caller of this tool call went away",
+            }));
+            let reply = ToWorker::SyscallReply {
+                call: self.call,
+                seq: *seq,
+                outcome,
+            };
+            if let Ok(bytes) = frame::encode(&reply) {
+                let _ = self.out.send(bytes);
+            }
+        }
     }
 }
 
