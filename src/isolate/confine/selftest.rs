@@ -570,6 +570,9 @@ fn attack(probe: &Probe, address_space: u64) -> BTreeMap<&'static str, Attempt> 
     if probe.without_seccomp {
         // With seccomp, exec kills the worker: that is the finale's job.
         attempts.insert("fork_exec", fork_child(Some(&probe.binary)));
+    } else {
+        // Unfiltered, some of these would act (a raw clone forks): only with the filter.
+        attempts.extend(other_spellings());
     }
     attempts
 }
@@ -596,4 +599,158 @@ fn map(bytes: u64, prot: i32) -> Attempt {
     // SAFETY: unmapping what we just mapped.
     unsafe { libc::munmap(ptr, bytes as usize) };
     SUCCEEDED
+}
+
+/// Other system calls with the effect of a refused one (another way to open, fork, signal,
+/// re-limit, get executable memory, or get around the filter), with the call's raw
+/// number. Each must fail with `EPERM`: the allowlist does not know them.
+fn other_spellings() -> Vec<(&'static str, Attempt)> {
+    let passwd = c"/etc/passwd";
+    // SAFETY: plain queries.
+    let parent = unsafe { libc::getppid() } as libc::c_long;
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = libc::O_RDONLY as u64;
+    let page = 4096usize;
+    let rlimit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    let mut siginfo: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let mut uring_params = [0u8; 120];
+    let calls: Vec<(&'static str, libc::c_long, [libc::c_long; 5])> = vec![
+        (
+            "openat2",
+            libc::SYS_openat2,
+            [
+                libc::AT_FDCWD as libc::c_long,
+                passwd.as_ptr() as libc::c_long,
+                &how as *const libc::open_how as libc::c_long,
+                std::mem::size_of::<libc::open_how>() as libc::c_long,
+                0,
+            ],
+        ),
+        (
+            "open_by_handle_at",
+            libc::SYS_open_by_handle_at,
+            [libc::AT_FDCWD as libc::c_long, 0, 0, 0, 0],
+        ),
+        (
+            "openat_x32",
+            libc::SYS_openat | 0x4000_0000,
+            [
+                libc::AT_FDCWD as libc::c_long,
+                passwd.as_ptr() as libc::c_long,
+                libc::O_RDONLY as libc::c_long,
+                0,
+                0,
+            ],
+        ),
+        (
+            "clone_process",
+            libc::SYS_clone,
+            [libc::SIGCHLD as libc::c_long, 0, 0, 0, 0],
+        ),
+        ("tkill_parent", libc::SYS_tkill, [parent, 0, 0, 0, 0]),
+        (
+            "rt_sigqueueinfo_parent",
+            libc::SYS_rt_sigqueueinfo,
+            [
+                parent,
+                libc::SIGCONT as libc::c_long,
+                &mut siginfo as *mut libc::siginfo_t as libc::c_long,
+                0,
+                0,
+            ],
+        ),
+        (
+            "pidfd_open_parent",
+            libc::SYS_pidfd_open,
+            [parent, 0, 0, 0, 0],
+        ),
+        (
+            "setrlimit_raw",
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_setrlimit,
+            #[cfg(not(target_arch = "x86_64"))]
+            libc::SYS_prlimit64,
+            [
+                libc::RLIMIT_AS as libc::c_long,
+                &rlimit as *const libc::rlimit as libc::c_long,
+                0,
+                0,
+                0,
+            ],
+        ),
+        (
+            "mprotect_executable",
+            libc::SYS_mprotect,
+            [
+                passwd.as_ptr() as libc::c_long & !(page as libc::c_long - 1),
+                page as libc::c_long,
+                (libc::PROT_READ | libc::PROT_EXEC) as libc::c_long,
+                0,
+                0,
+            ],
+        ),
+        (
+            "pkey_mprotect_executable",
+            libc::SYS_pkey_mprotect,
+            [
+                passwd.as_ptr() as libc::c_long & !(page as libc::c_long - 1),
+                page as libc::c_long,
+                (libc::PROT_READ | libc::PROT_EXEC) as libc::c_long,
+                -1,
+                0,
+            ],
+        ),
+        (
+            "memfd_create",
+            libc::SYS_memfd_create,
+            [passwd.as_ptr() as libc::c_long, 0, 0, 0, 0],
+        ),
+        (
+            "io_uring_setup",
+            libc::SYS_io_uring_setup,
+            [8, uring_params.as_mut_ptr() as libc::c_long, 0, 0, 0],
+        ),
+        (
+            "socketpair_inet",
+            libc::SYS_socketpair,
+            [
+                libc::AF_INET as libc::c_long,
+                libc::SOCK_STREAM as libc::c_long,
+                0,
+                0,
+                0,
+            ],
+        ),
+        (
+            "unshare",
+            libc::SYS_unshare,
+            [libc::CLONE_NEWUSER as libc::c_long, 0, 0, 0, 0],
+        ),
+        ("userfaultfd", libc::SYS_userfaultfd, [0, 0, 0, 0, 0]),
+        ("bpf", libc::SYS_bpf, [0, 0, 0, 0, 0]),
+    ];
+    calls
+        .into_iter()
+        .map(|(name, nr, [a, b, c, d, e])| {
+            // SAFETY: every pointer argument points at live data of the right type; the
+            // calls are expected to be refused before they run. A raw clone that ran anyway
+            // leaves its child at once.
+            let rc = unsafe { libc::syscall(nr, a, b, c, d, e) };
+            if rc == 0 && nr == libc::SYS_clone {
+                // SAFETY: leaving the child of an unfiltered clone.
+                unsafe { libc::_exit(0) }
+            }
+            let attempt = match rc {
+                rc if rc < 0 => Attempt {
+                    errno: errno(),
+                    step: name,
+                },
+                _ => SUCCEEDED,
+            };
+            (name, attempt)
+        })
+        .collect()
 }
