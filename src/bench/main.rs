@@ -30,6 +30,9 @@ fn main() -> anyhow::Result<()> {
         if wants("spawn") {
             spawn_until_ready().await?;
         }
+        if wants("worker") {
+            worker_costs().await?;
+        }
         if wants("validate") {
             validate_and_transpile().await?;
         }
@@ -232,6 +235,71 @@ async fn register(kernel: &Kernel, pid: Pid, source: &str) -> anyhow::Result<Str
     Ok(reg["name"].as_str().unwrap_or_default().to_string())
 }
 
+/// A tool with one declared test: each validation creates one runtime (in the test worker).
+const TESTED_TOOL: &str = r#"
+export const tool = {
+  name: "tested",
+  description: "returns its argument",
+  input: { type: "object" },
+  output: { type: "object" },
+  tests: [ { name: "echo", args: { n: 1 }, expect: { n: 1 } } ],
+};
+export default async function run(args: { n: number }) {
+  return { n: args.n };
+}
+"#;
+
+/// Isolate worker processes: the start of one (spawn, confinement, host start, the first
+/// isolate bound), and how many are replaced per 1,000 runtime creations. Warm calls across
+/// the kernel ↔ worker boundary are the `tool` group.
+async fn worker_costs() -> anyhow::Result<()> {
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        let b = bench_kernel().await?;
+        let pid = spawn(&b.kernel, &[]).await?;
+        let t = Instant::now();
+        b.kernel.attach_isolate(pid).await?;
+        samples.push(t.elapsed());
+    }
+    report("isolate worker start + first isolate bound", samples);
+    let b = bench_kernel().await?;
+    let pid = spawn(&b.kernel, &["tool:*=create"]).await?;
+    let proposed = b
+        .kernel
+        .syscall(
+            pid,
+            Syscall::Tool(JitCall::Propose {
+                source: TESTED_TOOL.into(),
+            }),
+        )
+        .await?;
+    let id = proposed["id"].as_str().unwrap_or_default().to_string();
+    let mut samples = Vec::new();
+    for _ in 0..300 {
+        let t = Instant::now();
+        let report = b
+            .kernel
+            .syscall(pid, Syscall::Tool(JitCall::Validate { id: id.clone() }))
+            .await?;
+        anyhow::ensure!(report["ok"] == true, "validation failed: {report}");
+        samples.push(t.elapsed());
+    }
+    report(
+        "tool.validate, one declared test (a fresh runtime)",
+        samples,
+    );
+    let stats = b.kernel.isolate_stats();
+    println!(
+        "{:<58} {:.1} ({} replaced, {} runtimes created, largest worker {} MiB)",
+        "isolate workers replaced per 1,000 runtime creations",
+        stats.workers_replaced as f64 * 1000.0 / stats.runtimes_created.max(1) as f64,
+        stats.workers_replaced,
+        stats.runtimes_created,
+        stats.max_worker_rss_bytes >> 20
+    );
+    Ok(())
+}
+
 /// Warm calls of a registered tool in the process's isolate.
 async fn tool_calls() -> anyhow::Result<()> {
     let b = bench_kernel().await?;
@@ -322,37 +390,28 @@ async fn validate_and_transpile() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resident memory added per idle process isolate.
+/// Resident memory added per idle process isolate, in the process worker (as the kernel
+/// reads it after each answer).
 async fn idle_isolate_memory() -> anyhow::Result<()> {
     let b = bench_kernel().await?;
     let first = spawn(&b.kernel, &[]).await?;
     b.kernel.attach_isolate(first).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = resident_bytes();
+    let warm = spawn(&b.kernel, &[]).await?;
+    b.kernel.attach_isolate(warm).await?;
+    let before = b.kernel.isolate_stats().max_worker_rss_bytes;
     let n = 100;
     for _ in 0..n {
         let pid = spawn(&b.kernel, &[]).await?;
         b.kernel.attach_isolate(pid).await?;
     }
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let after = resident_bytes();
+    let after = b.kernel.isolate_stats().max_worker_rss_bytes;
     println!(
         "{:<58} {:.2} MiB per isolate ({n} isolates)",
-        "memory per idle process isolate",
+        "memory per idle process isolate (worker resident)",
         (after.saturating_sub(before)) as f64 / n as f64 / (1 << 20) as f64
     );
     Ok(())
-}
-
-fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4096)
 }
 
 /// Checkpoint create and rollback of a process with 10,000 objects (one in ten appendable,

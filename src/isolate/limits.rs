@@ -11,7 +11,7 @@
 //! per-call counters, result size by the JavaScript entry point before any copy to Rust.
 
 /// Bounds of one tool call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallLimits {
     /// Time the call's JavaScript may run, in milliseconds (see the module docs).
     pub cpu_ms: u64,

@@ -29,6 +29,7 @@
 //! syscall errors.
 
 pub mod confine;
+mod conn;
 mod engine_env;
 mod limits;
 mod loader;
@@ -36,7 +37,10 @@ mod pool;
 mod runtime;
 mod slots;
 mod watchdog;
+mod wire;
 mod worker;
+mod worker_main;
+mod workers;
 
 #[cfg(test)]
 mod tests;
@@ -51,6 +55,9 @@ use tokio::sync::oneshot;
 
 pub use agent_libos_ops::{BoxFuture, CallContext, SyscallPort};
 pub use limits::CallLimits;
+pub use wire::WORKER_MODE;
+pub use worker_main::run_hidden_mode as run_worker_mode;
+pub use workers::{WorkerHost, SHUTDOWN_GRACE};
 
 use watchdog::Watchdog;
 use worker::{Answer, Claim, Command, Sent, Worker, WorkerConfig};
@@ -70,7 +77,21 @@ pub struct HostConfig {
     /// nothing is dropped — unless the thread is stalled or retiring, and then the call
     /// moves to another thread.
     pub max_queued: usize,
+    /// A worker process is drained and replaced once it has created this many runtimes
+    /// (default [`WORKER_CREATIONS`]).
+    pub worker_creations: u64,
+    /// ... or once its resident memory reaches this many bytes (default
+    /// [`WORKER_RSS_BYTES`]).
+    pub worker_rss_bytes: u64,
 }
+
+/// Runtime creations after which a worker process is replaced. Each creation leaks ~0.9 MiB
+/// the engine never gives back, and one engine thread can make ~150 before its function
+/// table runs out (`slots.rs`): at 128 a worker is replaced before its first thread has to
+/// retire (thread retirement stays the backstop) and holds at most ~115 MiB of leak.
+pub const WORKER_CREATIONS: u64 = 128;
+/// Resident memory at which a worker process is replaced (512 MiB).
+pub const WORKER_RSS_BYTES: u64 = 512 << 20;
 
 impl Default for HostConfig {
     fn default() -> Self {
@@ -79,6 +100,8 @@ impl Default for HostConfig {
             pool_size: 4,
             heap_bytes: CallLimits::default().heap_bytes,
             max_queued: worker::QUEUE,
+            worker_creations: WORKER_CREATIONS,
+            worker_rss_bytes: WORKER_RSS_BYTES,
         }
     }
 }
@@ -113,7 +136,7 @@ pub struct CallRequest {
 }
 
 /// Why a call failed.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CallError {
     /// `limit` is one of `cpu_time`, `wall_clock`, `memory`, `syscalls`, `result_size`,
     /// `console_output`, `stack`.
@@ -135,10 +158,15 @@ pub enum CallError {
     Cancelled(String),
     #[error("isolate host: {0}")]
     Internal(String),
+    /// The worker process running the call stopped (it died, or was killed because another
+    /// call on it hung) before the call ended; every syscall the kernel was serving for it
+    /// has finished. Running the call again from its journal is safe.
+    #[error("isolate worker: {0}")]
+    Retry(String),
 }
 
 /// Errors of attaching an isolate.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum IsolateError {
     #[error("cannot create an isolate: {0}")]
     Create(String),
@@ -153,6 +181,18 @@ pub struct HostStats {
     pub threads_started: usize,
     /// Worker threads replaced because they retired.
     pub threads_retired: usize,
+    /// Worker processes started (each process worker and test worker, replacements too).
+    pub workers_started: usize,
+    /// Worker processes drained and replaced for their wear (runtimes created, memory).
+    pub workers_replaced: usize,
+    /// Worker processes that died or were killed.
+    pub workers_lost: usize,
+    /// Worker processes running now (the current ones and those draining).
+    pub workers_live: usize,
+    /// Runtimes the worker processes created.
+    pub runtimes_created: u64,
+    /// The largest resident memory of a worker process seen, in bytes.
+    pub max_worker_rss_bytes: u64,
 }
 
 /// How often a waiting command checks whether its thread is stalled.
@@ -400,6 +440,8 @@ impl IsolateHost {
         HostStats {
             threads_started: self.inner.started.load(Ordering::Relaxed),
             threads_retired: self.inner.retired.load(Ordering::Relaxed),
+            runtimes_created: slots::runtimes_created(),
+            ..HostStats::default()
         }
     }
 

@@ -177,6 +177,7 @@ impl Isolate {
             loader.insert_source_map(BOOTSTRAP_NAME, map.clone());
         }
         slots::charge(slots::PER_RUNTIME);
+        slots::count_runtime();
         let mut runtime = JsRuntime::try_new(RuntimeOptions {
             module_loader: Some(loader.clone()),
             extensions: vec![agent_libos_ops::libos_ops::init()],

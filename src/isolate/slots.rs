@@ -13,6 +13,7 @@
 //! so both engines retire threads alike.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Slots taken by creating a runtime with the ops extension (no startup snapshot).
 pub(crate) const PER_RUNTIME: u32 = 160;
@@ -24,6 +25,10 @@ pub(crate) const PER_CALL: u32 = 2;
 pub(crate) const PER_CANARY: u32 = 1;
 /// A thread retires once it has spent this many; the table breaks at 32 768.
 pub(crate) const RETIRE_AT: u32 = 24_000;
+
+/// Runtimes created in this process, on every thread (the process-wide leak of the engine
+/// grows with it; isolate workers report it so the kernel can recycle them).
+static CREATED: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static SPENT: Cell<u32> = const { Cell::new(0) };
@@ -47,4 +52,14 @@ pub(crate) fn exhausted() -> bool {
 /// Whether this thread can still afford to create a runtime.
 pub(crate) fn can_create() -> bool {
     spent().saturating_add(PER_RUNTIME + PER_CANARY) < RETIRE_AT
+}
+
+/// Counts one runtime creation in this process.
+pub(crate) fn count_runtime() {
+    CREATED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Runtimes created in this process so far.
+pub(crate) fn runtimes_created() -> u64 {
+    CREATED.load(Ordering::Relaxed)
 }

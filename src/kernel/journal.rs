@@ -154,6 +154,15 @@ impl Kernel {
         }
     }
 
+    /// Starts live invocation `id` over from its first syscall, answering from `replay`
+    /// (the rows its interrupted run journaled).
+    pub(crate) fn restart_invocation(&self, id: &str, replay: HashMap<i64, Recorded>) {
+        if let Some(inv) = self.inner.invocations.live.lock().get_mut(id) {
+            inv.next_seq = 0;
+            inv.replay = replay;
+        }
+    }
+
     /// The step for the next syscall of invocation `id`, or `None` if `id` is not a live
     /// invocation of `pid`.
     pub(crate) fn journal_step(

@@ -99,7 +99,7 @@ pub struct KernelConfig {
     /// toolchain and cache directories, per-command limits.
     pub sandbox: SandboxConfig,
     /// The `agent-libos` binary whose hidden modes run helper processes (the sandbox
-    /// launcher). `None`: this program if it is `agent-libos`, else an `agent-libos` next
+    /// launcher, isolate workers). `None`: this program if it is `agent-libos`, else an `agent-libos` next
     /// to it or one directory up (where cargo puts test binaries); see
     /// [`crate::providers::runtime_binary`].
     pub runtime_binary: Option<PathBuf>,
@@ -194,7 +194,7 @@ struct Inner {
     human: human::Waiters,
     tasks: Mutex<HashMap<Pid, tokio::task::AbortHandle>>,
     ids: Ids,
-    isolates: std::sync::OnceLock<crate::isolate::IsolateHost>,
+    isolates: std::sync::OnceLock<crate::isolate::WorkerHost>,
     tools: tools::ToolTables,
     invocations: journal::Invocations,
     /// This host's identity for invocation leases.

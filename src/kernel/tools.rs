@@ -27,7 +27,7 @@ use super::syscall::{JitCall, MemCall, ObjectSpec, Syscall};
 use super::unwind::{catch_panic_sync, panicked};
 use super::Kernel;
 use crate::isolate::{
-    CallContext, CallError, CallLimits, CallRequest, IsolateHost, SyscallPort, ToolModule,
+    CallContext, CallError, CallLimits, CallRequest, HostStats, SyscallPort, ToolModule, WorkerHost,
 };
 use crate::jit::{self, AnalyzeOptions, DeclaredTest, ToolMeta};
 use crate::store::WriteBatch;
@@ -93,11 +93,24 @@ impl Drop for NameClaim {
 }
 
 impl Kernel {
-    /// The isolate host, started on first use.
-    pub(crate) fn isolates(&self) -> &IsolateHost {
+    /// The isolate host (worker processes of the runtime binary), started on first use.
+    pub(crate) fn isolates(&self) -> &WorkerHost {
+        self.inner.isolates.get_or_init(|| {
+            let binary = crate::providers::runtime_binary::locate(
+                self.inner.config.runtime_binary.as_deref(),
+            );
+            WorkerHost::start(self.inner.config.isolates.clone(), binary)
+        })
+    }
+
+    /// Counters of the isolate workers: started, replaced, lost, runtimes created, largest
+    /// resident memory seen.
+    pub fn isolate_stats(&self) -> HostStats {
         self.inner
             .isolates
-            .get_or_init(|| IsolateHost::start(self.inner.config.isolates.clone()))
+            .get()
+            .map(WorkerHost::stats)
+            .unwrap_or_default()
     }
 
     pub(crate) async fn tool_call(
@@ -613,11 +626,23 @@ impl Kernel {
             start_time_ms: start_time,
             random_seed: seed,
         };
-        let value = self
-            .isolates()
-            .call(pid, request)
-            .await
-            .map_err(SyscallError::from)?;
+        let host = self.isolates();
+        let mut outcome = host.call(pid, request.clone()).await;
+        if let Err(CallError::Retry(why)) = &outcome {
+            // Its worker stopped under it, after every syscall the kernel was serving for it
+            // finished: run it once more from the journal (journaled effects are answered
+            // from their rows, never repeated), in a fresh isolate.
+            tracing::warn!(pid, invocation, "running the invocation again: {why}");
+            self.inner
+                .store
+                .flush()
+                .await
+                .map_err(|e| SyscallError::Internal(e.to_string()))?;
+            let replay = self.load_journal(invocation).await?;
+            self.restart_invocation(invocation, replay);
+            outcome = host.call(pid, request).await;
+        }
+        let value = outcome.map_err(SyscallError::from)?;
         if let Err(errors) = jit::validate(&tool.meta.output, &value) {
             return Err(SyscallError::invalid(format!(
                 "the result of {} does not match its output schema: {}",
@@ -847,7 +872,9 @@ impl From<CallError> for SyscallError {
                 stack: String::new(),
             },
             CallError::Cancelled(message) => SyscallError::Cancelled(message),
-            CallError::Internal(message) => SyscallError::Internal(message),
+            CallError::Internal(message) | CallError::Retry(message) => {
+                SyscallError::Internal(message)
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod net;
 pub mod runtime_binary;
 pub mod sandbox;
 pub mod shell;
+pub mod worker_process;
 
 use std::sync::Arc;
 

@@ -1,7 +1,8 @@
 //! What the runtime and the sandbox launcher say to each other over the launcher's stdin, a
 //! Unix stream socket: one [`LaunchRequest`] (with the command's stdin pipe attached), then
-//! [`LauncherEvent`]s back (the proxy listener attached to `Proxy`). Frames are a 4-byte
-//! little-endian length and JSON; a descriptor rides on a frame's first byte.
+//! [`LauncherEvent`]s back (the proxy listener attached to `Proxy`). Frames are those of
+//! [`crate::util::frame`] (a 4-byte little-endian length and JSON); a descriptor rides on a
+//! frame's first byte.
 //!
 //! The socket is also the lifeline: when the runtime closes it (the call returned, timed out
 //! or was dropped) or dies, the launcher kills the command's whole process tree.
@@ -14,9 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::kernel::sandbox_policy::SandboxPolicy;
-
-/// The largest frame either side accepts.
-const MAX_FRAME: usize = 16 << 20;
+use crate::util::frame;
 
 /// Everything the launcher needs to build the sandbox and start the command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,10 +82,7 @@ pub fn send(
     message: &impl Serialize,
     pass: Option<BorrowedFd<'_>>,
 ) -> io::Result<()> {
-    let body = serde_json::to_vec(message).map_err(io::Error::other)?;
-    let len = u32::try_from(body.len()).map_err(io::Error::other)?;
-    let mut frame = len.to_le_bytes().to_vec();
-    frame.extend_from_slice(&body);
+    let frame = frame::encode(message)?;
     let mut sent = send_first(socket, &frame, pass)?;
     while sent < frame.len() {
         // SAFETY: the slice is valid for its length.
@@ -162,18 +158,9 @@ pub fn recv<T: DeserializeOwned>(
     }
     let mut stream = FdReader(socket);
     stream.read_exact(&mut header[first..])?;
-    let len = u32::from_le_bytes(header) as usize;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "sandbox frame too large",
-        ));
-    }
-    let mut body = vec![0u8; len];
+    let mut body = vec![0u8; frame::body_len(header, frame::MAX_FRAME)?];
     stream.read_exact(&mut body)?;
-    let message =
-        serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(Some((message, fd)))
+    Ok(Some((frame::decode(&body)?, fd)))
 }
 
 fn recv_first(

@@ -1,4 +1,6 @@
-//! Small shared helpers: hashing, ids, panic messages.
+//! Small shared helpers: hashing, ids, panic messages, the framing of helper processes.
+
+pub mod frame;
 
 use sha2::{Digest, Sha256};
 

@@ -1,0 +1,492 @@
+//! The kernel's side of one isolate worker process: its socket, the table of calls running
+//! on it, and the serving of its syscalls.
+//!
+//! **Attribution:** the table maps each kernel-assigned call id to the call's own port and
+//! [`CallContext`](super::CallContext) (held by the caller's future). A syscall or console
+//! line from the worker names a call id; it is served with that record, and refused
+//! (denied, traced) when the id is not a call running on this worker. What the worker says
+//! about pids or invocations is never read. A compromised worker can therefore act only
+//! with the authority of the calls it is running now.
+//!
+//! Robustness: a frame that cannot be read (malformed, oversized) or the worker's death
+//! ends the connection: the worker is killed and every call and attach pending on it fails
+//! with a clear error; nothing else is affected.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::wire::{FromWorker, ToWorker, WorkerSizes, WorkerUsage, MAX_FROM_WORKER, WORKER_MODE};
+use super::{CallError, CallRequest, IsolateError};
+use crate::providers::worker_process::{self, Reader};
+use crate::util::frame;
+
+/// How long past its wall-clock limit a call may go unanswered before the kernel kills its
+/// worker. The worker's own watchdog answers a stopped call within a few seconds even when
+/// the engine cannot interrupt it; past this, the worker itself is stuck.
+pub(crate) const HANG_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Call ids, unique in the kernel process.
+static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
+
+/// What the reader hands to a waiting call.
+enum CallEvent {
+    Syscall {
+        seq: u64,
+        request: Value,
+    },
+    Console {
+        level: String,
+        text: String,
+    },
+    Done(Result<Value, CallError>),
+    /// The worker is gone.
+    Lost(String),
+}
+
+struct Running {
+    events: mpsc::UnboundedSender<CallEvent>,
+    pid: i64,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Why the connection ended, once it has.
+    ended: Option<String>,
+    calls: HashMap<u64, Running>,
+    attaches: HashMap<u64, oneshot::Sender<Result<(), IsolateError>>>,
+    /// Module hashes sent to the worker.
+    modules: HashSet<String>,
+    /// Shutdown was sent: the worker takes no more work.
+    closing: bool,
+}
+
+/// One worker process (or, in tests, whatever is at the other end of a socket).
+pub(crate) struct Conn {
+    /// The kernel's number for this worker.
+    pub(crate) number: u64,
+    /// The worker's OS pid, if it is a child process.
+    pub(crate) os_pid: Option<u32>,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    table: Mutex<Table>,
+    created: AtomicU64,
+    threads_retired: AtomicU64,
+    /// No new work is placed here; it shuts down once its calls are done.
+    draining: AtomicBool,
+    child: Mutex<Option<tokio::process::Child>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Conn {
+    /// Starts the worker process `binary` in its hidden mode. Call on the host's own
+    /// runtime thread: that thread is the worker's parent-death lifeline.
+    pub(crate) fn spawn(
+        binary: &Path,
+        number: u64,
+        sizes: WorkerSizes,
+        env: &[(String, String)],
+    ) -> std::io::Result<Arc<Conn>> {
+        let args = [WORKER_MODE.to_string(), std::process::id().to_string()];
+        let (child, ours) = worker_process::spawn(binary, &args, env)?;
+        let os_pid = child.id();
+        let conn = Conn::over(ours, number, os_pid, Some(child))?;
+        conn.send(&ToWorker::Start { sizes });
+        Ok(conn)
+    }
+
+    /// A connection over `socket`; starts its reader and writer on the current runtime.
+    pub(crate) fn over(
+        socket: std::os::unix::net::UnixStream,
+        number: u64,
+        os_pid: Option<u32>,
+        child: Option<tokio::process::Child>,
+    ) -> std::io::Result<Arc<Conn>> {
+        let (reader, mut writer) = worker_process::split(socket)?;
+        let (out, mut frames) = mpsc::unbounded_channel::<Vec<u8>>();
+        let conn = Arc::new(Conn {
+            number,
+            os_pid,
+            out,
+            table: Mutex::default(),
+            created: AtomicU64::new(0),
+            threads_retired: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            child: Mutex::new(child),
+        });
+        tokio::spawn(async move {
+            while let Some(bytes) = frames.recv().await {
+                if frame::write(&mut writer, &bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(read_loop(conn.clone(), reader));
+        Ok(conn)
+    }
+
+    fn send(&self, message: &ToWorker) {
+        match frame::encode(message) {
+            Ok(bytes) => {
+                let _ = self.out.send(bytes);
+            }
+            Err(e) => tracing::error!(worker = self.number, %e, "cannot encode a frame"),
+        }
+    }
+
+    /// Why the connection ended, if it has.
+    pub(crate) fn ended(&self) -> Option<String> {
+        lock(&self.table).ended.clone()
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Stops placing work here; true the first time.
+    pub(crate) fn drain(&self) -> bool {
+        !self.draining.swap(true, Ordering::AcqRel)
+    }
+
+    /// Calls and attaches in flight.
+    pub(crate) fn busy(&self) -> usize {
+        let table = lock(&self.table);
+        table.calls.len() + table.attaches.len()
+    }
+
+    /// Calls of `pid` in flight.
+    pub(crate) fn calls_of(&self, pid: i64) -> usize {
+        lock(&self.table)
+            .calls
+            .values()
+            .filter(|r| r.pid == pid)
+            .count()
+    }
+
+    /// Runtimes the worker reported creating, and its retired threads.
+    pub(crate) fn usage(&self) -> WorkerUsage {
+        WorkerUsage {
+            created: self.created.load(Ordering::Relaxed),
+            threads_retired: self.threads_retired.load(Ordering::Relaxed),
+        }
+    }
+
+    fn note_usage(&self, usage: WorkerUsage) {
+        self.created.fetch_max(usage.created, Ordering::Relaxed);
+        self.threads_retired
+            .fetch_max(usage.threads_retired, Ordering::Relaxed);
+    }
+
+    /// The worker's resident memory, read by the kernel from `/proc/<pid>/statm`.
+    pub(crate) fn rss_bytes(&self) -> Option<u64> {
+        worker_process::rss_bytes(self.os_pid?)
+    }
+
+    pub(crate) fn interrupt(&self, pid: i64) {
+        self.send(&ToWorker::Interrupt { pid });
+    }
+
+    pub(crate) fn detach(&self, pid: i64) {
+        self.send(&ToWorker::Detach { pid });
+    }
+
+    /// Kills the worker process (if any) and fails what is pending on it.
+    pub(crate) fn kill(&self, why: &str) {
+        if let Some(child) = lock(&self.child).as_mut() {
+            let _ = child.start_kill();
+        }
+        self.end(why.to_string());
+    }
+
+    /// Binds an isolate to `pid` in the worker; `None` if the worker takes no more work.
+    pub(crate) async fn attach(&self, pid: i64) -> Option<Result<(), IsolateError>> {
+        let id = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut table = lock(&self.table);
+            if table.closing || table.ended.is_some() {
+                return None;
+            }
+            table.attaches.insert(id, reply);
+            self.send(&ToWorker::Attach { id, pid });
+        }
+        Some(
+            answer
+                .await
+                .unwrap_or_else(|_| Err(IsolateError::Create("the isolate worker stopped".into()))),
+        )
+    }
+
+    /// Sends `shutdown` if nothing is in flight; true if it did (or the worker is gone).
+    pub(crate) fn close_if_idle(&self) -> bool {
+        let mut table = lock(&self.table);
+        if table.ended.is_some() || table.closing {
+            return true;
+        }
+        if !table.calls.is_empty() || !table.attaches.is_empty() {
+            return false;
+        }
+        table.closing = true;
+        self.send(&ToWorker::Shutdown);
+        true
+    }
+
+    /// Waits up to `grace` for the worker process to exit after `shutdown`, then kills it.
+    pub(crate) async fn reap(&self, grace: std::time::Duration) {
+        let child = lock(&self.child).take();
+        if let Some(mut child) = child {
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        }
+        self.end("it was shut down".into());
+    }
+
+    /// Runs `req` on the worker (in `pid`'s isolate, or a fresh one if `ephemeral`), serving
+    /// its syscalls with `req.port` and `req.ctx` until it ends; a syscall in flight when
+    /// the worker answers or dies is finished before this returns. `None` if the worker
+    /// takes no more work (the call was not sent).
+    pub(crate) async fn call(
+        &self,
+        pid: i64,
+        req: &CallRequest,
+        ephemeral: bool,
+    ) -> Option<Result<Value, CallError>> {
+        let call = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
+        let (events, mut rx) = mpsc::unbounded_channel();
+        {
+            let mut table = lock(&self.table);
+            if table.closing || table.ended.is_some() {
+                return None;
+            }
+            table.calls.insert(call, Running { events, pid });
+            let module = &req.module;
+            if table.modules.insert(module.hash.clone()) {
+                self.send(&ToWorker::Module {
+                    hash: module.hash.clone(),
+                    specifier: module.specifier.clone(),
+                    code: module.code.clone(),
+                    source_map: module.source_map.clone(),
+                });
+            }
+            self.send(&ToWorker::Call {
+                call,
+                pid,
+                hash: module.hash.clone(),
+                args: req.args.clone(),
+                limits: req.limits,
+                start_time_ms: req.start_time_ms,
+                random_seed: req.random_seed,
+                ephemeral,
+            });
+        }
+        // Removes the record however this future ends (the caller may drop it).
+        let _running = Unlist { conn: self, call };
+        let mut syscalls = FuturesUnordered::new();
+        let (mut served, mut console_bytes) = (0u64, 0usize);
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(req.limits.wall_ms)
+            + HANG_GRACE;
+        let outcome = loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.kill(&format!("call {call} did not end within its wall-clock limit"));
+                    break Err(CallError::Limit {
+                        limit: "cpu_time".into(),
+                        detail: format!(
+                            "the call did not stop within its wall-clock limit of {} ms and {} s more; the isolate worker running it was killed",
+                            req.limits.wall_ms,
+                            HANG_GRACE.as_secs()
+                        ),
+                    });
+                }
+                event = rx.recv() => match event {
+                    Some(CallEvent::Syscall { seq, request }) => {
+                        // The worker counts too; this count holds against a worker that
+                        // does not.
+                        if served >= req.limits.max_syscalls {
+                            tracing::warn!(worker = self.number, call, "refused a syscall past the call's limit");
+                            self.send(&ToWorker::SyscallReply {
+                                call,
+                                seq,
+                                outcome: Err(too_many_syscalls(req.limits.max_syscalls)),
+                            });
+                            continue;
+                        }
+                        served += 1;
+                        let answer = req.port.syscall(&req.ctx, request);
+                        let out = self.out.clone();
+                        // A task of its own: the kernel's syscall futures are deep, and this
+                        // one is polled at the top of the caller's runtime, not under the
+                        // caller's stack. It finishes even if the caller goes away.
+                        syscalls.push(tokio::spawn(async move {
+                            let outcome = answer.await;
+                            if let Ok(bytes) =
+                                frame::encode(&ToWorker::SyscallReply { call, seq, outcome })
+                            {
+                                let _ = out.send(bytes);
+                            }
+                        }));
+                    }
+                    Some(CallEvent::Console { level, text }) => {
+                        console_bytes = console_bytes.saturating_add(text.len());
+                        if console_bytes <= req.limits.max_console_bytes {
+                            req.port.console(&req.ctx, &level, &text);
+                        }
+                    }
+                    Some(CallEvent::Done(outcome)) => break outcome,
+                    Some(CallEvent::Lost(why)) => break Err(lost(self.number, &why)),
+                    None => break Err(lost(self.number, "the connection ended")),
+                },
+                Some(_) = syscalls.next(), if !syscalls.is_empty() => {}
+            }
+        };
+        while syscalls.next().await.is_some() {}
+        Some(outcome)
+    }
+
+    fn dispatch(&self, message: FromWorker) {
+        match message {
+            FromWorker::Syscall { call, seq, request } => {
+                let table = lock(&self.table);
+                match table.calls.get(&call) {
+                    Some(running) => {
+                        let _ = running.events.send(CallEvent::Syscall { seq, request });
+                    }
+                    None => {
+                        drop(table);
+                        let primitive = request["primitive"].as_str().unwrap_or("?");
+                        tracing::warn!(
+                            worker = self.number,
+                            call,
+                            primitive,
+                            "refused a syscall for a call that is not running on this worker"
+                        );
+                        self.send(&ToWorker::SyscallReply {
+                            call,
+                            seq,
+                            outcome: Err(not_running(call)),
+                        });
+                    }
+                }
+            }
+            FromWorker::Console { call, level, text } => {
+                let table = lock(&self.table);
+                match table.calls.get(&call) {
+                    Some(running) => {
+                        let _ = running.events.send(CallEvent::Console { level, text });
+                    }
+                    None => tracing::warn!(
+                        worker = self.number,
+                        call,
+                        "dropped console output for a call that is not running on this worker"
+                    ),
+                }
+            }
+            FromWorker::Done {
+                call,
+                outcome,
+                usage,
+            } => {
+                self.note_usage(usage);
+                let table = lock(&self.table);
+                match table.calls.get(&call) {
+                    Some(running) => {
+                        let _ = running.events.send(CallEvent::Done(outcome));
+                    }
+                    None => tracing::warn!(
+                        worker = self.number,
+                        call,
+                        "an answer for a call that is not running on this worker"
+                    ),
+                }
+            }
+            FromWorker::Attached { id, outcome, usage } => {
+                self.note_usage(usage);
+                if let Some(reply) = lock(&self.table).attaches.remove(&id) {
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// Ends the connection: every pending call and attach fails with `why`.
+    fn end(&self, why: String) {
+        let mut table = lock(&self.table);
+        if table.ended.is_some() {
+            return;
+        }
+        tracing::info!(worker = self.number, "isolate worker ended: {why}");
+        for running in table.calls.values() {
+            let _ = running.events.send(CallEvent::Lost(why.clone()));
+        }
+        for (_, reply) in table.attaches.drain() {
+            let _ = reply.send(Err(IsolateError::Create(format!(
+                "the isolate worker stopped: {why}"
+            ))));
+        }
+        table.ended = Some(why);
+    }
+}
+
+/// Takes a call out of the table when its future ends.
+struct Unlist<'a> {
+    conn: &'a Conn,
+    call: u64,
+}
+
+impl Drop for Unlist<'_> {
+    fn drop(&mut self) {
+        lock(&self.conn.table).calls.remove(&self.call);
+    }
+}
+
+fn lost(worker: u64, why: &str) -> CallError {
+    CallError::Retry(format!(
+        "isolate worker {worker} stopped while the call ran ({why}); the process's next call gets a fresh isolate"
+    ))
+}
+
+/// The refusal of a syscall past the call's `max_syscalls` (the ops' own wording).
+fn too_many_syscalls(max: u64) -> Value {
+    json!({
+        "kind": "LimitExceeded",
+        "message": format!("limit exceeded: syscalls: a tool call may make at most {max} syscalls"),
+        "limit": "syscalls",
+    })
+}
+
+/// The denial of a syscall attributed to a call that is not running on the worker.
+fn not_running(call: u64) -> Value {
+    let detail = format!("call {call} is not running on this isolate worker");
+    json!({
+        "kind": "PermissionDenied",
+        "message": format!("permission denied: call:{call} syscall: {detail}"),
+        "detail": detail,
+        "resource": format!("call:{call}"),
+        "right": "syscall",
+    })
+}
+
+async fn read_loop(conn: Arc<Conn>, mut reader: Reader) {
+    let why = loop {
+        match frame::read::<FromWorker>(&mut reader, MAX_FROM_WORKER).await {
+            Ok(Some(message)) => conn.dispatch(message),
+            Ok(None) => break "the worker closed its socket".to_string(),
+            Err(e) => break format!("the worker sent an unreadable frame: {e}"),
+        }
+    };
+    conn.kill(&why);
+}
+
+#[cfg(test)]
+mod tests;

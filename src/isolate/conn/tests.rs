@@ -1,0 +1,387 @@
+//! The kernel's side of the worker protocol, driven by a fake worker on a socketpair: what a
+//! compromised or broken worker can make the kernel do.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use super::*;
+use crate::isolate::wire::MAX_FROM_WORKER;
+use crate::isolate::wire::{FromWorker, ToWorker, WorkerUsage};
+use crate::isolate::{BoxFuture, CallContext, CallLimits, CallRequest, SyscallPort, ToolModule};
+use crate::providers::worker_process::{self, Reader, Writer};
+use crate::util::frame;
+
+/// The test's end of a worker socket.
+struct UnixStream {
+    reader: Reader,
+    writer: Writer,
+}
+
+/// Records the context and request of every syscall it serves.
+#[derive(Default)]
+struct RecordingPort {
+    served: Mutex<Vec<(i64, String, Value)>>,
+}
+
+impl SyscallPort for RecordingPort {
+    fn syscall(&self, ctx: &CallContext, call: Value) -> BoxFuture<'static, Result<Value, Value>> {
+        self.served
+            .lock()
+            .unwrap()
+            .push((ctx.pid, ctx.invocation_id.clone(), call));
+        Box::pin(async { Ok(json!("served")) })
+    }
+
+    fn console(&self, _ctx: &CallContext, _level: &str, _text: &str) {}
+}
+
+fn request(pid: i64, port: Arc<RecordingPort>) -> CallRequest {
+    CallRequest {
+        module: Arc::new(ToolModule {
+            specifier: "tool:t.ts".into(),
+            code: "export default { run() { return 1 } }".into(),
+            source_map: None,
+            hash: "h".into(),
+        }),
+        args: json!({}),
+        limits: CallLimits::default(),
+        port,
+        ctx: CallContext {
+            pid,
+            invocation_id: format!("inv-{pid}"),
+        },
+        start_time_ms: 0,
+        random_seed: 0,
+    }
+}
+
+/// A connection whose other end the test plays.
+fn pair(number: u64) -> (Arc<Conn>, UnixStream) {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let conn = Conn::over(ours, number, None, None).unwrap();
+    let (reader, writer) = worker_process::split(theirs).unwrap();
+    (conn, UnixStream { reader, writer })
+}
+
+async fn next(worker: &mut UnixStream) -> ToWorker {
+    frame::read(&mut worker.reader, frame::MAX_FRAME)
+        .await
+        .unwrap()
+        .expect("a frame")
+}
+
+/// Reads frames until the call frame; returns its id.
+async fn call_id(worker: &mut UnixStream) -> u64 {
+    loop {
+        if let ToWorker::Call { call, .. } = next(worker).await {
+            return call;
+        }
+    }
+}
+
+async fn say(worker: &mut UnixStream, message: &FromWorker) {
+    frame::write(&mut worker.writer, &frame::encode(message).unwrap())
+        .await
+        .unwrap();
+}
+
+fn start_call(
+    conn: &Arc<Conn>,
+    pid: i64,
+    port: Arc<RecordingPort>,
+) -> tokio::task::JoinHandle<Option<Result<Value, CallError>>> {
+    let conn = conn.clone();
+    tokio::spawn(async move { conn.call(pid, &request(pid, port), false).await })
+}
+
+#[tokio::test]
+async fn the_kernel_refuses_a_syscall_attributed_to_a_call_not_running_on_that_worker() {
+    let (conn_a, mut worker_a) = pair(1);
+    let (conn_b, mut worker_b) = pair(2);
+    let (port_a, port_b) = (Arc::default(), Arc::<RecordingPort>::default());
+    let running_a = start_call(&conn_a, 7, Arc::clone(&port_a));
+    let running_b = start_call(&conn_b, 8, Arc::clone(&port_b));
+    let call_a = call_id(&mut worker_a).await;
+    let call_b = call_id(&mut worker_b).await;
+
+    // Worker A names the call running on worker B, then a call that never existed.
+    for (seq, call) in [(0, call_b), (1, call_a + call_b + 1000)] {
+        say(
+            &mut worker_a,
+            &FromWorker::Syscall {
+                call,
+                seq,
+                request: json!({"primitive": "fs.read_text", "path": "secret"}),
+            },
+        )
+        .await;
+        match next(&mut worker_a).await {
+            ToWorker::SyscallReply {
+                call: got,
+                seq: got_seq,
+                outcome: Err(error),
+            } => {
+                assert_eq!((got, got_seq), (call, seq));
+                assert_eq!(error["kind"], "PermissionDenied", "{error}");
+                assert_eq!(error["resource"], format!("call:{call}"));
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(port_a.served.lock().unwrap().is_empty());
+    assert!(port_b.served.lock().unwrap().is_empty());
+
+    // Its own call is served with the kernel's record of it: pid 7, whatever it says.
+    say(
+        &mut worker_a,
+        &FromWorker::Syscall {
+            call: call_a,
+            seq: 2,
+            request: json!({"primitive": "fs.read_text", "path": "a.txt", "pid": 8}),
+        },
+    )
+    .await;
+    match next(&mut worker_a).await {
+        ToWorker::SyscallReply {
+            seq: 2, outcome, ..
+        } => {
+            assert_eq!(outcome, Ok(json!("served")))
+        }
+        other => panic!("expected the reply, got {other:?}"),
+    }
+    let served = port_a.served.lock().unwrap().clone();
+    assert_eq!(served.len(), 1);
+    assert_eq!((served[0].0, served[0].1.as_str()), (7, "inv-7"));
+
+    for (worker, call) in [(&mut worker_a, call_a), (&mut worker_b, call_b)] {
+        say(
+            worker,
+            &FromWorker::Done {
+                call,
+                outcome: Ok(json!(call)),
+                usage: WorkerUsage::default(),
+            },
+        )
+        .await;
+    }
+    assert_eq!(running_a.await.unwrap(), Some(Ok(json!(call_a))));
+    assert_eq!(running_b.await.unwrap(), Some(Ok(json!(call_b))));
+
+    // Once its call has ended, the same id is refused too.
+    say(
+        &mut worker_a,
+        &FromWorker::Syscall {
+            call: call_a,
+            seq: 3,
+            request: json!({"primitive": "fs.read_text", "path": "a.txt"}),
+        },
+    )
+    .await;
+    assert!(matches!(
+        next(&mut worker_a).await,
+        ToWorker::SyscallReply {
+            seq: 3,
+            outcome: Err(_),
+            ..
+        }
+    ));
+    assert_eq!(port_a.served.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_worker_that_sends_garbage_oversized_frames_or_dies_fails_only_its_own_calls() {
+    let garbage: Vec<u8> = {
+        let mut bytes = 5u32.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{{{{{");
+        bytes
+    };
+    let oversized = ((MAX_FROM_WORKER + 1) as u32).to_le_bytes().to_vec();
+    let unknown = frame::encode(&json!({"op": "take_over", "pid": 1})).unwrap();
+    for (case, bytes) in [
+        ("garbage", Some(garbage)),
+        ("oversized", Some(oversized)),
+        ("unknown message", Some(unknown)),
+        ("death", None),
+    ] {
+        let (broken, mut broken_worker) = pair(1);
+        let (healthy, mut healthy_worker) = pair(2);
+        let port = Arc::<RecordingPort>::default();
+        let doomed = start_call(&broken, 7, port.clone());
+        let other = start_call(&broken, 9, port.clone());
+        let fine = start_call(&healthy, 8, port.clone());
+        call_id(&mut broken_worker).await;
+        call_id(&mut broken_worker).await;
+        let fine_id = call_id(&mut healthy_worker).await;
+        match bytes {
+            Some(bytes) => broken_worker.writer.write_all(&bytes).await.unwrap(),
+            None => drop(broken_worker),
+        }
+        for running in [doomed, other] {
+            match running.await.unwrap() {
+                Some(Err(CallError::Internal(message))) => {
+                    assert!(
+                        message.contains("isolate worker 1 stopped"),
+                        "{case}: {message}"
+                    )
+                }
+                got => panic!("{case}: expected the call to fail, got {got:?}"),
+            }
+        }
+        assert!(broken.ended().is_some(), "{case}");
+        // The broken worker takes no more work; the other one is untouched.
+        assert!(broken
+            .call(7, &request(7, port.clone()), false)
+            .await
+            .is_none());
+        say(
+            &mut healthy_worker,
+            &FromWorker::Done {
+                call: fine_id,
+                outcome: Ok(json!("fine")),
+                usage: WorkerUsage::default(),
+            },
+        )
+        .await;
+        assert_eq!(fine.await.unwrap(), Some(Ok(json!("fine"))), "{case}");
+        assert!(healthy.ended().is_none(), "{case}");
+    }
+}
+
+#[tokio::test]
+async fn a_syscall_in_flight_when_the_worker_dies_is_finished_before_the_call_returns() {
+    struct SlowPort(Mutex<Vec<&'static str>>);
+    impl SyscallPort for SlowPort {
+        fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+            self.0.lock().unwrap().push("started");
+            Box::pin(async {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                Ok(json!("done"))
+            })
+        }
+        fn console(&self, _: &CallContext, _: &str, _: &str) {}
+    }
+    let (conn, mut worker) = pair(1);
+    let port = Arc::new(SlowPort(Mutex::default()));
+    let mut req = request(7, Arc::default());
+    req.port = port.clone();
+    let running = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(7, &req, false).await })
+    };
+    let call = call_id(&mut worker).await;
+    say(
+        &mut worker,
+        &FromWorker::Syscall {
+            call,
+            seq: 0,
+            request: json!({"primitive": "fs.write_text"}),
+        },
+    )
+    .await;
+    while port.0.lock().unwrap().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    drop(worker);
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        running.await.unwrap(),
+        Some(Err(CallError::Retry(_)))
+    ));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+}
+
+#[tokio::test]
+async fn a_call_its_worker_never_answers_is_ended_by_killing_the_worker() {
+    let (conn, mut worker) = pair(1);
+    let port = Arc::<RecordingPort>::default();
+    let mut hung = request(7, port.clone());
+    hung.limits.wall_ms = 50;
+    let hung = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(7, &hung, false).await })
+    };
+    let bystander = start_call(&conn, 9, port);
+    call_id(&mut worker).await;
+    call_id(&mut worker).await;
+    let started = std::time::Instant::now();
+    match hung.await.unwrap() {
+        Some(Err(CallError::Limit { limit, .. })) => assert_eq!(limit, "cpu_time"),
+        other => panic!("expected cpu_time, got {other:?}"),
+    }
+    assert!(started.elapsed() >= HANG_GRACE);
+    assert!(conn.ended().is_some());
+    match bystander.await.unwrap() {
+        Some(Err(CallError::Retry(message))) => {
+            assert!(message.contains("stopped while the call ran"), "{message}")
+        }
+        other => panic!("expected the worker's death, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_worker_cannot_make_more_syscalls_or_console_output_than_the_call_allows() {
+    struct Counting(Mutex<(usize, usize)>);
+    impl SyscallPort for Counting {
+        fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+            self.0.lock().unwrap().0 += 1;
+            Box::pin(async { Ok(json!("served")) })
+        }
+        fn console(&self, _: &CallContext, _: &str, text: &str) {
+            self.0.lock().unwrap().1 += text.len();
+        }
+    }
+    let (conn, mut worker) = pair(1);
+    let port = Arc::new(Counting(Mutex::default()));
+    let mut req = request(7, Arc::default());
+    req.port = port.clone();
+    req.limits.max_syscalls = 3;
+    req.limits.max_console_bytes = 10;
+    let running = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(7, &req, false).await })
+    };
+    let call = call_id(&mut worker).await;
+    for seq in 0..5 {
+        say(
+            &mut worker,
+            &FromWorker::Console {
+                call,
+                level: "log".into(),
+                text: "12345".into(),
+            },
+        )
+        .await;
+        say(
+            &mut worker,
+            &FromWorker::Syscall {
+                call,
+                seq,
+                request: json!({"primitive": "fs.write_text"}),
+            },
+        )
+        .await;
+        match next(&mut worker).await {
+            ToWorker::SyscallReply { outcome, .. } if seq < 3 => {
+                assert_eq!(outcome, Ok(json!("served")))
+            }
+            ToWorker::SyscallReply {
+                outcome: Err(error),
+                ..
+            } => assert_eq!(error["limit"], "syscalls"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    say(
+        &mut worker,
+        &FromWorker::Done {
+            call,
+            outcome: Ok(json!(1)),
+            usage: WorkerUsage::default(),
+        },
+    )
+    .await;
+    assert_eq!(running.await.unwrap(), Some(Ok(json!(1))));
+    assert_eq!(*port.0.lock().unwrap(), (3, 10));
+}

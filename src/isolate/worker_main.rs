@@ -1,0 +1,281 @@
+//! The isolate worker process: a hidden mode of the runtime binary ([`WORKER_MODE`]),
+//! dispatched first thing in `main`, before any thread exists. It runs an in-process
+//! [`IsolateHost`] (its lanes, slot budgets, canary and watchdog) and serves the kernel over
+//! its stdin, a Unix socket ([`super::wire`]).
+//!
+//! Inside the worker, the [`SyscallPort`] of a call is an IPC client: each syscall and
+//! console line goes to the kernel under the kernel's call id, and the kernel serves it with
+//! its own record of that call. The worker holds no authority of its own.
+//!
+//! Before anything else the worker confines itself (`confine.rs`: no filesystem, no TCP, a
+//! seccomp allowlist, no new privileges, an address-space limit, parent-death signal).
+//!
+//! Lifeline: the worker exits when the kernel's side of the socket closes, when a frame from
+//! the kernel cannot be read, and (parent-death signal) when the thread that started it
+//! ends.
+//!
+//! Test switch: with `AGENT_LIBOS_WORKER_KEEP_ATOMICS=1` in its environment at start, the
+//! worker's isolates keep `Atomics` and `SharedArrayBuffer`, so a tool can block in native
+//! code (`Atomics.wait`) that the engine cannot interrupt. It can only make this worker's own
+//! calls hang — what the kernel's deadline and SIGKILL exist for — and grants nothing.
+
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::wire::{FromWorker, ToWorker, WorkerUsage, MAX_TO_WORKER, WORKER_MODE};
+use super::{
+    slots, BoxFuture, CallContext, CallRequest, HostConfig, IsolateHost, SyscallPort, ToolModule,
+};
+use crate::providers::worker_process;
+use crate::util::frame;
+
+/// Runs the worker if the process was started as one; returns its exit code.
+pub fn run_hidden_mode() -> Option<i32> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != WORKER_MODE {
+        return None;
+    }
+    let parent = args.next().and_then(|p| p.to_str()?.parse::<i32>().ok());
+    Some(main(parent))
+}
+
+fn main(parent: Option<i32>) -> i32 {
+    // First, while the process has one thread: the OS confinement (parent-death signal
+    // included; see `confine.rs`).
+    let confinement = super::confine::WorkerConfinement {
+        parent,
+        ..Default::default()
+    };
+    if let Err(e) = super::confine::confine_worker(&confinement) {
+        eprintln!("isolate worker: cannot confine itself: {e}");
+        return 2;
+    }
+    // SAFETY: duplicating our own stdin to a close-on-exec descriptor above the stdio range.
+    let raw = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 10) };
+    if raw < 0 {
+        return 2;
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let control = unsafe { OwnedFd::from_raw_fd(raw) };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 2;
+    };
+    runtime.block_on(serve(control))
+}
+
+/// Frames to the kernel, written in order by one task.
+#[derive(Clone)]
+struct Outbox(mpsc::UnboundedSender<Vec<u8>>);
+
+impl Outbox {
+    fn send(&self, message: &FromWorker) {
+        match frame::encode(message) {
+            Ok(bytes) => {
+                let _ = self.0.send(bytes);
+            }
+            // Only a value serde cannot encode; the kernel's deadline ends the call.
+            Err(e) => eprintln!("isolate worker: cannot encode a frame: {e}"),
+        }
+    }
+}
+
+/// Syscalls waiting for the kernel's answer, by (call, seq).
+type Pending = Arc<Mutex<HashMap<(u64, u64), oneshot::Sender<Result<Value, Value>>>>>;
+
+async fn serve(control: OwnedFd) -> i32 {
+    let stream = std::os::unix::net::UnixStream::from(control);
+    let Ok((mut reader, mut writer)) = worker_process::split(stream) else {
+        return 2;
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if frame::write(&mut writer, &bytes).await.is_err() {
+                // The kernel is gone.
+                std::process::exit(0);
+            }
+        }
+    });
+    let out = Outbox(tx);
+    let sizes = match frame::read::<ToWorker>(&mut reader, MAX_TO_WORKER).await {
+        Ok(Some(ToWorker::Start { sizes })) => sizes,
+        _ => return 2,
+    };
+    let host = IsolateHost::start(HostConfig {
+        threads: sizes.threads,
+        pool_size: sizes.pool_size,
+        heap_bytes: sizes.heap_bytes,
+        max_queued: sizes.max_queued,
+        ..HostConfig::default()
+    });
+    let pending: Pending = Arc::default();
+    let mut modules: HashMap<String, Arc<ToolModule>> = HashMap::new();
+    loop {
+        let message = match frame::read::<ToWorker>(&mut reader, MAX_TO_WORKER).await {
+            Ok(Some(message)) => message,
+            // The kernel closed the socket, or its frames cannot be trusted: stop.
+            Ok(None) | Err(_) => return 0,
+        };
+        match message {
+            ToWorker::Start { .. } => {}
+            ToWorker::Module {
+                hash,
+                specifier,
+                code,
+                source_map,
+            } => {
+                let module = ToolModule {
+                    specifier,
+                    code,
+                    source_map,
+                    hash: hash.clone(),
+                };
+                modules.insert(hash, Arc::new(module));
+            }
+            ToWorker::Call {
+                call,
+                pid,
+                hash,
+                args,
+                limits,
+                start_time_ms,
+                random_seed,
+                ephemeral,
+            } => {
+                let Some(module) = modules.get(&hash).cloned() else {
+                    out.send(&FromWorker::Done {
+                        call,
+                        outcome: Err(super::CallError::Internal(format!(
+                            "isolate worker: module {hash} was never sent"
+                        ))),
+                        usage: usage(&host),
+                    });
+                    continue;
+                };
+                let port = Arc::new(IpcPort {
+                    call,
+                    out: out.clone(),
+                    pending: pending.clone(),
+                    next: AtomicU64::new(0),
+                });
+                let req = CallRequest {
+                    module,
+                    args,
+                    limits,
+                    port,
+                    ctx: CallContext {
+                        pid,
+                        invocation_id: format!("call-{call}"),
+                    },
+                    start_time_ms,
+                    random_seed,
+                };
+                let (host, out, pending) = (host.clone(), out.clone(), pending.clone());
+                tokio::spawn(async move {
+                    let outcome = if ephemeral {
+                        host.run_ephemeral(req).await
+                    } else {
+                        host.call(pid, req).await
+                    };
+                    pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|(of, _), _| *of != call);
+                    out.send(&FromWorker::Done {
+                        call,
+                        outcome,
+                        usage: usage(&host),
+                    });
+                });
+            }
+            ToWorker::SyscallReply { call, seq, outcome } => {
+                let waiter = pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(call, seq));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(outcome);
+                }
+            }
+            ToWorker::Attach { id, pid } => {
+                let (host, out) = (host.clone(), out.clone());
+                tokio::spawn(async move {
+                    let outcome = host.attach(pid).await;
+                    out.send(&FromWorker::Attached {
+                        id,
+                        outcome,
+                        usage: usage(&host),
+                    });
+                });
+            }
+            ToWorker::Detach { pid } => {
+                let host = host.clone();
+                tokio::spawn(async move { host.detach(pid).await });
+            }
+            ToWorker::Interrupt { pid } => {
+                host.interrupt(pid);
+            }
+            ToWorker::Shutdown => return 0,
+        }
+    }
+}
+
+fn usage(host: &IsolateHost) -> WorkerUsage {
+    WorkerUsage {
+        created: slots::runtimes_created(),
+        threads_retired: host.stats().threads_retired as u64,
+    }
+}
+
+/// The port of one call inside the worker: forwards to the kernel under the call's id.
+struct IpcPort {
+    call: u64,
+    out: Outbox,
+    pending: Pending,
+    next: AtomicU64,
+}
+
+impl SyscallPort for IpcPort {
+    fn syscall(
+        &self,
+        _ctx: &CallContext,
+        request: Value,
+    ) -> BoxFuture<'static, Result<Value, Value>> {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((self.call, seq), tx);
+        self.out.send(&FromWorker::Syscall {
+            call: self.call,
+            seq,
+            request,
+        });
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(json!({
+                    "kind": "InternalError",
+                    "message": "internal error: the kernel did not answer this syscall",
+                    "detail": "the kernel did not answer this syscall",
+                }))
+            })
+        })
+    }
+
+    fn console(&self, _ctx: &CallContext, level: &str, text: &str) {
+        self.out.send(&FromWorker::Console {
+            call: self.call,
+            level: level.to_string(),
+            text: text.to_string(),
+        });
+    }
+}

@@ -1,0 +1,415 @@
+//! The kernel's isolate host: tools run in **worker processes**, never in the kernel's.
+//!
+//! A worker is the runtime binary started in its hidden mode (`worker_main.rs`); it runs an
+//! in-process [`IsolateHost`](super::IsolateHost) and talks to the kernel over a Unix socket
+//! (`wire.rs`, `conn.rs`). [`WorkerHost`] keeps one worker for process isolates and one for
+//! declared tests and other throwaway isolates, places each pid on a worker, and serves
+//! every syscall of a call with the call's own port and context (`conn.rs`: attribution).
+//!
+//! **Recycling.** The engine leaks ~0.9 MiB per runtime created and has a per-thread
+//! lifetime budget of ~150 creations (`shared/design/scale.md`); only ending the process
+//! gives the memory back. After every answer the kernel looks at the worker's wear: the
+//! runtimes it reports having created, and its resident memory, which the kernel reads
+//! itself from `/proc/<pid>/statm`. Past [`HostConfig::worker_creations`] or
+//! [`HostConfig::worker_rss_bytes`] the worker is **drained and replaced**: new work goes to
+//! a fresh worker, calls in flight finish, then the old one is told to shut down and is
+//! killed after [`SHUTDOWN_GRACE`]. A process whose worker was replaced (or died) gets a
+//! fresh isolate at its next call: its JavaScript globals are gone, the same contract as
+//! after a limit.
+//!
+//! Workers are spawned from the host's own thread, which lives as long as the host: their
+//! parent-death signal fires when it ends, and each worker also exits when its socket
+//! closes.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::conn::Conn;
+use super::wire::WorkerSizes;
+use super::{CallError, CallRequest, HostConfig, HostStats, IsolateError};
+
+/// How long a drained worker may take to exit after `shutdown` before it is killed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often a draining worker is checked for calls still in flight.
+const DRAIN_CHECK: Duration = Duration::from_millis(20);
+/// How many workers a command tries before it gives up.
+const MAX_ATTEMPTS: usize = 4;
+
+/// Which worker a command goes to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Processes,
+    Tests,
+}
+
+/// Hosts the isolates of all processes in worker processes. Cheap to clone; the workers
+/// stop when the last clone goes.
+#[derive(Clone)]
+pub struct WorkerHost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: HostConfig,
+    binary: Option<PathBuf>,
+    /// Environment of workers (only the test switches listed in `worker_main.rs`).
+    env: Vec<(String, String)>,
+    /// The host's own runtime thread: worker sockets, spawning, draining.
+    runtime: tokio::runtime::Handle,
+    /// Dropping it ends the host's thread (and with it, every worker).
+    _stop: tokio::sync::oneshot::Sender<()>,
+    processes: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    tests: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    /// Workers not yet shut down (current and draining).
+    live: Mutex<Vec<Arc<Conn>>>,
+    placement: Mutex<HashMap<i64, Arc<Conn>>>,
+    serial: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    cancelled: Mutex<HashSet<i64>>,
+    /// Numbers given to workers (one per attempt to start one).
+    numbers: AtomicU64,
+    started: AtomicUsize,
+    replaced: AtomicUsize,
+    lost: AtomicUsize,
+    /// Runtimes created by workers that have been shut down.
+    created_before: AtomicU64,
+    max_rss: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The environment variables a worker honours (test switches; see `worker_main.rs`).
+const WORKER_ENV: &[&str] = &["AGENT_LIBOS_WORKER_KEEP_ATOMICS", "RUST_BACKTRACE"];
+
+impl WorkerHost {
+    /// Starts the host's thread; workers start on first use. `binary` is the runtime
+    /// binary (see `providers::runtime_binary`); without it every call fails with an error
+    /// that says how to set it.
+    pub fn start(config: HostConfig, binary: Option<PathBuf>) -> WorkerHost {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("isolate-workers".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("build the isolate workers' runtime");
+                let _ = handle_tx.send(runtime.handle().clone());
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .expect("spawn the isolate workers' thread");
+        let runtime = handle_rx
+            .recv()
+            .expect("the isolate workers' thread starts its runtime");
+        let env = crate::providers::worker_process::passthrough_env(WORKER_ENV);
+        WorkerHost {
+            inner: Arc::new(Inner {
+                config,
+                binary,
+                env,
+                runtime,
+                _stop: stop,
+                processes: tokio::sync::Mutex::new(None),
+                tests: tokio::sync::Mutex::new(None),
+                live: Mutex::new(Vec::new()),
+                placement: Mutex::new(HashMap::new()),
+                serial: Mutex::new(HashMap::new()),
+                cancelled: Mutex::new(HashSet::new()),
+                numbers: AtomicU64::new(0),
+                started: AtomicUsize::new(0),
+                replaced: AtomicUsize::new(0),
+                lost: AtomicUsize::new(0),
+                created_before: AtomicU64::new(0),
+                max_rss: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Binds a pre-created isolate to `pid` (a no-op if it has one).
+    pub async fn attach(&self, pid: i64) -> Result<(), IsolateError> {
+        let mut why = String::new();
+        for _ in 0..MAX_ATTEMPTS {
+            let conn = self.worker_of(pid).await.map_err(IsolateError::Create)?;
+            match conn.attach(pid).await {
+                Some(Ok(())) => {
+                    self.check_wear(&conn);
+                    return Ok(());
+                }
+                Some(Err(e)) => {
+                    self.forget_worker(&conn);
+                    why = e.to_string();
+                }
+                None => self.unplace(pid, &conn),
+            }
+        }
+        Err(IsolateError::Create(why))
+    }
+
+    /// Drops `pid`'s isolate (after its running call, if any, ends).
+    pub async fn detach(&self, pid: i64) {
+        lock(&self.inner.serial).remove(&pid);
+        let conn = lock(&self.inner.placement).remove(&pid);
+        if let Some(conn) = conn {
+            conn.detach(pid);
+        }
+    }
+
+    /// Stops `pid`'s running calls (and declared tests) at once, and every later one: they
+    /// fail with [`CallError::Cancelled`]. Returns how many were running.
+    pub fn interrupt(&self, pid: i64) -> usize {
+        lock(&self.inner.cancelled).insert(pid);
+        let live = lock(&self.inner.live).clone();
+        live.iter()
+            .map(|conn| {
+                conn.interrupt(pid);
+                conn.calls_of(pid)
+            })
+            .sum()
+    }
+
+    /// Runs a tool call in `pid`'s isolate, attaching one first if needed.
+    pub async fn call(&self, pid: i64, req: CallRequest) -> Result<Value, CallError> {
+        // On the heap: this future is awaited deep inside the kernel's own.
+        Box::pin(self.call_inner(pid, req)).await
+    }
+
+    async fn call_inner(&self, pid: i64, req: CallRequest) -> Result<Value, CallError> {
+        if req.ctx.pid != pid {
+            return Err(CallError::Internal(format!(
+                "a call for pid {pid} carries the context of pid {}",
+                req.ctx.pid
+            )));
+        }
+        let serial = lock(&self.inner.serial).entry(pid).or_default().clone();
+        let _one_at_a_time = serial.lock().await;
+        for _ in 0..MAX_ATTEMPTS {
+            self.refuse_cancelled(pid)?;
+            let conn = self.worker_of(pid).await.map_err(CallError::Internal)?;
+            match conn.call(pid, &req, false).await {
+                Some(outcome) => {
+                    self.after_call(&conn);
+                    return outcome;
+                }
+                None => self.unplace(pid, &conn),
+            }
+        }
+        Err(CallError::Internal(
+            "no isolate worker took the call; try again".into(),
+        ))
+    }
+
+    /// Runs a call in a fresh isolate that is dropped afterwards (declared tests, mock
+    /// ports), on the test worker.
+    pub async fn run_ephemeral(&self, req: CallRequest) -> Result<Value, CallError> {
+        Box::pin(self.run_ephemeral_inner(req)).await
+    }
+
+    async fn run_ephemeral_inner(&self, req: CallRequest) -> Result<Value, CallError> {
+        let pid = req.ctx.pid;
+        for _ in 0..MAX_ATTEMPTS {
+            self.refuse_cancelled(pid)?;
+            let conn = self
+                .current(Kind::Tests)
+                .await
+                .map_err(CallError::Internal)?;
+            if let Some(outcome) = conn.call(pid, &req, true).await {
+                self.after_call(&conn);
+                return outcome;
+            }
+        }
+        Err(CallError::Internal(
+            "no isolate worker took the call; try again".into(),
+        ))
+    }
+
+    /// Calls and attaches in flight on the workers.
+    pub fn queued(&self) -> usize {
+        lock(&self.inner.live).iter().map(|c| c.busy()).sum()
+    }
+
+    /// Workers started, replaced and lost, runtimes they created, the largest worker
+    /// memory seen.
+    pub fn stats(&self) -> HostStats {
+        let live = lock(&self.inner.live).clone();
+        let usage = live.iter().map(|c| c.usage());
+        let (created, threads_retired) = usage.fold((0, 0), |(c, t), u| {
+            (c + u.created, t + u.threads_retired as usize)
+        });
+        HostStats {
+            threads_started: 0,
+            threads_retired,
+            workers_started: self.inner.started.load(Ordering::Relaxed),
+            workers_replaced: self.inner.replaced.load(Ordering::Relaxed),
+            workers_lost: self.inner.lost.load(Ordering::Relaxed),
+            workers_live: live.len(),
+            runtimes_created: created + self.inner.created_before.load(Ordering::Relaxed),
+            max_worker_rss_bytes: self.inner.max_rss.load(Ordering::Relaxed),
+        }
+    }
+
+    fn refuse_cancelled(&self, pid: i64) -> Result<(), CallError> {
+        if lock(&self.inner.cancelled).contains(&pid) {
+            return Err(CallError::Cancelled(
+                "the process was cancelled or killed".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn after_call(&self, conn: &Arc<Conn>) {
+        if conn.ended().is_some() {
+            self.forget_worker(conn);
+        } else {
+            self.check_wear(conn);
+        }
+    }
+
+    /// The worker `pid` is placed on, placing it on the current process worker first.
+    async fn worker_of(&self, pid: i64) -> Result<Arc<Conn>, String> {
+        let placed = lock(&self.inner.placement).get(&pid).cloned();
+        if let Some(conn) = placed {
+            if conn.ended().is_none() && !conn.is_draining() {
+                return Ok(conn);
+            }
+        }
+        let conn = self.current(Kind::Processes).await?;
+        lock(&self.inner.placement).insert(pid, conn.clone());
+        Ok(conn)
+    }
+
+    fn unplace(&self, pid: i64, conn: &Arc<Conn>) {
+        let mut placement = lock(&self.inner.placement);
+        if placement.get(&pid).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            placement.remove(&pid);
+        }
+    }
+
+    /// The worker of `kind` that takes new work, started if there is none.
+    async fn current(&self, kind: Kind) -> Result<Arc<Conn>, String> {
+        let binary = self.inner.binary.clone().ok_or_else(|| {
+            format!(
+                "isolate workers: cannot find the {} binary that runs them; install it beside this program or set KernelConfig::runtime_binary",
+                crate::providers::runtime_binary::NAME
+            )
+        })?;
+        let slot = match kind {
+            Kind::Processes => &self.inner.processes,
+            Kind::Tests => &self.inner.tests,
+        };
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            if conn.ended().is_none() && !conn.is_draining() {
+                return Ok(conn.clone());
+            }
+            self.forget_worker(conn);
+        }
+        let number = self.inner.numbers.fetch_add(1, Ordering::Relaxed);
+        let config = &self.inner.config;
+        let sizes = match kind {
+            Kind::Processes => WorkerSizes {
+                threads: config.threads,
+                pool_size: config.pool_size,
+                heap_bytes: config.heap_bytes,
+                max_queued: config.max_queued,
+            },
+            // Only the worker's test thread is used: no pool on its process lane.
+            Kind::Tests => WorkerSizes {
+                threads: 1,
+                pool_size: 0,
+                heap_bytes: config.heap_bytes,
+                max_queued: config.max_queued,
+            },
+        };
+        let env = self.inner.env.clone();
+        let spawn_binary = binary.clone();
+        // Spawned on the host's thread: the worker's parent-death signal follows it.
+        let conn = self
+            .inner
+            .runtime
+            .spawn(async move { Conn::spawn(&spawn_binary, number, sizes, &env) })
+            .await
+            .map_err(|e| format!("isolate workers: {e}"))?
+            .map_err(|e| {
+                format!(
+                    "isolate workers: cannot start {}: {e}; check that it is the runtime binary or set KernelConfig::runtime_binary",
+                    binary.display()
+                )
+            })?;
+        tracing::info!(
+            worker = number,
+            ?kind,
+            pid = conn.os_pid,
+            "isolate worker started"
+        );
+        self.inner.started.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.live).push(conn.clone());
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drains and replaces `conn` when it has created too many runtimes or holds too much
+    /// memory.
+    fn check_wear(&self, conn: &Arc<Conn>) {
+        let usage = conn.usage();
+        let rss = conn.rss_bytes().unwrap_or(0);
+        self.inner.max_rss.fetch_max(rss, Ordering::Relaxed);
+        let config = &self.inner.config;
+        let why = if usage.created >= config.worker_creations {
+            format!("it created {} runtimes", usage.created)
+        } else if rss >= config.worker_rss_bytes {
+            format!("its resident memory is {} MiB", rss >> 20)
+        } else {
+            return;
+        };
+        self.retire(conn, why);
+    }
+
+    /// Stops placing work on `conn`; once its calls are done it is shut down.
+    fn retire(&self, conn: &Arc<Conn>, why: String) {
+        if !conn.drain() {
+            return;
+        }
+        tracing::info!(worker = conn.number, "isolate worker is replaced: {why}");
+        self.inner.replaced.fetch_add(1, Ordering::Relaxed);
+        let (inner, conn) = (self.inner.clone(), conn.clone());
+        self.inner.runtime.spawn(async move {
+            while !conn.close_if_idle() {
+                tokio::time::sleep(DRAIN_CHECK).await;
+            }
+            conn.reap(SHUTDOWN_GRACE).await;
+            let mut live = lock(&inner.live);
+            if let Some(at) = live.iter().position(|c| Arc::ptr_eq(c, &conn)) {
+                live.swap_remove(at);
+                inner
+                    .created_before
+                    .fetch_add(conn.usage().created, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// Forgets a worker that ended on its own (it died or was killed).
+    fn forget_worker(&self, conn: &Arc<Conn>) {
+        if conn.ended().is_none() {
+            return;
+        }
+        let mut live = lock(&self.inner.live);
+        if let Some(at) = live.iter().position(|c| Arc::ptr_eq(c, conn)) {
+            live.swap_remove(at);
+            self.inner
+                .created_before
+                .fetch_add(conn.usage().created, Ordering::Relaxed);
+            if !conn.is_draining() {
+                self.inner.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
