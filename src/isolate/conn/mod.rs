@@ -338,9 +338,18 @@ impl Conn {
                         }));
                     }
                     Some(CallEvent::Console { level, text }) => {
+                        // Only the engine's levels, and no empty line: every line the
+                        // kernel keeps is charged to the call's console bytes.
+                        let Some(level) = console_level(&level) else {
+                            tracing::warn!(worker = self.number, call, "dropped console output with an unknown level");
+                            continue;
+                        };
+                        if text.is_empty() {
+                            continue;
+                        }
                         console_bytes = console_bytes.saturating_add(text.len());
                         if console_bytes <= req.limits.max_console_bytes {
-                            req.port.console(&req.ctx, &level, &text);
+                            req.port.console(&req.ctx, level, &text);
                         }
                     }
                     Some(CallEvent::Done(outcome)) => break outcome,
@@ -454,6 +463,13 @@ fn lost(worker: u64, why: &str) -> CallError {
     CallError::Retry(format!(
         "isolate worker {worker} stopped while the call ran ({why}); the process's next call gets a fresh isolate"
     ))
+}
+
+/// The console levels the engine writes (`ts/libos.ts`), as the kernel spells them.
+fn console_level(level: &str) -> Option<&'static str> {
+    ["log", "info", "warn", "error", "debug"]
+        .into_iter()
+        .find(|known| *known == level)
 }
 
 /// The refusal of a syscall past the call's `max_syscalls` (the ops' own wording).

@@ -385,3 +385,68 @@ async fn a_worker_cannot_make_more_syscalls_or_console_output_than_the_call_allo
     assert_eq!(running.await.unwrap(), Some(Ok(json!(1))));
     assert_eq!(*port.0.lock().unwrap(), (3, 10));
 }
+
+/// Records every console line it is given.
+#[derive(Default)]
+struct ConsolePort(Mutex<Vec<(String, String)>>);
+
+impl SyscallPort for ConsolePort {
+    fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+        Box::pin(async { Ok(json!("served")) })
+    }
+    fn console(&self, _: &CallContext, level: &str, text: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((level.to_string(), text.to_string()));
+    }
+}
+
+#[tokio::test]
+async fn console_output_is_bounded_whatever_its_level_or_line_count() {
+    let (conn, mut worker) = pair(1);
+    let port = Arc::new(ConsolePort::default());
+    let mut req = request(7, Arc::default());
+    req.port = port.clone();
+    req.limits.max_console_bytes = 100;
+    let running = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(7, &req, false).await })
+    };
+    let call = call_id(&mut worker).await;
+    let lines = [
+        // The byte count must see every byte the kernel keeps, the level's too.
+        ("x".repeat(10_000), "y".to_string()),
+        ("log\u{1b}[2J".to_string(), "z".to_string()),
+    ];
+    for (level, text) in lines {
+        say(&mut worker, &FromWorker::Console { call, level, text }).await;
+    }
+    // Empty lines cost nothing to the count but a row each.
+    for _ in 0..1_000 {
+        let (level, text) = ("log".to_string(), String::new());
+        say(&mut worker, &FromWorker::Console { call, level, text }).await;
+    }
+    for level in ["log", "info", "warn", "error", "debug"] {
+        let (level, text) = (level.to_string(), "ok".to_string());
+        say(&mut worker, &FromWorker::Console { call, level, text }).await;
+    }
+    say(
+        &mut worker,
+        &FromWorker::Done {
+            call,
+            outcome: Ok(json!(1)),
+            usage: WorkerUsage::default(),
+        },
+    )
+    .await;
+    assert_eq!(running.await.unwrap(), Some(Ok(json!(1))));
+    let kept = port.0.lock().unwrap().clone();
+    let levels: Vec<&str> = kept.iter().map(|(level, _)| level.as_str()).collect();
+    assert_eq!(
+        levels,
+        ["log", "info", "warn", "error", "debug"],
+        "{kept:?}"
+    );
+    assert!(kept.iter().all(|(_, text)| text == "ok"), "{kept:?}");
+}
