@@ -290,7 +290,7 @@ impl Conn {
             });
         }
         // Removes the record however this future ends (the caller may drop it).
-        let _running = Unlist { conn: self, call };
+        let running = Unlist { conn: self, call };
         let mut syscalls = FuturesUnordered::new();
         let (mut served, mut console_bytes) = (0u64, 0usize);
         let deadline = tokio::time::Instant::now()
@@ -359,6 +359,9 @@ impl Conn {
                 Some(_) = syscalls.next(), if !syscalls.is_empty() => {}
             }
         };
+        // The call has its outcome: from now on its id grants nothing (a late frame is
+        // refused, never queued). The syscalls already being served finish first.
+        drop(running);
         while syscalls.next().await.is_some() {}
         Some(outcome)
     }

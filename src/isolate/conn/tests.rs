@@ -450,3 +450,85 @@ async fn console_output_is_bounded_whatever_its_level_or_line_count() {
     );
     assert!(kept.iter().all(|(_, text)| text == "ok"), "{kept:?}");
 }
+
+/// Serves every syscall after `delay`, counting them.
+struct DelayedPort {
+    delay: std::time::Duration,
+    served: Mutex<usize>,
+}
+
+impl SyscallPort for DelayedPort {
+    fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+        *self.served.lock().unwrap() += 1;
+        let delay = self.delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(json!("served"))
+        })
+    }
+    fn console(&self, _: &CallContext, _: &str, _: &str) {}
+}
+
+/// The next syscall reply of `seq`, skipping other frames; `None` after `wait`.
+async fn reply_to(worker: &mut UnixStream, seq: u64, wait: u64) -> Option<Result<Value, Value>> {
+    let wait = std::time::Duration::from_millis(wait);
+    tokio::time::timeout(wait, async {
+        loop {
+            if let ToWorker::SyscallReply {
+                seq: got, outcome, ..
+            } = next(worker).await
+            {
+                if got == seq {
+                    return outcome;
+                }
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test]
+async fn a_syscall_sent_after_its_call_was_answered_is_refused_not_held() {
+    let (conn, mut worker) = pair(1);
+    let port = Arc::new(DelayedPort {
+        delay: std::time::Duration::from_millis(1_500),
+        served: Mutex::default(),
+    });
+    let mut req = request(7, Arc::default());
+    req.port = port.clone();
+    let running = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(7, &req, false).await })
+    };
+    let call = call_id(&mut worker).await;
+    let syscall = |seq| FromWorker::Syscall {
+        call,
+        seq,
+        request: json!({"primitive": "fs.write_text"}),
+    };
+    say(&mut worker, &syscall(0)).await;
+    say(
+        &mut worker,
+        &FromWorker::Done {
+            call,
+            outcome: Ok(json!(1)),
+            usage: WorkerUsage::default(),
+        },
+    )
+    .await;
+    // The call has its answer; its first syscall is still being served. Whatever comes
+    // for it now is refused at once, neither served nor queued.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    say(&mut worker, &syscall(1)).await;
+    match reply_to(&mut worker, 1, 1_000).await {
+        Some(Err(error)) => assert_eq!(error["kind"], "PermissionDenied", "{error}"),
+        other => panic!("expected a refusal at once, got {other:?}"),
+    }
+    assert_eq!(
+        reply_to(&mut worker, 0, 5_000).await,
+        Some(Ok(json!("served")))
+    );
+    assert_eq!(running.await.unwrap(), Some(Ok(json!(1))));
+    assert_eq!(*port.served.lock().unwrap(), 1);
+}
