@@ -170,8 +170,9 @@ impl WorkerHost {
         let live = lock(&self.inner.live).clone();
         live.iter()
             .map(|conn| {
+                let running = conn.calls_of(pid);
                 conn.interrupt(pid);
-                conn.calls_of(pid)
+                running
             })
             .sum()
     }
@@ -194,6 +195,9 @@ impl WorkerHost {
         for _ in 0..MAX_ATTEMPTS {
             self.refuse_cancelled(pid)?;
             let conn = self.worker_of(pid).await.map_err(CallError::Internal)?;
+            // Again once the worker is known: an interrupt that came in between reached
+            // this worker (see `Conn::call`) or is seen here.
+            self.refuse_cancelled(pid)?;
             match conn.call(pid, &req, false).await {
                 Some(outcome) => {
                     self.after_call(&conn);
@@ -221,6 +225,7 @@ impl WorkerHost {
                 .current(Kind::Tests)
                 .await
                 .map_err(CallError::Internal)?;
+            self.refuse_cancelled(pid)?;
             if let Some(outcome) = conn.call(pid, &req, true).await {
                 self.after_call(&conn);
                 return outcome;

@@ -46,6 +46,9 @@ enum CallEvent {
         text: String,
     },
     Done(Result<Value, CallError>),
+    /// The call's process was cancelled or killed: the call ends now, whatever the worker
+    /// does.
+    Interrupted,
     /// The worker is gone.
     Lost(String),
 }
@@ -65,6 +68,8 @@ struct Table {
     modules: HashSet<String>,
     /// Shutdown was sent: the worker takes no more work.
     closing: bool,
+    /// Processes interrupted (cancelled or killed): their calls are refused here.
+    interrupted: HashSet<i64>,
 }
 
 /// One worker process (or, in tests, whatever is at the other end of a socket).
@@ -190,8 +195,15 @@ impl Conn {
         worker_process::rss_bytes(self.os_pid?)
     }
 
+    /// Tells the worker to stop `pid`'s calls, and ends them on the kernel's side at once:
+    /// a worker that ignores the interrupt keeps no call of a cancelled or killed process.
     pub(crate) fn interrupt(&self, pid: i64) {
         self.send(&ToWorker::Interrupt { pid });
+        let mut table = lock(&self.table);
+        table.interrupted.insert(pid);
+        for running in table.calls.values().filter(|r| r.pid == pid) {
+            let _ = running.events.send(CallEvent::Interrupted);
+        }
     }
 
     pub(crate) fn detach(&self, pid: i64) {
@@ -267,6 +279,11 @@ impl Conn {
             let mut table = lock(&self.table);
             if table.closing || table.ended.is_some() {
                 return None;
+            }
+            // Checked under the lock `interrupt` takes: a call sent while its process is
+            // being stopped is either refused here or reached by the interrupt.
+            if table.interrupted.contains(&pid) {
+                return Some(Err(cancelled()));
             }
             table.calls.insert(call, Running { events, pid });
             let module = &req.module;
@@ -353,6 +370,9 @@ impl Conn {
                         }
                     }
                     Some(CallEvent::Done(outcome)) => break outcome,
+                    Some(CallEvent::Interrupted) => {
+                        break Err(cancelled())
+                    }
                     Some(CallEvent::Lost(why)) => break Err(lost(self.number, &why)),
                     None => break Err(lost(self.number, "the connection ended")),
                 },
@@ -466,6 +486,10 @@ fn lost(worker: u64, why: &str) -> CallError {
     CallError::Retry(format!(
         "isolate worker {worker} stopped while the call ran ({why}); the process's next call gets a fresh isolate"
     ))
+}
+
+fn cancelled() -> CallError {
+    CallError::Cancelled("the process was cancelled or killed".into())
 }
 
 /// The console levels the engine writes (`ts/libos.ts`), as the kernel spells them.

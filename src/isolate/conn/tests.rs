@@ -532,3 +532,61 @@ async fn a_syscall_sent_after_its_call_was_answered_is_refused_not_held() {
     assert_eq!(running.await.unwrap(), Some(Ok(json!(1))));
     assert_eq!(*port.served.lock().unwrap(), 1);
 }
+
+#[tokio::test]
+async fn an_interrupted_call_ends_even_if_its_worker_ignores_the_interrupt() {
+    let (conn, mut worker) = pair(1);
+    let port = Arc::<RecordingPort>::default();
+    let mut req = request(7, port.clone());
+    req.limits.wall_ms = 600_000;
+    let running = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(7, &req, false).await })
+    };
+    let bystander = start_call(&conn, 9, port.clone());
+    let call = call_id(&mut worker).await;
+    let other = call_id(&mut worker).await;
+    conn.interrupt(7);
+    // The worker says nothing of the interrupt; the kernel ends the call itself.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("the interrupted call ended")
+        .unwrap();
+    assert!(
+        matches!(ended, Some(Err(CallError::Cancelled(_)))),
+        "{ended:?}"
+    );
+    // Its id grants nothing afterwards.
+    say(
+        &mut worker,
+        &FromWorker::Syscall {
+            call,
+            seq: 0,
+            request: json!({"primitive": "fs.write_text"}),
+        },
+    )
+    .await;
+    match reply_to(&mut worker, 0, 2_000).await {
+        Some(Err(error)) => assert_eq!(error["kind"], "PermissionDenied", "{error}"),
+        got => panic!("expected a refusal, got {got:?}"),
+    }
+    assert!(port.served.lock().unwrap().is_empty());
+    // Nor does a later call of the process reach the worker.
+    let again = conn.call(7, &request(7, port.clone()), false).await;
+    assert!(
+        matches!(again, Some(Err(CallError::Cancelled(_)))),
+        "{again:?}"
+    );
+    // Another process's call on the same worker goes on.
+    assert!(conn.ended().is_none());
+    say(
+        &mut worker,
+        &FromWorker::Done {
+            call: other,
+            outcome: Ok(json!("fine")),
+            usage: WorkerUsage::default(),
+        },
+    )
+    .await;
+    assert_eq!(bystander.await.unwrap(), Some(Ok(json!("fine"))));
+}
