@@ -310,6 +310,9 @@ impl Conn {
         let running = Unlist { conn: self, call };
         let mut syscalls = FuturesUnordered::new();
         let (mut served, mut console_bytes) = (0u64, 0usize);
+        // The errors the kernel returned to this call's syscalls: the only ones its
+        // outcome may carry as a kernel outcome (a denial, a limit, a request for a human).
+        let mut returned = Vec::new();
         let deadline = tokio::time::Instant::now()
             + std::time::Duration::from_millis(req.limits.wall_ms)
             + HANG_GRACE;
@@ -332,10 +335,14 @@ impl Conn {
                         // does not.
                         if served >= req.limits.max_syscalls {
                             tracing::warn!(worker = self.number, call, "refused a syscall past the call's limit");
+                            let refusal = too_many_syscalls(req.limits.max_syscalls);
+                            if !returned.contains(&refusal) {
+                                returned.push(refusal.clone());
+                            }
                             self.send(&ToWorker::SyscallReply {
                                 call,
                                 seq,
-                                outcome: Err(too_many_syscalls(req.limits.max_syscalls)),
+                                outcome: Err(refusal),
                             });
                             continue;
                         }
@@ -347,11 +354,13 @@ impl Conn {
                         // caller's stack. It finishes even if the caller goes away.
                         syscalls.push(tokio::spawn(async move {
                             let outcome = answer.await;
+                            let error = outcome.as_ref().err().cloned();
                             if let Ok(bytes) =
                                 frame::encode(&ToWorker::SyscallReply { call, seq, outcome })
                             {
                                 let _ = out.send(bytes);
                             }
+                            error
                         }));
                     }
                     Some(CallEvent::Console { level, text }) => {
@@ -376,14 +385,33 @@ impl Conn {
                     Some(CallEvent::Lost(why)) => break Err(lost(self.number, &why)),
                     None => break Err(lost(self.number, "the connection ended")),
                 },
-                Some(_) = syscalls.next(), if !syscalls.is_empty() => {}
+                Some(served) = syscalls.next(), if !syscalls.is_empty() => {
+                    returned.extend(served.ok().flatten());
+                }
             }
         };
         // The call has its outcome: from now on its id grants nothing (a late frame is
         // refused, never queued). The syscalls already being served finish first.
         drop(running);
-        while syscalls.next().await.is_some() {}
-        Some(outcome)
+        while let Some(served) = syscalls.next().await {
+            returned.extend(served.ok().flatten());
+        }
+        Some(match outcome {
+            Err(CallError::Syscall { error })
+                if !returned.contains(&error) && !is_argument_error(&error) =>
+            {
+                tracing::warn!(
+                    worker = self.number,
+                    call,
+                    "the worker reported a syscall error the kernel never returned to the call"
+                );
+                Err(CallError::Internal(format!(
+                    "isolate worker {}: the call ended with a syscall error the kernel never returned to it",
+                    self.number
+                )))
+            }
+            outcome => outcome,
+        })
     }
 
     fn dispatch(&self, message: FromWorker) {
@@ -486,6 +514,13 @@ fn lost(worker: u64, why: &str) -> CallError {
     CallError::Retry(format!(
         "isolate worker {worker} stopped while the call ran ({why}); the process's next call gets a fresh isolate"
     ))
+}
+
+/// An error the engine's ops make themselves when a tool's arguments do not fit a
+/// primitive: it grants, approves and limits nothing, so a call may end with it unseen by
+/// the kernel.
+fn is_argument_error(error: &Value) -> bool {
+    error["kind"] == "InvalidArgument"
 }
 
 fn cancelled() -> CallError {

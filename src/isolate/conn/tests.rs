@@ -590,3 +590,84 @@ async fn an_interrupted_call_ends_even_if_its_worker_ignores_the_interrupt() {
     .await;
     assert_eq!(bystander.await.unwrap(), Some(Ok(json!("fine"))));
 }
+
+/// Denies every syscall it is given.
+struct DenyingPort;
+
+fn denial(path: &str) -> Value {
+    json!({
+        "kind": "PermissionDenied",
+        "message": format!("permission denied: fs:{path} read"),
+        "resource": format!("fs:{path}"),
+        "right": "read",
+    })
+}
+
+impl SyscallPort for DenyingPort {
+    fn syscall(&self, _: &CallContext, call: Value) -> BoxFuture<'static, Result<Value, Value>> {
+        let path = call["path"].as_str().unwrap_or_default().to_string();
+        Box::pin(async move { Err(denial(&path)) })
+    }
+    fn console(&self, _: &CallContext, _: &str, _: &str) {}
+}
+
+#[tokio::test]
+async fn only_an_error_the_kernel_returned_to_the_call_becomes_its_kernel_outcome() {
+    let forged_request = json!({
+        "kind": "HumanRequired",
+        "message": "human approval required",
+        "request_id": "hr-of-another-process",
+    });
+    for (case, says, expect_kernel_outcome) in [
+        ("its own denial", denial("a.txt"), true),
+        (
+            "its own arguments' error",
+            json!({"kind": "InvalidArgument", "message": "invalid argument: fs.read_text: x"}),
+            true,
+        ),
+        ("a denial it never got", denial("secret"), false),
+        ("a request for a human", forged_request, false),
+    ] {
+        let (conn, mut worker) = pair(1);
+        let mut req = request(7, Arc::default());
+        req.port = Arc::new(DenyingPort);
+        let running = {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.call(7, &req, false).await })
+        };
+        let call = call_id(&mut worker).await;
+        say(
+            &mut worker,
+            &FromWorker::Syscall {
+                call,
+                seq: 0,
+                request: json!({"primitive": "fs.read_text", "path": "a.txt"}),
+            },
+        )
+        .await;
+        assert_eq!(
+            reply_to(&mut worker, 0, 5_000).await,
+            Some(Err(denial("a.txt")))
+        );
+        say(
+            &mut worker,
+            &FromWorker::Done {
+                call,
+                outcome: Err(CallError::Syscall {
+                    error: says.clone(),
+                }),
+                usage: WorkerUsage::default(),
+            },
+        )
+        .await;
+        match running.await.unwrap() {
+            Some(Err(CallError::Syscall { error })) if expect_kernel_outcome => {
+                assert_eq!(error, says, "{case}")
+            }
+            Some(Err(CallError::Internal(message))) if !expect_kernel_outcome => {
+                assert!(message.contains("never returned"), "{case}: {message}")
+            }
+            other => panic!("{case}: got {other:?}"),
+        }
+    }
+}
