@@ -101,7 +101,8 @@ impl Conn {
         env: &[(String, String)],
     ) -> std::io::Result<Arc<Conn>> {
         let args = [WORKER_MODE.to_string(), std::process::id().to_string()];
-        let (child, ours) = worker_process::spawn(binary, &args, env)?;
+        let (mut child, ours) = worker_process::spawn(binary, &args, env)?;
+        worker_process::relay_stderr(&mut child, number);
         let os_pid = child.id();
         let conn = Conn::over(ours, number, os_pid, Some(child))?;
         conn.send(&ToWorker::Start { sizes });
