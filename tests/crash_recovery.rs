@@ -12,7 +12,8 @@ use std::time::Duration;
 fn killed_hosts_lose_no_acknowledged_write_and_repeat_no_effect() {
     let bin = env!("CARGO_BIN_EXE_agent-libos-crash");
     let dir = tempfile::tempdir().unwrap();
-    for delay_ms in [2000u64, 1100, 600] {
+    // The first run starts an isolate worker before its first acknowledged step.
+    for delay_ms in [3000u64, 1100, 600] {
         let mut child = Command::new(bin)
             .arg("work")
             .arg(dir.path())

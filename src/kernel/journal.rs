@@ -387,6 +387,13 @@ impl Kernel {
                 "invocation {key} is already running"
             )));
         }
+        // Read what this host already decided: an earlier run's outcome may still be queued
+        // in the writer (its journal rows are deleted in the same batch).
+        self.inner
+            .store
+            .flush()
+            .await
+            .map_err(|e| SyscallError::Internal(e.to_string()))?;
         let mut epoch = 1;
         let row = loop {
             let row = sqlx::query(

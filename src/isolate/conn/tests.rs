@@ -220,7 +220,7 @@ async fn a_worker_that_sends_garbage_oversized_frames_or_dies_fails_only_its_own
         }
         for running in [doomed, other] {
             match running.await.unwrap() {
-                Some(Err(CallError::Internal(message))) => {
+                Some(Err(CallError::Retry(message))) => {
                     assert!(
                         message.contains("isolate worker 1 stopped"),
                         "{case}: {message}"
