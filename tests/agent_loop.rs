@@ -441,3 +441,81 @@ async fn a_panic_while_serving_a_model_call_fails_that_call_and_the_run_goes_on(
     );
     assert!(!results[1].contains("Internal"), "{results:?}");
 }
+
+/// A tool whose path depends on a count it keeps in a global between calls.
+const SHIFTY: &str = r#"export const tool = {
+  name: "shifty",
+  description: "Appends to log.txt; its text depends on whether it was called before.",
+  input: { type: "object" },
+  output: {},
+};
+
+let calls = 0;
+
+export default async function run(args: any, libos: any) {
+  calls += 1;
+  if (args.warmup) return { calls };
+  const warm = calls > 1;
+  await libos.fs.appendText("log.txt", warm ? "warm\n" : "cold\n");
+  if (warm) await libos.human.ask("continue?");
+  return { warm };
+}
+"#;
+
+#[tokio::test]
+async fn run_resume_stops_on_a_call_whose_replay_left_its_journal_until_a_human_decides() {
+    let h = common::host().await;
+    let mut config = h.config();
+    config.lease_ttl = Duration::ZERO;
+    let kernel = Kernel::open(config).await.unwrap();
+    let model = ScriptedModel::new(vec![
+        ScriptedReply::call("tool_propose", json!({"source": SHIFTY})),
+        ScriptedReply::call("tool_validate", json!({"id": "${result.id}"})),
+        ScriptedReply::call("tool_register", json!({"id": "${result.id}"})),
+        ScriptedReply::call("shifty", json!({"warmup": true})),
+        ScriptedReply::call("shifty", json!({})),
+    ]);
+    let grant_list = ["tool:shifty=create", "fs:**=write", "human:operator=write"];
+    // The host "dies" while the second call waits for its question.
+    tokio::select! {
+        ended = run_agent(&kernel, opts("shift", &grant_list), &model) => {
+            panic!("the run ended: {ended:?}")
+        }
+        _ = common::wait_pending(&kernel) => {}
+    }
+    let log = || std::fs::read_to_string(h.workspace().join("log.txt")).unwrap_or_default();
+    assert_eq!(log(), "warm\n");
+    let pid = kernel.processes().last().unwrap().pid;
+    // Resumed, the call replays in a fresh isolate, takes the other path and leaves its
+    // journal: the run stops on a human request and the model is told nothing.
+    let model = ScriptedModel::new(vec![ScriptedReply::text("done")]);
+    let err = resume_agent(&kernel, pid, &model, RunLimits::default())
+        .await
+        .unwrap_err();
+    let AgentError::Kernel(agent_libos::kernel::SyscallError::NonDeterminism {
+        request_id: Some(request),
+        ..
+    }) = err
+    else {
+        panic!("expected NonDeterminism on a request, got {err:?}")
+    };
+    assert!(model.seen().is_empty(), "the model was not called");
+    assert_eq!(log(), "warm\n");
+    assert!(!kernel.process(pid).unwrap().status.is_terminal());
+    // Approved: the call runs again from the start (the human accepted the repeat), and
+    // the run goes on with its result.
+    kernel
+        .human_respond(&request, HumanAnswer::ApproveOnce, "alice")
+        .await
+        .unwrap();
+    let outcome = resume_agent(&kernel, pid, &model, RunLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome.stop, StopReason::Finished);
+    assert_eq!(log(), "warm\ncold\n");
+    let results = tool_results(&model);
+    assert!(
+        results.last().unwrap().contains("\"warm\":false"),
+        "{results:?}"
+    );
+}

@@ -23,6 +23,11 @@ struct Recorder {
 
 impl Recorder {
     fn start(post_delay: Duration) -> Recorder {
+        Recorder::start_slow_on("/", post_delay)
+    }
+
+    /// Like [`Recorder::start`], delaying only POSTs to paths starting with `slow`.
+    fn start_slow_on(slow: &'static str, post_delay: Duration) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -59,7 +64,7 @@ impl Recorder {
                         "{method} {path} {}",
                         String::from_utf8_lossy(&body)
                     ));
-                    if method == "POST" {
+                    if method == "POST" && path.starts_with(slow) {
                         std::thread::sleep(post_delay);
                     }
                     let _ = stream.write_all(
@@ -570,4 +575,338 @@ fn a_frozen_host_resumed_after_a_takeover_records_and_sends_nothing_more() {
         vec!["POST /posts first", "POST /posts second"],
         "each POST once"
     );
+}
+
+/// Runs `resume` until it takes the killed host's invocation over (its lease expires 5 s
+/// after the host's last heartbeat); returns its JSON result.
+fn resume_after_lease_expiry(env: &Env) -> Value {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(500));
+        let resumed = env.run(&["--json", "resume"]);
+        assert_eq!(resumed.code, 0, "{resumed:?}");
+        let result = resumed.json()["result"].clone();
+        if result["invocations"] != json!([]) {
+            return result;
+        }
+    }
+    panic!("resume never took the killed host's invocation over");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Branches on the clock before its POST: while early, one more read.
+const CLOCK_BRANCH: &str = r#"export const tool = {
+  name: "order_by_deadline",
+  description: "Orders; before the deadline it reads the clock once more.",
+  input: { type: "object", properties: { url: { type: "string" }, deadline: { type: "number" } },
+           required: ["url", "deadline"] },
+  output: {},
+};
+
+export default async function run(args: any, libos: any) {
+  const early = (await libos.clock.now()) < args.deadline;
+  if (early) await libos.clock.now();
+  await libos.net.fetch(args.url, { method: "POST", body: early ? "early" : "late" });
+  return { early };
+}
+"#;
+
+/// The one pending request after a resume that met the interrupted POST.
+fn the_uncertain_post(env: &Env, server: &Recorder) {
+    assert_eq!(server.posts(), 1, "{:?}", server.seen.lock().unwrap());
+    let requests = pending_requests(env);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0]["kind"], "uncertain", "{requests:?}");
+    assert_eq!(
+        requests[0]["payload"]["primitive"], "net.fetch",
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn a_tool_branching_on_the_clock_resumed_after_its_deadline_never_repeats_its_post() {
+    let env = Env::new();
+    let server = Recorder::start(Duration::from_secs(30));
+    let tool = env.write("order.ts", CLOCK_BRANCH);
+    let deadline = now_ms() + 12_000;
+    let args = json!({"url": server.url("/orders"), "deadline": deadline}).to_string();
+    let net = format!("--allow-net=127.0.0.1:{}", server.port);
+    let host = spawn(
+        &env,
+        &["tool", "run", tool.to_str().unwrap(), "--args", &args, &net],
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || server.posts() == 1),
+        "the tool sent its POST"
+    );
+    kill(host);
+    assert_eq!(
+        bodies(&server),
+        vec!["POST /orders early"],
+        "the first run was early (a slower machine needs a later deadline)"
+    );
+    // Resumed after the deadline: the clock reads are journaled, so the replay is early
+    // again, reaches the interrupted POST at its place, and asks a human.
+    while now_ms() <= deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let result = resume_after_lease_expiry(&env);
+    let outcome = &result["invocations"][0]["outcome"]["Err"];
+    assert_eq!(outcome["kind"], "HumanRequired", "{result}");
+    std::thread::sleep(Duration::from_millis(300));
+    the_uncertain_post(&env, &server);
+}
+
+/// Branches on a directory listing before its POST: without `flag.txt`, one more read.
+const LIST_BRANCH: &str = r#"export const tool = {
+  name: "order_unless_flagged",
+  description: "Orders; unless flag.txt exists it reads note.txt first.",
+  input: { type: "object", properties: { url: { type: "string" } }, required: ["url"] },
+  output: {},
+};
+
+export default async function run(args: any, libos: any) {
+  const flagged = JSON.stringify(await libos.fs.list(".")).includes("flag.txt");
+  if (!flagged) await libos.fs.readText("note.txt");
+  await libos.net.fetch(args.url, { method: "POST", body: flagged ? "flagged" : "plain" });
+  return { flagged };
+}
+"#;
+
+#[test]
+fn a_tool_branching_on_a_listing_resumed_after_the_listing_changed_never_repeats_its_post() {
+    let env = Env::new();
+    let server = Recorder::start(Duration::from_secs(30));
+    let tool = env.write("order.ts", LIST_BRANCH);
+    env.write("note.txt", "a note");
+    let args = json!({"url": server.url("/orders")}).to_string();
+    let net = format!("--allow-net=127.0.0.1:{}", server.port);
+    let host = spawn(
+        &env,
+        &[
+            "tool",
+            "run",
+            tool.to_str().unwrap(),
+            "--args",
+            &args,
+            &net,
+            "--allow-read",
+        ],
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || server.posts() == 1),
+        "the tool sent its POST"
+    );
+    kill(host);
+    assert_eq!(bodies(&server), vec!["POST /orders plain"]);
+    // A file appears while the host is down: the listing is journaled, so the replay sees
+    // the first run's listing and reaches the interrupted POST at its place.
+    env.write("flag.txt", "now flagged");
+    let result = resume_after_lease_expiry(&env);
+    let outcome = &result["invocations"][0]["outcome"]["Err"];
+    assert_eq!(outcome["kind"], "HumanRequired", "{result}");
+    std::thread::sleep(Duration::from_millis(300));
+    the_uncertain_post(&env, &server);
+}
+
+/// Counts its calls in a global its process's isolate keeps between calls; from the second
+/// call on it reads the clock before its POST.
+const GLOBAL_BRANCH: &str = r#"export const tool = {
+  name: "poster",
+  description: "Posts its call count; after the first call it reads the clock first.",
+  input: { type: "object", properties: { url: { type: "string" } }, required: ["url"] },
+  output: {},
+};
+
+let calls = 0;
+
+export default async function run(args: any, libos: any) {
+  calls += 1;
+  if (calls > 1) await libos.clock.now();
+  await libos.net.fetch(args.url, { method: "POST", body: "call " + calls });
+  return { calls };
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_branching_on_a_global_killed_through_mcp_is_never_sent_again_on_resume() {
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::ServiceExt;
+
+    let env = Env::new();
+    let server = Recorder::start_slow_on("/slow", Duration::from_secs(30));
+    let mut child = tokio::process::Command::new(bin())
+        .arg("--db")
+        .arg(env.db())
+        .arg("--workspace")
+        .arg(env.ws())
+        .args([
+            "mcp",
+            "--grant",
+            "tool:*=create",
+            "--grant",
+            &format!("net:127.0.0.1:{}=read,write", server.port),
+        ])
+        .current_dir(env.ws())
+        .env_remove("AGENT_LIBOS_DB")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn agent-libos mcp");
+    let io = tokio::io::join(child.stdout.take().unwrap(), child.stdin.take().unwrap());
+    let client = std::sync::Arc::new(().serve(io).await.expect("initialize"));
+    let call = |tool: &'static str, args: Value| {
+        let client = client.clone();
+        async move {
+            let Value::Object(args) = args else {
+                unreachable!()
+            };
+            let result = client
+                .call_tool(CallToolRequestParams::new(tool).with_arguments(args))
+                .await
+                .expect("tools/call");
+            let text: String = result
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                .collect();
+            assert_ne!(result.is_error, Some(true), "{tool}: {text}");
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null)
+        }
+    };
+    call("spawn_process", json!({"goal": "post"})).await;
+    let id = call("propose_tool", json!({"source": GLOBAL_BRANCH})).await["id"].clone();
+    let report = call("validate_tool", json!({"id": id})).await;
+    assert_eq!(report["ok"], true, "{report}");
+    call("register_tool", json!({"id": id})).await;
+    let first = call(
+        "call_tool",
+        json!({"name": "poster", "args": {"url": server.url("/fast")}}),
+    )
+    .await;
+    assert_eq!(first, json!({"calls": 1}));
+    // The second call runs in the same isolate (calls = 2): it reads the clock, then POSTs;
+    // the host is killed during the POST.
+    let second = {
+        let client = client.clone();
+        let Value::Object(args) = json!({"name": "poster", "args": {"url": server.url("/slow")}})
+        else {
+            unreachable!()
+        };
+        // Its answer never comes: the host dies first.
+        tokio::spawn(async move {
+            let _ = client
+                .call_tool(CallToolRequestParams::new("call_tool").with_arguments(args))
+                .await;
+        })
+    };
+    let start = Instant::now();
+    while server.posts() < 2 && start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    second.abort();
+    assert_eq!(
+        bodies(&server),
+        vec!["POST /fast call 1", "POST /slow call 2"]
+    );
+    // Resumed in a fresh isolate the tool counts 1 again and would POST "call 1" where its
+    // journal records the clock read: it stops on a human request instead.
+    let result = tokio::task::block_in_place(|| resume_after_lease_expiry(&env));
+    let outcome = &result["invocations"][0]["outcome"]["Err"];
+    assert_eq!(outcome["kind"], "NonDeterminism", "{result}");
+    let request = outcome["request_id"]
+        .as_str()
+        .expect("a request")
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        bodies(&server),
+        vec!["POST /fast call 1", "POST /slow call 2"],
+        "nothing sent again"
+    );
+    let requests = pending_requests(&env);
+    let diverged: Vec<&Value> = requests.iter().filter(|r| r["id"] == request).collect();
+    assert_eq!(diverged.len(), 1, "{requests:?}");
+    assert_eq!(diverged[0]["kind"], "diverged");
+    assert_eq!(diverged[0]["payload"]["recorded"], "clock.now");
+    assert_eq!(diverged[0]["payload"]["called"], "net.fetch");
+    assert_eq!(diverged[0]["payload"]["carried"], true);
+}
+
+#[test]
+fn a_journal_without_the_reads_before_the_first_effect_still_never_repeats_the_post() {
+    let env = Env::new();
+    let server = Recorder::start(Duration::from_secs(30));
+    let tool = env.write("order.ts", CLOCK_BRANCH);
+    let deadline = now_ms() + 12_000;
+    let args = json!({"url": server.url("/orders"), "deadline": deadline}).to_string();
+    let net = format!("--allow-net=127.0.0.1:{}", server.port);
+    let host = spawn(
+        &env,
+        &["tool", "run", tool.to_str().unwrap(), "--args", &args, &net],
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || server.posts() == 1),
+        "the tool sent its POST"
+    );
+    kill(host);
+    assert_eq!(bodies(&server), vec!["POST /orders early"]);
+    // The journal as hosts that did not journal reads before the first effect left it: the
+    // two clock reads took ordinals 0 and 1 but have no rows.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", env.db().display()))
+            .await
+            .unwrap();
+        let removed = sqlx::query("DELETE FROM journal WHERE primitive = 'clock.now'")
+            .execute(&db)
+            .await
+            .unwrap();
+        assert_eq!(removed.rows_affected(), 2);
+        db.close().await;
+    });
+    while now_ms() <= deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Late now, the replay skips the second read and reaches its POST at ordinal 1, where
+    // the journal has nothing but records the POST at 2: it stops on a human request.
+    let result = resume_after_lease_expiry(&env);
+    let outcome = &result["invocations"][0]["outcome"]["Err"];
+    assert_eq!(outcome["kind"], "NonDeterminism", "{result}");
+    let request = outcome["request_id"]
+        .as_str()
+        .expect("a request")
+        .to_string();
+    assert_eq!(
+        result["ended"],
+        json!([]),
+        "the tool run's process waits: {result}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.posts(), 1, "{:?}", server.seen.lock().unwrap());
+    // Rejected, the call fails and its process ends; nothing was sent again.
+    let rejected = env.run(&["human", "reject", &request]);
+    assert_eq!(rejected.code, 0, "{rejected:?}");
+    let resumed = env.run(&["--json", "resume"]);
+    let result = resumed.json()["result"].clone();
+    assert_eq!(
+        result["invocations"][0]["outcome"]["Err"]["kind"], "HumanRejected",
+        "{result}"
+    );
+    assert_eq!(
+        result["ended"].as_array().map(Vec::len),
+        Some(1),
+        "{result}"
+    );
+    assert_eq!(server.posts(), 1, "{:?}", server.seen.lock().unwrap());
 }

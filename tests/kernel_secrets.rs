@@ -379,32 +379,84 @@ async fn an_outcome_too_large_to_journal_is_read_again_on_replay() {
     .unwrap();
     assert!(largest < 1000, "a journal row of {largest} bytes");
     assert_eq!(blobs, 0, "over the cap: not stored at all");
-    // The file changes before the replay: the read is made again, not answered from a
-    // journal that never held it; the append is not repeated.
-    std::fs::write(h.workspace().join("big.txt"), "short").unwrap();
     kernel
         .human_respond(&request_id, HumanAnswer::ApproveOnce, "alice")
         .await
         .unwrap();
-    // The approval was for writing "17825792": the write now differs, so it asks again.
-    let report = kernel.resume().await.unwrap();
-    let again = report.invocations[0].outcome.as_ref().unwrap_err();
-    let next = again.request_id.clone().expect("a new request");
-    assert_ne!(next, request_id);
-    let asked = kernel.human_request(&next).await.unwrap().unwrap();
-    assert_eq!(asked.payload["context"]["preview"], "5");
-    kernel
-        .human_respond(&next, HumanAnswer::ApproveOnce, "alice")
-        .await
-        .unwrap();
+    // Unchanged, the read made again hashes as recorded: the replay goes on, the append is
+    // not repeated, and the approved write is made.
     let report = kernel.resume().await.unwrap();
     assert!(report.invocations[0].outcome.is_ok(), "{report:?}");
     assert_eq!(
         std::fs::read_to_string(h.workspace().join("out.txt")).unwrap(),
-        "5"
+        (17 << 20).to_string()
     );
     assert_eq!(
         std::fs::read_to_string(h.workspace().join("log.txt")).unwrap(),
         "once"
     );
+}
+
+#[tokio::test]
+async fn a_read_too_large_to_journal_that_reads_differently_on_replay_is_a_divergence() {
+    let h = common::host().await;
+    let mut config = h.config();
+    config.human_mode = agent_libos::kernel::HumanMode::FailFast;
+    config.fs_limits.call_bytes = 64 << 20;
+    let kernel = Kernel::open(config).await.unwrap();
+    std::fs::write(h.workspace().join("big.txt"), "z".repeat(17 << 20)).unwrap();
+    let pid = common::spawn_on(
+        &kernel,
+        &[
+            "tool:*=create",
+            "fs:big.txt=read",
+            "fs:log.txt=write",
+            "fs:out.txt=write:ask",
+        ],
+    )
+    .await;
+    common::install(
+        &kernel,
+        pid,
+        &common::tool_source(
+            "measure",
+            "await libos.fs.appendText(\"log.txt\", \"once\"); \
+             const a = await libos.fs.readText(\"big.txt\"); \
+             if (a.length > 10) await libos.fs.writeText(\"out.txt\", String(a.length)); \
+             else await libos.fs.appendText(\"log.txt\", \"short\"); \
+             return { ok: true };",
+        ),
+    )
+    .await
+    .unwrap();
+    let err = kernel
+        .syscall(
+            pid,
+            Syscall::Tool(JitCall::Call {
+                name: "measure".into(),
+                args: json!({}),
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "HumanRequired", "{err:?}");
+    // The file changes before the replay: the read cannot be answered from the journal, is
+    // made again, and reads another content — the replay stops rather than take a path the
+    // first run did not take.
+    std::fs::write(h.workspace().join("big.txt"), "short").unwrap();
+    let report = kernel.resume().await.unwrap();
+    let err = report.invocations[0].outcome.as_ref().unwrap_err();
+    assert_eq!(err.kind, "NonDeterminism", "{err:?}");
+    let request = kernel
+        .human_request(err.request_id.as_deref().expect("a request"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(serde_json::to_value(request.kind).unwrap(), "diverged");
+    assert_eq!(request.payload["seq"], 1, "{request:?}");
+    assert_eq!(
+        std::fs::read_to_string(h.workspace().join("log.txt")).unwrap(),
+        "once"
+    );
+    assert!(!h.workspace().join("out.txt").exists());
 }

@@ -307,6 +307,18 @@ impl Driver<'_> {
                 Some(result) => result,
                 None => self.call_once(key, call, table).await,
             };
+            if let Err(
+                e @ SyscallError::NonDeterminism {
+                    request_id: Some(_),
+                    ..
+                },
+            ) = &result
+            {
+                // The call's replay left its journal and waits on a human's decision: the
+                // run stops here and the model is told nothing; after the decision,
+                // `run --resume` settles the call (run again from the start, or failed).
+                return Err(AgentError::Kernel(e.clone()));
+            }
             let is_exit = matches!(
                 catch_panic_sync(&call.name, || table.to_syscall(call)),
                 Ok(Syscall::Proc(ProcCall::Exit { .. }))

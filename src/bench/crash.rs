@@ -63,13 +63,15 @@ async fn open(dir: &Path) -> anyhow::Result<Kernel> {
 }
 
 /// The scripted human: approves pending write approvals after a short delay; refuses to
-/// repeat an effect whose outcome was lost (`uncertain`), so nothing is ever done twice.
+/// repeat an effect whose outcome was lost (`uncertain`) or to run again an invocation whose
+/// replay left its journal (`diverged`), so nothing is ever done twice.
 fn spawn_human(kernel: Kernel) {
     tokio::spawn(async move {
         loop {
             if let Ok(pending) = kernel.human_requests(false).await {
                 for request in pending {
-                    let answer = if request.kind == agent_libos::kernel::RequestKind::Uncertain {
+                    use agent_libos::kernel::RequestKind::{Diverged, Uncertain};
+                    let answer = if matches!(request.kind, Uncertain | Diverged) {
                         HumanAnswer::Reject {
                             reason: "do not repeat".into(),
                         }

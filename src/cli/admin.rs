@@ -75,7 +75,10 @@ pub async fn resume(ctx: &Ctx) -> Result<i32> {
     let report = kernel.resume().await.map_err(Failure::from)?;
     let mut ended = Vec::new();
     for inv in &report.invocations {
-        let waiting = matches!(&inv.outcome, Err(e) if e.kind == "HumanRequired");
+        // A call parked on a human (an approval, or a replay that left its journal) is
+        // finished by a later `resume`: its process stays.
+        let waiting = matches!(&inv.outcome, Err(e) if e.kind == "HumanRequired"
+            || (e.kind == "NonDeterminism" && e.request_id.is_some()));
         let Some(p) = kernel.process(inv.pid) else {
             continue;
         };

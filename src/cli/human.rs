@@ -147,6 +147,12 @@ pub fn summary(r: &HumanRequest) -> String {
             p["invocation"].as_str().unwrap_or("?"),
             p["seq"]
         ),
+        RequestKind::Diverged => format!(
+            "invocation {} left its journal at #{} ({}): approve runs it again from the start (its effects may repeat), reject fails it",
+            p["invocation"].as_str().unwrap_or("?"),
+            p["seq"],
+            p["why"].as_str().unwrap_or("?")
+        ),
         RequestKind::Output => p["message"].as_str().unwrap_or("").to_string(),
     };
     terminal::line(&text).into_owned()

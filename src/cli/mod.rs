@@ -85,6 +85,12 @@ impl Failure {
             SyscallError::PermissionDenied {
                 resource, right, ..
             } => Some(grants::denial_hint(resource, right, &wire.message)),
+            SyscallError::NonDeterminism {
+                request_id: Some(request_id),
+                ..
+            } => Some(format!(
+                "the call's replay left its journal and waits for a human: `agent-libos human approve {request_id}` runs it again from the start (its effects may happen again), `agent-libos human reject {request_id}` fails it; then `agent-libos resume` (or `agent-libos run --resume PID` for an agent run) settles it"
+            )),
             SyscallError::HumanRequired { request_id, .. } => Some(format!(
                 "run again with --ask on a terminal to answer it there, answer it with `agent-libos human approve {request_id}` (or reject), or grant the capability up front with an --allow-* or --grant flag"
             )),
@@ -96,8 +102,20 @@ impl Failure {
             )),
             _ => None,
         };
+        // A call parked on a human exits like one waiting for an approval.
+        let parked = matches!(
+            err,
+            SyscallError::NonDeterminism {
+                request_id: Some(_),
+                ..
+            }
+        );
         Failure {
-            code: exit_code_for(err.kind()),
+            code: if parked {
+                exit::HUMAN
+            } else {
+                exit_code_for(err.kind())
+            },
             wire,
             hint,
             extra: None,

@@ -352,6 +352,23 @@ impl IsolateHost {
         }
     }
 
+    /// Drops `pid`'s isolate on its lane, keeping the placement; the caller holds `pid`'s
+    /// call lock, so no call of `pid` runs. A stalled thread gets the command in its queue,
+    /// ahead of the next call.
+    async fn drop_isolate(&self, pid: i64) {
+        let lane = lock(&self.inner.placement).get(&pid).copied();
+        let Some(lane) = lane else { return };
+        let worker = lock(&self.inner.lanes)[lane].clone();
+        let (reply, answer) = oneshot::channel();
+        if worker
+            .send(Command::Detach { pid, reply }, STALL_LIMIT)
+            .await
+            == Sent::Queued
+        {
+            let _ = wait_unless_stalled(&worker, answer).await;
+        }
+    }
+
     /// Stops `pid`'s running calls (and declared tests) at once, and every later one: they
     /// fail with [`CallError::Cancelled`] and their isolates are discarded (a cancelled or
     /// killed process never runs again). Returns how many were running.
@@ -361,6 +378,17 @@ impl IsolateHost {
 
     /// Runs a tool call in `pid`'s isolate, attaching one first if needed.
     pub async fn call(&self, pid: i64, req: CallRequest) -> Result<Value, CallError> {
+        self.call_in(pid, req, false).await
+    }
+
+    /// Runs a tool call in a fresh isolate for `pid`, which then stays `pid`'s isolate: the
+    /// one it had (and whatever earlier calls left in its globals) is dropped first. For
+    /// replays, which must not see state the run they replay did not see.
+    pub async fn call_fresh(&self, pid: i64, req: CallRequest) -> Result<Value, CallError> {
+        self.call_in(pid, req, true).await
+    }
+
+    async fn call_in(&self, pid: i64, req: CallRequest, fresh: bool) -> Result<Value, CallError> {
         if req.ctx.pid != pid {
             return Err(CallError::Internal(format!(
                 "a call for pid {pid} carries the context of pid {}",
@@ -369,6 +397,9 @@ impl IsolateHost {
         }
         let serial = lock(&self.inner.serial).entry(pid).or_default().clone();
         let _one_at_a_time = serial.lock().await;
+        if fresh {
+            self.drop_isolate(pid).await;
+        }
         let req = Arc::new(req);
         let sent = self
             .on_lane(pid, |claim, reply| Command::Call {

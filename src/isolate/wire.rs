@@ -61,6 +61,8 @@ pub enum ToWorker {
         start_time_ms: i64,
         random_seed: u64,
         ephemeral: bool,
+        /// Drop `pid`'s isolate first (a replay starts from a fresh one).
+        fresh: bool,
     },
     /// The answer to syscall `seq` of call `call`: `Ok(value)` or `Err(wire error)`.
     SyscallReply {

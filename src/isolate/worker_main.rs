@@ -161,6 +161,7 @@ async fn serve(control: OwnedFd) -> i32 {
                 start_time_ms,
                 random_seed,
                 ephemeral,
+                fresh,
             } => {
                 let Some(module) = modules.get(&hash).cloned() else {
                     out.send(&FromWorker::Done {
@@ -194,6 +195,8 @@ async fn serve(control: OwnedFd) -> i32 {
                 tokio::spawn(async move {
                     let outcome = if ephemeral {
                         host.run_ephemeral(req).await
+                    } else if fresh {
+                        host.call_fresh(pid, req).await
                     } else {
                         host.call(pid, req).await
                     };

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::conn::Conn;
+use super::conn::{Conn, Mode};
 use super::wire::WorkerSizes;
 use super::{CallError, CallRequest, HostConfig, HostStats, IsolateError};
 
@@ -180,10 +180,16 @@ impl WorkerHost {
     /// Runs a tool call in `pid`'s isolate, attaching one first if needed.
     pub async fn call(&self, pid: i64, req: CallRequest) -> Result<Value, CallError> {
         // On the heap: this future is awaited deep inside the kernel's own.
-        Box::pin(self.call_inner(pid, req)).await
+        Box::pin(self.call_inner(pid, req, Mode::Process)).await
     }
 
-    async fn call_inner(&self, pid: i64, req: CallRequest) -> Result<Value, CallError> {
+    /// Runs a tool call in a fresh isolate for `pid`, which then stays `pid`'s isolate (a
+    /// replay starts from nothing the interrupted run left behind).
+    pub async fn call_fresh(&self, pid: i64, req: CallRequest) -> Result<Value, CallError> {
+        Box::pin(self.call_inner(pid, req, Mode::Fresh)).await
+    }
+
+    async fn call_inner(&self, pid: i64, req: CallRequest, mode: Mode) -> Result<Value, CallError> {
         if req.ctx.pid != pid {
             return Err(CallError::Internal(format!(
                 "a call for pid {pid} carries the context of pid {}",
@@ -198,7 +204,7 @@ impl WorkerHost {
             // Again once the worker is known: an interrupt that came in between reached
             // this worker (see `Conn::call`) or is seen here.
             self.refuse_cancelled(pid)?;
-            match conn.call(pid, &req, false).await {
+            match conn.call(pid, &req, mode).await {
                 Some(outcome) => {
                     self.after_call(&conn);
                     return outcome;
@@ -226,7 +232,7 @@ impl WorkerHost {
                 .await
                 .map_err(CallError::Internal)?;
             self.refuse_cancelled(pid)?;
-            if let Some(outcome) = conn.call(pid, &req, true).await {
+            if let Some(outcome) = conn.call(pid, &req, Mode::Ephemeral).await {
                 self.after_call(&conn);
                 return outcome;
             }

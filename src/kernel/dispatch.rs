@@ -16,6 +16,16 @@ use super::Kernel;
 use crate::audit::{AuditEntry, Decision};
 use crate::store::{JournalRow, WriteBatch};
 
+/// Where a call of an invocation is journaled.
+struct Slot {
+    invocation: String,
+    seq: i64,
+    hash: String,
+    /// Whether its intent is in the journal (then a failure that a replay would retry
+    /// leaves the intent, and the replay asks a human).
+    intent_written: bool,
+}
+
 impl Kernel {
     /// Runs one primitive on behalf of `pid`. The only way an agent causes an effect.
     pub async fn syscall(&self, pid: Pid, call: Syscall) -> SysResult<Value> {
@@ -67,35 +77,61 @@ impl Kernel {
                     Some(Ok(Step::Replay(result))) => {
                         return self.replayed(pid, &call, &inv, result).await
                     }
-                    Some(Ok(Step::Fresh {
-                        seq,
-                        hash,
-                        journal: true,
-                    })) => {
+                    Some(Ok(Step::Reread { seq, sha256 })) => {
+                        let result =
+                            catch_panic(primitive, self.dispatch(pid, &call, &mut scope)).await;
+                        let outcome = match &result {
+                            Ok(done) => json!({"ok": done.value}),
+                            Err(e) => json!({"err": e.to_wire()}),
+                        };
+                        let now = crate::util::sha256_hex(outcome.to_string().as_bytes());
+                        let result = match now == sha256 {
+                            true => result,
+                            false => Err(self.diverge_on_reread(&inv, seq, &call)),
+                        };
+                        return self.finish(pid, &call, scope, result, None).await;
+                    }
+                    Some(Ok(Step::Fresh { seq, hash })) => {
+                        let mut intent_written = false;
                         match call.intent_timing() {
                             IntentTiming::BeforeDispatch => {
                                 if let Err(e) = self.journal_intent(&inv, seq, &call, &hash).await {
                                     return self.finish(pid, &call, scope, Err(e), None).await;
                                 }
+                                intent_written = true;
                             }
                             IntentTiming::AtEffect => {
                                 scope.intent = Some((inv.clone(), seq, hash.clone()))
                             }
                             IntentTiming::Never => {}
                         }
-                        journal = Some((inv, seq, hash));
+                        journal = Some(Slot {
+                            invocation: inv,
+                            seq,
+                            hash,
+                            intent_written,
+                        });
                     }
-                    Some(Ok(Step::Fresh { .. })) => {}
                     Some(Ok(Step::Uncertain { seq, hash })) => {
                         if let Err(e) = self.confirm_uncertain(pid, &inv, seq, &call).await {
                             return self.finish(pid, &call, scope, Err(e), None).await;
                         }
-                        journal = Some((inv, seq, hash));
+                        journal = Some(Slot {
+                            invocation: inv,
+                            seq,
+                            hash,
+                            intent_written: true,
+                        });
                     }
                 }
             }
             // A panic in a handler or provider is this call's `Internal` error, audited.
             let result = catch_panic(primitive, self.dispatch(pid, &call, &mut scope)).await;
+            if let Some(slot) = &mut journal {
+                // An intent taken at the effect point was written.
+                slot.intent_written |=
+                    call.intent_timing() == IntentTiming::AtEffect && scope.intent.is_none();
+            }
             self.finish(pid, &call, scope, result, journal).await
         };
         // Anywhere else (the gate, the journal, the audit record itself): still only this call.
@@ -182,18 +218,23 @@ impl Kernel {
         call: &Syscall,
         scope: Scope,
         result: SysResult<Done>,
-        journal: Option<(String, i64, String)>,
+        journal: Option<Slot>,
     ) -> SysResult<Value> {
         let now = self.now();
         let journal_row = |outcome: Value| {
-            journal.as_ref().map(|(inv, seq, hash)| {
-                JournalRow::done(
-                    inv.clone(),
-                    *seq,
+            journal.as_ref().map(|slot| {
+                let row = JournalRow::done(
+                    slot.invocation.clone(),
+                    slot.seq,
                     call.name().to_string(),
-                    hash.clone(),
+                    slot.hash.clone(),
                     outcome,
-                )
+                );
+                if call.is_effect() {
+                    row
+                } else {
+                    row.as_read()
+                }
             })
         };
         let span = tracing::Span::current();
@@ -230,9 +271,17 @@ impl Kernel {
                 };
                 let on_commit = done.on_commit.take();
                 let mut batch = done.batch.audit(entry.clone());
+                let mut read_row = None;
                 if let Some(row) = journal_row(json!({"ok": done.value})) {
-                    self.fence_journal(&row.invocation_id, &mut batch);
-                    batch = batch.journal(row);
+                    if call.is_effect() {
+                        // An effect records its invocation (and the reads before it) with
+                        // its outcome, if no intent did already.
+                        self.record_invocation(&row.invocation_id, &mut batch);
+                        self.fence_journal(&row.invocation_id, &mut batch);
+                        batch = batch.journal(row);
+                    } else {
+                        read_row = Some(row);
+                    }
                 }
                 // Effects, state changes and one-shot grants are acknowledged only once
                 // durable; so is a read while the store is failing (it must not outrun its
@@ -252,6 +301,11 @@ impl Kernel {
                         .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
                 } else if let Err(e) = self.inner.store.commit(batch).await {
                     return Err(self.commit_failed(call, entry, consumed, e).await);
+                }
+                // Queued before the tool sees the result (see `journal.rs`).
+                if let Some(row) = read_row {
+                    let invocation = row.invocation_id.clone();
+                    self.journal_read(&invocation, row).await;
                 }
                 // In-memory effects of the call (a published tool) follow its commit.
                 if let Some(apply) = on_commit {
@@ -297,14 +351,25 @@ impl Kernel {
                         | SyscallError::Cancelled(_)
                         | SyscallError::Internal(_)
                 );
-                if !retryable {
-                    if let Some(row) = journal_row(json!({"err": err.to_wire()})) {
-                        self.fence_journal(&row.invocation_id, &mut batch);
-                        batch = batch.journal(row);
-                    }
-                }
+                // A failure a replay would meet again is journaled as one to run again, so
+                // its place stays taken; one after a journaled intent leaves the intent (a
+                // replay asks a human).
+                let row = match (&journal, retryable) {
+                    (Some(slot), true) if !slot.intent_written => Some(JournalRow::retry(
+                        slot.invocation.clone(),
+                        slot.seq,
+                        call.name().to_string(),
+                        slot.hash.clone(),
+                    )),
+                    (_, true) => None,
+                    (_, false) => journal_row(json!({"err": err.to_wire()})),
+                };
                 if let Err(e) = self.inner.store.submit(batch).await {
                     tracing::error!(%e, "the audit record of a failed call was not queued");
+                }
+                if let Some(row) = row {
+                    let invocation = row.invocation_id.clone();
+                    self.journal_read(&invocation, row).await;
                 }
                 Err(err)
             }

@@ -35,9 +35,14 @@ pub enum SyscallError {
     Timeout(String),
     #[error("cancelled: {0}")]
     Cancelled(String),
-    /// A replayed invocation made a different syscall than its journal recorded.
-    #[error("non-deterministic replay: {0}")]
-    NonDeterminism(String),
+    /// A replayed invocation left its journal (another call at a recorded place, an effect
+    /// the journal does not have, or an end before a recorded effect); `request_id` names
+    /// the human request the invocation is parked on, if it is.
+    #[error("non-deterministic replay: {detail}")]
+    NonDeterminism {
+        detail: String,
+        request_id: Option<String>,
+    },
     /// The tool's own code failed (threw, returned bad output).
     #[error("tool error: {message}")]
     ToolError { message: String, stack: String },
@@ -110,7 +115,7 @@ impl SyscallError {
             SyscallError::AlreadyExists(_) => "AlreadyExists",
             SyscallError::Timeout(_) => "Timeout",
             SyscallError::Cancelled(_) => "Cancelled",
-            SyscallError::NonDeterminism(_) => "NonDeterminism",
+            SyscallError::NonDeterminism { .. } => "NonDeterminism",
             SyscallError::ToolError { .. } => "ToolError",
             SyscallError::Io(_) => "IoError",
             SyscallError::Uncertain(_) => "Uncertain",
@@ -141,6 +146,10 @@ impl SyscallError {
                 wire.request_id = Some(request_id.clone());
                 Some(detail.clone())
             }
+            SyscallError::NonDeterminism { detail, request_id } => {
+                wire.request_id = request_id.clone();
+                Some(detail.clone())
+            }
             SyscallError::ToolError { message, stack } => {
                 wire.stack = (!stack.is_empty()).then(|| stack.clone());
                 Some(message.clone())
@@ -152,7 +161,6 @@ impl SyscallError {
             | SyscallError::AlreadyExists(text)
             | SyscallError::Timeout(text)
             | SyscallError::Cancelled(text)
-            | SyscallError::NonDeterminism(text)
             | SyscallError::Io(text)
             | SyscallError::Uncertain(text)
             | SyscallError::Internal(text) => Some(text.clone()),
@@ -190,7 +198,10 @@ impl SyscallError {
             "AlreadyExists" => SyscallError::AlreadyExists(text),
             "Timeout" => SyscallError::Timeout(text),
             "Cancelled" => SyscallError::Cancelled(text),
-            "NonDeterminism" => SyscallError::NonDeterminism(text),
+            "NonDeterminism" => SyscallError::NonDeterminism {
+                detail: text,
+                request_id: wire.request_id.clone(),
+            },
             "ToolError" => SyscallError::ToolError {
                 message: text,
                 stack: wire.stack.clone().unwrap_or_default(),
@@ -286,7 +297,14 @@ mod tests {
             SyscallError::AlreadyExists("a.txt".into()),
             SyscallError::Timeout("no event 'go' within 5 ms".into()),
             SyscallError::Cancelled("process 2 was cancelled".into()),
-            SyscallError::NonDeterminism("syscall #2: other arguments".into()),
+            SyscallError::NonDeterminism {
+                detail: "syscall #2: other arguments".into(),
+                request_id: None,
+            },
+            SyscallError::NonDeterminism {
+                detail: "syscall #1: fs.list where fs.read_text was".into(),
+                request_id: Some("hr_3".into()),
+            },
             SyscallError::ToolError {
                 message: "Error: boom: bad".into(),
                 stack: "at f (tool.ts:1:1)".into(),

@@ -56,15 +56,18 @@ pub enum RequestKind {
     Output,
     /// An effect whose outcome a crash lost: repeat it or not.
     Uncertain,
+    /// A replayed invocation left its journal: run it again from the start, or fail it.
+    Diverged,
 }
 
 impl RequestKind {
-    const ALL: [RequestKind; 5] = [
+    const ALL: [RequestKind; 6] = [
         RequestKind::Approval,
         RequestKind::Permission,
         RequestKind::Question,
         RequestKind::Output,
         RequestKind::Uncertain,
+        RequestKind::Diverged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +77,7 @@ impl RequestKind {
             RequestKind::Question => "question",
             RequestKind::Output => "output",
             RequestKind::Uncertain => "uncertain",
+            RequestKind::Diverged => "diverged",
         }
     }
 }
@@ -474,6 +478,70 @@ impl Kernel {
         }
     }
 
+    /// Raises the request an invocation that left its journal waits on (one per divergence;
+    /// see `Kernel::settle_divergence`). Returns its id.
+    pub(crate) async fn raise_divergence(
+        &self,
+        pid: Pid,
+        invocation: &str,
+        payload: Value,
+    ) -> SysResult<String> {
+        let (id, _) = self
+            .raise_request(
+                pid,
+                RequestKind::Diverged,
+                "operator",
+                payload,
+                divergence_binding(invocation),
+                Some(invocation),
+            )
+            .await?;
+        Ok(id)
+    }
+
+    /// The answer to the divergence request invocation `invocation` waits on, if it waits
+    /// on one: `Some(request id)` once approved, an error once rejected; a pending request
+    /// is waited on (or, failing fast, is `HumanRequired`).
+    pub(crate) async fn confirm_divergence(
+        &self,
+        pid: Pid,
+        invocation: &str,
+    ) -> SysResult<Option<String>> {
+        let binding = divergence_binding(invocation);
+        let open: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM human_requests WHERE pid = ? AND kind = ? AND args_hash = ? \
+             AND used = 0 LIMIT 1",
+        )
+        .bind(pid)
+        .bind(RequestKind::Diverged.as_str())
+        .bind(&binding)
+        .fetch_optional(self.inner.store.pool())
+        .await?;
+        if open.is_none() {
+            return Ok(None);
+        }
+        let mut scope = Scope {
+            correlation: Some(invocation.to_string()),
+            ..Scope::default()
+        };
+        let (id, answer) = self
+            .request_answer(
+                pid,
+                RequestKind::Diverged,
+                "operator",
+                Value::Null,
+                binding,
+                &mut scope,
+            )
+            .await?;
+        match answer {
+            HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => Ok(Some(id)),
+            _ => Err(SyscallError::HumanRejected(format!(
+                "request {id}: invocation {invocation} left its journal and was not run again"
+            ))),
+        }
+    }
+
     /// Stores a pending request and audits it. Returns its id and audit seq.
     async fn raise_request(
         &self,
@@ -624,7 +692,7 @@ impl Kernel {
                 request.status
             )));
         }
-        use RequestKind::{Approval, Permission, Question, Uncertain};
+        use RequestKind::{Approval, Diverged, Permission, Question, Uncertain};
         let status = match (request.kind, &answer) {
             (Question, HumanAnswer::Answer { text }) => {
                 let choices: Vec<String> = request.payload["choices"]
@@ -644,12 +712,13 @@ impl Kernel {
                 RequestStatus::Answered
             }
             (
-                Approval | Permission | Uncertain,
+                Approval | Permission | Uncertain | Diverged,
                 HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways,
             ) => RequestStatus::Approved,
-            (Approval | Permission | Question | Uncertain, HumanAnswer::Reject { .. }) => {
-                RequestStatus::Rejected
-            }
+            (
+                Approval | Permission | Question | Uncertain | Diverged,
+                HumanAnswer::Reject { .. },
+            ) => RequestStatus::Rejected,
             (kind, _) => {
                 return Err(SyscallError::invalid(format!(
                     "a {kind} request cannot take that answer"
@@ -1120,6 +1189,11 @@ fn parse_column<T: std::str::FromStr<Err = String>>(
     let text: String = row.try_get(column)?;
     text.parse()
         .map_err(|e: String| SyscallError::internal(format!("human_requests.{column}: {e}")))
+}
+
+/// What a divergence request of `invocation` is bound to.
+fn divergence_binding(invocation: &str) -> String {
+    crate::util::sha256_hex(json!(["diverged", invocation]).to_string().as_bytes())
 }
 
 #[cfg(test)]

@@ -1,19 +1,31 @@
 //! The exactly-once syscall journal of tool invocations.
 //!
-//! Every tool invocation has an id; every syscall it makes gets the next sequence number.
-//! An effect's *intent* (sequence, primitive, SHA-256 of its exact arguments) is durable
-//! before the effect runs, and its *outcome* is durable with its audit record before the tool
-//! sees it. Reads are journaled once the invocation has recorded anything (a tool that only
-//! reads writes no journal at all).
+//! Every tool invocation has an id; every syscall it makes — reads included — gets the next
+//! ordinal and a journal row: the primitive, the SHA-256 of its resolved arguments, and its
+//! outcome. An effect's *intent* is durable before the effect runs, and its outcome is
+//! durable with its audit record before the tool sees it. Reads cost no commit: before the
+//! invocation's first effect they are held in memory (a tool that only reads writes no
+//! journal at all) and written in the same transaction as that effect's intent; after it,
+//! each read's row is queued to the store's writer without waiting. The writer is one task
+//! that commits batches in the order they were queued (a batch kept from a failed group is
+//! written before anything queued after it; `store/writer.rs`), and a read's row is queued
+//! before the tool sees its result — so it is durable before the intent of any effect the
+//! tool makes after seeing it.
 //!
 //! On resume, an interrupted invocation runs again in a fresh isolate with the same
-//! arguments, start time and random seed. Each syscall at a journaled position returns its
-//! recorded outcome without repeating the effect; one whose arguments differ fails the
-//! invocation with `NonDeterminism`. An effect whose intent was journaled but whose outcome
-//! was not is *uncertain* (the host died during it): it is not repeated silently — a human is
-//! asked, and only an approval repeats it.
+//! arguments, start time and random seed, and each syscall is matched by its ordinal *and*
+//! its primitive and arguments hash. A match returns the recorded outcome without running
+//! again. Anything else is a *divergence*, never a fresh execution: (a) another call at a
+//! recorded ordinal; (b) an effect at an ordinal the journal lacks while it records calls
+//! after it; (c) a replay that ends before reaching an effect the journal records. The
+//! invocation stops with `NonDeterminism` and is parked on a human request of kind
+//! `diverged`: approving runs it again from the start without its journal (its effects may
+//! happen again), rejecting fails it. An effect whose intent was journaled but whose
+//! outcome was not is *uncertain* (the host died during it): a human is asked, and only an
+//! approval repeats it. A read whose outcome was too large to journal runs again, and a
+//! result whose hash differs from the recorded one is a divergence too.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -25,13 +37,49 @@ use super::syscall::{JitCall, Primitive, Syscall};
 use super::Kernel;
 use crate::store::{JournalRow, WriteBatch};
 
+/// What a journal row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowKind {
+    /// An effect that started; its outcome was not recorded.
+    Intent,
+    /// An effect's outcome (rows written before reads had their own status say `done` too).
+    Effect,
+    /// A read's outcome.
+    Read,
+    /// A call that failed in a way a replay makes again: it runs again.
+    Retry,
+}
+
 /// A journal row as read back for replay.
 #[derive(Debug, Clone)]
 pub(crate) struct Recorded {
     pub primitive: String,
     pub args_hash: String,
-    pub done: bool,
+    pub kind: RowKind,
     pub outcome: Option<Value>,
+}
+
+impl Recorded {
+    fn is_effect(&self) -> bool {
+        matches!(self.kind, RowKind::Intent | RowKind::Effect)
+    }
+
+    /// The SHA-256 of an outcome too large to journal, if this row's outcome is one.
+    fn omitted(&self) -> Option<String> {
+        let outcome = self.outcome.as_ref()?;
+        (outcome["omitted"] == true).then(|| outcome["sha256"].as_str().unwrap_or("").to_string())
+    }
+}
+
+/// Where a replay left its journal.
+#[derive(Debug, Clone)]
+pub(crate) struct Divergence {
+    pub seq: i64,
+    /// The primitive the journal records there (empty: none).
+    pub recorded: String,
+    /// The primitive the tool called there (empty: the tool ended).
+    pub called: String,
+    pub why: String,
 }
 
 /// An invocation in progress.
@@ -46,33 +94,62 @@ pub(crate) struct Invocation {
     pub next_seq: i64,
     /// Whether the invocation row is written (or queued).
     pub recorded: bool,
-    /// Rows of an earlier run, by sequence number (empty for a first run).
-    pub replay: HashMap<i64, Recorded>,
+    /// Rows of an earlier run, by ordinal (empty for a first run).
+    pub replay: BTreeMap<i64, Recorded>,
     /// The epoch of this host's lease on the invocation (1 for a first run).
     pub epoch: i64,
+    /// Rows of reads made before the invocation recorded anything: written with its first
+    /// record, dropped if it never makes one.
+    pub pending: Vec<JournalRow>,
+    /// Set once a replay left its journal: every later syscall fails.
+    pub diverged: Option<Divergence>,
+    /// Whether its first run started in an isolate that had served earlier calls.
+    pub carried: bool,
+}
+
+impl Invocation {
+    /// A first run of `tool` (empty for a keyed syscall) for `pid`.
+    pub(crate) fn new(pid: Pid, tool: &str, args: Value, args_hash: String) -> Invocation {
+        Invocation {
+            pid,
+            tool: tool.to_string(),
+            args,
+            args_hash,
+            start_time: 0,
+            seed: 0,
+            next_seq: 0,
+            recorded: false,
+            replay: BTreeMap::new(),
+            epoch: 1,
+            pending: Vec::new(),
+            diverged: None,
+            carried: false,
+        }
+    }
 }
 
 /// An invocation id chosen by the caller (an idempotency key), with what an earlier run of
 /// it left: its journal, whether its row exists, and its start time and seed.
 pub(crate) struct Keyed {
     pub id: String,
-    pub replay: HashMap<i64, Recorded>,
+    pub replay: BTreeMap<i64, Recorded>,
     pub recorded: bool,
     pub start_seed: Option<(i64, u64)>,
     /// The epoch of this host's lease.
     pub epoch: i64,
+    /// Whether its first run started in an isolate that had served earlier calls.
+    pub carried: bool,
 }
 
 /// What the journal says about the next syscall of an invocation.
 pub(crate) enum Step {
-    /// Not journaled before: run it. `journal` says whether to journal it.
-    Fresh {
-        seq: i64,
-        hash: String,
-        journal: bool,
-    },
+    /// Not journaled before (or journaled to run again): run it and journal it.
+    Fresh { seq: i64, hash: String },
     /// Journaled with an outcome: return it without running.
     Replay(SysResult<Value>),
+    /// A read journaled with an outcome too large to keep: run it again; its outcome must
+    /// hash to `sha256`.
+    Reread { seq: i64, sha256: String },
     /// Intent journaled, outcome lost: ask before repeating.
     Uncertain { seq: i64, hash: String },
 }
@@ -108,6 +185,15 @@ pub(crate) fn outcome_result(outcome: &Value) -> SysResult<Value> {
 /// Retention: a finished invocation keeps its outcome (a keyed call's answer) but not its
 /// journal, nor its arguments; a blob goes with the last row that refers to it.
 pub(crate) fn forget_journal(batch: &mut WriteBatch, id: &str) {
+    discard_journal(batch, id);
+    batch.push(
+        "UPDATE invocations SET args = 'null' WHERE id = ?",
+        vec![id.into()],
+    );
+}
+
+/// Deletes the journal rows of invocation `id` (and the blobs only they refer to).
+pub(crate) fn discard_journal(batch: &mut WriteBatch, id: &str) {
     batch.push(
         "DELETE FROM journal_blobs WHERE sha256 IN \
            (SELECT blob FROM journal WHERE invocation_id = ?1 AND blob IS NOT NULL) \
@@ -119,10 +205,39 @@ pub(crate) fn forget_journal(batch: &mut WriteBatch, id: &str) {
         "DELETE FROM journal WHERE invocation_id = ?",
         vec![id.into()],
     );
-    batch.push(
-        "UPDATE invocations SET args = 'null' WHERE id = ?",
-        vec![id.into()],
-    );
+}
+
+/// A journal row still held in memory, as a replay reads it.
+fn recorded_from(row: &JournalRow) -> Recorded {
+    let kind = match row.status {
+        "read" => RowKind::Read,
+        "retry" => RowKind::Retry,
+        "intent" => RowKind::Intent,
+        _ => RowKind::Effect,
+    };
+    let outcome = match &row.blob {
+        Some(blob) => serde_json::from_str(&blob.data).ok(),
+        None => row.outcome.clone(),
+    };
+    Recorded {
+        primitive: row.primitive.clone(),
+        args_hash: row.args_hash.clone(),
+        kind,
+        outcome,
+    }
+}
+
+/// Marks `inv` as having left its journal and returns the error its syscall gets.
+fn diverge(inv: &mut Invocation, id: &str, divergence: Divergence) -> SyscallError {
+    let error = SyscallError::NonDeterminism {
+        detail: format!(
+            "invocation {id}, syscall #{}: {}",
+            divergence.seq, divergence.why
+        ),
+        request_id: None,
+    };
+    inv.diverged = Some(divergence);
+    error
 }
 
 /// Forgets a live invocation if its caller is dropped mid-flight (the journal in the store
@@ -156,7 +271,7 @@ impl Kernel {
 
     /// Starts live invocation `id` over from its first syscall, answering from `replay`
     /// (the rows its interrupted run journaled).
-    pub(crate) fn restart_invocation(&self, id: &str, replay: HashMap<i64, Recorded>) {
+    pub(crate) fn restart_invocation(&self, id: &str, replay: BTreeMap<i64, Recorded>) {
         if let Some(inv) = self.inner.invocations.live.lock().get_mut(id) {
             inv.next_seq = 0;
             inv.replay = replay;
@@ -164,7 +279,7 @@ impl Kernel {
     }
 
     /// The step for the next syscall of invocation `id`, or `None` if `id` is not a live
-    /// invocation of `pid`.
+    /// invocation of `pid`. The call is matched by its ordinal, primitive and arguments hash.
     pub(crate) fn journal_step(
         &self,
         pid: Pid,
@@ -173,50 +288,124 @@ impl Kernel {
     ) -> Option<SysResult<Step>> {
         let mut live = self.inner.invocations.live.lock();
         let inv = live.get_mut(id).filter(|inv| inv.pid == pid)?;
+        if let Some(earlier) = &inv.diverged {
+            return Some(Err(SyscallError::NonDeterminism {
+                detail: format!(
+                    "invocation {id} left its journal at syscall #{}; it makes no further \
+                     syscall until a human decides",
+                    earlier.seq
+                ),
+                request_id: None,
+            }));
+        }
         let seq = inv.next_seq;
         inv.next_seq += 1;
         let hash = call.args_hash();
-        let step = match inv.replay.get(&seq) {
-            None => Ok(Step::Fresh {
-                seq,
-                hash,
-                journal: inv.recorded || call.is_effect(),
-            }),
-            Some(rec) if rec.args_hash != hash => Err(SyscallError::NonDeterminism(format!(
-                "invocation {id}, syscall #{seq}: the journal recorded {} with other arguments, \
-                 but the tool now calls {} — the tool is not deterministic on replay",
-                rec.primitive,
-                call.name()
-            ))),
-            // An outcome too large to journal: a read is made again (unjournaled); an
-            // effect is never repeated, and its outcome cannot be given.
-            Some(rec) if rec.done && rec.outcome.as_ref().is_some_and(|o| o["omitted"] == true) => {
-                if call.is_effect() {
-                    Ok(Step::Replay(Err(SyscallError::limit(
-                        "journal_bytes",
-                        format!(
-                            "invocation {id}, syscall #{seq}: its outcome was too large to journal \
-                             (over {} bytes), so a replay cannot return it; the effect is not repeated",
-                            crate::store::writer::JOURNAL_OUTCOME_MAX
-                        ),
-                    ))))
-                } else {
-                    Ok(Step::Fresh {
-                        seq,
-                        hash,
-                        journal: false,
-                    })
-                }
+        let called = call.name();
+        let Some(rec) = inv.replay.get(&seq).cloned() else {
+            // (b) An effect where the journal has nothing, while it records calls after: the
+            // first run took another path, and this effect could repeat one of its effects.
+            let later = inv.replay.range(seq + 1..).next();
+            if let (true, Some((at, later))) = (call.is_effect(), later) {
+                let divergence = Divergence {
+                    seq,
+                    recorded: later.primitive.clone(),
+                    called: called.to_string(),
+                    why: format!(
+                        "the tool now calls {called}, an effect, where the journal records \
+                         nothing, but it records {} at #{at}: the first run took another path",
+                        later.primitive
+                    ),
+                };
+                return Some(Err(diverge(inv, id, divergence)));
             }
-            Some(rec) if rec.done => Ok(Step::Replay(
+            return Some(Ok(Step::Fresh { seq, hash }));
+        };
+        // (a) Another call at a recorded ordinal.
+        if rec.primitive != called || rec.args_hash != hash {
+            let why = if rec.primitive != called {
+                format!(
+                    "the journal records {} here, but the tool now calls {called}",
+                    rec.primitive
+                )
+            } else {
+                format!(
+                    "the journal records {} here with other arguments than the tool now gives it",
+                    rec.primitive
+                )
+            };
+            let divergence = Divergence {
+                seq,
+                recorded: rec.primitive.clone(),
+                called: called.to_string(),
+                why,
+            };
+            return Some(Err(diverge(inv, id, divergence)));
+        }
+        let step = match (rec.kind, rec.omitted()) {
+            (RowKind::Retry, _) => Step::Fresh { seq, hash },
+            (RowKind::Intent, _) => Step::Uncertain { seq, hash },
+            // An outcome too large to journal: a read is made again (and must read the same);
+            // an effect is never repeated, and its outcome cannot be given.
+            (_, Some(sha256)) if !call.is_effect() => Step::Reread { seq, sha256 },
+            (_, Some(_)) => Step::Replay(Err(SyscallError::limit(
+                "journal_bytes",
+                format!(
+                    "invocation {id}, syscall #{seq}: its outcome was too large to journal \
+                     (over {} bytes), so a replay cannot return it; the effect is not repeated",
+                    crate::store::writer::JOURNAL_OUTCOME_MAX
+                ),
+            ))),
+            (RowKind::Effect | RowKind::Read, None) => Step::Replay(
                 rec.outcome
                     .as_ref()
                     .map(outcome_result)
                     .unwrap_or(Ok(Value::Null)),
-            )),
-            Some(_) => Ok(Step::Uncertain { seq, hash }),
+            ),
         };
-        Some(step)
+        Some(Ok(step))
+    }
+
+    /// A read re-made on replay (its outcome was too large to journal) whose outcome now
+    /// hashes differently: the invocation leaves its journal at `seq`.
+    pub(crate) fn diverge_on_reread(&self, id: &str, seq: i64, call: &Syscall) -> SyscallError {
+        let divergence = Divergence {
+            seq,
+            recorded: call.name().to_string(),
+            called: call.name().to_string(),
+            why: format!(
+                "{} was too large to journal and reads differently now than in the first run",
+                call.name()
+            ),
+        };
+        match self.inner.invocations.live.lock().get_mut(id) {
+            Some(inv) => diverge(inv, id, divergence),
+            None => SyscallError::NonDeterminism {
+                detail: divergence.why,
+                request_id: None,
+            },
+        }
+    }
+
+    /// Journals the row of a read (or of a failed call) of live invocation `id`: held in
+    /// memory until the invocation records anything, then queued without waiting (see the
+    /// module doc for why it is durable before any later intent).
+    pub(crate) async fn journal_read(&self, id: &str, row: JournalRow) {
+        let epoch = {
+            let mut live = self.inner.invocations.live.lock();
+            let Some(inv) = live.get_mut(id) else { return };
+            if !inv.recorded {
+                inv.pending.push(row);
+                return;
+            }
+            inv.epoch
+        };
+        let mut batch = WriteBatch::default();
+        // Its own batch: a stale lease refuses the journal row, never the audit record.
+        self.push_fence(id, epoch, &mut batch);
+        if let Err(e) = self.inner.store.submit(batch.journal(row)).await {
+            tracing::error!(%e, invocation = id, "queueing a journal row");
+        }
     }
 
     /// Makes an effect's intent durable before the effect (with the invocation row, the
@@ -261,13 +450,23 @@ impl Kernel {
         Ok(())
     }
 
-    /// Adds the invocation row to `batch` if it was not written yet.
+    /// Adds the invocation row to `batch` if it was not written yet, with the rows of the
+    /// reads it made so far.
     pub(crate) fn record_invocation(&self, id: &str, batch: &mut WriteBatch) {
         let mut live = self.inner.invocations.live.lock();
         let Some(inv) = live.get_mut(id) else { return };
         if !inv.recorded {
-            inv.recorded = true;
-            self.push_invocation_row(id, inv, batch);
+            self.push_record(id, inv, batch);
+        }
+    }
+
+    /// Records `inv` in `batch`: its row and lease, and its pending read rows (fenced).
+    fn push_record(&self, id: &str, inv: &mut Invocation, batch: &mut WriteBatch) {
+        inv.recorded = true;
+        self.push_invocation_row(id, inv, batch);
+        if !inv.pending.is_empty() {
+            self.push_fence(id, inv.epoch, batch);
+            batch.journal.append(&mut inv.pending);
         }
     }
 
@@ -284,8 +483,8 @@ impl Kernel {
     fn push_invocation_row(&self, id: &str, inv: &Invocation, batch: &mut WriteBatch) {
         self.push_lease(id, batch);
         batch.push(
-            "INSERT INTO invocations (id, pid, tool, args, start_time, seed, status, created_at, args_hash) \
-             VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO invocations (id, pid, tool, args, start_time, seed, status, created_at, args_hash, carried) \
+             VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             vec![
                 id.into(),
                 inv.pid.into(),
@@ -295,33 +494,74 @@ impl Kernel {
                 inv.seed.to_string().into(),
                 self.now().into(),
                 inv.args_hash.clone().into(),
+                inv.carried.into(),
             ],
         );
     }
 
-    /// Ends an invocation: its final status and outcome (if it recorded anything).
-    pub(crate) async fn end_invocation(&self, id: &str, result: &SysResult<Value>) {
-        let Some(inv) = self.inner.invocations.live.lock().remove(id) else {
-            return;
+    /// Ends an invocation: its final status and outcome (if it recorded anything). A replay
+    /// that left its journal — or ends before reaching an effect its journal records —
+    /// ends with `NonDeterminism`, parked on a human request, its journal kept.
+    pub(crate) async fn end_invocation(
+        &self,
+        id: &str,
+        result: SysResult<Value>,
+    ) -> SysResult<Value> {
+        let Some(mut inv) = self.inner.invocations.live.lock().remove(id) else {
+            return result;
         };
-        let status = match result {
+        let mut result = result;
+        // (c) Parked on a human or stopped, a replay has not ended; otherwise every effect
+        // the journal records must have been reached.
+        let alive = self
+            .process(inv.pid)
+            .is_some_and(|p| !p.status.is_terminal());
+        let settled = !matches!(
+            result,
+            Err(SyscallError::HumanRequired { .. } | SyscallError::Cancelled(_))
+        );
+        if alive && settled && inv.diverged.is_none() {
+            let unreached = inv
+                .replay
+                .range(inv.next_seq..)
+                .find(|(_, rec)| rec.is_effect())
+                .map(|(seq, rec)| (*seq, rec.primitive.clone()));
+            if let Some((seq, recorded)) = unreached {
+                inv.diverged = Some(Divergence {
+                    seq,
+                    why: format!(
+                        "the tool ended after {} syscalls, but the journal records {recorded} \
+                         at #{seq}: the first run made an effect this run never reached",
+                        inv.next_seq
+                    ),
+                    recorded,
+                    called: String::new(),
+                });
+            }
+        }
+        // A process that ended has no one to resume it: the invocation just fails.
+        if let (true, Some(divergence)) = (alive, inv.diverged.clone()) {
+            result = Err(self.park_divergence(id, &inv, &divergence).await);
+        }
+        let status = match &result {
+            _ if alive && inv.diverged.is_some() => "waiting_human",
             Ok(_) => "done",
             Err(SyscallError::HumanRequired { .. }) => "waiting_human",
             Err(_) => "failed",
         };
         if !inv.recorded && status != "waiting_human" {
-            return;
+            return result;
         }
         let mut batch = WriteBatch::default();
         if !inv.recorded {
-            self.push_invocation_row(id, &inv, &mut batch);
+            self.push_record(id, &mut inv, &mut batch);
         }
         self.push_fence(id, inv.epoch, &mut batch);
         batch.push(
             "UPDATE invocations SET status = ?, outcome = ?, finished_at = ? WHERE id = ?",
             vec![
                 status.into(),
-                outcome_json(result).to_string().into(),
+                outcome_json(&result).to_string().into(),
                 self.now().into(),
                 id.into(),
             ],
@@ -340,6 +580,106 @@ impl Kernel {
         } else if let Err(e) = self.inner.store.submit(batch).await {
             tracing::error!(%e, "recording an invocation's outcome");
         }
+        result
+    }
+
+    /// Raises the human request a divergence waits on; returns the invocation's error.
+    async fn park_divergence(
+        &self,
+        id: &str,
+        inv: &Invocation,
+        divergence: &Divergence,
+    ) -> SyscallError {
+        let carried = if inv.carried {
+            "; its first run started in an isolate that had served earlier calls of the \
+             process, and values kept in globals between calls are not replayed"
+        } else {
+            ""
+        };
+        let detail = format!(
+            "invocation {id}, syscall #{}: {}{carried}",
+            divergence.seq, divergence.why
+        );
+        let payload = json!({
+            "invocation": id,
+            "tool": inv.tool,
+            "seq": divergence.seq,
+            "recorded": divergence.recorded,
+            "called": divergence.called,
+            "why": divergence.why,
+            "carried": inv.carried,
+            "approve": "run the invocation again from the start, in a fresh isolate and \
+                        without its journal: effects its first run made (or may have made) \
+                        can happen again",
+            "reject": "fail the invocation; nothing of it runs again",
+        });
+        match self.raise_divergence(inv.pid, id, payload).await {
+            Ok(request) => SyscallError::NonDeterminism {
+                detail: format!(
+                    "{detail}. It waits on request {request}: approve it to run the invocation \
+                     again from the start without its journal (its effects may happen again), \
+                     or reject it to fail the invocation (`agent-libos human approve|reject \
+                     {request}`, then `agent-libos resume`)"
+                ),
+                request_id: Some(request),
+            },
+            Err(e) => SyscallError::NonDeterminism {
+                detail: format!(
+                    "{detail}. No human request could be raised ({e}); `agent-libos resume` \
+                     tries again"
+                ),
+                request_id: None,
+            },
+        }
+    }
+
+    /// Live invocation `id` will not run: there is no end of a replay to hold against its
+    /// journal (which stays in the store).
+    pub(crate) fn not_replayed(&self, id: &str) {
+        if let Some(inv) = self.inner.invocations.live.lock().get_mut(id) {
+            inv.replay.clear();
+        }
+    }
+
+    /// Before a replay of invocation `id`: if an earlier replay diverged, gets the human's
+    /// decision. Approved, the journal is discarded (in the store and in the live
+    /// invocation) and the invocation runs from the start; rejected, it fails.
+    pub(crate) async fn settle_divergence(&self, pid: Pid, id: &str) -> SysResult<()> {
+        let request = match self.confirm_divergence(pid, id).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.not_replayed(id);
+                return Err(e);
+            }
+        };
+        let epoch = self.invocation_epoch(id).unwrap_or(1);
+        let mut batch = WriteBatch::default();
+        self.push_fence(id, epoch, &mut batch);
+        discard_journal(&mut batch, id);
+        let batch = batch.audit(crate::audit::AuditEntry {
+            ts: self.now(),
+            actor: format!("pid:{pid}"),
+            action: "invocation.restart".into(),
+            target: format!("invocation:{id}"),
+            decision: crate::audit::Decision::Approved,
+            capability_refs: vec![],
+            correlation_id: Some(request.clone()),
+            parent_seq: None,
+            detail: json!({"request": request, "journal": "discarded"}),
+        });
+        self.inner.store.commit(batch).await.map_err(|e| {
+            let message = e.to_string();
+            if super::lease::is_stale(&message) {
+                super::lease::stale_error(id)
+            } else {
+                SyscallError::Internal(format!("store: {message}"))
+            }
+        })?;
+        if let Some(inv) = self.inner.invocations.live.lock().get_mut(id) {
+            inv.replay.clear();
+        }
+        Ok(())
     }
 
     /// Runs `call` for `pid` at most once per `key`, across restarts: a call whose outcome
@@ -397,7 +737,7 @@ impl Kernel {
         let mut epoch = 1;
         let row = loop {
             let row = sqlx::query(
-                "SELECT pid, status, outcome, start_time, seed, args_hash FROM invocations WHERE id = ?",
+                "SELECT pid, status, outcome, start_time, seed, args_hash, carried FROM invocations WHERE id = ?",
             )
             .bind(key)
             .fetch_optional(self.inner.store.pool())
@@ -426,6 +766,7 @@ impl Kernel {
             }
         };
         let mut start_seed = None;
+        let mut carried = false;
         let recorded = row.is_some();
         if let Some(row) = row {
             let owner: Pid = row.try_get("pid")?;
@@ -438,11 +779,14 @@ impl Kernel {
             }
             let recorded_hash: Option<String> = row.try_get("args_hash")?;
             if recorded_hash.is_some_and(|h| h != args_hash) {
-                return Err(SyscallError::NonDeterminism(format!(
-                    "invocation key {key} was used for another call ({} with other arguments); \
-                     a key names one call",
-                    call.name()
-                )));
+                return Err(SyscallError::NonDeterminism {
+                    detail: format!(
+                        "invocation key {key} was used for another call ({} with other \
+                         arguments); a key names one call",
+                        call.name()
+                    ),
+                    request_id: None,
+                });
             }
             let status: String = row.try_get("status")?;
             let outcome: Option<String> = row.try_get("outcome")?;
@@ -454,6 +798,7 @@ impl Kernel {
             }
             let seed: String = row.try_get("seed")?;
             start_seed = Some((row.try_get("start_time")?, seed.parse().unwrap_or(0)));
+            carried = row.try_get::<i64, _>("carried")? != 0;
         }
         let replay = self.load_journal(key).await?;
         if let Syscall::Tool(JitCall::Call { .. }) = call {
@@ -463,25 +808,24 @@ impl Kernel {
                 recorded,
                 start_seed,
                 epoch,
+                carried,
             };
-            return self.syscall_keyed(pid, call, keyed).await;
+            let result = self.syscall_keyed(pid, call, keyed).await;
+            // As below: the invocation's end is durable before the caller moves on, so a
+            // call under the same key finds it finished (not running, with its journal
+            // already deleted: that would run it again).
+            if let Err(e) = self.inner.store.flush().await {
+                return Err(SyscallError::Internal(format!("store: {e}")));
+            }
+            return result;
         }
-        let _live = self.begin_invocation(
-            key,
-            Invocation {
-                pid,
-                tool: String::new(),
-                // Only what it was: the call itself (content, stdin, headers) is not kept.
-                args: json!({"primitive": call.name()}),
-                args_hash: args_hash.clone(),
-                start_time: self.now(),
-                seed: 0,
-                next_seq: 0,
-                recorded,
-                replay,
-                epoch,
-            },
-        );
+        // Only what it was: the call itself (content, stdin, headers) is not kept.
+        let mut inv = Invocation::new(pid, "", json!({"primitive": call.name()}), args_hash);
+        inv.start_time = self.now();
+        inv.recorded = recorded;
+        inv.replay = replay;
+        inv.epoch = epoch;
+        let _live = self.begin_invocation(key, inv);
         // Record the invocation with its outcome, so a retry finds it even for calls that
         // needed no intent.
         let mut batch = WriteBatch::default();
@@ -494,7 +838,7 @@ impl Kernel {
                 tracing::error!(%e, "recording an invocation");
             }
         }
-        self.end_invocation(key, &result).await;
+        let result = self.end_invocation(key, result).await;
         // The key's record is durable before the caller moves on, so the key cannot be
         // reused (even for a read) before it names its call.
         if let Err(e) = self.inner.store.flush().await {
@@ -517,8 +861,41 @@ impl Kernel {
         Ok(found.is_some())
     }
 
+    /// Rewinds live invocation `id` to run again from the start *in this host* (e.g. after
+    /// the worker running it died): the journal a replay matches becomes what the store
+    /// holds (after a flush) plus the read rows still held in memory, and the next syscall
+    /// is ordinal 0 again. Run it again in a fresh isolate (`run_invocation` with
+    /// `replay: true`, or `Kernel::retry_invocation`). An invocation that already left its
+    /// journal is not rewound.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn rewind_invocation(&self, id: &str) -> SysResult<()> {
+        self.inner
+            .store
+            .flush()
+            .await
+            .map_err(|e| SyscallError::Internal(format!("store: {e}")))?;
+        let mut replay = self.load_journal(id).await?;
+        let mut live = self.inner.invocations.live.lock();
+        let inv = live
+            .get_mut(id)
+            .ok_or_else(|| SyscallError::NotFound(format!("live invocation {id}")))?;
+        if let Some(divergence) = &inv.diverged {
+            return Err(SyscallError::IllegalState(format!(
+                "invocation {id} left its journal at syscall #{}; it is not run again without \
+                 a human's decision",
+                divergence.seq
+            )));
+        }
+        for row in &inv.pending {
+            replay.insert(row.seq, recorded_from(row));
+        }
+        inv.replay = replay;
+        inv.next_seq = 0;
+        Ok(())
+    }
+
     /// Journal rows of an earlier run of `id`.
-    pub(crate) async fn load_journal(&self, id: &str) -> SysResult<HashMap<i64, Recorded>> {
+    pub(crate) async fn load_journal(&self, id: &str) -> SysResult<BTreeMap<i64, Recorded>> {
         let rows = sqlx::query(
             "SELECT j.seq, j.primitive, j.args_hash, j.status, COALESCE(b.data, j.outcome) AS outcome \
              FROM journal j LEFT JOIN journal_blobs b ON b.sha256 = j.blob WHERE j.invocation_id = ?",
@@ -526,19 +903,86 @@ impl Kernel {
         .bind(id)
         .fetch_all(self.inner.store.pool())
         .await?;
-        let mut out = HashMap::new();
+        let mut out = BTreeMap::new();
         for row in rows {
             let outcome: Option<String> = row.try_get("outcome")?;
+            let kind = match row.try_get::<String, _>("status")?.as_str() {
+                "read" => RowKind::Read,
+                "retry" => RowKind::Retry,
+                "intent" => RowKind::Intent,
+                // `done`, and anything unknown: an effect (never repeated).
+                _ => RowKind::Effect,
+            };
             out.insert(
                 row.try_get::<i64, _>("seq")?,
                 Recorded {
                     primitive: row.try_get("primitive")?,
                     args_hash: row.try_get("args_hash")?,
-                    done: row.try_get::<String, _>("status")? == "done",
+                    kind,
                     outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
                 },
             );
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use crate::kernel::{CapabilitySpec, FsCall, KernelConfig, SpawnOptions};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rewound_invocation_replays_what_its_first_run_saw_and_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::write(ws.join("a.txt"), "first").unwrap();
+        let kernel = Kernel::open(KernelConfig::new(dir.path().join("state.db"), ws.clone()))
+            .await
+            .unwrap();
+        let pid = kernel
+            .spawn_root(SpawnOptions {
+                goal: "rewind".into(),
+                grants: vec![CapabilitySpec::parse_grant("fs:**=read,write").unwrap()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let read = || {
+            Syscall::Fs(FsCall::ReadText {
+                path: "a.txt".into(),
+            })
+        };
+        let append = Syscall::Fs(FsCall::AppendText {
+            path: "log.txt".into(),
+            content: "x".into(),
+        });
+        let run = |call: Syscall| kernel.syscall_correlated(pid, call, Some("inv_r".into()));
+        let _live = kernel.begin_invocation(
+            "inv_r",
+            Invocation::new(pid, "t", Value::Null, String::new()),
+        );
+        // A first run: a read held in memory; rewound before anything was written.
+        assert_eq!(run(read()).await.unwrap(), "first");
+        std::fs::write(ws.join("a.txt"), "second").unwrap();
+        kernel.rewind_invocation("inv_r").await.unwrap();
+        assert_eq!(run(read()).await.unwrap(), "first", "replayed from memory");
+        // Then an effect (it writes the journal) and a read; rewound again.
+        run(append.clone()).await.unwrap();
+        assert_eq!(run(read()).await.unwrap(), "second");
+        std::fs::write(ws.join("a.txt"), "third").unwrap();
+        kernel.rewind_invocation("inv_r").await.unwrap();
+        assert_eq!(run(read()).await.unwrap(), "first");
+        run(append.clone()).await.unwrap();
+        assert_eq!(run(read()).await.unwrap(), "second");
+        assert_eq!(
+            std::fs::read_to_string(ws.join("log.txt")).unwrap(),
+            "x",
+            "the effect was not repeated"
+        );
+        // Past the journal, calls run fresh.
+        assert_eq!(run(read()).await.unwrap(), "third");
     }
 }

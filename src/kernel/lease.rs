@@ -82,8 +82,9 @@ impl Kernel {
         );
     }
 
-    /// Takes invocation `id` over if its lease has expired (or it has none); returns the new
-    /// epoch, or `None` if another host holds a live lease.
+    /// Takes invocation `id` over if its lease has expired (or it has none) and it has not
+    /// finished; returns the new epoch, or `None` if another host holds a live lease or the
+    /// invocation finished (the caller looks at its outcome again).
     pub(crate) async fn take_over(&self, id: &str) -> SysResult<Option<i64>> {
         let now = self.now();
         let ttl = i64::try_from(self.inner.config.lease_ttl.as_millis()).unwrap_or(i64::MAX);
@@ -94,13 +95,17 @@ impl Kernel {
                 vec![id.into()],
             )
             .stmt(
+                // Never a finished invocation: its owner's final record may have landed
+                // after the caller looked, and its journal is gone with it.
                 "UPDATE leases SET host = ?, epoch = epoch + 1, heartbeat = ? \
-                 WHERE invocation_id = ? AND heartbeat < ?",
+                 WHERE invocation_id = ? AND heartbeat < ? AND NOT EXISTS \
+                   (SELECT 1 FROM invocations WHERE id = ? AND status IN ('done', 'failed'))",
                 vec![
                     self.host_id().to_string().into(),
                     now.into(),
                     id.into(),
                     now.saturating_sub(ttl).into(),
+                    id.into(),
                 ],
             );
         self.inner

@@ -71,6 +71,8 @@ pub(crate) struct ToolTables {
     tables: Mutex<HashMap<Pid, Arc<ToolTable>>>,
     /// Names a registration has claimed and not yet committed (or given up).
     registering: Mutex<std::collections::HashSet<(Pid, String)>>,
+    /// Processes whose isolate has served a call (and may keep globals from it).
+    warm: Mutex<std::collections::HashSet<Pid>>,
     transpiled: jit::TranspileCache,
 }
 
@@ -568,47 +570,77 @@ impl Kernel {
                 let now = self.now();
                 (now, seed_from(&tool.module.hash, now))
             });
-        let (recorded, replay, epoch) = keyed.map(|k| (k.recorded, k.replay, k.epoch)).unwrap_or((
-            false,
-            Default::default(),
-            1,
-        ));
         let args_hash = super::syscall::Syscall::Tool(super::syscall::JitCall::Call {
             name: name.to_string(),
             args: args.clone(),
         })
         .args_hash();
-        let _live = self.begin_invocation(
-            &invocation,
-            Invocation {
-                pid,
-                tool: name.to_string(),
-                args: args.clone(),
-                args_hash,
-                start_time,
-                seed,
-                next_seq: 0,
-                recorded,
-                replay,
-                epoch,
-            },
-        );
-        let result = self
-            .run_invocation(pid, &tool, &invocation, args, start_time, seed)
-            .await;
-        self.end_invocation(&invocation, &result).await;
-        result
+        let mut inv = Invocation::new(pid, name, args.clone(), args_hash);
+        inv.start_time = start_time;
+        inv.seed = seed;
+        match keyed {
+            Some(k) => {
+                inv.recorded = k.recorded;
+                inv.replay = k.replay;
+                inv.epoch = k.epoch;
+                inv.carried = if k.recorded {
+                    k.carried
+                } else {
+                    self.isolate_warm(pid)
+                };
+            }
+            None => inv.carried = self.isolate_warm(pid),
+        }
+        // A keyed call that ran before (on this host or another) runs again from its journal.
+        let rerun = inv.recorded;
+        let _live = self.begin_invocation(&invocation, inv);
+        let result = match rerun {
+            true => self.settle_divergence(pid, &invocation).await,
+            false => Ok(()),
+        };
+        let result = match result {
+            Ok(()) => {
+                self.run_invocation(pid, &tool, &invocation, args, (start_time, seed), rerun)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.end_invocation(&invocation, result).await
     }
 
-    /// Runs one invocation of `tool` in `pid`'s isolate (a first run or a replay).
+    /// Runs live invocation `id` of `tool` again from the start in this host, from its
+    /// journal and in a fresh isolate (e.g. after the worker running it died): what the
+    /// first run did is replayed, never repeated (see `Kernel::rewind_invocation`). For
+    /// hosts whose isolates live in processes that can die under a call.
+    #[allow(dead_code)]
+    pub(crate) async fn retry_invocation(
+        &self,
+        pid: Pid,
+        tool: &LoadedTool,
+        id: &str,
+        args: Value,
+        start_seed: (i64, u64),
+    ) -> SysResult<Value> {
+        self.rewind_invocation(id).await?;
+        self.run_invocation(pid, tool, id, args, start_seed, true)
+            .await
+    }
+
+    /// Whether `pid`'s isolate has served a call since it was last made fresh.
+    fn isolate_warm(&self, pid: Pid) -> bool {
+        self.inner.tools.warm.lock().contains(&pid)
+    }
+
+    /// Runs one invocation of `tool` in `pid`'s isolate (a first run), or in a fresh one (a
+    /// `replay` of an earlier run: nothing an earlier call left in globals is there).
     async fn run_invocation(
         &self,
         pid: Pid,
         tool: &LoadedTool,
         invocation: &str,
         args: Value,
-        start_time: i64,
-        seed: u64,
+        (start_time, seed): (i64, u64),
+        replay: bool,
     ) -> SysResult<Value> {
         let limits = self.limits_for(pid, &tool.meta.limits).await;
         let request = CallRequest {
@@ -627,7 +659,10 @@ impl Kernel {
             random_seed: seed,
         };
         let host = self.isolates();
-        let mut outcome = host.call(pid, request.clone()).await;
+        let mut outcome = match replay {
+            true => host.call_fresh(pid, request.clone()).await,
+            false => host.call(pid, request.clone()).await,
+        };
         if let Err(CallError::Retry(why)) = &outcome {
             // Its worker stopped under it, after every syscall the kernel was serving for it
             // finished: run it once more from the journal (journaled effects are answered
@@ -640,8 +675,9 @@ impl Kernel {
                 .map_err(|e| SyscallError::Internal(e.to_string()))?;
             let replay = self.load_journal(invocation).await?;
             self.restart_invocation(invocation, replay);
-            outcome = host.call(pid, request).await;
+            outcome = host.call_fresh(pid, request).await;
         }
+        self.inner.tools.warm.lock().insert(pid);
         let value = outcome.map_err(SyscallError::from)?;
         if let Err(errors) = jit::validate(&tool.meta.output, &value) {
             return Err(SyscallError::invalid(format!(
@@ -664,7 +700,7 @@ impl Kernel {
             .await
             .map_err(|e| SyscallError::Internal(e.to_string()))?;
         let rows = sqlx::query(
-            "SELECT id, pid, tool, args, start_time, seed FROM invocations \
+            "SELECT id, pid, tool, args, start_time, seed, carried FROM invocations \
              WHERE status IN ('running', 'waiting_human') AND tool != '' ORDER BY created_at, id",
         )
         .fetch_all(self.inner.store.pool())
@@ -690,6 +726,7 @@ impl Kernel {
                 row.try_get::<i64, _>("start_time")?,
                 seed.parse::<u64>().unwrap_or(0),
                 epoch,
+                row.try_get::<i64, _>("carried")? != 0,
             ));
         }
         let running_tasks: Vec<Pid> = self.inner.tasks.lock().keys().copied().collect();
@@ -707,12 +744,13 @@ impl Kernel {
             }
         }
         let mut runs = Vec::new();
-        for (id, pid, tool_name, args, start_time, seed, epoch) in pending {
+        for (id, pid, tool_name, args, start_time, seed, epoch, carried) in pending {
             let kernel = self.clone();
             runs.push(async move {
-                let outcome = kernel
-                    .rerun(&id, pid, &tool_name, args, (start_time, seed), epoch)
-                    .await;
+                let mut inv = Invocation::new(pid, &tool_name, args, String::new());
+                (inv.start_time, inv.seed, inv.epoch, inv.carried) =
+                    (start_time, seed, epoch, carried);
+                let outcome = kernel.rerun(&id, inv).await;
                 ResumedInvocation {
                     id,
                     pid,
@@ -734,48 +772,37 @@ impl Kernel {
         })
     }
 
-    async fn rerun(
-        &self,
-        id: &str,
-        pid: Pid,
-        tool_name: &str,
-        args: Value,
-        (start_time, seed): (i64, u64),
-        epoch: i64,
-    ) -> SysResult<Value> {
+    /// Runs invocation `id` (described by `inv`: its process, tool, arguments, start time,
+    /// seed, lease epoch) again from its journal, in a fresh isolate. A divergence an
+    /// earlier replay left is settled first (see `Kernel::settle_divergence`).
+    async fn rerun(&self, id: &str, mut inv: Invocation) -> SysResult<Value> {
+        let (pid, tool_name, args) = (inv.pid, inv.tool.clone(), inv.args.clone());
         let alive = self.process(pid).is_some_and(|p| !p.status.is_terminal());
         let tool = if alive {
-            self.tool_table(pid).await?.get(tool_name).cloned()
+            self.tool_table(pid).await?.get(&tool_name).cloned()
         } else {
             None
         };
-        let replay = self.load_journal(id).await?;
-        let _live = self.begin_invocation(
-            id,
-            Invocation {
-                pid,
-                tool: tool_name.to_string(),
-                args: args.clone(),
-                args_hash: String::new(),
-                start_time,
-                seed,
-                next_seq: 0,
-                recorded: true,
-                replay,
-                epoch,
-            },
-        );
+        inv.replay = self.load_journal(id).await?;
+        inv.recorded = true;
+        let start_seed = (inv.start_time, inv.seed);
+        let _live = self.begin_invocation(id, inv);
         let result = match tool {
-            Some(tool) => {
-                self.run_invocation(pid, &tool, id, args, start_time, seed)
-                    .await
+            Some(tool) => match self.settle_divergence(pid, id).await {
+                Ok(()) => {
+                    self.run_invocation(pid, &tool, id, args, start_seed, true)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            None => {
+                self.not_replayed(id);
+                Err(SyscallError::IllegalState(format!(
+                    "invocation {id} cannot resume: process {pid} or its tool {tool_name} is gone"
+                )))
             }
-            None => Err(SyscallError::IllegalState(format!(
-                "invocation {id} cannot resume: process {pid} or its tool {tool_name} is gone"
-            ))),
         };
-        self.end_invocation(id, &result).await;
-        result
+        self.end_invocation(id, result).await
     }
 
     /// Records a tool's console output in the process log (never the host's stdout).
@@ -848,6 +875,7 @@ impl Kernel {
     /// Drops a process's isolate and cached tool table (after it ends).
     pub(crate) async fn release_tools(&self, pid: Pid) {
         self.inner.tools.tables.lock().remove(&pid);
+        self.inner.tools.warm.lock().remove(&pid);
         if let Some(host) = self.inner.isolates.get() {
             host.detach(pid).await;
         }

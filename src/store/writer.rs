@@ -94,7 +94,8 @@ pub struct JournalRow {
     pub seq: i64,
     pub primitive: String,
     pub args_hash: String,
-    /// `intent` or `done`.
+    /// `intent`, `done` (an effect's outcome), `read` (a read's outcome) or `retry` (a call
+    /// that failed in a way a replay makes again).
     pub status: &'static str,
     pub outcome: Option<Value>,
     /// A large outcome, stored once by hash; `outcome` then refers to it.
@@ -149,6 +150,31 @@ impl JournalRow {
             status: "done",
             outcome: Some(outcome),
             blob,
+        }
+    }
+
+    /// The same row as a read's outcome.
+    pub fn as_read(mut self) -> JournalRow {
+        self.status = "read";
+        self
+    }
+
+    /// The row of a call that failed in a way a replay makes again (a human was needed, it
+    /// was cancelled, an internal error): a replay matches it and runs the call again.
+    pub fn retry(
+        invocation_id: String,
+        seq: i64,
+        primitive: String,
+        args_hash: String,
+    ) -> JournalRow {
+        JournalRow {
+            invocation_id,
+            seq,
+            primitive,
+            args_hash,
+            status: "retry",
+            outcome: None,
+            blob: None,
         }
     }
 }

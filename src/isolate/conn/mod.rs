@@ -35,6 +35,17 @@ pub(crate) const HANG_GRACE: std::time::Duration = std::time::Duration::from_sec
 /// Call ids, unique in the kernel process.
 static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 
+/// Which isolate a call runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The process's own (created if it has none).
+    Process,
+    /// A new one for the process, which it keeps.
+    Fresh,
+    /// A throwaway one (declared tests).
+    Ephemeral,
+}
+
 /// What the reader hands to a waiting call.
 enum CallEvent {
     Syscall {
@@ -264,7 +275,8 @@ impl Conn {
         self.end("it was shut down".into());
     }
 
-    /// Runs `req` on the worker (in `pid`'s isolate, or a fresh one if `ephemeral`), serving
+    /// Runs `req` on the worker (in `pid`'s isolate — a new one if `mode` says so — or in a
+    /// throwaway one for [`Mode::Ephemeral`]), serving
     /// its syscalls with `req.port` and `req.ctx` until it ends; a syscall in flight when
     /// the worker answers or dies is finished before this returns. `None` if the worker
     /// takes no more work (the call was not sent).
@@ -272,7 +284,7 @@ impl Conn {
         &self,
         pid: i64,
         req: &CallRequest,
-        ephemeral: bool,
+        mode: Mode,
     ) -> Option<Result<Value, CallError>> {
         let call = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
         let (events, mut rx) = mpsc::unbounded_channel();
@@ -304,7 +316,8 @@ impl Conn {
                 limits: req.limits,
                 start_time_ms: req.start_time_ms,
                 random_seed: req.random_seed,
-                ephemeral,
+                ephemeral: mode == Mode::Ephemeral,
+                fresh: mode == Mode::Fresh,
             });
         }
         // Removes the record however this future ends (the caller may drop it).

@@ -93,7 +93,7 @@ fn start_call(
     port: Arc<RecordingPort>,
 ) -> tokio::task::JoinHandle<Option<Result<Value, CallError>>> {
     let conn = conn.clone();
-    tokio::spawn(async move { conn.call(pid, &request(pid, port), false).await })
+    tokio::spawn(async move { conn.call(pid, &request(pid, port), Mode::Process).await })
 }
 
 #[tokio::test]
@@ -232,7 +232,7 @@ async fn a_worker_that_sends_garbage_oversized_frames_or_dies_fails_only_its_own
         assert!(broken.ended().is_some(), "{case}");
         // The broken worker takes no more work; the other one is untouched.
         assert!(broken
-            .call(7, &request(7, port.clone()), false)
+            .call(7, &request(7, port.clone()), Mode::Process)
             .await
             .is_none());
         say(
@@ -268,7 +268,7 @@ async fn a_syscall_in_flight_when_the_worker_dies_is_finished_before_the_call_re
     req.port = port.clone();
     let running = {
         let conn = conn.clone();
-        tokio::spawn(async move { conn.call(7, &req, false).await })
+        tokio::spawn(async move { conn.call(7, &req, Mode::Process).await })
     };
     let call = call_id(&mut worker).await;
     say(
@@ -300,7 +300,7 @@ async fn a_call_its_worker_never_answers_is_ended_by_killing_the_worker() {
     hung.limits.wall_ms = 50;
     let hung = {
         let conn = conn.clone();
-        tokio::spawn(async move { conn.call(7, &hung, false).await })
+        tokio::spawn(async move { conn.call(7, &hung, Mode::Process).await })
     };
     let bystander = start_call(&conn, 9, port);
     call_id(&mut worker).await;
@@ -340,7 +340,7 @@ async fn a_worker_cannot_make_more_syscalls_or_console_output_than_the_call_allo
     req.limits.max_console_bytes = 10;
     let running = {
         let conn = conn.clone();
-        tokio::spawn(async move { conn.call(7, &req, false).await })
+        tokio::spawn(async move { conn.call(7, &req, Mode::Process).await })
     };
     let call = call_id(&mut worker).await;
     for seq in 0..5 {
@@ -411,7 +411,7 @@ async fn console_output_is_bounded_whatever_its_level_or_line_count() {
     req.limits.max_console_bytes = 100;
     let running = {
         let conn = conn.clone();
-        tokio::spawn(async move { conn.call(7, &req, false).await })
+        tokio::spawn(async move { conn.call(7, &req, Mode::Process).await })
     };
     let call = call_id(&mut worker).await;
     let lines = [
@@ -499,7 +499,7 @@ async fn a_syscall_sent_after_its_call_was_answered_is_refused_not_held() {
     req.port = port.clone();
     let running = {
         let conn = conn.clone();
-        tokio::spawn(async move { conn.call(7, &req, false).await })
+        tokio::spawn(async move { conn.call(7, &req, Mode::Process).await })
     };
     let call = call_id(&mut worker).await;
     let syscall = |seq| FromWorker::Syscall {
@@ -541,7 +541,7 @@ async fn an_interrupted_call_ends_even_if_its_worker_ignores_the_interrupt() {
     req.limits.wall_ms = 600_000;
     let running = {
         let conn = conn.clone();
-        tokio::spawn(async move { conn.call(7, &req, false).await })
+        tokio::spawn(async move { conn.call(7, &req, Mode::Process).await })
     };
     let bystander = start_call(&conn, 9, port.clone());
     let call = call_id(&mut worker).await;
@@ -572,7 +572,7 @@ async fn an_interrupted_call_ends_even_if_its_worker_ignores_the_interrupt() {
     }
     assert!(port.served.lock().unwrap().is_empty());
     // Nor does a later call of the process reach the worker.
-    let again = conn.call(7, &request(7, port.clone()), false).await;
+    let again = conn.call(7, &request(7, port.clone()), Mode::Process).await;
     assert!(
         matches!(again, Some(Err(CallError::Cancelled(_)))),
         "{again:?}"
@@ -633,7 +633,7 @@ async fn only_an_error_the_kernel_returned_to_the_call_becomes_its_kernel_outcom
         req.port = Arc::new(DenyingPort);
         let running = {
             let conn = conn.clone();
-            tokio::spawn(async move { conn.call(7, &req, false).await })
+            tokio::spawn(async move { conn.call(7, &req, Mode::Process).await })
         };
         let call = call_id(&mut worker).await;
         say(
