@@ -227,3 +227,32 @@ async fn a_call_whose_worker_dies_runs_again_from_its_journal_exactly_once() {
     let stats = h.kernel.isolate_stats();
     assert!(stats.workers_lost >= 1, "{stats:?}");
 }
+
+#[tokio::test]
+async fn a_worker_inherits_no_descriptor_of_the_runtime() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let h = common::host().await;
+    // A descriptor the runtime holds without close-on-exec (one its operator passed in, or
+    // a library opened): a worker must not hold it, whatever it is.
+    let secret = h.dir.path().join("secret.txt");
+    std::fs::write(&secret, "the runtime's").unwrap();
+    let file = std::fs::File::open(&secret).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: clearing close-on-exec on a descriptor this test owns.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    let pid = h.spawn(&["tool:*=create"]).await;
+    install(&h.kernel, pid, COUNTER).await.unwrap();
+    call(&h.kernel, pid, "counter", json!({})).await.unwrap();
+    let workers = worker_pids();
+    assert!(!workers.is_empty());
+    for worker in workers {
+        for entry in std::fs::read_dir(format!("/proc/{worker}/fd"))
+            .unwrap()
+            .flatten()
+        {
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            assert_ne!(target, secret, "worker {worker} holds descriptor {entry:?}");
+        }
+    }
+    drop(file);
+}

@@ -167,7 +167,7 @@ pub(crate) fn confine_with(
     limits: &WorkerConfinement,
     layers: Layers,
 ) -> Result<Confined, ConfineError> {
-    let threads = thread_count().map_err(step("counting threads"))?;
+    let threads = sys::thread_count().map_err(step("counting threads"))?;
     if threads != 1 {
         return Err(ConfineError::Threaded { threads });
     }
@@ -221,13 +221,6 @@ pub(crate) fn confine_with(
 fn own_pid() -> libc::pid_t {
     // SAFETY: plain query.
     unsafe { libc::getpid() }
-}
-
-/// Threads of this process (entries of `/proc/self/task`).
-fn thread_count() -> io::Result<usize> {
-    #[allow(clippy::disallowed_methods)] // the worker's own /proc entry, before Landlock
-    let tasks = std::fs::read_dir("/proc/self/task")?;
-    Ok(tasks.count())
 }
 
 /// Arms the parent-death signal, then checks that the parent is still the runtime: if it

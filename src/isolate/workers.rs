@@ -170,8 +170,9 @@ impl WorkerHost {
         let live = lock(&self.inner.live).clone();
         live.iter()
             .map(|conn| {
+                let running = conn.calls_of(pid);
                 conn.interrupt(pid);
-                conn.calls_of(pid)
+                running
             })
             .sum()
     }
@@ -200,6 +201,9 @@ impl WorkerHost {
         for _ in 0..MAX_ATTEMPTS {
             self.refuse_cancelled(pid)?;
             let conn = self.worker_of(pid).await.map_err(CallError::Internal)?;
+            // Again once the worker is known: an interrupt that came in between reached
+            // this worker (see `Conn::call`) or is seen here.
+            self.refuse_cancelled(pid)?;
             match conn.call(pid, &req, mode).await {
                 Some(outcome) => {
                     self.after_call(&conn);
@@ -227,6 +231,7 @@ impl WorkerHost {
                 .current(Kind::Tests)
                 .await
                 .map_err(CallError::Internal)?;
+            self.refuse_cancelled(pid)?;
             if let Some(outcome) = conn.call(pid, &req, Mode::Ephemeral).await {
                 self.after_call(&conn);
                 return outcome;
@@ -247,17 +252,22 @@ impl WorkerHost {
     pub fn stats(&self) -> HostStats {
         let live = lock(&self.inner.live).clone();
         let usage = live.iter().map(|c| c.usage());
-        let (created, threads_retired) = usage.fold((0, 0), |(c, t), u| {
-            (c + u.created, t + u.threads_retired as usize)
+        // What workers report is theirs to say: counted without overflow.
+        let (created, threads_retired) = usage.fold((0u64, 0u64), |(c, t), u| {
+            (
+                c.saturating_add(u.created),
+                t.saturating_add(u.threads_retired),
+            )
         });
         HostStats {
             threads_started: 0,
-            threads_retired,
+            threads_retired: usize::try_from(threads_retired).unwrap_or(usize::MAX),
             workers_started: self.inner.started.load(Ordering::Relaxed),
             workers_replaced: self.inner.replaced.load(Ordering::Relaxed),
             workers_lost: self.inner.lost.load(Ordering::Relaxed),
             workers_live: live.len(),
-            runtimes_created: created + self.inner.created_before.load(Ordering::Relaxed),
+            runtimes_created: created
+                .saturating_add(self.inner.created_before.load(Ordering::Relaxed)),
             max_worker_rss_bytes: self.inner.max_rss.load(Ordering::Relaxed),
         }
     }
@@ -395,9 +405,7 @@ impl WorkerHost {
             let mut live = lock(&inner.live);
             if let Some(at) = live.iter().position(|c| Arc::ptr_eq(c, &conn)) {
                 live.swap_remove(at);
-                inner
-                    .created_before
-                    .fetch_add(conn.usage().created, Ordering::Relaxed);
+                add_created(&inner.created_before, conn.usage().created);
             }
         });
     }
@@ -410,12 +418,56 @@ impl WorkerHost {
         let mut live = lock(&self.inner.live);
         if let Some(at) = live.iter().position(|c| Arc::ptr_eq(c, conn)) {
             live.swap_remove(at);
-            self.inner
-                .created_before
-                .fetch_add(conn.usage().created, Ordering::Relaxed);
+            add_created(&self.inner.created_before, conn.usage().created);
             if !conn.is_draining() {
                 self.inner.lost.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Adds a retired worker's reported runtime creations, without overflow.
+fn add_created(total: &AtomicU64, created: u64) {
+    let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |before| {
+        Some(before.saturating_add(created))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isolate::wire::{FromWorker, WorkerUsage};
+    use crate::providers::worker_process;
+    use crate::util::frame;
+
+    #[tokio::test]
+    async fn the_wear_workers_report_cannot_overflow_the_hosts_counts() {
+        let host = WorkerHost::start(HostConfig::default(), None);
+        let mut ends = Vec::new();
+        for number in 0..2 {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let conn = Conn::over(ours, number, None, None).unwrap();
+            let (reader, mut writer) = worker_process::split(theirs).unwrap();
+            let boast = FromWorker::Attached {
+                id: 0,
+                outcome: Ok(()),
+                usage: WorkerUsage {
+                    created: u64::MAX,
+                    threads_retired: u64::MAX,
+                },
+            };
+            frame::write(&mut writer, &frame::encode(&boast).unwrap())
+                .await
+                .unwrap();
+            while conn.usage().created != u64::MAX {
+                tokio::task::yield_now().await;
+            }
+            lock(&host.inner.live).push(conn);
+            ends.push((reader, writer));
+        }
+        add_created(&host.inner.created_before, u64::MAX);
+        let stats = host.stats();
+        assert_eq!(stats.runtimes_created, u64::MAX);
+        assert_eq!(stats.threads_retired, usize::MAX);
     }
 }

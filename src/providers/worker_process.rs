@@ -15,8 +15,15 @@ pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 /// An async writing half.
 pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// How much of one worker's standard error the runtime logs; the rest is read and dropped.
+pub const STDERR_BUDGET: usize = 64 * 1024;
+/// The longest line of a worker's standard error logged as one.
+const STDERR_LINE: u64 = 4 * 1024;
+
 /// Starts `binary` with `args`, only `env` in its environment, and one end of a fresh
 /// socket pair as its stdin; returns the child (killed when dropped) and the other end.
+/// Its standard error is a pipe to the runtime, never the runtime's own (a terminal that a
+/// compromised worker would write escape sequences to): see [`relay_stderr`].
 /// Call on a thread that outlives the child: its parent-death signal follows that thread.
 pub fn spawn(
     binary: &Path,
@@ -30,7 +37,7 @@ pub fn spawn(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
     Ok((child, ours))
@@ -58,4 +65,72 @@ pub fn passthrough_env(names: &[&str]) -> Vec<(String, String)> {
         .iter()
         .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
         .collect()
+}
+
+/// Logs what a worker writes to its standard error, on the current runtime: line by line,
+/// control characters escaped, at most [`STDERR_BUDGET`] bytes; the rest is read and
+/// dropped so the worker never blocks on a full pipe.
+pub fn relay_stderr(child: &mut tokio::process::Child, worker: u64) {
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(relay_lines(stderr, STDERR_BUDGET, move |line| {
+            tracing::warn!(worker, "isolate worker: {line}");
+        }));
+    }
+}
+
+/// Hands each line of `reader` to `sink`, escaped, until `budget` bytes were handed; reads
+/// the rest to its end.
+pub async fn relay_lines(
+    reader: impl AsyncRead + Unpin,
+    mut budget: usize,
+    mut sink: impl FnMut(&str),
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(STDERR_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if budget == 0 {
+            continue;
+        }
+        let kept = &line[..line.len().min(budget)];
+        budget -= kept.len();
+        let text = String::from_utf8_lossy(kept);
+        sink(&text.trim_end_matches('\n').escape_debug().to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_workers_stderr_is_piped_escaped_and_bounded() {
+        let script =
+            "printf 'title\\033]0;pwned\\007\\n' >&2; head -c 300000 /dev/zero | tr '\\0' x >&2";
+        let (mut child, _socket) = spawn(
+            Path::new("/bin/sh"),
+            &["-c".to_string(), script.to_string()],
+            &[],
+        )
+        .unwrap();
+        // Not the runtime's own standard error.
+        let stderr = child.stderr.take().expect("a pipe");
+        let mut lines = Vec::new();
+        relay_lines(stderr, STDERR_BUDGET, |line| lines.push(line.to_string())).await;
+        assert!(child.wait().await.unwrap().success());
+        assert_eq!(lines[0], "title\\u{1b}]0;pwned\\u{7}");
+        assert!(lines.iter().all(|l| !l.contains('\u{1b}')));
+        let logged: usize = lines.iter().map(String::len).sum();
+        assert!(logged <= STDERR_BUDGET + 64, "{logged}");
+        assert!(logged >= STDERR_BUDGET / 2, "{logged}");
+    }
 }

@@ -151,7 +151,9 @@ fn conditional_rules(pid: libc::pid_t) -> Result<Vec<(libc::c_long, Vec<SeccompR
     let no_exec = || cond(2, Qword, MaskedEq(libc::PROT_EXEC as u64), 0);
     let thread = (libc::CLONE_THREAD | libc::CLONE_VM) as u64;
     Ok(vec![
-        // No executable memory: the engine interprets, it does not compile to machine code.
+        // No executable memory: QuickJS interprets, it does not compile to machine code.
+        // V8's JIT maps executable memory: V8 builds are type-checked only and have never
+        // run confined.
         (libc::SYS_mmap, vec![rule(vec![no_exec()?])?]),
         (libc::SYS_mprotect, vec![rule(vec![no_exec()?])?]),
         // Threads, never processes.

@@ -12,11 +12,12 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tokio::io::unix::AsyncFd;
 
 use super::{confine_with, Confined, Layers, WorkerConfinement};
 use crate::isolate::{
@@ -134,14 +135,14 @@ fn run(probe: Probe) -> i32 {
     let address_space = limits.address_space_bytes;
     let probe_ref = &probe;
     runtime.block_on(async move {
-        let mut control = match control_socket(control) {
+        let control = match control_socket(control) {
             Ok(control) => control,
             Err(e) => {
                 println!("{}", json!({ "control_error": e.to_string() }));
                 return 4;
             }
         };
-        let message = exchange(&mut control).await;
+        let message = exchange(&control).await;
         let engine = run_engine().await;
         let report = Report {
             confined,
@@ -153,7 +154,7 @@ fn run(probe: Probe) -> i32 {
             attempts: attack(probe_ref, address_space),
         };
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
-        wait_for_close(&mut control).await;
+        wait_for_close(&control).await;
         0
     });
     match probe.finale.as_deref() {
@@ -171,31 +172,85 @@ fn run(probe: Probe) -> i32 {
     0
 }
 
-fn control_socket(fd: OwnedFd) -> io::Result<tokio::net::UnixStream> {
-    let stream = std::os::unix::net::UnixStream::from(fd);
-    stream.set_nonblocking(true)?;
-    tokio::net::UnixStream::from_std(stream)
+/// The control socket (descriptor 0, inherited) on tokio's event loop, non-blocking.
+fn control_socket(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: plain fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0
+        || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: an owned descriptor stays open, and the same, for as long as the AsyncFd
+    // holds it.
+    unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)
 }
 
-/// Reads one line from the control socket and answers it: the IPC path under confinement.
-async fn exchange(control: &mut tokio::net::UnixStream) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// `recv` on the control socket once it is readable (0: the peer closed it).
+async fn receive(control: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        let mut ready = control.readable().await?;
+        // SAFETY: `buf` is valid for `buf.len()` bytes.
+        let read = ready.try_io(|fd| {
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        if let Ok(result) = read {
+            return result;
+        }
+    }
+}
+
+/// `send` of all of `bytes` on the control socket.
+async fn send_all(control: &AsyncFd<OwnedFd>, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let mut ready = control.writable().await?;
+        // SAFETY: `bytes` is valid for `bytes.len()` bytes.
+        let sent = ready.try_io(|fd| {
+            let n = unsafe {
+                libc::send(
+                    fd.as_raw_fd(),
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        if let Ok(result) = sent {
+            bytes = &bytes[result?..];
+        }
+    }
+    Ok(())
+}
+
+/// Reads one message from the control socket and answers it: the IPC path under
+/// confinement.
+async fn exchange(control: &AsyncFd<OwnedFd>) -> String {
     let mut buf = [0u8; 64];
-    let n = match control.read(&mut buf).await {
+    let n = match receive(control, &mut buf).await {
         Ok(n) => n,
         Err(e) => return format!("read: {e}"),
     };
     let got = String::from_utf8_lossy(&buf[..n]).trim().to_string();
-    if let Err(e) = control.write_all(format!("{got}: pong\n").as_bytes()).await {
+    if let Err(e) = send_all(control, format!("{got}: pong\n").as_bytes()).await {
         return format!("write: {e}");
     }
     got
 }
 
-async fn wait_for_close(control: &mut tokio::net::UnixStream) {
-    use tokio::io::AsyncReadExt;
+async fn wait_for_close(control: &AsyncFd<OwnedFd>) {
     let mut buf = [0u8; 64];
-    while let Ok(n) = control.read(&mut buf).await {
+    while let Ok(n) = receive(control, &mut buf).await {
         if n == 0 {
             break;
         }
@@ -375,7 +430,8 @@ fn loopback(port: u16) -> (libc::sockaddr_storage, usize) {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: port.to_be(),
         sin_addr: libc::in_addr {
-            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            // 127.0.0.1, already in network byte order.
+            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
         },
         sin_zero: [0; 8],
     };
@@ -570,6 +626,9 @@ fn attack(probe: &Probe, address_space: u64) -> BTreeMap<&'static str, Attempt> 
     if probe.without_seccomp {
         // With seccomp, exec kills the worker: that is the finale's job.
         attempts.insert("fork_exec", fork_child(Some(&probe.binary)));
+    } else {
+        // Unfiltered, some of these would act (a raw clone forks): only with the filter.
+        attempts.extend(other_spellings());
     }
     attempts
 }
@@ -596,4 +655,158 @@ fn map(bytes: u64, prot: i32) -> Attempt {
     // SAFETY: unmapping what we just mapped.
     unsafe { libc::munmap(ptr, bytes as usize) };
     SUCCEEDED
+}
+
+/// Other system calls with the effect of a refused one (another way to open, fork, signal,
+/// re-limit, get executable memory, or get around the filter), with the call's raw
+/// number. Each must fail with `EPERM`: the allowlist does not know them.
+fn other_spellings() -> Vec<(&'static str, Attempt)> {
+    let passwd = c"/etc/passwd";
+    // SAFETY: plain queries.
+    let parent = unsafe { libc::getppid() } as libc::c_long;
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = libc::O_RDONLY as u64;
+    let page = 4096usize;
+    let rlimit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    let mut siginfo: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let mut uring_params = [0u8; 120];
+    let calls: Vec<(&'static str, libc::c_long, [libc::c_long; 5])> = vec![
+        (
+            "openat2",
+            libc::SYS_openat2,
+            [
+                libc::AT_FDCWD as libc::c_long,
+                passwd.as_ptr() as libc::c_long,
+                &how as *const libc::open_how as libc::c_long,
+                std::mem::size_of::<libc::open_how>() as libc::c_long,
+                0,
+            ],
+        ),
+        (
+            "open_by_handle_at",
+            libc::SYS_open_by_handle_at,
+            [libc::AT_FDCWD as libc::c_long, 0, 0, 0, 0],
+        ),
+        (
+            "openat_x32",
+            libc::SYS_openat | 0x4000_0000,
+            [
+                libc::AT_FDCWD as libc::c_long,
+                passwd.as_ptr() as libc::c_long,
+                libc::O_RDONLY as libc::c_long,
+                0,
+                0,
+            ],
+        ),
+        (
+            "clone_process",
+            libc::SYS_clone,
+            [libc::SIGCHLD as libc::c_long, 0, 0, 0, 0],
+        ),
+        ("tkill_parent", libc::SYS_tkill, [parent, 0, 0, 0, 0]),
+        (
+            "rt_sigqueueinfo_parent",
+            libc::SYS_rt_sigqueueinfo,
+            [
+                parent,
+                libc::SIGCONT as libc::c_long,
+                &mut siginfo as *mut libc::siginfo_t as libc::c_long,
+                0,
+                0,
+            ],
+        ),
+        (
+            "pidfd_open_parent",
+            libc::SYS_pidfd_open,
+            [parent, 0, 0, 0, 0],
+        ),
+        (
+            "setrlimit_raw",
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_setrlimit,
+            #[cfg(not(target_arch = "x86_64"))]
+            libc::SYS_prlimit64,
+            [
+                libc::RLIMIT_AS as libc::c_long,
+                &rlimit as *const libc::rlimit as libc::c_long,
+                0,
+                0,
+                0,
+            ],
+        ),
+        (
+            "mprotect_executable",
+            libc::SYS_mprotect,
+            [
+                passwd.as_ptr() as libc::c_long & !(page as libc::c_long - 1),
+                page as libc::c_long,
+                (libc::PROT_READ | libc::PROT_EXEC) as libc::c_long,
+                0,
+                0,
+            ],
+        ),
+        (
+            "pkey_mprotect_executable",
+            libc::SYS_pkey_mprotect,
+            [
+                passwd.as_ptr() as libc::c_long & !(page as libc::c_long - 1),
+                page as libc::c_long,
+                (libc::PROT_READ | libc::PROT_EXEC) as libc::c_long,
+                -1,
+                0,
+            ],
+        ),
+        (
+            "memfd_create",
+            libc::SYS_memfd_create,
+            [passwd.as_ptr() as libc::c_long, 0, 0, 0, 0],
+        ),
+        (
+            "io_uring_setup",
+            libc::SYS_io_uring_setup,
+            [8, uring_params.as_mut_ptr() as libc::c_long, 0, 0, 0],
+        ),
+        (
+            "socketpair_inet",
+            libc::SYS_socketpair,
+            [
+                libc::AF_INET as libc::c_long,
+                libc::SOCK_STREAM as libc::c_long,
+                0,
+                0,
+                0,
+            ],
+        ),
+        (
+            "unshare",
+            libc::SYS_unshare,
+            [libc::CLONE_NEWUSER as libc::c_long, 0, 0, 0, 0],
+        ),
+        ("userfaultfd", libc::SYS_userfaultfd, [0, 0, 0, 0, 0]),
+        ("bpf", libc::SYS_bpf, [0, 0, 0, 0, 0]),
+    ];
+    calls
+        .into_iter()
+        .map(|(name, nr, [a, b, c, d, e])| {
+            // SAFETY: every pointer argument points at live data of the right type; the
+            // calls are expected to be refused before they run. A raw clone that ran anyway
+            // leaves its child at once.
+            let rc = unsafe { libc::syscall(nr, a, b, c, d, e) };
+            if rc == 0 && nr == libc::SYS_clone {
+                // SAFETY: leaving the child of an unfiltered clone.
+                unsafe { libc::_exit(0) }
+            }
+            let attempt = match rc {
+                rc if rc < 0 => Attempt {
+                    errno: errno(),
+                    step: name,
+                },
+                _ => SUCCEEDED,
+            };
+            (name, attempt)
+        })
+        .collect()
 }

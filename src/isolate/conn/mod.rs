@@ -57,6 +57,9 @@ enum CallEvent {
         text: String,
     },
     Done(Result<Value, CallError>),
+    /// The call's process was cancelled or killed: the call ends now, whatever the worker
+    /// does.
+    Interrupted,
     /// The worker is gone.
     Lost(String),
 }
@@ -76,6 +79,8 @@ struct Table {
     modules: HashSet<String>,
     /// Shutdown was sent: the worker takes no more work.
     closing: bool,
+    /// Processes interrupted (cancelled or killed): their calls are refused here.
+    interrupted: HashSet<i64>,
 }
 
 /// One worker process (or, in tests, whatever is at the other end of a socket).
@@ -107,7 +112,8 @@ impl Conn {
         env: &[(String, String)],
     ) -> std::io::Result<Arc<Conn>> {
         let args = [WORKER_MODE.to_string(), std::process::id().to_string()];
-        let (child, ours) = worker_process::spawn(binary, &args, env)?;
+        let (mut child, ours) = worker_process::spawn(binary, &args, env)?;
+        worker_process::relay_stderr(&mut child, number);
         let os_pid = child.id();
         let conn = Conn::over(ours, number, os_pid, Some(child))?;
         conn.send(&ToWorker::Start { sizes });
@@ -201,8 +207,15 @@ impl Conn {
         worker_process::rss_bytes(self.os_pid?)
     }
 
+    /// Tells the worker to stop `pid`'s calls, and ends them on the kernel's side at once:
+    /// a worker that ignores the interrupt keeps no call of a cancelled or killed process.
     pub(crate) fn interrupt(&self, pid: i64) {
         self.send(&ToWorker::Interrupt { pid });
+        let mut table = lock(&self.table);
+        table.interrupted.insert(pid);
+        for running in table.calls.values().filter(|r| r.pid == pid) {
+            let _ = running.events.send(CallEvent::Interrupted);
+        }
     }
 
     pub(crate) fn detach(&self, pid: i64) {
@@ -280,6 +293,11 @@ impl Conn {
             if table.closing || table.ended.is_some() {
                 return None;
             }
+            // Checked under the lock `interrupt` takes: a call sent while its process is
+            // being stopped is either refused here or reached by the interrupt.
+            if table.interrupted.contains(&pid) {
+                return Some(Err(cancelled()));
+            }
             table.calls.insert(call, Running { events, pid });
             let module = &req.module;
             if table.modules.insert(module.hash.clone()) {
@@ -303,7 +321,7 @@ impl Conn {
             });
         }
         // Removes the record however this future ends (the caller may drop it).
-        let _running = Unlist { conn: self, call };
+        let running = Unlist { conn: self, call };
         // If the caller drops this future, the call's syscalls still in flight are stopped
         // and answered as cancelled, so the worker's call ends instead of waiting forever
         // (holding its process's isolate) for answers that will never come.
@@ -315,6 +333,9 @@ impl Conn {
         };
         let mut syscalls = FuturesUnordered::new();
         let (mut served, mut console_bytes) = (0u64, 0usize);
+        // The errors the kernel returned to this call's syscalls: the only ones its
+        // outcome may carry as a kernel outcome (a denial, a limit, a request for a human).
+        let mut returned = Vec::new();
         let deadline = tokio::time::Instant::now()
             + std::time::Duration::from_millis(req.limits.wall_ms)
             + HANG_GRACE;
@@ -337,10 +358,14 @@ impl Conn {
                         // does not.
                         if served >= req.limits.max_syscalls {
                             tracing::warn!(worker = self.number, call, "refused a syscall past the call's limit");
+                            let refusal = too_many_syscalls(req.limits.max_syscalls);
+                            if !returned.contains(&refusal) {
+                                returned.push(refusal.clone());
+                            }
                             self.send(&ToWorker::SyscallReply {
                                 call,
                                 seq,
-                                outcome: Err(too_many_syscalls(req.limits.max_syscalls)),
+                                outcome: Err(refusal),
                             });
                             continue;
                         }
@@ -352,32 +377,68 @@ impl Conn {
                         // caller's stack. It finishes even if the caller goes away.
                         let task = tokio::spawn(async move {
                             let outcome = answer.await;
+                            let error = outcome.as_ref().err().cloned();
                             if let Ok(bytes) =
                                 frame::encode(&ToWorker::SyscallReply { call, seq, outcome })
                             {
                                 let _ = out.send(bytes);
                             }
+                            error
                         });
                         abandon.in_flight.retain(|(_, task)| !task.is_finished());
                         abandon.in_flight.push((seq, task.abort_handle()));
                         syscalls.push(task);
                     }
                     Some(CallEvent::Console { level, text }) => {
+                        // Only the engine's levels, and no empty line: every line the
+                        // kernel keeps is charged to the call's console bytes.
+                        let Some(level) = console_level(&level) else {
+                            tracing::warn!(worker = self.number, call, "dropped console output with an unknown level");
+                            continue;
+                        };
+                        if text.is_empty() {
+                            continue;
+                        }
                         console_bytes = console_bytes.saturating_add(text.len());
                         if console_bytes <= req.limits.max_console_bytes {
-                            req.port.console(&req.ctx, &level, &text);
+                            req.port.console(&req.ctx, level, &text);
                         }
                     }
                     Some(CallEvent::Done(outcome)) => break outcome,
+                    Some(CallEvent::Interrupted) => {
+                        break Err(cancelled())
+                    }
                     Some(CallEvent::Lost(why)) => break Err(lost(self.number, &why)),
                     None => break Err(lost(self.number, "the connection ended")),
                 },
-                Some(_) = syscalls.next(), if !syscalls.is_empty() => {}
+                Some(served) = syscalls.next(), if !syscalls.is_empty() => {
+                    returned.extend(served.ok().flatten());
+                }
             }
         };
-        while syscalls.next().await.is_some() {}
+        // The call has its outcome: from now on its id grants nothing (a late frame is
+        // refused, never queued). The syscalls already being served finish first.
+        drop(running);
+        while let Some(served) = syscalls.next().await {
+            returned.extend(served.ok().flatten());
+        }
         abandon.settled = true;
-        Some(outcome)
+        Some(match outcome {
+            Err(CallError::Syscall { error })
+                if !returned.contains(&error) && !is_argument_error(&error) =>
+            {
+                tracing::warn!(
+                    worker = self.number,
+                    call,
+                    "the worker reported a syscall error the kernel never returned to the call"
+                );
+                Err(CallError::Internal(format!(
+                    "isolate worker {}: the call ended with a syscall error the kernel never returned to it",
+                    self.number
+                )))
+            }
+            outcome => outcome,
+        })
     }
 
     fn dispatch(&self, message: FromWorker) {
@@ -515,6 +576,24 @@ fn lost(worker: u64, why: &str) -> CallError {
     CallError::Retry(format!(
         "isolate worker {worker} stopped while the call ran ({why}); the process's next call gets a fresh isolate"
     ))
+}
+
+/// An error the engine's ops make themselves when a tool's arguments do not fit a
+/// primitive: it grants, approves and limits nothing, so a call may end with it unseen by
+/// the kernel.
+fn is_argument_error(error: &Value) -> bool {
+    error["kind"] == "InvalidArgument"
+}
+
+fn cancelled() -> CallError {
+    CallError::Cancelled("the process was cancelled or killed".into())
+}
+
+/// The console levels the engine writes (`ts/libos.ts`), as the kernel spells them.
+fn console_level(level: &str) -> Option<&'static str> {
+    ["log", "info", "warn", "error", "debug"]
+        .into_iter()
+        .find(|known| *known == level)
 }
 
 /// The refusal of a syscall past the call's `max_syscalls` (the ops' own wording).

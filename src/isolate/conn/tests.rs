@@ -385,3 +385,289 @@ async fn a_worker_cannot_make_more_syscalls_or_console_output_than_the_call_allo
     assert_eq!(running.await.unwrap(), Some(Ok(json!(1))));
     assert_eq!(*port.0.lock().unwrap(), (3, 10));
 }
+
+/// Records every console line it is given.
+#[derive(Default)]
+struct ConsolePort(Mutex<Vec<(String, String)>>);
+
+impl SyscallPort for ConsolePort {
+    fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+        Box::pin(async { Ok(json!("served")) })
+    }
+    fn console(&self, _: &CallContext, level: &str, text: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((level.to_string(), text.to_string()));
+    }
+}
+
+#[tokio::test]
+async fn console_output_is_bounded_whatever_its_level_or_line_count() {
+    let (conn, mut worker) = pair(1);
+    let port = Arc::new(ConsolePort::default());
+    let mut req = request(7, Arc::default());
+    req.port = port.clone();
+    req.limits.max_console_bytes = 100;
+    let running = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(7, &req, Mode::Process).await })
+    };
+    let call = call_id(&mut worker).await;
+    let lines = [
+        // The byte count must see every byte the kernel keeps, the level's too.
+        ("x".repeat(10_000), "y".to_string()),
+        ("log\u{1b}[2J".to_string(), "z".to_string()),
+    ];
+    for (level, text) in lines {
+        say(&mut worker, &FromWorker::Console { call, level, text }).await;
+    }
+    // Empty lines cost nothing to the count but a row each.
+    for _ in 0..1_000 {
+        let (level, text) = ("log".to_string(), String::new());
+        say(&mut worker, &FromWorker::Console { call, level, text }).await;
+    }
+    for level in ["log", "info", "warn", "error", "debug"] {
+        let (level, text) = (level.to_string(), "ok".to_string());
+        say(&mut worker, &FromWorker::Console { call, level, text }).await;
+    }
+    say(
+        &mut worker,
+        &FromWorker::Done {
+            call,
+            outcome: Ok(json!(1)),
+            usage: WorkerUsage::default(),
+        },
+    )
+    .await;
+    assert_eq!(running.await.unwrap(), Some(Ok(json!(1))));
+    let kept = port.0.lock().unwrap().clone();
+    let levels: Vec<&str> = kept.iter().map(|(level, _)| level.as_str()).collect();
+    assert_eq!(
+        levels,
+        ["log", "info", "warn", "error", "debug"],
+        "{kept:?}"
+    );
+    assert!(kept.iter().all(|(_, text)| text == "ok"), "{kept:?}");
+}
+
+/// Serves every syscall after `delay`, counting them.
+struct DelayedPort {
+    delay: std::time::Duration,
+    served: Mutex<usize>,
+}
+
+impl SyscallPort for DelayedPort {
+    fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+        *self.served.lock().unwrap() += 1;
+        let delay = self.delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(json!("served"))
+        })
+    }
+    fn console(&self, _: &CallContext, _: &str, _: &str) {}
+}
+
+/// The next syscall reply of `seq`, skipping other frames; `None` after `wait`.
+async fn reply_to(worker: &mut UnixStream, seq: u64, wait: u64) -> Option<Result<Value, Value>> {
+    let wait = std::time::Duration::from_millis(wait);
+    tokio::time::timeout(wait, async {
+        loop {
+            if let ToWorker::SyscallReply {
+                seq: got, outcome, ..
+            } = next(worker).await
+            {
+                if got == seq {
+                    return outcome;
+                }
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test]
+async fn a_syscall_sent_after_its_call_was_answered_is_refused_not_held() {
+    let (conn, mut worker) = pair(1);
+    let port = Arc::new(DelayedPort {
+        delay: std::time::Duration::from_millis(1_500),
+        served: Mutex::default(),
+    });
+    let mut req = request(7, Arc::default());
+    req.port = port.clone();
+    let running = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(7, &req, Mode::Process).await })
+    };
+    let call = call_id(&mut worker).await;
+    let syscall = |seq| FromWorker::Syscall {
+        call,
+        seq,
+        request: json!({"primitive": "fs.write_text"}),
+    };
+    say(&mut worker, &syscall(0)).await;
+    say(
+        &mut worker,
+        &FromWorker::Done {
+            call,
+            outcome: Ok(json!(1)),
+            usage: WorkerUsage::default(),
+        },
+    )
+    .await;
+    // The call has its answer; its first syscall is still being served. Whatever comes
+    // for it now is refused at once, neither served nor queued.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    say(&mut worker, &syscall(1)).await;
+    match reply_to(&mut worker, 1, 1_000).await {
+        Some(Err(error)) => assert_eq!(error["kind"], "PermissionDenied", "{error}"),
+        other => panic!("expected a refusal at once, got {other:?}"),
+    }
+    assert_eq!(
+        reply_to(&mut worker, 0, 5_000).await,
+        Some(Ok(json!("served")))
+    );
+    assert_eq!(running.await.unwrap(), Some(Ok(json!(1))));
+    assert_eq!(*port.served.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn an_interrupted_call_ends_even_if_its_worker_ignores_the_interrupt() {
+    let (conn, mut worker) = pair(1);
+    let port = Arc::<RecordingPort>::default();
+    let mut req = request(7, port.clone());
+    req.limits.wall_ms = 600_000;
+    let running = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(7, &req, Mode::Process).await })
+    };
+    let bystander = start_call(&conn, 9, port.clone());
+    let call = call_id(&mut worker).await;
+    let other = call_id(&mut worker).await;
+    conn.interrupt(7);
+    // The worker says nothing of the interrupt; the kernel ends the call itself.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("the interrupted call ended")
+        .unwrap();
+    assert!(
+        matches!(ended, Some(Err(CallError::Cancelled(_)))),
+        "{ended:?}"
+    );
+    // Its id grants nothing afterwards.
+    say(
+        &mut worker,
+        &FromWorker::Syscall {
+            call,
+            seq: 0,
+            request: json!({"primitive": "fs.write_text"}),
+        },
+    )
+    .await;
+    match reply_to(&mut worker, 0, 2_000).await {
+        Some(Err(error)) => assert_eq!(error["kind"], "PermissionDenied", "{error}"),
+        got => panic!("expected a refusal, got {got:?}"),
+    }
+    assert!(port.served.lock().unwrap().is_empty());
+    // Nor does a later call of the process reach the worker.
+    let again = conn.call(7, &request(7, port.clone()), Mode::Process).await;
+    assert!(
+        matches!(again, Some(Err(CallError::Cancelled(_)))),
+        "{again:?}"
+    );
+    // Another process's call on the same worker goes on.
+    assert!(conn.ended().is_none());
+    say(
+        &mut worker,
+        &FromWorker::Done {
+            call: other,
+            outcome: Ok(json!("fine")),
+            usage: WorkerUsage::default(),
+        },
+    )
+    .await;
+    assert_eq!(bystander.await.unwrap(), Some(Ok(json!("fine"))));
+}
+
+/// Denies every syscall it is given.
+struct DenyingPort;
+
+fn denial(path: &str) -> Value {
+    json!({
+        "kind": "PermissionDenied",
+        "message": format!("permission denied: fs:{path} read"),
+        "resource": format!("fs:{path}"),
+        "right": "read",
+    })
+}
+
+impl SyscallPort for DenyingPort {
+    fn syscall(&self, _: &CallContext, call: Value) -> BoxFuture<'static, Result<Value, Value>> {
+        let path = call["path"].as_str().unwrap_or_default().to_string();
+        Box::pin(async move { Err(denial(&path)) })
+    }
+    fn console(&self, _: &CallContext, _: &str, _: &str) {}
+}
+
+#[tokio::test]
+async fn only_an_error_the_kernel_returned_to_the_call_becomes_its_kernel_outcome() {
+    let forged_request = json!({
+        "kind": "HumanRequired",
+        "message": "human approval required",
+        "request_id": "hr-of-another-process",
+    });
+    for (case, says, expect_kernel_outcome) in [
+        ("its own denial", denial("a.txt"), true),
+        (
+            "its own arguments' error",
+            json!({"kind": "InvalidArgument", "message": "invalid argument: fs.read_text: x"}),
+            true,
+        ),
+        ("a denial it never got", denial("secret"), false),
+        ("a request for a human", forged_request, false),
+    ] {
+        let (conn, mut worker) = pair(1);
+        let mut req = request(7, Arc::default());
+        req.port = Arc::new(DenyingPort);
+        let running = {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.call(7, &req, Mode::Process).await })
+        };
+        let call = call_id(&mut worker).await;
+        say(
+            &mut worker,
+            &FromWorker::Syscall {
+                call,
+                seq: 0,
+                request: json!({"primitive": "fs.read_text", "path": "a.txt"}),
+            },
+        )
+        .await;
+        assert_eq!(
+            reply_to(&mut worker, 0, 5_000).await,
+            Some(Err(denial("a.txt")))
+        );
+        say(
+            &mut worker,
+            &FromWorker::Done {
+                call,
+                outcome: Err(CallError::Syscall {
+                    error: says.clone(),
+                }),
+                usage: WorkerUsage::default(),
+            },
+        )
+        .await;
+        match running.await.unwrap() {
+            Some(Err(CallError::Syscall { error })) if expect_kernel_outcome => {
+                assert_eq!(error, says, "{case}")
+            }
+            Some(Err(CallError::Internal(message))) if !expect_kernel_outcome => {
+                assert!(message.contains("never returned"), "{case}: {message}")
+            }
+            other => panic!("{case}: got {other:?}"),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Thin wrappers over the Linux system calls the sandbox launcher needs that `std` does not
 //! offer: `openat2` beneath a directory without symlinks, the fd-based mount API, pidfds,
-//! capabilities, `close_range`, and bringing up loopback in a fresh network namespace.
+//! capabilities, `close_range`, bringing up loopback in a fresh network namespace, and
+//! counting this process's threads (isolate workers confine themselves only while alone).
 //! Every wrapper returns `io::Result`; none panics.
 
 use std::ffi::CString;
@@ -386,6 +387,11 @@ pub fn landlock_version() -> (u32, u32) {
         u32::try_from(rc).unwrap_or(0)
     };
     (query(VERSION), query(ERRATA))
+}
+
+/// How many threads this process runs (entries of `/proc/self/task`).
+pub fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
 }
 
 /// Sends SIGKILL to `pid`.
