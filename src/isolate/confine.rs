@@ -110,7 +110,7 @@ pub enum ConfineError {
         expected: libc::pid_t,
         actual: libc::pid_t,
     },
-    #[error("worker confinement: this kernel has no Landlock, so the worker's filesystem and network confinement cannot be built; hint: enable Landlock (Linux 5.13 or later, `lsm=…,landlock` on the kernel command line), or start the runtime with --workers-without-landlock to run workers under seccomp, rlimits and dropped capabilities only")]
+    #[error("worker confinement: this kernel has no Landlock, so the worker's filesystem and network confinement cannot be built; hint: enable Landlock (Linux 5.13 or later, `lsm=…,landlock` on the kernel command line); tools do not run on this host until it is enabled")]
     NoLandlock,
     #[error("worker confinement: {step}: {source}; hint: the worker needs this step, check the host's kernel and container restrictions")]
     Step {
@@ -363,7 +363,7 @@ mod tests {
             text.starts_with("worker confinement: this kernel has no Landlock"),
             "{text}"
         );
-        assert!(text.contains("--workers-without-landlock"), "{text}");
+        assert!(text.contains("enable Landlock"), "{text}");
         let relaxed = WorkerConfinement {
             allow_without_landlock: true,
             ..WorkerConfinement::default()
