@@ -269,17 +269,6 @@ impl Kernel {
         }
     }
 
-    /// Starts live invocation `id` over from its first syscall, answering from `replay`
-    /// (the rows its interrupted run journaled).
-    pub(crate) fn restart_invocation(&self, id: &str, replay: BTreeMap<i64, Recorded>) {
-        if let Some(inv) = self.inner.invocations.live.lock().get_mut(id) {
-            inv.next_seq = 0;
-            inv.replay = replay;
-        }
-    }
-
-    /// The step for the next syscall of invocation `id`, or `None` if `id` is not a live
-    /// invocation of `pid`. The call is matched by its ordinal, primitive and arguments hash.
     /// Whether the next syscall of live invocation `id` of `pid` is `call` exactly as the
     /// journal recorded it at that ordinal (it will be answered from the journal, or settled
     /// by a human if only its intent was recorded).
@@ -294,6 +283,8 @@ impl Kernel {
             })
     }
 
+    /// The step for the next syscall of invocation `id`, or `None` if `id` is not a live
+    /// invocation of `pid`. The call is matched by its ordinal, primitive and arguments hash.
     pub(crate) fn journal_step(
         &self,
         pid: Pid,
@@ -878,10 +869,8 @@ impl Kernel {
     /// Rewinds live invocation `id` to run again from the start *in this host* (e.g. after
     /// the worker running it died): the journal a replay matches becomes what the store
     /// holds (after a flush) plus the read rows still held in memory, and the next syscall
-    /// is ordinal 0 again. Run it again in a fresh isolate (`run_invocation` with
-    /// `replay: true`, or `Kernel::retry_invocation`). An invocation that already left its
-    /// journal is not rewound.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// is ordinal 0 again; `run_invocation` then runs it in a fresh isolate. An invocation
+    /// that already left its journal is not rewound.
     pub(crate) async fn rewind_invocation(&self, id: &str) -> SysResult<()> {
         self.inner
             .store

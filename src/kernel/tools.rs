@@ -608,24 +608,6 @@ impl Kernel {
         self.end_invocation(&invocation, result).await
     }
 
-    /// Runs live invocation `id` of `tool` again from the start in this host, from its
-    /// journal and in a fresh isolate (e.g. after the worker running it died): what the
-    /// first run did is replayed, never repeated (see `Kernel::rewind_invocation`). For
-    /// hosts whose isolates live in processes that can die under a call.
-    #[allow(dead_code)]
-    pub(crate) async fn retry_invocation(
-        &self,
-        pid: Pid,
-        tool: &LoadedTool,
-        id: &str,
-        args: Value,
-        start_seed: (i64, u64),
-    ) -> SysResult<Value> {
-        self.rewind_invocation(id).await?;
-        self.run_invocation(pid, tool, id, args, start_seed, true)
-            .await
-    }
-
     /// Whether `pid`'s isolate has served a call since it was last made fresh.
     fn isolate_warm(&self, pid: Pid) -> bool {
         self.inner.tools.warm.lock().contains(&pid)
@@ -668,13 +650,7 @@ impl Kernel {
             // finished: run it once more from the journal (journaled effects are answered
             // from their rows, never repeated), in a fresh isolate.
             tracing::warn!(pid, invocation, "running the invocation again: {why}");
-            self.inner
-                .store
-                .flush()
-                .await
-                .map_err(|e| SyscallError::Internal(e.to_string()))?;
-            let replay = self.load_journal(invocation).await?;
-            self.restart_invocation(invocation, replay);
+            self.rewind_invocation(invocation).await?;
             outcome = host.call_fresh(pid, request).await;
         }
         self.inner.tools.warm.lock().insert(pid);
