@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::wire::{FromWorker, ToWorker, WorkerUsage, MAX_TO_WORKER, WORKER_MODE};
 use super::{
@@ -34,6 +34,7 @@ use super::{
 };
 use crate::providers::worker_process;
 use crate::util::frame;
+use crate::util::frame_writer::FrameWriter;
 
 /// Runs the worker if the process was started as one; returns its exit code.
 pub fn run_hidden_mode() -> Option<i32> {
@@ -83,15 +84,22 @@ fn main(parent: Option<i32>) -> i32 {
     runtime.block_on(serve(control))
 }
 
-/// Frames to the kernel, written in order by one task.
+/// Frames to the kernel, written by the thread that sends them (a lane's syscall goes
+/// straight to the socket). If the kernel stops taking them the socket is shut down and
+/// the worker's read loop ends it.
 #[derive(Clone)]
-struct Outbox(mpsc::UnboundedSender<Vec<u8>>);
+struct Outbox(Arc<FrameWriter>);
+
+/// Bytes that may wait for the kernel to read them.
+const MAX_WAITING_TO_KERNEL: usize = 512 << 20;
 
 impl Outbox {
     fn send(&self, message: &FromWorker) {
         match frame::encode(message) {
             Ok(bytes) => {
-                let _ = self.0.send(bytes);
+                if let Err(e) = self.0.send(bytes) {
+                    eprintln!("isolate worker: cannot write to the kernel: {e}");
+                }
             }
             // Only a value serde cannot encode; the kernel's deadline ends the call.
             Err(e) => eprintln!("isolate worker: cannot encode a frame: {e}"),
@@ -104,19 +112,10 @@ type Pending = Arc<Mutex<HashMap<(u64, u64), oneshot::Sender<Result<Value, Value
 
 async fn serve(control: OwnedFd) -> i32 {
     let stream = std::os::unix::net::UnixStream::from(control);
-    let Ok((mut reader, mut writer)) = worker_process::split(stream) else {
+    let Ok((mut reader, writer)) = worker_process::split(stream) else {
         return 2;
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
-            if frame::write(&mut writer, &bytes).await.is_err() {
-                // The kernel is gone.
-                std::process::exit(0);
-            }
-        }
-    });
-    let out = Outbox(tx);
+    let out = Outbox(FrameWriter::start(writer, MAX_WAITING_TO_KERNEL));
     let sizes = match frame::read::<ToWorker>(&mut reader, MAX_TO_WORKER).await {
         Ok(Some(ToWorker::Start { sizes })) => sizes,
         _ => return 2,

@@ -19,7 +19,9 @@
 //!
 //! Workers are spawned from the host's own thread, which lives as long as the host: their
 //! parent-death signal fires when it ends, and each worker also exits when its socket
-//! closes.
+//! closes. Their sockets are served on the runtime the host was started on (the kernel's):
+//! a frame from a worker wakes its call where it was read, and a frame to a worker is
+//! written by the task that sends it (`util::frame_writer`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -59,8 +61,11 @@ struct Inner {
     binary: Option<PathBuf>,
     /// Environment of workers (only the test switches listed in `worker_main.rs`).
     env: Vec<(String, String)>,
-    /// The host's own runtime thread: worker sockets, spawning, draining.
+    /// The host's own runtime thread: spawning, draining, reaping.
     runtime: tokio::runtime::Handle,
+    /// Where worker sockets are served: the runtime the host was started on (the kernel's),
+    /// else the host's own.
+    io: tokio::runtime::Handle,
     /// Dropping it ends the host's thread (and with it, every worker).
     _stop: tokio::sync::oneshot::Sender<()>,
     processes: tokio::sync::Mutex<Option<Arc<Conn>>>,
@@ -111,11 +116,13 @@ impl WorkerHost {
             .recv()
             .expect("the isolate workers' thread starts its runtime");
         let env = crate::providers::worker_process::passthrough_env(WORKER_ENV);
+        let io = tokio::runtime::Handle::try_current().unwrap_or_else(|_| runtime.clone());
         WorkerHost {
             inner: Arc::new(Inner {
                 config,
                 binary,
                 env,
+                io,
                 runtime,
                 _stop: stop,
                 processes: tokio::sync::Mutex::new(None),
@@ -347,11 +354,12 @@ impl WorkerHost {
         };
         let env = self.inner.env.clone();
         let spawn_binary = binary.clone();
+        let io = self.inner.io.clone();
         // Spawned on the host's thread: the worker's parent-death signal follows it.
         let conn = self
             .inner
             .runtime
-            .spawn(async move { Conn::spawn(&spawn_binary, number, sizes, &env) })
+            .spawn(async move { Conn::spawn(&spawn_binary, number, sizes, &env, &io) })
             .await
             .map_err(|e| format!("isolate workers: {e}"))?
             .map_err(|e| {

@@ -8,12 +8,12 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Stdio;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 
 /// An async reading half.
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 /// An async writing half.
-pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+pub type Writer = tokio::net::unix::OwnedWriteHalf;
 
 /// How much of one worker's standard error the runtime logs; the rest is read and dropped.
 pub const STDERR_BUDGET: usize = 64 * 1024;
@@ -43,12 +43,20 @@ pub fn spawn(
     Ok((child, ours))
 }
 
-/// The async halves of `socket`, on the current tokio runtime.
+/// The async halves of `socket`, on the current tokio runtime: a buffered reader (many
+/// small frames in one read) and the writing half (see
+/// [`crate::util::frame_writer::FrameWriter`]).
 pub fn split(socket: UnixStream) -> io::Result<(Reader, Writer)> {
     socket.set_nonblocking(true)?;
     let (reader, writer) = tokio::net::UnixStream::from_std(socket)?.into_split();
-    Ok((Box::new(reader), Box::new(writer)))
+    Ok((
+        Box::new(tokio::io::BufReader::with_capacity(READ_BUFFER, reader)),
+        writer,
+    ))
 }
+
+/// Bytes a socket's reader takes from the OS at once.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// The resident memory of process `pid`, from `/proc/<pid>/statm`.
 pub fn rss_bytes(pid: u32) -> Option<u64> {

@@ -14,6 +14,10 @@
 //! anchored head (its last records were cut or rewritten) is never re-anchored, so
 //! `audit verify` keeps reporting it.
 //!
+//! A group that nobody waits for (only the records of reads and other unwaited batches)
+//! stays open for up to [`LINGER`] to gather more; a batch with a waiter (an effect, a
+//! `flush`) ends that window at once, so waited-for writes never linger.
+//!
 //! The queue is bounded: a batch holds one of [`MAX_QUEUED`] places from the moment it is
 //! queued until it is written (a batch kept from a failed group keeps its place), and a
 //! caller waits for a place. A writer that falls behind slows its callers; nothing queues
@@ -265,6 +269,8 @@ pub(super) struct WriterHandle {
 
 /// Most batches drained into one transaction.
 const MAX_GROUP: usize = 512;
+/// Longest a group that nobody waits for stays open for more batches (see [`linger`]).
+const LINGER: Duration = Duration::from_millis(2);
 /// Longest wait before retrying batches kept from a failed group.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
@@ -387,6 +393,9 @@ async fn run(
                 Err(_) => break,
             }
         }
+        if open && !group.iter().any(|q| q.ack.is_some()) {
+            open = linger(&mut rx, &mut group).await;
+        }
         match commit_group(&mut conn, &group, &anchor).await {
             Ok((results, head)) => {
                 healthy.store(true, Ordering::Release);
@@ -430,6 +439,28 @@ async fn run(
             }
         }
     }
+}
+
+/// Gathers more batches into a group that nobody waits for, for up to [`LINGER`]: a stream
+/// of reads (whose records ride the next commit unwaited) then costs one commit per window
+/// instead of one per call. A batch with a waiter, a full group or a closed queue ends the
+/// window at once. Returns whether the queue is still open.
+async fn linger(rx: &mut mpsc::UnboundedReceiver<Queued>, group: &mut Vec<Queued>) -> bool {
+    let until = tokio::time::Instant::now() + LINGER;
+    while group.len() < MAX_GROUP {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some(next)) => {
+                let waited_for = next.ack.is_some();
+                group.push(next);
+                if waited_for {
+                    break;
+                }
+            }
+            Ok(None) => return false,
+            Err(_) => break,
+        }
+    }
+    true
 }
 
 type GroupResult = Vec<Result<Vec<i64>, CommitError>>;

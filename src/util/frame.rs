@@ -44,6 +44,17 @@ pub async fn read<T: DeserializeOwned>(
     reader: &mut (impl AsyncRead + Unpin),
     max: usize,
 ) -> io::Result<Option<T>> {
+    match read_body(reader, max).await? {
+        Some(body) => decode(&body).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads one frame's body, undecoded (see [`read`]).
+pub async fn read_body(
+    reader: &mut (impl AsyncRead + Unpin),
+    max: usize,
+) -> io::Result<Option<Vec<u8>>> {
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < header.len() {
@@ -58,7 +69,7 @@ pub async fn read<T: DeserializeOwned>(
     }
     let mut body = vec![0u8; body_len(header, max)?];
     reader.read_exact(&mut body).await?;
-    decode(&body).map(Some)
+    Ok(Some(body))
 }
 
 /// Writes one encoded frame (see [`encode`]).

@@ -26,11 +26,19 @@ use super::wire::{FromWorker, ToWorker, WorkerSizes, WorkerUsage, MAX_FROM_WORKE
 use super::{CallError, CallRequest, IsolateError};
 use crate::providers::worker_process::{self, Reader};
 use crate::util::frame;
+use crate::util::frame_writer::FrameWriter;
 
 /// How long past its wall-clock limit a call may go unanswered before the kernel kills its
 /// worker. The worker's own watchdog answers a stopped call within a few seconds even when
 /// the engine cannot interrupt it; past this, the worker itself is stuck.
 pub(crate) const HANG_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How stale a reading of a worker's resident memory may be (see [`Conn::rss_bytes`]).
+const RSS_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Bytes that may wait for a worker to read them (a syscall's answer can be as large as the
+/// operator's fs and fetch limits); past this the worker is not reading and is killed.
+const MAX_WAITING_TO_WORKER: usize = 1 << 30;
 
 /// Call ids, unique in the kernel process.
 static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
@@ -89,13 +97,15 @@ pub(crate) struct Conn {
     pub(crate) number: u64,
     /// The worker's OS pid, if it is a child process.
     pub(crate) os_pid: Option<u32>,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: Arc<FrameWriter>,
     table: Mutex<Table>,
     created: AtomicU64,
     threads_retired: AtomicU64,
     /// No new work is placed here; it shuts down once its calls are done.
     draining: AtomicBool,
     child: Mutex<Option<tokio::process::Child>>,
+    /// The last reading of its resident memory: when, at which runtime count, the bytes.
+    rss: Mutex<Option<(std::time::Instant, u64, u64)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,18 +114,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Conn {
     /// Starts the worker process `binary` in its hidden mode. Call on the host's own
-    /// runtime thread: that thread is the worker's parent-death lifeline.
+    /// runtime thread: that thread is the worker's parent-death lifeline. The socket is
+    /// served on `io` (the kernel's runtime: a frame from the worker wakes the call it is
+    /// for on the thread that read it, with no hop through the host's thread).
     pub(crate) fn spawn(
         binary: &Path,
         number: u64,
         sizes: WorkerSizes,
         env: &[(String, String)],
+        io: &tokio::runtime::Handle,
     ) -> std::io::Result<Arc<Conn>> {
         let args = [WORKER_MODE.to_string(), std::process::id().to_string()];
         let (mut child, ours) = worker_process::spawn(binary, &args, env)?;
         worker_process::relay_stderr(&mut child, number);
         let os_pid = child.id();
-        let conn = Conn::over(ours, number, os_pid, Some(child))?;
+        let conn = {
+            let _io = io.enter();
+            Conn::over(ours, number, os_pid, Some(child))?
+        };
         conn.send(&ToWorker::Start { sizes });
         Ok(conn)
     }
@@ -127,8 +143,19 @@ impl Conn {
         os_pid: Option<u32>,
         child: Option<tokio::process::Child>,
     ) -> std::io::Result<Arc<Conn>> {
-        let (reader, mut writer) = worker_process::split(socket)?;
-        let (out, mut frames) = mpsc::unbounded_channel::<Vec<u8>>();
+        Conn::over_bounded(socket, number, os_pid, child, MAX_WAITING_TO_WORKER)
+    }
+
+    /// [`Conn::over`], with at most `max_waiting` bytes waiting for the worker to read.
+    fn over_bounded(
+        socket: std::os::unix::net::UnixStream,
+        number: u64,
+        os_pid: Option<u32>,
+        child: Option<tokio::process::Child>,
+        max_waiting: usize,
+    ) -> std::io::Result<Arc<Conn>> {
+        let (reader, writer) = worker_process::split(socket)?;
+        let out = FrameWriter::start(writer, max_waiting);
         let conn = Arc::new(Conn {
             number,
             os_pid,
@@ -138,25 +165,17 @@ impl Conn {
             threads_retired: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             child: Mutex::new(child),
-        });
-        tokio::spawn(async move {
-            while let Some(bytes) = frames.recv().await {
-                if frame::write(&mut writer, &bytes).await.is_err() {
-                    break;
-                }
-            }
+            rss: Mutex::new(None),
         });
         tokio::spawn(read_loop(conn.clone(), reader));
         Ok(conn)
     }
 
+    /// Sends `message`. A worker that does not take its frames (its socket failed, or
+    /// [`MAX_WAITING_TO_WORKER`] bytes wait for it) loses its socket: the reader then ends
+    /// the connection and kills it. Safe under the table's lock.
     fn send(&self, message: &ToWorker) {
-        match frame::encode(message) {
-            Ok(bytes) => {
-                let _ = self.out.send(bytes);
-            }
-            Err(e) => tracing::error!(worker = self.number, %e, "cannot encode a frame"),
-        }
+        send_to(&self.out, self.number, message);
     }
 
     /// Why the connection ended, if it has.
@@ -202,9 +221,21 @@ impl Conn {
             .fetch_max(usage.threads_retired, Ordering::Relaxed);
     }
 
-    /// The worker's resident memory, read by the kernel from `/proc/<pid>/statm`.
+    /// The worker's resident memory, read by the kernel from `/proc/<pid>/statm` — again
+    /// only when the worker created a runtime since the last reading or [`RSS_EVERY`] has
+    /// passed (a call in a warm isolate grows it by at most its heap limit).
     pub(crate) fn rss_bytes(&self) -> Option<u64> {
-        worker_process::rss_bytes(self.os_pid?)
+        let os_pid = self.os_pid?;
+        let created = self.created.load(Ordering::Relaxed);
+        let mut last = lock(&self.rss);
+        if let Some((at, of_created, bytes)) = *last {
+            if of_created == created && at.elapsed() < RSS_EVERY {
+                return Some(bytes);
+            }
+        }
+        let bytes = worker_process::rss_bytes(os_pid)?;
+        *last = Some((std::time::Instant::now(), created, bytes));
+        Some(bytes)
     }
 
     /// Tells the worker to stop `pid`'s calls, and ends them on the kernel's side at once:
@@ -327,6 +358,7 @@ impl Conn {
         // (holding its process's isolate) for answers that will never come.
         let mut abandon = Abandon {
             out: self.out.clone(),
+            number: self.number,
             call,
             in_flight: Vec::new(),
             settled: false,
@@ -371,18 +403,14 @@ impl Conn {
                         }
                         served += 1;
                         let answer = req.port.syscall(&req.ctx, request);
-                        let out = self.out.clone();
+                        let (out, number) = (self.out.clone(), self.number);
                         // A task of its own: the kernel's syscall futures are deep, and this
                         // one is polled at the top of the caller's runtime, not under the
                         // caller's stack. It finishes even if the caller goes away.
                         let task = tokio::spawn(async move {
                             let outcome = answer.await;
                             let error = outcome.as_ref().err().cloned();
-                            if let Ok(bytes) =
-                                frame::encode(&ToWorker::SyscallReply { call, seq, outcome })
-                            {
-                                let _ = out.send(bytes);
-                            }
+                            send_to(&out, number, &ToWorker::SyscallReply { call, seq, outcome });
                             error
                         });
                         abandon.in_flight.retain(|(_, task)| !task.is_finished());
@@ -539,7 +567,8 @@ impl Drop for Unlist<'_> {
 
 /// The syscalls in flight of a call whose caller went away.
 struct Abandon {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: Arc<FrameWriter>,
+    number: u64,
     call: u64,
     in_flight: Vec<(u64, tokio::task::AbortHandle)>,
     /// The call ended and every syscall it made was answered.
@@ -565,10 +594,21 @@ impl Drop for Abandon {
                 seq: *seq,
                 outcome,
             };
-            if let Ok(bytes) = frame::encode(&reply) {
-                let _ = self.out.send(bytes);
-            }
+            send_to(&self.out, self.number, &reply);
         }
+    }
+}
+
+/// Sends `message` to worker `number` through `out`. When the worker does not take its
+/// frames the writer shuts the socket down: the reader then ends the connection and kills
+/// the worker (no lock is taken here).
+fn send_to(out: &FrameWriter, number: u64, message: &ToWorker) {
+    let sent = frame::encode(message)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| out.send(bytes).map_err(|e| e.to_string()));
+    if let Err(why) = sent {
+        tracing::error!(worker = number, %why, "cannot send to the isolate worker");
+        out.close(&why);
     }
 }
 
@@ -617,11 +657,26 @@ fn not_running(call: u64) -> Value {
     })
 }
 
+/// Frames larger than this are decoded off the host's thread, so one worker's large result
+/// does not hold up the frames of the others.
+const DECODE_INLINE: usize = 1 << 20;
+
 async fn read_loop(conn: Arc<Conn>, mut reader: Reader) {
     let why = loop {
-        match frame::read::<FromWorker>(&mut reader, MAX_FROM_WORKER).await {
-            Ok(Some(message)) => conn.dispatch(message),
+        let body = match frame::read_body(&mut reader, MAX_FROM_WORKER).await {
+            Ok(Some(body)) => body,
             Ok(None) => break "the worker closed its socket".to_string(),
+            Err(e) => break format!("the worker sent an unreadable frame: {e}"),
+        };
+        let message = if body.len() <= DECODE_INLINE {
+            frame::decode::<FromWorker>(&body)
+        } else {
+            tokio::task::spawn_blocking(move || frame::decode::<FromWorker>(&body))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        };
+        match message {
+            Ok(message) => conn.dispatch(message),
             Err(e) => break format!("the worker sent an unreadable frame: {e}"),
         }
     };

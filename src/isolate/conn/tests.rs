@@ -671,3 +671,54 @@ async fn only_an_error_the_kernel_returned_to_the_call_becomes_its_kernel_outcom
         }
     }
 }
+
+/// Answers every syscall with `bytes` bytes.
+struct BigAnswers {
+    bytes: usize,
+}
+
+impl SyscallPort for BigAnswers {
+    fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+        let answer = "x".repeat(self.bytes);
+        Box::pin(async move { Ok(json!(answer)) })
+    }
+
+    fn console(&self, _ctx: &CallContext, _level: &str, _text: &str) {}
+}
+
+#[tokio::test]
+async fn a_worker_that_stops_reading_is_cut_off_instead_of_queueing_without_end() {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let conn = Conn::over_bounded(ours, 9, None, None, 4 << 20).unwrap();
+    let (reader, writer) = worker_process::split(theirs).unwrap();
+    let mut worker = UnixStream { reader, writer };
+    let mut req = request(5, Arc::default());
+    req.port = Arc::new(BigAnswers { bytes: 64 << 10 });
+    let running = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.call(5, &req, Mode::Process).await })
+    };
+    let call = call_id(&mut worker).await;
+    // Asks for 200 answers of 64 KiB (12.5 MiB) and never reads one.
+    for seq in 0..200 {
+        say(
+            &mut worker,
+            &FromWorker::Syscall {
+                call,
+                seq,
+                request: json!({"primitive": "fs.read_text", "path": "big"}),
+            },
+        )
+        .await;
+    }
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(20), running)
+        .await
+        .expect("the call ends once the worker is cut off")
+        .unwrap();
+    match outcome {
+        Some(Err(CallError::Retry(why))) => assert!(why.contains("stopped"), "{why}"),
+        other => panic!("expected the call to fail as its worker was cut off: {other:?}"),
+    }
+    let why = conn.ended().expect("the connection ended");
+    assert!(why.contains("closed") || why.contains("read"), "{why}");
+}
