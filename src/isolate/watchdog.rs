@@ -30,6 +30,8 @@ use super::worker::Health;
 
 /// How often the watchdog looks at running calls.
 const TICK: Duration = Duration::from_millis(5);
+/// How long the watchdog keeps ticking without tickets before it sleeps until the next.
+const IDLE_LINGER: Duration = Duration::from_secs(1);
 /// How often a termination request is repeated while the stopped call's poll still runs.
 const RETRY: Duration = Duration::from_millis(20);
 /// How long a stopped call's poll may keep running before its thread is given up.
@@ -230,6 +232,9 @@ struct Shared {
     /// still on its way to a worker when its process is killed must not slip through.
     cancelled: Mutex<std::collections::HashSet<i64>>,
     wake: Condvar,
+    /// The watchdog waits without a timeout (it has been idle for [`IDLE_LINGER`]); only
+    /// then does a new ticket wake it. Read and written under `tickets`' lock.
+    asleep: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -244,6 +249,7 @@ impl Watchdog {
             tickets: Mutex::new(Vec::new()),
             cancelled: Mutex::new(Default::default()),
             wake: Condvar::new(),
+            asleep: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let inner = shared.clone();
@@ -290,8 +296,9 @@ impl Watchdog {
             ticket.stop(&mut state, Stop::Cancelled, Instant::now());
         }
         let mut tickets = self.tickets();
-        // A ticking watchdog sees the new ticket within a tick; only an idle one needs waking.
-        if tickets.is_empty() {
+        // A ticking watchdog sees the new ticket within a tick; only a sleeping one needs
+        // waking (back-to-back calls cost the watchdog no wake-up each).
+        if self.shared.asleep.load(Ordering::Relaxed) {
             self.shared.wake.notify_one();
         }
         tickets.push(ticket.clone());
@@ -332,9 +339,13 @@ impl Drop for Watchdog {
 
 fn watch(shared: Arc<Shared>) {
     let mut tickets = shared.tickets.lock().unwrap_or_else(|e| e.into_inner());
+    let mut idle_since = Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
-        tickets = if tickets.is_empty() {
-            shared.wake.wait(tickets).unwrap_or_else(|e| e.into_inner())
+        tickets = if tickets.is_empty() && idle_since.elapsed() >= IDLE_LINGER {
+            shared.asleep.store(true, Ordering::Relaxed);
+            let tickets = shared.wake.wait(tickets).unwrap_or_else(|e| e.into_inner());
+            shared.asleep.store(false, Ordering::Relaxed);
+            tickets
         } else {
             shared
                 .wake
@@ -344,5 +355,8 @@ fn watch(shared: Arc<Shared>) {
         };
         let now = Instant::now();
         tickets.retain(|ticket| ticket.check(now));
+        if !tickets.is_empty() {
+            idle_since = now;
+        }
     }
 }
