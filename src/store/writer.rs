@@ -637,17 +637,14 @@ async fn apply_batch(
     if batch.stmts.is_empty() {
         return Ok(Ok(()));
     }
+    if let [stmt] = batch.stmts.as_slice() {
+        if stmt.expect_rows.is_none() {
+            return apply_one(tx, stmt).await;
+        }
+    }
     sqlx::query("SAVEPOINT batch").execute(&mut **tx).await?;
     for stmt in &batch.stmts {
-        let mut query = sqlx::query(stmt.sql);
-        for arg in &stmt.args {
-            query = match arg {
-                SqlArg::Int(v) => query.bind(*v),
-                SqlArg::Text(v) => query.bind(v.clone()),
-                SqlArg::Null => query.bind(None::<i64>),
-            };
-        }
-        let refusal = match query.execute(&mut **tx).await {
+        let refusal = match bound(stmt).execute(&mut **tx).await {
             Ok(done) => match stmt.expect_rows {
                 Some(want) if done.rows_affected() != want => Some(CommitError::Conflict(format!(
                     "changed {} rows, not {want}",
@@ -665,6 +662,48 @@ async fn apply_batch(
     }
     sqlx::query("RELEASE batch").execute(&mut **tx).await?;
     Ok(Ok(()))
+}
+
+/// Runs a batch of one unguarded statement without a savepoint: SQLite backs a failed
+/// statement out by itself and keeps the transaction, so the batch fails alone — except
+/// for the errors after which SQLite may roll the whole transaction back, which fail the
+/// group (its unwaited batches are written again by the next one).
+async fn apply_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    stmt: &Stmt,
+) -> Result<Result<(), CommitError>, sqlx::Error> {
+    match bound(stmt).execute(&mut **tx).await {
+        Ok(_) => Ok(Ok(())),
+        Err(err) if may_end_transaction(&err) => Err(err),
+        Err(err) => Ok(Err(CommitError::Rejected(err.to_string()))),
+    }
+}
+
+/// `stmt` with its arguments bound.
+fn bound(stmt: &Stmt) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let mut query = sqlx::query(stmt.sql);
+    for arg in &stmt.args {
+        query = match arg {
+            SqlArg::Int(v) => query.bind(*v),
+            SqlArg::Text(v) => query.bind(v.clone()),
+            SqlArg::Null => query.bind(None::<i64>),
+        };
+    }
+    query
+}
+
+/// Whether SQLite may have rolled back the whole transaction after `err` (disk full, I/O
+/// error, busy, out of memory, interrupted), or the error is not SQLite's own.
+fn may_end_transaction(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return true;
+    };
+    let primary = db
+        .code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .map_or(0, |code| code & 0xff);
+    // SQLITE_BUSY 5, SQLITE_NOMEM 7, SQLITE_INTERRUPT 9, SQLITE_IOERR 10, SQLITE_FULL 13.
+    primary == 0 || matches!(primary, 5 | 7 | 9 | 10 | 13)
 }
 
 #[cfg(test)]
@@ -777,6 +816,91 @@ mod queue_tests {
         store.flush().await.unwrap();
         let rows = store.audit_records_after(0).await.unwrap();
         assert_eq!(rows.len(), 20, "every queued audit record is written");
+        assert!(store.verify_audit().await.unwrap().is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_batch_fails_alone_in_its_group_with_or_without_a_savepoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open_with_queue(&path, Durability::Normal, 64)
+            .await
+            .unwrap();
+        let mut other = SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE scratch (k INTEGER PRIMARY KEY)")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO scratch (k) VALUES (1)")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        // Holds the write lock so that every batch below lands in one group.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let insert = |k: i64| Stmt::new("INSERT INTO scratch (k) VALUES (?)", vec![k.into()]);
+        let batches = vec![
+            // One statement that breaks a constraint: no savepoint is taken for it.
+            WriteBatch::default()
+                .audit(entry(1))
+                .stmt(insert(1).sql, insert(1).args),
+            WriteBatch::default()
+                .audit(entry(2))
+                .stmt(insert(2).sql, insert(2).args),
+            // Two statements, the second failing: the first is backed out too.
+            WriteBatch::default()
+                .audit(entry(3))
+                .stmt(insert(3).sql, insert(3).args)
+                .stmt(insert(2).sql, insert(2).args),
+            WriteBatch::default()
+                .audit(entry(4))
+                .stmt(insert(4).sql, insert(4).args),
+        ];
+        let pending: Vec<_> = batches
+            .into_iter()
+            .map(|batch| {
+                let store = store.clone();
+                tokio::spawn(async move { store.commit(batch).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        let mut outcomes = Vec::new();
+        for p in pending {
+            outcomes.push(p.await.unwrap().is_ok());
+        }
+        assert_eq!(
+            outcomes,
+            [false, true, false, true],
+            "only the failing batches fail"
+        );
+        let keys: Vec<i64> = sqlx::query_scalar("SELECT k FROM scratch ORDER BY k")
+            .fetch_all(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(
+            keys,
+            [1, 2, 4],
+            "a failed batch leaves none of its statements"
+        );
+        let actions: Vec<i64> = store
+            .audit_records_after(0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<Value>(&r.detail).unwrap()["n"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(actions, [2, 4], "a failed batch leaves no audit record");
         assert!(store.verify_audit().await.unwrap().is_ok());
     }
 }
