@@ -7,10 +7,9 @@
 mod cli_support;
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
 
 use clap::CommandFactory;
-use cli_support::{bin, repo, Env};
+use cli_support::{repo, Env};
 use serde_json::{json, Value};
 
 fn fixture_tool(name: &str) -> String {
@@ -555,26 +554,15 @@ fn args_come_from_a_file_or_stdin() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.json()["result"]["texts"], json!(["A"]));
 
-    let mut child = Command::new(bin())
-        .args(["--db"])
-        .arg(env.db())
-        .arg("--workspace")
-        .arg(env.ws())
-        .args([
-            "--json",
-            "tool",
-            "run",
-            &tool,
-            "--args",
-            "-",
-            "--allow-read=a.txt",
-        ])
-        .current_dir(env.ws())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn(&[
+        "--json",
+        "tool",
+        "run",
+        &tool,
+        "--args",
+        "-",
+        "--allow-read=a.txt",
+    ]);
     child
         .stdin
         .take()
@@ -627,48 +615,16 @@ fn watch_runs_the_tests_again_when_the_file_changes() {
     let env = Env::new();
     let file = env.ws().join("read_file.ts");
     std::fs::copy(fixture_tool("read_file"), &file).unwrap();
-    let mut child = Command::new(bin())
-        .args(["--db"])
-        .arg(env.db())
-        .arg("--workspace")
-        .arg(env.ws())
-        .args(["tool", "test", "--watch"])
-        .arg(&file)
-        .current_dir(env.ws())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |needle: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while std::time::Instant::now() < deadline {
-            if let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(1)) {
-                if line.contains(needle) {
-                    return true;
-                }
-            }
-        }
-        false
-    };
-    let first = wait_for("2 passed, 0 failed");
+    let mut child = env.spawn(&["tool", "test", "--watch", file.to_str().unwrap()]);
+    let lines = Lines::of(&mut child);
+    let first = lines.wait_for("2 passed, 0 failed");
     // Break a declared test: the rerun reports it.
     let text = std::fs::read_to_string(&file)
         .unwrap()
         .replace("expect: { content: \"hi\" }", "expect: { content: \"no\" }");
     std::thread::sleep(std::time::Duration::from_millis(50));
     std::fs::write(&file, text).unwrap();
-    let second = wait_for("1 passed, 1 failed");
+    let second = lines.wait_for("1 passed, 1 failed");
     let _ = child.kill();
     let _ = child.wait();
     assert!(first, "the first run never finished");
@@ -690,16 +646,7 @@ fn a_closed_pipe_ends_quietly() {
         &["audit", "show"][..],
         &["completions", "bash"][..],
     ] {
-        let mut child = Command::new(bin())
-            .arg("--db")
-            .arg(env.db())
-            .arg("--workspace")
-            .arg(env.ws())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = env.spawn(args);
         // Read nothing and close the pipe at once.
         drop(child.stdout.take());
         let out = cli_support::Out::from(child.wait_with_output().unwrap());
@@ -838,4 +785,124 @@ fn replay_and_demo_speak_json_and_record_reports_what_it_rewrote() {
         "{demo:?}"
     );
     assert!(v["result"]["audit"]["records"].as_u64().unwrap() > 0);
+}
+
+/// Logs, asks a human, logs the answer.
+const ASKER: &str = r#"export const tool = {
+  name: "asker",
+  description: "Log, ask, log the answer.",
+  input: { type: "object", properties: {}, required: [] },
+  output: {},
+};
+
+export default async function run(args: any, libos: any) {
+  console.log("before");
+  const r = await libos.human.ask("colour?");
+  console.log("after: " + r.answer);
+  return { answer: r.answer };
+}
+"#;
+
+/// Collects a child's stdout lines on a thread; `wait_for` waits for a line holding `needle`.
+struct Lines(std::sync::mpsc::Receiver<String>);
+
+impl Lines {
+    fn of(child: &mut std::process::Child) -> Lines {
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Lines(rx)
+    }
+
+    fn wait_for(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = self.0.recv_timeout(std::time::Duration::from_secs(1)) {
+                if line.contains(needle) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+#[test]
+fn logs_follow_sees_another_host_finish_the_call_and_ends_with_the_process() {
+    let env = Env::new();
+    let asker = env.write("tools/asker.ts", ASKER).display().to_string();
+    let asked = env.run(&[
+        "--json",
+        "tool",
+        "run",
+        &asker,
+        "--grant",
+        "human:operator=write",
+    ]);
+    assert_eq!(asked.code, 5, "{asked:?}");
+    let id = request_id(&asked);
+    let pid = env.run(&["--json", "ps"]).json()["result"][0]["pid"]
+        .as_i64()
+        .unwrap();
+    let mut follow = env.spawn(&["logs", "--follow", &pid.to_string()]);
+    let lines = Lines::of(&mut follow);
+    let before = lines.wait_for("console.log: before");
+    assert_eq!(env.run(&["human", "answer", &id, "blue"]).code, 0);
+    assert_eq!(env.run(&["resume"]).code, 0);
+    let after = lines.wait_for("console.log: after: blue");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut ended = None;
+    while std::time::Instant::now() < deadline && ended.is_none() {
+        ended = follow.try_wait().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if ended.is_none() {
+        let _ = follow.kill();
+        let _ = follow.wait();
+    }
+    assert!(before, "--follow did not print the first line");
+    assert!(
+        after,
+        "--follow did not print the line written by another host"
+    );
+    assert_eq!(
+        ended.and_then(|s| s.code()),
+        Some(0),
+        "--follow did not end with the process"
+    );
+}
+
+#[test]
+fn tool_run_watch_runs_again_after_a_change() {
+    let env = Env::new();
+    let file = env.write("tools/clocks.ts", CLOCKS);
+    let mut child = env.spawn(&[
+        "--json",
+        "tool",
+        "run",
+        "--watch",
+        "--args",
+        r#"{"n":1}"#,
+        file.to_str().unwrap(),
+    ]);
+    let lines = Lines::of(&mut child);
+    let first = lines.wait_for(r#""n":1"#);
+    std::fs::write(
+        &file,
+        CLOCKS.replace("return { n: args.n }", "return { n: args.n, again: true }"),
+    )
+    .unwrap();
+    let second = lines.wait_for(r#""again":true"#);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first, "the first run never finished");
+    assert!(second, "no rerun after the change");
 }
