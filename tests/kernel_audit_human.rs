@@ -260,7 +260,10 @@ async fn without_a_human_the_request_fails_fast_and_stays_answerable() {
     let SyscallError::HumanRequired { request_id, detail } = err else {
         panic!("{err:?}")
     };
-    assert!(detail.contains("human approve"), "{detail}");
+    assert!(
+        detail.contains(&format!("agent-libos human show {request_id}")),
+        "{detail}"
+    );
     let wrong = kernel
         .human_respond(
             &request_id,

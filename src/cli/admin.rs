@@ -1,13 +1,39 @@
-//! `agent-libos ps`, `resume` and `image register|list`.
+//! `agent-libos ps`, `logs`, `kill`/`signal`, `resume` and `image register|list`.
+
+use std::collections::HashMap;
 
 use anyhow::Result;
 use serde_json::json;
 
-use super::args::{ImageCommand, PsArgs};
-use super::{exit, Ctx, Failure};
-use crate::kernel::{Image, Process};
+use super::args::{ImageCommand, LogsArgs, PsArgs};
+use super::{exit, terminal, Ctx, Failure};
+use crate::kernel::{Budget, Image, Kernel, Pid, Process, Signal};
 
-fn table(procs: &[Process]) -> String {
+/// What each process used itself: its usage less the shares it handed its children (a
+/// child's budget is taken from its parent's at spawn and counted there as used).
+fn own_usage(all: &[Process]) -> HashMap<Pid, Budget> {
+    let mut handed: HashMap<Pid, (u64, u64)> = HashMap::new();
+    for child in all {
+        if let Some(parent) = child.parent {
+            let e = handed.entry(parent).or_default();
+            e.0 = e.0.saturating_add(child.budget.syscalls);
+            e.1 = e.1.saturating_add(child.budget.tool_calls);
+        }
+    }
+    all.iter()
+        .map(|p| {
+            let (syscalls, tool_calls) = handed.get(&p.pid).copied().unwrap_or_default();
+            let own = Budget {
+                syscalls: p.usage.syscalls.saturating_sub(syscalls),
+                tool_calls: p.usage.tool_calls.saturating_sub(tool_calls),
+                ..p.usage
+            };
+            (p.pid, own)
+        })
+        .collect()
+}
+
+fn table(procs: &[Process], own: &HashMap<Pid, Budget>) -> String {
     let mut out = format!(
         "{:>4} {:>6}  {:<14} {:<20} {:>8}  {}\n",
         "PID", "PARENT", "STATUS", "IMAGE", "SYSCALLS", "GOAL"
@@ -21,14 +47,14 @@ fn table(procs: &[Process]) -> String {
                 .unwrap_or_else(|| "-".into()),
             p.status.as_str(),
             format!("{}@{}", p.image_id, p.image_version),
-            p.usage.syscalls,
+            own.get(&p.pid).map_or(p.usage.syscalls, |u| u.syscalls),
             p.goal
         ));
     }
     out
 }
 
-fn process_json(p: &Process) -> serde_json::Value {
+fn process_json(p: &Process, own: &HashMap<Pid, Budget>) -> serde_json::Value {
     json!({
         "pid": p.pid,
         "parent": p.parent,
@@ -37,7 +63,8 @@ fn process_json(p: &Process) -> serde_json::Value {
         "image_version": p.image_version,
         "goal": p.goal,
         "cwd": p.cwd,
-        "usage": p.usage,
+        "usage": own.get(&p.pid).unwrap_or(&p.usage),
+        "usage_with_children": p.usage,
         "budget": p.budget,
         "started_at": p.started_at,
         "exit": p.exit_payload,
@@ -46,12 +73,13 @@ fn process_json(p: &Process) -> serde_json::Value {
 
 pub async fn ps(ctx: &Ctx, args: PsArgs) -> Result<i32> {
     let kernel = ctx.open_existing().await?;
-    let procs: Vec<Process> = kernel
-        .processes()
+    let all = kernel.processes();
+    let own = own_usage(&all);
+    let procs: Vec<Process> = all
         .into_iter()
         .filter(|p| args.all || !p.status.is_terminal())
         .collect();
-    let values: Vec<_> = procs.iter().map(process_json).collect();
+    let values: Vec<_> = procs.iter().map(|p| process_json(p, &own)).collect();
     ctx.print(&json!(values), || {
         if procs.is_empty() {
             if args.all {
@@ -60,9 +88,95 @@ pub async fn ps(ctx: &Ctx, args: PsArgs) -> Result<i32> {
                 "no live processes (use --all to include ended ones)".into()
             }
         } else {
-            table(&procs)
+            table(&procs, &own)
         }
     });
+    Ok(exit::OK)
+}
+
+/// `agent-libos logs PID [--follow]`: the console lines of a process's tool calls.
+pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result<i32> {
+    let kernel = ctx.open_existing().await?;
+    let (lines, status) = read_log(&kernel, args.pid, 0).await?;
+    let Some(mut status) = status else {
+        return Err(Failure::new(
+            "NotFound",
+            exit::INVALID,
+            format!("process {} not found", args.pid),
+        )
+        .hint("`agent-libos ps --all` lists the processes")
+        .into());
+    };
+    if !args.follow {
+        ctx.print(&json!(lines), || {
+            if lines.is_empty() {
+                return format!("process {} has written no log lines", args.pid);
+            }
+            lines.iter().map(log_text).collect::<Vec<_>>().join("\n")
+        });
+        return Ok(exit::OK);
+    }
+    let mut after = 0;
+    let mut batch = lines;
+    loop {
+        for line in &batch {
+            after = after.max(line.id);
+            if ctx.json {
+                terminal::out(json!(line).to_string());
+            } else {
+                terminal::out(log_text(line));
+            }
+        }
+        if is_ended(&status) {
+            return Ok(exit::OK);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let (next, now) = read_log(&kernel, args.pid, after).await?;
+        batch = next;
+        status = now.unwrap_or(status);
+    }
+}
+
+async fn read_log(
+    kernel: &Kernel,
+    pid: Pid,
+    after: i64,
+) -> Result<(Vec<crate::kernel::LogLine>, Option<String>)> {
+    Ok(kernel
+        .process_log_after(pid, after)
+        .await
+        .map_err(Failure::from)?)
+}
+
+fn is_ended(status: &str) -> bool {
+    matches!(status, "EXITED" | "FAILED" | "KILLED")
+}
+
+fn log_text(line: &crate::kernel::LogLine) -> String {
+    format!("console.{}: {}", line.level, line.text)
+}
+
+/// `agent-libos kill PID` and `agent-libos signal PID SIGNAL`, as the operator.
+pub async fn signal(ctx: &Ctx, pid: Pid, signal: &str) -> Result<i32> {
+    let parsed: Signal = signal
+        .parse()
+        .map_err(|e: String| Failure::new("InvalidArgument", exit::INVALID, e))?;
+    let kernel = ctx.open_existing().await?;
+    if kernel.process(pid).is_none() {
+        return Err(Failure::new(
+            "NotFound",
+            exit::INVALID,
+            format!("process {pid} not found"),
+        )
+        .hint("`agent-libos ps --all` lists the processes")
+        .into());
+    }
+    let status = kernel.signal(pid, parsed).await.map_err(Failure::from)?;
+    let _ = kernel.store().flush().await;
+    ctx.print(
+        &json!({"pid": pid, "signal": signal, "status": status}),
+        || format!("process {pid}: {signal} sent; now {}", status.as_str()),
+    );
     Ok(exit::OK)
 }
 
@@ -100,7 +214,8 @@ pub async fn resume(ctx: &Ctx) -> Result<i32> {
         .into_iter()
         .filter(|p| !p.status.is_terminal())
         .collect();
-    let values: Vec<_> = procs.iter().map(process_json).collect();
+    let own = own_usage(&kernel.processes());
+    let values: Vec<_> = procs.iter().map(|p| process_json(p, &own)).collect();
     let result = json!({
         "invocations": report.invocations,
         "ended": ended,
@@ -145,7 +260,7 @@ pub async fn resume(ctx: &Ctx) -> Result<i32> {
                 "{} live process{}\n{}",
                 procs.len(),
                 if procs.len() == 1 { "" } else { "es" },
-                table(&procs)
+                table(&procs, &own)
             ));
         }
         out

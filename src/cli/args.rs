@@ -140,8 +140,57 @@ approval given meanwhile is used), then lists the non-terminal processes.")]
     #[command(after_help = "\
 Examples:
   agent-libos demo
+  agent-libos --json demo
   agent-libos demo --keep /tmp/demo && agent-libos --db /tmp/demo/state.db audit show")]
     Demo(DemoArgs),
+    /// Show a process's log: the console output of its tool calls
+    #[command(after_help = "\
+Examples:
+  agent-libos logs 3
+  agent-libos logs 3 --follow
+  agent-libos --json logs 3
+
+With --follow, new lines are printed as they are written until the process ends
+(with --json, one JSON object per line).")]
+    Logs(LogsArgs),
+    /// Stop a process now (the kill signal): its running work is dropped and it ends KILLED
+    #[command(after_help = "Examples:\n  agent-libos kill 3")]
+    Kill {
+        /// The process to kill
+        pid: i64,
+    },
+    /// Send a signal to a process: pause, resume, cancel or kill
+    #[command(after_help = "\
+Examples:
+  agent-libos signal 3 pause
+  agent-libos signal 3 resume
+  agent-libos signal 3 cancel     # its next syscall fails with Cancelled, then it ends KILLED")]
+    Signal {
+        /// The process to signal
+        pid: i64,
+        /// pause, resume, cancel or kill
+        #[arg(value_parser = ["pause", "resume", "cancel", "kill"])]
+        signal: String,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = "\
+Examples:
+  agent-libos completions bash > ~/.local/share/bash-completion/completions/agent-libos
+  agent-libos completions zsh > ~/.zfunc/_agent-libos
+  agent-libos completions fish > ~/.config/fish/completions/agent-libos.fish")]
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The process whose log to show
+    pub pid: i64,
+    /// Keep printing new lines until the process ends
+    #[arg(short, long)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,7 +213,7 @@ pub enum ToolCommand {
     #[command(after_help = "\
 Examples:
   agent-libos tool check tools/grep.ts
-  agent-libos tool check tools/grep.ts --json
+  agent-libos tool check tools/ other/count.ts --json
 
 Each finding is printed as FILE:line:col rule: message. Exit 2 if any.")]
     Check(ToolFileArgs),
@@ -172,6 +221,7 @@ Each finding is printed as FILE:line:col rule: message. Exit 2 if any.")]
     #[command(after_help = "\
 Examples:
   agent-libos tool test tools/grep.ts
+  agent-libos tool test tools/ --watch
 
 The closing line is `N passed, N failed`; exit 2 if any failed.")]
     Test(ToolFileArgs),
@@ -182,6 +232,11 @@ Examples:
   agent-libos tool run tools/fix.ts --allow-read --allow-write=src --allow-run=cargo
   agent-libos tool run tools/post.ts --allow-net=api.example.org:443 --trace
   agent-libos tool run tools/save.ts --grant 'fs:out.txt=write:ask_each_time' --ask
+  agent-libos tool run tools/count.ts --args @args.json --cpu-ms 5000
+  echo '{\"path\":\"a.md\"}' | agent-libos tool run tools/count.ts --args -
+
+The tool's console.* lines are printed to stderr as `console.LEVEL: TEXT` (and are
+in the --json result as `console`); `agent-libos logs PID` shows them later.
 
 Nothing is allowed by default. The run uses the --db database (default: the
 workspace's state directory under ~/.local/state/agent-libos), so `agent-libos ps` and `agent-libos audit show` work
@@ -192,19 +247,35 @@ process so that it can register the tool it is loading.")]
 
 #[derive(Debug, Args)]
 pub struct ToolFileArgs {
-    /// The tool's TypeScript source
-    #[arg(value_name = "FILE.ts")]
-    pub file: PathBuf,
+    /// Tool sources: .ts files, or directories (their *.ts files, not recursively)
+    #[arg(value_name = "FILE.ts|DIR", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Check again whenever one of the files changes (polls modification times)
+    #[arg(long)]
+    pub watch: bool,
 }
 
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args, Default, Clone)]
 pub struct ToolRunArgs {
     /// The tool's TypeScript source
     #[arg(value_name = "FILE.ts")]
     pub file: PathBuf,
-    /// The call's arguments, a JSON object
-    #[arg(long, value_name = "JSON", default_value = "{}")]
+    /// The call's arguments: a JSON object, @FILE to read it from a file, or - for stdin
+    #[arg(long, value_name = "JSON|@FILE|-", default_value = "{}")]
     pub args: String,
+    /// The operator's maximum of JavaScript time per call, in ms (the tool's own `limits`
+    /// may lower it, never raise it) [default: 1000]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub cpu_ms: Option<u64>,
+    /// The operator's maximum isolate heap per call, in MiB [default: 64]
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub heap_mb: Option<u64>,
+    /// The operator's maximum of syscalls per call [default: 1000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_syscalls: Option<u64>,
+    /// Run again whenever the tool file changes (polls its modification time)
+    #[arg(long)]
+    pub watch: bool,
     /// Allow reading files: no value = every file; a directory covers its whole tree
     #[arg(long, value_name = "PATHS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
     pub allow_read: Vec<String>,
@@ -217,9 +288,6 @@ pub struct ToolRunArgs {
     /// Allow network requests to HOST or HOST:PORT (read and write)
     #[arg(long, value_name = "HOSTS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
     pub allow_net: Vec<String>,
-    /// Allow reading these environment variables
-    #[arg(long, value_name = "VARS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
-    pub allow_env: Vec<String>,
     /// Deny reading files (beats any allow)
     #[arg(long, value_name = "PATHS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
     pub deny_read: Vec<String>,
@@ -232,9 +300,6 @@ pub struct ToolRunArgs {
     /// Deny network requests to these hosts
     #[arg(long, value_name = "HOSTS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
     pub deny_net: Vec<String>,
-    /// Deny reading these environment variables
-    #[arg(long, value_name = "VARS", num_args = 0..=1, require_equals = true, value_delimiter = ',', default_missing_value = "**", action = clap::ArgAction::Append)]
-    pub deny_env: Vec<String>,
     /// A capability RESOURCE=RIGHTS[:POLICY], e.g. object:obj_1=read or fs:out.txt=write:ask
     #[arg(long, value_name = "RESOURCE=RIGHTS[:POLICY]")]
     pub grant: Vec<String>,
@@ -280,22 +345,32 @@ Examples:
   agent-libos human list
   agent-libos human list --all --json")]
     List {
+        /// Include answered requests
         #[arg(short, long)]
         all: bool,
     },
     /// Show one request with its payload
     #[command(after_help = "Examples:\n  agent-libos human show hr_0123")]
-    Show { id: String },
+    Show {
+        /// The request's id (hr_…)
+        id: String,
+    },
     /// Approve a pending approval or permission request
     #[command(after_help = "\
 Examples:
   agent-libos human approve hr_0123
-  agent-libos human approve hr_0123 --always")]
+  agent-libos human approve hr_0123 --always
+  agent-libos human approve hr_0123 --pattern     # always, for the whole granted pattern")]
     Approve {
+        /// The request's id (hr_…)
         id: String,
-        /// Approve this and every later call like it (grants always_allow)
+        /// Approve this and every later call on the same resource (grants always_allow)
         #[arg(long)]
         always: bool,
+        /// Approve this and every later call under the ask capability that matched (its
+        /// pattern, e.g. fs:docs/**, for the requested right)
+        #[arg(long, conflicts_with = "always")]
+        pattern: bool,
         /// Who is answering [default: $USER]
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
@@ -305,9 +380,12 @@ Examples:
         after_help = "Examples:\n  agent-libos human reject hr_0123 --reason 'not that file'"
     )]
     Reject {
+        /// The request's id (hr_…)
         id: String,
+        /// Why (the process sees it)
         #[arg(long, default_value = "")]
         reason: String,
+        /// Who is answering [default: $USER]
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
     },
@@ -316,8 +394,11 @@ Examples:
         after_help = "Examples:\n  agent-libos human answer hr_0123 'use the staging database'"
     )]
     Answer {
+        /// The request's id (hr_…)
         id: String,
+        /// The answer (one of the choices, if the question has any)
         text: String,
+        /// Who is answering [default: $USER]
         #[arg(long, value_name = "NAME")]
         by: Option<String>,
     },
@@ -368,6 +449,7 @@ Examples:
   agent-libos checkpoint create 3 --name before-refactor
   agent-libos checkpoint create 3 --json")]
     Create {
+        /// The process to checkpoint
         pid: i64,
         /// A name to find it by
         #[arg(long, default_value = "")]
@@ -389,16 +471,23 @@ Examples:
 
 Restores the process's object memory, capabilities, tool table and fields. Files
 written, commands run and requests sent since the checkpoint are listed, not undone.")]
-    Rollback { id: String },
+    Rollback {
+        /// The checkpoint's id (ckpt_…)
+        id: String,
+    },
     /// Start a new process (a sibling) from a checkpoint
     #[command(after_help = "Examples:\n  agent-libos checkpoint fork ckpt_0123")]
-    Fork { id: String },
+    Fork {
+        /// The checkpoint's id (ckpt_…)
+        id: String,
+    },
     /// Write a checkpoint as a self-contained JSON document
     #[command(after_help = "\
 Examples:
   agent-libos checkpoint export ckpt_0123 --out ckpt.json
   agent-libos checkpoint export ckpt_0123 --out -      # to stdout")]
     Export {
+        /// The checkpoint's id (ckpt_…)
         id: String,
         /// Output file, or - for stdout
         #[arg(long, value_name = "FILE")]
@@ -413,6 +502,7 @@ Examples:
 A document grants nothing: the process gets its own namespace and exactly the --grant
 capabilities; the document's capabilities are listed, not granted.")]
     Import {
+        /// The checkpoint document (from `checkpoint export`)
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Grant the imported process RESOURCE=RIGHTS[:POLICY] (repeatable)
@@ -507,6 +597,7 @@ A manifest:
   resource = \"fs:src/**\"
   rights = [\"read\"]")]
     Register {
+        /// The image's TOML manifest
         #[arg(value_name = "FILE.toml")]
         file: PathBuf,
     },

@@ -74,12 +74,22 @@ test result: FAILED. 2 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out
 /// The demo's scripted human.
 const HUMAN: &str = "demo:alice";
 
-fn step(n: &mut u32, text: impl AsRef<str>) {
-    *n += 1;
-    terminal::out(format!("{:>2}. {}", n, text.as_ref()));
+/// The story's numbered steps: printed as they happen, or (`--json`) kept for the result.
+struct Story {
+    json: bool,
+    steps: Vec<String>,
 }
 
-pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
+impl Story {
+    fn step(&mut self, text: impl AsRef<str>) {
+        self.steps.push(text.as_ref().to_string());
+        if !self.json {
+            terminal::out(format!("{:>2}. {}", self.steps.len(), text.as_ref()));
+        }
+    }
+}
+
+pub async fn run(ctx: &Ctx, args: DemoArgs) -> Result<i32> {
     let started = Instant::now();
     let temp;
     let root: PathBuf = match &args.keep {
@@ -111,20 +121,21 @@ pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
     let mut config = KernelConfig::new(&db, &ws);
     config.human_mode = HumanMode::Wait;
     let kernel = Kernel::open(config).await.context("opening the runtime")?;
-    let mut n = 0;
-    terminal::out("agent-libos demo: a coding agent triages a failing test run\n");
-    step(
-        &mut n,
-        format!(
-            "workspace {} holds logs/test-output.log (2 failing tests)",
-            ws.display()
-        ),
-    );
+    let mut story = Story {
+        json: ctx.json,
+        steps: Vec::new(),
+    };
+    if !ctx.json {
+        terminal::out("agent-libos demo: a coding agent triages a failing test run\n");
+    }
+    story.step(format!(
+        "workspace {} holds logs/test-output.log (2 failing tests)",
+        ws.display()
+    ));
 
     let image = Image::from_toml(IMAGE).map_err(anyhow::Error::msg)?;
     kernel.register_image(&image).await.map_err(Failure::from)?;
-    step(
-        &mut n,
+    story.step(
         "registered image coding-agent@1.0.0: may read logs/**, may register extract_failures",
     );
     let parent = kernel
@@ -135,9 +146,7 @@ pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
         })
         .await
         .map_err(Failure::from)?;
-    step(
-        &mut n,
-        format!("spawned process {parent} from coding-agent: \"triage the failing tests and write REPORT.md\""),
+    story.step(format!("spawned process {parent} from coding-agent: \"triage the failing tests and write REPORT.md\""),
     );
 
     // The scripted human: approves the parent's permission request once.
@@ -163,7 +172,7 @@ pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
     let mut failed: Option<SyscallError> = None;
     let printer = async {
         while let Some(line) = log_rx.recv().await {
-            step(&mut n, line);
+            story.step(line);
         }
     };
     let (parent_result, worker_result, ()) = tokio::join!(parent_task, worker_task, printer);
@@ -192,13 +201,22 @@ pub async fn run(_ctx: &Ctx, args: DemoArgs) -> Result<i32> {
         )
         .into());
     }
-    step(
-        &mut n,
-        format!(
-            "audit chain verified: {} records, head {}",
-            report.records, report.head
-        ),
-    );
+    story.step(format!(
+        "audit chain verified: {} records, head {}",
+        report.records, report.head
+    ));
+    if ctx.json {
+        terminal::out(
+            json!({"ok": true, "result": {
+                "steps": story.steps,
+                "audit": {"records": report.records, "head": report.head},
+                "elapsed_ms": started.elapsed().as_millis() as u64,
+                "kept": args.keep.as_ref().map(|d| d.join("state.db")),
+            }})
+            .to_string(),
+        );
+        return Ok(exit::OK);
+    }
     terminal::out(format!("\ndone in {} ms.", started.elapsed().as_millis()));
     match &args.keep {
         Some(dir) => {

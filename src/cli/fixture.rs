@@ -157,7 +157,7 @@ pub struct Scripted {
     /// The resource the request must be about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
-    /// `approve_once`, `approve_always`, `reject` or `answer`.
+    /// `approve_once`, `approve_always`, `approve_pattern`, `reject` or `answer`.
     pub answer: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
@@ -170,6 +170,7 @@ impl Scripted {
         Ok(match self.answer.as_str() {
             "approve_once" => HumanAnswer::ApproveOnce,
             "approve_always" => HumanAnswer::ApproveAlways,
+            "approve_pattern" => HumanAnswer::ApprovePattern,
             "reject" => HumanAnswer::Reject {
                 reason: self.reason.clone(),
             },
@@ -177,7 +178,7 @@ impl Scripted {
                 text: self.text.clone(),
             },
             other => bail!(
-                "unknown scripted answer '{other}' (approve_once, approve_always, reject or answer)"
+                "unknown scripted answer '{other}' (approve_once, approve_always, approve_pattern, reject or answer)"
             ),
         })
     }

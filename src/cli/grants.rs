@@ -74,14 +74,6 @@ pub fn from_flags(args: &ToolRunArgs, workspace: &Path) -> Result<Vec<Capability
             )?;
         }
     }
-    for (flag, values, policy) in [
-        ("--allow-env", &args.allow_env, allow),
-        ("--deny-env", &args.deny_env, deny),
-    ] {
-        for var in values {
-            push(&mut out, flag, format!("env:{var}"), &[Right::Read], policy)?;
-        }
-    }
     for grant in &args.grant {
         let spec = CapabilitySpec::parse_grant(grant)
             .map_err(|e| anyhow::anyhow!("--grant {grant}: {e}"))?;
@@ -148,28 +140,46 @@ pub fn parse_grant(text: &str) -> Result<CapabilitySpec> {
         .with_context(|| format!("grant '{text}'"))
 }
 
-/// The flag that would have allowed `right` on `resource` in `tool run`.
-pub fn suggest_flag(resource: &str, right: &str) -> String {
-    let (kind, name) = resource.split_once(':').unwrap_or(("", resource));
-    match (kind, right) {
-        ("fs", "read") => format!("--allow-read={name}"),
-        ("fs", "write") => format!("--allow-write={name}"),
-        ("shell", "execute") => format!("--allow-run={name}"),
-        ("net", _) => format!("--allow-net={name}"),
-        ("env", "read") => format!("--allow-env={name}"),
-        _ => format!("--grant {resource}={right}"),
+/// `word` as one shell word: unchanged when it holds only characters no shell treats
+/// specially, else in single quotes (a `'` inside written `'\''`).
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
-/// A sentence telling the user how to allow a denied call.
+/// The flag that would have allowed `right` on `resource` in `tool run`, quoted for a shell
+/// (`'--allow-run=python3 -c'`).
+pub fn suggest_flag(resource: &str, right: &str) -> String {
+    let (kind, name) = resource.split_once(':').unwrap_or(("", resource));
+    match (kind, right) {
+        ("fs", "read") => shell_quote(&format!("--allow-read={name}")),
+        ("fs", "write") => shell_quote(&format!("--allow-write={name}")),
+        ("shell", "execute") => shell_quote(&format!("--allow-run={name}")),
+        ("net", _) => shell_quote(&format!("--allow-net={name}")),
+        _ => format!("--grant {}", shell_quote(&format!("{resource}={right}"))),
+    }
+}
+
+/// A sentence telling the user how to allow a denied call — or, where no flag can allow it
+/// (a symlink, a path outside the workspace), saying so.
 pub fn denial_hint(resource: &str, right: &str, message: &str) -> String {
     if message.contains("denied by capability") {
         return format!(
             "an explicit deny matched; remove the --deny-* flag (or always_deny grant) that covers {resource}"
         );
     }
+    if message.contains("symlinks are not followed") {
+        return "symlinks are never followed, whatever is granted (no flag changes that); pass the path of the file itself".into();
+    }
     if message.contains("outside the workspace") || message.contains("above the workspace") {
-        return "paths are relative to the workspace; choose another root with --workspace".into();
+        return "the path is outside the workspace, which no flag can grant: tools see only the workspace; pass a path inside it, or choose another root with --workspace".into();
     }
     format!(
         "to allow it, run again with {}",
@@ -258,7 +268,7 @@ mod tests {
                 1 => &mut args.deny_write,
                 2 => &mut args.allow_run,
                 3 => &mut args.deny_net,
-                4 => &mut args.allow_env,
+                4 => &mut args.allow_net,
                 _ => &mut args.grant,
             };
             field.push(value);
@@ -288,6 +298,14 @@ mod tests {
         assert_eq!(
             suggest_flag("object:obj_1", "read"),
             "--grant object:obj_1=read"
+        );
+        assert_eq!(
+            suggest_flag("shell:python3 -c", "execute"),
+            "'--allow-run=python3 -c'"
+        );
+        assert_eq!(
+            suggest_flag("fs:it's here.txt", "read"),
+            "'--allow-read=it'\\''s here.txt'"
         );
     }
 }

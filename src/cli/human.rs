@@ -48,8 +48,15 @@ pub async fn run(ctx: &Ctx, cmd: HumanCommand) -> Result<i32> {
             let request = find(&kernel, &id).await?;
             ctx.print(&json!(request), || describe(&request));
         }
-        HumanCommand::Approve { id, always, by } => {
-            let answer = if always {
+        HumanCommand::Approve {
+            id,
+            always,
+            pattern,
+            by,
+        } => {
+            let answer = if pattern {
+                HumanAnswer::ApprovePattern
+            } else if always {
                 HumanAnswer::ApproveAlways
             } else {
                 HumanAnswer::ApproveOnce
@@ -243,7 +250,8 @@ pub async fn prompt_loop(kernel: Kernel, root: Pid) {
             seen.insert(r.id.clone());
             let text = describe(&r);
             let kind = r.kind;
-            let answer = tokio::task::spawn_blocking(move || ask_terminal(&text, kind))
+            let pattern = asking_pattern(&kernel, &r);
+            let answer = tokio::task::spawn_blocking(move || ask_terminal(&text, kind, pattern))
                 .await
                 .ok()
                 .flatten();
@@ -261,13 +269,31 @@ pub async fn prompt_loop(kernel: Kernel, root: Pid) {
     }
 }
 
-fn ask_terminal(text: &str, kind: RequestKind) -> Option<HumanAnswer> {
+/// The resource of the ask capability behind approval `r`, when it is a pattern wider than
+/// the resource shown (what `p` at the prompt would grant).
+fn asking_pattern(kernel: &Kernel, r: &HumanRequest) -> Option<String> {
+    if r.kind != RequestKind::Approval {
+        return None;
+    }
+    let cap_id = r.payload["capability"].as_i64()?;
+    let cap = kernel
+        .capabilities(r.pid)
+        .into_iter()
+        .find(|c| c.id == cap_id)?;
+    (Some(cap.resource.as_str()) != r.payload["resource"].as_str()).then_some(cap.resource)
+}
+
+fn ask_terminal(text: &str, kind: RequestKind, pattern: Option<String>) -> Option<HumanAnswer> {
     let stdin = std::io::stdin();
     terminal::prompt(format!("\n{text}"));
     loop {
-        let prompt = match kind {
-            RequestKind::Question => "  your answer (empty line rejects): ",
-            _ => "  allow? [y]es once / [a]lways / [n]o: ",
+        let prompt = match (kind, &pattern) {
+            (RequestKind::Question, _) => "  your answer (empty line rejects): ".to_string(),
+            (_, Some(p)) => format!(
+                "  allow? [y]es once / [a]lways (this resource) / [p]attern: always for all of {} / [n]o: ",
+                terminal::line(p)
+            ),
+            _ => "  allow? [y]es once / [a]lways / [n]o: ".to_string(),
         };
         terminal::prompt(prompt);
         let mut line = String::new();
@@ -287,6 +313,7 @@ fn ask_terminal(text: &str, kind: RequestKind) -> Option<HumanAnswer> {
         match line {
             "y" | "Y" | "yes" => return Some(HumanAnswer::ApproveOnce),
             "a" | "A" | "always" => return Some(HumanAnswer::ApproveAlways),
+            "p" | "P" | "pattern" if pattern.is_some() => return Some(HumanAnswer::ApprovePattern),
             "n" | "N" | "no" => {
                 return Some(HumanAnswer::Reject {
                     reason: "rejected on the terminal".into(),

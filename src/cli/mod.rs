@@ -59,6 +59,32 @@ pub fn exit_code_for(kind: &str) -> i32 {
     }
 }
 
+/// How to get past an exceeded limit: the `tool run` flag that raises it, where one exists.
+fn limit_hint(limit: &str) -> String {
+    let flag = match limit {
+        "cpu_time" => Some("--cpu-ms"),
+        "memory" => Some("--heap-mb"),
+        "syscalls" => Some("--max-syscalls"),
+        _ => None,
+    };
+    match flag {
+        Some(flag) => format!(
+            "lower the work per call, or raise the limit: `tool run {flag} N` sets the operator's maximum (a tool's own `limits` only lower it; an image's `[limits]` sets it for `run` and `mcp`)"
+        ),
+        None => format!(
+            "the {limit} limit is set by the tool's `limits` and its image's `[limits]`; lower the work per call, or register an image with a higher limit"
+        ),
+    }
+}
+
+/// Whether an `AlreadyExists` message is about a file (the others name a tool, an object,
+/// a namespace or an image).
+fn is_file_exists(what: &str) -> bool {
+    !["tool ", "object ", "namespace ", "image "]
+        .iter()
+        .any(|p| what.starts_with(p))
+}
+
 /// An error with a kind, an exit code and an optional hint (how to fix it).
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -97,9 +123,10 @@ impl Failure {
             SyscallError::LimitExceeded { limit, .. } if limit == "fs_bytes" => Some(
                 "fs reads and writes are bounded per call and per process (`KernelConfig::fs_limits`); read or write in smaller parts".to_string()
             ),
-            SyscallError::LimitExceeded { limit, .. } => Some(format!(
-                "the {limit} limit is set by the tool's `limits` and its image; lower the work per call or raise the limit"
-            )),
+            SyscallError::LimitExceeded { limit, .. } => Some(limit_hint(limit)),
+            SyscallError::AlreadyExists(what) if is_file_exists(what) => Some(
+                "the file exists and writes never replace a file unless asked: pass `{overwrite: true}` (`libos.fs.writeText(path, text, {overwrite: true})`) to replace it".to_string()
+            ),
             _ => None,
         };
         // A call parked on a human exits like one waiting for an approval.
@@ -329,6 +356,16 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Result<i32> {
         Command::Resume => admin::resume(ctx).await,
         Command::Sandbox(cmd) => sandbox::run(ctx, cmd).await,
         Command::Demo(args) => demo::run(ctx, args).await,
+        Command::Logs(args) => admin::logs(ctx, args).await,
+        Command::Kill { pid } => admin::signal(ctx, pid, "kill").await,
+        Command::Signal { pid, signal } => admin::signal(ctx, pid, &signal).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "agent-libos", &mut script);
+            terminal::out(String::from_utf8_lossy(&script).trim_end());
+            Ok(exit::OK)
+        }
     }
 }
 

@@ -70,7 +70,7 @@ struct Actual {
     pending_human: u64,
 }
 
-pub async fn run(_ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
+pub async fn run(ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
     let paths = fixture::discover(&args.paths)
         .map_err(|e| super::Failure::new("InvalidArgument", exit::INVALID, format!("{e:#}")))?;
     if paths.is_empty() {
@@ -92,7 +92,8 @@ pub async fn run(_ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
         .flat_map(|(fi, f)| (0..f.loaded.fixture.cases.len()).map(move |ci| (fi, ci)))
         .collect();
     let total = jobs.len();
-    let progress = std::io::stderr().is_terminal();
+    let progress = std::io::stderr().is_terminal() && !ctx.json;
+    let quiet = ctx.json;
     let files_ref = &files;
     let mut stream = futures::stream::iter(jobs)
         .map(|(fi, ci)| async move { run_case(files_ref, fi, ci).await })
@@ -110,19 +111,22 @@ pub async fn run(_ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let label = format!("{file_name}: {}", result.name);
-        match &result.status {
+        let line = match &result.status {
             Status::Passed => {
                 passed += 1;
-                terminal::out(format!("ok   {label}"));
+                format!("ok   {label}")
             }
             Status::Failed(why) => {
                 failed += 1;
-                terminal::out(format!("FAIL {label}: {why}"));
+                format!("FAIL {label}: {why}")
             }
             Status::Skipped(why) => {
                 skipped += 1;
-                terminal::out(format!("skip {label}: {why}"));
+                format!("skip {label}: {why}")
             }
+        };
+        if !quiet {
+            terminal::out(line);
         }
         results.push(result);
         if progress {
@@ -138,15 +142,55 @@ pub async fn run(_ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
         write_junit(junit, &files, &results)
             .with_context(|| format!("writing {}", junit.display()))?;
     }
-    if args.record {
-        record(&files, &results)?;
+    // With --record, a failure is real only if recording cannot fix it: the case did not
+    // run, or it still fails against what was recorded.
+    let (recorded, unfixed) = if args.record {
+        record(&files, &results, quiet)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let real_failures = if args.record { unfixed.len() } else { failed };
+    if ctx.json {
+        let cases: Vec<Value> = results
+            .iter()
+            .map(|r| {
+                let (status, reason) = match &r.status {
+                    Status::Passed => ("passed", None),
+                    Status::Failed(why) => ("failed", Some(why.clone())),
+                    Status::Skipped(why) => ("skipped", Some(why.clone())),
+                };
+                json!({
+                    "file": files[r.file].loaded.path,
+                    "case": r.name,
+                    "status": status,
+                    "reason": reason,
+                    "elapsed_ms": r.elapsed.as_millis() as u64,
+                })
+            })
+            .collect();
+        terminal::out(
+            json!({"ok": real_failures == 0, "result": {
+                "passed": passed, "failed": failed, "skipped": skipped, "cases": cases,
+                "recorded": recorded, "still_failing": unfixed,
+            }})
+            .to_string(),
+        );
+    } else {
+        let mut closing = format!("{passed} passed, {failed} failed");
+        if skipped > 0 {
+            closing.push_str(&format!(", {skipped} skipped"));
+        }
+        if args.record {
+            closing.push_str(&format!(
+                "; recorded {} case{}, {} still failing",
+                recorded.len(),
+                if recorded.len() == 1 { "" } else { "s" },
+                unfixed.len()
+            ));
+        }
+        terminal::out(closing);
     }
-    let mut closing = format!("{passed} passed, {failed} failed");
-    if skipped > 0 {
-        closing.push_str(&format!(", {skipped} skipped"));
-    }
-    terminal::out(closing);
-    Ok(if failed > 0 && !args.record {
+    Ok(if real_failures > 0 {
         exit::FAILED
     } else {
         exit::OK
@@ -770,23 +814,39 @@ fn recorded_expect(old: Option<&Expect>, outcome: &Result<Value, WireError>) -> 
                 resource: w.resource.clone(),
                 right: w.right.clone(),
                 limit: w.limit.clone(),
+                // A recorded message is kept: still true, as it was; else the new message.
                 message_contains: old
                     .and_then(|e| e.error.as_ref())
                     .and_then(|e| e.message_contains.clone())
-                    .filter(|m| w.message.contains(m.as_str())),
+                    .map(|m| {
+                        if w.message.contains(m.as_str()) {
+                            m
+                        } else {
+                            w.message.clone()
+                        }
+                    }),
             }),
             ..Expect::default()
         },
     }
 }
 
-/// Writes actual outcomes back into the fixture files (`--record`).
-fn record(files: &[File], results: &[CaseResult]) -> Result<()> {
+/// Writes actual outcomes back into the fixture files (`--record`). Returns what it rewrote
+/// (`{file, case, changes}` for each case whose expectations changed) and the cases that
+/// still fail (`{file, case, reason}`: they did not run, or what recording cannot fix).
+fn record(files: &[File], results: &[CaseResult], quiet: bool) -> Result<(Vec<Value>, Vec<Value>)> {
+    let (mut rewrote, mut unfixed) = (Vec::new(), Vec::new());
     for (fi, f) in files.iter().enumerate() {
         let mut fixture = f.loaded.fixture.clone();
         let mut changed = false;
         for r in results.iter().filter(|r| r.file == fi) {
-            let Some(actual) = &r.actual else { continue };
+            let Some(actual) = &r.actual else {
+                if let Status::Failed(why) = &r.status {
+                    unfixed.push(json!({"file": f.loaded.path, "case": r.name, "reason": why}));
+                }
+                continue;
+            };
+            let before = serde_json::to_value(&fixture.cases[r.case]).unwrap_or(Value::Null);
             let case = &mut fixture.cases[r.case];
             for (call, outcome) in case.calls.iter_mut().zip(&actual.outcomes) {
                 call.expect = Some(recorded_expect(call.expect.as_ref(), outcome));
@@ -817,6 +877,31 @@ fn record(files: &[File], results: &[CaseResult]) -> Result<()> {
                 }
                 changed = true;
             }
+            let case = &fixture.cases[r.case];
+            if serde_json::to_value(case).unwrap_or(Value::Null) != before {
+                rewrote.push(json!({"file": f.loaded.path, "case": r.name}));
+                if !quiet {
+                    super::note(format!(
+                        "recorded {}: case '{}' now expects what it did",
+                        f.loaded.path.display(),
+                        r.name
+                    ));
+                }
+            }
+            let problems = compare(case, actual);
+            if !problems.is_empty() {
+                unfixed.push(
+                    json!({"file": f.loaded.path, "case": r.name, "reason": problems.join("; ")}),
+                );
+                if !quiet {
+                    super::note(format!(
+                        "{}: case '{}' still fails after recording: {}",
+                        f.loaded.path.display(),
+                        r.name,
+                        problems.join("; ")
+                    ));
+                }
+            }
         }
         if !changed {
             continue;
@@ -828,7 +913,6 @@ fn record(files: &[File], results: &[CaseResult]) -> Result<()> {
         text.push('\n');
         std::fs::write(&f.loaded.path, text)
             .with_context(|| format!("writing {}", f.loaded.path.display()))?;
-        super::note(format!("recorded {}", f.loaded.path.display()));
     }
-    Ok(())
+    Ok((rewrote, unfixed))
 }

@@ -47,14 +47,23 @@ pub fn line(text: &str) -> Cow<'_, str> {
     escape(text, |_| false)
 }
 
-/// Prints `text` (escaped, see [`block`]) and a newline to stdout.
+/// Prints `text` (escaped, see [`block`]) and a newline to stdout. When the reader has gone
+/// (`agent-libos --json ps | head -c 10`), the command stops quietly with exit 0, as a
+/// pipeline expects, instead of failing on every later line.
 pub fn out(text: impl AsRef<str>) {
-    println!("{}", block(text.as_ref()));
+    let mut stdout = std::io::stdout().lock();
+    let written = writeln!(stdout, "{}", block(text.as_ref())).and_then(|()| stdout.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
 }
 
-/// Prints `text` (escaped, see [`block`]) and a newline to stderr.
+/// Prints `text` (escaped, see [`block`]) and a newline to stderr (a closed stderr is
+/// ignored).
 pub fn err(text: impl AsRef<str>) {
-    eprintln!("{}", block(text.as_ref()));
+    let _ = writeln!(std::io::stderr(), "{}", block(text.as_ref()));
 }
 
 /// Writes `text` (escaped, see [`block`]) to stderr with no newline, and flushes it.
@@ -66,7 +75,7 @@ pub fn prompt(text: impl AsRef<str>) {
 
 /// Writes the CLI's own progress line (control sequences included) to stderr.
 pub fn progress(text: &str) {
-    eprint!("{text}");
+    let _ = write!(std::io::stderr(), "{text}");
 }
 
 #[cfg(test)]

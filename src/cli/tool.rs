@@ -6,9 +6,10 @@
 //! a fresh process on the real database with exactly the grants given on the command line,
 //! so that `ps`, `audit show` and `human list` see the run afterwards.
 
-use std::io::IsTerminal;
-use std::path::Path;
+use std::io::{IsTerminal, Read as _};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use parking_lot::Mutex;
@@ -19,15 +20,140 @@ use super::terminal;
 use super::{exit, grants, human, note, Ctx, Failure};
 use crate::jit::{self, Finding};
 use crate::kernel::{
-    CapabilitySpec, HumanMode, JitCall, Kernel, KernelConfig, Pid, Policy, ProcessCtx, Right,
-    SpawnOptions, SysResult, Syscall, SyscallError,
+    Budget, CapabilitySpec, HumanMode, Image, JitCall, Kernel, KernelConfig, Pid, Policy,
+    ProcessCtx, RequestKind, Right, SpawnOptions, Status, SysResult, Syscall, SyscallError,
+    ToolLimits,
 };
 
 pub async fn run(ctx: &Ctx, cmd: ToolCommand) -> Result<i32> {
     match cmd {
-        ToolCommand::Check(args) => check(ctx, args).await,
-        ToolCommand::Test(args) => test(ctx, args).await,
+        ToolCommand::Check(args) => each_file(ctx, args, Which::Check).await,
+        ToolCommand::Test(args) => each_file(ctx, args, Which::Test).await,
+        ToolCommand::Run(args) if args.watch => {
+            let files = vec![args.file.clone()];
+            watch_loop(&files, || async {
+                let args = ToolRunArgs {
+                    watch: false,
+                    ..args.clone()
+                };
+                run_tool(ctx, args).await
+            })
+            .await
+        }
         ToolCommand::Run(args) => run_tool(ctx, args).await,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Check,
+    Test,
+}
+
+/// `tool check|test` over every file named (a directory: its `*.ts` files, `.d.ts` aside),
+/// once or, with `--watch`, again after every change.
+async fn each_file(ctx: &Ctx, args: ToolFileArgs, which: Which) -> Result<i32> {
+    let files = expand_files(&args.files)?;
+    if !args.watch {
+        return all_files(ctx, &files, which).await;
+    }
+    watch_loop(&files, || all_files(ctx, &files, which)).await
+}
+
+/// Runs `which` on each file; a single file reports as before, several report each file's
+/// failure and exit with the first failing code.
+async fn all_files(ctx: &Ctx, files: &[PathBuf], which: Which) -> Result<i32> {
+    if let [file] = files {
+        return match which {
+            Which::Check => check(ctx, file).await,
+            Which::Test => test(ctx, file).await,
+        };
+    }
+    let mut code = exit::OK;
+    for file in files {
+        let result = match which {
+            Which::Check => check(ctx, file).await,
+            Which::Test => test(ctx, file).await,
+        };
+        let this = match result {
+            Ok(c) => c,
+            Err(e) => super::report(&e, ctx.json),
+        };
+        if code == exit::OK {
+            code = this;
+        }
+    }
+    Ok(code)
+}
+
+/// The files `paths` name: each file itself, each directory's `*.ts` files (sorted; `.d.ts`
+/// declarations aside; not recursive).
+pub fn expand_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(path)
+            .with_context(|| format!("reading the directory {}", path.display()))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                p.is_file() && name.ends_with(".ts") && !name.ends_with(".d.ts")
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(Failure::new(
+                "InvalidArgument",
+                exit::INVALID,
+                format!("{} holds no .ts tool files", path.display()),
+            )
+            .hint("name the tool files, or a directory that holds them")
+            .into());
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// The newest modification time among `files` (a missing file counts as none).
+fn newest_mtime(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Runs `once`, then again after each change of `files` (polled every 200 ms), until the
+/// user stops it.
+async fn watch_loop<F, Fut>(files: &[PathBuf], mut once: F) -> Result<i32>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<i32>>,
+{
+    loop {
+        let seen = newest_mtime(files);
+        if let Err(e) = once().await {
+            super::report(&e, false);
+        }
+        note(format!(
+            "watching {} file{} for changes (Ctrl-C stops)",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" }
+        ));
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if newest_mtime(files) != seen {
+                break;
+            }
+        }
+        note("a file changed; running again");
     }
 }
 
@@ -131,10 +257,146 @@ fn findings_json(findings: &[Finding]) -> Value {
 
 /// Static analysis on the host; findings as JSON, or the tool's name.
 fn analyze_locally(file: &Path, source: &str) -> Result<String, Value> {
+    analyze_meta(file, source).map(|meta| meta.name)
+}
+
+/// Static analysis on the host; findings as JSON, or the tool's metadata.
+fn analyze_meta(file: &Path, source: &str) -> Result<jit::ToolMeta, Value> {
     let specifier = format!("file:///{}", file.display());
     match jit::analyze(&specifier, source, &jit::AnalyzeOptions::default()) {
-        Ok(tool) => Ok(tool.meta.name),
+        Ok(tool) => Ok(tool.meta),
         Err(findings) => Err(findings_json(&findings)),
+    }
+}
+
+/// `--args`: a JSON object given inline, as `@FILE`, or `-` (stdin).
+fn call_args(text: &str) -> Result<Value> {
+    let (source, json_text) = if text == "-" {
+        let mut buf = String::new();
+        std::io::stdin().read_to_string(&mut buf).map_err(|e| {
+            Failure::new(
+                "InvalidArgument",
+                exit::INVALID,
+                format!("--args -: cannot read stdin: {e}"),
+            )
+        })?;
+        ("stdin".to_string(), buf)
+    } else if let Some(path) = text.strip_prefix('@') {
+        let buf = std::fs::read_to_string(path).map_err(|e| {
+            Failure::new(
+                "InvalidArgument",
+                exit::INVALID,
+                format!("--args @{path}: cannot read it: {e}"),
+            )
+            .hint("pass the path of a JSON file after @, e.g. --args @args.json")
+        })?;
+        (path.to_string(), buf)
+    } else {
+        ("--args".to_string(), text.to_string())
+    };
+    let value: Value = serde_json::from_str(&json_text).map_err(|e| {
+        Failure::new(
+            "InvalidArgument",
+            exit::INVALID,
+            format!("{source} is not JSON: {e}"),
+        )
+        .hint("pass a JSON object, e.g. --args '{\"path\":\"README.md\"}', --args @args.json or --args - (stdin)")
+    })?;
+    if !value.is_object() {
+        return Err(Failure::new(
+            "InvalidArgument",
+            exit::INVALID,
+            format!("{source} is not a JSON object"),
+        )
+        .hint("a tool's arguments are one JSON object, e.g. {\"path\":\"README.md\"}")
+        .into());
+    }
+    Ok(value)
+}
+
+/// The operator's per-call maximum for this run: the defaults, raised or lowered by
+/// `--cpu-ms`, `--heap-mb`, `--max-syscalls`; `None` when no flag was given.
+fn operator_limits(args: &ToolRunArgs) -> Option<ToolLimits> {
+    if args.cpu_ms.is_none() && args.heap_mb.is_none() && args.max_syscalls.is_none() {
+        return None;
+    }
+    let mut limits = ToolLimits::default();
+    limits.cpu_ms = args.cpu_ms.unwrap_or(limits.cpu_ms);
+    limits.heap_mb = args.heap_mb.unwrap_or(limits.heap_mb);
+    limits.syscalls = args.max_syscalls.unwrap_or(limits.syscalls);
+    Some(limits)
+}
+
+/// Warnings for each of a tool's own `limits` above the operator's maximum (the kernel
+/// clamps them to it).
+fn clamp_warnings(own: &jit::ToolLimits, max: &ToolLimits) -> Vec<String> {
+    let pairs = [
+        ("cpu_ms", own.cpu_ms, max.cpu_ms, "--cpu-ms"),
+        ("heap_mb", own.heap_mb, max.heap_mb, "--heap-mb"),
+        ("syscalls", own.syscalls, max.syscalls, "--max-syscalls"),
+        ("result_bytes", own.result_bytes, max.result_bytes, ""),
+        ("console_bytes", own.console_bytes, max.console_bytes, ""),
+    ];
+    pairs
+        .iter()
+        .filter_map(|(name, own, max, flag)| {
+            let own = (*own)?;
+            (own > *max).then(|| {
+                let raise = if flag.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (raise it with {flag} {own})")
+                };
+                format!(
+                    "warning: the tool asks for limits.{name} = {own}, above the operator's maximum {max}; it runs with {max}{raise}"
+                )
+            })
+        })
+        .collect()
+}
+
+/// The image a `tool run` process starts from when the operator set limits: the base image
+/// with exactly those limits, under an id naming them. An image of that id registered
+/// earlier is used only if it is exactly this one (a process may register images too).
+async fn limits_image(kernel: &Kernel, limits: &ToolLimits) -> Result<String> {
+    let id = format!(
+        "tool-run-cpu{}-heap{}-sys{}",
+        limits.cpu_ms, limits.heap_mb, limits.syscalls
+    );
+    let image = Image {
+        id: id.clone(),
+        limits: *limits,
+        ..Image::base()
+    };
+    match kernel.register_image(&image).await {
+        Ok(()) | Err(SyscallError::AlreadyExists(_)) => {}
+        Err(e) => return Err(Failure::from_syscall(&e).into()),
+    }
+    match kernel.image(&id).await {
+        Ok(found) if found == image => Ok(id),
+        _ => Err(Failure::new(
+            "IllegalState",
+            exit::INVALID,
+            format!("image {id} is registered with other contents than the limits it names"),
+        )
+        .hint("use another --db, or run without --cpu-ms/--heap-mb/--max-syscalls")
+        .into()),
+    }
+}
+
+/// The console lines of `pid` as `[{"level","text"}]`.
+async fn console_lines(kernel: &Kernel, pid: Pid) -> Vec<Value> {
+    match kernel.process_log(pid).await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|(_, level, text)| json!({"level": level, "text": text}))
+            .collect(),
+        Err(e) => {
+            note(format!(
+                "cannot read the console output of process {pid}: {e}"
+            ));
+            Vec::new()
+        }
     }
 }
 
@@ -200,8 +462,7 @@ async fn validate_in_kernel(source: &str) -> Result<Result<Value, SyscallError>>
     })
 }
 
-async fn check(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
-    let file = &args.file;
+async fn check(ctx: &Ctx, file: &Path) -> Result<i32> {
     let source = read_source(file)?;
     let name = match analyze_locally(file, &source) {
         Ok(name) => name,
@@ -265,8 +526,7 @@ fn print_tests(tests: &Value, failures_only: bool) {
     }
 }
 
-async fn test(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
-    let file = &args.file;
+async fn test(ctx: &Ctx, file: &Path) -> Result<i32> {
     let source = read_source(file)?;
     if let Err(findings) = analyze_locally(file, &source) {
         if !ctx.json {
@@ -329,8 +589,8 @@ struct RunSlot {
 async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
     let file = args.file.clone();
     let source = read_source(&file)?;
-    let name = match analyze_locally(&file, &source) {
-        Ok(name) => name,
+    let meta = match analyze_meta(&file, &source) {
+        Ok(meta) => meta,
         Err(findings) => {
             if !ctx.json {
                 for f in findings.as_array().into_iter().flatten() {
@@ -340,14 +600,12 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
             return Err(rejected(&file, &findings, &Value::Null).into());
         }
     };
-    let call_args: Value = serde_json::from_str(&args.args).map_err(|e| {
-        Failure::new(
-            "InvalidArgument",
-            exit::INVALID,
-            format!("--args is not JSON: {e}"),
-        )
-        .hint("pass a JSON object, e.g. --args '{\"path\":\"README.md\"}'")
-    })?;
+    let name = meta.name.clone();
+    let call_args = call_args(&args.args)?;
+    let limits = operator_limits(&args);
+    for warning in clamp_warnings(&meta.limits, &limits.unwrap_or_default()) {
+        note(warning);
+    }
     let mut specs = grants::from_flags(&args, &ctx.workspace)
         .map_err(|e| Failure::new("InvalidArgument", exit::INVALID, format!("{e:#}")))?;
     // The operator loading this tool: the process may register it under its name.
@@ -378,11 +636,25 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
     };
     let kernel = ctx.open(mode).await?;
     let start_seq = kernel.store().audit_head_seq().await.unwrap_or(0);
+    let image = match &limits {
+        Some(l) => Some(limits_image(&kernel, l).await?),
+        None => None,
+    };
+    // A per-call syscall maximum above the process's default budget raises the budget too.
+    let budget = args
+        .max_syscalls
+        .filter(|n| *n > Budget::default().syscalls)
+        .map(|n| Budget {
+            syscalls: n.saturating_add(16),
+            ..Budget::default()
+        });
     let pid = kernel
         .spawn_root(SpawnOptions {
+            image,
             goal: format!("{TOOL_RUN_GOAL}{}", file.display()),
             grants: specs.clone(),
             requestable,
+            budget,
             ..SpawnOptions::default()
         })
         .await
@@ -394,12 +666,18 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = kernel
         .run(pid, move |pcx: ProcessCtx| async move {
+            let kernel = pcx.kernel.clone();
             let result = call_in_process(pcx, source, call_args, body_slot).await;
             let waiting = matches!(result, Err(SyscallError::HumanRequired { .. }));
-            let _ = tx.send(result.clone());
             if waiting {
                 // The call waits for a human: the process stays alive (its invocation is
-                // journaled as waiting) for `agent-libos resume` to finish.
+                // journaled as waiting) in WAITING_HUMAN for `agent-libos resume` to finish.
+                if let Err(e) = kernel.enter_wait(pid, Status::WaitingHuman).await {
+                    tracing::warn!(pid, %e, "marking the process as waiting for a human");
+                }
+            }
+            let _ = tx.send(result.clone());
+            if waiting {
                 std::future::pending::<()>().await;
             }
             result
@@ -423,10 +701,23 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         print_trace(&kernel, start_seq).await;
     }
     let _ = kernel.store().flush().await;
+    let console = console_lines(&kernel, pid).await;
+    if !ctx.json {
+        for line in &console {
+            terminal::err(format!(
+                "console.{}: {}",
+                line["level"].as_str().unwrap_or("log"),
+                line["text"].as_str().unwrap_or("")
+            ));
+        }
+    }
     match outcome {
         Ok(result) => {
             if ctx.json {
-                terminal::out(json!({"ok": true, "result": result, "pid": pid}).to_string());
+                terminal::out(
+                    json!({"ok": true, "result": result, "pid": pid, "console": console})
+                        .to_string(),
+                );
             } else {
                 terminal::out(serde_json::to_string_pretty(&result).unwrap_or_default());
             }
@@ -450,7 +741,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
                 }
                 return Err(rejected(&file, &v["findings"], &v["tests"]).into());
             }
-            let mut failure = Failure::from_syscall(&err);
+            let mut failure = Failure::from_syscall(&err).extra(json!({"console": console}));
             if let SyscallError::PermissionDenied {
                 resource, right, ..
             } = &err
@@ -464,9 +755,21 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
                 }
             }
             if let SyscallError::HumanRequired { request_id, .. } = &err {
-                failure = failure.hint(format!(
-                    "the call is waiting for a human and process {pid} stays alive: approve it with `agent-libos human approve {request_id}` (or reject it), then run `agent-libos resume` to finish the call exactly once (the journal re-runs the invocation and reuses the approved request); or run again with --ask on a terminal, or grant the capability up front"
-                ));
+                let kind = kernel
+                    .human_request(request_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|r| r.kind);
+                failure = failure.hint(if kind == Some(RequestKind::Question) {
+                    format!(
+                        "the tool asked a question and process {pid} waits for the answer: answer it with `agent-libos human answer {request_id} 'TEXT'` (see it with `agent-libos human show {request_id}`), then run `agent-libos resume` to finish the call; or run again with --ask on a terminal"
+                    )
+                } else {
+                    format!(
+                        "the call is waiting for a human and process {pid} stays alive: approve it with `agent-libos human approve {request_id}` (or reject it), then run `agent-libos resume` to finish the call exactly once (the journal re-runs the invocation and reuses the approved request); or run again with --ask on a terminal, or grant the capability up front"
+                    )
+                });
             }
             if is_missing_tool_host(&err) {
                 failure = failure.hint("this build's kernel has no JIT tool host; `agent-libos tool check` still runs the static checks");

@@ -34,6 +34,10 @@ pub enum HumanAnswer {
     ApproveOnce,
     /// Allow it and every later call like it (grants an `always_allow` capability).
     ApproveAlways,
+    /// Allow it and every later call under the `ask_each_time` capability that asked: an
+    /// `always_allow` capability on that capability's resource (its pattern, e.g.
+    /// `fs:docs/**`) for the requested right. Approvals only.
+    ApprovePattern,
     Reject {
         #[serde(default)]
         reason: String,
@@ -275,7 +279,9 @@ impl Kernel {
             )
             .await?;
         match answer {
-            HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways => Ok(()),
+            HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways | HumanAnswer::ApprovePattern => {
+                Ok(())
+            }
             HumanAnswer::Reject { reason } => Err(SyscallError::HumanRejected(format!(
                 "request {id} for {right} on {resource} was rejected{}",
                 if reason.is_empty() {
@@ -597,7 +603,7 @@ impl Kernel {
             return Err(SyscallError::HumanRequired {
                 request_id: id.to_string(),
                 detail: format!(
-                    "no human is attached; answer with `agent-libos human approve {id}` (or reject), or grant the capability up front"
+                    "no human is attached; `agent-libos human show {id}` shows what it asks and how to answer it"
                 ),
             });
         }
@@ -613,7 +619,7 @@ impl Kernel {
             return Err(SyscallError::HumanRequired {
                 request_id: id.to_string(),
                 detail: format!(
-                    "no human is attached; answer with `agent-libos human approve {id}` (or reject), or grant the capability up front"
+                    "no human is attached; `agent-libos human show {id}` shows what it asks and how to answer it"
                 ),
             });
         }
@@ -715,6 +721,7 @@ impl Kernel {
                 Approval | Permission | Uncertain | Diverged,
                 HumanAnswer::ApproveOnce | HumanAnswer::ApproveAlways,
             ) => RequestStatus::Approved,
+            (Approval, HumanAnswer::ApprovePattern) => RequestStatus::Approved,
             (
                 Approval | Permission | Question | Uncertain | Diverged,
                 HumanAnswer::Reject { .. },
@@ -747,10 +754,16 @@ impl Kernel {
             ],
             1,
         );
+        // The resource an approval grants: the one shown, or with `approve_pattern` the
+        // resource of the live ask capability that raised the request (never wider).
+        let resource = match answer {
+            HumanAnswer::ApprovePattern => Some(self.asking_pattern(&request)?),
+            _ => None,
+        };
         let mut granted = None;
         if let Some(policy) = granted_policy(request.kind, &answer) {
             let cap_id = self.new_cap_id().await?;
-            granted = self.grant_from_approval(&request, policy, &mut batch, now, cap_id);
+            granted = self.grant_from_approval(&request, resource, policy, &mut batch, now, cap_id);
         }
         let batch = batch.audit(AuditEntry {
             ts: now,
@@ -789,17 +802,50 @@ impl Kernel {
         Ok(self.human_request(id).await?.unwrap_or(request))
     }
 
+    /// The resource of the `ask_each_time` capability that raised approval `request`: held
+    /// live by the requesting process and covering the resource shown. Anything else (the
+    /// capability was revoked, expired or is not an ask) refuses the answer.
+    fn asking_pattern(&self, request: &HumanRequest) -> SysResult<String> {
+        let refused = |why: &str| {
+            SyscallError::invalid(format!(
+                "request {} cannot be approved for its pattern: {why}; approve it once or --always",
+                request.id
+            ))
+        };
+        let shown = request.payload["resource"]
+            .as_str()
+            .ok_or_else(|| refused("it names no resource"))?;
+        let cap_id = request.payload["capability"]
+            .as_i64()
+            .ok_or_else(|| refused("it names no capability"))?;
+        let cap = self
+            .capabilities(request.pid)
+            .into_iter()
+            .find(|c| c.id == cap_id)
+            .ok_or_else(|| refused("the capability that asked is no longer held"))?;
+        if cap.policy != Policy::AskEachTime
+            || super::resource::match_resource(&cap.resource, shown).is_none()
+        {
+            return Err(refused("the capability that asked does not cover it"));
+        }
+        Ok(cap.resource)
+    }
+
     /// Adds the capability an approval grants (see [`granted_policy`]) to `batch`; returns
     /// it (to be held once the batch is durable).
     fn grant_from_approval(
         &self,
         request: &HumanRequest,
+        resource: Option<String>,
         policy: Policy,
         batch: &mut WriteBatch,
         now: i64,
         id: i64,
     ) -> Option<Capability> {
-        let resource = request.payload["resource"].as_str()?.to_string();
+        let resource = match resource {
+            Some(r) => r,
+            None => request.payload["resource"].as_str()?.to_string(),
+        };
         let rights: Vec<Right> = match &request.payload["rights"] {
             Value::Array(_) => serde_json::from_value(request.payload["rights"].clone()).ok()?,
             _ => vec![serde_json::from_value(request.payload["right"].clone()).ok()?],
@@ -1089,9 +1135,8 @@ impl Kernel {
 /// lets that one pending call through.
 fn granted_policy(kind: RequestKind, answer: &HumanAnswer) -> Option<Policy> {
     match (kind, answer) {
-        (RequestKind::Approval | RequestKind::Permission, HumanAnswer::ApproveAlways) => {
-            Some(Policy::AlwaysAllow)
-        }
+        (RequestKind::Approval | RequestKind::Permission, HumanAnswer::ApproveAlways)
+        | (RequestKind::Approval, HumanAnswer::ApprovePattern) => Some(Policy::AlwaysAllow),
         (RequestKind::Permission, HumanAnswer::ApproveOnce) => Some(Policy::AllowOnce),
         _ => None,
     }

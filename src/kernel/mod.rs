@@ -34,6 +34,7 @@ mod mem_calls;
 mod operator;
 mod persist;
 mod proc_calls;
+mod process_log;
 mod scope;
 mod shell_calls;
 mod state;
@@ -60,6 +61,7 @@ pub use human::{HumanAnswer, HumanRequest, RequestKind, RequestStatus};
 pub use image::{Image, ToolLimits};
 pub use operator::{ProcessCtx, SpawnOptions};
 pub use process::{Process, Status};
+pub use process_log::LogLine;
 pub use state::Event;
 pub use syscall::{
     Budget, CapCall, ClockCall, EventCall, FsCall, HumanCall, ImageCall, JitCall, MemCall, NetCall,

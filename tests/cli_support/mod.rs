@@ -45,9 +45,11 @@ impl Env {
         p
     }
 
-    /// Runs `agent-libos --db DB --workspace WS ARGS...` in the workspace.
-    pub fn run(&self, args: &[&str]) -> Out {
-        let output = Command::new(bin())
+    /// `agent-libos --db DB --workspace WS ARGS...` in the workspace, without the caller's
+    /// database or log settings.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin());
+        command
             .arg("--db")
             .arg(self.db())
             .arg("--workspace")
@@ -55,10 +57,26 @@ impl Env {
             .args(args)
             .current_dir(self.ws())
             .env_remove("AGENT_LIBOS_DB")
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run agent-libos");
+            .env_remove("RUST_LOG");
+        command
+    }
+
+    /// Runs `agent-libos --db DB --workspace WS ARGS...` in the workspace.
+    pub fn run(&self, args: &[&str]) -> Out {
+        let output = self.command(args).output().expect("run agent-libos");
         Out::from(output)
+    }
+
+    /// Starts `agent-libos --db DB --workspace WS ARGS...` in the workspace with its standard
+    /// streams piped (for commands that keep running: `--watch`, `logs --follow`).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        use std::process::Stdio;
+        self.command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start agent-libos")
     }
 }
 
