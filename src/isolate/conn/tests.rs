@@ -733,3 +733,30 @@ async fn a_worker_that_reports_a_stuck_call_is_killed_and_only_that_call_is_a_li
     ));
     assert!(conn.ended().is_some());
 }
+
+#[tokio::test]
+async fn a_worker_cannot_end_another_workers_call_by_reporting_it_stuck() {
+    let (conn_a, mut worker_a) = pair(1);
+    let (conn_b, mut worker_b) = pair(2);
+    let on_b = start_call(&conn_b, 8, Arc::default());
+    let call_b = call_id(&mut worker_b).await;
+    // Worker A names worker B's call: A is the one killed.
+    say(&mut worker_a, &FromWorker::Stuck { call: call_b }).await;
+    let waited = std::time::Instant::now();
+    while conn_a.ended().is_none() {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(10));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // B's call goes on and ends with B's own answer.
+    assert!(conn_b.ended().is_none());
+    say(
+        &mut worker_b,
+        &FromWorker::Done {
+            call: call_b,
+            outcome: Ok(json!("fine")),
+            usage: WorkerUsage::default(),
+        },
+    )
+    .await;
+    assert_eq!(on_b.await.unwrap(), Some(Ok(json!("fine"))));
+}
