@@ -318,7 +318,7 @@ fn landlock_alone_denies_files_tcp_signals_and_abstract_sockets() {
 
 #[test]
 fn seccomp_alone_refuses_files_network_processes_and_signals() {
-    // What a worker keeps on a host without Landlock, when the operator allowed that.
+    // The seccomp allowlist holds on its own, should Landlock ever fail to hold.
     let targets = Targets::new();
     let mut worker = start(&targets.probe(json!({ "without_landlock": true })));
     let report = worker.report();

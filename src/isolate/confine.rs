@@ -20,11 +20,9 @@
 //!    calls that only an attacker makes (`execve`, `ptrace`, …) kill the worker.
 //!
 //! **Without Landlock** (a kernel before 5.13, or Landlock not enabled at boot) a worker
-//! refuses to start, as the shell sandbox refuses commands, unless the operator opted out
-//! ([`WorkerConfinement::allow_without_landlock`]); then it starts under the other layers
-//! (the seccomp allowlist still refuses `open`, `socket` and `exec`), logs a warning, and
-//! [`Confined::landlock_abi`] is `None` so the runtime can record it. A host without seccomp
-//! filters cannot run workers at all: there is no opt-out for the allowlist.
+//! refuses to start, and so do tools: there is no opt-out. Workers run model-written code;
+//! a weaker boundary would be a choice for an operator to make explicitly, tested, and no
+//! operator edge offers it. Likewise a host without seccomp filters cannot run workers.
 //!
 //! The test `tests/worker_confinement.rs` runs the binary's hidden self-test mode
 //! ([`selftest`]), which calls [`confine_worker`] and then attacks every layer from inside.
@@ -60,9 +58,6 @@ pub struct WorkerConfinement {
     /// The runtime that started the worker. `None`: the peer of the control socket on
     /// descriptor 0 (`SO_PEERCRED`), which is the process that created the socket pair.
     pub parent: Option<libc::pid_t>,
-    /// The operator's opt-out: start a worker on a host without Landlock (seccomp, rlimits
-    /// and dropped capabilities only). Default `false`: such a worker refuses to start.
-    pub allow_without_landlock: bool,
 }
 
 /// Default [`WorkerConfinement::address_space_bytes`].
@@ -76,7 +71,6 @@ impl Default for WorkerConfinement {
             address_space_bytes: DEFAULT_ADDRESS_SPACE_BYTES,
             open_files: DEFAULT_OPEN_FILES,
             parent: None,
-            allow_without_landlock: false,
         }
     }
 }
@@ -84,8 +78,8 @@ impl Default for WorkerConfinement {
 /// What [`confine_worker`] put in place (for the runtime's records).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Confined {
-    /// The Landlock ABI the ruleset was built for; `None` when the host has no Landlock and
-    /// the operator allowed workers without it.
+    /// The Landlock ABI the ruleset was built for; `None` only in the self-test that leaves
+    /// Landlock out to attack the other layers alone.
     pub landlock_abi: Option<u32>,
     /// The runtime's pid, checked after the parent-death signal was armed.
     pub parent: libc::pid_t,
@@ -177,8 +171,7 @@ pub(crate) fn confine_with(
     let parent = guard_parent(limits.parent)?;
     // Everything that needs /proc or a system file happens above this line.
     set_limits(limits)?;
-    let abi = landlock_abi();
-    require_landlock(abi, limits)?;
+    let abi = require_landlock(landlock_abi())?;
     let programs = if layers.seccomp {
         filter::programs(own_pid()).map_err(ConfineError::Seccomp)?
     } else {
@@ -189,16 +182,12 @@ pub(crate) fn confine_with(
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
         return Err(step("setting no-new-privs")(io::Error::last_os_error()));
     }
-    let landlock_abi = match abi {
-        Some(abi) if layers.landlock => {
+    let landlock_abi = match layers.landlock {
+        true => {
             restrict_landlock(abi)?;
             Some(abi as u32)
         }
-        Some(_) => None,
-        None => {
-            tracing::warn!("isolate worker: this kernel has no Landlock; the operator allowed workers without it: seccomp, rlimits and dropped capabilities only");
-            None
-        }
+        false => None,
     };
     filter::install(&programs).map_err(ConfineError::Seccomp)?;
     tracing::info!(
@@ -296,12 +285,9 @@ fn set_limits(limits: &WorkerConfinement) -> Result<(), ConfineError> {
     Ok(())
 }
 
-/// Refuses a host without Landlock unless the operator allowed it.
-fn require_landlock(abi: Option<ABI>, limits: &WorkerConfinement) -> Result<(), ConfineError> {
-    if abi.is_none() && !limits.allow_without_landlock {
-        return Err(ConfineError::NoLandlock);
-    }
-    Ok(())
+/// Refuses a host without Landlock.
+fn require_landlock(abi: Option<ABI>) -> Result<ABI, ConfineError> {
+    abi.ok_or(ConfineError::NoLandlock)
 }
 
 /// The newest Landlock ABI both this kernel and the `landlock` crate know, if any.
@@ -355,20 +341,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_host_without_landlock_is_refused_unless_the_operator_allowed_it() {
-        let strict = WorkerConfinement::default();
-        let err = require_landlock(None, &strict).unwrap_err();
+    fn a_host_without_landlock_is_refused() {
+        let err = require_landlock(None).unwrap_err();
         let text = err.to_string();
         assert!(
             text.starts_with("worker confinement: this kernel has no Landlock"),
             "{text}"
         );
         assert!(text.contains("enable Landlock"), "{text}");
-        let relaxed = WorkerConfinement {
-            allow_without_landlock: true,
-            ..WorkerConfinement::default()
-        };
-        assert!(require_landlock(None, &relaxed).is_ok());
-        assert!(require_landlock(Some(ABI::V1), &strict).is_ok());
+        assert!(require_landlock(Some(ABI::V1)).is_ok());
     }
 }

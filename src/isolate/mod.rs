@@ -83,6 +83,12 @@ pub struct HostConfig {
     /// ... or once its resident memory reaches this many bytes (default
     /// [`WORKER_RSS_BYTES`]).
     pub worker_rss_bytes: u64,
+    /// **Debug builds only** (the field does not exist in a release build): the workers'
+    /// isolates keep `Atomics` and `SharedArrayBuffer`, so a test can block a call in
+    /// native code that ignores termination (`Atomics.wait`) and watch its worker be
+    /// killed. Default `false`.
+    #[cfg(debug_assertions)]
+    pub test_keep_atomics: bool,
 }
 
 /// Runtime creations after which a worker process is replaced. Each creation leaks ~0.9 MiB
@@ -102,6 +108,8 @@ impl Default for HostConfig {
             max_queued: worker::QUEUE,
             worker_creations: WORKER_CREATIONS,
             worker_rss_bytes: WORKER_RSS_BYTES,
+            #[cfg(debug_assertions)]
+            test_keep_atomics: false,
         }
     }
 }

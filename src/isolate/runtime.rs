@@ -34,6 +34,30 @@ const LIBOS_TS: &str = include_str!("../../ts/libos.ts");
 /// The name the bootstrap script runs under (its source map is registered under it).
 const BOOTSTRAP_NAME: &str = "libos:libos.ts";
 
+/// Debug builds only: isolates created in this process keep `Atomics` and
+/// `SharedArrayBuffer`, so a test can block a call in native code the engine cannot
+/// interrupt (`Atomics.wait`) and watch the worker be killed for it. Release builds have no
+/// such switch: the bootstrap always removes both (`ts/libos.ts`).
+#[cfg(debug_assertions)]
+static KEEP_ATOMICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the test switch above on for every isolate created later in this process.
+#[cfg(debug_assertions)]
+pub(crate) fn keep_atomics() {
+    KEEP_ATOMICS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn keeps_atomics() -> bool {
+    #[cfg(debug_assertions)]
+    return KEEP_ATOMICS.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(debug_assertions))]
+    false
+}
+
+/// Evaluated before the bootstrap when [`keeps_atomics`]: captures both globals and returns
+/// the function that puts them back once the bootstrap has removed them.
+const KEEP_ATOMICS_SCRIPT: &str = "(() => { const A = Atomics, S = SharedArrayBuffer; return () => { globalThis.Atomics = A; globalThis.SharedArrayBuffer = S; }; })()";
+
 fn bootstrap() -> Result<&'static Transpiled, IsolateError> {
     static BOOTSTRAP: OnceLock<Result<Transpiled, String>> = OnceLock::new();
     BOOTSTRAP
@@ -217,10 +241,30 @@ impl Isolate {
                 terminate.terminate_execution();
                 current.saturating_add(current / 4)
             });
+        let restore_atomics = match keeps_atomics() {
+            true => Some(
+                isolate
+                    .runtime
+                    .execute_script("libos:keep-atomics.js", KEEP_ATOMICS_SCRIPT)
+                    .map_err(|e| IsolateError::Create(format!("keep-atomics switch: {e}")))?,
+            ),
+            false => None,
+        };
         let hooks = isolate
             .runtime
             .execute_script(BOOTSTRAP_NAME, boot.code.clone())
             .map_err(|e| IsolateError::Create(format!("libos bootstrap failed: {e}")))?;
+        if let Some(restore) = restore_atomics {
+            let runtime = &mut *isolate.runtime;
+            deno_core::scope!(scope, runtime);
+            let restore = v8::Local::new(scope, restore);
+            let undefined = v8::undefined(scope).cast::<v8::Value>();
+            restore
+                .try_cast::<v8::Function>()
+                .ok()
+                .and_then(|restore| restore.call(scope, undefined, &[]))
+                .ok_or_else(|| IsolateError::Create("keep-atomics switch failed".into()))?;
+        }
         let (entry, stop_array, stop_flag) = {
             let runtime = &mut *isolate.runtime;
             deno_core::scope!(scope, runtime);
@@ -287,6 +331,34 @@ impl Isolate {
         function
             .call(scope, undefined, &[])
             .is_some_and(|answer| answer.strict_equals(marker))
+    }
+
+    /// Takes `count` slots of this thread's native-function table without counting them,
+    /// as a miscount in `slots.rs` would (tests of the canary).
+    #[cfg(test)]
+    pub(crate) fn spend_uncounted_native_functions(&mut self, count: usize) {
+        let _entered = Entered::enter(self.raw);
+        let runtime = &mut *self.runtime;
+        deno_core::scope!(scope, runtime);
+        for n in 0..count {
+            // With data of its own: a function without data may share a slot.
+            let data = v8::Integer::new(scope, n as i32).cast::<v8::Value>();
+            let built = v8::Function::builder(
+                |_scope: &mut v8::PinScope,
+                 _args: v8::FunctionCallbackArguments,
+                 _rv: v8::ReturnValue| {},
+            )
+            .data(data)
+            .build(scope);
+            assert!(built.is_some());
+        }
+    }
+
+    /// Whether the engine on this thread still answers a new native function correctly.
+    #[cfg(test)]
+    pub(crate) fn canary_passes(&mut self) -> bool {
+        let _entered = Entered::enter(self.raw);
+        self.canary()
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {

@@ -1112,3 +1112,36 @@ async fn warm_call_latency() {
     }
     eprintln!("warm call: {:?} per call", started.elapsed() / n);
 }
+
+/// The canary catches a slot count that fell behind the engine's table: once the table of
+/// a thread is past its limit (here by functions the count never saw), no runtime created
+/// on that thread is handed out, and the thread's existing runtimes fail their canary.
+#[cfg(not(feature = "v8"))]
+#[test]
+fn a_runtime_on_a_thread_past_its_budget_is_never_used() {
+    std::thread::Builder::new()
+        .stack_size(16 << 20)
+        .spawn(|| {
+            let heap = CallLimits::default().heap_bytes;
+            let mut first = runtime::Isolate::new(heap).expect("a fresh thread creates runtimes");
+            assert!(first.canary_passes());
+            let counted = slots::spent();
+            // Past the table's 32 768 slots, but short of the wrap at 65 536.
+            first.spend_uncounted_native_functions(34_000);
+            assert_eq!(slots::spent(), counted, "the count did not see them");
+            assert!(!slots::exhausted(), "only the canary can tell");
+            assert!(!first.canary_passes());
+            for attempt in 0..3 {
+                match runtime::Isolate::new(heap) {
+                    Err(IsolateError::Create(_)) => {}
+                    Ok(_) => {
+                        panic!("attempt {attempt}: a runtime past the table's limit was handed out")
+                    }
+                    Err(other) => panic!("attempt {attempt}: {other}"),
+                }
+            }
+        })
+        .unwrap()
+        .join()
+        .expect("the thread ends without a panic");
+}

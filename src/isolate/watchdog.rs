@@ -16,7 +16,9 @@
 //! keeps running, the request is repeated every [`RETRY`]; a poll still running
 //! [`ABANDON_AFTER`] after the stop is one the engine cannot interrupt (a long native call):
 //! the watchdog then answers the caller itself (the ticket's [`Abandon`]) and retires the
-//! worker thread the poll holds (see `worker.rs`), so a stop always ends the call.
+//! worker thread the poll holds (see `worker.rs`), so a stop always ends the call. Only
+//! ending the process frees that thread: in an isolate worker the abandon also reports the
+//! call to the kernel, which kills the worker (`worker_main.rs`, `conn/`).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -4,7 +4,7 @@
 //! ```text
 //! kernel → worker   start (sizes), module (once per hash), call, syscall_reply,
 //!                   attach, detach, interrupt, shutdown
-//! worker → kernel   syscall, console (both name the call), done, attached
+//! worker → kernel   syscall, console (both name the call), done, attached, stuck
 //! ```
 //!
 //! Call ids are the kernel's. The worker names a call id in each syscall and console line;
@@ -106,6 +106,10 @@ pub enum FromWorker {
         id: u64,
         outcome: Result<(), IsolateError>,
         usage: WorkerUsage,
+    },
+    /// Call `call` was stopped but keeps running in the engine: kill this worker.
+    Stuck {
+        call: u64,
     },
 }
 

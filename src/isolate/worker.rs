@@ -15,7 +15,8 @@
 //! [`Answer::Elsewhere`], lets its running calls finish, drops its isolates and ends — when
 //! its engine slot budget is spent (`slots.rs`), when creating a runtime fails or its canary
 //! does, when the engine reports a deadlock that the canary confirms, or when a stopped call
-//! keeps running in the engine (`watchdog.rs`). The host then starts a replacement.
+//! keeps running in the engine (`watchdog.rs`; the process's [`on_stuck`] hook is told
+//! first). The host then starts a replacement.
 //!
 //! Nothing here knows the kernel: a worker sees tool modules, JSON arguments and a
 //! [`SyscallPort`](super::SyscallPort).
@@ -234,6 +235,27 @@ impl Worker {
     }
 }
 
+/// What the process does about a call whose poll the engine never gives back (see
+/// [`on_stuck`]).
+pub(crate) type StuckHook = Box<dyn Fn(&super::CallContext) + Send + Sync>;
+
+static ON_STUCK: OnceLock<StuckHook> = OnceLock::new();
+
+/// Sets, once per process, what happens when a stopped call keeps running in the engine
+/// (native code that ignores termination, such as `Atomics.wait`). The thread it holds is
+/// retired and the call answered with its stop in any case; an isolate worker process also
+/// tells the kernel, which kills the whole process: only that frees the thread.
+pub(crate) fn on_stuck(hook: StuckHook) {
+    let _ = ON_STUCK.set(hook);
+}
+
+fn report_stuck(ctx: &super::CallContext) {
+    tracing::warn!(pid = ctx.pid, "a stopped call keeps running in the engine");
+    if let Some(hook) = ON_STUCK.get() {
+        hook(ctx);
+    }
+}
+
 /// Sizes of one worker.
 #[derive(Clone, Copy)]
 pub(crate) struct WorkerConfig {
@@ -404,8 +426,11 @@ async fn run(
         return Answer::Done(Err(CallError::Internal("no isolate".into())));
     };
     let abandon = {
-        let (reply, limits) = (reply.clone(), req.limits);
-        Box::new(move |stop| reply.send(Answer::Done(Err(runtime::stopped(stop, &limits)))))
+        let (reply, limits, ctx) = (reply.clone(), req.limits, req.ctx.clone());
+        Box::new(move |stop| {
+            report_stuck(&ctx);
+            reply.send(Answer::Done(Err(runtime::stopped(stop, &limits))))
+        })
     };
     let ticket = local.watchdog.watch(
         req.ctx.pid,

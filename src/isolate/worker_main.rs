@@ -15,10 +15,18 @@
 //! the kernel cannot be read, and (parent-death signal) when the thread that started it
 //! ends.
 //!
-//! Test switch: with `AGENT_LIBOS_WORKER_KEEP_ATOMICS=1` in its environment at start, the
-//! worker's isolates keep `Atomics` and `SharedArrayBuffer`, so a tool can block in native
-//! code (`Atomics.wait`) that the engine cannot interrupt. It can only make this worker's own
-//! calls hang — what the kernel's deadline and SIGKILL exist for — and grants nothing.
+//! A call that its thread's watchdog cannot stop (native code that ignores termination) is
+//! reported to the kernel (`stuck`, naming the call), which answers it with
+//! `LimitExceeded { limit: "cpu_time" }` and kills this worker: only ending the process
+//! frees the thread it holds. The other calls running here fail retryably and the kernel
+//! runs them again from their journals.
+//!
+//! Test switch, **debug builds only**: with [`KEEP_ATOMICS_ENV`]`=1` in its environment at
+//! start (the kernel sets it when `HostConfig::test_keep_atomics` is on, a field that
+//! exists only in debug builds), the worker's isolates keep `Atomics` and
+//! `SharedArrayBuffer`, so a tool can block in native code (`Atomics.wait`). It can only
+//! make this worker's own calls hang — what the kill above exists for — and grants nothing.
+//! A release build neither reads the variable nor has the code that keeps the globals.
 
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -46,7 +54,28 @@ pub fn run_hidden_mode() -> Option<i32> {
     Some(main(parent))
 }
 
+/// The variable that turns the debug-only test switch on (see the module documentation).
+#[cfg(debug_assertions)]
+pub(crate) const KEEP_ATOMICS_ENV: &str = "AGENT_LIBOS_WORKER_KEEP_ATOMICS";
+
+/// The invocation id the worker gives call `call` inside its isolate host.
+fn invocation_of(call: u64) -> String {
+    format!("call-{call}")
+}
+
+/// The call an invocation id of [`invocation_of`] names.
+fn call_of(invocation: &str) -> Option<u64> {
+    invocation.strip_prefix("call-")?.parse().ok()
+}
+
 fn main(parent: Option<i32>) -> i32 {
+    #[cfg(debug_assertions)]
+    if worker_process::passthrough_env(&[KEEP_ATOMICS_ENV])
+        .iter()
+        .any(|(_, value)| value == "1")
+    {
+        super::runtime::keep_atomics();
+    }
     // Only the control socket and stdio are the worker's: any other descriptor came from
     // the runtime without close-on-exec (a library's, one its operator passed in), and the
     // confinement below does not stop reading or writing one already open.
@@ -116,6 +145,12 @@ async fn serve(control: OwnedFd) -> i32 {
         return 2;
     };
     let out = Outbox(FrameWriter::start(writer, MAX_WAITING_TO_KERNEL));
+    let report = out.clone();
+    super::worker::on_stuck(Box::new(move |ctx| {
+        if let Some(call) = call_of(&ctx.invocation_id) {
+            report.send(&FromWorker::Stuck { call });
+        }
+    }));
     let sizes = match frame::read::<ToWorker>(&mut reader, MAX_TO_WORKER).await {
         Ok(Some(ToWorker::Start { sizes })) => sizes,
         _ => return 2,
@@ -185,7 +220,7 @@ async fn serve(control: OwnedFd) -> i32 {
                     port,
                     ctx: CallContext {
                         pid,
-                        invocation_id: format!("call-{call}"),
+                        invocation_id: invocation_of(call),
                     },
                     start_time_ms,
                     random_seed,

@@ -59,7 +59,8 @@ pub struct WorkerHost {
 struct Inner {
     config: HostConfig,
     binary: Option<PathBuf>,
-    /// Environment of workers (only the test switches listed in `worker_main.rs`).
+    /// Environment of workers (`RUST_BACKTRACE`, and in debug builds the test switch of
+    /// `worker_main.rs` when the configuration asks for it).
     env: Vec<(String, String)>,
     /// The host's own runtime thread: spawning, draining, reaping.
     runtime: tokio::runtime::Handle,
@@ -89,8 +90,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The environment variables a worker honours (test switches; see `worker_main.rs`).
-const WORKER_ENV: &[&str] = &["AGENT_LIBOS_WORKER_KEEP_ATOMICS", "RUST_BACKTRACE"];
+/// The variables of the runtime's environment a worker gets.
+const WORKER_ENV: &[&str] = &["RUST_BACKTRACE"];
 
 impl WorkerHost {
     /// Starts the host's thread; workers start on first use. `binary` is the runtime
@@ -115,7 +116,12 @@ impl WorkerHost {
         let runtime = handle_rx
             .recv()
             .expect("the isolate workers' thread starts its runtime");
-        let env = crate::providers::worker_process::passthrough_env(WORKER_ENV);
+        #[allow(unused_mut)]
+        let mut env = crate::providers::worker_process::passthrough_env(WORKER_ENV);
+        #[cfg(debug_assertions)]
+        if config.test_keep_atomics {
+            env.push((super::worker_main::KEEP_ATOMICS_ENV.into(), "1".into()));
+        }
         let io = tokio::runtime::Handle::try_current().unwrap_or_else(|_| runtime.clone());
         WorkerHost {
             inner: Arc::new(Inner {

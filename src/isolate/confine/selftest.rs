@@ -49,7 +49,7 @@ struct Probe {
     /// Leave the seccomp layer out (to observe Landlock alone).
     #[serde(default)]
     without_seccomp: bool,
-    /// Leave Landlock out (to observe seccomp alone, as on a host without Landlock).
+    /// Leave Landlock out (to observe seccomp alone).
     #[serde(default)]
     without_landlock: bool,
     /// Start a thread before confining (the confinement must refuse).

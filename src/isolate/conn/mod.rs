@@ -40,6 +40,10 @@ const RSS_EVERY: std::time::Duration = std::time::Duration::from_millis(25);
 /// operator's fs and fetch limits); past this the worker is not reading and is killed.
 const MAX_WAITING_TO_WORKER: usize = 1 << 30;
 
+/// How long the kernel waits for a worker to bind an isolate to a process (creating a
+/// runtime takes milliseconds) before it kills the worker and tries another.
+pub(crate) const ATTACH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Call ids, unique in the kernel process.
 static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 
@@ -70,6 +74,8 @@ enum CallEvent {
     Interrupted,
     /// The worker is gone.
     Lost(String),
+    /// The worker reports the call stopped but still running in the engine; it is killed.
+    Stuck,
 }
 
 struct Running {
@@ -273,9 +279,23 @@ impl Conn {
             table.attaches.insert(id, reply);
             self.send(&ToWorker::Attach { id, pid });
         }
+        let answer = match tokio::time::timeout(ATTACH_DEADLINE, answer).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                lock(&self.table).attaches.remove(&id);
+                let why = format!(
+                    "it did not bind an isolate within {} s",
+                    ATTACH_DEADLINE.as_secs()
+                );
+                self.kill(&why);
+                return Some(Err(IsolateError::Create(format!(
+                    "isolate worker {}: {why}; it was killed",
+                    self.number
+                ))));
+            }
+        };
         Some(
             answer
-                .await
                 .unwrap_or_else(|_| Err(IsolateError::Create("the isolate worker stopped".into()))),
         )
     }
@@ -437,6 +457,10 @@ impl Conn {
                         break Err(cancelled())
                     }
                     Some(CallEvent::Lost(why)) => break Err(lost(self.number, &why)),
+                    Some(CallEvent::Stuck) => break Err(CallError::Limit {
+                        limit: "cpu_time".into(),
+                        detail: "the call was stopped at its limit but kept running in native code; the isolate worker running it was killed".into(),
+                    }),
                     None => break Err(lost(self.number, "the connection ended")),
                 },
                 Some(served) = syscalls.next(), if !syscalls.is_empty() => {
@@ -524,6 +548,16 @@ impl Conn {
                         "an answer for a call that is not running on this worker"
                     ),
                 }
+            }
+            FromWorker::Stuck { call } => {
+                // Believed whatever the call: a worker can end itself anyway. The call's
+                // own answer comes first, then every other call here fails retryably.
+                if let Some(running) = lock(&self.table).calls.get(&call) {
+                    let _ = running.events.send(CallEvent::Stuck);
+                }
+                self.kill(&format!(
+                    "call {call} was stopped but kept running in the engine"
+                ));
             }
             FromWorker::Attached { id, outcome, usage } => {
                 self.note_usage(usage);

@@ -722,3 +722,92 @@ async fn a_worker_that_stops_reading_is_cut_off_instead_of_queueing_without_end(
     let why = conn.ended().expect("the connection ended");
     assert!(why.contains("closed") || why.contains("read"), "{why}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_attach_its_worker_never_answers_ends_and_the_worker_is_killed() {
+    let (conn, mut worker) = pair(1);
+    let attaching = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.attach(7).await })
+    };
+    // The worker reads the request and never answers.
+    assert!(matches!(
+        next(&mut worker).await,
+        ToWorker::Attach { pid: 7, .. }
+    ));
+    let started = tokio::time::Instant::now();
+    match attaching.await.unwrap() {
+        Some(Err(IsolateError::Create(why))) => {
+            assert!(why.contains("did not bind an isolate"), "{why}");
+            assert!(why.contains("killed"), "{why}");
+        }
+        other => panic!("expected the attach to fail, got {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited + std::time::Duration::from_secs(1) >= ATTACH_DEADLINE
+            && waited <= ATTACH_DEADLINE + std::time::Duration::from_secs(1),
+        "{waited:?}"
+    );
+    // The worker is ended, nothing waits on it, and it gets no more work.
+    assert!(conn.ended().is_some());
+    assert_eq!(conn.busy(), 0);
+    assert!(conn.attach(8).await.is_none());
+    let port = Arc::<RecordingPort>::default();
+    assert!(conn
+        .call(9, &request(9, port), Mode::Process)
+        .await
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_worker_that_reports_a_stuck_call_is_killed_and_only_that_call_is_a_limit() {
+    let (conn, mut worker) = pair(1);
+    let port = Arc::<RecordingPort>::default();
+    let stuck = start_call(&conn, 7, port.clone());
+    let stuck_id = call_id(&mut worker).await;
+    let bystander = start_call(&conn, 9, port);
+    call_id(&mut worker).await;
+    say(&mut worker, &FromWorker::Stuck { call: stuck_id }).await;
+    match stuck.await.unwrap() {
+        Some(Err(CallError::Limit { limit, detail })) => {
+            assert_eq!(limit, "cpu_time");
+            assert!(detail.contains("was killed"), "{detail}");
+        }
+        other => panic!("expected cpu_time, got {other:?}"),
+    }
+    // The other call on that worker fails retryably (the kernel runs it again from its
+    // journal), and the worker takes nothing more.
+    assert!(matches!(
+        bystander.await.unwrap(),
+        Some(Err(CallError::Retry(_)))
+    ));
+    assert!(conn.ended().is_some());
+}
+
+#[tokio::test]
+async fn a_worker_cannot_end_another_workers_call_by_reporting_it_stuck() {
+    let (conn_a, mut worker_a) = pair(1);
+    let (conn_b, mut worker_b) = pair(2);
+    let on_b = start_call(&conn_b, 8, Arc::default());
+    let call_b = call_id(&mut worker_b).await;
+    // Worker A names worker B's call: A is the one killed.
+    say(&mut worker_a, &FromWorker::Stuck { call: call_b }).await;
+    let waited = std::time::Instant::now();
+    while conn_a.ended().is_none() {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(10));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // B's call goes on and ends with B's own answer.
+    assert!(conn_b.ended().is_none());
+    say(
+        &mut worker_b,
+        &FromWorker::Done {
+            call: call_b,
+            outcome: Ok(json!("fine")),
+            usage: WorkerUsage::default(),
+        },
+    )
+    .await;
+    assert_eq!(on_b.await.unwrap(), Some(Ok(json!("fine"))));
+}
