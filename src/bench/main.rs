@@ -33,6 +33,9 @@ fn main() -> anyhow::Result<()> {
         if wants("worker") {
             worker_costs().await?;
         }
+        if wants("cold") {
+            cold_start()?;
+        }
         if wants("validate") {
             validate_and_transpile().await?;
         }
@@ -298,6 +301,28 @@ async fn worker_costs() -> anyhow::Result<()> {
         stats.runtimes_created,
         stats.max_worker_rss_bytes >> 20
     );
+    Ok(())
+}
+
+/// Cold start: creating one isolate (deno_core's built-ins, the ops and the libos
+/// bootstrap) restored from the build's startup snapshot, and without it.
+fn cold_start() -> anyhow::Result<()> {
+    use agent_libos::isolate::{time_creations, Boot};
+    let mut boots = vec![Boot::Script];
+    if Boot::preferred() == Boot::Snapshot {
+        boots.insert(0, Boot::Snapshot);
+    } else {
+        println!("isolate creation from the startup snapshot: this build has none");
+    }
+    for boot in boots {
+        let mut samples = time_creations(boot, 41)?;
+        samples.remove(0); // the first creation on a thread warms the engine up
+        let how = match boot {
+            Boot::Snapshot => "from the startup snapshot",
+            Boot::Script => "without a snapshot",
+        };
+        report(&format!("isolate creation + drop, {how}"), samples);
+    }
     Ok(())
 }
 
