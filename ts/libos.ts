@@ -12,7 +12,9 @@
 //   - every intrinsic reachable from the remaining globals is frozen, so no tool can change
 //     what a builtin does for a later call or another tool (assigning `name`, `message`,
 //     `toString`, `valueOf`, `toLocaleString` or `constructor` on an instance still works).
-// It returns the host's entry point. The file uses only type annotations over plain
+// It leaves the host's entry point in a global the host takes and deletes before any tool
+// runs. A startup snapshot holds this script's function uncalled (`build.rs`): the host
+// calls it on each restored isolate. The file uses only type annotations over plain
 // JavaScript, so stripping its types is all a transpiler has to do.
 
 ((global: any) => {
@@ -649,7 +651,7 @@
     throw new TypeErrorCtor("a tool module must export default { run(args, libos) } or a run function");
   }
 
-  return freeze({
+  const hooks = freeze({
     /** The stop flag the host sets (see the stop gate above). */
     stopped,
     /**
@@ -678,4 +680,8 @@
       return text;
     },
   });
+
+  // The host takes the entry point from here, and deletes it, right after this script ran:
+  // before any tool runs.
+  defineProperty(global, "__libos_entry__", { value: hooks, writable: false, enumerable: false, configurable: true });
 })(globalThis);

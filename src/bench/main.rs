@@ -33,6 +33,9 @@ fn main() -> anyhow::Result<()> {
         if wants("worker") {
             worker_costs().await?;
         }
+        if wants("cold") {
+            cold_start()?;
+        }
         if wants("validate") {
             validate_and_transpile().await?;
         }
@@ -297,6 +300,89 @@ async fn worker_costs() -> anyhow::Result<()> {
         stats.workers_replaced,
         stats.runtimes_created,
         stats.max_worker_rss_bytes >> 20
+    );
+    Ok(())
+}
+
+/// Cold start: creating one isolate (deno_core's built-ins, the ops and the libos
+/// bootstrap) restored from the build's startup snapshot, and without it; a one-shot
+/// `tool run` as a whole process.
+fn cold_start() -> anyhow::Result<()> {
+    use agent_libos::isolate::{time_creations, Boot};
+    let mut boots = vec![Boot::Script];
+    if Boot::preferred() == Boot::Snapshot {
+        boots.insert(0, Boot::Snapshot);
+    } else {
+        println!("isolate creation from the startup snapshot: this build has none");
+    }
+    for boot in boots {
+        let mut samples = time_creations(boot, 41)?;
+        samples.remove(0); // the first creation on a thread warms the engine up
+        let how = match boot {
+            Boot::Snapshot => "from the startup snapshot",
+            Boot::Script => "without a snapshot",
+        };
+        report(&format!("isolate creation + drop, {how}"), samples);
+    }
+    one_shot_processes()
+}
+
+/// `agent-libos tool run` of a trivial tool as a whole process (open the store, spawn, start
+/// a worker, create one isolate, call, exit), next to `agent-libos --version`.
+fn one_shot_processes() -> anyhow::Result<()> {
+    let binary = std::env::current_exe()?.with_file_name("agent-libos");
+    if !binary.exists() {
+        println!(
+            "agent-libos tool run: no {} beside the bench",
+            binary.display()
+        );
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws)?;
+    let tool = ws.join("trivial.ts");
+    std::fs::write(
+        &tool,
+        "export const tool = { name: \"trivial\", description: \"d\", input: { type: \"object\" }, output: {} };\n\
+         export default async function run() { return { ok: true }; }\n",
+    )?;
+    let db = dir.path().join("state.db");
+    let time = |args: &[&std::ffi::OsStr]| -> anyhow::Result<Vec<Duration>> {
+        let mut samples = Vec::new();
+        for run in 0..21 {
+            let t = Instant::now();
+            let out = std::process::Command::new(&binary)
+                .args(args)
+                .current_dir(&ws)
+                .env_remove("AGENT_LIBOS_DB")
+                .env_remove("RUST_LOG")
+                .output()?;
+            let took = t.elapsed();
+            anyhow::ensure!(
+                out.status.success(),
+                "agent-libos {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if run > 0 {
+                samples.push(took);
+            }
+        }
+        Ok(samples)
+    };
+    let run = time(&[
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--workspace".as_ref(),
+        ws.as_os_str(),
+        "tool".as_ref(),
+        "run".as_ref(),
+        tool.as_os_str(),
+    ])?;
+    report("agent-libos tool run, a trivial tool (whole process)", run);
+    report(
+        "agent-libos --version (whole process)",
+        time(&["--version".as_ref()])?,
     );
     Ok(())
 }

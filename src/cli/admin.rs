@@ -54,6 +54,16 @@ fn table(procs: &[Process], own: &HashMap<Pid, Budget>) -> String {
     out
 }
 
+/// Whether a process's isolate is hot in this host (`hot`) or must be created at its next
+/// call (`hibernated`).
+fn isolate_state(kernel: &crate::kernel::Kernel, pid: crate::kernel::Pid) -> &'static str {
+    if kernel.isolate_hot(pid) {
+        "hot"
+    } else {
+        "hibernated"
+    }
+}
+
 fn process_json(p: &Process, own: &HashMap<Pid, Budget>) -> serde_json::Value {
     json!({
         "pid": p.pid,
@@ -79,7 +89,14 @@ pub async fn ps(ctx: &Ctx, args: PsArgs) -> Result<i32> {
         .into_iter()
         .filter(|p| args.all || !p.status.is_terminal())
         .collect();
-    let values: Vec<_> = procs.iter().map(|p| process_json(p, &own)).collect();
+    let values: Vec<_> = procs
+        .iter()
+        .map(|p| {
+            let mut value = process_json(p, &own);
+            value["isolate"] = json!(isolate_state(&kernel, p.pid));
+            value
+        })
+        .collect();
     ctx.print(&json!(values), || {
         if procs.is_empty() {
             if args.all {

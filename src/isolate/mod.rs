@@ -31,6 +31,7 @@
 pub mod confine;
 mod conn;
 mod engine_env;
+mod hibernation;
 mod limits;
 mod loader;
 mod pool;
@@ -55,6 +56,7 @@ use tokio::sync::oneshot;
 
 pub use agent_libos_ops::{BoxFuture, CallContext, SyscallPort};
 pub use limits::CallLimits;
+pub use runtime::{time_creations, Boot};
 pub use wire::WORKER_MODE;
 pub use worker_main::run_hidden_mode as run_worker_mode;
 pub use workers::{WorkerHost, SHUTDOWN_GRACE};
@@ -68,7 +70,8 @@ pub struct HostConfig {
     /// Worker threads for process isolates (default 2); declared tests get one more. While
     /// every one of them is held by a stalled call, up to as many again are started.
     pub threads: usize,
-    /// Pre-created isolates per thread (default 4).
+    /// Pre-created isolates per thread (default 0: an isolate restored from the startup
+    /// snapshot takes a few milliseconds, and a one-shot run needs only its own).
     pub pool_size: usize,
     /// Heap limit of pooled isolates (default: `CallLimits::default().heap_bytes`). A call
     /// whose `heap_bytes` differs gets an isolate made for it instead.
@@ -89,12 +92,36 @@ pub struct HostConfig {
     /// killed. Default `false`.
     #[cfg(debug_assertions)]
     pub test_keep_atomics: bool,
+    /// Hot isolates the host keeps (default sized from the machine's memory, at most 1,000):
+    /// past it, the isolate of the process used least recently and not in a call is
+    /// evicted (the process **hibernates**); its next call re-creates one.
+    pub max_hot: usize,
+    /// A process not called for this long hibernates too (default 10 minutes).
+    pub idle_timeout: Duration,
+}
+
+/// The default [`HostConfig::max_hot`]: an eighth of the machine's memory at ~3 MiB per
+/// hot isolate, between 16 and 1,000.
+pub fn default_max_hot() -> usize {
+    // SAFETY: `sysinfo` fills the zeroed struct it is given.
+    let total = unsafe {
+        let mut info: libc::sysinfo = std::mem::zeroed();
+        if libc::sysinfo(&mut info) == 0 {
+            (info.totalram as u64).saturating_mul(u64::from(info.mem_unit))
+        } else {
+            0
+        }
+    };
+    usize::try_from(total / 8 / (3 << 20))
+        .unwrap_or(usize::MAX)
+        .clamp(16, 1_000)
 }
 
 /// Runtime creations after which a worker process is replaced. Each creation leaks ~0.9 MiB
-/// the engine never gives back, and one engine thread can make ~150 before its function
-/// table runs out (`slots.rs`): at 128 a worker is replaced before its first thread has to
-/// retire (thread retirement stays the backstop) and holds at most ~115 MiB of leak.
+/// the engine never gives back, and one engine thread can make ~79 from the snapshot (~150
+/// without) before its budget is spent (`slots.rs`): at 128, spread over a worker's
+/// threads, a worker is usually replaced before its threads retire (thread retirement stays
+/// the backstop) and holds at most ~115 MiB of leak.
 pub const WORKER_CREATIONS: u64 = 128;
 /// Resident memory at which a worker process is replaced (512 MiB).
 pub const WORKER_RSS_BYTES: u64 = 512 << 20;
@@ -103,13 +130,15 @@ impl Default for HostConfig {
     fn default() -> Self {
         HostConfig {
             threads: 2,
-            pool_size: 4,
+            pool_size: 0,
             heap_bytes: CallLimits::default().heap_bytes,
             max_queued: worker::QUEUE,
             worker_creations: WORKER_CREATIONS,
             worker_rss_bytes: WORKER_RSS_BYTES,
             #[cfg(debug_assertions)]
             test_keep_atomics: false,
+            max_hot: default_max_hot(),
+            idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -201,6 +230,12 @@ pub struct HostStats {
     pub runtimes_created: u64,
     /// The largest resident memory of a worker process seen, in bytes.
     pub max_worker_rss_bytes: u64,
+    /// Processes whose isolate is hot now (see [`HostConfig::max_hot`]).
+    pub isolates_hot: usize,
+    /// Isolates evicted so far (over the cap, or idle).
+    pub isolates_evicted: u64,
+    /// Calls that re-created the isolate of a hibernated process.
+    pub isolates_recreated: u64,
 }
 
 /// How often a waiting command checks whether its thread is stalled.

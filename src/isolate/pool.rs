@@ -1,7 +1,8 @@
 //! Pre-created isolates of one worker thread, so `attach` does not pay creation.
 //!
-//! Creating a runtime and evaluating the libos bootstrap takes ~17 ms on QuickJS (release).
-//! Each worker keeps `size` of them ready; taking one starts a background refill that builds
+//! Creating a runtime takes a few milliseconds from the startup snapshot (`runtime.rs`;
+//! `agent-libos-bench cold`), so by default no isolate is pre-created. With `size` > 0 each
+//! worker keeps that many ready; taking one starts a background refill that builds
 //! one isolate at a time and yields between them, so calls on the thread keep running. The
 //! refill stops once the thread retires or could not afford another runtime (`slots.rs`), and
 //! a failed creation retires the thread.

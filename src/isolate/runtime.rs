@@ -29,10 +29,27 @@ use super::watchdog::{Stop, StopFlag, Ticket};
 use super::{CallError, CallLimits, CallRequest, IsolateError, ToolModule};
 use crate::jit::transpile::{transpile_with, StopChecks, Transpiled};
 
-/// The JavaScript face of the ops, transpiled once per host process.
+/// The JavaScript face of the ops, transpiled once per host process when isolates are not
+/// restored from the startup snapshot.
 const LIBOS_TS: &str = include_str!("../../ts/libos.ts");
 /// The name the bootstrap script runs under (its source map is registered under it).
 const BOOTSTRAP_NAME: &str = "libos:libos.ts";
+/// The startup snapshot `build.rs` made: deno_core's built-ins, the ops and the libos
+/// bootstrap, already evaluated. Empty when the build made none (see `build.rs`).
+static SNAPSHOT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libos.snapshot"));
+/// The source map of the bootstrap inside [`SNAPSHOT`].
+const SNAPSHOT_SOURCE_MAP: &str = include_str!(concat!(env!("OUT_DIR"), "/libos.js.map"));
+/// Runs the bootstrap function a snapshot holds (uncalled: its hardening of the intrinsics
+/// cannot be snapshotted on every engine), after deleting it from the global object.
+const RUN_SNAPSHOT_BOOTSTRAP: &str =
+    "(() => { const g = globalThis; const boot = g.__libos_boot__; \
+    if (!delete g.__libos_boot__) throw new TypeError('the libos bootstrap stays visible'); \
+    boot(g); })()";
+/// Takes the entry point the bootstrap left on the global object and deletes it there,
+/// before any tool runs.
+const TAKE_ENTRY: &str = "(() => { const g = globalThis; const hooks = g.__libos_entry__; \
+    if (!delete g.__libos_entry__) throw new TypeError('the libos entry point stays visible'); \
+    return hooks; })()";
 
 /// Debug builds only: isolates created in this process keep `Atomics` and
 /// `SharedArrayBuffer`, so a test can block a call in native code the engine cannot
@@ -66,6 +83,35 @@ fn bootstrap() -> Result<&'static Transpiled, IsolateError> {
         })
         .as_ref()
         .map_err(|e| IsolateError::Create(format!("libos.ts does not transpile: {e}")))
+}
+
+/// How an isolate gets deno_core's built-ins and the libos bootstrap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// Restored from the startup snapshot `build.rs` made (cheaper to create, about twice
+    /// the engine slots: `slots.rs`); the bootstrap function it holds is then called.
+    Snapshot,
+    /// deno_core's built-in scripts and the bootstrap run at creation.
+    Script,
+}
+
+impl Boot {
+    /// The snapshot when the build made one.
+    pub fn preferred() -> Boot {
+        if SNAPSHOT.is_empty() {
+            Boot::Script
+        } else {
+            Boot::Snapshot
+        }
+    }
+
+    /// Engine slots one creation takes this way (`slots.rs`).
+    pub(crate) fn slots(self) -> u32 {
+        match self {
+            Boot::Snapshot => slots::PER_SNAPSHOT_RUNTIME,
+            Boot::Script => slots::PER_RUNTIME,
+        }
+    }
 }
 
 /// Whether an isolate may serve its process's next call.
@@ -192,19 +238,40 @@ enum Completed {
 
 impl Isolate {
     /// Creates a runtime with the ops extension, a heap limit of `heap_bytes`, and the libos
-    /// bootstrap evaluated (after which `Deno` is unreachable from JavaScript); then runs
-    /// the canary. An error here means the thread should not create more runtimes.
+    /// bootstrap evaluated (after which `Deno` is unreachable from JavaScript), restored from
+    /// the startup snapshot when the build made one; then runs the canary. An error here
+    /// means the thread should not create more runtimes.
     pub(crate) fn new(heap_bytes: usize) -> Result<Isolate, IsolateError> {
-        let boot = bootstrap()?;
+        Isolate::new_with(heap_bytes, Boot::preferred())
+    }
+
+    /// [`Isolate::new`], booted the way `boot` says (an unavailable snapshot is an error).
+    pub(crate) fn new_with(heap_bytes: usize, boot: Boot) -> Result<Isolate, IsolateError> {
         let loader = Rc::new(ToolLoader::default());
-        if let Some(map) = &boot.source_map {
-            loader.insert_source_map(BOOTSTRAP_NAME, map.clone());
-        }
-        slots::charge(slots::PER_RUNTIME);
+        let script = match boot {
+            Boot::Snapshot if SNAPSHOT.is_empty() => {
+                return Err(IsolateError::Create(
+                    "this build has no startup snapshot".into(),
+                ))
+            }
+            Boot::Snapshot => {
+                loader.insert_source_map(BOOTSTRAP_NAME, SNAPSHOT_SOURCE_MAP.into());
+                None
+            }
+            Boot::Script => {
+                let boot = bootstrap()?;
+                if let Some(map) = &boot.source_map {
+                    loader.insert_source_map(BOOTSTRAP_NAME, map.clone());
+                }
+                Some(boot.code.clone())
+            }
+        };
+        slots::charge(boot.slots());
         slots::count_runtime();
         let mut runtime = JsRuntime::try_new(RuntimeOptions {
             module_loader: Some(loader.clone()),
             extensions: vec![agent_libos_ops::libos_ops::init()],
+            startup_snapshot: (boot == Boot::Snapshot).then_some(SNAPSHOT),
             create_params: Some(v8::CreateParams::default().heap_limits(0, heap_bytes)),
             ..Default::default()
         })
@@ -250,10 +317,17 @@ impl Isolate {
             ),
             false => None,
         };
+        let booted = match script {
+            Some(code) => isolate.runtime.execute_script(BOOTSTRAP_NAME, code),
+            None => isolate
+                .runtime
+                .execute_script("libos:boot", RUN_SNAPSHOT_BOOTSTRAP),
+        };
+        booted.map_err(|e| IsolateError::Create(format!("libos bootstrap failed: {e}")))?;
         let hooks = isolate
             .runtime
-            .execute_script(BOOTSTRAP_NAME, boot.code.clone())
-            .map_err(|e| IsolateError::Create(format!("libos bootstrap failed: {e}")))?;
+            .execute_script("libos:entry", TAKE_ENTRY)
+            .map_err(|e| IsolateError::Create(format!("libos entry point: {e}")))?;
         if let Some(restore) = restore_atomics {
             let runtime = &mut *isolate.runtime;
             deno_core::scope!(scope, runtime);
@@ -359,6 +433,17 @@ impl Isolate {
     pub(crate) fn canary_passes(&mut self) -> bool {
         let _entered = Entered::enter(self.raw);
         self.canary()
+    }
+
+    /// How many more native functions this thread's engine can create that still work (the
+    /// slots left in its table, `slots.rs`); leaves the thread unusable. Measures the budget.
+    #[cfg(test)]
+    pub(crate) fn probe_free_slots(&mut self) -> u32 {
+        let mut free = 0;
+        while free < 70_000 && self.canary() {
+            free += 1;
+        }
+        free
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
@@ -651,4 +736,29 @@ fn engine_limit(name: Option<&str>, message: Option<&str>) -> Option<&'static st
         | ("InternalError", "stack overflow") => Some("stack"),
         _ => None,
     }
+}
+
+/// Creates and drops `count` isolates booted as `boot`, one after another on a fresh thread,
+/// and times each creation (the benchmark's figure; a thread's budget allows ~75 snapshot
+/// creations, so `count` is capped at 64).
+pub fn time_creations(boot: Boot, count: usize) -> Result<Vec<std::time::Duration>, IsolateError> {
+    let heap = super::CallLimits::default().heap_bytes;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| IsolateError::Create(e.to_string()))?;
+        let _entered = rt.enter();
+        (0..count.min(64))
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let isolate = Isolate::new_with(heap, boot)?;
+                let took = started.elapsed();
+                drop(isolate);
+                Ok(took)
+            })
+            .collect()
+    })
+    .join()
+    .unwrap_or_else(|_| Err(IsolateError::Create("the timing thread panicked".into())))
 }

@@ -1145,3 +1145,43 @@ fn a_runtime_on_a_thread_past_its_budget_is_never_used() {
         .join()
         .expect("the thread ends without a panic");
 }
+
+/// Slots one runtime creation takes, measured on a fresh thread: the functions still
+/// creatable after it, subtracted from the table's 32 768 working slots.
+fn measured_creation_slots(boot: runtime::Boot) -> u32 {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = rt.enter();
+        let mut isolate = runtime::Isolate::new_with(CallLimits::default().heap_bytes, boot)
+            .expect("a runtime on a fresh thread");
+        32_768 - isolate.probe_free_slots()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn a_runtime_creation_never_takes_more_slots_than_its_budget() {
+    // The budget of a worker thread (`slots.rs`) holds only if each creation is charged at
+    // least what it really takes in the engine's table, from the snapshot and without.
+    let mut boots = vec![runtime::Boot::Script];
+    if runtime::Boot::preferred() == runtime::Boot::Snapshot {
+        boots.push(runtime::Boot::Snapshot);
+    }
+    for boot in boots {
+        let taken = measured_creation_slots(boot);
+        println!("{boot:?}: {taken} slots per runtime creation");
+        if cfg!(feature = "quickjs") {
+            assert!(taken > 0, "{boot:?}: the probe measured nothing");
+        }
+        // `Isolate::new_with` runs one canary, charged on its own.
+        let charged = boot.slots() + slots::PER_CANARY;
+        assert!(
+            taken <= charged,
+            "{boot:?}: a creation takes {taken} slots but is charged {charged}"
+        );
+    }
+}

@@ -17,6 +17,12 @@
 //! fresh isolate at its next call: its JavaScript globals are gone, the same contract as
 //! after a limit.
 //!
+//! **Hibernation** (`hibernation.rs`). After each call the host evicts, least recently used
+//! first, the isolates of processes that are not in a call while more than
+//! [`HostConfig::max_hot`] are hot, and a sweep on the host's thread evicts those idle past
+//! [`HostConfig::idle_timeout`]. Eviction holds the process's call lock, so a call in
+//! progress never loses its isolate; the next call re-creates one.
+//!
 //! Workers are spawned from the host's own thread, which lives as long as the host: their
 //! parent-death signal fires when it ends, and each worker also exits when its socket
 //! closes. Their sockets are served on the runtime the host was started on (the kernel's):
@@ -26,12 +32,13 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::conn::{Conn, Mode};
+use super::hibernation::HotSet;
 use super::wire::WorkerSizes;
 use super::{CallError, CallRequest, HostConfig, HostStats, IsolateError};
 
@@ -84,6 +91,9 @@ struct Inner {
     /// Runtimes created by workers that have been shut down.
     created_before: AtomicU64,
     max_rss: AtomicU64,
+    hot: Mutex<HotSet>,
+    evicted: AtomicU64,
+    recreated: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,7 +133,7 @@ impl WorkerHost {
             env.push((super::worker_main::KEEP_ATOMICS_ENV.into(), "1".into()));
         }
         let io = tokio::runtime::Handle::try_current().unwrap_or_else(|_| runtime.clone());
-        WorkerHost {
+        let host = WorkerHost {
             inner: Arc::new(Inner {
                 config,
                 binary,
@@ -143,8 +153,85 @@ impl WorkerHost {
                 lost: AtomicUsize::new(0),
                 created_before: AtomicU64::new(0),
                 max_rss: AtomicU64::new(0),
+                hot: Mutex::new(HotSet::default()),
+                evicted: AtomicU64::new(0),
+                recreated: AtomicU64::new(0),
             }),
+        };
+        host.sweep_idle();
+        host
+    }
+
+    /// Evicts idle isolates every so often, on the host's thread, while the host lives.
+    fn sweep_idle(&self) {
+        let period = (self.inner.config.idle_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(30));
+        let inner: Weak<Inner> = Arc::downgrade(&self.inner);
+        self.inner.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(inner) = inner.upgrade() else { return };
+                WorkerHost { inner }.hibernate_some();
+            }
+        });
+    }
+
+    /// Evicts isolates of processes not in a call: the least recently used while more than
+    /// `max_hot` are hot, and every one idle past `idle_timeout`.
+    fn hibernate_some(&self) {
+        let now = Instant::now();
+        let (mut excess, order) = {
+            let hot = lock(&self.inner.hot);
+            let excess = hot.hot().saturating_sub(self.inner.config.max_hot);
+            (excess, hot.oldest_first())
+        };
+        for pid in order {
+            let idle = lock(&self.inner.hot).idle_for(pid, now);
+            let idle = idle.is_some_and(|idle| idle >= self.inner.config.idle_timeout);
+            if excess == 0 && !idle {
+                // Oldest first: no later one is idle either.
+                break;
+            }
+            if self.evict(pid) {
+                excess = excess.saturating_sub(1);
+            }
         }
+    }
+
+    /// Drops `pid`'s isolate in its worker unless `pid` is in a call (whose lock it would
+    /// need); true if evicted.
+    fn evict(&self, pid: i64) -> bool {
+        let serial = lock(&self.inner.serial).get(&pid).cloned();
+        let Some(serial) = serial else {
+            lock(&self.inner.hot).forget(pid);
+            return false;
+        };
+        let Ok(_not_in_a_call) = serial.try_lock() else {
+            return false;
+        };
+        let conn = lock(&self.inner.placement).get(&pid).cloned();
+        if let Some(conn) = conn {
+            conn.detach(pid);
+        }
+        lock(&self.inner.hot).hibernate(pid);
+        self.inner.evicted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(pid, "isolate hibernated");
+        true
+    }
+
+    /// `pid` starts or ends a call: its isolate is hot (again).
+    fn touched(&self, pid: i64) {
+        if lock(&self.inner.hot).touch(pid, Instant::now()) {
+            self.inner.recreated.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `pid` has a hot isolate in a worker that still serves it (else its next call
+    /// creates one: it hibernates, was never called, or its worker was replaced).
+    pub fn is_hot(&self, pid: i64) -> bool {
+        let placed = lock(&self.inner.placement).get(&pid).cloned();
+        placed.is_some_and(|conn| conn.ended().is_none() && !conn.is_draining())
+            && lock(&self.inner.hot).is_hot(pid)
     }
 
     /// Binds a pre-created isolate to `pid` (a no-op if it has one).
@@ -154,7 +241,9 @@ impl WorkerHost {
             let conn = self.worker_of(pid).await.map_err(IsolateError::Create)?;
             match conn.attach(pid).await {
                 Some(Ok(())) => {
+                    self.touched(pid);
                     self.check_wear(&conn);
+                    self.hibernate_some();
                     return Ok(());
                 }
                 Some(Err(e)) => {
@@ -170,6 +259,7 @@ impl WorkerHost {
     /// Drops `pid`'s isolate (after its running call, if any, ends).
     pub async fn detach(&self, pid: i64) {
         lock(&self.inner.serial).remove(&pid);
+        lock(&self.inner.hot).forget(pid);
         let conn = lock(&self.inner.placement).remove(&pid);
         if let Some(conn) = conn {
             conn.detach(pid);
@@ -217,9 +307,13 @@ impl WorkerHost {
             // Again once the worker is known: an interrupt that came in between reached
             // this worker (see `Conn::call`) or is seen here.
             self.refuse_cancelled(pid)?;
+            // Hot from the start of the call: the call creates the isolate if needed.
+            self.touched(pid);
             match conn.call(pid, &req, mode).await {
                 Some(outcome) => {
+                    self.touched(pid);
                     self.after_call(&conn);
+                    self.hibernate_some();
                     return outcome;
                 }
                 None => self.unplace(pid, &conn),
@@ -282,6 +376,9 @@ impl WorkerHost {
             runtimes_created: created
                 .saturating_add(self.inner.created_before.load(Ordering::Relaxed)),
             max_worker_rss_bytes: self.inner.max_rss.load(Ordering::Relaxed),
+            isolates_hot: lock(&self.inner.hot).hot(),
+            isolates_evicted: self.inner.evicted.load(Ordering::Relaxed),
+            isolates_recreated: self.inner.recreated.load(Ordering::Relaxed),
         }
     }
 

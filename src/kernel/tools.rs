@@ -824,6 +824,15 @@ impl Kernel {
             .collect()
     }
 
+    /// Whether `pid`'s isolate is hot in a worker now; `false` when it hibernates (evicted,
+    /// or never created in this host): its next tool call creates one.
+    pub fn isolate_hot(&self, pid: Pid) -> bool {
+        self.inner
+            .isolates
+            .get()
+            .is_some_and(|host| host.is_hot(pid))
+    }
+
     /// Binds an isolate (from the pre-created pool) to a process ahead of its first tool call.
     pub async fn attach_isolate(&self, pid: Pid) -> SysResult<()> {
         if self.process(pid).is_none() {

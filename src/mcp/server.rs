@@ -408,7 +408,10 @@ impl Session {
         Value::Array(
             pids.into_iter()
                 .filter_map(|pid| self.kernel.process(pid))
-                .map(|p| json!({"pid": p.pid, "image": p.image_id, "goal": p.goal, "status": p.status}))
+                .map(|p| {
+                    let isolate = if self.kernel.isolate_hot(p.pid) { "hot" } else { "hibernated" };
+                    json!({"pid": p.pid, "image": p.image_id, "goal": p.goal, "status": p.status, "isolate": isolate})
+                })
                 .collect(),
         )
     }
