@@ -26,6 +26,8 @@ pub mod sandbox;
 pub mod serve;
 pub mod terminal;
 pub mod tool;
+pub mod tool_init;
+pub mod typecheck;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

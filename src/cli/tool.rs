@@ -28,6 +28,7 @@ pub async fn run(ctx: &Ctx, cmd: ToolCommand) -> Result<i32> {
         ToolCommand::Check(args) => check(ctx, args).await,
         ToolCommand::Test(args) => test(ctx, args).await,
         ToolCommand::Run(args) => run_tool(ctx, args).await,
+        ToolCommand::Init(args) => super::tool_init::run(ctx, args).await,
     }
 }
 
@@ -203,9 +204,29 @@ async fn validate_in_kernel(source: &str) -> Result<Result<Value, SyscallError>>
 async fn check(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
     let file = &args.file;
     let source = read_source(file)?;
-    let name = match analyze_locally(file, &source) {
-        Ok(name) => name,
-        Err(findings) => {
+    let analyzed = analyze_locally(file, &source);
+    // Source that does not parse, or is past the analysis limits, is not handed to tsc.
+    let parses = analyzed
+        .as_ref()
+        .err()
+        .and_then(Value::as_array)
+        .is_none_or(|fs| {
+            !fs.iter()
+                .any(|f| f["rule"] == jit::rule::SYNTAX || f["rule"] == jit::rule::LIMITS)
+        });
+    let type_findings = if parses {
+        super::typecheck::findings(file)
+    } else {
+        Vec::new()
+    };
+    let name = match analyzed {
+        Ok(name) if type_findings.is_empty() => name,
+        result => {
+            let mut findings = result.err().unwrap_or_else(|| json!([]));
+            if let Some(list) = findings.as_array_mut() {
+                list.extend(type_findings);
+                list.sort_by_key(|f| (f["line"].as_u64(), f["column"].as_u64()));
+            }
             if !ctx.json {
                 for f in findings.as_array().into_iter().flatten() {
                     terminal::out(finding_line(file, f));
