@@ -464,3 +464,108 @@ export default async function run(args: unknown, libos: any) {
     assert_shape(&declared_interfaces(), "human.ask", "HumanAnswer", answer);
     assert_eq!(answer["answer"], "red");
 }
+
+const THROWER: &str = r#"export const tool = { name: "thrower", description: "d", input: { type: "object" }, output: {} };
+
+function inner(n: number): number {
+  if (n > 1) {
+    throw new Error("boom at " + n);
+  }
+  return n;
+}
+
+export default async function run(args: unknown, libos: unknown) {
+  return inner(2);
+}
+"#;
+
+#[test]
+fn a_thrown_errors_trace_names_the_users_file() {
+    let env = Env::new();
+    env.write("tools/thrower.ts", THROWER);
+    let out = env.run(&["tool", "run", "tools/thrower.ts"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("at inner (tools/thrower.ts:5:11)"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("at run (tools/thrower.ts:11:10)"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("tool:"), "{out:?}");
+    let json = env
+        .run(&["--json", "tool", "run", "tools/thrower.ts"])
+        .json();
+    let stack = json["error"]["stack"].as_str().unwrap();
+    assert!(
+        stack.contains("at inner (tools/thrower.ts:5:11)"),
+        "{stack}"
+    );
+    // A runtime error the engine raises (not the tool's own throw) is located the same way.
+    env.write(
+        "tools/typo.ts",
+        &THROWER.replace(
+            "throw new Error(\"boom at \" + n);",
+            "(undefined as any).x.y;",
+        ),
+    );
+    let out = env.run(&["tool", "run", "tools/typo.ts"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("tools/typo.ts:5:"), "{out:?}");
+}
+
+/// Runs the binary on a pseudo-terminal (util-linux `script`), returning what it printed.
+fn on_a_terminal(env: &Env, args: &str, no_color: bool) -> Option<String> {
+    let mut cmd = std::process::Command::new("script");
+    cmd.args([
+        "-qec",
+        &format!("{} {args}", cli_support::bin().display()),
+        "/dev/null",
+    ])
+    .current_dir(env.ws())
+    .env_remove("NO_COLOR");
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    }
+    let out = cmd.output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn findings_get_a_code_frame_and_colours_on_a_terminal_only() {
+    let env = Env::new();
+    env.write(
+        "syn.ts",
+        "export const tool = { name: \"s\", description: \"d\", input: { type: \"object\" }, output: {} };\nexport default async function run( {\n",
+    );
+    let plain = env.run(&["tool", "check", "syn.ts"]);
+    assert_eq!(plain.code, 2, "{plain:?}");
+    assert!(plain.stdout.contains("syn.ts:2:"), "{plain:?}");
+    assert!(
+        !plain.stdout.contains('\x1b'),
+        "no colours off a terminal: {plain:?}"
+    );
+    assert!(
+        !plain.stdout.contains(" |"),
+        "no frame off a terminal: {plain:?}"
+    );
+    let Some(tty) = on_a_terminal(&env, "tool check syn.ts", false) else {
+        return eprintln!("NOTICE: terminal half skipped: `script` (util-linux) is not installed");
+    };
+    assert!(tty.contains("\x1b[36msyn.ts:2:"), "{tty:?}");
+    assert!(
+        tty.contains("2 |\x1b[0m export default async function run( {"),
+        "{tty:?}"
+    );
+    assert!(
+        tty.contains("\x1b[1;31m^"),
+        "a caret under the column: {tty:?}"
+    );
+    let no_color = on_a_terminal(&env, "tool check syn.ts", true).unwrap();
+    assert!(no_color.contains("syn.ts:2:"), "{no_color:?}");
+    assert!(
+        !no_color.contains('\x1b'),
+        "NO_COLOR is respected: {no_color:?}"
+    );
+}

@@ -24,6 +24,7 @@ pub mod human;
 pub mod replay;
 pub mod sandbox;
 pub mod serve;
+pub mod source_view;
 pub mod terminal;
 pub mod tool;
 pub mod tool_init;

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::args::{ToolCommand, ToolFileArgs, ToolRunArgs};
+use super::source_view::{in_user_file, print_finding, Stream};
 use super::terminal;
 use super::{exit, grants, human, note, Ctx, Failure};
 use crate::jit::{self, Finding};
@@ -113,17 +114,6 @@ fn read_source(file: &Path) -> Result<String> {
         .hint("pass the path of a TypeScript tool file")
         .into()
     })
-}
-
-fn finding_line(file: &Path, f: &Value) -> String {
-    format!(
-        "{}:{}:{} {}: {}",
-        file.display(),
-        f["line"],
-        f["column"],
-        f["rule"].as_str().unwrap_or("?"),
-        f["message"].as_str().unwrap_or("")
-    )
 }
 
 fn findings_json(findings: &[Finding]) -> Value {
@@ -229,7 +219,7 @@ async fn check(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
             }
             if !ctx.json {
                 for f in findings.as_array().into_iter().flatten() {
-                    terminal::out(finding_line(file, f));
+                    print_finding(Stream::Stdout, file, &source, f);
                 }
             }
             return Err(rejected(file, &findings, &Value::Null).into());
@@ -242,7 +232,7 @@ async fn check(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
             if v["ok"] != json!(true) {
                 if !ctx.json {
                     for f in findings.as_array().into_iter().flatten() {
-                        terminal::out(finding_line(file, f));
+                        print_finding(Stream::Stdout, file, &source, f);
                     }
                     print_tests(&tests, true);
                 }
@@ -292,7 +282,7 @@ async fn test(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
     if let Err(findings) = analyze_locally(file, &source) {
         if !ctx.json {
             for f in findings.as_array().into_iter().flatten() {
-                terminal::out(finding_line(file, f));
+                print_finding(Stream::Stdout, file, &source, f);
             }
         }
         return Err(rejected(file, &findings, &Value::Null).into());
@@ -320,7 +310,7 @@ async fn test(ctx: &Ctx, args: ToolFileArgs) -> Result<i32> {
             json!({"ok": failed == 0 && v["ok"] == json!(true), "result": {"file": file, "tests": tests, "findings": findings, "passed": passed, "failed": failed}}).to_string());
     } else {
         for f in findings.as_array().into_iter().flatten() {
-            terminal::out(finding_line(file, f));
+            print_finding(Stream::Stdout, file, &source, f);
         }
         print_tests(&tests, false);
         terminal::out(format!("{passed} passed, {failed} failed"));
@@ -355,7 +345,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         Err(findings) => {
             if !ctx.json {
                 for f in findings.as_array().into_iter().flatten() {
-                    terminal::err(finding_line(&file, f));
+                    print_finding(Stream::Stderr, &file, &source, f);
                 }
             }
             return Err(rejected(&file, &findings, &Value::Null).into());
@@ -388,6 +378,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         })?;
         requestable.push(spec);
     }
+    let run_source = source.clone();
     let interactive = args.ask && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     if args.ask && !interactive {
         note("--ask needs a terminal on stdin and stderr; requests for a human will fail fast");
@@ -457,7 +448,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
             if let Some(v) = slot.lock().validation.take() {
                 if !ctx.json {
                     for f in v["findings"].as_array().into_iter().flatten() {
-                        terminal::err(finding_line(&file, f));
+                        print_finding(Stream::Stderr, &file, &run_source, f);
                     }
                     for t in v["tests"].as_array().into_iter().flatten() {
                         if t["passed"] != json!(true) {
@@ -471,6 +462,8 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
                 }
                 return Err(rejected(&file, &v["findings"], &v["tests"]).into());
             }
+            // Traces and messages name the user's file, not the runtime's module specifier.
+            let err = in_user_file(err, &run_source, &file);
             let mut failure = Failure::from_syscall(&err);
             if let SyscallError::PermissionDenied {
                 resource, right, ..
