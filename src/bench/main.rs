@@ -55,6 +55,9 @@ fn main() -> anyhow::Result<()> {
         if wants("shell") {
             shell_sandbox_cost().await?;
         }
+        if wants("check") {
+            tool_check_with_types()?;
+        }
         anyhow::Ok(())
     })
 }
@@ -839,5 +842,40 @@ async fn shell_sandbox_cost() -> anyhow::Result<()> {
         big,
     );
     drop(std::hint::black_box(heap));
+    Ok(())
+}
+
+/// `agent-libos tool check` on the skeleton `tool init` writes (23 lines), end to end through
+/// the binary beside this one: parse, static rules, TypeScript's type check, declared test.
+fn tool_check_with_types() -> anyhow::Result<()> {
+    let Some(checker) = agent_libos::cli::typecheck::find_checker() else {
+        println!(
+            "tool check with type checking: skipped (no TypeScript checker; run scripts/setup)"
+        );
+        return Ok(());
+    };
+    let bin = std::env::current_exe()?.with_file_name("agent-libos");
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("count_lines.ts");
+    std::fs::write(&file, agent_libos::cli::tool_init::skeleton("count_lines"))?;
+    let mut samples = Vec::new();
+    for _ in 0..15 {
+        let t = Instant::now();
+        let out = std::process::Command::new(&bin)
+            .args(["tool", "check"])
+            .arg(&file)
+            .env("AGENT_LIBOS_TSC", &checker)
+            .output()?;
+        samples.push(t.elapsed());
+        anyhow::ensure!(out.status.success(), "tool check failed: {out:?}");
+    }
+    report("tool check, 23-line tool, with tsc type check", samples);
+    let mut samples = Vec::new();
+    for _ in 0..15 {
+        let t = Instant::now();
+        agent_libos::cli::typecheck::check(&file, &checker);
+        samples.push(t.elapsed());
+    }
+    report("  of which the tsc type check alone", samples);
     Ok(())
 }

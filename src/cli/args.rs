@@ -209,13 +209,16 @@ Exit 0 when commands run sandboxed and every self-test check held, 1 otherwise."
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once
 pub enum ToolCommand {
-    /// Validate a tool: parse, static rules, schemas, declared tests
+    /// Validate a tool: parse, static rules, types, schemas, declared tests
     #[command(after_help = "\
 Examples:
   agent-libos tool check tools/grep.ts
   agent-libos tool check tools/ other/count.ts --json
 
-Each finding is printed as FILE:line:col rule: message. Exit 2 if any.")]
+Each finding is printed as FILE:line:col rule: message. Exit 2 if any.
+Types are checked with TypeScript's tsc against the libos types when one is found
+(AGENT_LIBOS_TSC, node_modules here or above, beside the binary, or PATH;
+scripts/setup installs it); otherwise a note says the type check was skipped.")]
     Check(ToolFileArgs),
     /// Run the tool's declared tests with mocked syscalls
     #[command(after_help = "\
@@ -243,6 +246,15 @@ workspace's state directory under ~/.local/state/agent-libos), so `agent-libos p
 afterwards. The CLI, as operator, also grants tool:<name>=create to the
 process so that it can register the tool it is loading.")]
     Run(ToolRunArgs),
+    /// Write a tool skeleton (metadata, a declared test, typed run) and editor types
+    #[command(after_help = "\
+Examples:
+  agent-libos tool init count_lines
+  agent-libos tool init grep --dir scripts/tools
+
+Writes DIR/NAME.ts, DIR/libos.d.ts (the libos types), and DIR/tsconfig.json and
+DIR/deno.json (if missing) so that editors resolve `import type { Libos } from \"libos\"`.")]
+    Init(super::tool_init::ToolInitArgs),
 }
 
 #[derive(Debug, Args)]

@@ -24,8 +24,11 @@ pub mod human;
 pub mod replay;
 pub mod sandbox;
 pub mod serve;
+pub mod source_view;
 pub mod terminal;
 pub mod tool;
+pub mod tool_init;
+pub mod typecheck;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

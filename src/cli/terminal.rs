@@ -73,6 +73,17 @@ pub fn prompt(text: impl AsRef<str>) {
     let _ = stderr.flush();
 }
 
+/// Prints the CLI's own styled text (colour sequences around parts already escaped with
+/// [`block`] or [`line`]) and a newline to stdout.
+pub fn styled_out(text: &str) {
+    println!("{text}");
+}
+
+/// [`styled_out`] on stderr.
+pub fn styled_err(text: &str) {
+    eprintln!("{text}");
+}
+
 /// Writes the CLI's own progress line (control sequences included) to stderr.
 pub fn progress(text: &str) {
     let _ = write!(std::io::stderr(), "{text}");

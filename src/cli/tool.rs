@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use super::args::{ToolCommand, ToolFileArgs, ToolRunArgs};
+use super::source_view::{in_user_file, print_finding, Stream};
 use super::terminal;
 use super::{exit, grants, human, note, Ctx, Failure};
 use crate::jit::{self, Finding};
@@ -41,6 +42,7 @@ pub async fn run(ctx: &Ctx, cmd: ToolCommand) -> Result<i32> {
             .await
         }
         ToolCommand::Run(args) => run_tool(ctx, args).await,
+        ToolCommand::Init(args) => super::tool_init::run(ctx, args).await,
     }
 }
 
@@ -238,17 +240,6 @@ fn read_source(file: &Path) -> Result<String> {
         .hint("pass the path of a TypeScript tool file")
         .into()
     })
-}
-
-fn finding_line(file: &Path, f: &Value) -> String {
-    format!(
-        "{}:{}:{} {}: {}",
-        file.display(),
-        f["line"],
-        f["column"],
-        f["rule"].as_str().unwrap_or("?"),
-        f["message"].as_str().unwrap_or("")
-    )
 }
 
 fn findings_json(findings: &[Finding]) -> Value {
@@ -464,12 +455,32 @@ async fn validate_in_kernel(source: &str) -> Result<Result<Value, SyscallError>>
 
 async fn check(ctx: &Ctx, file: &Path) -> Result<i32> {
     let source = read_source(file)?;
-    let name = match analyze_locally(file, &source) {
-        Ok(name) => name,
-        Err(findings) => {
+    let analyzed = analyze_locally(file, &source);
+    // Source that does not parse, or is past the analysis limits, is not handed to tsc.
+    let parses = analyzed
+        .as_ref()
+        .err()
+        .and_then(Value::as_array)
+        .is_none_or(|fs| {
+            !fs.iter()
+                .any(|f| f["rule"] == jit::rule::SYNTAX || f["rule"] == jit::rule::LIMITS)
+        });
+    let type_findings = if parses {
+        super::typecheck::findings(file)
+    } else {
+        Vec::new()
+    };
+    let name = match analyzed {
+        Ok(name) if type_findings.is_empty() => name,
+        result => {
+            let mut findings = result.err().unwrap_or_else(|| json!([]));
+            if let Some(list) = findings.as_array_mut() {
+                list.extend(type_findings);
+                list.sort_by_key(|f| (f["line"].as_u64(), f["column"].as_u64()));
+            }
             if !ctx.json {
                 for f in findings.as_array().into_iter().flatten() {
-                    terminal::out(finding_line(file, f));
+                    print_finding(Stream::Stdout, file, &source, f);
                 }
             }
             return Err(rejected(file, &findings, &Value::Null).into());
@@ -482,7 +493,7 @@ async fn check(ctx: &Ctx, file: &Path) -> Result<i32> {
             if v["ok"] != json!(true) {
                 if !ctx.json {
                     for f in findings.as_array().into_iter().flatten() {
-                        terminal::out(finding_line(file, f));
+                        print_finding(Stream::Stdout, file, &source, f);
                     }
                     print_tests(&tests, true);
                 }
@@ -531,7 +542,7 @@ async fn test(ctx: &Ctx, file: &Path) -> Result<i32> {
     if let Err(findings) = analyze_locally(file, &source) {
         if !ctx.json {
             for f in findings.as_array().into_iter().flatten() {
-                terminal::out(finding_line(file, f));
+                print_finding(Stream::Stdout, file, &source, f);
             }
         }
         return Err(rejected(file, &findings, &Value::Null).into());
@@ -559,7 +570,7 @@ async fn test(ctx: &Ctx, file: &Path) -> Result<i32> {
             json!({"ok": failed == 0 && v["ok"] == json!(true), "result": {"file": file, "tests": tests, "findings": findings, "passed": passed, "failed": failed}}).to_string());
     } else {
         for f in findings.as_array().into_iter().flatten() {
-            terminal::out(finding_line(file, f));
+            print_finding(Stream::Stdout, file, &source, f);
         }
         print_tests(&tests, false);
         terminal::out(format!("{passed} passed, {failed} failed"));
@@ -594,7 +605,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         Err(findings) => {
             if !ctx.json {
                 for f in findings.as_array().into_iter().flatten() {
-                    terminal::err(finding_line(&file, f));
+                    print_finding(Stream::Stderr, &file, &source, f);
                 }
             }
             return Err(rejected(&file, &findings, &Value::Null).into());
@@ -625,6 +636,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
         })?;
         requestable.push(spec);
     }
+    let run_source = source.clone();
     let interactive = args.ask && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     if args.ask && !interactive {
         note("--ask needs a terminal on stdin and stderr; requests for a human will fail fast");
@@ -727,7 +739,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
             if let Some(v) = slot.lock().validation.take() {
                 if !ctx.json {
                     for f in v["findings"].as_array().into_iter().flatten() {
-                        terminal::err(finding_line(&file, f));
+                        print_finding(Stream::Stderr, &file, &run_source, f);
                     }
                     for t in v["tests"].as_array().into_iter().flatten() {
                         if t["passed"] != json!(true) {
@@ -741,6 +753,8 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
                 }
                 return Err(rejected(&file, &v["findings"], &v["tests"]).into());
             }
+            // Traces and messages name the user's file, not the runtime's module specifier.
+            let err = in_user_file(err, &run_source, &file);
             let mut failure = Failure::from_syscall(&err).extra(json!({"console": console}));
             if let SyscallError::PermissionDenied {
                 resource, right, ..

@@ -15,6 +15,8 @@ pub mod rule {
     pub const NO_FUNCTION_CONSTRUCTOR: &str = "no-function-constructor";
     /// A static import/re-export of a specifier outside the allowlist.
     pub const NO_FORBIDDEN_IMPORT: &str = "no-forbidden-import";
+    /// A value import or re-export of an allowed (type) module: only `import type` is erased.
+    pub const TYPE_ONLY_IMPORT: &str = "type-only-import";
     /// `require(...)` or `import x = require(...)`.
     pub const NO_REQUIRE: &str = "no-require";
     /// A reference to the host global `Deno`.

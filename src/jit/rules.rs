@@ -12,6 +12,9 @@
 //!   member named `constructor` (`(async () => {}).constructor("…")`).
 //! * `no-forbidden-import` — a static `import`/`export … from` whose specifier is not in
 //!   the allowlist.
+//! * `type-only-import` — an import or re-export of an allowed specifier (`libos`) that is
+//!   not type-only: nothing is loaded at run time, so only `import type { Libos } from
+//!   "libos"` (or `import { type Libos }`, `export type { … } from`) is accepted.
 //! * `no-require` — `require(...)` calls and `import x = require("…")`.
 //! * `no-host-global` — `Deno` referenced as a value or member (`Deno.core`, `globalThis.Deno`).
 //! * `no-reserved-name` — an identifier starting with `__libos` (the runtime's stop checks
@@ -22,9 +25,9 @@
 use std::collections::HashSet;
 
 use deno_ast::swc::ast::{
-    CallExpr, Callee, ExportAll, ExportNamedSpecifier, Expr, Ident, ImportDecl, MemberExpr,
-    MemberProp, ModuleExportName, NamedExport, NewExpr, OptCall, Prop, Str, TsImportEqualsDecl,
-    TsModuleRef,
+    CallExpr, Callee, ExportAll, ExportNamedSpecifier, ExportSpecifier, Expr, Ident, ImportDecl,
+    ImportSpecifier, MemberExpr, MemberProp, ModuleExportName, NamedExport, NewExpr, OptCall, Prop,
+    Str, TsImportEqualsDecl, TsModuleRef,
 };
 use deno_ast::swc::common::Span;
 use deno_ast::swc::ecma_visit::{Visit, VisitWith};
@@ -87,9 +90,24 @@ impl Checker<'_> {
         }
     }
 
-    fn check_specifier(&mut self, src: &Str, what: &str) {
+    /// Checks a static import or re-export: its specifier must be allowed, and since a tool
+    /// loads no module at run time, it must be type-only (`type_only`), so the transpiler
+    /// erases it.
+    fn check_specifier(&mut self, src: &Str, what: &str, type_only: bool) {
         let spec = src.value.to_string_lossy();
-        if !self.allowed.iter().any(|a| a.as_str() == spec) {
+        if self.allowed.iter().any(|a| a.as_str() == spec) {
+            if !type_only {
+                self.report(
+                    rule::TYPE_ONLY_IMPORT,
+                    src.span,
+                    format!(
+                        "{what} of \"{spec}\" must be type-only (`{what_form} type {{ Libos }} from \"{spec}\"`): \
+                         tools load no module at run time; the libos object is run's second argument",
+                        what_form = if what == "import" { "import" } else { "export" },
+                    ),
+                );
+            }
+        } else {
             let allowed = self
                 .allowed
                 .iter()
@@ -201,18 +219,31 @@ impl Visit for Checker<'_> {
     }
 
     fn visit_import_decl(&mut self, n: &ImportDecl) {
-        self.check_specifier(&n.src, "import");
+        // `import "x"` (no specifiers) loads the module for its effects: never type-only.
+        let type_only = n.type_only
+            || (!n.specifiers.is_empty()
+                && n.specifiers
+                    .iter()
+                    .all(|s| matches!(s, ImportSpecifier::Named(named) if named.is_type_only)));
+        self.check_specifier(&n.src, "import", type_only);
     }
 
     fn visit_named_export(&mut self, n: &NamedExport) {
         match &n.src {
-            Some(src) => self.check_specifier(src, "re-export"),
+            Some(src) => {
+                let type_only = n.type_only
+                    || (!n.specifiers.is_empty()
+                        && n.specifiers.iter().all(
+                            |s| matches!(s, ExportSpecifier::Named(named) if named.is_type_only),
+                        ));
+                self.check_specifier(src, "re-export", type_only)
+            }
             None => n.visit_children_with(self),
         }
     }
 
     fn visit_export_all(&mut self, n: &ExportAll) {
-        self.check_specifier(&n.src, "re-export");
+        self.check_specifier(&n.src, "re-export", n.type_only);
     }
 
     fn visit_ts_import_equals_decl(&mut self, n: &TsImportEqualsDecl) {
@@ -385,8 +416,39 @@ export default async function run(args: { path: string }, libos: Libos): Promise
     }
 
     #[test]
+    fn allowed_modules_are_type_only() {
+        for ok in [
+            "import type { Libos, Tool } from \"libos\";",
+            "import { type Libos, type Tool } from \"libos\";",
+            "export type { Libos } from \"libos\";",
+            "export { type Libos } from \"libos\";",
+        ] {
+            assert_eq!(rules(ok), Vec::<String>::new(), "{ok}");
+        }
+        for bad in [
+            "import { Libos } from \"libos\";",
+            "import { type Libos, fs } from \"libos\";",
+            "import libos from \"libos\";",
+            "import * as libos from \"libos\";",
+            "import \"libos\";",
+            "export { fs } from \"libos\";",
+            "export * from \"libos\";",
+        ] {
+            let f = run(bad);
+            assert_eq!(f.len(), 1, "{bad}");
+            assert_eq!(f[0].rule, "type-only-import", "{bad}");
+            assert!(
+                f[0].message.contains("must be type-only"),
+                "{}",
+                f[0].message
+            );
+        }
+    }
+
+    #[test]
     fn allowlist_is_configurable() {
-        let src = "import type { Libos } from \"libos\";\nimport { x } from \"jsr:@std/path\";";
+        let src =
+            "import type { Libos } from \"libos\";\nimport type { x } from \"jsr:@std/path\";";
         assert_eq!(rules(src), ["no-forbidden-import"]);
         assert_eq!(run_with(src, &["libos", "jsr:@std/path"]), vec![]);
         let f = run_with(src, &[]);

@@ -143,11 +143,15 @@ fn forbidden_specifiers_rejected() {
 
 #[test]
 fn allowlist_option_is_honoured() {
-    let src = format!("import {{ join }} from \"jsr:@std/path\";\n{GOOD}");
+    let src = format!("import type {{ Join }} from \"jsr:@std/path\";\n{GOOD}");
     let opts = AnalyzeOptions {
         allowed_imports: vec!["libos".into(), "jsr:@std/path".into()],
     };
     assert!(analyze("t.ts", &src, &opts).is_ok());
+    // Allowed means allowed for types: a value import would be a module load at run time.
+    let value = format!("import {{ join }} from \"jsr:@std/path\";\n{GOOD}");
+    let f = analyze("t.ts", &value, &opts).unwrap_err();
+    assert_eq!(f[0].rule, "type-only-import");
 }
 
 #[test]

@@ -67,7 +67,7 @@ pub use syscall::{
     Budget, CapCall, ClockCall, EventCall, FsCall, HumanCall, ImageCall, JitCall, MemCall, NetCall,
     ObjectSpec, Primitive, ProcCall, ShellCall, Signal, Syscall,
 };
-pub use tools::{ResumeReport, ResumedInvocation};
+pub use tools::{specifier_for as tool_specifier, ResumeReport, ResumedInvocation};
 
 /// What to do when an operation needs a human and none is listening.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

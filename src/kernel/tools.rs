@@ -892,7 +892,9 @@ impl From<CallError> for SyscallError {
     }
 }
 
-fn specifier_for(hash: &str) -> String {
+/// The module specifier a tool whose source hashes to `hash` is loaded under (stack traces
+/// name it; the CLI maps it back to the user's file).
+pub fn specifier_for(hash: &str) -> String {
     format!("tool:{}.ts", &hash[..hash.len().min(16)])
 }
 
