@@ -9,16 +9,8 @@ mod cli_support;
 use std::io::Write as _;
 
 use clap::CommandFactory;
-use cli_support::{repo, Env};
+use cli_support::{fixture_tool, repo, Env};
 use serde_json::{json, Value};
-
-fn fixture_tool(name: &str) -> String {
-    repo()
-        .join("fixtures/tools")
-        .join(format!("{name}.ts"))
-        .display()
-        .to_string()
-}
 
 /// A tool that logs, then reads every path in `paths` in order.
 const READER: &str = r#"export const tool = {

@@ -4,16 +4,8 @@
 
 mod cli_support;
 
-use cli_support::{repo, Env};
+use cli_support::{fixture_tool, Env};
 use serde_json::{json, Value};
-
-fn fixture_tool(name: &str) -> String {
-    repo()
-        .join("fixtures/tools")
-        .join(format!("{name}.ts"))
-        .display()
-        .to_string()
-}
 
 const BAD_TOOL: &str = r#"export const tool = {
   name: "bad",

@@ -40,9 +40,9 @@ use super::wire::{FromWorker, ToWorker, WorkerUsage, MAX_TO_WORKER, WORKER_MODE}
 use super::{
     slots, BoxFuture, CallContext, CallRequest, HostConfig, IsolateHost, SyscallPort, ToolModule,
 };
+use crate::providers::frame_writer::FrameWriter;
 use crate::providers::worker_process;
 use crate::util::frame;
-use crate::util::frame_writer::FrameWriter;
 
 /// Runs the worker if the process was started as one; returns its exit code.
 pub fn run_hidden_mode() -> Option<i32> {

@@ -27,7 +27,7 @@
 //! parent-death signal fires when it ends, and each worker also exits when its socket
 //! closes. Their sockets are served on the runtime the host was started on (the kernel's):
 //! a frame from a worker wakes its call where it was read, and a frame to a worker is
-//! written by the task that sends it (`util::frame_writer`).
+//! written by the task that sends it (`providers::frame_writer`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod clock;
+pub mod frame_writer;
 pub mod fs;
 pub mod net;
 pub mod runtime_binary;

@@ -45,7 +45,7 @@ pub fn spawn(
 
 /// The async halves of `socket`, on the current tokio runtime: a buffered reader (many
 /// small frames in one read) and the writing half (see
-/// [`crate::util::frame_writer::FrameWriter`]).
+/// [`crate::providers::frame_writer::FrameWriter`]).
 pub fn split(socket: UnixStream) -> io::Result<(Reader, Writer)> {
     socket.set_nonblocking(true)?;
     let (reader, writer) = tokio::net::UnixStream::from_std(socket)?.into_split();

@@ -1,7 +1,6 @@
 //! Small shared helpers: hashing, ids, panic messages, the framing of helper processes.
 
 pub mod frame;
-pub mod frame_writer;
 
 use sha2::{Digest, Sha256};
 

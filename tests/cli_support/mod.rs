@@ -17,6 +17,15 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The path of the shipped fixture tool `name` (`fixtures/tools/NAME.ts`).
+pub fn fixture_tool(name: &str) -> String {
+    repo()
+        .join("fixtures/tools")
+        .join(format!("{name}.ts"))
+        .display()
+        .to_string()
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
 }

@@ -24,9 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{FromWorker, ToWorker, WorkerSizes, WorkerUsage, MAX_FROM_WORKER, WORKER_MODE};
 use super::{CallError, CallRequest, IsolateError};
+use crate::providers::frame_writer::FrameWriter;
 use crate::providers::worker_process::{self, Reader};
 use crate::util::frame;
-use crate::util::frame_writer::FrameWriter;
 
 /// How long past its wall-clock limit a call may go unanswered before the kernel kills its
 /// worker. The worker's own watchdog answers a stopped call within a few seconds even when

@@ -60,7 +60,7 @@ impl FrameWriter {
         writer
     }
 
-    /// Sends one whole frame (see [`super::frame::encode`]): written now if the socket
+    /// Sends one whole frame (see [`crate::util::frame::encode`]): written now if the socket
     /// takes it, otherwise queued behind the frames already waiting.
     pub fn send(&self, frame: Vec<u8>) -> Result<(), SendError> {
         let mut state = lock(&self.state);
