@@ -67,36 +67,22 @@ impl FrameWriter {
         if let Some(why) = &state.closed {
             return Err(SendError::Closed(why.clone()));
         }
-        let mut offset = 0;
-        if state.waiting.is_empty() {
-            while offset < frame.len() {
-                match self.socket.try_write(&frame[offset..]) {
-                    Ok(n) => offset += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let why = e.to_string();
-                        self.shut(&mut state, &why);
-                        return Err(SendError::Closed(why));
-                    }
-                }
-            }
-            if offset == frame.len() {
-                return Ok(());
-            }
-            state.offset = offset;
+        let first = state.waiting.is_empty();
+        state.waiting_bytes = state.waiting_bytes.saturating_add(frame.len());
+        state.waiting.push_back(frame);
+        // Nothing waits before it: the sender writes it now, as far as the socket takes it.
+        if first {
+            self.write_some(&mut state)
+                .map_err(|e| SendError::Closed(e.to_string()))?;
         }
-        let rest = frame.len() - offset;
-        if state.waiting_bytes.saturating_add(rest) > self.max_waiting {
-            let why = format!(
-                "the peer does not read: {} bytes already wait",
-                state.waiting_bytes
-            );
+        if state.waiting.is_empty() {
+            return Ok(());
+        }
+        if state.waiting_bytes > self.max_waiting {
+            let why = format!("the peer does not read: {} bytes wait", state.waiting_bytes);
             self.shut(&mut state, &why);
             return Err(SendError::Closed(why));
         }
-        state.waiting_bytes += rest;
-        state.waiting.push_back(frame);
         drop(state);
         self.wake.notify_one();
         Ok(())
@@ -123,9 +109,9 @@ impl FrameWriter {
         unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR) };
     }
 
-    /// Writes waiting frames until the socket would block; `Err` if it failed.
-    fn write_some(&self) -> io::Result<bool> {
-        let mut state = lock(&self.state);
+    /// Writes waiting frames until none waits (`true`) or the socket would block (`false`);
+    /// a failed write closes the writer.
+    fn write_some(&self, state: &mut State) -> io::Result<bool> {
         loop {
             if state.closed.is_some() {
                 return Ok(true);
@@ -147,7 +133,7 @@ impl FrameWriter {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.shut(&mut state, &e.to_string());
+                    self.shut(state, &e.to_string());
                     return Err(e);
                 }
             }
@@ -170,7 +156,8 @@ async fn write_waiting(writer: Weak<FrameWriter>, wake: Arc<Notify>) {
             let Some(writer) = writer.upgrade() else {
                 return;
             };
-            match writer.write_some() {
+            let written = writer.write_some(&mut lock(&writer.state));
+            match written {
                 Ok(true) => break,
                 Ok(false) => {
                     if writer.socket.writable().await.is_err() {

@@ -59,8 +59,13 @@ fn request(pid: i64, port: Arc<RecordingPort>) -> CallRequest {
 
 /// A connection whose other end the test plays.
 fn pair(number: u64) -> (Arc<Conn>, UnixStream) {
+    pair_bounded(number, MAX_WAITING_TO_WORKER)
+}
+
+/// [`pair`], with at most `max_waiting` bytes waiting for the test's end to read.
+fn pair_bounded(number: u64, max_waiting: usize) -> (Arc<Conn>, UnixStream) {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let conn = Conn::over(ours, number, None, None).unwrap();
+    let conn = Conn::over_bounded(ours, number, None, None, max_waiting).unwrap();
     let (reader, writer) = worker_process::split(theirs).unwrap();
     (conn, UnixStream { reader, writer })
 }
@@ -688,10 +693,7 @@ impl SyscallPort for BigAnswers {
 
 #[tokio::test]
 async fn a_worker_that_stops_reading_is_cut_off_instead_of_queueing_without_end() {
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let conn = Conn::over_bounded(ours, 9, None, None, 4 << 20).unwrap();
-    let (reader, writer) = worker_process::split(theirs).unwrap();
-    let mut worker = UnixStream { reader, writer };
+    let (conn, mut worker) = pair_bounded(9, 4 << 20);
     let mut req = request(5, Arc::default());
     req.port = Arc::new(BigAnswers { bytes: 64 << 10 });
     let running = {
