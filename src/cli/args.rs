@@ -337,9 +337,9 @@ pub struct ReplayArgs {
     /// Also write a JUnit XML report
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Cases to run in parallel
-    #[arg(short = 'j', long, value_name = "N", default_value_t = 1)]
-    pub jobs: usize,
+    /// Cases to run in parallel [default: the machine's cores]
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,11 @@
 //! `agent-libos replay`: runs fixture files against fresh runtimes and compares outcomes.
 //!
-//! Every case gets its own temporary directory: a new database and a copy of the fixture's
-//! workspace. The case's process is spawned with exactly its grants (plus `tool:<name>` create
+//! Every case gets its own temporary directory: a new database (a copy of a template the run
+//! migrated once, with its own key and audit log) and a copy of the fixture's workspace,
+//! and its own kernel. The kernels of a run share one isolate host, each in a pid space of
+//! its own (`WorkerHost::share`): no case reaches another's isolates, and the host's
+//! workers start once per run, not once per case. Cases run concurrently (`-j`, default
+//! the machine's cores); their lines are printed in fixture order. The case's process is spawned with exactly its grants (plus `tool:<name>` create
 //! so that it can register the fixture's tool), loads the tool through the real lifecycle
 //! (`tool.propose` → `tool.validate` → `tool.register`) and makes the calls in order. Human
 //! requests are answered by a task through [`Kernel::human_respond`], as a human would.
@@ -22,11 +26,13 @@ use super::fixture::{self, Case, Expect, ExpectError, HumanModeName, Loaded};
 use super::terminal;
 use super::tool::{self, LoadError};
 use super::{exit, human, Ctx};
+use crate::isolate::{HostConfig, WorkerHost};
 use crate::kernel::{
     CapabilitySpec, HumanMode, JitCall, Kernel, KernelConfig, Policy, ProcessCtx, Right,
     SpawnOptions, Syscall, SyscallError, WireError,
 };
 use crate::providers::{FetchLimits, ShellLimits};
+use crate::store::Store;
 
 /// How long one case may take.
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -70,6 +76,40 @@ struct Actual {
     pending_human: u64,
 }
 
+/// What the cases of one run share: nothing any case can see.
+struct Shared {
+    /// Holds the template database; removed with the run.
+    _dir: tempfile::TempDir,
+    /// A migrated, empty database that each case starts from a copy of.
+    template: std::path::PathBuf,
+    /// The isolate host; each case's kernel takes its own pid space on it.
+    host: WorkerHost,
+}
+
+impl Shared {
+    async fn new() -> Result<Shared> {
+        let dir = tempfile::Builder::new()
+            .prefix("agent-libos-replay-")
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let template = dir.path().join("template.db");
+        Store::write_template(&template)
+            .await
+            .context("preparing the cases' database")?;
+        let binary = crate::providers::runtime_binary::locate(None);
+        Ok(Shared {
+            _dir: dir,
+            template,
+            host: WorkerHost::start(HostConfig::default(), binary),
+        })
+    }
+}
+
+/// Cases run at once by default: the machine's cores.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 pub async fn run(ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
     let paths = fixture::discover(&args.paths)
         .map_err(|e| super::Failure::new("InvalidArgument", exit::INVALID, format!("{e:#}")))?;
@@ -86,6 +126,8 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
     for path in &paths {
         files.push(load_file(path).await?);
     }
+    let files = Arc::new(files);
+    let shared = Arc::new(Shared::new().await?);
     let jobs: Vec<(usize, usize)> = files
         .iter()
         .enumerate()
@@ -94,10 +136,24 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs) -> Result<i32> {
     let total = jobs.len();
     let progress = std::io::stderr().is_terminal() && !ctx.json;
     let quiet = ctx.json;
-    let files_ref = &files;
+    // Each case is a task of its own (so cases use every core); `buffered` keeps the order.
     let mut stream = futures::stream::iter(jobs)
-        .map(|(fi, ci)| async move { run_case(files_ref, fi, ci).await })
-        .buffered(args.jobs.max(1));
+        .map(|(fi, ci)| {
+            let name = files[fi].loaded.fixture.cases[ci].name.clone();
+            let (files, shared) = (files.clone(), shared.clone());
+            let case = tokio::spawn(async move { run_case(&files, &shared, fi, ci).await });
+            async move {
+                case.await.unwrap_or_else(|e| CaseResult {
+                    file: fi,
+                    case: ci,
+                    name,
+                    status: Status::Failed(format!("the case's task ended: {e}")),
+                    elapsed: Duration::ZERO,
+                    actual: None,
+                })
+            }
+        })
+        .buffered(args.jobs.unwrap_or_else(default_jobs).max(1));
     let mut results = Vec::new();
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     while let Some(result) = stream.next().await {
@@ -243,7 +299,7 @@ async fn load_file(path: &Path) -> Result<File> {
     })
 }
 
-async fn run_case(files: &[File], fi: usize, ci: usize) -> CaseResult {
+async fn run_case(files: &[File], shared: &Shared, fi: usize, ci: usize) -> CaseResult {
     let file = &files[fi];
     let case = &file.loaded.fixture.cases[ci];
     let start = Instant::now();
@@ -263,7 +319,7 @@ async fn run_case(files: &[File], fi: usize, ci: usize) -> CaseResult {
         result.status = Status::Failed(e.clone());
         return result;
     }
-    match tokio::time::timeout(CASE_TIMEOUT, execute(file, case)).await {
+    match tokio::time::timeout(CASE_TIMEOUT, execute(file, case, shared)).await {
         Err(_) => result.status = Status::Failed(format!("timed out after {CASE_TIMEOUT:?}")),
         Ok(Err(e)) => result.status = Status::Failed(format!("{e:#}")),
         Ok(Ok(actual)) => {
@@ -299,7 +355,7 @@ struct BodyOut {
     load_error: Option<String>,
 }
 
-async fn execute(file: &File, case: &Case) -> Result<Actual> {
+async fn execute(file: &File, case: &Case, shared: &Shared) -> Result<Actual> {
     let dir = tempfile::Builder::new()
         .prefix("agent-libos-")
         .tempdir()
@@ -310,7 +366,10 @@ async fn execute(file: &File, case: &Case) -> Result<Actual> {
             .with_context(|| format!("copying the workspace {}", src.display()))?,
         None => std::fs::create_dir_all(&ws)?,
     }
-    let mut config = KernelConfig::new(dir.path().join("state.db"), &ws);
+    let db = dir.path().join("state.db");
+    std::fs::copy(&shared.template, &db).context("copying the template database")?;
+    let mut config = KernelConfig::new(db, &ws);
+    config.isolate_host = Some(shared.host.clone());
     config.human_mode = match case.human_mode {
         Some(HumanModeName::FailFast) => HumanMode::FailFast,
         _ => HumanMode::Wait,

@@ -23,6 +23,12 @@
 //! [`HostConfig::idle_timeout`]. Eviction holds the process's call lock, so a call in
 //! progress never loses its isolate; the next call re-creates one.
 //!
+//! **Sharing.** Several kernels may use one host ([`WorkerHost::share`]): each gets its own
+//! pid space. The host turns every (space, pid) into a key of its own, never reused, and
+//! only keys reach its tables and its workers; so two kernels' "pid 1" are two isolates,
+//! two call locks, two cancellations. When a kernel's last handle goes, every isolate of
+//! its space is dropped.
+//!
 //! Workers are spawned from the host's own thread, which lives as long as the host: their
 //! parent-death signal fires when it ends, and each worker also exits when its socket
 //! closes. Their sockets are served on the runtime the host was started on (the kernel's):
@@ -31,7 +37,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -56,11 +62,32 @@ enum Kind {
     Tests,
 }
 
-/// Hosts the isolates of all processes in worker processes. Cheap to clone; the workers
-/// stop when the last clone goes.
+/// Hosts the isolates of all processes in worker processes. Cheap to clone (a clone is in
+/// the same pid space); the workers stop when the last handle goes.
 #[derive(Clone)]
 pub struct WorkerHost {
     inner: Arc<Inner>,
+    space: Arc<Space>,
+}
+
+/// One pid space on a host: the host key of each pid named through it.
+struct Space {
+    host: Weak<Inner>,
+    keys: Mutex<HashMap<i64, i64>>,
+}
+
+impl Drop for Space {
+    /// Drops the isolates of every pid of this space (its kernel is gone).
+    fn drop(&mut self) {
+        let Some(inner) = self.host.upgrade() else {
+            return;
+        };
+        let keys: Vec<i64> = lock(&self.keys).drain().map(|(_, key)| key).collect();
+        for key in keys {
+            inner.release(key);
+            lock(&inner.cancelled).remove(&key);
+        }
+    }
 }
 
 struct Inner {
@@ -94,6 +121,20 @@ struct Inner {
     hot: Mutex<HotSet>,
     evicted: AtomicU64,
     recreated: AtomicU64,
+    /// The last host key given to a (space, pid).
+    last_key: AtomicI64,
+}
+
+impl Inner {
+    /// Drops `key`'s isolate (after its running call, if any, ends).
+    fn release(&self, key: i64) {
+        lock(&self.serial).remove(&key);
+        lock(&self.hot).forget(key);
+        let conn = lock(&self.placement).remove(&key);
+        if let Some(conn) = conn {
+            conn.detach(key);
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,33 +174,56 @@ impl WorkerHost {
             env.push((super::worker_main::KEEP_ATOMICS_ENV.into(), "1".into()));
         }
         let io = tokio::runtime::Handle::try_current().unwrap_or_else(|_| runtime.clone());
-        let host = WorkerHost {
-            inner: Arc::new(Inner {
-                config,
-                binary,
-                env,
-                io,
-                runtime,
-                _stop: stop,
-                processes: tokio::sync::Mutex::new(None),
-                tests: tokio::sync::Mutex::new(None),
-                live: Mutex::new(Vec::new()),
-                placement: Mutex::new(HashMap::new()),
-                serial: Mutex::new(HashMap::new()),
-                cancelled: Mutex::new(HashSet::new()),
-                numbers: AtomicU64::new(0),
-                started: AtomicUsize::new(0),
-                replaced: AtomicUsize::new(0),
-                lost: AtomicUsize::new(0),
-                created_before: AtomicU64::new(0),
-                max_rss: AtomicU64::new(0),
-                hot: Mutex::new(HotSet::default()),
-                evicted: AtomicU64::new(0),
-                recreated: AtomicU64::new(0),
-            }),
-        };
+        let inner = Arc::new(Inner {
+            config,
+            binary,
+            env,
+            io,
+            runtime,
+            _stop: stop,
+            processes: tokio::sync::Mutex::new(None),
+            tests: tokio::sync::Mutex::new(None),
+            live: Mutex::new(Vec::new()),
+            placement: Mutex::new(HashMap::new()),
+            serial: Mutex::new(HashMap::new()),
+            cancelled: Mutex::new(HashSet::new()),
+            numbers: AtomicU64::new(0),
+            started: AtomicUsize::new(0),
+            replaced: AtomicUsize::new(0),
+            lost: AtomicUsize::new(0),
+            created_before: AtomicU64::new(0),
+            max_rss: AtomicU64::new(0),
+            hot: Mutex::new(HotSet::default()),
+            evicted: AtomicU64::new(0),
+            recreated: AtomicU64::new(0),
+            last_key: AtomicI64::new(0),
+        });
+        let host = WorkerHost::in_new_space(inner);
         host.sweep_idle();
         host
+    }
+
+    /// A handle to the same host and workers with a pid space of its own: what it runs for
+    /// a pid is never what another space runs for the same number (isolate, globals, call
+    /// lock, cancellation). Give one to each kernel that shares the host.
+    pub fn share(&self) -> WorkerHost {
+        WorkerHost::in_new_space(self.inner.clone())
+    }
+
+    fn in_new_space(inner: Arc<Inner>) -> WorkerHost {
+        let space = Arc::new(Space {
+            host: Arc::downgrade(&inner),
+            keys: Mutex::new(HashMap::new()),
+        });
+        WorkerHost { inner, space }
+    }
+
+    /// The host's key for `pid` of this space (made on first use; never another space's).
+    /// The host's tables and workers know keys only: every private method takes one.
+    fn key(&self, pid: i64) -> i64 {
+        *lock(&self.space.keys)
+            .entry(pid)
+            .or_insert_with(|| self.inner.last_key.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
     /// Evicts idle isolates every so often, on the host's thread, while the host lives.
@@ -171,7 +235,7 @@ impl WorkerHost {
             loop {
                 tokio::time::sleep(period).await;
                 let Some(inner) = inner.upgrade() else { return };
-                WorkerHost { inner }.hibernate_some();
+                WorkerHost::in_new_space(inner).hibernate_some();
             }
         });
     }
@@ -229,6 +293,7 @@ impl WorkerHost {
     /// Whether `pid` has a hot isolate in a worker that still serves it (else its next call
     /// creates one: it hibernates, was never called, or its worker was replaced).
     pub fn is_hot(&self, pid: i64) -> bool {
+        let pid = self.key(pid);
         let placed = lock(&self.inner.placement).get(&pid).cloned();
         placed.is_some_and(|conn| conn.ended().is_none() && !conn.is_draining())
             && lock(&self.inner.hot).is_hot(pid)
@@ -236,6 +301,7 @@ impl WorkerHost {
 
     /// Binds a pre-created isolate to `pid` (a no-op if it has one).
     pub async fn attach(&self, pid: i64) -> Result<(), IsolateError> {
+        let pid = self.key(pid);
         let mut why = String::new();
         for _ in 0..MAX_ATTEMPTS {
             let conn = self.worker_of(pid).await.map_err(IsolateError::Create)?;
@@ -258,17 +324,13 @@ impl WorkerHost {
 
     /// Drops `pid`'s isolate (after its running call, if any, ends).
     pub async fn detach(&self, pid: i64) {
-        lock(&self.inner.serial).remove(&pid);
-        lock(&self.inner.hot).forget(pid);
-        let conn = lock(&self.inner.placement).remove(&pid);
-        if let Some(conn) = conn {
-            conn.detach(pid);
-        }
+        self.inner.release(self.key(pid));
     }
 
     /// Stops `pid`'s running calls (and declared tests) at once, and every later one: they
     /// fail with [`CallError::Cancelled`]. Returns how many were running.
     pub fn interrupt(&self, pid: i64) -> usize {
+        let pid = self.key(pid);
         lock(&self.inner.cancelled).insert(pid);
         let live = lock(&self.inner.live).clone();
         live.iter()
@@ -299,6 +361,7 @@ impl WorkerHost {
                 req.ctx.pid
             )));
         }
+        let pid = self.key(pid);
         let serial = lock(&self.inner.serial).entry(pid).or_default().clone();
         let _one_at_a_time = serial.lock().await;
         for _ in 0..MAX_ATTEMPTS {
@@ -331,7 +394,7 @@ impl WorkerHost {
     }
 
     async fn run_ephemeral_inner(&self, req: CallRequest) -> Result<Value, CallError> {
-        let pid = req.ctx.pid;
+        let pid = self.key(req.ctx.pid);
         for _ in 0..MAX_ATTEMPTS {
             self.refuse_cancelled(pid)?;
             let conn = self

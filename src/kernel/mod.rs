@@ -94,6 +94,13 @@ pub struct KernelConfig {
     pub fs_limits: FsLimits,
     /// Sizes of the JIT tool isolate host (started on the first tool use).
     pub isolates: crate::isolate::HostConfig,
+    /// A running isolate host to use instead of starting one (e.g. one for every case of
+    /// a replay). The kernel takes a pid space of its own on it ([`WorkerHost::share`]),
+    /// so it never reaches another kernel's isolates; `isolates` and `runtime_binary` are
+    /// then the host's.
+    ///
+    /// [`WorkerHost::share`]: crate::isolate::WorkerHost::share
+    pub isolate_host: Option<crate::isolate::WorkerHost>,
     /// More paths of the runtime's own, reserved like its state files (e.g. the state
     /// directory the CLI made for it). See [`KernelConfig::reserved_paths`].
     pub reserved: Vec<PathBuf>,
@@ -128,6 +135,7 @@ impl KernelConfig {
             },
             fs_limits: FsLimits::default(),
             isolates: crate::isolate::HostConfig::default(),
+            isolate_host: None,
             reserved: Vec::new(),
             sandbox: SandboxConfig::default(),
             runtime_binary: None,

@@ -95,9 +95,13 @@ impl Drop for NameClaim {
 }
 
 impl Kernel {
-    /// The isolate host (worker processes of the runtime binary), started on first use.
+    /// The isolate host (worker processes of the runtime binary), started on first use, or
+    /// this kernel's own pid space on the host it was given.
     pub(crate) fn isolates(&self) -> &WorkerHost {
         self.inner.isolates.get_or_init(|| {
+            if let Some(shared) = &self.inner.config.isolate_host {
+                return shared.share();
+            }
             let binary = crate::providers::runtime_binary::locate(
                 self.inner.config.runtime_binary.as_deref(),
             );

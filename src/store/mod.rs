@@ -192,6 +192,39 @@ impl Store {
         Ok(store)
     }
 
+    /// Writes a new database at `path` holding only the migrated schema, in one file (no
+    /// key, no audit head; already in WAL mode): a copy of it opens with [`Store::open`] as a fresh store
+    /// (its own key, an empty log) without running the migrations again.
+    pub async fn write_template(path: &Path) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .disable_statement_logging()
+            .connect()
+            .await
+            .map_err(open_err)?;
+        sqlx::migrate!("src/store/migrations")
+            .run(&mut conn)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        // Everything into the database file; the log is then empty and removed at close.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut conn)
+            .await
+            .map_err(open_err)?;
+        conn.close().await.map_err(open_err)
+    }
+
     /// The files of this runtime's state (database, SQLite's files, key, audit head).
     pub fn files(&self) -> &StateFiles {
         &self.files
