@@ -6,6 +6,8 @@
 // An operator tool: benchmarks set up workspaces and databases on the host.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+mod replay;
+
 use std::time::{Duration, Instant};
 
 use agent_libos::kernel::{
@@ -57,6 +59,9 @@ fn main() -> anyhow::Result<()> {
         }
         if wants("check") {
             tool_check_with_types()?;
+        }
+        if wants("replay") {
+            replay::replay_suites()?;
         }
         anyhow::Ok(())
     })

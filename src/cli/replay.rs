@@ -36,6 +36,8 @@ use crate::store::Store;
 
 /// How long one case may take.
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the scripted human looks for a process waiting for it.
+const HUMAN_POLL: Duration = Duration::from_millis(2);
 
 /// One fixture file ready to run.
 struct File {
@@ -553,7 +555,17 @@ async fn respond_loop(
 ) {
     let mut seen = HashSet::new();
     loop {
-        for r in kernel.human_requests(false).await.unwrap_or_default() {
+        // A request is pending only while its process waits for the answer: the store is
+        // asked only then (the check of the process table costs no query).
+        let waiting = kernel
+            .processes()
+            .iter()
+            .any(|p| p.status == crate::kernel::Status::WaitingHuman);
+        let pending = match waiting {
+            true => kernel.human_requests(false).await.unwrap_or_default(),
+            false => Vec::new(),
+        };
+        for r in pending {
             if !seen.insert(r.id.clone()) {
                 continue;
             }
@@ -605,7 +617,7 @@ async fn respond_loop(
                 problems.lock().push(format!("answering {}: {e}", r.id));
             }
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(HUMAN_POLL).await;
     }
 }
 
