@@ -49,6 +49,23 @@ export default async function run(args: any, libos: any) {
 }
 "#;
 
+/// Reaches its heap limit at its first step (quickly, however loaded the machine is).
+const BOMB: &str = r#"export const tool = {
+  name: "bomb",
+  description: "Allocate without bound.",
+  input: { type: "object" },
+  output: {},
+  limits: { heap_mb: 8 },
+};
+
+export default async function run(args: any, libos: any) {
+  const keep: any[] = [];
+  while (true) {
+    keep.push(new Array(1 << 22).fill(keep.length));
+  }
+}
+"#;
+
 fn call(action: &str, expect: Value) -> Value {
     json!({"args": {"action": action}, "expect": expect})
 }
@@ -130,10 +147,11 @@ fn cases_on_one_host_see_no_global_file_object_or_grant_of_another() {
 fn a_case_that_breaks_its_isolate_or_fails_changes_no_other_outcome() {
     let env = Env::new();
     env.write("fx/probe.ts", PROBE);
-    for tool in ["spin", "bomb"] {
-        let source = std::fs::read_to_string(fixture_tool(tool)).unwrap();
-        env.write(&format!("fx/{tool}.ts"), &source);
-    }
+    env.write(
+        "fx/spin.ts",
+        &std::fs::read_to_string(fixture_tool("spin")).unwrap(),
+    );
+    env.write("fx/bomb.ts", BOMB);
     let limit = |limit: &str| {
         json!({"name": format!("{limit} limit"), "calls": [{"args": {},
             "expect": {"error": {"kind": "LimitExceeded", "limit": limit}}}]})
