@@ -14,6 +14,8 @@ use agent_libos::kernel::{
 };
 use serde_json::json;
 
+mod scale;
+
 fn main() -> anyhow::Result<()> {
     let groups: Vec<String> = std::env::args().skip(1).collect();
     let wants = |g: &str| groups.is_empty() || groups.iter().any(|x| x == g);
@@ -57,6 +59,9 @@ fn main() -> anyhow::Result<()> {
         }
         if wants("check") {
             tool_check_with_types()?;
+        }
+        if wants("scale") {
+            scale::scale().await?;
         }
         anyhow::Ok(())
     })
