@@ -91,6 +91,25 @@ pub(super) fn resident_with_children() -> u64 {
     total
 }
 
+/// CPU time this process has used so far (user + system), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u64> = stat[stat.rfind(')')? + 1..]
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum::<u64>())
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
@@ -322,9 +341,11 @@ async fn registered() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut open = Vec::new();
+    let mut open_cpu = Vec::new();
     let mut first_call = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
+        let cpu = cpu_time();
         let kernel = Kernel::open(config.clone()).await?;
         kernel.resume().await?;
         let runnable = kernel
@@ -333,6 +354,7 @@ async fn registered() -> anyhow::Result<()> {
             .filter(|p| p.status == Status::Runnable)
             .count();
         open.push(t.elapsed());
+        open_cpu.push(cpu_time().saturating_sub(cpu));
         anyhow::ensure!(runnable == n, "{runnable} of {n} processes runnable");
         kernel
             .syscall(
@@ -350,6 +372,10 @@ async fn registered() -> anyhow::Result<()> {
     report(
         &format!("restart to RUNNABLE, {n} processes (open + resume)"),
         open,
+    );
+    report(
+        &format!("restart to RUNNABLE, {n} processes: CPU time (all threads)"),
+        open_cpu,
     );
     report(
         &format!("restart, {n} processes, until a first tool call is served"),
