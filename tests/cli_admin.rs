@@ -115,6 +115,64 @@ fn ps_all_shows_the_process_of_a_tool_run() {
     assert_eq!(env.run(&["--json", "ps"]).json()["result"], json!([]));
 }
 
+/// `ps --json` says whether each process's isolate is hot in the runtime that answers:
+/// the CLI's own, which has run no tool, so a process hot in another runtime (here the
+/// library's kernel, still open) shows `hibernated` (its next call there or here creates
+/// one), and so does one that never ran a tool.
+#[test]
+fn ps_json_shows_each_process_isolate_as_hot_or_hibernated() {
+    let env = Env::new();
+    let rt = rt();
+    let (kernel, caller, idle) = rt.block_on(async {
+        let k = kernel(&env).await;
+        let spawn = |grants: Vec<CapabilitySpec>| {
+            let k = k.clone();
+            async move {
+                k.spawn_root(SpawnOptions {
+                    goal: "scale".into(),
+                    grants,
+                    ..SpawnOptions::default()
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let caller = spawn(vec![CapabilitySpec::parse_grant("tool:*=create").unwrap()]).await;
+        let idle = spawn(vec![]).await;
+        let source = "export const tool = { name: \"echo\", description: \"d\", input: { type: \"object\" }, output: {} };\nexport default async function run() { return { ok: true }; }\n";
+        let id = k
+            .syscall(caller, Syscall::Tool(agent_libos::kernel::JitCall::Propose { source: source.into() }))
+            .await
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        k.syscall(caller, Syscall::Tool(agent_libos::kernel::JitCall::Validate { id: id.clone() }))
+            .await
+            .unwrap();
+        k.syscall(caller, Syscall::Tool(agent_libos::kernel::JitCall::Register { id }))
+            .await
+            .unwrap();
+        k.syscall(
+            caller,
+            Syscall::Tool(agent_libos::kernel::JitCall::Call { name: "echo".into(), args: json!({}) }),
+        )
+        .await
+        .unwrap();
+        assert!(k.isolate_hot(caller), "hot in the runtime that called it");
+        (k, caller, idle)
+    });
+    let out = env.run(&["--json", "ps"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let procs = out.json()["result"].as_array().cloned().unwrap();
+    assert_eq!(procs.len(), 2, "{out:?}");
+    for p in &procs {
+        assert!(p["pid"] == json!(caller) || p["pid"] == json!(idle), "{p}");
+        assert_eq!(p["isolate"], json!("hibernated"), "{p}");
+    }
+    rt.block_on(async move { drop(kernel) });
+}
+
 #[test]
 fn human_list_show_approve_reject() {
     let env = Env::new();

@@ -195,3 +195,71 @@ async fn an_idle_isolate_hibernates_after_the_timeout() {
     assert!(h.kernel.isolate_stats().isolates_evicted >= 1);
     assert_eq!(count(&h.kernel, a, json!({})).await, 1);
 }
+
+#[tokio::test]
+async fn a_call_that_poisons_its_isolate_leaves_its_process_no_longer_hot() {
+    let h = host_with(8, LONG).await;
+    let a = h.spawn(&["tool:*=create"]).await;
+    install(&h.kernel, a, &remember()).await.unwrap();
+    install(
+        &h.kernel,
+        a,
+        &tool_source("fails", "throw new Error(\"no\");"),
+    )
+    .await
+    .unwrap();
+    let spin = "import type { Libos } from \"libos\";\n\
+        export const tool = { name: \"spin\", description: \"d\", input: { type: \"object\" }, output: {}, limits: { cpu_ms: 100 } };\n\
+        export default async function run(args: any, libos: Libos) { let x = 0; while (true) { x++; } }\n";
+    install(&h.kernel, a, spin).await.unwrap();
+    assert_eq!(count(&h.kernel, a, json!({})).await, 1);
+
+    // The tool's own error leaves the isolate as it was.
+    call(&h.kernel, a, "fails", json!({})).await.unwrap_err();
+    assert!(h.kernel.isolate_hot(a));
+    assert_eq!(count(&h.kernel, a, json!({})).await, 2);
+
+    // A time limit poisons it: the worker drops it, and so does the host's count.
+    let err = call(&h.kernel, a, "spin", json!({})).await.unwrap_err();
+    assert!(err.to_string().contains("cpu_time"), "{err}");
+    assert!(!h.kernel.isolate_hot(a), "a poisoned isolate is not hot");
+    assert_eq!(h.kernel.isolate_stats().isolates_hot, 0);
+
+    // The next call gets a fresh isolate, and the process is hot again.
+    assert_eq!(count(&h.kernel, a, json!({})).await, 1);
+    assert!(h.kernel.isolate_hot(a));
+    assert_eq!(h.kernel.isolate_stats().isolates_hot, 1);
+}
+
+#[tokio::test]
+async fn hot_isolates_are_spread_over_workers_and_stay_hot() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ws")).unwrap();
+    let mut config = common::config(dir.path().join("state.db"), dir.path().join("ws"));
+    config.isolates = HostConfig {
+        max_hot: 16,
+        hot_per_worker: 2,
+        ..HostConfig::default()
+    };
+    let h = common::TestHost {
+        kernel: Kernel::open(config).await.unwrap(),
+        dir,
+    };
+    let mut pids = Vec::new();
+    for _ in 0..5 {
+        let pid = h.spawn(&["tool:*=create"]).await;
+        install(&h.kernel, pid, &remember()).await.unwrap();
+        assert_eq!(count(&h.kernel, pid, json!({})).await, 1);
+        pids.push(pid);
+    }
+    let stats = h.kernel.isolate_stats();
+    assert!(stats.workers_live >= 3, "at most 2 per worker: {stats:?}");
+    // Placing more processes never moved a hot one: every global survived.
+    for &pid in &pids {
+        assert_eq!(count(&h.kernel, pid, json!({})).await, 2);
+        assert!(h.kernel.isolate_hot(pid));
+    }
+    let stats = h.kernel.isolate_stats();
+    assert_eq!(stats.isolates_hot, 5, "{stats:?}");
+    assert_eq!(stats.isolates_evicted, 0, "{stats:?}");
+}

@@ -381,3 +381,64 @@ async fn wait_pending(kernel: &Kernel) -> agent_libos::kernel::HumanRequest {
     }
     panic!("no pending human request appeared");
 }
+
+/// Restoring a large store verifies capability seals on several threads: a forged or
+/// widened row anywhere among thousands is refused, and every sealed row loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn among_thousands_of_capabilities_a_forged_row_grants_nothing() {
+    const PROCESSES: usize = 2_100; // 4 capabilities each: more than one thread's share
+    let h = common::host().await;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut spawners = Vec::new();
+    for _ in 0..32 {
+        let (kernel, next) = (h.kernel.clone(), next.clone());
+        spawners.push(tokio::spawn(async move {
+            let mut pids = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < PROCESSES {
+                pids.push(
+                    common::spawn_on(&kernel, &["fs:notes.txt=read", "namespace:shared=read"])
+                        .await,
+                );
+            }
+            pids
+        }));
+    }
+    let mut pids = Vec::new();
+    for s in spawners {
+        pids.extend(s.await.unwrap());
+    }
+    pids.sort();
+    let (first, middle, last) = (pids[0], pids[PROCESSES / 2], pids[PROCESSES - 1]);
+    let held = h.kernel.capabilities(middle).len();
+    let outside = outside_writer(&h.db_path()).await;
+    sqlx::query(
+        "INSERT INTO capabilities (id, subject, resource, rights, policy, issuer, parent, \
+         expires_at, delegable, revocable, revoked, consumed, created_at, mac) \
+         VALUES (999999, ?, 'fs:**', '[\"admin\"]', 'always_allow', NULL, NULL, NULL, 1, 0, 0, 0, 0, \
+         'ab12')",
+    )
+    .bind(middle)
+    .execute(&outside)
+    .await
+    .unwrap();
+    for pid in [first, last] {
+        sqlx::query(
+            "UPDATE capabilities SET resource = 'fs:**' WHERE subject = ? AND resource = 'fs:notes.txt'",
+        )
+        .bind(pid)
+        .execute(&outside)
+        .await
+        .unwrap();
+    }
+    let k = h.reopen().await;
+    for &pid in &pids {
+        let caps = k.capabilities(pid);
+        assert!(caps.iter().all(|c| c.resource != "fs:**"), "{caps:?}");
+        let expected = if pid == first || pid == last {
+            held - 1
+        } else {
+            held
+        };
+        assert_eq!(caps.len(), expected, "pid {pid}: {caps:?}");
+    }
+}

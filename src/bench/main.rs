@@ -16,6 +16,8 @@ use agent_libos::kernel::{
 };
 use serde_json::json;
 
+mod scale;
+
 fn main() -> anyhow::Result<()> {
     let groups: Vec<String> = std::env::args().skip(1).collect();
     let wants = |g: &str| groups.is_empty() || groups.iter().any(|x| x == g);
@@ -62,6 +64,9 @@ fn main() -> anyhow::Result<()> {
         }
         if wants("replay") {
             replay::replay_suites()?;
+        }
+        if wants("scale") {
+            scale::scale().await?;
         }
         anyhow::Ok(())
     })

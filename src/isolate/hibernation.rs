@@ -65,9 +65,13 @@ impl HotSet {
             .map(|(_, used)| now.saturating_duration_since(*used))
     }
 
-    /// Every hot pid, least recently used first.
-    pub(crate) fn oldest_first(&self) -> Vec<i64> {
-        self.order.values().copied().collect()
+    /// The least recently used hot pid whose stamp is past `after` (0: the oldest), with its
+    /// stamp, to walk the set oldest first without copying it.
+    pub(crate) fn oldest_after(&self, after: u64) -> Option<(u64, i64)> {
+        self.order
+            .range(after.saturating_add(1)..)
+            .next()
+            .map(|(stamp, pid)| (*stamp, *pid))
     }
 }
 
@@ -83,7 +87,13 @@ mod tests {
             assert!(!set.touch(pid, t0));
         }
         set.touch(1, t0 + Duration::from_secs(5));
-        assert_eq!(set.oldest_first(), vec![2, 3, 4, 1]);
+        let mut walked = Vec::new();
+        let mut after = 0;
+        while let Some((stamp, pid)) = set.oldest_after(after) {
+            walked.push(pid);
+            after = stamp;
+        }
+        assert_eq!(walked, vec![2, 3, 4, 1]);
         let now = t0 + Duration::from_secs(5);
         assert_eq!(set.idle_for(2, now), Some(Duration::from_secs(5)));
         assert_eq!(set.idle_for(1, now), Some(Duration::ZERO));

@@ -98,6 +98,9 @@ pub struct HostConfig {
     pub max_hot: usize,
     /// A process not called for this long hibernates too (default 10 minutes).
     pub idle_timeout: Duration,
+    /// Hot isolates placed on one process worker (default [`HOT_PER_WORKER`]); past it, a
+    /// process whose isolate is (re-)created goes to another worker, started if needed.
+    pub hot_per_worker: usize,
 }
 
 /// The default [`HostConfig::max_hot`]: an eighth of the machine's memory at ~3 MiB per
@@ -125,6 +128,10 @@ pub fn default_max_hot() -> usize {
 pub const WORKER_CREATIONS: u64 = 128;
 /// Resident memory at which a worker process is replaced (512 MiB).
 pub const WORKER_RSS_BYTES: u64 = 512 << 20;
+/// Hot isolates per process worker: ~2.8 MiB each keeps a full worker well under
+/// [`WORKER_RSS_BYTES`], and under [`WORKER_CREATIONS`] a worker can create an isolate for
+/// each of its processes and still re-create some before it is replaced.
+pub const HOT_PER_WORKER: usize = 96;
 
 impl Default for HostConfig {
     fn default() -> Self {
@@ -139,6 +146,7 @@ impl Default for HostConfig {
             test_keep_atomics: false,
             max_hot: default_max_hot(),
             idle_timeout: Duration::from_secs(600),
+            hot_per_worker: HOT_PER_WORKER,
         }
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! A worker is the runtime binary started in its hidden mode (`worker_main.rs`); it runs an
 //! in-process [`IsolateHost`](super::IsolateHost) and talks to the kernel over a Unix socket
-//! (`wire.rs`, `conn.rs`). [`WorkerHost`] keeps one worker for process isolates and one for
-//! declared tests and other throwaway isolates, places each pid on a worker, and serves
-//! every syscall of a call with the call's own port and context (`conn.rs`: attribution).
+//! (`wire.rs`, `conn.rs`). [`WorkerHost`] keeps process workers, each holding the isolates
+//! of at most [`HostConfig::hot_per_worker`] processes, and one worker for declared tests
+//! and other throwaway isolates; it places each pid whose isolate is (re-)created on the
+//! process worker holding the fewest (starting one when all are full), and serves every
+//! syscall of a call with the call's own port and context (`conn.rs`: attribution).
 //!
 //! **Recycling.** The engine leaks ~0.9 MiB per runtime created and has a per-thread
 //! lifetime budget of ~150 creations (`shared/design/scale.md`); only ending the process
@@ -21,7 +23,10 @@
 //! first, the isolates of processes that are not in a call while more than
 //! [`HostConfig::max_hot`] are hot, and a sweep on the host's thread evicts those idle past
 //! [`HostConfig::idle_timeout`]. Eviction holds the process's call lock, so a call in
-//! progress never loses its isolate; the next call re-creates one.
+//! progress never loses its isolate; the next call re-creates one. A call that ends in a
+//! way that may have poisoned its isolate (a time or memory limit, cancellation, an
+//! internal error, a lost worker) drops it in the worker too, so the process is no longer
+//! counted hot.
 //!
 //! **Sharing.** Several kernels may use one host ([`WorkerHost::share`]): each gets its own
 //! pid space. The host turns every (space, pid) into a key of its own, never reused, and
@@ -103,7 +108,8 @@ struct Inner {
     io: tokio::runtime::Handle,
     /// Dropping it ends the host's thread (and with it, every worker).
     _stop: tokio::sync::oneshot::Sender<()>,
-    processes: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    /// Process workers taking new placements (none draining).
+    processes: tokio::sync::Mutex<Vec<Arc<Conn>>>,
     tests: tokio::sync::Mutex<Option<Arc<Conn>>>,
     /// Workers not yet shut down (current and draining).
     live: Mutex<Vec<Arc<Conn>>>,
@@ -181,7 +187,7 @@ impl WorkerHost {
             io,
             runtime,
             _stop: stop,
-            processes: tokio::sync::Mutex::new(None),
+            processes: tokio::sync::Mutex::new(Vec::new()),
             tests: tokio::sync::Mutex::new(None),
             live: Mutex::new(Vec::new()),
             placement: Mutex::new(HashMap::new()),
@@ -241,24 +247,30 @@ impl WorkerHost {
     }
 
     /// Evicts isolates of processes not in a call: the least recently used while more than
-    /// `max_hot` are hot, and every one idle past `idle_timeout`.
+    /// `max_hot` are hot, and every one idle past `idle_timeout`. Walks the hot set oldest
+    /// first and stops at the first process it need not evict, so a call that evicts
+    /// nothing costs one look at the oldest.
     fn hibernate_some(&self) {
         let now = Instant::now();
-        let (mut excess, order) = {
-            let hot = lock(&self.inner.hot);
-            let excess = hot.hot().saturating_sub(self.inner.config.max_hot);
-            (excess, hot.oldest_first())
-        };
-        for pid in order {
-            let idle = lock(&self.inner.hot).idle_for(pid, now);
-            let idle = idle.is_some_and(|idle| idle >= self.inner.config.idle_timeout);
-            if excess == 0 && !idle {
+        let config = &self.inner.config;
+        let mut after = 0;
+        loop {
+            let (pid, stamp, over_cap, idle) = {
+                let hot = lock(&self.inner.hot);
+                let Some((stamp, pid)) = hot.oldest_after(after) else {
+                    return;
+                };
+                let idle = hot
+                    .idle_for(pid, now)
+                    .is_some_and(|idle| idle >= config.idle_timeout);
+                (pid, stamp, hot.hot() > config.max_hot, idle)
+            };
+            if !over_cap && !idle {
                 // Oldest first: no later one is idle either.
-                break;
+                return;
             }
-            if self.evict(pid) {
-                excess = excess.saturating_sub(1);
-            }
+            after = stamp;
+            self.evict(pid);
         }
     }
 
@@ -273,7 +285,7 @@ impl WorkerHost {
         let Ok(_not_in_a_call) = serial.try_lock() else {
             return false;
         };
-        let conn = lock(&self.inner.placement).get(&pid).cloned();
+        let conn = lock(&self.inner.placement).remove(&pid);
         if let Some(conn) = conn {
             conn.detach(pid);
         }
@@ -281,6 +293,19 @@ impl WorkerHost {
         self.inner.evicted.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(pid, "isolate hibernated");
         true
+    }
+
+    /// `pid`'s call ended in a way that may have poisoned its isolate (the worker then
+    /// dropped it, or will): it is dropped on the worker and `pid` is no longer hot, so the
+    /// host's count and the worker's agree. Its next call creates an isolate.
+    fn drop_after(&self, pid: i64, conn: &Arc<Conn>, outcome: &Result<Value, CallError>) {
+        if !outcome.as_ref().err().is_some_and(may_poison) {
+            return;
+        }
+        conn.detach(pid);
+        self.unplace(pid, conn);
+        lock(&self.inner.hot).forget(pid);
+        tracing::debug!(pid, "isolate dropped after its call failed");
     }
 
     /// `pid` starts or ends a call: its isolate is hot (again).
@@ -375,6 +400,7 @@ impl WorkerHost {
             match conn.call(pid, &req, mode).await {
                 Some(outcome) => {
                     self.touched(pid);
+                    self.drop_after(pid, &conn, &outcome);
                     self.after_call(&conn);
                     self.hibernate_some();
                     return outcome;
@@ -397,10 +423,7 @@ impl WorkerHost {
         let pid = self.key(req.ctx.pid);
         for _ in 0..MAX_ATTEMPTS {
             self.refuse_cancelled(pid)?;
-            let conn = self
-                .current(Kind::Tests)
-                .await
-                .map_err(CallError::Internal)?;
+            let conn = self.tester().await.map_err(CallError::Internal)?;
             self.refuse_cancelled(pid)?;
             if let Some(outcome) = conn.call(pid, &req, Mode::Ephemeral).await {
                 self.after_call(&conn);
@@ -462,7 +485,9 @@ impl WorkerHost {
         }
     }
 
-    /// The worker `pid` is placed on, placing it on the current process worker first.
+    /// The worker `pid` is placed on, placing it first on the process worker that holds the
+    /// fewest placed processes, or on a new one when every worker holds
+    /// [`HostConfig::hot_per_worker`].
     async fn worker_of(&self, pid: i64) -> Result<Arc<Conn>, String> {
         let placed = lock(&self.inner.placement).get(&pid).cloned();
         if let Some(conn) = placed {
@@ -470,7 +495,35 @@ impl WorkerHost {
                 return Ok(conn);
             }
         }
-        let conn = self.current(Kind::Processes).await?;
+        let mut workers = self.inner.processes.lock().await;
+        workers.retain(|conn| {
+            let serving = conn.ended().is_none() && !conn.is_draining();
+            if !serving {
+                self.forget_worker(conn);
+            }
+            serving
+        });
+        let least = {
+            let placement = lock(&self.inner.placement);
+            let mut load = vec![0usize; workers.len()];
+            for conn in placement.values() {
+                if let Some(at) = workers.iter().position(|w| Arc::ptr_eq(w, conn)) {
+                    load[at] += 1;
+                }
+            }
+            (0..workers.len())
+                .min_by_key(|at| load[*at])
+                .filter(|at| load[*at] < self.inner.config.hot_per_worker.max(1))
+        };
+        let conn = match least {
+            Some(at) => workers[at].clone(),
+            None => {
+                let conn = self.start_worker(Kind::Processes).await?;
+                workers.push(conn.clone());
+                conn
+            }
+        };
+        drop(workers);
         lock(&self.inner.placement).insert(pid, conn.clone());
         Ok(conn)
     }
@@ -482,25 +535,28 @@ impl WorkerHost {
         }
     }
 
-    /// The worker of `kind` that takes new work, started if there is none.
-    async fn current(&self, kind: Kind) -> Result<Arc<Conn>, String> {
-        let binary = self.inner.binary.clone().ok_or_else(|| {
-            format!(
-                "isolate workers: cannot find the {} binary that runs them; install it beside this program or set KernelConfig::runtime_binary",
-                crate::providers::runtime_binary::NAME
-            )
-        })?;
-        let slot = match kind {
-            Kind::Processes => &self.inner.processes,
-            Kind::Tests => &self.inner.tests,
-        };
-        let mut slot = slot.lock().await;
+    /// The test worker, started if there is none (or it is draining or gone).
+    async fn tester(&self) -> Result<Arc<Conn>, String> {
+        let mut slot = self.inner.tests.lock().await;
         if let Some(conn) = slot.as_ref() {
             if conn.ended().is_none() && !conn.is_draining() {
                 return Ok(conn.clone());
             }
             self.forget_worker(conn);
         }
+        let conn = self.start_worker(Kind::Tests).await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Starts a worker of `kind`.
+    async fn start_worker(&self, kind: Kind) -> Result<Arc<Conn>, String> {
+        let binary = self.inner.binary.clone().ok_or_else(|| {
+            format!(
+                "isolate workers: cannot find the {} binary that runs them; install it beside this program or set KernelConfig::runtime_binary",
+                crate::providers::runtime_binary::NAME
+            )
+        })?;
         let number = self.inner.numbers.fetch_add(1, Ordering::Relaxed);
         let config = &self.inner.config;
         let sizes = match kind {
@@ -542,7 +598,6 @@ impl WorkerHost {
         );
         self.inner.started.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.live).push(conn.clone());
-        *slot = Some(conn.clone());
         Ok(conn)
     }
 
@@ -597,6 +652,20 @@ impl WorkerHost {
                 self.inner.lost.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Whether a call that failed with `error` may have lost its isolate: the worker drops an
+/// isolate after a time or memory limit, a cancellation or an internal failure, and a lost
+/// worker holds none. (A tool's own error, a syscall's, a result too large or a stack
+/// overflow leave it usable.)
+fn may_poison(error: &CallError) -> bool {
+    match error {
+        CallError::Limit { limit, .. } => {
+            matches!(limit.as_str(), "cpu_time" | "wall_clock" | "memory")
+        }
+        CallError::Cancelled(_) | CallError::Internal(_) | CallError::Retry(_) => true,
+        CallError::Syscall { .. } | CallError::Threw { .. } | CallError::Module(_) => false,
     }
 }
 

@@ -170,7 +170,10 @@ impl Kernel {
         // The process and its grants exist in memory only once they are durable.
         let mut state = self.inner.state.lock();
         state.caps.insert(pid, caps);
-        state.requestable.insert(pid, new.requestable);
+        // Most processes may request nothing: no entry (absent means none).
+        if !new.requestable.is_empty() {
+            state.requestable.insert(pid, new.requestable);
+        }
         state.procs.insert(pid, process);
         Ok(pid)
     }

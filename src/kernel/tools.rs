@@ -709,12 +709,17 @@ impl Kernel {
                 row.try_get::<i64, _>("carried")? != 0,
             ));
         }
-        let running_tasks: Vec<Pid> = self.inner.tasks.lock().keys().copied().collect();
+        // Sets, not lists: this loop visits every registered process.
+        let owned_elsewhere: std::collections::HashSet<Pid> = owned_elsewhere.into_iter().collect();
+        let with_invocation: std::collections::HashSet<Pid> =
+            pending.iter().map(|(_, pid, ..)| *pid).collect();
+        let running_tasks: std::collections::HashSet<Pid> =
+            self.inner.tasks.lock().keys().copied().collect();
         for p in self.processes() {
             if owned_elsewhere.contains(&p.pid) {
                 continue;
             }
-            let has_invocation = pending.iter().any(|(_, pid, ..)| *pid == p.pid);
+            let has_invocation = with_invocation.contains(&p.pid);
             let stale =
                 p.status == super::process::Status::Running && !running_tasks.contains(&p.pid);
             let parked = p.status.is_waiting() && has_invocation;

@@ -5,13 +5,18 @@
 use parking_lot::Mutex;
 use sqlx::SqlitePool;
 
-/// Ids taken from the database per round trip.
-const BLOCK: i64 = 256;
+/// Ids taken from the database per round trip. Each spawn takes a pid and a capability id
+/// per grant (at least three), so a small block makes concurrent spawns queue for the
+/// database's write lock behind the writer's group commits.
+const BLOCK: i64 = 4096;
 
 /// One named sequence.
 pub struct IdBlock {
     key: &'static str,
     range: Mutex<(i64, i64)>,
+    /// Held while a block is taken: callers that find the block used up wait for one
+    /// refill instead of each taking a block.
+    refill: tokio::sync::Mutex<()>,
 }
 
 impl IdBlock {
@@ -30,6 +35,7 @@ impl IdBlock {
         Ok(IdBlock {
             key,
             range: Mutex::new((0, 0)),
+            refill: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -41,6 +47,14 @@ impl IdBlock {
                 if range.0 < range.1 {
                     range.0 += 1;
                     return Ok(range.0);
+                }
+            }
+            let _one_refill = self.refill.lock().await;
+            {
+                let range = self.range.lock();
+                if range.0 < range.1 {
+                    // Another caller refilled it while this one waited.
+                    continue;
                 }
             }
             let end: String = sqlx::query_scalar(

@@ -32,7 +32,9 @@ pub enum KeyError {
 /// The key that seals rows and the audit head.
 #[derive(Clone)]
 pub struct Sealer {
-    key: [u8; 32],
+    /// The HMAC keyed once: each seal clones it instead of hashing the key again (restoring
+    /// a large store verifies several seals per process).
+    keyed: HmacSha256,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -81,7 +83,10 @@ impl<'a, T: Into<Field<'a>>> From<Option<T>> for Field<'a> {
 impl Sealer {
     /// A sealer with a given key (tests, benchmarks).
     pub fn from_key(key: [u8; 32]) -> Sealer {
-        Sealer { key }
+        Sealer {
+            keyed: <HmacSha256 as KeyInit>::new_from_slice(&key)
+                .expect("HMAC accepts any key length"),
+        }
     }
 
     /// Reads the key at `path`, or creates it (mode 0600) if there is none. Returns whether
@@ -105,7 +110,7 @@ impl Sealer {
                     .ok_or_else(|| KeyError::Malformed {
                         path: path.to_path_buf(),
                     })?;
-                Ok((Sealer { key: bytes }, false))
+                Ok((Sealer::from_key(bytes), false))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
@@ -122,7 +127,7 @@ impl Sealer {
                         file.write_all(format!("{}\n", hex::encode(key)).as_bytes())
                             .and_then(|_| file.sync_all())
                             .map_err(io)?;
-                        Ok((Sealer { key }, true))
+                        Ok((Sealer::from_key(key), true))
                     }
                     // Another runtime made it first: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -150,8 +155,7 @@ impl Sealer {
     }
 
     fn mac(&self, domain: &str, fields: &[Field<'_>]) -> HmacSha256 {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC accepts any key length");
+        let mut mac = self.keyed.clone();
         let mut put = |tag: &str, text: &str| {
             mac.update(tag.as_bytes());
             mac.update(text.len().to_string().as_bytes());
