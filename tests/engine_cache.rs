@@ -26,7 +26,7 @@ impl SyscallPort for NoSyscalls {
     fn syscall(
         &self,
         _ctx: &CallContext,
-        _call: Value,
+        _call: Box<serde_json::value::RawValue>,
     ) -> BoxFuture<'static, Result<Value, Value>> {
         Box::pin(async { Ok(Value::Null) })
     }

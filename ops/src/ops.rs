@@ -4,7 +4,8 @@
 //! or mistyped fields are an `InvalidArgument` error), takes the caller's context from the
 //! [`CallBinding`] in `OpState` (never from JavaScript), counts the syscall against the call's
 //! limit, and forwards the wire form `{"primitive": "fs.read_text", ...}` to the
-//! [`SyscallPort`](crate::SyscallPort). It answers `{ok: true, value}` or
+//! [`SyscallPort`](crate::SyscallPort) as JSON text, serialized once from the typed fields
+//! (the kernel decodes that text straight into its `Syscall`). It answers `{ok: true, value}` or
 //! `{ok: false, error, call, seq}`, recording every error it answers with in the call's
 //! binding (`seq` is its number there); the JavaScript face (`ts/libos.ts`) turns errors into
 //! classes. No authority logic lives here: the kernel checks every call.
@@ -16,7 +17,8 @@ use deno_core::op2;
 use deno_core::OpState;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
 use crate::port::CallBinding;
 
@@ -29,10 +31,23 @@ fn failure(error: Value) -> Value {
     json!({ "ok": false, "error": error })
 }
 
-/// Builds the wire form of `primitive` from the op's argument object.
-fn wire<A: DeserializeOwned + Serialize>(primitive: &str, args: Value) -> Result<Value, Value> {
+/// The wire form of one call: the primitive's name, then its typed fields.
+#[derive(Serialize)]
+struct Tagged<'a, A> {
+    primitive: &'a str,
+    #[serde(flatten)]
+    fields: &'a A,
+}
+
+/// Builds the wire form of `primitive` from the op's argument object: decoded once into the
+/// primitive's typed fields (unknown or mistyped fields are refused here), then written as
+/// JSON text once.
+fn wire<A: DeserializeOwned + Serialize>(
+    primitive: &str,
+    args: Value,
+) -> Result<Box<RawValue>, Value> {
     let args = if args.is_null() {
-        Value::Object(Map::new())
+        Value::Object(Default::default())
     } else {
         args
     };
@@ -42,13 +57,13 @@ fn wire<A: DeserializeOwned + Serialize>(primitive: &str, args: Value) -> Result
             format!("invalid argument: {primitive}: {e}"),
         )
     };
-    let typed: A = serde_json::from_value(args).map_err(invalid)?;
-    let mut call = match serde_json::to_value(typed).map_err(invalid)? {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    call.insert("primitive".into(), Value::String(primitive.into()));
-    Ok(Value::Object(call))
+    let fields: A = serde_json::from_value(args).map_err(invalid)?;
+    let text = serde_json::to_string(&Tagged {
+        primitive,
+        fields: &fields,
+    })
+    .map_err(invalid)?;
+    RawValue::from_string(text).map_err(invalid)
 }
 
 /// The body shared by every syscall op.
@@ -306,17 +321,24 @@ pub fn op_stop() {}
 mod tests {
     use super::*;
 
+    /// The wire text of a call, read back as a value.
+    fn wire_value<A: DeserializeOwned + Serialize>(primitive: &str, args: Value) -> Value {
+        serde_json::from_str(wire::<A>(primitive, args).unwrap().get()).unwrap()
+    }
+
     #[test]
     fn wire_form_has_the_primitive_and_typed_fields() {
-        let call = wire::<FsWriteText>("fs.write_text", json!({"path": "a.txt", "content": "hi"}))
-            .unwrap();
+        let call =
+            wire_value::<FsWriteText>("fs.write_text", json!({"path": "a.txt", "content": "hi"}));
         assert_eq!(
             call,
             json!({"primitive": "fs.write_text", "path": "a.txt", "content": "hi", "overwrite": false})
         );
-        let call = wire::<FsList>("fs.list", Value::Null).unwrap();
+        let call = wire_value::<FsList>("fs.list", Value::Null);
         assert_eq!(call, json!({"primitive": "fs.list"}));
-        let call = wire::<MemCreate>("mem.create", json!({"type": "note", "payload": 1})).unwrap();
+        let call = wire_value::<ClockNow>("clock.now", json!({}));
+        assert_eq!(call, json!({"primitive": "clock.now"}));
+        let call = wire_value::<MemCreate>("mem.create", json!({"type": "note", "payload": 1}));
         assert_eq!(call["type"], "note");
         assert_eq!(call["primitive"], "mem.create");
     }

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// A boxed, sendable future (the same type as `futures::future::BoxFuture`).
@@ -18,10 +19,15 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Implemented by the kernel; the only door from an isolate to the host.
 pub trait SyscallPort: Send + Sync {
-    /// `call` is the wire form of a kernel `Syscall`, e.g.
-    /// `{"primitive":"fs.read_text","path":"a.txt"}`. `Ok(value)`, or `Err(wire error object)`
-    /// shaped like the kernel's `WireError` (`kind`, `message`, `resource`?, `right`?, ...).
-    fn syscall(&self, ctx: &CallContext, call: Value) -> BoxFuture<'static, Result<Value, Value>>;
+    /// `call` is the wire form of a kernel `Syscall` as JSON text, e.g.
+    /// `{"primitive":"fs.read_text","path":"a.txt"}`, passed on as it is (not re-parsed on
+    /// the way). `Ok(value)`, or `Err(wire error object)` shaped like the kernel's
+    /// `WireError` (`kind`, `message`, `resource`?, `right`?, ...).
+    fn syscall(
+        &self,
+        ctx: &CallContext,
+        call: Box<RawValue>,
+    ) -> BoxFuture<'static, Result<Value, Value>>;
 
     /// `console.*` output of the tool (goes to the process's event log, never host stdout).
     fn console(&self, ctx: &CallContext, level: &str, text: &str);

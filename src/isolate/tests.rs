@@ -39,7 +39,12 @@ impl TestPort {
 }
 
 impl SyscallPort for TestPort {
-    fn syscall(&self, ctx: &CallContext, call: Value) -> BoxFuture<'static, Result<Value, Value>> {
+    fn syscall(
+        &self,
+        ctx: &CallContext,
+        call: Box<serde_json::value::RawValue>,
+    ) -> BoxFuture<'static, Result<Value, Value>> {
+        let call: Value = serde_json::from_str(call.get()).unwrap();
         let answer = (self.script)(&call);
         self.calls.lock().unwrap().push((ctx.pid, call));
         let delay = self.delay;
@@ -656,7 +661,7 @@ impl SyscallPort for BlockingPort {
     fn syscall(
         &self,
         _ctx: &CallContext,
-        _call: Value,
+        _call: Box<serde_json::value::RawValue>,
     ) -> BoxFuture<'static, Result<Value, Value>> {
         let hold = self.0;
         Box::pin(async move {

@@ -13,6 +13,7 @@
 //! socket is the worker's lifeline: it exits when the kernel's side closes.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{CallError, CallLimits, IsolateError};
@@ -83,14 +84,16 @@ pub enum ToWorker {
     Shutdown,
 }
 
-/// Worker → kernel.
+/// Worker → kernel. Externally tagged (`{"syscall": {...}}`), so a syscall's request is
+/// read as the text the op wrote, without buffering, and decoded once by the kernel.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum FromWorker {
     Syscall {
         call: u64,
         seq: u64,
-        request: Value,
+        /// The wire form of the syscall, as JSON text (see `SyscallPort::syscall`).
+        request: Box<RawValue>,
     },
     Console {
         call: u64,
@@ -108,9 +111,7 @@ pub enum FromWorker {
         usage: WorkerUsage,
     },
     /// Call `call` was stopped but keeps running in the engine: kill this worker.
-    Stuck {
-        call: u64,
-    },
+    Stuck { call: u64 },
 }
 
 /// What a worker reports of its own wear, with every answer.

@@ -107,19 +107,30 @@ impl Health {
 /// A call's answer, sent once: by the call's task when the call ends, or by the watchdog
 /// when a stopped call's poll never returns (the task is stuck in the engine then).
 #[derive(Clone)]
-struct Reply(Arc<Mutex<Option<oneshot::Sender<CallAnswer>>>>);
+struct Reply {
+    sender: Arc<Mutex<Option<oneshot::Sender<CallAnswer>>>>,
+    ctx: super::CallContext,
+}
 
 /// A worker's answer to a call.
 type CallAnswer = Answer<Result<Value, CallError>>;
 
 impl Reply {
-    fn new(reply: oneshot::Sender<CallAnswer>) -> Reply {
-        Reply(Arc::new(Mutex::new(Some(reply))))
+    fn new(reply: oneshot::Sender<CallAnswer>, ctx: &super::CallContext) -> Reply {
+        Reply {
+            sender: Arc::new(Mutex::new(Some(reply))),
+            ctx: ctx.clone(),
+        }
     }
 
+    /// Sends the answer; a call's outcome goes to the process's [`on_answer`] hook first, on
+    /// this thread.
     fn send(&self, answer: CallAnswer) {
-        let reply = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let reply = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(reply) = reply {
+            if let (Answer::Done(outcome), Some(hook)) = (&answer, ON_ANSWER.get()) {
+                hook(&self.ctx, outcome);
+            }
             let _ = reply.send(answer);
         }
     }
@@ -256,6 +267,21 @@ fn report_stuck(ctx: &super::CallContext) {
     }
 }
 
+/// What the process does with a call's outcome on the thread that has it (see
+/// [`on_answer`]).
+pub(crate) type AnswerHook =
+    Box<dyn Fn(&super::CallContext, &Result<Value, CallError>) + Send + Sync>;
+
+static ON_ANSWER: OnceLock<AnswerHook> = OnceLock::new();
+
+/// Sets, once per process, what happens to each call's outcome the moment a worker thread
+/// (or the watchdog, for a call stuck in the engine) has it, before the host's caller is
+/// woken: an isolate worker process writes its answer to the kernel from there, with no hop
+/// through its main thread. The caller still gets the same outcome.
+pub(crate) fn on_answer(hook: AnswerHook) {
+    let _ = ON_ANSWER.set(hook);
+}
+
 /// Sizes of one worker.
 #[derive(Clone, Copy)]
 pub(crate) struct WorkerConfig {
@@ -352,7 +378,7 @@ async fn serve(
                 reply,
             } => {
                 let local = local.clone();
-                let reply = Reply::new(reply);
+                let reply = Reply::new(reply, &req.ctx);
                 tasks.spawn_local(async move {
                     let slot = local.slot(pid);
                     let mut isolate = slot.lock().await;
@@ -364,7 +390,7 @@ async fn serve(
             }
             Command::Ephemeral { req, claim, reply } => {
                 let local = local.clone();
-                let reply = Reply::new(reply);
+                let reply = Reply::new(reply, &req.ctx);
                 tasks.spawn_local(async move {
                     if !claim.take() {
                         return;

@@ -28,11 +28,12 @@
 //! make this worker's own calls hang — what the kill above exists for — and grants nothing.
 //! A release build neither reads the variable nor has the code that keeps the globals.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -134,10 +135,26 @@ impl Outbox {
             Err(e) => eprintln!("isolate worker: cannot encode a frame: {e}"),
         }
     }
+
+    /// Sends call `call`'s answer.
+    fn send_done(&self, call: u64, outcome: &Result<Value, super::CallError>, usage: WorkerUsage) {
+        self.send(&FromWorker::Done {
+            call,
+            outcome: outcome.clone(),
+            usage,
+        });
+    }
 }
 
 /// Syscalls waiting for the kernel's answer, by (call, seq).
 type Pending = Arc<Mutex<HashMap<(u64, u64), oneshot::Sender<Result<Value, Value>>>>>;
+
+/// Calls whose `done` a worker thread already sent.
+type Answered = Arc<Mutex<HashSet<u64>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 async fn serve(control: OwnedFd) -> i32 {
     let stream = std::os::unix::net::UnixStream::from(control);
@@ -162,6 +179,19 @@ async fn serve(control: OwnedFd) -> i32 {
         max_queued: sizes.max_queued,
         ..HostConfig::default()
     });
+    // A call's `done` is written by the thread that has its outcome; the calls answered
+    // that way are noted so that the task awaiting the host's answer does not send another.
+    let answered: Answered = Arc::default();
+    {
+        let (out, answered, host) = (out.clone(), answered.clone(), host.clone());
+        super::worker::on_answer(Box::new(move |ctx, outcome| {
+            let Some(call) = call_of(&ctx.invocation_id) else {
+                return;
+            };
+            lock(&answered).insert(call);
+            out.send_done(call, outcome, usage(&host));
+        }));
+    }
     let pending: Pending = Arc::default();
     let mut modules: HashMap<String, Arc<ToolModule>> = HashMap::new();
     loop {
@@ -226,6 +256,7 @@ async fn serve(control: OwnedFd) -> i32 {
                     random_seed,
                 };
                 let (host, out, pending) = (host.clone(), out.clone(), pending.clone());
+                let answered = answered.clone();
                 tokio::spawn(async move {
                     let outcome = if ephemeral {
                         host.run_ephemeral(req).await
@@ -234,15 +265,12 @@ async fn serve(control: OwnedFd) -> i32 {
                     } else {
                         host.call(pid, req).await
                     };
-                    pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .retain(|(of, _), _| *of != call);
-                    out.send(&FromWorker::Done {
-                        call,
-                        outcome,
-                        usage: usage(&host),
-                    });
+                    lock(&pending).retain(|(of, _), _| *of != call);
+                    // An outcome from a worker thread was sent there; one the host made
+                    // itself (it shut down, no thread could run the call) is sent here.
+                    if !lock(&answered).remove(&call) {
+                        out.send_done(call, &outcome, usage(&host));
+                    }
                 });
             }
             ToWorker::SyscallReply { call, seq, outcome } => {
@@ -296,7 +324,7 @@ impl SyscallPort for IpcPort {
     fn syscall(
         &self,
         _ctx: &CallContext,
-        request: Value,
+        request: Box<RawValue>,
     ) -> BoxFuture<'static, Result<Value, Value>> {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();

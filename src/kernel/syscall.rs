@@ -448,6 +448,51 @@ impl Syscall {
         Syscall::decode(value).map_err(|e| e.to_string())
     }
 
+    /// Decodes the wire form from its JSON text (what an isolate's op wrote) straight into
+    /// the family's call, with no intermediate `Value`. Text whose `primitive` is not one
+    /// plain string field (missing, mistyped, repeated, or not an object at all) takes the
+    /// path of [`Syscall::from_wire`], so its error reads the same.
+    pub fn from_wire_text(text: &str) -> Result<Syscall, String> {
+        #[derive(Deserialize)]
+        struct Named<'a> {
+            #[serde(borrow)]
+            primitive: std::borrow::Cow<'a, str>,
+        }
+        let primitive = match serde_json::from_str::<Named>(text) {
+            Ok(named) => named.primitive,
+            Err(named) => {
+                let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+                // A string `primitive` that `Named` refused was repeated: which one is
+                // meant is not for the kernel to guess.
+                if value.get("primitive").is_some_and(Value::is_string) {
+                    return Err(named.to_string());
+                }
+                return Syscall::from_wire(value);
+            }
+        };
+        let family = primitive.split_once('.').map_or("", |(family, _)| family);
+        let decoded = match family {
+            "fs" => serde_json::from_str(text).map(Syscall::Fs),
+            "proc" => serde_json::from_str(text).map(Syscall::Proc),
+            "event" => serde_json::from_str(text).map(Syscall::Event),
+            "mem" => serde_json::from_str(text).map(Syscall::Mem),
+            "clock" => serde_json::from_str(text).map(Syscall::Clock),
+            "shell" => serde_json::from_str(text).map(Syscall::Shell),
+            "net" => serde_json::from_str(text).map(Syscall::Net),
+            "human" => serde_json::from_str(text).map(Syscall::Human),
+            "cap" => serde_json::from_str(text).map(Syscall::Cap),
+            "image" => serde_json::from_str(text).map(Syscall::Image),
+            "tool" => serde_json::from_str(text).map(Syscall::Tool),
+            _ => {
+                return Err(format!(
+                    "unknown variant `{primitive}`, expected a primitive of a family: {FAMILIES} \
+                     (e.g. `fs.read_text`)"
+                ))
+            }
+        };
+        decoded.map_err(|e| e.to_string())
+    }
+
     /// Reads the family from the primitive's prefix, then decodes that family's call (whose
     /// errors name the field, or list the family's primitives).
     fn decode(value: Value) -> Result<Syscall, serde_json::Error> {
@@ -728,6 +773,77 @@ mod tests {
         assert!(err.contains("invalid type: integer `3`"), "{err}");
         let err = serde_json::from_str::<Syscall>(r#"{"primitive": "fs.mkdir"}"#).unwrap_err();
         assert!(err.to_string().contains("missing field `path`"), "{err}");
+    }
+
+    /// What a compromised isolate worker can put in a syscall's text: each class is refused
+    /// with an error that names what is wrong, and a well-formed call decodes as its value
+    /// would.
+    #[test]
+    fn malformed_syscall_text_is_refused_with_a_clear_error() {
+        let call = Syscall::from_wire_text(r#"{"primitive":"fs.read_text","path":"a.txt"}"#);
+        assert_eq!(
+            call,
+            Ok(Syscall::Fs(FsCall::ReadText {
+                path: "a.txt".into()
+            }))
+        );
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let huge = format!(
+            r#"{{"primitive":"fs.read_text","path":"{}"}}"#,
+            "x".repeat(1 << 24)
+        );
+        let wrong_family =
+            r#"{"primitive":"fs.delete_file","path":"a","payload":{"primitive":"mem.read"}}"#;
+        for (text, names) in [
+            ("", "EOF"),
+            ("{", "EOF"),
+            ("null", "invalid type: null"),
+            ("3", "invalid type"),
+            (r#""fs.read_text""#, "invalid type"),
+            (r#"["fs.read_text", "a"]"#, "invalid type"),
+            (r#"{"path": "a"}"#, "missing field `primitive`"),
+            (r#"{"primitive": 3}"#, "expected a primitive name"),
+            (r#"{"primitive": null}"#, "expected a primitive name"),
+            (
+                r#"{"primitive": "fs.read_text", "primitive": "fs.delete_file", "path": "a"}"#,
+                "duplicate field `primitive`",
+            ),
+            (r#"{"primitive": "foo.bar"}"#, "unknown variant `foo.bar`"),
+            (
+                r#"{"primitive": "fs.nope", "path": "a"}"#,
+                "unknown variant `fs.nope`",
+            ),
+            (
+                r#"{"primitive": "fs.read_text", "path": 3}"#,
+                "invalid type: integer `3`",
+            ),
+            (r#"{"primitive": "fs.read_text"}"#, "missing field `path`"),
+            (
+                r#"{"primitive": "fs.read_text", "path": "a", "path": "b"}"#,
+                "duplicate field `path`",
+            ),
+            (
+                r#"{"primitive": "proc.wait", "pid": 1e400}"#,
+                "number out of range",
+            ),
+            (deep.as_str(), "recursion limit exceeded"),
+        ] {
+            let err = Syscall::from_wire_text(text).expect_err(text);
+            assert!(err.contains(names), "{text:.80}: {err}");
+        }
+        // Large but well formed: decoded, not refused (the frame bound limits its size).
+        assert!(Syscall::from_wire_text(&huge).is_ok());
+        // What the call does not take is never read: not a pid, not a primitive nested in
+        // another field.
+        let stated = r#"{"primitive": "fs.read_text", "path": "a", "pid": 8}"#;
+        assert_eq!(
+            Syscall::from_wire_text(stated),
+            Ok(Syscall::Fs(FsCall::ReadText { path: "a".into() }))
+        );
+        assert_eq!(
+            Syscall::from_wire_text(wrong_family),
+            Ok(Syscall::Fs(FsCall::DeleteFile { path: "a".into() }))
+        );
     }
 }
 
@@ -1076,22 +1192,44 @@ mod properties {
         Ok(())
     }
 
+    /// The decoder of an op's text means what the decoder of values means: the same call,
+    /// or a refusal.
+    fn check_text(input: Value) -> Result<(), TestCaseError> {
+        let from_value = Syscall::from_wire(input.clone());
+        let from_text = Syscall::from_wire_text(&input.to_string());
+        prop_assert_eq!(
+            from_text.as_ref().ok(),
+            from_value.as_ref().ok(),
+            "{}",
+            input
+        );
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(config(512))]
 
         #[test]
         fn any_json_decodes_or_is_refused(input in json_with_keys(FIELDS)) {
+            check_text(input.clone())?;
             check(input)?;
         }
 
         #[test]
         fn call_shaped_json_decodes_or_is_refused(input in call_like()) {
+            check_text(input.clone())?;
             check(input)?;
         }
 
         #[test]
         fn mutated_calls_decode_or_are_refused(input in mutated_sample()) {
+            check_text(input.clone())?;
             check(input)?;
+        }
+
+        #[test]
+        fn any_text_decodes_or_is_refused(text in ".{0,64}") {
+            let _ = Syscall::from_wire_text(&text);
         }
 
         #[test]

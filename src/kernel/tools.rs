@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sqlx::Row;
 
@@ -926,19 +927,23 @@ impl SyscallPort for KernelPort {
     fn syscall(
         &self,
         ctx: &CallContext,
-        call: Value,
+        call: Box<RawValue>,
     ) -> agent_libos_ops::BoxFuture<'static, Result<Value, Value>> {
+        // Decoded once, from the text the op wrote, straight into the typed call.
+        let call = match Syscall::from_wire_text(call.get()) {
+            Ok(call) => call,
+            Err(e) => {
+                let refused = Err(wire(&SyscallError::invalid(e)));
+                return Box::pin(async move { refused });
+            }
+        };
         let kernel = self.kernel.clone();
         let handle = self.handle.clone();
         let ctx = ctx.clone();
         // The engine polls this future inside a callback that cannot unwind: a panic must
         // stop here, as this call's `Internal` error.
-        let primitive = call["primitive"].as_str().unwrap_or("syscall").to_string();
+        let primitive = call.name();
         let serve = async move {
-            let call = match Syscall::from_wire(call) {
-                Ok(call) => call,
-                Err(e) => return Err(wire(&SyscallError::invalid(e))),
-            };
             let run = async move {
                 kernel
                     .syscall_correlated(ctx.pid, call, Some(ctx.invocation_id))
@@ -959,7 +964,7 @@ impl SyscallPort for KernelPort {
         Box::pin(async move {
             match AssertUnwindSafe(serve).catch_unwind().await {
                 Ok(result) => result,
-                Err(payload) => Err(wire(&panicked(&primitive, payload.as_ref()))),
+                Err(payload) => Err(wire(&panicked(primitive, payload.as_ref()))),
             }
         })
     }
@@ -1011,11 +1016,15 @@ impl SyscallPort for MockPort {
     fn syscall(
         &self,
         _ctx: &CallContext,
-        call: Value,
+        call: Box<RawValue>,
     ) -> agent_libos_ops::BoxFuture<'static, Result<Value, Value>> {
         // Answered synchronously, but polled inside the engine all the same.
-        let outcome = catch_panic_sync("declared test", || Ok(self.answer(call)))
-            .unwrap_or_else(|err| Err(wire(&err)));
+        let outcome = catch_panic_sync("declared test", || {
+            let call = serde_json::from_str(call.get())
+                .map_err(|e| SyscallError::invalid(format!("a syscall of unknown shape: {e}")))?;
+            Ok(self.answer(call))
+        })
+        .unwrap_or_else(|err| Err(wire(&err)));
         Box::pin(async move { outcome })
     }
 

@@ -261,7 +261,12 @@ async fn wait_for_close(control: &AsyncFd<OwnedFd>) {
 struct FixedPort;
 
 impl SyscallPort for FixedPort {
-    fn syscall(&self, _ctx: &CallContext, call: Value) -> BoxFuture<'static, Result<Value, Value>> {
+    fn syscall(
+        &self,
+        _ctx: &CallContext,
+        call: Box<serde_json::value::RawValue>,
+    ) -> BoxFuture<'static, Result<Value, Value>> {
+        let call: Value = serde_json::from_str(call.get()).unwrap_or(Value::Null);
         Box::pin(async move { Ok(json!({ "echo": call })) })
     }
 

@@ -17,8 +17,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -62,7 +64,7 @@ pub(crate) enum Mode {
 enum CallEvent {
     Syscall {
         seq: u64,
-        request: Value,
+        request: Box<RawValue>,
     },
     Console {
         level: String,
@@ -380,10 +382,16 @@ impl Conn {
             out: self.out.clone(),
             number: self.number,
             call,
-            in_flight: Vec::new(),
+            in_flight: HashSet::new(),
             settled: false,
         };
-        let mut syscalls = FuturesUnordered::new();
+        // The syscalls being served, polled by this future itself: no task and no wake of
+        // another thread per syscall. A slow one holds up only this call (each call is its
+        // caller's own future), and they are dropped (answered as cancelled, see
+        // `Abandon`) if the caller drops this future. Declared after `abandon`, so dropped
+        // before it.
+        let mut syscalls: FuturesUnordered<BoxFuture<'static, (u64, Option<Value>)>> =
+            FuturesUnordered::new();
         let (mut served, mut console_bytes) = (0u64, 0usize);
         // The errors the kernel returned to this call's syscalls: the only ones its
         // outcome may carry as a kernel outcome (a denial, a limit, a request for a human).
@@ -422,20 +430,17 @@ impl Conn {
                             continue;
                         }
                         served += 1;
+                        // The port's future is boxed: the kernel's syscall futures are deep,
+                        // and only a pointer to one lives in this call's state.
                         let answer = req.port.syscall(&req.ctx, request);
                         let (out, number) = (self.out.clone(), self.number);
-                        // A task of its own: the kernel's syscall futures are deep, and this
-                        // one is polled at the top of the caller's runtime, not under the
-                        // caller's stack. It finishes even if the caller goes away.
-                        let task = tokio::spawn(async move {
+                        abandon.in_flight.insert(seq);
+                        syscalls.push(Box::pin(async move {
                             let outcome = answer.await;
                             let error = outcome.as_ref().err().cloned();
                             send_to(&out, number, &ToWorker::SyscallReply { call, seq, outcome });
-                            error
-                        });
-                        abandon.in_flight.retain(|(_, task)| !task.is_finished());
-                        abandon.in_flight.push((seq, task.abort_handle()));
-                        syscalls.push(task);
+                            (seq, error)
+                        }));
                     }
                     Some(CallEvent::Console { level, text }) => {
                         // Only the engine's levels, and no empty line: every line the
@@ -463,16 +468,18 @@ impl Conn {
                     }),
                     None => break Err(lost(self.number, "the connection ended")),
                 },
-                Some(served) = syscalls.next(), if !syscalls.is_empty() => {
-                    returned.extend(served.ok().flatten());
+                Some((seq, error)) = syscalls.next(), if !syscalls.is_empty() => {
+                    abandon.in_flight.remove(&seq);
+                    returned.extend(error);
                 }
             }
         };
         // The call has its outcome: from now on its id grants nothing (a late frame is
         // refused, never queued). The syscalls already being served finish first.
         drop(running);
-        while let Some(served) = syscalls.next().await {
-            returned.extend(served.ok().flatten());
+        while let Some((seq, error)) = syscalls.next().await {
+            abandon.in_flight.remove(&seq);
+            returned.extend(error);
         }
         abandon.settled = true;
         Some(match outcome {
@@ -503,7 +510,8 @@ impl Conn {
                     }
                     None => {
                         drop(table);
-                        let primitive = request["primitive"].as_str().unwrap_or("?");
+                        let primitive = primitive_of(&request);
+                        let primitive = primitive.as_deref().unwrap_or("?");
                         tracing::warn!(
                             worker = self.number,
                             call,
@@ -604,7 +612,8 @@ struct Abandon {
     out: Arc<FrameWriter>,
     number: u64,
     call: u64,
-    in_flight: Vec<(u64, tokio::task::AbortHandle)>,
+    /// The numbers of the syscalls being served (their futures are dropped with the call's).
+    in_flight: HashSet<u64>,
     /// The call ended and every syscall it made was answered.
     settled: bool,
 }
@@ -614,11 +623,7 @@ impl Drop for Abandon {
         if self.settled {
             return;
         }
-        for (seq, task) in &self.in_flight {
-            if task.is_finished() {
-                continue;
-            }
-            task.abort();
+        for seq in &self.in_flight {
             let outcome = Err(json!({
                 "kind": "Cancelled",
                 "message": "cancelled: the caller of this tool call went away",
@@ -644,6 +649,17 @@ fn send_to(out: &FrameWriter, number: u64, message: &ToWorker) {
         tracing::error!(worker = number, %why, "cannot send to the isolate worker");
         out.close(&why);
     }
+}
+
+/// The primitive a syscall request names, for the trace of a refusal.
+fn primitive_of(request: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        primitive: String,
+    }
+    serde_json::from_str::<Named>(request.get())
+        .ok()
+        .map(|named| named.primitive)
 }
 
 fn lost(worker: u64, why: &str) -> CallError {

@@ -13,6 +13,11 @@ use crate::isolate::{BoxFuture, CallContext, CallLimits, CallRequest, SyscallPor
 use crate::providers::worker_process::{self, Reader, Writer};
 use crate::util::frame;
 
+/// A syscall request as the worker sends it: JSON text.
+fn raw(request: Value) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(&request).unwrap()
+}
+
 /// The test's end of a worker socket.
 struct UnixStream {
     reader: Reader,
@@ -26,7 +31,12 @@ struct RecordingPort {
 }
 
 impl SyscallPort for RecordingPort {
-    fn syscall(&self, ctx: &CallContext, call: Value) -> BoxFuture<'static, Result<Value, Value>> {
+    fn syscall(
+        &self,
+        ctx: &CallContext,
+        call: Box<serde_json::value::RawValue>,
+    ) -> BoxFuture<'static, Result<Value, Value>> {
+        let call: Value = serde_json::from_str(call.get()).unwrap();
         self.served
             .lock()
             .unwrap()
@@ -118,7 +128,7 @@ async fn the_kernel_refuses_a_syscall_attributed_to_a_call_not_running_on_that_w
             &FromWorker::Syscall {
                 call,
                 seq,
-                request: json!({"primitive": "fs.read_text", "path": "secret"}),
+                request: raw(json!({"primitive": "fs.read_text", "path": "secret"})),
             },
         )
         .await;
@@ -144,7 +154,7 @@ async fn the_kernel_refuses_a_syscall_attributed_to_a_call_not_running_on_that_w
         &FromWorker::Syscall {
             call: call_a,
             seq: 2,
-            request: json!({"primitive": "fs.read_text", "path": "a.txt", "pid": 8}),
+            request: raw(json!({"primitive": "fs.read_text", "path": "a.txt", "pid": 8})),
         },
     )
     .await;
@@ -180,7 +190,7 @@ async fn the_kernel_refuses_a_syscall_attributed_to_a_call_not_running_on_that_w
         &FromWorker::Syscall {
             call: call_a,
             seq: 3,
-            request: json!({"primitive": "fs.read_text", "path": "a.txt"}),
+            request: raw(json!({"primitive": "fs.read_text", "path": "a.txt"})),
         },
     )
     .await;
@@ -258,7 +268,11 @@ async fn a_worker_that_sends_garbage_oversized_frames_or_dies_fails_only_its_own
 async fn a_syscall_in_flight_when_the_worker_dies_is_finished_before_the_call_returns() {
     struct SlowPort(Mutex<Vec<&'static str>>);
     impl SyscallPort for SlowPort {
-        fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+        fn syscall(
+            &self,
+            _: &CallContext,
+            _: Box<serde_json::value::RawValue>,
+        ) -> BoxFuture<'static, Result<Value, Value>> {
             self.0.lock().unwrap().push("started");
             Box::pin(async {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -281,7 +295,7 @@ async fn a_syscall_in_flight_when_the_worker_dies_is_finished_before_the_call_re
         &FromWorker::Syscall {
             call,
             seq: 0,
-            request: json!({"primitive": "fs.write_text"}),
+            request: raw(json!({"primitive": "fs.write_text"})),
         },
     )
     .await;
@@ -329,7 +343,11 @@ async fn a_call_its_worker_never_answers_is_ended_by_killing_the_worker() {
 async fn a_worker_cannot_make_more_syscalls_or_console_output_than_the_call_allows() {
     struct Counting(Mutex<(usize, usize)>);
     impl SyscallPort for Counting {
-        fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+        fn syscall(
+            &self,
+            _: &CallContext,
+            _: Box<serde_json::value::RawValue>,
+        ) -> BoxFuture<'static, Result<Value, Value>> {
             self.0.lock().unwrap().0 += 1;
             Box::pin(async { Ok(json!("served")) })
         }
@@ -363,7 +381,7 @@ async fn a_worker_cannot_make_more_syscalls_or_console_output_than_the_call_allo
             &FromWorker::Syscall {
                 call,
                 seq,
-                request: json!({"primitive": "fs.write_text"}),
+                request: raw(json!({"primitive": "fs.write_text"})),
             },
         )
         .await;
@@ -396,7 +414,11 @@ async fn a_worker_cannot_make_more_syscalls_or_console_output_than_the_call_allo
 struct ConsolePort(Mutex<Vec<(String, String)>>);
 
 impl SyscallPort for ConsolePort {
-    fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+    fn syscall(
+        &self,
+        _: &CallContext,
+        _: Box<serde_json::value::RawValue>,
+    ) -> BoxFuture<'static, Result<Value, Value>> {
         Box::pin(async { Ok(json!("served")) })
     }
     fn console(&self, _: &CallContext, level: &str, text: &str) {
@@ -463,7 +485,11 @@ struct DelayedPort {
 }
 
 impl SyscallPort for DelayedPort {
-    fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+    fn syscall(
+        &self,
+        _: &CallContext,
+        _: Box<serde_json::value::RawValue>,
+    ) -> BoxFuture<'static, Result<Value, Value>> {
         *self.served.lock().unwrap() += 1;
         let delay = self.delay;
         Box::pin(async move {
@@ -510,7 +536,7 @@ async fn a_syscall_sent_after_its_call_was_answered_is_refused_not_held() {
     let syscall = |seq| FromWorker::Syscall {
         call,
         seq,
-        request: json!({"primitive": "fs.write_text"}),
+        request: raw(json!({"primitive": "fs.write_text"})),
     };
     say(&mut worker, &syscall(0)).await;
     say(
@@ -567,7 +593,7 @@ async fn an_interrupted_call_ends_even_if_its_worker_ignores_the_interrupt() {
         &FromWorker::Syscall {
             call,
             seq: 0,
-            request: json!({"primitive": "fs.write_text"}),
+            request: raw(json!({"primitive": "fs.write_text"})),
         },
     )
     .await;
@@ -609,7 +635,12 @@ fn denial(path: &str) -> Value {
 }
 
 impl SyscallPort for DenyingPort {
-    fn syscall(&self, _: &CallContext, call: Value) -> BoxFuture<'static, Result<Value, Value>> {
+    fn syscall(
+        &self,
+        _: &CallContext,
+        call: Box<serde_json::value::RawValue>,
+    ) -> BoxFuture<'static, Result<Value, Value>> {
+        let call: Value = serde_json::from_str(call.get()).unwrap();
         let path = call["path"].as_str().unwrap_or_default().to_string();
         Box::pin(async move { Err(denial(&path)) })
     }
@@ -646,7 +677,7 @@ async fn only_an_error_the_kernel_returned_to_the_call_becomes_its_kernel_outcom
             &FromWorker::Syscall {
                 call,
                 seq: 0,
-                request: json!({"primitive": "fs.read_text", "path": "a.txt"}),
+                request: raw(json!({"primitive": "fs.read_text", "path": "a.txt"})),
             },
         )
         .await;
@@ -683,7 +714,11 @@ struct BigAnswers {
 }
 
 impl SyscallPort for BigAnswers {
-    fn syscall(&self, _: &CallContext, _: Value) -> BoxFuture<'static, Result<Value, Value>> {
+    fn syscall(
+        &self,
+        _: &CallContext,
+        _: Box<serde_json::value::RawValue>,
+    ) -> BoxFuture<'static, Result<Value, Value>> {
         let answer = "x".repeat(self.bytes);
         Box::pin(async move { Ok(json!(answer)) })
     }
@@ -708,7 +743,7 @@ async fn a_worker_that_stops_reading_is_cut_off_instead_of_queueing_without_end(
             &FromWorker::Syscall {
                 call,
                 seq,
-                request: json!({"primitive": "fs.read_text", "path": "big"}),
+                request: raw(json!({"primitive": "fs.read_text", "path": "big"})),
             },
         )
         .await;
