@@ -162,6 +162,18 @@ impl WorkerHost {
         host
     }
 
+    /// Starts the process worker now, in the background, unless one runs: its start (and
+    /// its warm isolates, `HostConfig::warm`) overlap whatever the caller does next. A
+    /// failure is left for the first call to meet (and report) again.
+    pub fn prestart(&self) {
+        let host = self.clone();
+        self.inner.runtime.spawn(async move {
+            if let Err(e) = host.current(Kind::Processes).await {
+                tracing::debug!("isolate workers: starting ahead failed: {e}");
+            }
+        });
+    }
+
     /// Evicts idle isolates every so often, on the host's thread, while the host lives.
     fn sweep_idle(&self) {
         let period = (self.inner.config.idle_timeout / 4)
@@ -444,6 +456,7 @@ impl WorkerHost {
             Kind::Processes => WorkerSizes {
                 threads: config.threads,
                 pool_size: config.pool_size,
+                warm: config.warm,
                 heap_bytes: config.heap_bytes,
                 max_queued: config.max_queued,
             },
@@ -451,6 +464,7 @@ impl WorkerHost {
             Kind::Tests => WorkerSizes {
                 threads: 1,
                 pool_size: 0,
+                warm: 0,
                 heap_bytes: config.heap_bytes,
                 max_queued: config.max_queued,
             },

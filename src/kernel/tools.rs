@@ -94,15 +94,19 @@ impl Drop for NameClaim {
     }
 }
 
+/// Starts the isolate host of a kernel configured by `config` (its workers start later:
+/// on first use, or at once with `HostConfig::warm`).
+pub(crate) fn start_isolate_host(config: &super::KernelConfig) -> WorkerHost {
+    let binary = crate::providers::runtime_binary::locate(config.runtime_binary.as_deref());
+    WorkerHost::start(config.isolates.clone(), binary)
+}
+
 impl Kernel {
     /// The isolate host (worker processes of the runtime binary), started on first use.
     pub(crate) fn isolates(&self) -> &WorkerHost {
-        self.inner.isolates.get_or_init(|| {
-            let binary = crate::providers::runtime_binary::locate(
-                self.inner.config.runtime_binary.as_deref(),
-            );
-            WorkerHost::start(self.inner.config.isolates.clone(), binary)
-        })
+        self.inner
+            .isolates
+            .get_or_init(|| start_isolate_host(&self.inner.config))
     }
 
     /// Counters of the isolate workers: started, replaced, lost, runtimes created, largest
