@@ -265,6 +265,16 @@ impl Ctx {
             .with_context(|| format!("opening the runtime at {}", self.db.display()))
     }
 
+    /// Opens the kernel for a one-shot run of a tool: its process worker starts, with one
+    /// warm isolate, while the store opens (`HostConfig::warm`).
+    pub async fn open_for_one_call(&self, mode: HumanMode) -> Result<Kernel> {
+        let mut config = self.kernel_config(mode);
+        config.isolates.warm = 1;
+        Kernel::open(config)
+            .await
+            .with_context(|| format!("opening the runtime at {}", self.db.display()))
+    }
+
     /// Opens the kernel only if the database exists (read-only commands).
     pub async fn open_existing(&self) -> Result<Kernel> {
         if !self.db.exists() {

@@ -646,7 +646,7 @@ async fn run_tool(ctx: &Ctx, args: ToolRunArgs) -> Result<i32> {
     } else {
         HumanMode::FailFast
     };
-    let kernel = ctx.open(mode).await?;
+    let kernel = ctx.open_for_one_call(mode).await?;
     let start_seq = kernel.store().audit_head_seq().await.unwrap_or(0);
     let image = match &limits {
         Some(l) => Some(limits_image(&kernel, l).await?),

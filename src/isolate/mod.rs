@@ -73,6 +73,11 @@ pub struct HostConfig {
     /// Pre-created isolates per thread (default 0: an isolate restored from the startup
     /// snapshot takes a few milliseconds, and a one-shot run needs only its own).
     pub pool_size: usize,
+    /// Warm isolates (default 0): the first process thread creates this many once, as soon
+    /// as it starts, and never replaces them once taken. With `warm` > 0 the kernel also
+    /// starts its process worker as it opens, so that a one-shot run's worker start and
+    /// first isolate overlap the opening of the store (`agent-libos tool run` sets 1).
+    pub warm: usize,
     /// Heap limit of pooled isolates (default: `CallLimits::default().heap_bytes`). A call
     /// whose `heap_bytes` differs gets an isolate made for it instead.
     pub heap_bytes: usize,
@@ -138,6 +143,7 @@ impl Default for HostConfig {
         HostConfig {
             threads: 2,
             pool_size: 0,
+            warm: 0,
             heap_bytes: CallLimits::default().heap_bytes,
             max_queued: worker::QUEUE,
             worker_creations: WORKER_CREATIONS,
@@ -311,18 +317,24 @@ impl IsolateHost {
         let watchdog = Arc::new(Watchdog::start());
         let worker = WorkerConfig {
             pool_size: config.pool_size,
+            warm: 0,
             heap_bytes: config.heap_bytes,
             max_queued: config.max_queued,
         };
         let started = AtomicUsize::new(0);
-        let spawn = |name: &str| {
+        let spawn = |name: &str, config: WorkerConfig| {
             let n = started.fetch_add(1, Ordering::Relaxed);
-            worker::spawn(format!("{name}-{n}"), worker, watchdog.clone())
+            worker::spawn(format!("{name}-{n}"), config, watchdog.clone())
         };
+        // Only the first lane is warm: a process's first placement is the first lane when
+        // none holds a process yet (`least_loaded`).
         let lanes = (0..config.threads.max(1))
-            .map(|_| spawn("isolate"))
+            .map(|lane| {
+                let warm = if lane == 0 { config.warm } else { 0 };
+                spawn("isolate", WorkerConfig { warm, ..worker })
+            })
             .collect();
-        let tester = spawn("isolate-test");
+        let tester = spawn("isolate-test", worker);
         IsolateHost {
             inner: Arc::new(HostInner {
                 config: worker,

@@ -40,11 +40,15 @@ static SNAPSHOT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libos.snapsho
 /// The source map of the bootstrap inside [`SNAPSHOT`].
 const SNAPSHOT_SOURCE_MAP: &str = include_str!(concat!(env!("OUT_DIR"), "/libos.js.map"));
 /// Runs the bootstrap function a snapshot holds (uncalled: its hardening of the intrinsics
-/// cannot be snapshotted on every engine), after deleting it from the global object.
+/// cannot be snapshotted on every engine), after deleting it from the global object, then
+/// takes the entry point as [`TAKE_ENTRY`] does: one script instead of two (each script
+/// the engine evaluates costs a walk of the heap for its heap-limit check).
 const RUN_SNAPSHOT_BOOTSTRAP: &str =
     "(() => { const g = globalThis; const boot = g.__libos_boot__; \
     if (!delete g.__libos_boot__) throw new TypeError('the libos bootstrap stays visible'); \
-    boot(g); })()";
+    boot(g); const hooks = g.__libos_entry__; \
+    if (!delete g.__libos_entry__) throw new TypeError('the libos entry point stays visible'); \
+    return hooks; })()";
 /// Takes the entry point the bootstrap left on the global object and deletes it there,
 /// before any tool runs.
 const TAKE_ENTRY: &str = "(() => { const g = globalThis; const hooks = g.__libos_entry__; \
@@ -323,11 +327,16 @@ impl Isolate {
                 .runtime
                 .execute_script("libos:boot", RUN_SNAPSHOT_BOOTSTRAP),
         };
-        booted.map_err(|e| IsolateError::Create(format!("libos bootstrap failed: {e}")))?;
-        let hooks = isolate
-            .runtime
-            .execute_script("libos:entry", TAKE_ENTRY)
-            .map_err(|e| IsolateError::Create(format!("libos entry point: {e}")))?;
+        let booted =
+            booted.map_err(|e| IsolateError::Create(format!("libos bootstrap failed: {e}")))?;
+        let hooks = match boot {
+            // The snapshot's boot script returned the entry point already.
+            Boot::Snapshot => booted,
+            Boot::Script => isolate
+                .runtime
+                .execute_script("libos:entry", TAKE_ENTRY)
+                .map_err(|e| IsolateError::Create(format!("libos entry point: {e}")))?,
+        };
         if let Some(restore) = restore_atomics {
             let runtime = &mut *isolate.runtime;
             deno_core::scope!(scope, runtime);

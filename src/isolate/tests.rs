@@ -1190,3 +1190,47 @@ fn a_runtime_creation_never_takes_more_slots_than_its_budget() {
         );
     }
 }
+
+/// What a tool sees of its isolate: the bootstrap's hardening, and a global left by an
+/// earlier call (`x`).
+const PROBE_AND_MARK: &str = "export default { run() {\n\
+      let fromString = 'refused';\n\
+      try { Function('return 1'); fromString = 'allowed'; } catch (_) {}\n\
+      const seen = {\n\
+        deno: typeof (globalThis as any).Deno,\n\
+        boot: typeof (globalThis as any).__libos_boot__,\n\
+        entry: typeof (globalThis as any).__libos_entry__,\n\
+        frozen: Object.isFrozen(Array.prototype) && Object.isFrozen(Object),\n\
+        fromString,\n\
+        x: typeof (globalThis as any).x === 'undefined' ? 'absent' : (globalThis as any).x,\n\
+      };\n\
+      (globalThis as any).x = 7;\n\
+      return seen;\n\
+    } };";
+
+#[tokio::test]
+async fn a_warm_isolate_is_hardened_carries_nothing_and_serves_one_process() {
+    let host = IsolateHost::start(HostConfig {
+        threads: 1,
+        warm: 1,
+        ..HostConfig::default()
+    });
+    // Let the lane make its warm isolate before the first call takes it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = json!({
+        "deno": "undefined", "boot": "undefined", "entry": "undefined",
+        "frozen": true, "fromString": "refused", "x": "absent",
+    });
+    assert_eq!(
+        run(&host, 1, PROBE_AND_MARK, json!({})).await.unwrap(),
+        fresh
+    );
+    // Another process on the same lane gets an isolate of its own, as fresh.
+    assert_eq!(
+        run(&host, 2, PROBE_AND_MARK, json!({})).await.unwrap(),
+        fresh
+    );
+    // The first process kept the warm isolate: its global is still there.
+    let again = run(&host, 1, PROBE_AND_MARK, json!({})).await.unwrap();
+    assert_eq!(again["x"], json!(7));
+}

@@ -33,6 +33,7 @@ pub const WORKER_MODE: &str = "__isolate-worker";
 pub struct WorkerSizes {
     pub threads: usize,
     pub pool_size: usize,
+    pub warm: usize,
     pub heap_bytes: usize,
     pub max_queued: usize,
 }

@@ -61,7 +61,7 @@ fn epoch() -> Instant {
 }
 
 impl Health {
-    fn new() -> Health {
+    pub(crate) fn new() -> Health {
         Health {
             busy_since: AtomicU64::new(0),
             retiring: AtomicBool::new(false),
@@ -286,6 +286,8 @@ pub(crate) fn on_answer(hook: AnswerHook) {
 #[derive(Clone, Copy)]
 pub(crate) struct WorkerConfig {
     pub pool_size: usize,
+    /// Warm isolates the thread creates once at start (`pool.rs`).
+    pub warm: usize,
     pub heap_bytes: usize,
     /// Commands a worker's queue holds before senders wait.
     pub max_queued: usize,
@@ -353,7 +355,12 @@ async fn serve(
     health: Arc<Health>,
 ) {
     let local = Rc::new(Local {
-        pool: Pool::new(config.pool_size, config.heap_bytes, health.clone()),
+        pool: Pool::new(
+            config.pool_size,
+            config.warm,
+            config.heap_bytes,
+            health.clone(),
+        ),
         watchdog,
         health,
         procs: RefCell::new(HashMap::new()),

@@ -175,6 +175,7 @@ async fn serve(control: OwnedFd) -> i32 {
     let host = IsolateHost::start(HostConfig {
         threads: sizes.threads,
         pool_size: sizes.pool_size,
+        warm: sizes.warm,
         heap_bytes: sizes.heap_bytes,
         max_queued: sizes.max_queued,
         ..HostConfig::default()

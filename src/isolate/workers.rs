@@ -232,6 +232,18 @@ impl WorkerHost {
             .or_insert_with(|| self.inner.last_key.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
+    /// Starts the process worker now, in the background, unless one runs: its start (and
+    /// its warm isolates, `HostConfig::warm`) overlap whatever the caller does next. A
+    /// failure is left for the first call to meet (and report) again.
+    pub fn prestart(&self) {
+        let host = self.clone();
+        self.inner.runtime.spawn(async move {
+            if let Err(e) = host.a_process_worker().await {
+                tracing::debug!("isolate workers: starting ahead failed: {e}");
+            }
+        });
+    }
+
     /// Evicts idle isolates every so often, on the host's thread, while the host lives.
     fn sweep_idle(&self) {
         let period = (self.inner.config.idle_timeout / 4)
@@ -528,6 +540,20 @@ impl WorkerHost {
         Ok(conn)
     }
 
+    /// A serving process worker, started if there is none.
+    async fn a_process_worker(&self) -> Result<Arc<Conn>, String> {
+        let mut workers = self.inner.processes.lock().await;
+        if let Some(conn) = workers
+            .iter()
+            .find(|conn| conn.ended().is_none() && !conn.is_draining())
+        {
+            return Ok(conn.clone());
+        }
+        let conn = self.start_worker(Kind::Processes).await?;
+        workers.push(conn.clone());
+        Ok(conn)
+    }
+
     fn unplace(&self, pid: i64, conn: &Arc<Conn>) {
         let mut placement = lock(&self.inner.placement);
         if placement.get(&pid).is_some_and(|c| Arc::ptr_eq(c, conn)) {
@@ -563,6 +589,7 @@ impl WorkerHost {
             Kind::Processes => WorkerSizes {
                 threads: config.threads,
                 pool_size: config.pool_size,
+                warm: config.warm,
                 heap_bytes: config.heap_bytes,
                 max_queued: config.max_queued,
             },
@@ -570,6 +597,7 @@ impl WorkerHost {
             Kind::Tests => WorkerSizes {
                 threads: 1,
                 pool_size: 0,
+                warm: 0,
                 heap_bytes: config.heap_bytes,
                 max_queued: config.max_queued,
             },

@@ -217,6 +217,14 @@ impl Kernel {
     /// Opens the store (creating and migrating it if needed), loads state, and brings every
     /// registered process back into memory.
     pub async fn open(config: KernelConfig) -> Result<Kernel, OpenError> {
+        // With warm isolates asked for, the process worker starts (and creates them) while
+        // the store opens.
+        let isolates = std::sync::OnceLock::new();
+        if config.isolates.warm > 0 {
+            let host = tools::start_isolate_host(&config);
+            host.prestart();
+            let _ = isolates.set(host);
+        }
         let store = Store::open(&config.db_path, config.durability).await?;
         let providers = match &config.providers {
             Some(p) => p.clone(),
@@ -266,7 +274,7 @@ impl Kernel {
                 human: human::Waiters::default(),
                 tasks: Mutex::new(HashMap::new()),
                 ids,
-                isolates: std::sync::OnceLock::new(),
+                isolates,
                 tools: tools::ToolTables::default(),
                 invocations: journal::Invocations::default(),
                 leases: lease::Leases::default(),

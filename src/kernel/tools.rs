@@ -95,19 +95,24 @@ impl Drop for NameClaim {
     }
 }
 
+/// The isolate host of a kernel configured by `config`: a pid space of its own on the host
+/// it was given, or a host of its own (whose workers start later: on first use, or at once
+/// with `HostConfig::warm`).
+pub(crate) fn start_isolate_host(config: &super::KernelConfig) -> WorkerHost {
+    if let Some(shared) = &config.isolate_host {
+        return shared.share();
+    }
+    let binary = crate::providers::runtime_binary::locate(config.runtime_binary.as_deref());
+    WorkerHost::start(config.isolates.clone(), binary)
+}
+
 impl Kernel {
     /// The isolate host (worker processes of the runtime binary), started on first use, or
     /// this kernel's own pid space on the host it was given.
     pub(crate) fn isolates(&self) -> &WorkerHost {
-        self.inner.isolates.get_or_init(|| {
-            if let Some(shared) = &self.inner.config.isolate_host {
-                return shared.share();
-            }
-            let binary = crate::providers::runtime_binary::locate(
-                self.inner.config.runtime_binary.as_deref(),
-            );
-            WorkerHost::start(self.inner.config.isolates.clone(), binary)
-        })
+        self.inner
+            .isolates
+            .get_or_init(|| start_isolate_host(&self.inner.config))
     }
 
     /// Counters of the isolate workers: started, replaced, lost, runtimes created, largest
