@@ -32,19 +32,19 @@ fn tool_of(kind: usize) -> String {
         0 => tool_source("work", "return { n: args.n };"),
         1 => tool_source(
             "work",
-            "let t = 0; for (let i = 0; i < 200; i++) { t += await libos.clock.now(); } return { n: args.n, t };",
+            "let t = 0; for (let i = 0; i < 100; i++) { t += await libos.clock.now(); } return { n: args.n, t };",
         ),
         _ => tool_source(
             "work",
-            "return { n: args.n, blob: 'x'.repeat(512 * 1024) };",
+            "return { n: args.n, blob: 'x'.repeat(128 * 1024) };",
         ),
     }
 }
 
 /// 120 hot processes (a debug build creates isolates slowly: 1,000 would take minutes
 /// just to warm up), spread over several workers by `hot_per_worker`, called round-robin
-/// by 6 concurrent callers; one in six makes 200 syscalls per call and one in six returns
-/// half a megabyte. Every call completes, every process is served every round, and no
+/// by 6 concurrent callers; one in six makes 100 syscalls per call and one in six returns
+/// 128 KiB. Every call completes, every process is served every round, and no
 /// call of a plain process takes more than a bounded multiple of the median.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_hot_processes_called_at_once_are_all_served_and_none_starves() {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -38,6 +38,8 @@ const MAX_SOURCE_BYTES: usize = jit::guard::MAX_SOURCE_BYTES;
 
 /// How long the declared tests of one validation may run in total.
 const VALIDATION_MS: u64 = 10_000;
+/// Processes `resume` moves back to RUNNABLE at once (their status commits are grouped).
+const RESUME_TRANSITIONS: usize = 256;
 
 /// What `resume` did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -721,19 +723,23 @@ impl Kernel {
             pending.iter().map(|(_, pid, ..)| *pid).collect();
         let running_tasks: std::collections::HashSet<Pid> =
             self.inner.tasks.lock().keys().copied().collect();
-        for p in self.processes() {
-            if owned_elsewhere.contains(&p.pid) {
-                continue;
-            }
-            let has_invocation = with_invocation.contains(&p.pid);
-            let stale =
-                p.status == super::process::Status::Running && !running_tasks.contains(&p.pid);
-            let parked = p.status.is_waiting() && has_invocation;
-            if stale || parked {
-                self.transition(p.pid, super::process::Status::Runnable)
-                    .await?;
-            }
-        }
+        let to_runnable: Vec<Pid> = self
+            .processes()
+            .into_iter()
+            .filter(|p| {
+                let stale =
+                    p.status == super::process::Status::Running && !running_tasks.contains(&p.pid);
+                let parked = p.status.is_waiting() && with_invocation.contains(&p.pid);
+                !owned_elsewhere.contains(&p.pid) && (stale || parked)
+            })
+            .map(|p| p.pid)
+            .collect();
+        // Many at once, so that their commits are grouped instead of one per process.
+        futures::stream::iter(to_runnable)
+            .map(|pid| self.transition(pid, super::process::Status::Runnable))
+            .buffer_unordered(RESUME_TRANSITIONS)
+            .try_collect::<Vec<_>>()
+            .await?;
         let mut runs = Vec::new();
         for (id, pid, tool_name, args, start_time, seed, epoch, carried) in pending {
             let kernel = self.clone();
