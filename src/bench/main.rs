@@ -529,6 +529,12 @@ async fn mcp_calls() -> anyhow::Result<()> {
             .iter()
             .map(|g| CapabilitySpec::parse_grant(g).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<_>>()?,
+        budget: Some(agent_libos::kernel::Budget {
+            tool_calls: u64::MAX / 4,
+            children: 1_000,
+            syscalls: u64::MAX / 4,
+            wall_time_ms: 24 * 3600 * 1000,
+        }),
         ..Default::default()
     };
     let (server_io, client_io) = tokio::io::duplex(1 << 16);
