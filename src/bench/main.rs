@@ -98,12 +98,7 @@ async fn spawn(kernel: &Kernel, grants: &[&str]) -> anyhow::Result<Pid> {
         .spawn_root(SpawnOptions {
             goal: "bench".into(),
             grants,
-            budget: Some(agent_libos::kernel::Budget {
-                tool_calls: u64::MAX / 4,
-                children: 1_000,
-                syscalls: u64::MAX / 4,
-                wall_time_ms: 24 * 3600 * 1000,
-            }),
+            budget: Some(lasting_budget()),
             ..Default::default()
         })
         .await?)
@@ -132,6 +127,16 @@ fn report_cpu(name: &str, since: Duration, n: u32) {
         "{name:<58} {:>9.1?} CPU per call in the runtime's process (isolate workers not counted)",
         cpu_time().saturating_sub(since) / n
     );
+}
+
+/// A budget no measurement runs out of.
+fn lasting_budget() -> agent_libos::kernel::Budget {
+    agent_libos::kernel::Budget {
+        tool_calls: u64::MAX / 4,
+        children: 1_000,
+        syscalls: u64::MAX / 4,
+        wall_time_ms: 24 * 3600 * 1000,
+    }
 }
 
 fn report(name: &str, mut samples: Vec<Duration>) {
@@ -529,12 +534,7 @@ async fn mcp_calls() -> anyhow::Result<()> {
             .iter()
             .map(|g| CapabilitySpec::parse_grant(g).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<_>>()?,
-        budget: Some(agent_libos::kernel::Budget {
-            tool_calls: u64::MAX / 4,
-            children: 1_000,
-            syscalls: u64::MAX / 4,
-            wall_time_ms: 24 * 3600 * 1000,
-        }),
+        budget: Some(lasting_budget()),
         ..Default::default()
     };
     let (server_io, client_io) = tokio::io::duplex(1 << 16);

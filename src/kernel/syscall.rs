@@ -453,6 +453,12 @@ impl Syscall {
     /// plain string field (missing, mistyped, repeated, or not an object at all) takes the
     /// path of [`Syscall::from_wire`], so its error reads the same.
     pub fn from_wire_text(text: &str) -> Result<Syscall, String> {
+        // Only an object is a call: serde would also read a struct from an array (its
+        // first element as the tag), which the value decoder refuses.
+        if !text.trim_start().starts_with('{') {
+            let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            return Syscall::from_wire(value);
+        }
         #[derive(Deserialize)]
         struct Named<'a> {
             #[serde(borrow)]
@@ -801,6 +807,9 @@ mod tests {
             ("3", "invalid type"),
             (r#""fs.read_text""#, "invalid type"),
             (r#"["fs.read_text", "a"]"#, "invalid type"),
+            (r#"["fs.list"]"#, "invalid type"),
+            (r#"["clock.now"]"#, "invalid type"),
+            (r#" ["proc.exit"]"#, "invalid type"),
             (r#"{"path": "a"}"#, "missing field `primitive`"),
             (r#"{"primitive": 3}"#, "expected a primitive name"),
             (r#"{"primitive": null}"#, "expected a primitive name"),

@@ -940,11 +940,15 @@ impl SyscallPort for KernelPort {
         ctx: &CallContext,
         call: Box<RawValue>,
     ) -> agent_libos_ops::BoxFuture<'static, Result<Value, Value>> {
-        // Decoded once, from the text the op wrote, straight into the typed call.
-        let call = match Syscall::from_wire_text(call.get()) {
+        // Decoded once, from the text the op wrote, straight into the typed call (a panic
+        // in the decoder is this call's `Internal` error, like one in the syscall).
+        let decoded = catch_panic_sync("syscall decode", || {
+            Syscall::from_wire_text(call.get()).map_err(SyscallError::invalid)
+        });
+        let call = match decoded {
             Ok(call) => call,
             Err(e) => {
-                let refused = Err(wire(&SyscallError::invalid(e)));
+                let refused = Err(wire(&e));
                 return Box::pin(async move { refused });
             }
         };

@@ -17,7 +17,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use serde_json::value::RawValue;
@@ -382,16 +381,10 @@ impl Conn {
             out: self.out.clone(),
             number: self.number,
             call,
-            in_flight: HashSet::new(),
+            in_flight: Vec::new(),
             settled: false,
         };
-        // The syscalls being served, polled by this future itself: no task and no wake of
-        // another thread per syscall. A slow one holds up only this call (each call is its
-        // caller's own future), and they are dropped (answered as cancelled, see
-        // `Abandon`) if the caller drops this future. Declared after `abandon`, so dropped
-        // before it.
-        let mut syscalls: FuturesUnordered<BoxFuture<'static, (u64, Option<Value>)>> =
-            FuturesUnordered::new();
+        let mut syscalls = FuturesUnordered::new();
         let (mut served, mut console_bytes) = (0u64, 0usize);
         // The errors the kernel returned to this call's syscalls: the only ones its
         // outcome may carry as a kernel outcome (a denial, a limit, a request for a human).
@@ -430,17 +423,20 @@ impl Conn {
                             continue;
                         }
                         served += 1;
-                        // The port's future is boxed: the kernel's syscall futures are deep,
-                        // and only a pointer to one lives in this call's state.
                         let answer = req.port.syscall(&req.ctx, request);
                         let (out, number) = (self.out.clone(), self.number);
-                        abandon.in_flight.insert(seq);
-                        syscalls.push(Box::pin(async move {
+                        // A task of its own: the kernel's syscall futures are deep (a tool
+                        // call's syscall may be another tool call), and this one is polled at
+                        // the top of the caller's runtime, not under the caller's stack.
+                        let task = tokio::spawn(async move {
                             let outcome = answer.await;
                             let error = outcome.as_ref().err().cloned();
                             send_to(&out, number, &ToWorker::SyscallReply { call, seq, outcome });
-                            (seq, error)
-                        }));
+                            error
+                        });
+                        abandon.in_flight.retain(|(_, task)| !task.is_finished());
+                        abandon.in_flight.push((seq, task.abort_handle()));
+                        syscalls.push(task);
                     }
                     Some(CallEvent::Console { level, text }) => {
                         // Only the engine's levels, and no empty line: every line the
@@ -468,18 +464,16 @@ impl Conn {
                     }),
                     None => break Err(lost(self.number, "the connection ended")),
                 },
-                Some((seq, error)) = syscalls.next(), if !syscalls.is_empty() => {
-                    abandon.in_flight.remove(&seq);
-                    returned.extend(error);
+                Some(served) = syscalls.next(), if !syscalls.is_empty() => {
+                    returned.extend(served.ok().flatten());
                 }
             }
         };
         // The call has its outcome: from now on its id grants nothing (a late frame is
         // refused, never queued). The syscalls already being served finish first.
         drop(running);
-        while let Some((seq, error)) = syscalls.next().await {
-            abandon.in_flight.remove(&seq);
-            returned.extend(error);
+        while let Some(served) = syscalls.next().await {
+            returned.extend(served.ok().flatten());
         }
         abandon.settled = true;
         Some(match outcome {
@@ -612,8 +606,7 @@ struct Abandon {
     out: Arc<FrameWriter>,
     number: u64,
     call: u64,
-    /// The numbers of the syscalls being served (their futures are dropped with the call's).
-    in_flight: HashSet<u64>,
+    in_flight: Vec<(u64, tokio::task::AbortHandle)>,
     /// The call ended and every syscall it made was answered.
     settled: bool,
 }
@@ -623,7 +616,11 @@ impl Drop for Abandon {
         if self.settled {
             return;
         }
-        for seq in &self.in_flight {
+        for (seq, task) in &self.in_flight {
+            if task.is_finished() {
+                continue;
+            }
+            task.abort();
             let outcome = Err(json!({
                 "kind": "Cancelled",
                 "message": "cancelled: the caller of this tool call went away",
