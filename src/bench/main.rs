@@ -122,11 +122,47 @@ fn cpu_time() -> Duration {
 }
 
 /// Prints the kernel process's CPU per operation over `n` operations since `since`.
-fn report_cpu(name: &str, since: Duration, n: u32) {
-    println!(
-        "{name:<58} {:>9.1?} CPU per call in the runtime's process (isolate workers not counted)",
-        cpu_time().saturating_sub(since) / n
-    );
+/// Warm calls measured after a warm-up: wall time per call, and the runtime process's CPU
+/// per call over the measured ones.
+struct WarmLoop {
+    samples: Vec<Duration>,
+    cpu_from: Duration,
+}
+
+impl WarmLoop {
+    const WARMUP: usize = 300;
+    const CALLS: usize = 3_000;
+
+    fn new() -> WarmLoop {
+        WarmLoop {
+            samples: Vec::with_capacity(Self::CALLS - Self::WARMUP),
+            cpu_from: Duration::ZERO,
+        }
+    }
+
+    /// Starts call `i`; returns when it started.
+    fn start(&mut self, i: usize) -> Instant {
+        if i == Self::WARMUP {
+            self.cpu_from = cpu_time();
+        }
+        Instant::now()
+    }
+
+    /// Ends call `i`, started at `started`.
+    fn end(&mut self, i: usize, started: Instant) {
+        if i >= Self::WARMUP {
+            self.samples.push(started.elapsed());
+        }
+    }
+
+    fn report(self, name: &str) {
+        let measured = (Self::CALLS - Self::WARMUP) as u32;
+        report(name, self.samples);
+        println!(
+            "{name:<58} {:>9.1?} CPU per call in the runtime's process (isolate workers not counted)",
+            cpu_time().saturating_sub(self.cpu_from) / measured
+        );
+    }
 }
 
 /// A budget no measurement runs out of.
@@ -443,13 +479,9 @@ async fn tool_calls() -> anyhow::Result<()> {
         (echo, "tool.call trivial tool (warm)"),
         (read, "tool.call tool with one fs.read_text (warm)"),
     ] {
-        let mut samples = Vec::new();
-        let mut cpu = Duration::ZERO;
-        for i in 0..3_000 {
-            if i == 300 {
-                cpu = cpu_time();
-            }
-            let t = Instant::now();
+        let mut warm = WarmLoop::new();
+        for i in 0..WarmLoop::CALLS {
+            let t = warm.start(i);
             b.kernel
                 .syscall(
                     pid,
@@ -459,12 +491,9 @@ async fn tool_calls() -> anyhow::Result<()> {
                     }),
                 )
                 .await?;
-            if i >= 300 {
-                samples.push(t.elapsed());
-            }
+            warm.end(i, t);
         }
-        report(label, samples);
-        report_cpu(label, cpu, 2_700);
+        warm.report(label);
     }
     Ok(())
 }
@@ -574,27 +603,19 @@ async fn mcp_calls() -> anyhow::Result<()> {
     client
         .tool("register_tool", json!({"pid": pid, "id": id}))
         .await?;
-    let mut samples = Vec::new();
-    let mut cpu = Duration::ZERO;
-    for i in 0..3_000 {
-        if i == 300 {
-            cpu = cpu_time();
-        }
-        let t = Instant::now();
+    let mut warm = WarmLoop::new();
+    for i in 0..WarmLoop::CALLS {
+        let t = warm.start(i);
         let out = client
             .tool(
                 "call_tool",
                 json!({"pid": pid, "name": "echo", "args": {"n": i}}),
             )
             .await?;
-        if i >= 300 {
-            samples.push(t.elapsed());
-        }
+        warm.end(i, t);
         anyhow::ensure!(out["n"] == i, "unexpected answer: {out}");
     }
-    let label = "MCP tools/call of a trivial tool (warm, in-process pipe)";
-    report(label, samples);
-    report_cpu(label, cpu, 2_700);
+    warm.report("MCP tools/call of a trivial tool (warm, in-process pipe)");
     Ok(())
 }
 
