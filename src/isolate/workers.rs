@@ -132,6 +132,55 @@ struct Inner {
 }
 
 impl Inner {
+    /// Evicts isolates of processes not in a call (host keys, of every space): the least
+    /// recently used while more than `max_hot` are hot, and every one idle past
+    /// `idle_timeout`. Walks the hot set oldest first and stops at the first process it
+    /// need not evict, so a call that evicts nothing costs one look at the oldest.
+    fn hibernate_some(&self) {
+        let now = Instant::now();
+        let config = &self.config;
+        let mut after = 0;
+        loop {
+            let (pid, stamp, over_cap, idle) = {
+                let hot = lock(&self.hot);
+                let Some((stamp, pid)) = hot.oldest_after(after) else {
+                    return;
+                };
+                let idle = hot
+                    .idle_for(pid, now)
+                    .is_some_and(|idle| idle >= config.idle_timeout);
+                (pid, stamp, hot.hot() > config.max_hot, idle)
+            };
+            if !over_cap && !idle {
+                // Oldest first: no later one is idle either.
+                return;
+            }
+            after = stamp;
+            self.evict(pid);
+        }
+    }
+
+    /// Drops `pid`'s isolate in its worker unless `pid` is in a call (whose lock it would
+    /// need); true if evicted.
+    fn evict(&self, pid: i64) -> bool {
+        let serial = lock(&self.serial).get(&pid).cloned();
+        let Some(serial) = serial else {
+            lock(&self.hot).forget(pid);
+            return false;
+        };
+        let Ok(_not_in_a_call) = serial.try_lock() else {
+            return false;
+        };
+        let conn = lock(&self.placement).remove(&pid);
+        if let Some(conn) = conn {
+            conn.detach(pid);
+        }
+        lock(&self.hot).hibernate(pid);
+        self.evicted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(pid, "isolate hibernated");
+        true
+    }
+
     /// Drops `key`'s isolate (after its running call, if any, ends).
     fn release(&self, key: i64) {
         lock(&self.serial).remove(&key);
@@ -253,58 +302,9 @@ impl WorkerHost {
             loop {
                 tokio::time::sleep(period).await;
                 let Some(inner) = inner.upgrade() else { return };
-                WorkerHost::in_new_space(inner).hibernate_some();
+                inner.hibernate_some();
             }
         });
-    }
-
-    /// Evicts isolates of processes not in a call: the least recently used while more than
-    /// `max_hot` are hot, and every one idle past `idle_timeout`. Walks the hot set oldest
-    /// first and stops at the first process it need not evict, so a call that evicts
-    /// nothing costs one look at the oldest.
-    fn hibernate_some(&self) {
-        let now = Instant::now();
-        let config = &self.inner.config;
-        let mut after = 0;
-        loop {
-            let (pid, stamp, over_cap, idle) = {
-                let hot = lock(&self.inner.hot);
-                let Some((stamp, pid)) = hot.oldest_after(after) else {
-                    return;
-                };
-                let idle = hot
-                    .idle_for(pid, now)
-                    .is_some_and(|idle| idle >= config.idle_timeout);
-                (pid, stamp, hot.hot() > config.max_hot, idle)
-            };
-            if !over_cap && !idle {
-                // Oldest first: no later one is idle either.
-                return;
-            }
-            after = stamp;
-            self.evict(pid);
-        }
-    }
-
-    /// Drops `pid`'s isolate in its worker unless `pid` is in a call (whose lock it would
-    /// need); true if evicted.
-    fn evict(&self, pid: i64) -> bool {
-        let serial = lock(&self.inner.serial).get(&pid).cloned();
-        let Some(serial) = serial else {
-            lock(&self.inner.hot).forget(pid);
-            return false;
-        };
-        let Ok(_not_in_a_call) = serial.try_lock() else {
-            return false;
-        };
-        let conn = lock(&self.inner.placement).remove(&pid);
-        if let Some(conn) = conn {
-            conn.detach(pid);
-        }
-        lock(&self.inner.hot).hibernate(pid);
-        self.inner.evicted.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(pid, "isolate hibernated");
-        true
     }
 
     /// `pid`'s call ended in a way that may have poisoned its isolate (the worker then
@@ -346,7 +346,7 @@ impl WorkerHost {
                 Some(Ok(())) => {
                     self.touched(pid);
                     self.check_wear(&conn);
-                    self.hibernate_some();
+                    self.inner.hibernate_some();
                     return Ok(());
                 }
                 Some(Err(e)) => {
@@ -414,7 +414,7 @@ impl WorkerHost {
                     self.touched(pid);
                     self.drop_after(pid, &conn, &outcome);
                     self.after_call(&conn);
-                    self.hibernate_some();
+                    self.inner.hibernate_some();
                     return outcome;
                 }
                 None => self.unplace(pid, &conn),
