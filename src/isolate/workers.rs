@@ -330,7 +330,10 @@ impl WorkerHost {
     /// Whether `pid` has a hot isolate in a worker that still serves it (else its next call
     /// creates one: it hibernates, was never called, or its worker was replaced).
     pub fn is_hot(&self, pid: i64) -> bool {
-        let pid = self.key(pid);
+        // A pid this space never named has no isolate (and asking makes it no key).
+        let Some(pid) = lock(&self.space.keys).get(&pid).copied() else {
+            return false;
+        };
         let placed = lock(&self.inner.placement).get(&pid).cloned();
         placed.is_some_and(|conn| conn.ended().is_none() && !conn.is_draining())
             && lock(&self.inner.hot).is_hot(pid)
